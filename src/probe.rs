@@ -1,0 +1,197 @@
+//! A pg_isready-equivalent probe, spoken natively over the wire protocol.
+//!
+//! Follows libpq's `PQping` (src/interfaces/libpq/fe-connect.c): connect, send a protocol 3.0
+//! StartupMessage, read the first message. An authentication request (`R`), or any error with a
+//! SQLSTATE other than 57P03, means the server is up and accepting; `57P03` (cannot_connect_now:
+//! starting up, shutting down, recovering) means it is rejecting; anything else means no
+//! response. The connection is closed before authenticating, so no password is needed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What a probe found, with pg_isready's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingStatus {
+    /// The server accepts connections (exit 0).
+    Accepting,
+    /// The server answered but refuses connections right now (exit 1).
+    Rejecting,
+    /// Nothing answered, or not as PostgreSQL (exit 2).
+    NoResponse,
+    /// The parameters were unusable, so no attempt was made (exit 3).
+    NoAttempt,
+}
+
+impl PingStatus {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            PingStatus::Accepting => 0,
+            PingStatus::Rejecting => 1,
+            PingStatus::NoResponse => 2,
+            PingStatus::NoAttempt => 3,
+        }
+    }
+
+    /// The words pg_isready prints after `HOST:PORT - `.
+    pub fn describe(self) -> &'static str {
+        match self {
+            PingStatus::Accepting => "accepting connections",
+            PingStatus::Rejecting => "rejecting connections",
+            PingStatus::NoResponse => "no response",
+            PingStatus::NoAttempt => "no attempt",
+        }
+    }
+}
+
+/// SQLSTATE cannot_connect_now.
+const CANNOT_CONNECT_NOW: &[u8] = b"57P03";
+
+/// Probes `addr` once, giving up after `timeout`.
+pub async fn ping(addr: SocketAddr, user: &str, database: &str, timeout: Duration) -> PingStatus {
+    tokio::time::timeout(timeout, ping_inner(addr, user, database))
+        .await
+        .unwrap_or(PingStatus::NoResponse)
+}
+
+async fn ping_inner(addr: SocketAddr, user: &str, database: &str) -> PingStatus {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return PingStatus::NoResponse;
+    };
+    let _ = stream.set_nodelay(true);
+    if stream
+        .write_all(&startup_message(user, database))
+        .await
+        .is_err()
+    {
+        return PingStatus::NoResponse;
+    }
+    let mut header = [0u8; 5];
+    if stream.read_exact(&mut header).await.is_err() {
+        return PingStatus::NoResponse;
+    }
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if !matches!(header[0], b'R' | b'v' | b'E') || !(4..=1 << 16).contains(&length) {
+        return PingStatus::NoResponse;
+    }
+    // Read the whole message: closing with unread data would reset the connection, and the
+    // server would log "could not receive data from client". A plain close is silent.
+    let mut body = vec![0u8; length - 4];
+    if stream.read_exact(&mut body).await.is_err() {
+        return PingStatus::NoResponse;
+    }
+    match header[0] {
+        // An authentication request, or NegotiateProtocolVersion: only a live server sends them.
+        b'R' | b'v' => PingStatus::Accepting,
+        _ => match sqlstate(&body) {
+            Some(code) if code == CANNOT_CONNECT_NOW => PingStatus::Rejecting,
+            Some(_) => PingStatus::Accepting,
+            None => PingStatus::NoResponse,
+        },
+    }
+}
+
+/// A protocol 3.0 StartupMessage: length, 196608, `user`, `database`, terminated by a NUL.
+pub fn startup_message(user: &str, database: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(&196_608u32.to_be_bytes());
+    for (key, value) in [("user", user), ("database", database)] {
+        body.extend_from_slice(key.as_bytes());
+        body.push(0);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut message = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    message.extend_from_slice(&body);
+    message
+}
+
+/// The `C` (SQLSTATE) field of an ErrorResponse body, if it is five characters long.
+fn sqlstate(body: &[u8]) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0)?;
+        if kind == b'C' {
+            return Some(&tail[..end]).filter(|code| code.len() == 5);
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn startup_message_layout() {
+        let m = startup_message("trader", "db");
+        assert_eq!(
+            u32::from_be_bytes(m[0..4].try_into().unwrap()) as usize,
+            m.len()
+        );
+        assert_eq!(&m[4..8], &196_608u32.to_be_bytes());
+        assert_eq!(&m[8..], b"user\0trader\0database\0db\0\0");
+    }
+
+    #[test]
+    fn sqlstate_is_found() {
+        assert_eq!(
+            sqlstate(b"SFATAL\0C57P03\0Mthe database system is starting up\0\0"),
+            Some(&b"57P03"[..])
+        );
+        assert_eq!(sqlstate(b"SFATAL\0Mno code\0\0"), None);
+    }
+
+    /// A fake listener that answers the startup message with fixed bytes.
+    async fn answer(bytes: Vec<u8>) -> PingStatus {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(&bytes).await;
+        });
+        ping(addr, "u", "d", Duration::from_secs(2)).await
+    }
+
+    fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[tokio::test]
+    async fn classifies_answers_like_pqping() {
+        let sasl = message(b'R', b"\0\0\0\x0aSCRAM-SHA-256\0\0");
+        assert_eq!(answer(sasl).await, PingStatus::Accepting);
+        let starting = message(b'E', b"SFATAL\0C57P03\0Mstarting up\0\0");
+        assert_eq!(answer(starting).await, PingStatus::Rejecting);
+        let bad_password = message(b'E', b"SFATAL\0C28P01\0Mx\0\0");
+        assert_eq!(answer(bad_password).await, PingStatus::Accepting);
+        let no_code = message(b'E', b"SFATAL\0Mx\0\0");
+        assert_eq!(answer(no_code).await, PingStatus::NoResponse);
+        let http = b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec();
+        assert_eq!(answer(http).await, PingStatus::NoResponse);
+        assert_eq!(answer(vec![]).await, PingStatus::NoResponse);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_no_response() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        assert_eq!(
+            ping(addr, "u", "d", Duration::from_secs(2)).await,
+            PingStatus::NoResponse
+        );
+    }
+}

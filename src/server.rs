@@ -1,0 +1,196 @@
+//! One run of the `postgres` server process: spawn, forward its log, signal it, clean up.
+//!
+//! postgres is pgwarden's own child (not detached by pg_ctl), so its exit is an event. It runs in
+//! its own process group (pgid = postmaster pid): a terminal's Ctrl-C reaches pgwarden only, and
+//! after the postmaster dies the whole group — orphaned backends included — can be killed and
+//! waited for before a restart (a new postmaster refuses to start while old backends still hold
+//! the shared memory).
+
+use crate::binaries::Install;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::privilege::RunAs;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use std::collections::VecDeque;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// How many of the server's last log lines are kept to explain a crash.
+const LOG_TAIL: usize = 40;
+
+/// The last lines the server wrote.
+#[derive(Debug, Clone, Default)]
+pub struct LogTail(Arc<Mutex<VecDeque<String>>>);
+
+impl LogTail {
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().expect("log tail lock");
+        if lines.len() == LOG_TAIL {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .expect("log tail lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The most telling line: the last FATAL/PANIC/ERROR, else the last line.
+    pub fn last_error(&self) -> Option<String> {
+        let lines = self.lines();
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("FATAL:") || l.contains("PANIC:") || l.contains("ERROR:"))
+            .or(lines.last())
+            .cloned()
+    }
+}
+
+/// A running (or just exited) postmaster.
+#[derive(Debug)]
+pub struct Server {
+    /// The only handle on the child; `child.id()` is `None` once reaped, so a reused pid is
+    /// never signalled.
+    child: Child,
+    /// The postmaster's pid, which is also its process group id.
+    pub pid: Pid,
+    pub log: LogTail,
+}
+
+impl Server {
+    pub fn spawn(
+        config: &Config,
+        install: &Install,
+        cluster: &Cluster,
+        run_as: &RunAs,
+    ) -> Result<Server> {
+        let mut command = Command::new(install.bin("postgres"));
+        command
+            .arg("-D")
+            .arg(&cluster.data_dir)
+            .arg("-p")
+            .arg(config.port.to_string())
+            .arg("-c")
+            .arg(format!("listen_addresses={}", config.listen_address))
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                cluster.socket_dir.display()
+            ))
+            // Logs go to our pipes; a collector would take them away from pgwarden.
+            .arg("-c")
+            .arg("logging_collector=off");
+        for (key, value) in &config.server {
+            command.arg("-c").arg(format!("{key}={value}"));
+        }
+        command
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        run_as.apply(&mut command);
+        let mut child = command.spawn().map_err(|e| Error::Server {
+            what: format!("cannot start {}: {e}", install.bin("postgres").display()),
+        })?;
+        let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+        let log = LogTail::default();
+        forward(child.stdout.take(), log.clone());
+        forward(child.stderr.take(), log.clone());
+        tracing::debug!(pid = pid.as_raw(), "postgres started");
+        Ok(Server { child, pid, log })
+    }
+
+    /// Waits for the postmaster to exit (reaping it).
+    pub async fn wait(&mut self) -> ExitStatus {
+        loop {
+            match self.child.wait().await {
+                Ok(status) => return status,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!("cannot wait for postgres: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to the postmaster only, if it has not been reaped yet.
+    pub fn signal(&self, signal: Signal) {
+        if self.child.id().is_some() {
+            let _ = kill(self.pid, signal);
+        }
+    }
+
+    /// After the postmaster has exited: kills what is left of its process group and waits until
+    /// nothing of it remains, so that the next server can take the shared memory.
+    pub async fn clear_group(&self) {
+        clear_group(self.pid).await;
+    }
+}
+
+/// SIGKILLs process group `pgid` and waits (up to 10 s) until it is empty.
+pub async fn clear_group(pgid: Pid) {
+    if killpg(pgid, None).is_err() {
+        return;
+    }
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while killpg(pgid, None).is_ok() {
+        if tokio::time::Instant::now() > deadline {
+            tracing::warn!(
+                pgid = pgid.as_raw(),
+                "processes of the old server are still there after 10 s"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Re-emits each line the server writes as a tracing event with target `postgres`.
+fn forward(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, tail: LogTail) {
+    let Some(pipe) = pipe else { return };
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("PANIC:") || line.contains("FATAL:") {
+                tracing::error!(target: "postgres", "{line}");
+            } else if line.contains("ERROR:") || line.contains("WARNING:") {
+                tracing::warn!(target: "postgres", "{line}");
+            } else {
+                tracing::info!(target: "postgres", "{line}");
+            }
+            tail.push(line);
+        }
+    });
+}
+
+/// "exit code 1" / "signal 9 (SIGKILL)".
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exit code {code}")
+    } else if let Some(signal) = status.signal() {
+        match Signal::try_from(signal) {
+            Ok(s) => format!("signal {signal} ({})", s.as_str()),
+            Err(_) => format!("signal {signal}"),
+        }
+    } else {
+        status.to_string()
+    }
+}
