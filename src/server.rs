@@ -143,14 +143,16 @@ impl Server {
     }
 }
 
-/// SIGKILLs process group `pgid` and waits (up to 10 s) until it is empty.
+/// SIGKILLs process group `pgid` and waits (up to 10 s) until no live process is left in it.
+/// Zombies do not count: orphaned backends are reaped by init, which may take its time (seen
+/// here: a PID 1 that reaps every ~2 s), and a zombie holds no shared memory.
 pub async fn clear_group(pgid: Pid) {
     if killpg(pgid, None).is_err() {
         return;
     }
     let _ = killpg(pgid, Signal::SIGKILL);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while killpg(pgid, None).is_ok() {
+    while group_has_live_members(pgid) {
         if tokio::time::Instant::now() > deadline {
             tracing::warn!(
                 pgid = pgid.as_raw(),
@@ -160,6 +162,34 @@ pub async fn clear_group(pgid: Pid) {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Whether any process of group `pgid` is alive (not a zombie), read from /proc/<pid>/stat.
+pub fn group_has_live_members(pgid: Pid) -> bool {
+    if killpg(pgid, None).is_err() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+            return false;
+        };
+        // "pid (comm) state ppid pgrp …": comm may hold spaces and parentheses; split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.as_raw().to_string().as_str())
+    })
 }
 
 /// Re-emits each line the server writes as a tracing event with target `postgres`.

