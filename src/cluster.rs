@@ -330,7 +330,17 @@ fn run_checked(
         .stderr(Stdio::piped());
     run_as.apply_std(&mut command);
     // Its own process group: a terminal's Ctrl-C reaches pgwarden, which finishes the step.
+    // And killed if pgwarden dies (SIGKILL): otherwise it would run on, orphaned, in a staging
+    // directory the next launch sweeps. PDEATHSIG follows the forking thread, which is blocked
+    // right here waiting for this child, so it cannot fire early.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
     let mut child = command.spawn().map_err(|e| Error::Cluster {
         what: format!(
             "cannot run {what} ({}): {e}",

@@ -436,8 +436,34 @@ impl Pgwarden {
     /// which `POSTGRES_{USER,PASSWORD,DB}` and `PGWARDEN_*` were removed and
     /// to which `NO_COLOR=1` was added.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
-        let bin = env!("CARGO_BIN_EXE_pgwarden");
-        let mut cmd = Command::new(bin);
+        Self::spawn(Path::new(env!("CARGO_BIN_EXE_pgwarden")), None, args, envs)
+    }
+
+    /// Like [`Pgwarden::start`], but as the (unprivileged) `user`, from a copy of the binary in a
+    /// directory every user can reach (the build's target dir may sit under /root). Root only.
+    pub fn start_as(user: &str, args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
+        let account = nix::unistd::User::from_name(user)
+            .expect("look up user")
+            .unwrap_or_else(|| panic!("user {user} does not exist (.ci/run creates pgwarden)"));
+        Self::spawn(
+            &reachable_binary(),
+            Some((account.uid.as_raw(), account.gid.as_raw())),
+            args,
+            envs,
+        )
+    }
+
+    fn spawn(
+        bin: &Path,
+        user: Option<(u32, u32)>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Pgwarden {
+        let bin = bin.display().to_string();
+        let mut cmd = Command::new(&bin);
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -651,6 +677,32 @@ pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> O
         stdout,
         stderr,
     }
+}
+
+/// A copy of the pgwarden binary in a 0755 directory of the cache, made once per test process.
+fn reachable_binary() -> PathBuf {
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let source = Path::new(env!("CARGO_BIN_EXE_pgwarden"));
+        let meta = fs::metadata(source).expect("stat pgwarden binary");
+        // Named by the build's size and mtime: reused while the build is the same.
+        let dir = cache_dir().join("bin");
+        make_dir_0755(&dir);
+        let copy = dir.join(format!(
+            "pgwarden-{}-{}",
+            meta.len(),
+            meta.mtime_nsec() ^ meta.mtime()
+        ));
+        if !copy.exists() {
+            let partial = dir.join(format!(".partial-{}", std::process::id()));
+            fs::copy(source, &partial).expect("copy pgwarden binary");
+            fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).expect("chmod");
+            fs::rename(&partial, &copy).expect("rename pgwarden binary copy");
+        }
+        copy
+    })
+    .clone()
 }
 
 fn spawn_reader(pipe: impl Read + Send + 'static, shared: Arc<Shared>, pid: u32, is_stdout: bool) {
