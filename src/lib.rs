@@ -23,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod instance;
+pub mod notify;
 pub mod paths;
 pub mod preflight;
 pub mod privilege;

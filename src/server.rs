@@ -14,6 +14,7 @@ use crate::privilege::RunAs;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,15 +46,34 @@ impl LogTail {
             .collect()
     }
 
-    /// The most telling line: the last FATAL/PANIC/ERROR, else the last line.
-    pub fn last_error(&self) -> Option<String> {
+    /// The most telling lines: the last FATAL/PANIC/ERROR line with the LOG line that explains
+    /// it (`invalid value for parameter …` before `configuration file … contains errors`) and
+    /// any DETAIL/HINT after it; else the last line.
+    pub fn explain(&self) -> Option<String> {
         let lines = self.lines();
-        lines
-            .iter()
-            .rev()
-            .find(|l| l.contains("FATAL:") || l.contains("PANIC:") || l.contains("ERROR:"))
-            .or(lines.last())
-            .cloned()
+        let is_error =
+            |l: &String| l.contains("FATAL:") || l.contains("PANIC:") || l.contains("ERROR:");
+        let Some(at) = lines.iter().rposition(is_error) else {
+            return lines.last().cloned();
+        };
+        let mut picked = Vec::new();
+        if at > 0 && lines[at - 1].contains("LOG:") && !is_error(&lines[at - 1]) {
+            let before = &lines[at - 1];
+            if before.contains("invalid")
+                || before.contains("could not")
+                || before.contains("unrecognized")
+            {
+                picked.push(before.clone());
+            }
+        }
+        picked.push(lines[at].clone());
+        picked.extend(
+            lines[at + 1..]
+                .iter()
+                .take_while(|l| l.contains("DETAIL:") || l.contains("HINT:"))
+                .cloned(),
+        );
+        Some(picked.join("\n"))
     }
 }
 
@@ -91,8 +111,22 @@ impl Server {
             // Logs go to our pipes; a collector would take them away from pgwarden.
             .arg("-c")
             .arg("logging_collector=off");
-        for (key, value) in &config.server {
-            command.arg("-c").arg(format!("{key}={value}"));
+        // If pgwarden dies (even by SIGKILL), the postmaster gets SIGINT: a fast, clean shutdown
+        // rather than a server running on unsupervised. PDEATHSIG follows the *thread* that
+        // forks: this runs on the main thread of pgwarden's current-thread runtime, which lives
+        // as long as the process. std applies uid/gid before this hook, so the setting survives
+        // the switch to the unprivileged user (a credential change clears it).
+        let parent = nix::unistd::getpid();
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)?;
+                if nix::unistd::getppid() != parent {
+                    // pgwarden died before the hook ran: do not start an orphan.
+                    return Err(std::io::Error::other("pgwarden exited"));
+                }
+                Ok(())
+            });
         }
         command
             .env_clear()
@@ -140,6 +174,70 @@ impl Server {
     /// nothing of it remains, so that the next server can take the shared memory.
     pub async fn clear_group(&self) {
         clear_group(self.pid).await;
+    }
+}
+
+/// A postmaster still running on `data_dir` (e.g. left by a pgwarden that was SIGKILLed):
+/// `postmaster.pid` names a live `postgres` process whose data directory is this one.
+pub fn survivor(data_dir: &Path) -> Option<Pid> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let mut lines = text.lines();
+    let pid = Pid::from_raw(lines.next()?.trim().parse().ok()?);
+    let recorded = Path::new(lines.next()?.trim()).canonicalize().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    let alive = is_alive(pid);
+    (alive && comm.trim() == "postgres" && Some(recorded) == data_dir.canonicalize().ok())
+        .then_some(pid)
+}
+
+/// Shuts down a postmaster pgwarden did not start (it cannot `wait` for it): SIGINT, then
+/// SIGQUIT after `timeout`, then SIGKILL of its group; returns once its pid is gone for good —
+/// postgres itself refuses to start while the old pid exists, even as a zombie.
+pub async fn stop_survivor(pid: Pid, timeout: Duration) {
+    let _ = kill(pid, Signal::SIGINT);
+    for (signal, limit) in [
+        (Some(Signal::SIGQUIT), timeout),
+        (None, Duration::from_secs(5)),
+    ] {
+        let deadline = tokio::time::Instant::now() + limit;
+        while is_alive(pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !is_alive(pid) {
+            break;
+        }
+        match signal {
+            Some(signal) => {
+                tracing::warn!(
+                    pid = pid.as_raw(),
+                    "the old postgres did not stop in time; immediate shutdown"
+                );
+                let _ = kill(pid, signal);
+            }
+            None => {
+                tracing::warn!(
+                    pid = pid.as_raw(),
+                    "the old postgres ignored SIGQUIT; killing its process group"
+                );
+                clear_group(pid).await;
+            }
+        }
+    }
+    // A dead postmaster whose parent was init lingers as a zombie until init reaps it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while kill(pid, None).is_ok() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    clear_group(pid).await;
+}
+
+/// Alive and not a zombie.
+fn is_alive(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
     }
 }
 
