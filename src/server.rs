@@ -1,10 +1,16 @@
 //! One run of the `postgres` server process: spawn, forward its log, signal it, clean up.
 //!
 //! postgres is pgwarden's own child (not detached by pg_ctl), so its exit is an event. It runs in
-//! its own process group (pgid = postmaster pid): a terminal's Ctrl-C reaches pgwarden only, and
-//! after the postmaster dies the whole group — orphaned backends included — can be killed and
-//! waited for before a restart (a new postmaster refuses to start while old backends still hold
-//! the shared memory).
+//! its own process group (pgid = postmaster pid), so a terminal's Ctrl-C reaches pgwarden only.
+//!
+//! After the postmaster dies, what is left of it must be killed and waited for before a restart:
+//! a new postmaster refuses to start while old backends still hold the shared memory
+//! ("pre-existing shared memory block … is still in use"), and a backend busy in a long query
+//! does not notice its postmaster's death. The process group does not find them: every
+//! postmaster child calls `setsid()` (`InitPostmasterChild`, src/backend/utils/init/miscinit.c)
+//! and leads a group of its own. What they share is their working directory — postgres chdirs
+//! into the data directory — so the remains are found as the processes whose cwd is the data
+//! directory (see [`clear_remains`]).
 
 use crate::binaries::Install;
 use crate::cluster::Cluster;
@@ -86,6 +92,7 @@ pub struct Server {
     /// The postmaster's pid, which is also its process group id.
     pub pid: Pid,
     pub log: LogTail,
+    data_dir: std::path::PathBuf,
 }
 
 impl Server {
@@ -146,7 +153,12 @@ impl Server {
         forward(child.stdout.take(), log.clone());
         forward(child.stderr.take(), log.clone());
         tracing::debug!(pid = pid.as_raw(), "postgres started");
-        Ok(Server { child, pid, log })
+        Ok(Server {
+            child,
+            pid,
+            log,
+            data_dir: cluster.data_dir.clone(),
+        })
     }
 
     /// Waits for the postmaster to exit (reaping it).
@@ -170,10 +182,11 @@ impl Server {
         }
     }
 
-    /// After the postmaster has exited: kills what is left of its process group and waits until
-    /// nothing of it remains, so that the next server can take the shared memory.
-    pub async fn clear_group(&self) {
-        clear_group(self.pid).await;
+    /// After the postmaster has exited: kills what is left of it (its group, and every process
+    /// working in the data directory) and waits until nothing of it remains, so that the next
+    /// server can take the shared memory.
+    pub async fn clear_remains(&self) {
+        clear_remains(self.pid, &self.data_dir).await;
     }
 }
 
@@ -193,7 +206,7 @@ pub fn survivor(data_dir: &Path) -> Option<Pid> {
 /// Shuts down a postmaster pgwarden did not start (it cannot `wait` for it): SIGINT, then
 /// SIGQUIT after `timeout`, then SIGKILL of its group; returns once its pid is gone for good —
 /// postgres itself refuses to start while the old pid exists, even as a zombie.
-pub async fn stop_survivor(pid: Pid, timeout: Duration) {
+pub async fn stop_survivor(pid: Pid, data_dir: &Path, timeout: Duration) {
     let _ = kill(pid, Signal::SIGINT);
     for (signal, limit) in [
         (Some(Signal::SIGQUIT), timeout),
@@ -219,7 +232,7 @@ pub async fn stop_survivor(pid: Pid, timeout: Duration) {
                     pid = pid.as_raw(),
                     "the old postgres ignored SIGQUIT; killing its process group"
                 );
-                clear_group(pid).await;
+                clear_remains(pid, data_dir).await;
             }
         }
     }
@@ -228,7 +241,7 @@ pub async fn stop_survivor(pid: Pid, timeout: Duration) {
     while kill(pid, None).is_ok() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    clear_group(pid).await;
+    clear_remains(pid, data_dir).await;
 }
 
 /// Alive and not a zombie.
@@ -241,19 +254,23 @@ fn is_alive(pid: Pid) -> bool {
     }
 }
 
-/// SIGKILLs process group `pgid` and waits (up to 10 s) until no live process is left in it.
-/// Zombies do not count: orphaned backends are reaped by init, which may take its time (seen
-/// here: a PID 1 that reaps every ~2 s), and a zombie holds no shared memory.
-pub async fn clear_group(pgid: Pid) {
-    if killpg(pgid, None).is_err() {
-        return;
-    }
+/// SIGKILLs process group `pgid` and every process working in `data_dir`, then waits (up to
+/// 10 s) until none of them is alive. Zombies do not count: orphans are reaped by init, which may
+/// take its time (seen here: a PID 1 that reaps every ~2 s), and a zombie holds no shared memory.
+pub async fn clear_remains(pgid: Pid, data_dir: &Path) {
     let _ = killpg(pgid, Signal::SIGKILL);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while group_has_live_members(pgid) {
+    loop {
+        let remains = remains(pgid, data_dir);
+        if remains.is_empty() {
+            return;
+        }
+        for pid in &remains {
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
         if tokio::time::Instant::now() > deadline {
             tracing::warn!(
-                pgid = pgid.as_raw(),
+                ?remains,
                 "processes of the old server are still there after 10 s"
             );
             return;
@@ -262,32 +279,30 @@ pub async fn clear_group(pgid: Pid) {
     }
 }
 
-/// Whether any process of group `pgid` is alive (not a zombie), read from /proc/<pid>/stat.
-pub fn group_has_live_members(pgid: Pid) -> bool {
-    if killpg(pgid, None).is_err() {
-        return false;
-    }
+/// Live (non-zombie) processes in group `pgid` or with `data_dir` as working directory.
+pub fn remains(pgid: Pid, data_dir: &Path) -> Vec<Pid> {
+    let data_dir = data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| data_dir.to_path_buf());
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return true;
+        return Vec::new();
     };
-    entries.flatten().any(|entry| {
-        let name = entry.file_name();
-        let Some(name) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
-            return false;
-        };
-        // "pid (comm) state ppid pgrp …": comm may hold spaces and parentheses; split after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-            return false;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        fields.first() != Some(&"Z") && fields.get(2) == Some(&pgid.as_raw().to_string().as_str())
-    })
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid pgrp …": comm may hold spaces and parentheses.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            if fields.first() == Some(&"Z") {
+                return None;
+            }
+            let in_group = fields.get(2) == Some(&pgid.as_raw().to_string().as_str());
+            let in_data_dir =
+                || std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == data_dir);
+            (in_group || in_data_dir()).then_some(Pid::from_raw(pid))
+        })
+        .collect()
 }
 
 /// Re-emits each line the server writes as a tracing event with target `postgres`.

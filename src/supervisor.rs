@@ -274,14 +274,14 @@ impl Supervisor {
                     match tokio::time::timeout(Duration::from_secs(2), server.wait()).await {
                         Ok(status) => status,
                         Err(_) => {
-                            server.clear_group().await;
+                            server.clear_remains().await;
                             server.wait().await
                         }
                     }
                 }
                 Outcome::Ready => unreachable!("watch does not report readiness"),
             };
-            server.clear_group().await;
+            server.clear_remains().await;
             let why = server.log.explain().unwrap_or_default();
             error!(exit = %describe_exit(status), last_log = %why, "postgres exited unexpectedly ({was})");
             self.restarts += 1;
@@ -532,13 +532,13 @@ impl Supervisor {
                     Some(status) => status,
                     None => {
                         warn!("postgres ignored SIGQUIT; killing its process group");
-                        server.clear_group().await;
+                        server.clear_remains().await;
                         server.wait().await
                     }
                 }
             }
         };
-        server.clear_group().await;
+        server.clear_remains().await;
         info!(exit = %describe_exit(status), "postgres stopped");
         self.transition(State::Stopped, "shutdown complete");
         Ok(())

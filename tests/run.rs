@@ -5,59 +5,6 @@ mod common;
 use common::*;
 use nix::sys::signal::Signal;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::time::Duration;
-
-const FIRST_LAUNCH: Duration = Duration::from_secs(120);
-const START: Duration = Duration::from_secs(60);
-const STOP: Duration = Duration::from_secs(60);
-
-/// `run` arguments for a cluster in `dir` on `port`, from the shared npm-archive install.
-fn run_args(dir: &Path, port: u16) -> Vec<String> {
-    vec![
-        "run".into(),
-        "--archive".into(),
-        npm_archive().display().to_string(),
-        "--install-dir".into(),
-        shared_install_dir().display().to_string(),
-        "--data-dir".into(),
-        dir.join("data").display().to_string(),
-        "--port".into(),
-        port.to_string(),
-    ]
-}
-
-fn start(dir: &Path, port: u16, envs: &[(&str, &str)]) -> Pgwarden {
-    let args = run_args(dir, port);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Pgwarden::start(&args, envs)
-}
-
-fn stop(mut pgwarden: Pgwarden, signal: Signal) {
-    pgwarden.signal(signal);
-    let status = pgwarden.wait_exit(STOP);
-    assert!(
-        status.success(),
-        "pgwarden exited with {status} after {signal:?}"
-    );
-}
-
-fn postmaster_pid(data_dir: &Path) -> i32 {
-    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).expect("postmaster.pid");
-    text.lines().next().unwrap().trim().parse().unwrap()
-}
-
-fn uid_of_process(pid: i32) -> u32 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn process_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
-        .unwrap_or(false)
-}
 
 #[test]
 fn first_launch_serves_the_seed_database_and_stops_cleanly() {

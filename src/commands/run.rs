@@ -32,7 +32,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             pid = pid.as_raw(),
             "a postgres from an earlier pgwarden still runs on this data directory; shutting it down first"
         );
-        server::stop_survivor(pid, config.shutdown_timeout).await;
+        server::stop_survivor(pid, &config.data_dir, config.shutdown_timeout).await;
     }
     preflight::check_port_free(config.listen_address, config.port)?;
 

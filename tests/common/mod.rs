@@ -654,7 +654,7 @@ impl Drop for Pgwarden {
         // Never panics: it may run while a test is already unwinding.
         self.kill_group();
         if let Some(data_dir) = &self.data_dir {
-            kill_postmaster_group(data_dir);
+            kill_server_of(data_dir, self.pid);
         }
     }
 }
@@ -762,30 +762,62 @@ fn data_dir_arg(args: &[&str]) -> Option<PathBuf> {
 /// chdirs there). A zombie has no working directory; it is not killed but
 /// still waited for, as postgres counts it as running. Errors are ignored:
 /// this runs in `Drop`.
-fn kill_postmaster_group(data_dir: &Path) {
-    let Ok(text) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
-        return;
-    };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-        .filter(|p| *p > 0)
-    else {
-        return;
-    };
-    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+/// Kills every live process working in `data_dir` — the postmaster and its children, which
+/// postgres chdirs into the data dir (they each `setsid()`, so the postmaster's group does not
+/// reach them) — unless the postmaster belongs to another pgwarden that is still alive (a guard
+/// for a second pgwarden that was refused must not kill the first one's server). Then waits
+/// (at most 5 s) until the postmaster's pid is gone, zombie included.
+fn kill_server_of(data_dir: &Path, guard_pid: u32) {
     let data_dir = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    if cwd.as_deref() == Some(data_dir.as_path()) {
-        eprintln!("[fixture] killing leftover postmaster {pid} and its group");
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-    } else if !is_zombie(pid) {
-        return; // gone, or not our postmaster
+    let postmaster = fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .next()
+                .and_then(|l| l.trim().parse::<i32>().ok())
+        })
+        .filter(|p| *p > 0);
+    if let Some(pid) = postmaster {
+        let parent = parent_of(pid);
+        let parent_is_other_pgwarden = parent.is_some_and(|ppid| {
+            ppid != guard_pid
+                && fs::read_to_string(format!("/proc/{ppid}/comm"))
+                    .is_ok_and(|c| c.starts_with("pgwarden"))
+        });
+        if parent_is_other_pgwarden {
+            return;
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH) && Instant::now() < deadline {
-        thread::sleep(POLL);
+    let working_here: Vec<i32> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !is_zombie(*pid))
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == data_dir))
+        .collect();
+    if !working_here.is_empty() {
+        eprintln!("[fixture] killing leftover server processes {working_here:?}");
     }
+    for pid in &working_here {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    if let Some(pid) = postmaster.filter(|p| working_here.contains(p) || is_zombie(*p)) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH) && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+    }
+}
+
+fn parent_of(pid: i32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -794,4 +826,66 @@ fn is_zombie(pid: i32) -> bool {
         stat.rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     })
+}
+
+// ---------------------------------------------------------------------------
+// Running pgwarden on a cluster
+// ---------------------------------------------------------------------------
+
+/// Generous limits: the machine is small and shared.
+pub const FIRST_LAUNCH: Duration = Duration::from_secs(120);
+pub const START: Duration = Duration::from_secs(60);
+pub const STOP: Duration = Duration::from_secs(60);
+
+/// `run` arguments for a cluster in `dir` on `port`, from the shared npm-archive install.
+pub fn run_args(dir: &Path, port: u16) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--archive".into(),
+        npm_archive().display().to_string(),
+        "--install-dir".into(),
+        shared_install_dir().display().to_string(),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--port".into(),
+        port.to_string(),
+    ]
+}
+
+pub fn start(dir: &Path, port: u16, envs: &[(&str, &str)]) -> Pgwarden {
+    start_with(dir, port, &[], envs)
+}
+
+/// [`start`] with more arguments after the usual ones (e.g. `--config FILE`).
+pub fn start_with(dir: &Path, port: u16, extra: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
+    let mut args = run_args(dir, port);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Pgwarden::start(&args, envs)
+}
+
+pub fn stop(mut pgwarden: Pgwarden, signal: Signal) {
+    pgwarden.signal(signal);
+    let status = pgwarden.wait_exit(STOP);
+    assert!(
+        status.success(),
+        "pgwarden exited with {status} after {signal:?}"
+    );
+}
+
+pub fn postmaster_pid(data_dir: &Path) -> i32 {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).expect("postmaster.pid");
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+pub fn uid_of_process(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        .unwrap_or(false)
 }
