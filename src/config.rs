@@ -20,6 +20,8 @@ pub const MAJOR: u64 = 16;
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 5433;
 pub const DEFAULT_NAME: &str = "trader";
+/// The instance name when `--name` is not given.
+pub const DEFAULT_INSTANCE: &str = "default";
 
 /// A password: never printed by `Debug`, never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,12 +48,21 @@ pub struct Config {
     /// The file the values came from, if any.
     pub config_file: Option<PathBuf>,
     pub listen_address: IpAddr,
+    /// 0 = pick a free port at launch.
     pub port: u16,
     pub user: String,
     pub password: Secret,
     pub database: String,
+    /// The instance's name (`default` unless `--name`): keeps instances' paths and lookups apart.
+    pub name: String,
+    /// A throwaway cluster in a private temporary directory, removed on exit, with durability
+    /// settings only a throwaway cluster may use.
+    pub ephemeral: bool,
     /// The cluster directory itself, like `PGDATA`.
     pub data_dir: PathBuf,
+    /// Whether the data directory was named (flag, env or file) rather than defaulted; commands
+    /// that look for a running instance use the registry of running instances otherwise.
+    pub data_dir_explicit: bool,
     /// The binaries cache: one directory per installed version.
     pub install_dir: PathBuf,
     /// Which PostgreSQL 16 release to use (`16` = newest available 16.x).
@@ -72,13 +83,35 @@ pub struct Config {
 impl Config {
     /// `postgres://user@address:port/database`, without the password.
     pub fn url(&self) -> String {
+        self.url_with_password(false)
+    }
+
+    /// The connection URL, with the password only when asked; names percent-encoded.
+    pub fn url_with_password(&self, with_password: bool) -> String {
+        let password = if with_password {
+            format!(":{}", percent_encode(self.password.expose()))
+        } else {
+            String::new()
+        };
         format!(
-            "postgres://{}@{}/{}",
-            self.user,
+            "postgres://{}{password}@{}/{}",
+            percent_encode(&self.user),
             host_port(self.listen_address, self.port),
-            self.database
+            percent_encode(&self.database)
         )
     }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// PostgreSQL's shutdown modes (the signal sent to the postmaster).
@@ -211,6 +244,8 @@ fn host_port(address: IpAddr, port: u16) -> String {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
+    pub name: Option<String>,
+    pub ephemeral: Option<bool>,
     pub listen_address: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,
@@ -238,6 +273,8 @@ impl Layer {
             (base, top) => top.or(base),
         };
         Layer {
+            name: top.name.or(self.name),
+            ephemeral: top.ephemeral.or(self.ephemeral),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),
@@ -293,7 +330,17 @@ impl Layer {
                 None
             }
         });
+        let ephemeral = env("PGWARDEN_EPHEMERAL").and_then(|v| match v.as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" | "" => Some(false),
+            _ => {
+                problems.push(format!("PGWARDEN_EPHEMERAL={v:?}: expected true or false"));
+                None
+            }
+        });
         Layer {
+            name: env("PGWARDEN_NAME"),
+            ephemeral,
             listen_address: env("PGWARDEN_LISTEN_ADDRESS"),
             port,
             user: env("POSTGRES_USER"),
@@ -395,9 +442,37 @@ fn resolve(
         });
 
     let port = layer.port.unwrap_or(DEFAULT_PORT);
-    if port == 0 {
-        problems.push("port 0: expected a port from 1 to 65535".to_string());
+
+    let name = layer.name.unwrap_or_else(|| DEFAULT_INSTANCE.to_string());
+    let name_ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name_ok {
+        problems.push(format!(
+            "name {name:?}: use 1 to 40 letters, digits, '-' or '_'"
+        ));
     }
+    let ephemeral = layer.ephemeral.unwrap_or(false);
+    let data_dir_explicit = layer.data_dir.is_some();
+    if ephemeral && data_dir_explicit {
+        problems.push(
+            "--ephemeral makes its own throwaway data directory, and data_dir/--data-dir names one: \
+             drop one of them (durability settings of a throwaway cluster are never applied to a kept one)"
+                .to_string(),
+        );
+    }
+    let data_dir = match layer.data_dir {
+        Some(dir) => dir,
+        None if ephemeral => paths::ephemeral_data_dir(&name),
+        None if name == DEFAULT_INSTANCE => defaults.data_dir(MAJOR),
+        None => defaults
+            .data_root
+            .join(&name)
+            .join(MAJOR.to_string())
+            .join("data"),
+    };
 
     let user = layer.user.unwrap_or_else(|| DEFAULT_NAME.to_string());
     check_identifier("user", &user, problems);
@@ -483,7 +558,10 @@ fn resolve(
         user,
         password: Secret::new(password),
         database,
-        data_dir: layer.data_dir.unwrap_or_else(|| defaults.data_dir(MAJOR)),
+        name,
+        ephemeral,
+        data_dir,
+        data_dir_explicit,
         install_dir: layer.install_dir.unwrap_or_else(|| defaults.install_dir()),
         version,
         source,
@@ -714,6 +792,40 @@ mod tests {
             .to_string();
         assert!(text.contains("supervisor.hang_after"), "{text}");
         assert!(text.contains("shutdown_mode"), "{text}");
+    }
+
+    #[test]
+    fn names_and_ephemeral_pick_the_data_dir() {
+        let c = load(None, &[("PGWARDEN_NAME", "ci-7")], Layer::default()).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/pg/ci-7/16/data"));
+        let c = load(None, &[("PGWARDEN_EPHEMERAL", "1")], Layer::default()).unwrap();
+        assert!(c.ephemeral && !c.data_dir_explicit);
+        assert_eq!(c.data_dir, paths::ephemeral_data_dir("default"));
+        let flags = Layer {
+            ephemeral: Some(true),
+            data_dir: Some(PathBuf::from("/kept")),
+            ..Layer::default()
+        };
+        let err = load(None, &[], flags).unwrap_err().to_string();
+        assert!(err.contains("--ephemeral"), "{err}");
+        let err = load(None, &[("PGWARDEN_NAME", "../x")], Layer::default()).unwrap_err();
+        assert!(err.to_string().contains("name"));
+        let c = load(None, &[("PGWARDEN_PORT", "0")], Layer::default()).unwrap();
+        assert_eq!(c.port, 0, "0 means pick a free port");
+    }
+
+    #[test]
+    fn urls_encode_names_and_show_the_password_only_when_asked() {
+        let env = [
+            ("POSTGRES_USER", "al ice"),
+            ("POSTGRES_PASSWORD", "p@ss:w/rd"),
+        ];
+        let c = load(None, &env, Layer::default()).unwrap();
+        assert_eq!(c.url(), "postgres://al%20ice@127.0.0.1:5433/al%20ice");
+        assert_eq!(
+            c.url_with_password(true),
+            "postgres://al%20ice:p%40ss%3Aw%2Frd@127.0.0.1:5433/al%20ice"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod paths;
 pub mod preflight;
 pub mod privilege;
 pub mod probe;
+pub mod registry;
 pub mod server;
 pub mod signals;
 pub mod supervisor;

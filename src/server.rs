@@ -62,16 +62,18 @@ impl LogTail {
         let Some(at) = lines.iter().rposition(is_error) else {
             return lines.last().cloned();
         };
-        let mut picked = Vec::new();
-        if at > 0 && lines[at - 1].contains("LOG:") && !is_error(&lines[at - 1]) {
-            let before = &lines[at - 1];
-            if before.contains("invalid")
-                || before.contains("could not")
-                || before.contains("unrecognized")
-            {
-                picked.push(before.clone());
-            }
-        }
+        // The lines just before it that say why ("could not bind …: Permission denied").
+        let telling = |l: &&String| {
+            !is_error(l)
+                && ["invalid", "could not", "unrecognized", "No space"]
+                    .iter()
+                    .any(|w| l.contains(w))
+        };
+        let mut picked: Vec<String> = lines[at.saturating_sub(3)..at]
+            .iter()
+            .filter(telling)
+            .cloned()
+            .collect();
         picked.push(lines[at].clone());
         picked.extend(
             lines[at + 1..]
