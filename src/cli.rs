@@ -132,6 +132,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
 
+    /// When started as root and no unprivileged user exists: create a locked system user
+    /// (run_as, else `pgwarden`) to run postgres.
+    #[arg(long)]
+    pub create_user: bool,
+
     /// A throwaway cluster in a private temporary directory (/dev/shm when it exists), removed
     /// when pgwarden exits; runs with fsync, synchronous_commit and full_page_writes off.
     #[arg(long)]

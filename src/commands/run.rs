@@ -29,7 +29,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     })?;
     let sources = args.sources();
     let mut config = Config::load(&sources)?;
-    let run_as = RunAs::resolve(config.run_as.as_deref())?;
+    let run_as = if args.create_user {
+        RunAs::resolve_or_create(config.run_as.as_deref())?
+    } else {
+        RunAs::resolve(config.run_as.as_deref())?
+    };
 
     let state_dir = paths::state_dir(&config.data_dir);
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
