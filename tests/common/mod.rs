@@ -11,8 +11,9 @@
 //!   runs test threads (and other tools run test binaries) concurrently.
 //! * **Places**: [`shared_install_dir`], [`test_dir`], [`free_port`].
 //! * **The process guard** [`Pgwarden`], which kills pgwarden's process group
-//!   *and* the postmaster's group on drop: postgres runs in its own group, so
-//!   killing pgwarden alone would leave it running.
+//!   *and* every process working in the data directory on drop: postgres runs
+//!   in its own group (and each backend `setsid()`s), so killing pgwarden
+//!   alone would leave it running.
 //!
 //! Everything pgwarden hands to the unprivileged `pgwarden` user (install
 //! dir, data dirs) must be traversable by it, hence the chmod 0755 calls.
