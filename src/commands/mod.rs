@@ -1,5 +1,7 @@
 //! One module per subcommand; each takes its clap args and returns the process exit code.
 
+mod export_archive;
+mod install;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -8,5 +10,7 @@ use crate::error::Result;
 pub async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args).await.map(|()| 0),
+        Command::Install(args) => install::install(args).await,
+        Command::ExportArchive(args) => export_archive::export_archive(args).await,
     }
 }
