@@ -82,12 +82,16 @@ fn classify(e: reqwest::Error, timeout: Duration) -> Failure {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             tls = Some(t.to_string());
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        // io::Error's source() skips the error it wraps (and reqwest nests io::Errors): look
+        // inside each one directly.
+        let mut inner = err.downcast_ref::<std::io::Error>();
+        while let Some(io) = inner {
             refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
-            // io::Error's source() skips the error it wraps; look at it directly.
-            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            let wrapped = io.get_ref();
+            if let Some(t) = wrapped.and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 tls = Some(t.to_string());
             }
+            inner = wrapped.and_then(|i| i.downcast_ref::<std::io::Error>());
         }
         cause = err.source();
     }

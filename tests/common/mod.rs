@@ -436,8 +436,13 @@ impl Pgwarden {
     /// which `POSTGRES_{USER,PASSWORD,DB}` and `PGWARDEN_*` were removed and
     /// to which `NO_COLOR=1` was added.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
-        let bin = env!("CARGO_BIN_EXE_pgwarden");
-        let mut cmd = Command::new(bin);
+        Self::start_bin(Path::new(env!("CARGO_BIN_EXE_pgwarden")), args, envs)
+    }
+
+    /// Like [`Pgwarden::start`], for another pgwarden executable (e.g. a `bundled` build).
+    pub fn start_bin(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
+        let bin = bin.display().to_string();
+        let mut cmd = Command::new(&bin);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
