@@ -618,6 +618,23 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_naming_a_source_replaces_the_files_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("pg.tgz");
+        std::fs::write(&archive, b"x").unwrap();
+        let file = format!("archive = {:?}\n", archive.display().to_string());
+        let c = load(Some(&file), &[], Layer::default()).unwrap();
+        assert_eq!(c.source.kind(), "archive");
+        let flags = Layer {
+            mirror: Some("http://127.0.0.1:1/pg".into()),
+            version: Some("16.4.0".into()),
+            ..Layer::default()
+        };
+        let c = load(Some(&file), &[], flags).unwrap();
+        assert_eq!(c.source.kind(), "mirror");
+    }
+
+    #[test]
     fn password_is_not_in_debug_output() {
         let c = load(None, &[("POSTGRES_PASSWORD", "hunter2")], Layer::default()).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));

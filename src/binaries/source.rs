@@ -225,3 +225,79 @@ fn default_kind() -> &'static str {
         "download"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(keys: SourceKeys, version: &str) -> (Source, Vec<String>) {
+        let mut problems = Vec::new();
+        let req = semver::VersionReq::parse(version).unwrap();
+        (resolve_source(keys, &req, &mut problems), problems)
+    }
+
+    #[test]
+    fn the_set_key_names_the_source() {
+        let (source, problems) = resolve(SourceKeys::default(), "=16");
+        assert_eq!(source.kind(), default_kind());
+        assert!(problems.is_empty());
+        let (source, problems) = resolve(
+            SourceKeys {
+                mirror: Some("http://mirror.example/pg/".into()),
+                download_timeout: Some("5s".into()),
+                ..Default::default()
+            },
+            "=16.4.0",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let Source::Mirror { url, net, .. } = source else {
+            panic!("{source:?}")
+        };
+        assert_eq!(url, "http://mirror.example/pg");
+        assert_eq!(net.timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_combinations_are_reported() {
+        let (_, problems) = resolve(
+            SourceKeys {
+                mirror: Some("ftp://x".into()),
+                ..Default::default()
+            },
+            "=16",
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}"); // scheme, and not an exact version
+        let (_, problems) = resolve(
+            SourceKeys {
+                archive: Some("/nonexistent.tgz".into()),
+                binaries: Some("/usr".into()),
+                ..Default::default()
+            },
+            "=16",
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("choose one")),
+            "{problems:?}"
+        );
+        let (_, problems) = resolve(
+            SourceKeys {
+                source: Some("download".into()),
+                sha256: Some("abc".into()),
+                ..Default::default()
+            },
+            "=16",
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}"); // not hex, and not for downloads
+        let (_, problems) = resolve(
+            SourceKeys {
+                source: Some("ftp".into()),
+                ..Default::default()
+            },
+            "=16",
+        );
+        assert!(
+            problems[0].contains("expected download, mirror"),
+            "{problems:?}"
+        );
+    }
+}
