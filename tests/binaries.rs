@@ -775,3 +775,34 @@ fn existing_15_installation_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(text(&out).contains("no bin/postgres"), "{out:?}");
 }
+
+#[test]
+fn a_download_killed_midway_leaves_nothing_that_counts_and_is_swept() {
+    let server = MirrorServer::start(theseus_bytes());
+    let dir = common::test_dir();
+    let install_dir = dir.path().join("install");
+    let stalled = Pgwarden::start(
+        &[
+            "install",
+            "--mirror",
+            &server.url("stall"),
+            "--version",
+            PG_VERSION,
+            "--install-dir",
+            install_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    stalled.wait_for_stderr("downloading postgresql-", TIMEOUT);
+    drop(stalled); // SIGKILL, mid-body
+    let left = entries(&install_dir);
+    assert!(
+        left.iter().any(|n| n.starts_with(".staging-download-")),
+        "{left:?}"
+    );
+    assert!(!install_dir.join(PG_VERSION).exists());
+
+    let out = mirror_install(&server, "good", &install_dir, &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(entries(&install_dir), [".lock", PG_VERSION]);
+}
