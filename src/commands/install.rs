@@ -1,0 +1,46 @@
+//! `pgwarden install`: obtain and verify the binaries without running anything; `--list` shows
+//! what the cache holds.
+
+use crate::binaries;
+use crate::cli::InstallArgs;
+use crate::config::Config;
+use crate::error::Result;
+
+pub async fn install(args: InstallArgs) -> Result<i32> {
+    let config = Config::load(&args.binaries.sources())?;
+    if args.list {
+        list(&config);
+        return Ok(0);
+    }
+    let install = binaries::ensure(&config.source, &config.install_dir, &config.version).await?;
+    println!(
+        "installed: PostgreSQL {} in {}",
+        install.version,
+        install.dir.display()
+    );
+    Ok(0)
+}
+
+/// One line per installed version: `16.14.0  DIR  sha256 HEX  from SOURCE`.
+fn list(config: &Config) {
+    let all = binaries::installed(&config.install_dir);
+    if all.is_empty() {
+        eprintln!(
+            "no PostgreSQL installed in {} (pgwarden install installs one)",
+            config.install_dir.display()
+        );
+    }
+    for install in all {
+        let record = binaries::record(&install);
+        let sha = record
+            .as_ref()
+            .and_then(|r| r.sha256.clone())
+            .unwrap_or_else(|| "-".into());
+        let from = record.map(|r| r.source).unwrap_or_else(|| "-".into());
+        println!(
+            "{}  {}  sha256 {sha}  from {from}",
+            install.version,
+            install.dir.display()
+        );
+    }
+}
