@@ -14,19 +14,24 @@
 //!   on [`signals`].
 //!
 //! Beside them: [`privilege`] (who the children run as), [`instance`] (one supervisor per data
-//! directory), [`preflight`] (checks before anything changes), [`paths`] (default locations).
+//! directory), [`preflight`] (checks before anything changes), [`paths`] (default locations),
+//! [`status`] (the status file the supervisor keeps), [`logfile`] (the rotated log of `run`),
+//! [`conninfo`] (libpq connection strings, for `check`).
 
 pub mod binaries;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod conninfo;
 pub mod error;
 pub mod instance;
+pub mod logfile;
 pub mod paths;
 pub mod preflight;
 pub mod privilege;
 pub mod probe;
 pub mod server;
 pub mod signals;
+pub mod status;
 pub mod supervisor;

@@ -19,6 +19,7 @@ use crate::privilege::RunAs;
 use crate::probe::{self, PingStatus};
 use crate::server::{Server, describe_exit};
 use crate::signals::Control;
+use crate::status::{StatusFile, StopMode};
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
 use std::process::ExitStatus;
@@ -99,6 +100,8 @@ pub struct Supervisor {
     state: State,
     restarts: u32,
     announced: bool,
+    /// The status file `pgwarden status/stop/wait` read (issue 5).
+    status: StatusFile,
 }
 
 impl Supervisor {
@@ -109,7 +112,9 @@ impl Supervisor {
         run_as: RunAs,
         events: UnboundedReceiver<Control>,
     ) -> Self {
+        let status = StatusFile::new(&config, &install, &cluster);
         Self {
+            status,
             config,
             install,
             cluster,
@@ -125,6 +130,7 @@ impl Supervisor {
     fn transition(&mut self, to: State, cause: &str) {
         info!(from = ?self.state, to = ?to, cause, "state");
         self.state = to;
+        self.status.transition(to, cause, self.restarts);
     }
 
     fn address(&self) -> SocketAddr {
@@ -139,6 +145,7 @@ impl Supervisor {
             self.transition(State::Starting, &cause);
             let mut server =
                 Server::spawn(&self.config, &self.install, &self.cluster, &self.run_as)?;
+            self.status.postmaster(server.pid.as_raw());
             let outcome = self.wait_ready(&mut server).await;
             match outcome {
                 Outcome::Ready => {
@@ -147,6 +154,7 @@ impl Supervisor {
                 }
                 Outcome::Stop { immediate } => return self.stop(server, immediate).await,
                 Outcome::Exited(status) => {
+                    self.status.exited(describe_exit(status));
                     server.clear_group().await;
                     failed_starts += 1;
                     let why = server.log.last_error().unwrap_or_default();
@@ -178,6 +186,7 @@ impl Supervisor {
             let ready_since = Instant::now();
             match self.wait_exit(&mut server).await {
                 Outcome::Exited(status) => {
+                    self.status.exited(describe_exit(status));
                     server.clear_group().await;
                     self.restarts += 1;
                     let why = server.log.last_error().unwrap_or_default();
@@ -291,16 +300,22 @@ impl Supervisor {
     /// Fast shutdown (SIGINT), escalating to immediate (SIGQUIT) after the shutdown timeout or a
     /// second signal, then to SIGKILL of the whole group.
     async fn stop(&mut self, mut server: Server, immediate: bool) -> Result<()> {
+        // `pgwarden stop --mode smart` asks through the status dir: SIGTERM waits for clients.
+        let smart = !immediate && self.status.take_stop_request() == Some(StopMode::Smart);
         self.transition(
             State::Stopping,
             if immediate {
                 "immediate shutdown"
+            } else if smart {
+                "smart shutdown"
             } else {
                 "fast shutdown"
             },
         );
         let first = if immediate {
             Signal::SIGQUIT
+        } else if smart {
+            Signal::SIGTERM
         } else {
             Signal::SIGINT
         };
@@ -332,6 +347,7 @@ impl Supervisor {
             }
         };
         server.clear_group().await;
+        self.status.exited(describe_exit(status));
         info!(exit = %describe_exit(status), "postgres stopped");
         self.transition(State::Stopped, "shutdown complete");
         Ok(())

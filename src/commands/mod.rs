@@ -1,6 +1,16 @@
 //! One module per subcommand; each takes its clap args and returns the process exit code.
 
+pub mod check;
+mod common;
+pub mod completions;
+pub mod doctor;
+pub mod logs;
+pub mod psql;
 mod run;
+pub mod status;
+pub mod stop;
+pub mod url;
+pub mod wait;
 
 use crate::cli::{Cli, Command};
 use crate::error::Result;
@@ -8,5 +18,15 @@ use crate::error::Result;
 pub async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args).await.map(|()| 0),
+        Command::Check(args) => check::run(args).await,
+        Command::Wait(args) => wait::run(args).await,
+        Command::Status(args) => status::run(args),
+        Command::Url(args) => url::url(args),
+        Command::Env(args) => url::env(args),
+        Command::Psql(args) => psql::run(args),
+        Command::Logs(args) => logs::run(args).await,
+        Command::Stop(args) => stop::run(args).await,
+        Command::Doctor(args) => doctor::run(args),
+        Command::Completions(args) => completions::run(args),
     }
 }
