@@ -46,6 +46,16 @@ pub enum Command {
     )]
     Run(RunArgs),
 
+    /// Start `pgwarden run` in the background; return once the server accepts connections.
+    ///
+    /// Prints `DATABASE_URL=...` on stdout (the password only with --with-password) and exits 0;
+    /// exits non-zero with the server's error if it never gets ready. The background pgwarden
+    /// logs to `<data dir>.pgwarden/pgwarden.out`. Stop it with `pgwarden stop`.
+    #[command(
+        after_help = "Examples:\n  pgwarden start --archive ./postgresql-16.tgz\n  eval \"export $(pgwarden start --ephemeral --port 0 --with-password)\"   # a throwaway server for a CI job"
+    )]
+    Start(StartArgs),
+
     // The daily commands (issue 5); their flags live beside their code in `commands::*`.
     /// pg_isready, natively: is the server accepting connections? (exit 0/1/2/3 like pg_isready)
     Check(crate::commands::check::CheckArgs),
@@ -69,6 +79,20 @@ pub enum Command {
     Completions(crate::commands::completions::CompletionsArgs),
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// How long to wait for the server to accept connections.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub timeout: String,
+
+    /// Put the password into the printed DATABASE_URL.
+    #[arg(long)]
+    pub with_password: bool,
+}
+
 /// Flags shared by every command that addresses one pgwarden instance.
 #[derive(Debug, Clone, Default, Args)]
 pub struct InstanceArgs {
@@ -81,9 +105,13 @@ pub struct InstanceArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// TCP port to listen on [default: 5433].
+    /// TCP port to listen on; 0 picks a free one and reports it [default: 5433].
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
+
+    /// Instance name: keeps several instances' data, lock and status apart [default: default].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long, value_name = "IP")]
@@ -103,6 +131,7 @@ impl InstanceArgs {
         Layer {
             data_dir: self.data_dir.clone(),
             port: self.port,
+            name: self.name.clone(),
             listen_address: self.listen_address.clone(),
             ..Layer::default()
         }
@@ -132,6 +161,16 @@ pub struct RunArgs {
     /// [default: pgwarden, else postgres].
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+
+    /// When started as root and no unprivileged user exists: create a locked system user
+    /// (run_as, else `pgwarden`) to run postgres.
+    #[arg(long)]
+    pub create_user: bool,
+
+    /// A throwaway cluster in a private temporary directory (/dev/shm when it exists), removed
+    /// when pgwarden exits; runs with fsync, synchronous_commit and full_page_writes off.
+    #[arg(long)]
+    pub ephemeral: bool,
 }
 
 impl RunArgs {
@@ -143,6 +182,7 @@ impl RunArgs {
                 install_dir: self.install_dir.clone(),
                 version: self.version.clone(),
                 run_as: self.run_as.clone(),
+                ephemeral: self.ephemeral.then_some(true),
                 ..self.instance.layer()
             },
         }
@@ -177,7 +217,7 @@ mod tests {
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
-            panic!("not run")
+            panic!("expected run");
         };
         let sources = args.sources();
         assert_eq!(sources.config_file, Some(PathBuf::from("c.toml")));

@@ -20,6 +20,8 @@ pub const MAJOR: u64 = 16;
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 5433;
 pub const DEFAULT_NAME: &str = "trader";
+/// The instance name when `--name` is not given.
+pub const DEFAULT_INSTANCE: &str = "default";
 
 /// A password: never printed by `Debug`, never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,12 +48,21 @@ pub struct Config {
     /// The file the values came from, if any.
     pub config_file: Option<PathBuf>,
     pub listen_address: IpAddr,
+    /// 0 = pick a free port at launch.
     pub port: u16,
     pub user: String,
     pub password: Secret,
     pub database: String,
+    /// The instance's name (`default` unless `--name`): keeps instances' paths and lookups apart.
+    pub name: String,
+    /// A throwaway cluster in a private temporary directory, removed on exit, with durability
+    /// settings only a throwaway cluster may use.
+    pub ephemeral: bool,
     /// The cluster directory itself, like `PGDATA`.
     pub data_dir: PathBuf,
+    /// Whether the data directory was named (flag, env or file) rather than defaulted; commands
+    /// that look for a running instance use the registry of running instances otherwise.
+    pub data_dir_explicit: bool,
     /// The binaries cache: one directory per installed version.
     pub install_dir: PathBuf,
     /// Which PostgreSQL 16 release to use (`16` = newest available 16.x).
@@ -59,8 +70,12 @@ pub struct Config {
     pub source: Source,
     /// The unprivileged user that runs initdb and postgres when pgwarden is started as root.
     pub run_as: Option<String>,
-    /// How long a fast shutdown may take before pgwarden escalates to an immediate one.
+    /// How long a shutdown may take before pgwarden escalates to an immediate one.
     pub shutdown_timeout: Duration,
+    /// How SIGTERM/SIGINT stop the server.
+    pub shutdown_mode: ShutdownMode,
+    /// Restart policy and health checking.
+    pub supervision: Supervision,
     /// Extra server settings, passed to postgres as `-c key=value`.
     pub server: BTreeMap<String, String>,
 }
@@ -68,12 +83,153 @@ pub struct Config {
 impl Config {
     /// `postgres://user@address:port/database`, without the password.
     pub fn url(&self) -> String {
+        self.url_with_password(false)
+    }
+
+    /// The connection URL, with the password only when asked; names percent-encoded.
+    pub fn url_with_password(&self, with_password: bool) -> String {
+        let password = if with_password {
+            format!(":{}", percent_encode(self.password.expose()))
+        } else {
+            String::new()
+        };
         format!(
-            "postgres://{}@{}/{}",
-            self.user,
+            "postgres://{}{password}@{}/{}",
+            percent_encode(&self.user),
             host_port(self.listen_address, self.port),
-            self.database
+            percent_encode(&self.database)
         )
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// PostgreSQL's shutdown modes (the signal sent to the postmaster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// SIGTERM: wait for clients to disconnect.
+    Smart,
+    /// SIGINT: abort transactions, clean checkpoint (the default).
+    Fast,
+    /// SIGQUIT: stop at once; crash recovery at next start.
+    Immediate,
+}
+
+impl ShutdownMode {
+    pub fn parse(text: &str) -> Option<ShutdownMode> {
+        match text {
+            "smart" => Some(ShutdownMode::Smart),
+            "fast" => Some(ShutdownMode::Fast),
+            "immediate" => Some(ShutdownMode::Immediate),
+            _ => None,
+        }
+    }
+}
+
+/// The restart policy and health checks (`[supervisor]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supervision {
+    /// First restart delay; doubled after each failure up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// A server that stayed ready this long has its backoff reset.
+    pub stable_after: Duration,
+    /// This many unexpected exits within `failure_window` end pgwarden (a crash loop).
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    /// How often a ready server is probed, and how long one probe may take.
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    /// A ready server that has not answered a probe for this long is hung, and restarted.
+    pub hang_after: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Self {
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            stable_after: Duration::from_secs(30),
+            max_failures: 5,
+            failure_window: Duration::from_secs(60),
+            health_interval: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(5),
+            hang_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The `[supervisor]` table of a config file; durations as text (`100ms`, `30s`, `2m`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionLayer {
+    pub backoff_initial: Option<String>,
+    pub backoff_max: Option<String>,
+    pub stable_after: Option<String>,
+    pub max_failures: Option<u32>,
+    pub failure_window: Option<String>,
+    pub health_interval: Option<String>,
+    pub health_timeout: Option<String>,
+    pub hang_after: Option<String>,
+}
+
+impl SupervisionLayer {
+    fn merge(self, top: SupervisionLayer) -> SupervisionLayer {
+        SupervisionLayer {
+            backoff_initial: top.backoff_initial.or(self.backoff_initial),
+            backoff_max: top.backoff_max.or(self.backoff_max),
+            stable_after: top.stable_after.or(self.stable_after),
+            max_failures: top.max_failures.or(self.max_failures),
+            failure_window: top.failure_window.or(self.failure_window),
+            health_interval: top.health_interval.or(self.health_interval),
+            health_timeout: top.health_timeout.or(self.health_timeout),
+            hang_after: top.hang_after.or(self.hang_after),
+        }
+    }
+
+    fn resolve(self, problems: &mut Vec<String>) -> Supervision {
+        let d = Supervision::default();
+        let mut duration = |key: &str, value: Option<String>, default: Duration| match value {
+            None => default,
+            Some(text) => match parse_duration(&text) {
+                Ok(v) if !v.is_zero() => v,
+                Ok(_) => {
+                    problems.push(format!("supervisor.{key} {text:?}: must be more than zero"));
+                    default
+                }
+                Err(e) => {
+                    problems.push(format!("supervisor.{key} {text:?}: {e}"));
+                    default
+                }
+            },
+        };
+        let s = Supervision {
+            backoff_initial: duration("backoff_initial", self.backoff_initial, d.backoff_initial),
+            backoff_max: duration("backoff_max", self.backoff_max, d.backoff_max),
+            stable_after: duration("stable_after", self.stable_after, d.stable_after),
+            max_failures: self.max_failures.unwrap_or(d.max_failures),
+            failure_window: duration("failure_window", self.failure_window, d.failure_window),
+            health_interval: duration("health_interval", self.health_interval, d.health_interval),
+            health_timeout: duration("health_timeout", self.health_timeout, d.health_timeout),
+            hang_after: duration("hang_after", self.hang_after, d.hang_after),
+        };
+        if s.max_failures == 0 {
+            problems.push("supervisor.max_failures: must be at least 1".into());
+        }
+        if s.backoff_max < s.backoff_initial {
+            problems.push("supervisor.backoff_max is less than supervisor.backoff_initial".into());
+        }
+        s
     }
 }
 
@@ -88,6 +244,8 @@ fn host_port(address: IpAddr, port: u16) -> String {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
+    pub name: Option<String>,
+    pub ephemeral: Option<bool>,
     pub listen_address: Option<String>,
     pub port: Option<u16>,
     pub user: Option<String>,
@@ -99,7 +257,9 @@ pub struct Layer {
     pub version: Option<String>,
     pub run_as: Option<String>,
     pub shutdown_timeout: Option<String>,
+    pub shutdown_mode: Option<String>,
     pub server: Option<BTreeMap<String, toml::Value>>,
+    pub supervisor: Option<SupervisionLayer>,
 }
 
 impl Layer {
@@ -113,6 +273,8 @@ impl Layer {
             (base, top) => top.or(base),
         };
         Layer {
+            name: top.name.or(self.name),
+            ephemeral: top.ephemeral.or(self.ephemeral),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),
@@ -124,7 +286,12 @@ impl Layer {
             version: top.version.or(self.version),
             run_as: top.run_as.or(self.run_as),
             shutdown_timeout: top.shutdown_timeout.or(self.shutdown_timeout),
+            shutdown_mode: top.shutdown_mode.or(self.shutdown_mode),
             server,
+            supervisor: match (self.supervisor, top.supervisor) {
+                (Some(base), Some(top)) => Some(base.merge(top)),
+                (base, top) => top.or(base),
+            },
         }
     }
 
@@ -163,7 +330,17 @@ impl Layer {
                 None
             }
         });
+        let ephemeral = env("PGWARDEN_EPHEMERAL").and_then(|v| match v.as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" | "" => Some(false),
+            _ => {
+                problems.push(format!("PGWARDEN_EPHEMERAL={v:?}: expected true or false"));
+                None
+            }
+        });
         Layer {
+            name: env("PGWARDEN_NAME"),
+            ephemeral,
             listen_address: env("PGWARDEN_LISTEN_ADDRESS"),
             port,
             user: env("POSTGRES_USER"),
@@ -175,7 +352,9 @@ impl Layer {
             version: env("PGWARDEN_VERSION"),
             run_as: env("PGWARDEN_RUN_AS"),
             shutdown_timeout: env("PGWARDEN_SHUTDOWN_TIMEOUT"),
+            shutdown_mode: env("PGWARDEN_SHUTDOWN_MODE"),
             server: None,
+            supervisor: None,
         }
     }
 }
@@ -263,9 +442,37 @@ fn resolve(
         });
 
     let port = layer.port.unwrap_or(DEFAULT_PORT);
-    if port == 0 {
-        problems.push("port 0: expected a port from 1 to 65535".to_string());
+
+    let name = layer.name.unwrap_or_else(|| DEFAULT_INSTANCE.to_string());
+    let name_ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name_ok {
+        problems.push(format!(
+            "name {name:?}: use 1 to 40 letters, digits, '-' or '_'"
+        ));
     }
+    let ephemeral = layer.ephemeral.unwrap_or(false);
+    let data_dir_explicit = layer.data_dir.is_some();
+    if ephemeral && data_dir_explicit {
+        problems.push(
+            "--ephemeral makes its own throwaway data directory, and data_dir/--data-dir names one: \
+             drop one of them (durability settings of a throwaway cluster are never applied to a kept one)"
+                .to_string(),
+        );
+    }
+    let data_dir = match layer.data_dir {
+        Some(dir) => dir,
+        None if ephemeral => paths::ephemeral_data_dir(&name),
+        None if name == DEFAULT_INSTANCE => defaults.data_dir(MAJOR),
+        None => defaults
+            .data_root
+            .join(&name)
+            .join(MAJOR.to_string())
+            .join("data"),
+    };
 
     let user = layer.user.unwrap_or_else(|| DEFAULT_NAME.to_string());
     check_identifier("user", &user, problems);
@@ -300,6 +507,17 @@ fn resolve(
             Duration::from_secs(30)
         }),
     };
+
+    let shutdown_mode = match layer.shutdown_mode.as_deref() {
+        None => ShutdownMode::Fast,
+        Some(text) => ShutdownMode::parse(text).unwrap_or_else(|| {
+            problems.push(format!(
+                "shutdown_mode {text:?}: expected smart, fast or immediate"
+            ));
+            ShutdownMode::Fast
+        }),
+    };
+    let supervision = layer.supervisor.unwrap_or_default().resolve(problems);
 
     let run_as = layer.run_as.filter(|name| {
         let ok = !name.is_empty();
@@ -340,12 +558,17 @@ fn resolve(
         user,
         password: Secret::new(password),
         database,
-        data_dir: layer.data_dir.unwrap_or_else(|| defaults.data_dir(MAJOR)),
+        name,
+        ephemeral,
+        data_dir,
+        data_dir_explicit,
         install_dir: layer.install_dir.unwrap_or_else(|| defaults.install_dir()),
         version,
         source,
         run_as,
         shutdown_timeout,
+        shutdown_mode,
+        supervision,
         server,
     }
 }
@@ -547,6 +770,62 @@ mod tests {
         assert_eq!(c.server["fsync"], "on");
         let err = load(Some("[server]\nport = 1\n"), &[], Layer::default()).unwrap_err();
         assert!(err.to_string().contains("server.port"));
+    }
+
+    #[test]
+    fn supervision_keys_are_read_and_checked() {
+        let file =
+            "shutdown_mode = \"smart\"\n[supervisor]\nmax_failures = 9\nhang_after = \"2s\"\n";
+        let c = load(Some(file), &[], Layer::default()).unwrap();
+        assert_eq!(c.shutdown_mode, ShutdownMode::Smart);
+        assert_eq!(c.supervision.max_failures, 9);
+        assert_eq!(c.supervision.hang_after, Duration::from_secs(2));
+        assert_eq!(c.supervision.backoff_initial, Duration::from_millis(100));
+        let bad = "[supervisor]\nhang_after = \"0s\"\nbackof = \"1s\"\n";
+        let text = load(Some(bad), &[], Layer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("backof"), "{text}");
+        let bad = "shutdown_mode = \"slow\"\n[supervisor]\nhang_after = \"0s\"\n";
+        let text = load(Some(bad), &[], Layer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("supervisor.hang_after"), "{text}");
+        assert!(text.contains("shutdown_mode"), "{text}");
+    }
+
+    #[test]
+    fn names_and_ephemeral_pick_the_data_dir() {
+        let c = load(None, &[("PGWARDEN_NAME", "ci-7")], Layer::default()).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/pg/ci-7/16/data"));
+        let c = load(None, &[("PGWARDEN_EPHEMERAL", "1")], Layer::default()).unwrap();
+        assert!(c.ephemeral && !c.data_dir_explicit);
+        assert_eq!(c.data_dir, paths::ephemeral_data_dir("default"));
+        let flags = Layer {
+            ephemeral: Some(true),
+            data_dir: Some(PathBuf::from("/kept")),
+            ..Layer::default()
+        };
+        let err = load(None, &[], flags).unwrap_err().to_string();
+        assert!(err.contains("--ephemeral"), "{err}");
+        let err = load(None, &[("PGWARDEN_NAME", "../x")], Layer::default()).unwrap_err();
+        assert!(err.to_string().contains("name"));
+        let c = load(None, &[("PGWARDEN_PORT", "0")], Layer::default()).unwrap();
+        assert_eq!(c.port, 0, "0 means pick a free port");
+    }
+
+    #[test]
+    fn urls_encode_names_and_show_the_password_only_when_asked() {
+        let env = [
+            ("POSTGRES_USER", "al ice"),
+            ("POSTGRES_PASSWORD", "p@ss:w/rd"),
+        ];
+        let c = load(None, &env, Layer::default()).unwrap();
+        assert_eq!(c.url(), "postgres://al%20ice@127.0.0.1:5433/al%20ice");
+        assert_eq!(
+            c.url_with_password(true),
+            "postgres://al%20ice:p%40ss%3Aw%2Frd@127.0.0.1:5433/al%20ice"
+        );
     }
 
     #[test]

@@ -56,6 +56,42 @@ pub fn state_dir(data_dir: &Path) -> PathBuf {
     data_dir.with_file_name(name)
 }
 
+/// Where throwaway (`--ephemeral`) clusters live: `/dev/shm` (memory) when it exists, else the
+/// temp dir. One directory per user and instance name, so that a leftover from a killed run is
+/// found and swept by the next launch of that name.
+pub fn ephemeral_root(name: &str) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!(
+        "pgwarden-{}-{name}",
+        nix::unistd::geteuid().as_raw()
+    ))
+}
+
+/// `<ephemeral root>/data`.
+pub fn ephemeral_data_dir(name: &str) -> PathBuf {
+    ephemeral_root(name).join("data")
+}
+
+/// The registry of running instances: `<dir>/<name>` is a symlink to the instance's state
+/// directory, so that `pgwarden stop --name N` (or plain `stop`) finds an instance whose data
+/// directory it cannot derive, such as an ephemeral one. Root: `/run/pgwarden`; others:
+/// `$XDG_RUNTIME_DIR/pgwarden`, else `/tmp/pgwarden-<uid>`.
+pub fn registry_dir() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/pgwarden");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("pgwarden"),
+        None => std::env::temp_dir().join(format!("pgwarden-{uid}")),
+    }
+}
+
 /// Makes a path absolute against the current directory, without touching the filesystem.
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())

@@ -25,6 +25,48 @@ pub fn check_port_free(address: IpAddr, port: u16) -> Result<()> {
     }
 }
 
+/// postgres runs unprivileged, so it cannot bind a port below the kernel's unprivileged start
+/// (1024 unless `net.ipv4.ip_unprivileged_port_start` says otherwise), even when pgwarden, as
+/// root, could. Said up front rather than after five failed starts.
+pub fn check_port_unprivileged(port: u16, user: &str) -> Result<()> {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .unwrap_or(1024);
+    if port == 0 || u32::from(port) >= start {
+        return Ok(());
+    }
+    Err(Error::Config {
+        problems: vec![format!(
+            "port {port} is privileged (below {start}), and postgres runs as the unprivileged user {user:?}, \
+             which cannot bind it; use a port of {start} or more"
+        )],
+    })
+}
+
+/// Picks a free TCP port on `address` for `--port 0`: random, from below the kernel's ephemeral
+/// range (so no outgoing connection can take it between this check and postgres binding it),
+/// checked by binding it. A rival that binds the same port in that moment makes postgres fail
+/// to start, which the supervisor reports like any failed start.
+pub fn choose_free_port(address: IpAddr) -> Result<u16> {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(11_000));
+    for _ in 0..200 {
+        let port = rand::random_range(low..high);
+        if TcpListener::bind(SocketAddr::new(address, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::Server {
+        what: format!(
+            "found no free port on {address} between {low} and {high} in 200 tries\nhelp: pass a port with --port"
+        ),
+    })
+}
+
 /// "pid 1234 (postgres)" for the process listening on TCP `port`, found through /proc: the
 /// socket's inode in /proc/net/tcp{,6}, then the process with an fd on that inode.
 pub fn port_holder(port: u16) -> Option<String> {

@@ -84,7 +84,8 @@ impl RunAs {
             what: format!(
                 "pgwarden runs as root, and PostgreSQL refuses to; it needs an unprivileged user to run postgres, \
                  but no user {} exists\n\
-                 help: create one with `useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {wanted}`, \
+                 help: pass --create-user to have pgwarden create a locked system user {wanted:?}, \
+                 or create one with `useradd --system --user-group --no-create-home --shell /usr/sbin/nologin {wanted}`, \
                  or name an existing user with run_as / --run-as",
                 candidates
                     .iter()
@@ -93,6 +94,43 @@ impl RunAs {
                     .join(" or ")
             ),
         })
+    }
+
+    /// Like [`RunAs::resolve`], but when started as root and no unprivileged user exists,
+    /// creates a locked system user (`run_as`, or `pgwarden`) first, and says so.
+    pub fn resolve_or_create(configured: Option<&str>) -> Result<RunAs> {
+        match Self::resolve(configured) {
+            Err(Error::Privilege { .. }) if nix::unistd::geteuid().is_root() => {
+                let name = configured.unwrap_or(DEFAULT_USERS[0]);
+                if User::from_name(name).ok().flatten().is_some() {
+                    return Self::resolve(configured);
+                }
+                let status = std::process::Command::new("useradd")
+                    .args(["--system", "--user-group", "--no-create-home"])
+                    .args([
+                        "--home-dir",
+                        "/nonexistent",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        name,
+                    ])
+                    .status()
+                    .map_err(|e| Error::Privilege {
+                        what: format!("cannot run useradd to create user {name:?}: {e}"),
+                    })?;
+                if !status.success() {
+                    return Err(Error::Privilege {
+                        what: format!("useradd could not create user {name:?} ({status})"),
+                    });
+                }
+                tracing::warn!(
+                    user = name,
+                    "created a locked system user to run postgres (--create-user)"
+                );
+                Self::resolve(Some(name))
+            }
+            other => other,
+        }
     }
 
     /// Makes a command run as this user (drops supplementary groups, then setgid, then setuid:

@@ -11,7 +11,7 @@
 
 use crate::binaries::Install;
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, ShutdownMode};
 use crate::error::{IoContext, Result};
 use crate::supervisor::State;
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ pub const STOP_REQUEST: &str = "stop-request";
 /// The file's content. Times are Unix epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    /// `starting`, `ready`, `restarting`, `stopping`, `stopped`.
+    /// `installing`, `initialising`, `starting`, `ready`, `restarting`, `stopping`, `stopped`.
     pub state: String,
     /// Why the last transition happened, e.g. `crash 1 (signal 9 (SIGKILL))`.
     pub cause: String,
@@ -60,12 +60,14 @@ pub struct StatusFile {
 }
 
 impl StatusFile {
-    pub fn new(config: &Config, install: &Install, cluster: &Cluster) -> StatusFile {
+    pub fn new(config: &Config, state_dir: &Path) -> StatusFile {
+        // A request left by a `pgwarden stop` that a previous supervisor never read.
+        let _ = std::fs::remove_file(state_dir.join(STOP_REQUEST));
         let now = now_ms();
         StatusFile {
-            path: crate::paths::state_dir(&cluster.data_dir).join(FILE),
+            path: state_dir.join(FILE),
             status: Status {
-                state: "stopped".into(),
+                state: "installing".into(),
                 cause: "launch".into(),
                 supervisor_pid: std::process::id(),
                 postmaster_pid: None,
@@ -74,11 +76,11 @@ impl StatusFile {
                 updated_at_ms: now,
                 restarts: 0,
                 last_exit: None,
-                postgresql_version: install.version.to_string(),
-                data_dir: cluster.data_dir.clone(),
+                postgresql_version: String::new(),
+                data_dir: config.data_dir.clone(),
                 listen_address: config.listen_address,
                 port: config.port,
-                socket_dir: cluster.socket_dir.clone(),
+                socket_dir: state_dir.join("socket"),
                 user: config.user.clone(),
                 database: config.database.clone(),
             },
@@ -104,6 +106,13 @@ impl StatusFile {
         self.write();
     }
 
+    /// The binaries and the cluster are known (before the first start).
+    pub fn prepared(&mut self, install: &Install, cluster: &Cluster) {
+        self.status.postgresql_version = install.version.to_string();
+        self.status.data_dir = cluster.data_dir.clone();
+        self.status.socket_dir = cluster.socket_dir.clone();
+    }
+
     /// A new postmaster was spawned.
     pub fn postmaster(&mut self, pid: i32) {
         self.status.postmaster_pid = Some(pid);
@@ -116,11 +125,11 @@ impl StatusFile {
     }
 
     /// The shutdown mode `pgwarden stop` asked for, if any (read once, then removed).
-    pub fn take_stop_request(&self) -> Option<StopMode> {
+    pub fn take_stop_request(&self) -> Option<ShutdownMode> {
         let path = self.path.with_file_name(STOP_REQUEST);
         let text = std::fs::read_to_string(&path).ok()?;
         let _ = std::fs::remove_file(&path);
-        StopMode::parse(text.trim())
+        StopMode::parse(text.trim()).map(StopMode::mode)
     }
 
     fn write(&mut self) {
@@ -180,6 +189,14 @@ impl StopMode {
         }
     }
 
+    pub fn mode(self) -> ShutdownMode {
+        match self {
+            StopMode::Smart => ShutdownMode::Smart,
+            StopMode::Fast => ShutdownMode::Fast,
+            StopMode::Immediate => ShutdownMode::Immediate,
+        }
+    }
+
     pub fn parse(text: &str) -> Option<StopMode> {
         [StopMode::Smart, StopMode::Fast, StopMode::Immediate]
             .into_iter()
@@ -189,6 +206,8 @@ impl StopMode {
 
 pub fn state_name(state: State) -> &'static str {
     match state {
+        State::Installing => "installing",
+        State::Initialising => "initialising",
         State::Starting => "starting",
         State::Ready => "ready",
         State::Restarting => "restarting",

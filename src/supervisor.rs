@@ -1,55 +1,85 @@
-//! The supervisor: keeps one postgres running on the cluster until asked to stop.
+//! The supervisor: installs, initialises, and keeps one postgres running until asked to stop.
 //!
-//! A small state machine, driven by one event loop per phase (`tokio::select!` over the child's
-//! exit, control signals, and a probe or backoff timer):
+//! A small state machine. Each phase waits in one `tokio::select!` over the sources that can
+//! end it (the child's exit, control signals, probe results, timers) and returns an
+//! [`Outcome`]; `run` applies it. Every transition is checked against [`State::can_become`],
+//! logged with its cause, and reported to systemd (`STATUS=`).
 //!
 //! ```text
-//!   Starting ──ready probe──▶ Ready ──postmaster exited──▶ Restarting ──backoff──▶ Starting
-//!      │  └─exited before ready──────────────────────────────▲
-//!      └──────────────── SIGTERM/SIGINT (any state) ──▶ Stopping ──▶ Stopped
+//!  Installing ─▶ Initialising ─▶ Starting ──ready──▶ Ready
+//!                                  ▲   │               │ postmaster exited, or hung
+//!                         backoff  │   └──exited──▶ Restarting ◀┘
+//!                                  └──────────────────┘
+//!  any state ── SIGTERM/SIGINT ──▶ Stopping ─▶ Stopped   (Restarting/Installing: straight to Stopped)
 //! ```
-//! Every transition is logged with its cause. A crash loop (too many failed starts in a row)
-//! ends pgwarden with the server's own last error, so that systemd's policy can take over.
+//! Too many unexpected exits within `failure_window` (a crash loop) end pgwarden with the
+//! server's own last error, so that systemd's restart policy can take over.
 
-use crate::binaries::Install;
-use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::binaries::{self, Install};
+use crate::cluster::{self, Cluster};
+use crate::config::{Config, ShutdownMode, Sources};
 use crate::error::{Error, Result};
+use crate::notify::Notifier;
 use crate::privilege::RunAs;
 use crate::probe::{self, PingStatus};
 use crate::server::{Server, describe_exit};
 use crate::signals::Control;
-use crate::status::{StatusFile, StopMode};
-use nix::sys::signal::Signal;
+use crate::status::StatusFile;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-/// How often readiness is probed while the server starts.
+/// How often readiness is checked while the server starts.
 const READY_POLL: Duration = Duration::from_millis(2);
-/// Failed starts in a row after which pgwarden gives up.
-const MAX_FAILED_STARTS: u32 = 5;
-/// A server that stayed ready this long has its backoff reset.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// After an immediate shutdown (SIGQUIT), how long before the group is killed.
 const IMMEDIATE_GRACE: Duration = Duration::from_secs(5);
+/// How much more time systemd is asked for while a long step runs.
+const EXTEND_BY: Duration = Duration::from_secs(60);
 
 /// The supervisor's states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
-    /// postgres spawned, not yet accepting connections.
+    /// Obtaining the PostgreSQL binaries.
+    Installing,
+    /// Finding the cluster, or creating it on first launch.
+    Initialising,
+    /// postgres spawned, not yet accepting connections (first start or crash recovery).
     Starting,
     /// postgres accepts connections.
     Ready,
-    /// postgres exited unexpectedly; waiting out the backoff before starting it again.
+    /// postgres exited unexpectedly (or hung); waiting out the backoff.
     Restarting,
     /// A shutdown was asked for; postgres is being stopped.
     Stopping,
-    /// postgres has exited and will not be started again.
+    /// Nothing runs, and nothing will be started again.
     Stopped,
+}
+
+impl State {
+    /// The allowed transitions, in one place.
+    pub fn can_become(self, to: State) -> bool {
+        use State::*;
+        matches!(
+            (self, to),
+            (Installing, Initialising)
+                | (Initialising, Starting)
+                | (Starting, Ready)
+                | (Starting | Ready, Restarting)
+                | (Restarting, Starting)
+                | (Starting | Ready, Stopping)
+                | (Stopping, Stopped)
+                // No server process in these: nothing to stop.
+                | (Installing | Initialising | Restarting | Starting, Stopped)
+        )
+    }
 }
 
 /// Restart delays: first retry fast, doubling up to a cap, with ±10% jitter so that several
@@ -74,8 +104,7 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.cap);
-        let jitter = rand::random_range(0.9..1.1);
-        base.mul_f64(jitter)
+        base.mul_f64(rand::random_range(0.9..1.1))
     }
 
     pub fn reset(&mut self) {
@@ -83,20 +112,27 @@ impl Backoff {
     }
 }
 
-/// How a wait on the server ended.
+/// How a phase ended.
+#[derive(Debug)]
 enum Outcome {
     Ready,
     Exited(ExitStatus),
-    Stop { immediate: bool },
+    /// The server stopped answering probes for `hang_after`.
+    Hung,
+    Stop(ShutdownMode),
 }
 
 pub struct Supervisor {
+    /// Where the config came from, re-read on SIGHUP.
+    sources: Sources,
     config: Config,
-    install: Install,
-    cluster: Cluster,
     run_as: RunAs,
+    state_dir: PathBuf,
     events: UnboundedReceiver<Control>,
+    notifier: Notifier,
     backoff: Backoff,
+    /// When recent unexpected exits happened, for crash-loop detection.
+    failures: VecDeque<Instant>,
     state: State,
     restarts: u32,
     announced: bool,
@@ -106,31 +142,41 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(
+        sources: Sources,
         config: Config,
-        install: Install,
-        cluster: Cluster,
         run_as: RunAs,
+        state_dir: PathBuf,
         events: UnboundedReceiver<Control>,
+        notifier: Notifier,
     ) -> Self {
-        let status = StatusFile::new(&config, &install, &cluster);
+        let backoff = Backoff::new(
+            config.supervision.backoff_initial,
+            config.supervision.backoff_max,
+        );
+        let status = StatusFile::new(&config, &state_dir);
         Self {
             status,
+            sources,
             config,
-            install,
-            cluster,
             run_as,
+            state_dir,
             events,
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
-            state: State::Stopped,
+            notifier,
+            backoff,
+            failures: VecDeque::new(),
+            state: State::Installing,
             restarts: 0,
             announced: false,
         }
     }
 
     fn transition(&mut self, to: State, cause: &str) {
+        debug_assert!(self.state.can_become(to), "{:?} -> {to:?}", self.state);
         info!(from = ?self.state, to = ?to, cause, "state");
         self.state = to;
         self.status.transition(to, cause, self.restarts);
+        self.notifier
+            .status(&format!("{to:?}: {cause}").to_lowercase());
     }
 
     fn address(&self) -> SocketAddr {
@@ -139,137 +185,229 @@ impl Supervisor {
 
     /// Runs until a shutdown is asked for (Ok) or the server cannot be kept up (Err).
     pub async fn run(mut self) -> Result<()> {
-        let mut failed_starts = 0;
-        let mut cause = String::from("launch");
-        loop {
-            self.transition(State::Starting, &cause);
-            let mut server =
-                Server::spawn(&self.config, &self.install, &self.cluster, &self.run_as)?;
-            self.status.postmaster(server.pid.as_raw());
-            let outcome = self.wait_ready(&mut server).await;
-            match outcome {
-                Outcome::Ready => {
-                    failed_starts = 0;
-                    self.on_ready(&server);
-                }
-                Outcome::Stop { immediate } => return self.stop(server, immediate).await,
-                Outcome::Exited(status) => {
-                    self.status.exited(describe_exit(status));
-                    server.clear_group().await;
-                    failed_starts += 1;
-                    let why = server.log.last_error().unwrap_or_default();
-                    error!(exit = %describe_exit(status), last_log = %why, attempt = failed_starts, "postgres exited before it was ready");
-                    if failed_starts >= MAX_FAILED_STARTS {
-                        self.transition(State::Stopped, "crash loop");
-                        return Err(Error::Server {
-                            what: format!(
-                                "postgres failed to start {failed_starts} times in a row ({}); giving up\n\
-                                 server said: {}\n\
-                                 help: fix the setting or the data directory it names, then start pgwarden again",
-                                describe_exit(status),
-                                if why.is_empty() {
-                                    "(nothing)"
-                                } else {
-                                    why.trim()
-                                }
-                            ),
-                        });
-                    }
-                    cause = format!("retry after failed start ({})", describe_exit(status));
-                    if !self.back_off().await {
-                        return Ok(());
-                    }
-                    continue;
+        info!(state = ?self.state, data_dir = %self.config.data_dir.display(), "pgwarden starting");
+        let result = self.run_phases().await;
+        if let Err(e) = &result
+            && self.state != State::Stopped
+        {
+            self.transition(State::Stopped, &format!("error: {e}"));
+        }
+        result
+    }
+
+    async fn run_phases(&mut self) -> Result<()> {
+        self.notifier.extend_timeout(EXTEND_BY);
+        let install = {
+            let ensure = binaries::ensure(
+                &self.config.source,
+                &self.config.install_dir,
+                &self.config.version,
+            );
+            tokio::select! {
+                install = ensure => install?,
+                _ = shutdown_requested(&mut self.events) => {
+                    self.transition(State::Stopped, "shutdown while installing");
+                    return Ok(());
                 }
             }
+        };
+        self.run_as.check_traversable(&install.dir)?;
 
-            let ready_since = Instant::now();
-            match self.wait_exit(&mut server).await {
-                Outcome::Exited(status) => {
-                    self.status.exited(describe_exit(status));
-                    server.clear_group().await;
-                    self.restarts += 1;
-                    let why = server.log.last_error().unwrap_or_default();
-                    error!(
-                        exit = %describe_exit(status),
-                        last_log = %why,
-                        restarts = self.restarts,
-                        "postgres exited unexpectedly; restarting it"
-                    );
-                    if ready_since.elapsed() >= STABLE_AFTER {
+        self.transition(
+            State::Initialising,
+            &format!("PostgreSQL {}", install.version),
+        );
+        self.notifier.extend_timeout(EXTEND_BY);
+        let cluster = {
+            let (config, install, run_as, state_dir) = (
+                self.config.clone(),
+                install.clone(),
+                self.run_as.clone(),
+                self.state_dir.clone(),
+            );
+            // Not interrupted: a first launch completes (or fails) as a whole.
+            tokio::task::spawn_blocking(move || {
+                cluster::prepare(&config, &install, &run_as, &state_dir)
+            })
+            .await
+            .expect("cluster task panicked")?
+        };
+        if self.take_pending_shutdown() {
+            self.transition(State::Stopped, "shutdown while initialising");
+            return Ok(());
+        }
+        self.serve(&install, &cluster).await
+    }
+
+    /// The start → ready → (crash → restart)* → stop loop.
+    async fn serve(&mut self, install: &Install, cluster: &Cluster) -> Result<()> {
+        let mut cause = String::from(if cluster.created {
+            "new cluster"
+        } else {
+            "existing cluster"
+        });
+        self.status.prepared(install, cluster);
+        loop {
+            self.transition(State::Starting, &cause);
+            let mut server = Server::spawn(&self.config, install, cluster, &self.run_as)?;
+            self.status.postmaster(server.pid.as_raw());
+            let ended = match self.wait_ready(&mut server, &cluster.data_dir).await {
+                Outcome::Ready => {
+                    self.on_ready(install, cluster);
+                    let ready_since = Instant::now();
+                    let outcome = self.watch(&mut server, &cluster.data_dir).await;
+                    if ready_since.elapsed() >= self.config.supervision.stable_after {
                         self.backoff.reset();
                     }
-                    cause = format!("crash {} ({})", self.restarts, describe_exit(status));
-                    if !self.back_off().await {
-                        return Ok(());
+                    outcome
+                }
+                other => other,
+            };
+            let was = match (&ended, self.state) {
+                (Outcome::Hung, _) => "hang",
+                (_, State::Ready) => "crash",
+                _ => "failed start",
+            };
+            let status = match ended {
+                Outcome::Stop(mode) => return self.stop(server, mode).await,
+                Outcome::Exited(status) => status,
+                Outcome::Hung => {
+                    error!(
+                        hang_after_ms = self.config.supervision.hang_after.as_millis() as u64,
+                        "postgres is running but has stopped answering: a hang, not a crash; restarting it"
+                    );
+                    // SIGQUIT (with SIGCONT, in case it was stopped), then SIGKILL of the group.
+                    server.signal(Signal::SIGQUIT);
+                    server.signal(Signal::SIGCONT);
+                    match tokio::time::timeout(Duration::from_secs(2), server.wait()).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            server.clear_remains().await;
+                            server.wait().await
+                        }
                     }
                 }
-                Outcome::Stop { immediate } => return self.stop(server, immediate).await,
-                Outcome::Ready => unreachable!("wait_exit does not report readiness"),
+                Outcome::Ready => unreachable!("watch does not report readiness"),
+            };
+            server.clear_remains().await;
+            self.status.exited(describe_exit(status));
+            let why = server.log.explain().unwrap_or_default();
+            error!(exit = %describe_exit(status), last_log = %why, "postgres exited unexpectedly ({was})");
+            self.restarts += 1;
+            cause = format!(
+                "restart {} after {was} ({})",
+                self.restarts,
+                describe_exit(status)
+            );
+            self.transition(State::Restarting, &cause);
+            self.check_crash_loop(status, &why)?;
+            if !self.back_off().await {
+                return Ok(());
             }
         }
     }
 
-    fn on_ready(&mut self, _server: &Server) {
+    /// Records an unexpected exit; an error once `max_failures` fall within `failure_window`.
+    fn check_crash_loop(&mut self, status: ExitStatus, why: &str) -> Result<()> {
+        let now = Instant::now();
+        let policy = &self.config.supervision;
+        self.failures.push_back(now);
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > policy.failure_window)
+        {
+            self.failures.pop_front();
+        }
+        if self.failures.len() < policy.max_failures as usize {
+            return Ok(());
+        }
+        let failures = self.failures.len();
+        let window = policy.failure_window;
+        self.transition(State::Stopped, "crash loop");
+        Err(Error::Server {
+            what: format!(
+                "postgres exited {failures} times within {}s (last: {}); giving up\n\
+                 server said: {}\n\
+                 help: fix the setting or the problem the server names, then start pgwarden again",
+                window.as_secs(),
+                describe_exit(status),
+                if why.is_empty() {
+                    "(nothing)"
+                } else {
+                    why.trim()
+                }
+            ),
+        })
+    }
+
+    fn on_ready(&mut self, install: &Install, cluster: &Cluster) {
         self.transition(State::Ready, "accepting connections");
+        let line = format!(
+            "ready: {} (PostgreSQL {}, data {})",
+            self.config.url(),
+            install.short_version(),
+            cluster.data_dir.display()
+        );
         if !self.announced {
             self.announced = true;
-            // The one line a user (or a script) waits for; stdout, unlike the log.
-            println!(
-                "ready: {} (PostgreSQL {}, data {})",
-                self.config.url(),
-                self.install.short_version(),
-                self.cluster.data_dir.display()
-            );
+            // The one line a user (or a script) waits for; on stdout, unlike the log.
+            println!("{line}");
+            self.notifier.ready(&line);
         } else {
             info!(restarts = self.restarts, "ready again");
+            self.notifier.status(&line);
         }
     }
 
     /// Sleeps out the backoff; false when a shutdown arrived meanwhile.
     async fn back_off(&mut self) -> bool {
         let delay = self.backoff.next_delay();
-        self.transition(
-            State::Restarting,
-            &format!("waiting {} ms", delay.as_millis()),
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "waiting before the restart"
         );
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => return true,
-                event = next_event(&mut self.events) => match event {
-                    Control::Reload => {}
-                    Control::Shutdown { .. } | Control::Immediate => {
-                        self.transition(State::Stopped, "shutdown while restarting");
-                        return false;
-                    }
-                },
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = shutdown_requested(&mut self.events) => {
+                self.transition(State::Stopped, "shutdown while restarting");
+                false
             }
         }
     }
 
-    /// Probes until the server accepts connections, exits, or a stop is asked for.
-    async fn wait_ready(&mut self, server: &mut Server) -> Outcome {
+    /// True (and consumed) if a shutdown was asked for while an uninterruptible step ran.
+    fn take_pending_shutdown(&mut self) -> bool {
+        let mut asked = false;
+        while let Ok(event) = self.events.try_recv() {
+            asked |= matches!(event, Control::Shutdown { .. } | Control::Immediate);
+        }
+        asked
+    }
+
+    /// Waits until the server accepts connections, exits, or a stop is asked for.
+    async fn wait_ready(&mut self, server: &mut Server, data_dir: &Path) -> Outcome {
         let address = self.address();
         let (user, database) = (self.config.user.clone(), self.config.database.clone());
         let pid = server.pid;
-        let data_dir = self.cluster.data_dir.clone();
         let mut tick = tokio::time::interval(READY_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Crash recovery can take long: keep asking systemd for time while it runs.
+        let mut extend = tokio::time::interval(EXTEND_BY / 2);
         loop {
             tokio::select! {
                 status = server.wait() => return Outcome::Exited(status),
                 event = next_event(&mut self.events) => match event {
-                    Control::Reload => { let _ = nix::sys::signal::kill(pid, Signal::SIGHUP); }
-                    Control::Immediate => return Outcome::Stop { immediate: true },
-                    Control::Shutdown { .. } => return Outcome::Stop { immediate: false },
+                    Control::Reload => self.reload(pid, data_dir),
+                    Control::Immediate => return Outcome::Stop(ShutdownMode::Immediate),
+                    Control::Shutdown { .. } => return Outcome::Stop(self.config.shutdown_mode),
                 },
+                _ = extend.tick() => self.notifier.extend_timeout(EXTEND_BY),
                 _ = tick.tick() => {
                     // The postmaster says "ready" in its pid file before anything connects (as
                     // pg_ctl -w reads it); probing only then keeps "the database system is
                     // starting up" out of the server log. The probe confirms the TCP listener.
-                    if pid_file_says_ready(&data_dir, pid)
+                    if pid_file_says_ready(data_dir, pid)
                         && probe::ping(address, &user, &database, Duration::from_secs(1)).await == PingStatus::Accepting
                     {
                         return Outcome::Ready;
@@ -279,59 +417,127 @@ impl Supervisor {
         }
     }
 
-    /// Waits while the server runs, until it exits or a stop is asked for.
-    async fn wait_exit(&mut self, server: &mut Server) -> Outcome {
+    /// Watches a ready server: its exit, control events, periodic health probes (a hang is
+    /// `hang_after` without an answer), and systemd's watchdog while healthy.
+    async fn watch(&mut self, server: &mut Server, data_dir: &Path) -> Outcome {
         let pid = server.pid;
+        let policy = self.config.supervision.clone();
+        let (address, user, database) = (
+            self.address(),
+            self.config.user.clone(),
+            self.config.database.clone(),
+        );
+        let mut health = tokio::time::interval(policy.health_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await; // the server was just probed
+        let watchdog_every = self.notifier.watchdog_interval();
+        let mut watchdog =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        // Probes run as tasks so that a slow probe never delays noticing the child's exit.
+        let (probe_tx, mut probe_rx) = mpsc::channel::<PingStatus>(1);
+        let mut probing = false;
+        let mut last_answer = Instant::now();
         loop {
             tokio::select! {
                 status = server.wait() => return Outcome::Exited(status),
                 event = next_event(&mut self.events) => match event {
-                    Control::Reload => {
-                        info!("reloading the server's configuration (SIGHUP)");
-                        let _ = nix::sys::signal::kill(pid, Signal::SIGHUP);
-                    }
-                    Control::Immediate => return Outcome::Stop { immediate: true },
-                    Control::Shutdown { .. } => return Outcome::Stop { immediate: false },
+                    Control::Reload => self.reload(pid, data_dir),
+                    Control::Immediate => return Outcome::Stop(ShutdownMode::Immediate),
+                    Control::Shutdown { .. } => return Outcome::Stop(self.config.shutdown_mode),
                 },
+                _ = health.tick(), if !probing => {
+                    probing = true;
+                    let (tx, user, database) = (probe_tx.clone(), user.clone(), database.clone());
+                    tokio::spawn(async move {
+                        let _ = tx.send(probe::ping(address, &user, &database, policy.health_timeout).await).await;
+                    });
+                }
+                Some(status) = probe_rx.recv() => {
+                    probing = false;
+                    if status != PingStatus::NoResponse {
+                        last_answer = Instant::now();
+                    } else if last_answer.elapsed() >= policy.hang_after {
+                        return Outcome::Hung;
+                    } else {
+                        warn!(silent_ms = last_answer.elapsed().as_millis() as u64, "postgres did not answer a health probe");
+                    }
+                }
+                _ = watchdog.tick(), if watchdog_every.is_some() => {
+                    if last_answer.elapsed() < policy.hang_after {
+                        self.notifier.watchdog();
+                    }
+                }
             }
         }
     }
 
-    /// Fast shutdown (SIGINT), escalating to immediate (SIGQUIT) after the shutdown timeout or a
-    /// second signal, then to SIGKILL of the whole group.
-    async fn stop(&mut self, mut server: Server, immediate: bool) -> Result<()> {
-        // `pgwarden stop --mode smart` asks through the status dir: SIGTERM waits for clients.
-        let smart = !immediate && self.status.take_stop_request() == Some(StopMode::Smart);
+    /// SIGHUP: re-read the config; write the new `[server]` settings and signal the postmaster.
+    /// An invalid config is reported and the running settings kept.
+    fn reload(&mut self, pid: Pid, data_dir: &Path) {
+        self.notifier.reloading();
+        match Config::load(&self.sources) {
+            Err(e) => error!("reload: the config is invalid, keeping the running settings:\n{e}"),
+            Ok(new) => {
+                let needs_restart = [
+                    (
+                        "listen_address",
+                        new.listen_address != self.config.listen_address,
+                    ),
+                    ("port", new.port != self.config.port),
+                    ("data_dir", new.data_dir != self.config.data_dir),
+                    (
+                        "user/password/database",
+                        new.user != self.config.user
+                            || new.password != self.config.password
+                            || new.database != self.config.database,
+                    ),
+                ];
+                for (key, changed) in needs_restart {
+                    if changed {
+                        warn!("reload: {key} changed; it takes effect when pgwarden is restarted");
+                    }
+                }
+                match cluster::write_server_settings(data_dir, &new.server, &self.run_as) {
+                    Ok(changed) => info!(changed, "reload: server settings written"),
+                    Err(e) => error!("reload: cannot write the server settings: {e}"),
+                }
+                self.config.server = new.server;
+                self.config.shutdown_mode = new.shutdown_mode;
+                self.config.shutdown_timeout = new.shutdown_timeout;
+                self.config.supervision = new.supervision;
+            }
+        }
+        info!("reloading the server's configuration (SIGHUP)");
+        let _ = kill(pid, Signal::SIGHUP);
+        self.notifier.ready("ready (reloaded)");
+    }
+
+    /// Stops the server in `mode`, escalating to immediate (SIGQUIT) after the shutdown
+    /// timeout or a second signal, then to SIGKILL of the whole group.
+    async fn stop(&mut self, mut server: Server, mode: ShutdownMode) -> Result<()> {
+        // `pgwarden stop --mode` asks through the state dir; a second signal stays immediate.
+        let mode = match mode {
+            ShutdownMode::Immediate => mode,
+            _ => self.status.take_stop_request().unwrap_or(mode),
+        };
         self.transition(
             State::Stopping,
-            if immediate {
-                "immediate shutdown"
-            } else if smart {
-                "smart shutdown"
-            } else {
-                "fast shutdown"
-            },
+            &format!("{mode:?} shutdown").to_lowercase(),
         );
-        let first = if immediate {
-            Signal::SIGQUIT
-        } else if smart {
-            Signal::SIGTERM
-        } else {
-            Signal::SIGINT
+        self.notifier.stopping();
+        let (first, limit) = match mode {
+            ShutdownMode::Smart => (Signal::SIGTERM, self.config.shutdown_timeout),
+            ShutdownMode::Fast => (Signal::SIGINT, self.config.shutdown_timeout),
+            ShutdownMode::Immediate => (Signal::SIGQUIT, IMMEDIATE_GRACE),
         };
         server.signal(first);
-        let deadline = if immediate {
-            IMMEDIATE_GRACE
-        } else {
-            self.config.shutdown_timeout
-        };
-        let status = match self
-            .wait_or_escalate(&mut server, deadline, !immediate)
-            .await
-        {
+        let escalate = mode != ShutdownMode::Immediate;
+        let status = match self.wait_or_escalate(&mut server, limit, escalate).await {
             Some(status) => status,
             None => {
-                warn!("postgres did not stop in time; immediate shutdown (SIGQUIT)");
+                warn!(
+                    "postgres did not stop in time (or a second stop request came); immediate shutdown"
+                );
                 server.signal(Signal::SIGQUIT);
                 match self
                     .wait_or_escalate(&mut server, IMMEDIATE_GRACE, false)
@@ -340,13 +546,13 @@ impl Supervisor {
                     Some(status) => status,
                     None => {
                         warn!("postgres ignored SIGQUIT; killing its process group");
-                        server.clear_group().await;
+                        server.clear_remains().await;
                         server.wait().await
                     }
                 }
             }
         };
-        server.clear_group().await;
+        server.clear_remains().await;
         self.status.exited(describe_exit(status));
         info!(exit = %describe_exit(status), "postgres stopped");
         self.transition(State::Stopped, "shutdown complete");
@@ -379,7 +585,7 @@ impl Supervisor {
 
 /// Whether `postmaster.pid` belongs to `pid` and its status line (line 8) reads `ready` (or
 /// `standby`). The file is rewritten in place, so a short or torn read just means "not yet".
-fn pid_file_says_ready(data_dir: &std::path::Path, pid: nix::unistd::Pid) -> bool {
+fn pid_file_says_ready(data_dir: &Path, pid: Pid) -> bool {
     let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return false;
     };
@@ -399,9 +605,15 @@ async fn next_event(events: &mut UnboundedReceiver<Control>) -> Control {
     }
 }
 
+/// Resolves on the first stop request (reloads are ignored).
+async fn shutdown_requested(events: &mut UnboundedReceiver<Control>) {
+    while next_event(events).await == Control::Reload {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use State::*;
 
     #[test]
     fn backoff_doubles_to_the_cap_and_resets() {
@@ -413,5 +625,40 @@ mod tests {
         assert!((315..=385).contains(&d[3]), "{d:?}");
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(110));
+    }
+
+    #[test]
+    fn the_lifecycle_edges_are_allowed() {
+        for (from, to) in [
+            (Installing, Initialising),
+            (Initialising, Starting),
+            (Starting, Ready),
+            (Ready, Restarting),
+            (Starting, Restarting),
+            (Restarting, Starting),
+            (Ready, Stopping),
+            (Starting, Stopping),
+            (Stopping, Stopped),
+            (Restarting, Stopped),
+            (Installing, Stopped),
+            (Initialising, Stopped),
+        ] {
+            assert!(from.can_become(to), "{from:?} -> {to:?} should be allowed");
+        }
+    }
+
+    #[test]
+    fn impossible_edges_are_refused() {
+        for (from, to) in [
+            (Installing, Ready),
+            (Ready, Starting),
+            (Ready, Stopped),
+            (Stopped, Starting),
+            (Stopping, Starting),
+            (Restarting, Ready),
+            (Restarting, Stopping),
+        ] {
+            assert!(!from.can_become(to), "{from:?} -> {to:?} should be refused");
+        }
     }
 }

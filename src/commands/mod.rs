@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod logs;
 pub mod psql;
 mod run;
+mod start;
 pub mod status;
 pub mod stop;
 pub mod url;
@@ -28,5 +29,6 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stop(args) => stop::run(args).await,
         Command::Doctor(args) => doctor::run(args),
         Command::Completions(args) => completions::run(args),
+        Command::Start(args) => start::start(args).await,
     }
 }

@@ -1,42 +1,117 @@
 //! `pgwarden run`: config → binaries → cluster → supervisor, in the foreground.
 
-use crate::binaries;
 use crate::cli::RunArgs;
-use crate::cluster;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
+use crate::notify::Notifier;
 use crate::paths;
 use crate::preflight;
 use crate::privilege::RunAs;
+use crate::registry;
+use crate::server;
 use crate::signals;
 use crate::supervisor::Supervisor;
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+/// Settings only a throwaway cluster may run with.
+const EPHEMERAL_SETTINGS: [(&str, &str); 3] = [
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+];
 
 pub async fn run(args: RunArgs) -> Result<()> {
     // First, so that a signal during install or initdb is kept and acted on afterwards.
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
-    let config = Config::load(&args.sources())?;
-    let run_as = RunAs::resolve(config.run_as.as_deref())?;
+    let sources = args.sources();
+    let mut config = Config::load(&sources)?;
+    let run_as = if args.create_user {
+        RunAs::resolve_or_create(config.run_as.as_deref())?
+    } else {
+        RunAs::resolve(config.run_as.as_deref())?
+    };
 
     let state_dir = paths::state_dir(&config.data_dir);
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
-    preflight::check_port_free(config.listen_address, config.port)?;
+    // Only once the lock is ours: removes a throwaway cluster on every way out of this function
+    // (dropped before the lock is released).
+    let _throwaway = config.ephemeral.then(|| Throwaway::new(&config));
+    // A postmaster left running by a pgwarden that was killed: we hold the lock, so it is
+    // nobody's. Shut it down cleanly and start our own (adopting it would leave a server we
+    // cannot `wait` for, whose exit we could only poll).
+    if let Some(pid) = server::survivor(&config.data_dir) {
+        warn!(
+            pid = pid.as_raw(),
+            "a postgres from an earlier pgwarden still runs on this data directory; shutting it down first"
+        );
+        server::stop_survivor(pid, &config.data_dir, config.shutdown_timeout).await;
+    }
+    if config.ephemeral {
+        prepare_throwaway(&mut config)?;
+    }
+    preflight::check_port_unprivileged(config.port, &run_as.name)?;
+    if config.port == 0 {
+        config.port = preflight::choose_free_port(config.listen_address)?;
+        info!(port = config.port, "picked a free port");
+    } else {
+        preflight::check_port_free(config.listen_address, config.port)?;
+    }
+    let _registration = registry::register(&config.name, &state_dir)?;
 
-    let install = binaries::ensure(&config.source, &config.install_dir, &config.version).await?;
-    run_as.check_traversable(&install.dir)?;
+    Supervisor::new(
+        sources,
+        config,
+        run_as,
+        state_dir,
+        events,
+        Notifier::from_env(),
+    )
+    .run()
+    .await
+}
 
-    let cluster = {
-        let (config, install, run_as) = (config.clone(), install.clone(), run_as.clone());
-        tokio::task::spawn_blocking(move || {
-            cluster::prepare(&config, &install, &run_as, &state_dir)
-        })
-        .await
-        .expect("cluster task panicked")?
-    };
+/// Sweeps what a killed earlier run of this throwaway instance left, and adds the durability
+/// settings only a throwaway cluster may use.
+fn prepare_throwaway(config: &mut Config) -> Result<()> {
+    if config.data_dir.exists() {
+        warn!(data_dir = %config.data_dir.display(), "removing a throwaway cluster left by an earlier run");
+        std::fs::remove_dir_all(&config.data_dir).map_err(|e| Error::Cluster {
+            what: format!("cannot remove {}: {e}", config.data_dir.display()),
+        })?;
+    }
+    for (key, value) in EPHEMERAL_SETTINGS {
+        config
+            .server
+            .entry(key.to_string())
+            .or_insert(value.to_string());
+    }
+    warn!(
+        data_dir = %config.data_dir.display(),
+        "ephemeral cluster: fsync, synchronous_commit and full_page_writes are off; \
+         it is removed when pgwarden exits — for throwaway data only"
+    );
+    Ok(())
+}
 
-    Supervisor::new(config, install, cluster, run_as, events)
-        .run()
-        .await
+/// The directory of a throwaway cluster, removed on drop.
+struct Throwaway(PathBuf);
+
+impl Throwaway {
+    fn new(config: &Config) -> Throwaway {
+        Throwaway(paths::ephemeral_root(&config.name))
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %self.0.display(), "cannot remove the throwaway cluster: {e}");
+        }
+    }
 }

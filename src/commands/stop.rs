@@ -44,9 +44,11 @@ pub async fn run(args: StopArgs) -> Result<i32> {
     let pid = instance.require_running()?;
     let started = Instant::now();
     let target = Pid::from_raw(pid as i32);
-    if args.mode == StopMode::Smart {
+    if args.mode != StopMode::Immediate {
+        // Read by the supervisor when the signal arrives (it overrides `shutdown_mode`).
         let path = instance.state_dir.join(STOP_REQUEST);
-        std::fs::write(&path, "smart\n").io("cannot write the stop request", &path)?;
+        std::fs::write(&path, format!("{}\n", args.mode.name()))
+            .io("cannot write the stop request", &path)?;
     }
     send(target, Signal::SIGTERM)?;
     if args.mode == StopMode::Immediate {

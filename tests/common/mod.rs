@@ -11,8 +11,9 @@
 //!   runs test threads (and other tools run test binaries) concurrently.
 //! * **Places**: [`shared_install_dir`], [`test_dir`], [`free_port`].
 //! * **The process guard** [`Pgwarden`], which kills pgwarden's process group
-//!   *and* the postmaster's group on drop: postgres runs in its own group, so
-//!   killing pgwarden alone would leave it running.
+//!   *and* every process working in the data directory on drop: postgres runs
+//!   in its own group (and each backend `setsid()`s), so killing pgwarden
+//!   alone would leave it running.
 //!
 //! Everything pgwarden hands to the unprivileged `pgwarden` user (install
 //! dir, data dirs) must be traversable by it, hence the chmod 0755 calls.
@@ -436,8 +437,34 @@ impl Pgwarden {
     /// which `POSTGRES_{USER,PASSWORD,DB}` and `PGWARDEN_*` were removed and
     /// to which `NO_COLOR=1` was added.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
-        let bin = env!("CARGO_BIN_EXE_pgwarden");
-        let mut cmd = Command::new(bin);
+        Self::spawn(Path::new(env!("CARGO_BIN_EXE_pgwarden")), None, args, envs)
+    }
+
+    /// Like [`Pgwarden::start`], but as the (unprivileged) `user`, from a copy of the binary in a
+    /// directory every user can reach (the build's target dir may sit under /root). Root only.
+    pub fn start_as(user: &str, args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
+        let account = nix::unistd::User::from_name(user)
+            .expect("look up user")
+            .unwrap_or_else(|| panic!("user {user} does not exist (.ci/run creates pgwarden)"));
+        Self::spawn(
+            &reachable_binary(),
+            Some((account.uid.as_raw(), account.gid.as_raw())),
+            args,
+            envs,
+        )
+    }
+
+    fn spawn(
+        bin: &Path,
+        user: Option<(u32, u32)>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Pgwarden {
+        let bin = bin.display().to_string();
+        let mut cmd = Command::new(&bin);
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -643,7 +670,7 @@ impl Drop for Pgwarden {
         // Never panics: it may run while a test is already unwinding.
         self.kill_group();
         if let Some(data_dir) = &self.data_dir {
-            kill_postmaster_group(data_dir);
+            kill_server_of(data_dir, self.pid);
         }
     }
 }
@@ -666,6 +693,32 @@ pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> O
         stdout,
         stderr,
     }
+}
+
+/// A copy of the pgwarden binary in a 0755 directory of the cache, made once per test process.
+fn reachable_binary() -> PathBuf {
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let source = Path::new(env!("CARGO_BIN_EXE_pgwarden"));
+        let meta = fs::metadata(source).expect("stat pgwarden binary");
+        // Named by the build's size and mtime: reused while the build is the same.
+        let dir = cache_dir().join("bin");
+        make_dir_0755(&dir);
+        let copy = dir.join(format!(
+            "pgwarden-{}-{}",
+            meta.len(),
+            meta.mtime_nsec() ^ meta.mtime()
+        ));
+        if !copy.exists() {
+            let partial = dir.join(format!(".partial-{}", std::process::id()));
+            fs::copy(source, &partial).expect("copy pgwarden binary");
+            fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).expect("chmod");
+            fs::rename(&partial, &copy).expect("rename pgwarden binary copy");
+        }
+        copy
+    })
+    .clone()
 }
 
 fn spawn_reader(pipe: impl Read + Send + 'static, shared: Arc<Shared>, pid: u32, is_stdout: bool) {
@@ -725,30 +778,62 @@ fn data_dir_arg(args: &[&str]) -> Option<PathBuf> {
 /// chdirs there). A zombie has no working directory; it is not killed but
 /// still waited for, as postgres counts it as running. Errors are ignored:
 /// this runs in `Drop`.
-fn kill_postmaster_group(data_dir: &Path) {
-    let Ok(text) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
-        return;
-    };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-        .filter(|p| *p > 0)
-    else {
-        return;
-    };
-    let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok();
+/// Kills every live process working in `data_dir` — the postmaster and its children, which
+/// postgres chdirs into the data dir (they each `setsid()`, so the postmaster's group does not
+/// reach them) — unless the postmaster belongs to another pgwarden that is still alive (a guard
+/// for a second pgwarden that was refused must not kill the first one's server). Then waits
+/// (at most 5 s) until the postmaster's pid is gone, zombie included.
+fn kill_server_of(data_dir: &Path, guard_pid: u32) {
     let data_dir = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    if cwd.as_deref() == Some(data_dir.as_path()) {
-        eprintln!("[fixture] killing leftover postmaster {pid} and its group");
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-    } else if !is_zombie(pid) {
-        return; // gone, or not our postmaster
+    let postmaster = fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .next()
+                .and_then(|l| l.trim().parse::<i32>().ok())
+        })
+        .filter(|p| *p > 0);
+    if let Some(pid) = postmaster {
+        let parent = parent_of(pid);
+        let parent_is_other_pgwarden = parent.is_some_and(|ppid| {
+            ppid != guard_pid
+                && fs::read_to_string(format!("/proc/{ppid}/comm"))
+                    .is_ok_and(|c| c.starts_with("pgwarden"))
+        });
+        if parent_is_other_pgwarden {
+            return;
+        }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH) && Instant::now() < deadline {
-        thread::sleep(POLL);
+    let working_here: Vec<i32> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !is_zombie(*pid))
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == data_dir))
+        .collect();
+    if !working_here.is_empty() {
+        eprintln!("[fixture] killing leftover server processes {working_here:?}");
     }
+    for pid in &working_here {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    if let Some(pid) = postmaster.filter(|p| working_here.contains(p) || is_zombie(*p)) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH) && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+    }
+}
+
+fn parent_of(pid: i32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -757,4 +842,66 @@ fn is_zombie(pid: i32) -> bool {
         stat.rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     })
+}
+
+// ---------------------------------------------------------------------------
+// Running pgwarden on a cluster
+// ---------------------------------------------------------------------------
+
+/// Generous limits: the machine is small and shared.
+pub const FIRST_LAUNCH: Duration = Duration::from_secs(120);
+pub const START: Duration = Duration::from_secs(60);
+pub const STOP: Duration = Duration::from_secs(60);
+
+/// `run` arguments for a cluster in `dir` on `port`, from the shared npm-archive install.
+pub fn run_args(dir: &Path, port: u16) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--archive".into(),
+        npm_archive().display().to_string(),
+        "--install-dir".into(),
+        shared_install_dir().display().to_string(),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+        "--port".into(),
+        port.to_string(),
+    ]
+}
+
+pub fn start(dir: &Path, port: u16, envs: &[(&str, &str)]) -> Pgwarden {
+    start_with(dir, port, &[], envs)
+}
+
+/// [`start`] with more arguments after the usual ones (e.g. `--config FILE`).
+pub fn start_with(dir: &Path, port: u16, extra: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
+    let mut args = run_args(dir, port);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Pgwarden::start(&args, envs)
+}
+
+pub fn stop(mut pgwarden: Pgwarden, signal: Signal) {
+    pgwarden.signal(signal);
+    let status = pgwarden.wait_exit(STOP);
+    assert!(
+        status.success(),
+        "pgwarden exited with {status} after {signal:?}"
+    );
+}
+
+pub fn postmaster_pid(data_dir: &Path) -> i32 {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).expect("postmaster.pid");
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+pub fn uid_of_process(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        .unwrap_or(false)
 }

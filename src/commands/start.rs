@@ -1,0 +1,173 @@
+//! `pgwarden start`: `pgwarden run` in the background, returning once the server is ready.
+//!
+//! The background pgwarden is this same binary with the same arguments (`start` replaced by
+//! `run`), in a session of its own, its output appended to `<state dir>/pgwarden.out`. This
+//! command follows that file until the `ready:` line appears (then prints the URL and exits 0)
+//! or the background pgwarden exits (then prints its error and exits non-zero).
+
+use crate::cli::StartArgs;
+use crate::config::{self, Config};
+use crate::error::{Error, IoContext, Result};
+use crate::paths;
+use std::ffi::OsString;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub async fn start(args: StartArgs) -> Result<i32> {
+    let config = Config::load(&args.run.sources())?;
+    let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
+        problems: vec![format!("--timeout: {e}")],
+    })?;
+    let state_dir = paths::state_dir(&config.data_dir);
+    std::fs::create_dir_all(&state_dir).io("cannot create state directory", &state_dir)?;
+    let out_path = state_dir.join("pgwarden.out");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&out_path)
+        .io("cannot open", &out_path)?;
+    let offset = out.metadata().io("cannot read", &out_path)?.len();
+
+    let exe = std::env::current_exe().io("cannot find the pgwarden binary", "/proc/self/exe")?;
+    let mut command = Command::new(exe);
+    command
+        .args(run_arguments(std::env::args_os().skip(1)))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().io("cannot open", &out_path)?)
+        .stderr(out);
+    // SAFETY: setsid is async-signal-safe. A session of its own: no terminal's signals reach it,
+    // and it outlives this command.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command.spawn().map_err(|e| Error::Server {
+        what: format!("cannot start pgwarden in the background: {e}"),
+    })?;
+    tracing::info!(pid = child.id(), log = %out_path.display(), "pgwarden runs in the background");
+
+    let deadline = Instant::now() + timeout;
+    loop {
+        let output = read_from(&out_path, offset);
+        if let Some(line) = output.lines().find(|l| l.starts_with("ready: ")) {
+            eprintln!("{line}");
+            let url = line.split_whitespace().nth(1).unwrap_or_default();
+            println!(
+                "DATABASE_URL={}",
+                with_password(url, &config, args.with_password)
+            );
+            return Ok(0);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::Server {
+                what: format!(
+                    "the background pgwarden exited ({status}) before the server was ready:\n{}\n(full log: {})",
+                    tail(&output, 15),
+                    out_path.display()
+                ),
+            });
+        }
+        if Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+            return Err(Error::Server {
+                what: format!(
+                    "the server was not ready within {}s; stopped it\n{}\nhelp: raise --timeout, or see {}",
+                    timeout.as_secs(),
+                    tail(&output, 15),
+                    out_path.display()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// This command's arguments for the background `run`: the subcommand word becomes `run`, and
+/// the options only `start` knows are dropped.
+fn run_arguments(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut replaced = false;
+    let mut skip_value = false;
+    for arg in args {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        let text = arg.to_string_lossy();
+        if !replaced && text == "start" {
+            out.push(OsString::from("run"));
+            replaced = true;
+        } else if replaced && text == "--timeout" {
+            skip_value = true;
+        } else if replaced && (text.starts_with("--timeout=") || text == "--with-password") {
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+fn with_password(url: &str, config: &Config, with_password: bool) -> String {
+    let plain = format!("postgres://{}@", config::percent_encode(&config.user));
+    match (with_password, url.strip_prefix(&plain)) {
+        (true, Some(rest)) => format!(
+            "postgres://{}:{}@{rest}",
+            config::percent_encode(&config.user),
+            config::percent_encode(config.password.expose())
+        ),
+        _ => url.to_string(),
+    }
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path)
+        && file.seek(SeekFrom::Start(offset)).is_ok()
+    {
+        let _ = file.read_to_string(&mut text);
+    }
+    text
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_arguments_become_run_arguments() {
+        let args = [
+            "--log-format",
+            "json",
+            "start",
+            "--ephemeral",
+            "--timeout",
+            "5s",
+            "--port",
+            "0",
+            "--with-password",
+        ]
+        .map(OsString::from);
+        let run: Vec<String> = run_arguments(args.into_iter())
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            run,
+            ["--log-format", "json", "run", "--ephemeral", "--port", "0"]
+        );
+    }
+}

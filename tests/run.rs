@@ -1,0 +1,438 @@
+//! `pgwarden run` end to end (issue 2): real binary, real PostgreSQL 16, real signals.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+#[test]
+fn first_launch_serves_the_seed_database_and_stops_cleanly() {
+    let dir = test_dir();
+    let port = free_port();
+    let pgwarden = start(dir.path(), port, &[]);
+    let ready = pgwarden.wait_ready(FIRST_LAUNCH);
+    let data_dir = dir.path().join("data");
+    assert_eq!(
+        ready,
+        format!(
+            "ready: postgres://trader@127.0.0.1:{port}/trader (PostgreSQL 16.14, data {})",
+            data_dir.display()
+        )
+    );
+    assert!(
+        !ready.contains(":trader@"),
+        "the password must not be shown"
+    );
+
+    let mut client = connect(port, "trader", "trader", "trader").expect("right password connects");
+    let row = client
+        .query_one(
+            "SELECT current_user::text, current_database()::text, current_setting('server_version_num')::int, \
+             current_setting('listen_addresses'), pg_encoding_to_char(encoding)::text \
+             FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "trader");
+    assert_eq!(row.get::<_, String>(1), "trader");
+    assert!(row.get::<_, i32>(2) / 10000 == 16);
+    assert_eq!(row.get::<_, String>(3), "127.0.0.1");
+    assert_eq!(row.get::<_, String>(4), "UTF8");
+    let superuser: bool = client
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'trader'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(superuser);
+    // No trust anywhere: every pg_hba line (socket included) asks for scram-sha-256.
+    let methods: Vec<String> = client
+        .query("SELECT DISTINCT auth_method FROM pg_hba_file_rules", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(methods, vec!["scram-sha-256".to_string()]);
+    drop(client);
+
+    let Err(err) = connect(port, "trader", "wrong", "trader") else {
+        panic!("a wrong password was accepted");
+    };
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message.is_some_and(|m| m.contains("password authentication failed")),
+        "{err:?}"
+    );
+
+    // 127.0.0.1 only: another loopback address of this machine gets no answer.
+    assert!(std::net::TcpStream::connect(("127.0.0.2", port)).is_err());
+
+    // Data dir 0700, a completion marker, no staging debris, no password file left.
+    let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert!(data_dir.join("pgwarden.json").is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .chain(std::fs::read_dir(dir.path().join("data.pgwarden")).unwrap())
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("initdb") || n.contains("pwfile"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let postmaster = postmaster_pid(&data_dir);
+    stop(pgwarden, Signal::SIGTERM);
+    assert!(
+        !process_alive(postmaster),
+        "postgres still runs after pgwarden exited"
+    );
+    assert!(
+        !data_dir.join("postmaster.pid").exists(),
+        "not a clean shutdown"
+    );
+}
+
+#[test]
+fn data_survives_a_stop_and_a_start_and_sigint_stops_too() {
+    let dir = test_dir();
+    let port = free_port();
+    let pgwarden = start(dir.path(), port, &[]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    client
+        .batch_execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1), (2), (3);")
+        .unwrap();
+    drop(client);
+    stop(pgwarden, Signal::SIGINT);
+
+    let pgwarden = start(dir.path(), port, &[]);
+    pgwarden.wait_ready(START);
+    assert!(
+        !pgwarden.stderr_text().contains("initialising"),
+        "an existing cluster must not be initialised again"
+    );
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM kept", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3);
+    drop(client);
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+#[test]
+fn a_killed_postmaster_is_restarted_with_its_data() {
+    let dir = test_dir();
+    let port = free_port();
+    let pgwarden = start(dir.path(), port, &[]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    let data_dir = dir.path().join("data");
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    client.batch_execute("CREATE TABLE acked (id int)").unwrap();
+    for id in 0..100 {
+        client
+            .execute("INSERT INTO acked VALUES ($1)", &[&id])
+            .unwrap();
+    }
+    drop(client);
+
+    let old = postmaster_pid(&data_dir);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    pgwarden.wait_for_stderr("postgres exited unexpectedly", START);
+    pgwarden.wait_for_stderr("ready again", START);
+
+    let new = postmaster_pid(&data_dir);
+    assert_ne!(old, new);
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM acked", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 100, "an acknowledged row was lost");
+    drop(client);
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error_before_anything_is_made() {
+    let dir = test_dir();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let args = run_args(dir.path(), port);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_to_exit(&args, &[], START);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port} is already in use")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pid {}", std::process::id())),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "the data dir must not be created"
+    );
+}
+
+#[test]
+fn a_first_launch_killed_during_initdb_leaves_nothing_and_the_next_one_succeeds() {
+    let dir = test_dir();
+    let port = free_port();
+    let mut pgwarden = start(dir.path(), port, &[]);
+    pgwarden.wait_for_stderr("running initdb", FIRST_LAUNCH);
+    pgwarden.signal(Signal::SIGKILL);
+    pgwarden.wait_exit(STOP);
+    drop(pgwarden);
+    assert!(
+        !dir.path().join("data").join("PG_VERSION").exists(),
+        "a half cluster was left at the data path"
+    );
+
+    let pgwarden = start(dir.path(), port, &[]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    connect(port, "trader", "trader", "trader").expect("the relaunched cluster works");
+    let staging: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".initdb-"))
+        .collect();
+    assert!(staging.is_empty(), "staging debris was not swept");
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+#[test]
+fn env_sets_user_password_and_database_like_the_image() {
+    let dir = test_dir();
+    let port = free_port();
+    let envs = [("POSTGRES_USER", "alice"), ("POSTGRES_PASSWORD", "s3cret")];
+    let pgwarden = start(dir.path(), port, &envs);
+    let ready = pgwarden.wait_ready(FIRST_LAUNCH);
+    assert!(
+        ready.contains(&format!("postgres://alice@127.0.0.1:{port}/alice ")),
+        "{ready}"
+    );
+    assert!(
+        !pgwarden.stderr_text().contains("s3cret"),
+        "the password was logged"
+    );
+    connect(port, "alice", "s3cret", "alice").expect("database defaults to the user");
+    assert!(connect(port, "alice", "trader", "alice").is_err());
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+#[test]
+fn as_root_postgres_runs_as_the_unprivileged_user() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = test_dir();
+    let port = free_port();
+    let pgwarden = start(dir.path(), port, &[]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    let user = nix::unistd::User::from_name("pgwarden").unwrap().unwrap();
+    let data_dir = dir.path().join("data");
+    assert_eq!(uid_of_process(postmaster_pid(&data_dir)), user.uid.as_raw());
+    assert_eq!(
+        std::fs::metadata(&data_dir).unwrap().uid(),
+        user.uid.as_raw()
+    );
+    assert_eq!(uid_of_process(pgwarden.pid() as i32), 0);
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+#[test]
+fn as_a_normal_user_postgres_runs_as_that_user() {
+    if !is_root() {
+        eprintln!("skipped: this test switches to the pgwarden user, which needs root");
+        return;
+    }
+    let user = nix::unistd::User::from_name("pgwarden").unwrap().unwrap();
+    let dir = test_dir();
+    let install = dir.path().join("install");
+    let data = dir.path().join("home");
+    for d in [&install, &data] {
+        std::fs::create_dir(d).unwrap();
+        nix::unistd::chown(d, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    let port = free_port();
+    let archive = npm_archive().display().to_string();
+    let data_dir = data.join("data");
+    let args = [
+        "run",
+        "--archive",
+        &archive,
+        "--install-dir",
+        install.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ];
+    let pgwarden = Pgwarden::start_as("pgwarden", &args, &[("HOME", data.to_str().unwrap())]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    assert_eq!(uid_of_process(pgwarden.pid() as i32), user.uid.as_raw());
+    assert_eq!(
+        uid_of_process(postmaster_pid(&data.join("data"))),
+        user.uid.as_raw()
+    );
+    connect(port, "trader", "trader", "trader").unwrap();
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+#[test]
+fn a_theseus_layout_archive_installs_and_runs() {
+    let dir = test_dir();
+    let port = free_port();
+    let install = dir.path().join("install");
+    let archive = theseus_archive().display().to_string();
+    let data_dir = dir.path().join("data");
+    let args = [
+        "run",
+        "--archive",
+        &archive,
+        "--install-dir",
+        install.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ];
+    let pgwarden = Pgwarden::start(&args, &[]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    assert!(install.join("16.14.0/bin/postgres").is_file());
+    assert!(pgwarden.stderr_text().contains("layout=Theseus"));
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+#[test]
+fn bad_config_is_an_error_naming_file_and_key() {
+    let dir = test_dir();
+    let config = dir.path().join("pgwarden.toml");
+    std::fs::write(&config, "port = 5433\nlisten_adress = \"127.0.0.1\"\n").unwrap();
+    let output = run_to_exit(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+        ],
+        &[],
+        START,
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pgwarden.toml"), "{stderr}");
+    assert!(stderr.contains("listen_adress"), "{stderr}");
+    assert!(!dir.path().join("data").exists());
+
+    let output = run_to_exit(
+        &[
+            "run",
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+        ],
+        &[("PGWARDEN_PORT", "high"), ("POSTGRES_PASSWORD", "")],
+        START,
+    );
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PGWARDEN_PORT"), "{stderr}");
+    assert!(stderr.contains("password is empty"), "{stderr}");
+}
+
+#[test]
+fn another_major_version_is_refused() {
+    let dir = test_dir();
+    // An archive whose postgres says it is 15.
+    let fake = dir.path().join("pg15.tar.gz");
+    let script = b"#!/bin/sh\necho 'postgres (PostgreSQL) 15.8'\n";
+    {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&fake).unwrap(),
+            Default::default(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        for name in ["bin/postgres", "bin/initdb"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(script.len() as u64);
+            header.set_mode(0o755);
+            header.set_cksum();
+            tar.append_data(
+                &mut header,
+                format!("postgresql-15.8.0-x/{name}"),
+                &script[..],
+            )
+            .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let install = dir.path().join("install");
+    let port = free_port().to_string();
+    let output = run_to_exit(
+        &[
+            "run",
+            "--archive",
+            fake.to_str().unwrap(),
+            "--install-dir",
+            install.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--port",
+            &port,
+        ],
+        &[],
+        START,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PostgreSQL 15.8.0"), "{stderr}");
+    assert!(stderr.contains("PostgreSQL 16 only"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&install)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the install dir must be as it was: {left:?}"
+    );
+    assert!(!dir.path().join("data").exists());
+
+    // A data dir holding a 15 cluster is refused, and left alone.
+    let data = dir.path().join("old");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    let archive = npm_archive().display().to_string();
+    let shared = shared_install_dir().display().to_string();
+    let output = run_to_exit(
+        &[
+            "run",
+            "--archive",
+            &archive,
+            "--install-dir",
+            &shared,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &port,
+        ],
+        &[],
+        START,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("PostgreSQL 15 cluster"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("PG_VERSION")).unwrap(),
+        "15\n"
+    );
+}
