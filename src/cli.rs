@@ -75,6 +75,28 @@ pub enum Command {
         after_help = "Examples:\n  pgwarden export-archive ./postgresql-16.tar.gz\n  pgwarden export-archive --version 16.4.0 /media/usb/postgresql-16.4.0.tar.gz"
     )]
     ExportArchive(ExportArgs),
+
+    // The daily commands (issue 5); their flags live beside their code in `commands::*`.
+    /// pg_isready, natively: is the server accepting connections? (exit 0/1/2/3 like pg_isready)
+    Check(crate::commands::check::CheckArgs),
+    /// Block until the server accepts connections (for scripts and CI).
+    Wait(crate::commands::wait::WaitArgs),
+    /// Show the running supervisor's state, pids, uptime, restarts, version and address.
+    Status(crate::commands::status::StatusArgs),
+    /// Print the server's DATABASE_URL.
+    Url(crate::commands::url::UrlArgs),
+    /// Print DATABASE_URL and PGHOST/PGPORT/PGUSER/PGDATABASE, for .env files or `eval`.
+    Env(crate::commands::url::EnvArgs),
+    /// Run psql against the server, connected and authenticated.
+    Psql(crate::commands::psql::PsqlArgs),
+    /// Show the supervisor's and the server's log.
+    Logs(crate::commands::logs::LogsArgs),
+    /// Stop the running supervisor and its server, and wait until both are gone.
+    Stop(crate::commands::stop::StopArgs),
+    /// Check everything the server needs before starting it, one line per check.
+    Doctor(crate::commands::doctor::DoctorArgs),
+    /// Print a shell completion script.
+    Completions(crate::commands::completions::CompletionsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -209,6 +231,14 @@ pub struct InstanceArgs {
 }
 
 impl InstanceArgs {
+    /// The config sources these flags name (for the commands that address a running instance).
+    pub fn sources(&self) -> Sources {
+        Sources {
+            config_file: self.config.clone(),
+            flags: self.layer(),
+        }
+    }
+
     fn layer(&self) -> Layer {
         Layer {
             data_dir: self.data_dir.clone(),

@@ -386,7 +386,7 @@ fn sweep(parent: &Path, prefix: &str) {
 
 /// The locale for initdb: C.UTF-8 when the system has it, else C (both sort bytewise, which is
 /// stable across glibc upgrades; the encoding is UTF8 either way).
-fn locale() -> &'static str {
+pub fn locale() -> &'static str {
     let has_c_utf8 = ["/usr/lib/locale/C.utf8", "/usr/lib/locale/C.UTF-8"]
         .iter()
         .any(|p| Path::new(p).exists());

@@ -36,6 +36,11 @@ pub enum Error {
     )]
     AlreadyRunning { data_dir: PathBuf, pid: String },
 
+    #[error(
+        "no pgwarden is running for data directory {data_dir}\nhelp: start it with `pgwarden run`{hint}"
+    )]
+    NotRunning { data_dir: PathBuf, hint: String },
+
     #[error("{what}")]
     Privilege { what: String },
 
@@ -88,6 +93,8 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::ConfigRead { .. } => 2,
+            // Like `systemctl status` / LSB: 3 = not running.
+            Error::NotRunning { .. } => 3,
             _ => 1,
         }
     }

@@ -49,9 +49,63 @@ impl InstanceLock {
     }
 }
 
+/// The pid of the live supervisor holding `state_dir`'s lock, or `None` when no pgwarden runs
+/// for it.
+///
+/// Asked of the kernel (`/proc/locks`: the flocks on the lock file's device and inode) rather
+/// than by trying the lock: a probe that took the lock for a moment could make a `pgwarden run`
+/// starting at that instant fail with "already running". Falls back to trying the lock where
+/// /proc/locks cannot be read.
+pub fn holder(state_dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = state_dir.join("lock");
+    let meta = std::fs::metadata(&path).ok()?;
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return holder_by_trying(&path);
+    };
+    let (major, minor) = (
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
+    );
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    locks.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 8978 fe:00:5423182 0 EOF" (blocked waiters start with "->").
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str()))
+            .then(|| fields.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+fn holder_by_trying(path: &Path) -> Option<u32> {
+    let mut file = File::open(path).ok()?;
+    if file.try_lock_shared().is_ok() {
+        return None;
+    }
+    let mut pid = String::new();
+    let _ = file.read_to_string(&mut pid);
+    Some(pid.trim().parse().unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holder_is_read_from_the_kernel() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("data.pgwarden");
+        assert_eq!(holder(&state), None);
+        let lock = InstanceLock::acquire(&state, Path::new("/d")).unwrap();
+        assert_eq!(holder(&state), Some(std::process::id()));
+        assert_eq!(
+            holder_by_trying(&state.join("lock")),
+            Some(std::process::id())
+        );
+        drop(lock);
+        assert_eq!(holder(&state), None);
+        assert_eq!(holder_by_trying(&state.join("lock")), None);
+    }
 
     #[test]
     fn second_lock_names_the_holder() {

@@ -14,15 +14,19 @@
 //!   on [`signals`].
 //!
 //! Beside them: [`privilege`] (who the children run as), [`instance`] (one supervisor per data
-//! directory), [`preflight`] (checks before anything changes), [`paths`] (default locations).
+//! directory), [`preflight`] (checks before anything changes), [`paths`] (default locations),
+//! [`status`] (the status file the supervisor keeps), [`logfile`] (the rotated log of `run`),
+//! [`conninfo`] (libpq connection strings, for `check`).
 
 pub mod binaries;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod conninfo;
 pub mod error;
 pub mod instance;
+pub mod logfile;
 pub mod notify;
 pub mod paths;
 pub mod preflight;
@@ -31,4 +35,5 @@ pub mod probe;
 pub mod registry;
 pub mod server;
 pub mod signals;
+pub mod status;
 pub mod supervisor;

@@ -1,14 +1,23 @@
 //! Thin entry point: parse the command line, set up logging, run, print the error once.
 
 use clap::Parser;
-use pgwarden::cli::{Cli, LogFormat};
+use pgwarden::cli::{Cli, Command, LogFormat};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
+    let log_file = match &cli.command {
+        Command::Run(args) => pgwarden::logfile::for_run(&args.sources()),
+        _ => None,
+    };
+    init_tracing(cli.log_format, log_file);
     // One thread is plenty for a supervisor, and costs least while idle; blocking work
     // (extraction, initdb) goes to tokio's blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -29,14 +38,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// clap's own exit (help, version, usage errors), except that `check` exits 3 on a usage error
+/// as pg_isready does ("no attempt"), so that 1 is never mistaken for "rejecting".
+fn usage_error(e: clap::Error) -> ExitCode {
+    let _ = e.print();
+    let is_check = std::env::args().nth(1).as_deref() == Some("check");
+    let code = if is_check && e.use_stderr() {
+        3
+    } else {
+        e.exit_code()
+    };
+    ExitCode::from(code as u8)
+}
+
+fn init_tracing(format: LogFormat, log_file: Option<pgwarden::logfile::RotatingFile>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let stderr = match format {
+        LogFormat::Text => stderr.boxed(),
+        LogFormat::Json => stderr.json().boxed(),
+    };
+    let file = log_file.map(|file| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
+        .init();
 }

@@ -7,9 +7,10 @@
 //! response. The connection is closed before authenticating, so no password is needed.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 
 /// What a probe found, with pg_isready's exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +57,129 @@ pub async fn ping(addr: SocketAddr, user: &str, database: &str, timeout: Duratio
 }
 
 async fn ping_inner(addr: SocketAddr, user: &str, database: &str) -> PingStatus {
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
+    let Ok(stream) = TcpStream::connect(addr).await else {
         return PingStatus::NoResponse;
     };
     let _ = stream.set_nodelay(true);
+    ping_stream(stream, user, database).await
+}
+
+/// Where a server may listen: a TCP address, or a Unix socket file (`DIR/.s.PGSQL.PORT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// The socket file libpq uses for a socket directory and a port.
+    pub fn unix(dir: &std::path::Path, port: u16) -> Endpoint {
+        Endpoint::Unix(dir.join(format!(".s.PGSQL.{port}")))
+    }
+}
+
+/// Encryption a client insists on before it sends its startup message (libpq's
+/// `sslmode=require` and stronger, `gssencmode=require`). The probe does not encrypt: it asks,
+/// and an agreeing server is taken as up (it is a PostgreSQL server that answered), a refusing
+/// one as "no response", which is what libpq reports when the required encryption is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    #[default]
+    None,
+    RequireSsl,
+    RequireGss,
+}
+
+/// One probe of `endpoint`, as `user` on `database`; `timeout` covers connect and answer
+/// (`None`: wait as long as it takes, like libpq's `connect_timeout=0`).
+pub async fn ping_endpoint(
+    endpoint: &Endpoint,
+    user: &str,
+    database: &str,
+    encryption: Encryption,
+    timeout: Option<Duration>,
+) -> PingStatus {
+    let attempt = async {
+        match endpoint {
+            Endpoint::Tcp(addr) => match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    ping_encrypted(stream, user, database, encryption).await
+                }
+                Err(_) => PingStatus::NoResponse,
+            },
+            Endpoint::Unix(path) => match UnixStream::connect(path).await {
+                Ok(stream) => ping_encrypted(stream, user, database, encryption).await,
+                Err(_) => PingStatus::NoResponse,
+            },
+        }
+    };
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or(PingStatus::NoResponse),
+        None => attempt.await,
+    }
+}
+
+/// SSLRequest / GSSENCRequest codes (protocol 1234.5679 and 1234.5680).
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+
+async fn ping_encrypted<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    user: &str,
+    database: &str,
+    encryption: Encryption,
+) -> PingStatus {
+    let (code, yes) = match encryption {
+        Encryption::None => return ping_stream(stream, user, database).await,
+        Encryption::RequireSsl => (SSL_REQUEST, b'S'),
+        Encryption::RequireGss => (GSSENC_REQUEST, b'G'),
+    };
+    let mut request = 8u32.to_be_bytes().to_vec();
+    request.extend_from_slice(&code.to_be_bytes());
+    let mut answer = [0u8; 1];
+    if stream.write_all(&request).await.is_err() || stream.read_exact(&mut answer).await.is_err() {
+        return PingStatus::NoResponse;
+    }
+    match answer[0] {
+        a if a == yes => PingStatus::Accepting,
+        // A refusal: libpq gives up on this server ("server does not support SSL, but SSL was
+        // required"), which PQping reports as no response. An error (a pre-startup failure,
+        // 57P03 included) is classified like an answer to the startup message.
+        b'E' => classify_error(&mut stream).await,
+        _ => PingStatus::NoResponse,
+    }
+}
+
+/// Reads the rest of an ErrorResponse whose type byte was consumed.
+async fn classify_error<S: AsyncRead + Unpin>(stream: &mut S) -> PingStatus {
+    let mut length = [0u8; 4];
+    if stream.read_exact(&mut length).await.is_err() {
+        return PingStatus::NoResponse;
+    }
+    let length = u32::from_be_bytes(length) as usize;
+    if !(4..=1 << 16).contains(&length) {
+        return PingStatus::NoResponse;
+    }
+    let mut body = vec![0u8; length - 4];
+    if stream.read_exact(&mut body).await.is_err() {
+        return PingStatus::NoResponse;
+    }
+    match sqlstate(&body) {
+        Some(code) if code == CANNOT_CONNECT_NOW => PingStatus::Rejecting,
+        Some(_) => PingStatus::Accepting,
+        None => PingStatus::NoResponse,
+    }
+}
+
+/// Sends the startup message on an open connection and classifies the first answer.
+async fn ping_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    user: &str,
+    database: &str,
+) -> PingStatus {
     if stream
         .write_all(&startup_message(user, database))
         .await

@@ -24,6 +24,7 @@ use crate::privilege::RunAs;
 use crate::probe::{self, PingStatus};
 use crate::server::{Server, describe_exit};
 use crate::signals::Control;
+use crate::status::StatusFile;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::VecDeque;
@@ -135,6 +136,8 @@ pub struct Supervisor {
     state: State,
     restarts: u32,
     announced: bool,
+    /// The status file `pgwarden status/stop/wait` read (issue 5).
+    status: StatusFile,
 }
 
 impl Supervisor {
@@ -150,7 +153,9 @@ impl Supervisor {
             config.supervision.backoff_initial,
             config.supervision.backoff_max,
         );
+        let status = StatusFile::new(&config, &state_dir);
         Self {
+            status,
             sources,
             config,
             run_as,
@@ -169,6 +174,7 @@ impl Supervisor {
         debug_assert!(self.state.can_become(to), "{:?} -> {to:?}", self.state);
         info!(from = ?self.state, to = ?to, cause, "state");
         self.state = to;
+        self.status.transition(to, cause, self.restarts);
         self.notifier
             .status(&format!("{to:?}: {cause}").to_lowercase());
     }
@@ -240,9 +246,11 @@ impl Supervisor {
         } else {
             "existing cluster"
         });
+        self.status.prepared(install, cluster);
         loop {
             self.transition(State::Starting, &cause);
             let mut server = Server::spawn(&self.config, install, cluster, &self.run_as)?;
+            self.status.postmaster(server.pid.as_raw());
             let ended = match self.wait_ready(&mut server, &cluster.data_dir).await {
                 Outcome::Ready => {
                     self.on_ready(install, cluster);
@@ -282,6 +290,7 @@ impl Supervisor {
                 Outcome::Ready => unreachable!("watch does not report readiness"),
             };
             server.clear_remains().await;
+            self.status.exited(describe_exit(status));
             let why = server.log.explain().unwrap_or_default();
             error!(exit = %describe_exit(status), last_log = %why, "postgres exited unexpectedly ({was})");
             self.restarts += 1;
@@ -506,6 +515,11 @@ impl Supervisor {
     /// Stops the server in `mode`, escalating to immediate (SIGQUIT) after the shutdown
     /// timeout or a second signal, then to SIGKILL of the whole group.
     async fn stop(&mut self, mut server: Server, mode: ShutdownMode) -> Result<()> {
+        // `pgwarden stop --mode` asks through the state dir; a second signal stays immediate.
+        let mode = match mode {
+            ShutdownMode::Immediate => mode,
+            _ => self.status.take_stop_request().unwrap_or(mode),
+        };
         self.transition(
             State::Stopping,
             &format!("{mode:?} shutdown").to_lowercase(),
@@ -539,6 +553,7 @@ impl Supervisor {
             }
         };
         server.clear_remains().await;
+        self.status.exited(describe_exit(status));
         info!(exit = %describe_exit(status), "postgres stopped");
         self.transition(State::Stopped, "shutdown complete");
         Ok(())

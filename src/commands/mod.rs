@@ -1,9 +1,19 @@
 //! One module per subcommand; each takes its clap args and returns the process exit code.
 
+pub mod check;
+mod common;
+pub mod completions;
+pub mod doctor;
 mod export_archive;
 mod install;
+pub mod logs;
+pub mod psql;
 mod run;
 mod start;
+pub mod status;
+pub mod stop;
+pub mod url;
+pub mod wait;
 
 use crate::cli::{Cli, Command};
 use crate::error::Result;
@@ -11,6 +21,16 @@ use crate::error::Result;
 pub async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args).await.map(|()| 0),
+        Command::Check(args) => check::run(args).await,
+        Command::Wait(args) => wait::run(args).await,
+        Command::Status(args) => status::run(args),
+        Command::Url(args) => url::url(args),
+        Command::Env(args) => url::env(args),
+        Command::Psql(args) => psql::run(args),
+        Command::Logs(args) => logs::run(args).await,
+        Command::Stop(args) => stop::run(args).await,
+        Command::Doctor(args) => doctor::run(args),
+        Command::Completions(args) => completions::run(args),
         Command::Start(args) => start::start(args).await,
         Command::Install(args) => install::install(args).await,
         Command::ExportArchive(args) => export_archive::export_archive(args).await,

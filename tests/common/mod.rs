@@ -526,6 +526,21 @@ impl Pgwarden {
         )
     }
 
+    /// Waits for a stdout line containing `needle` and returns that line.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_line(
+            true,
+            |l| l.contains(needle),
+            timeout,
+            &format!("{needle:?} on stdout"),
+        )
+    }
+
+    /// Whether pgwarden has exited (without waiting).
+    pub fn has_exited(&self) -> bool {
+        self.exit_status().is_some()
+    }
+
     /// Waits for a stderr line containing `needle` and returns that line.
     pub fn wait_for_stderr(&self, needle: &str, timeout: Duration) -> String {
         self.wait_for_line(

@@ -1,0 +1,403 @@
+//! `pgwarden doctor`: a preflight that says why the server would not start, before it fails.
+//!
+//! One line per check, `ok`, `warn` (works, but worth knowing) or `FAIL` (the server would not
+//! start), with the fix after a `help:` on a FAIL. Exits 1 when any check fails. Nothing is
+//! changed: no install, no initdb, no directory created.
+
+use crate::binaries::{self, Install, Source};
+use crate::cli::InstanceArgs;
+use crate::cluster;
+use crate::commands::common::Instance;
+use crate::config::{Config, MAJOR};
+use crate::error::Result;
+use crate::preflight;
+use crate::privilege::RunAs;
+use clap::Args;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Checks what the server needs, without changing anything: the user postgres runs as, \
+the binaries and their shared libraries, timezone data, a UTF-8 locale, the port, the data directory's \
+owner, mode and PG_VERSION, and free disk space. One line per check; exit 1 if any fails.",
+    after_help = "Examples:\n  pgwarden doctor\n  pgwarden doctor --data-dir /srv/pg --port 5544"
+)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, what: &str, text: impl AsRef<str>) {
+        let tag = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        self.failed |= level == Level::Fail;
+        let mut lines = text.as_ref().lines();
+        println!("{tag} {what}: {}", lines.next().unwrap_or(""));
+        for more in lines {
+            println!("       {more}");
+        }
+    }
+}
+
+pub fn run(args: DoctorArgs) -> Result<i32> {
+    let mut report = Report { failed: false };
+    let config = match Config::load(&args.instance.sources()) {
+        Ok(config) => config,
+        Err(e) => {
+            report.line(Level::Fail, "config", e.to_string());
+            return Ok(1);
+        }
+    };
+    report.line(
+        Level::Ok,
+        "config",
+        match &config.config_file {
+            Some(file) => format!("{} (valid)", file.display()),
+            None => "defaults and environment (no config file)".to_string(),
+        },
+    );
+    let instance = Instance::from_config(config.clone())?;
+
+    let run_as = match RunAs::resolve(config.run_as.as_deref()) {
+        Ok(run_as) => {
+            let how = if run_as.switch {
+                "started as root: initdb and postgres run as"
+            } else {
+                "initdb and postgres run as the current user"
+            };
+            report.line(
+                Level::Ok,
+                "user",
+                format!("{how} {} (uid {})", run_as.name, run_as.uid),
+            );
+            Some(run_as)
+        }
+        Err(e) => {
+            report.line(Level::Fail, "user", e.to_string());
+            None
+        }
+    };
+
+    let install = binaries::find_installed(&config.install_dir, &config.version);
+    check_binaries(&mut report, &config, install.as_ref());
+    check_timezone(&mut report, install.as_ref());
+    check_locale(&mut report);
+    check_port(&mut report, &instance);
+    check_data_dir(&mut report, &config, run_as.as_ref(), install.as_ref());
+    check_disk(&mut report, &config.data_dir);
+    Ok(if report.failed { 1 } else { 0 })
+}
+
+fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install>) {
+    let Some(install) = install else {
+        let how = match &config.source {
+            Source::Download { .. } => {
+                "`pgwarden run` will download it (or pass --archive for an offline install)".into()
+            }
+            other => format!("`pgwarden run` will install it ({})", other.describe()),
+        };
+        report.line(
+            Level::Warn,
+            "binaries",
+            format!(
+                "no PostgreSQL {} installed in {}; {how}",
+                config.version,
+                config.install_dir.display()
+            ),
+        );
+        return;
+    };
+    let mut missing: Vec<String> = Vec::new();
+    for program in ["postgres", "initdb"] {
+        let path = install.bin(program);
+        if !path.is_file() {
+            missing.push(format!("{} is missing", path.display()));
+            continue;
+        }
+        missing.extend(unresolved_libraries(&path));
+    }
+    if missing.is_empty() {
+        let runs = Command::new(install.bin("postgres"))
+            .arg("--version")
+            .output();
+        match runs {
+            Ok(out) if out.status.success() => report.line(
+                Level::Ok,
+                "binaries",
+                format!(
+                    "{} in {} (runs; shared libraries resolve)",
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    install.dir.display()
+                ),
+            ),
+            Ok(out) => report.line(
+                Level::Fail,
+                "binaries",
+                format!(
+                    "{} --version failed: {}\nhelp: reinstall: remove {} and run `pgwarden run` again",
+                    install.bin("postgres").display(),
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    install.dir.display()
+                ),
+            ),
+            Err(e) => report.line(
+                Level::Fail,
+                "binaries",
+                format!("cannot run {}: {e}", install.bin("postgres").display()),
+            ),
+        }
+    } else {
+        report.line(
+            Level::Fail,
+            "binaries",
+            format!(
+                "{}\nhelp: install the missing system libraries (e.g. `apt-cache search LIBNAME`), or reinstall the binaries",
+                missing.join("; ")
+            ),
+        );
+    }
+}
+
+/// The `ldd` lines saying "not found" (empty when ldd is not available).
+fn unresolved_libraries(binary: &Path) -> Vec<String> {
+    let Ok(out) = Command::new("ldd").arg(binary).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("not found"))
+        .map(|l| {
+            format!(
+                "{}: {} (shared library not found)",
+                binary.file_name().unwrap_or_default().to_string_lossy(),
+                l.split("=>").next().unwrap_or(l).trim()
+            )
+        })
+        .collect()
+}
+
+fn check_timezone(report: &mut Report, install: Option<&Install>) {
+    let bundled = install.and_then(|i| {
+        [
+            i.dir.join("share/postgresql/timezone"),
+            i.dir.join("share/timezone"),
+        ]
+        .into_iter()
+        .find(|d| d.join("UTC").exists())
+    });
+    let system = Path::new("/usr/share/zoneinfo");
+    match (bundled, system.join("UTC").exists()) {
+        (Some(dir), _) => report.line(Level::Ok, "timezone data", dir.display().to_string()),
+        (None, true) => report.line(
+            Level::Ok,
+            "timezone data",
+            format!("{} (system tzdata)", system.display()),
+        ),
+        (None, false) if install.is_none() => report.line(
+            Level::Warn,
+            "timezone data",
+            "none on the system; the binaries must bring their own (checked once installed)",
+        ),
+        (None, false) => report.line(
+            Level::Fail,
+            "timezone data",
+            "neither the binaries nor the system (/usr/share/zoneinfo) have timezone data\nhelp: install tzdata (`apt install tzdata`)",
+        ),
+    }
+}
+
+fn check_locale(report: &mut Report) {
+    let locale = cluster::locale();
+    let user = ["LC_ALL", "LC_CTYPE", "LANG"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    let note = match &user {
+        Some(l) if l != locale => {
+            format!(" (your {l} is not used: the cluster does not depend on it)")
+        }
+        _ => String::new(),
+    };
+    if locale == "C.UTF-8" {
+        report.line(
+            Level::Ok,
+            "locale",
+            format!("initdb uses C.UTF-8 with encoding UTF8{note}"),
+        );
+    } else {
+        report.line(
+            Level::Warn,
+            "locale",
+            format!("no C.UTF-8 locale on this system; initdb falls back to C (encoding still UTF8){note}\nhelp: install it (Debian: the `locales` package provides C.UTF-8 in libc-bin) for UTF-8-aware character classes"),
+        );
+    }
+}
+
+fn check_port(report: &mut Report, instance: &Instance) {
+    let config = &instance.config;
+    if let (Some(pid), Some(status)) = (instance.supervisor, &instance.status)
+        && status.port == config.port
+    {
+        report.line(
+            Level::Ok,
+            "port",
+            format!(
+                "{}:{} is served by the running pgwarden (pid {pid})",
+                status.listen_address, status.port
+            ),
+        );
+        return;
+    }
+    match preflight::check_port_free(config.listen_address, config.port) {
+        Ok(()) => report.line(
+            Level::Ok,
+            "port",
+            format!("{}:{} is free", config.listen_address, config.port),
+        ),
+        Err(e) => report.line(Level::Fail, "port", e.to_string()),
+    }
+}
+
+fn check_data_dir(
+    report: &mut Report,
+    config: &Config,
+    run_as: Option<&RunAs>,
+    install: Option<&Install>,
+) {
+    let dir = &config.data_dir;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        let parent = nearest_existing(dir);
+        report.line(
+            Level::Ok,
+            "data dir",
+            format!(
+                "{} does not exist yet; `pgwarden run` creates it (in {})",
+                dir.display(),
+                parent.display()
+            ),
+        );
+        if let Some(run_as) = run_as
+            && let Err(e) = run_as.check_traversable(dir)
+        {
+            report.line(Level::Fail, "data dir", e.to_string());
+        }
+        return;
+    };
+    if !meta.is_dir() {
+        report.line(
+            Level::Fail,
+            "data dir",
+            format!(
+                "{} is not a directory\nhelp: point --data-dir elsewhere",
+                dir.display()
+            ),
+        );
+        return;
+    }
+    let mut problems = Vec::new();
+    let mode = meta.mode() & 0o777;
+    if let Some(run_as) = run_as {
+        if meta.uid() != run_as.uid.as_raw() {
+            problems.push(format!(
+                "it is owned by uid {}, but postgres runs as {} (uid {})\nhelp: `chown -R {} {}`",
+                meta.uid(),
+                run_as.name,
+                run_as.uid,
+                run_as.name,
+                dir.display()
+            ));
+        }
+        if let Err(e) = run_as.check_traversable(dir) {
+            problems.push(e.to_string());
+        }
+    }
+    let version = std::fs::read_to_string(dir.join("PG_VERSION")).ok();
+    let is_cluster = version.as_deref().is_some_and(|v| !v.trim().is_empty());
+    if is_cluster && mode != 0o700 && mode != 0o750 {
+        problems.push(format!(
+            "its mode is {mode:o}; postgres requires 0700 (or 0750)\nhelp: `chmod 700 {}`",
+            dir.display()
+        ));
+    }
+    let want = install.map_or(MAJOR, |i| i.version.major).to_string();
+    match version.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() && v != want => problems.push(format!(
+            "it holds a PostgreSQL {v} cluster (PG_VERSION), the binaries are {want}\nhelp: upgrade it with pg_upgrade, or point --data-dir elsewhere"
+        )),
+        _ => {}
+    }
+    if problems.is_empty() {
+        report.line(
+            Level::Ok,
+            "data dir",
+            if is_cluster {
+                format!(
+                    "{} (PostgreSQL {want} cluster, mode {mode:o}, owner uid {})",
+                    dir.display(),
+                    meta.uid()
+                )
+            } else {
+                format!("{} (empty; initialised on first run)", dir.display())
+            },
+        );
+    } else {
+        for problem in problems {
+            report.line(
+                Level::Fail,
+                "data dir",
+                format!("{}: {problem}", dir.display()),
+            );
+        }
+    }
+}
+
+fn check_disk(report: &mut Report, data_dir: &Path) {
+    let at = nearest_existing(data_dir);
+    let Ok(stat) = nix::sys::statvfs::statvfs(&at) else {
+        report.line(
+            Level::Warn,
+            "disk",
+            format!("cannot read free space of {}", at.display()),
+        );
+        return;
+    };
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    let gib = free as f64 / (1u64 << 30) as f64;
+    let text = format!("{gib:.1} GiB free on {}", at.display());
+    if free < 256 << 20 {
+        report.line(
+            Level::Fail,
+            "disk",
+            format!("{text}; PostgreSQL needs room for WAL and checkpoints (at least 256 MiB)\nhelp: free some space or move --data-dir"),
+        );
+    } else if free < 1 << 30 {
+        report.line(Level::Warn, "disk", format!("{text}; less than 1 GiB"));
+    } else {
+        report.line(Level::Ok, "disk", text);
+    }
+}
+
+fn nearest_existing(path: &Path) -> PathBuf {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf()
+}

@@ -1,0 +1,99 @@
+//! `pgwarden status [--json]`: the running supervisor's own account, from its status file.
+
+use crate::cli::InstanceArgs;
+use crate::commands::common::{Instance, human_duration};
+use crate::error::Result;
+use crate::status::now_ms;
+use clap::Args;
+use serde_json::json;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Shows what the running pgwarden reports about its server: state (starting, ready, \
+restarting, stopping), supervisor and postmaster pids, uptime, restart count and last exit, PostgreSQL \
+version, data directory and address. Exits 0 while a supervisor runs, 3 when none does (`running: \
+false` in JSON).",
+    after_help = "Examples:\n  pgwarden status\n  pgwarden status --json | jq -r .state"
+)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: StatusArgs) -> Result<i32> {
+    let instance = Instance::load(&args.instance)?;
+    let data_dir = instance.config.data_dir.display().to_string();
+    let Some(pid) = instance.supervisor else {
+        if args.json {
+            println!(
+                "{}",
+                json!({ "running": false, "state": "not running", "data_dir": data_dir })
+            );
+            return Ok(3);
+        }
+        return Err(instance.not_running());
+    };
+    let now = now_ms();
+    let Some(status) = &instance.status else {
+        // The lock is taken before binaries are installed and the cluster is created; the
+        // status file follows once the server is first started.
+        if args.json {
+            println!(
+                "{}",
+                json!({ "running": true, "state": "preparing", "supervisor_pid": pid, "data_dir": data_dir })
+            );
+        } else {
+            println!("pgwarden: preparing (installing binaries or initialising the cluster)");
+            println!("  supervisor pid  {pid}");
+            println!("  data dir        {data_dir}");
+        }
+        return Ok(0);
+    };
+    let uptime_ms = now.saturating_sub(status.started_at_ms);
+    let ready_for_ms = status.ready_at_ms.map(|t| now.saturating_sub(t));
+    let url = instance.url(false);
+    if args.json {
+        let mut value = serde_json::to_value(status).expect("status serialises");
+        let object = value.as_object_mut().expect("an object");
+        object.insert("running".into(), json!(true));
+        object.insert("uptime_ms".into(), json!(uptime_ms));
+        object.insert("ready_for_ms".into(), json!(ready_for_ms));
+        object.insert("url".into(), json!(url));
+        println!("{value}");
+        return Ok(0);
+    }
+    println!("pgwarden: {} ({})", status.state, status.cause);
+    println!("  supervisor pid  {}", status.supervisor_pid);
+    println!(
+        "  postmaster pid  {}",
+        status
+            .postmaster_pid
+            .map_or_else(|| "-".to_string(), |p| p.to_string())
+    );
+    println!(
+        "  uptime          {}{}",
+        human_duration(uptime_ms),
+        ready_for_ms.map_or_else(String::new, |r| format!(
+            " (server ready for {})",
+            human_duration(r)
+        ))
+    );
+    println!("  restarts        {}", status.restarts);
+    println!(
+        "  last exit       {}",
+        status.last_exit.as_deref().unwrap_or("-")
+    );
+    println!("  PostgreSQL      {}", status.postgresql_version);
+    println!("  data dir        {}", status.data_dir.display());
+    println!(
+        "  address         {} (socket dir {})",
+        instance.address(),
+        status.socket_dir.display()
+    );
+    println!("  url             {url}");
+    Ok(0)
+}

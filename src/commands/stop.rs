@@ -1,0 +1,94 @@
+//! `pgwarden stop [--mode smart|fast|immediate]`: stop the running supervisor and wait for it.
+//!
+//! The supervisor is found through the instance lock (its holder's pid), signalled the way a
+//! terminal or systemd would (SIGTERM: shutdown; a second signal: immediate shutdown, see
+//! [`crate::signals`]), and waited for until it has released the lock, which it does only
+//! after its postgres is gone. `smart` is requested through the state directory's stop-request
+//! file, which the supervisor reads when the SIGTERM arrives.
+
+use crate::cli::InstanceArgs;
+use crate::commands::common::{Instance, human_duration};
+use crate::config::parse_duration;
+use crate::error::{Error, IoContext, Result};
+use crate::instance;
+use crate::status::{STOP_REQUEST, StopMode};
+use clap::Args;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Stops the pgwarden supervising this data directory, and its PostgreSQL server, then \
+waits until both have exited. fast (the default) rolls back open transactions and disconnects \
+clients; smart waits for clients to disconnect first (up to the shutdown timeout); immediate quits \
+at once without a checkpoint (crash recovery at the next start). Exits 3 when no pgwarden runs.",
+    after_help = "Examples:\n  pgwarden stop\n  pgwarden stop --mode smart --timeout 5m\n  pgwarden stop --data-dir ./pgdata --mode immediate"
+)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// How the server shuts down.
+    #[arg(long, value_enum, default_value_t = StopMode::Fast)]
+    pub mode: StopMode,
+
+    /// How long to wait for pgwarden to exit [default: the shutdown timeout plus 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+pub async fn run(args: StopArgs) -> Result<i32> {
+    let instance = Instance::load(&args.instance)?;
+    let pid = instance.require_running()?;
+    let started = Instant::now();
+    let target = Pid::from_raw(pid as i32);
+    if args.mode != StopMode::Immediate {
+        // Read by the supervisor when the signal arrives (it overrides `shutdown_mode`).
+        let path = instance.state_dir.join(STOP_REQUEST);
+        std::fs::write(&path, format!("{}\n", args.mode.name()))
+            .io("cannot write the stop request", &path)?;
+    }
+    send(target, Signal::SIGTERM)?;
+    if args.mode == StopMode::Immediate {
+        // The second stop request (a different signal, so that the two are not merged).
+        send(target, Signal::SIGINT)?;
+    }
+    let limit = args
+        .timeout
+        .unwrap_or(instance.config.shutdown_timeout + Duration::from_secs(30));
+    let deadline = started + limit;
+    while instance::holder(&instance.state_dir) == Some(pid) {
+        if Instant::now() >= deadline {
+            return Err(Error::Server {
+                what: format!(
+                    "pgwarden (pid {pid}) has not exited {} after the {} stop request\n\
+                     help: `pgwarden logs` shows what it is waiting for; `pgwarden stop --mode immediate` stops it at once",
+                    human_duration(limit.as_millis() as u64),
+                    args.mode.name()
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "stopped: pgwarden (pid {pid}) and its server ({} shutdown, {})",
+        args.mode.name(),
+        human_duration(started.elapsed().as_millis() as u64)
+    );
+    Ok(0)
+}
+
+fn send(pid: Pid, signal: Signal) -> Result<()> {
+    match kill(pid, signal) {
+        Ok(()) => Ok(()),
+        // Exited meanwhile: that is what we wanted.
+        Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(Error::Privilege {
+            what: format!(
+                "cannot signal pgwarden (pid {pid}): {e}\nhelp: run `pgwarden stop` as the user that started it (e.g. with sudo)"
+            ),
+        }),
+    }
+}
