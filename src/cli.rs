@@ -66,6 +66,11 @@ pub struct InstanceArgs {
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long, value_name = "IP")]
     pub listen_address: Option<String>,
+
+    /// Use the system layout's defaults (/etc/pgwarden, /var/lib/pgwarden) even when not root,
+    /// as a system service does.
+    #[arg(long)]
+    pub system: bool,
 }
 
 impl InstanceArgs {
@@ -102,6 +107,11 @@ pub struct RunArgs {
     /// [default: pgwarden, else postgres].
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+
+    /// Scripts (*.sql, *.sql.gz, *.sql.xz, *.sh) run once, in name order, when the cluster is
+    /// created, like the image's /docker-entrypoint-initdb.d [default: <config dir>/initdb.d].
+    #[arg(long, value_name = "DIR")]
+    pub init_dir: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -113,8 +123,10 @@ impl RunArgs {
                 install_dir: self.install_dir.clone(),
                 version: self.version.clone(),
                 run_as: self.run_as.clone(),
+                init_dir: self.init_dir.clone(),
                 ..self.instance.layer()
             },
+            system: self.instance.system,
         }
     }
 }

@@ -143,6 +143,9 @@ impl Supervisor {
             match outcome {
                 Outcome::Ready => {
                     failed_starts = 0;
+                    if !self.announced {
+                        crate::reconcile::on_first_ready(&self.config, &self.cluster).await;
+                    }
                     self.on_ready(&server);
                 }
                 Outcome::Stop { immediate } => return self.stop(server, immediate).await,
