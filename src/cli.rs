@@ -45,6 +45,43 @@ pub enum Command {
         after_help = "Examples:\n  pgwarden run\n  pgwarden run --archive ./postgresql-16.14.0-x86_64-unknown-linux-gnu.tar.gz\n  POSTGRES_PASSWORD=secret pgwarden run --data-dir /srv/pg --port 5433"
     )]
     Run(RunArgs),
+
+    /// Install pgwarden as a systemd service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write a systemd unit that runs `pgwarden run` with this binary, and say what to run next.
+    ///
+    /// As root (or with --system): /etc/systemd/system/pgwarden.service, running as the system
+    /// user `pgwarden` with /etc/pgwarden/config.toml and data in /var/lib/pgwarden.
+    /// With --user: ~/.config/systemd/user/pgwarden.service for `systemctl --user`.
+    #[command(
+        after_help = "Examples:\n  sudo pgwarden service install            # system service\n  pgwarden service install --user          # user service on a developer machine\n  pgwarden service install --user --config ~/pg/config.toml"
+    )]
+    Install(ServiceInstallArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServiceInstallArgs {
+    /// A user unit (`systemctl --user`) instead of a system unit.
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+
+    /// A system unit even when not root (the default for root).
+    #[arg(long)]
+    pub system: bool,
+
+    /// The config file the service uses. Default: /etc/pgwarden/config.toml (system);
+    /// none (the user default, ~/.config/pgwarden/config.toml) for --user.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Write the unit into this directory instead of systemd's.
+    #[arg(long, value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
 }
 
 /// Flags shared by every command that addresses one pgwarden instance.
@@ -158,7 +195,9 @@ mod tests {
             "i",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
         let sources = args.sources();
         assert_eq!(sources.config_file, Some(PathBuf::from("c.toml")));
         assert_eq!(sources.flags.port, Some(7000));
