@@ -466,6 +466,17 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        for shipped in ["config.example.toml", "packaging/deb/config.toml"] {
+            let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped))
+                .unwrap();
+            let c = load(dir.path(), Some(&text), &[]).unwrap_or_else(|e| panic!("{shipped}: {e}"));
+            assert_eq!((c.port, c.user.as_str()), (5433, "trader"), "{shipped}");
+        }
+    }
+
+    #[test]
     fn admin_role_name_is_reserved() {
         let dir = tempfile::tempdir().unwrap();
         let text = error(dir.path(), None, &[("POSTGRES_USER", "pgwarden_admin")]);
