@@ -97,6 +97,10 @@ pub enum Command {
     Doctor(crate::commands::doctor::DoctorArgs),
     /// Print a shell completion script.
     Completions(crate::commands::completions::CompletionsArgs),
+
+    /// Install pgwarden as a systemd service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -191,6 +195,7 @@ impl BinariesArgs {
                 version: self.version.clone(),
                 ..Layer::default()
             }),
+            system: false,
         }
     }
 }
@@ -203,6 +208,39 @@ pub struct ExportArgs {
 
     #[command(flatten)]
     pub binaries: BinariesArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write a systemd unit that runs `pgwarden run` with this binary, and say what to run next.
+    ///
+    /// As root (or with --system): /etc/systemd/system/pgwarden.service, running as the system
+    /// user `pgwarden` with /etc/pgwarden/config.toml and data in /var/lib/pgwarden.
+    /// With --user: ~/.config/systemd/user/pgwarden.service for `systemctl --user`.
+    #[command(
+        after_help = "Examples:\n  sudo pgwarden service install            # system service\n  pgwarden service install --user          # user service on a developer machine\n  pgwarden service install --user --config ~/pg/config.toml"
+    )]
+    Install(ServiceInstallArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServiceInstallArgs {
+    /// A user unit (`systemctl --user`) instead of a system unit.
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+
+    /// A system unit even when not root (the default for root).
+    #[arg(long)]
+    pub system: bool,
+
+    /// The config file the service uses. Default: /etc/pgwarden/config.toml (system);
+    /// none (the user default, ~/.config/pgwarden/config.toml) for --user.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Write the unit into this directory instead of systemd's.
+    #[arg(long, value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
 }
 
 /// Flags shared by every command that addresses one pgwarden instance.
@@ -228,6 +266,11 @@ pub struct InstanceArgs {
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long, value_name = "IP")]
     pub listen_address: Option<String>,
+
+    /// Use the system layout's defaults (/etc/pgwarden, /var/lib/pgwarden) even when not root,
+    /// as a system service does.
+    #[arg(long)]
+    pub system: bool,
 }
 
 impl InstanceArgs {
@@ -236,6 +279,7 @@ impl InstanceArgs {
         Sources {
             config_file: self.config.clone(),
             flags: self.layer(),
+            system: self.system,
         }
     }
 
@@ -286,6 +330,11 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub source: SourceArgs,
+
+    /// Scripts (*.sql, *.sql.gz, *.sql.xz, *.sh) run once, in name order, when the cluster is
+    /// created, like the image's /docker-entrypoint-initdb.d [default: <config dir>/initdb.d].
+    #[arg(long, value_name = "DIR")]
+    pub init_dir: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -298,8 +347,10 @@ impl RunArgs {
                 version: self.version.clone(),
                 run_as: self.run_as.clone(),
                 ephemeral: self.ephemeral.then_some(true),
+                init_dir: self.init_dir.clone(),
                 ..self.instance.layer()
             }),
+            system: self.instance.system,
         }
     }
 }

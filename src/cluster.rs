@@ -1,16 +1,22 @@
 //! The cluster: find the data directory's cluster, or create it atomically on first launch.
 //!
 //! First launch runs initdb (UTF8, scram-sha-256 for TCP *and* the Unix socket, the configured
-//! user as superuser, its password through a 0600 file removed afterwards) and creates the
-//! configured database, all in a staging sibling `.<name>.initdb-*` of the data directory. A
-//! completion marker is written last, then the staging directory is renamed into place. A launch
-//! killed at any point leaves no half cluster at the data path, and the next launch sweeps the
-//! staging debris and starts over. An existing cluster is never re-initialised.
+//! user as superuser, its password through a 0600 file removed afterwards), then starts a
+//! temporary server on the Unix socket only ([`crate::temp_server`]) that creates pgwarden's
+//! administration role ([`crate::reconcile`]) and the configured database and runs the init
+//! scripts ([`crate::init_scripts`]), all in a staging sibling `.<name>.initdb-*` of the data
+//! directory. A completion marker is written last, then the staging directory is renamed into
+//! place. A launch killed or failing at any point (a failing init script included) leaves no
+//! half cluster at the data path, and the next launch sweeps the staging debris and starts over.
+//! An existing cluster is never re-initialised.
 
 use crate::binaries::Install;
-use crate::config::{Config, MAJOR};
+use crate::config::{ADMIN_ROLE, Config, MAJOR};
 use crate::error::{Error, IoContext, Result};
+use crate::init_scripts;
 use crate::privilege::RunAs;
+use crate::reconcile;
+use crate::temp_server::TempServer;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -59,7 +65,7 @@ pub fn prepare(
             false
         }
         DataDir::Absent => {
-            initialise(config, install, run_as, state_dir)?;
+            initialise(config, install, run_as, state_dir, &socket_dir)?;
             true
         }
     };
@@ -196,9 +202,12 @@ pub fn write_server_settings(
     Ok(true)
 }
 
-/// Removes the staging directory unless the initialisation was committed.
+/// Removes the staging directory (and what initdb put in a separate WAL directory) unless the
+/// initialisation was committed.
 struct Staging {
     path: PathBuf,
+    /// `initdb_waldir`, and whether this launch created it (else it was empty).
+    waldir: Option<(PathBuf, bool)>,
     committed: bool,
 }
 
@@ -206,11 +215,29 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.path);
+            match &self.waldir {
+                Some((dir, true)) => {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                Some((dir, false)) => {
+                    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                        let _ = std::fs::remove_dir_all(entry.path())
+                            .or_else(|_| std::fs::remove_file(entry.path()));
+                    }
+                }
+                None => {}
+            }
         }
     }
 }
 
-fn initialise(config: &Config, install: &Install, run_as: &RunAs, state_dir: &Path) -> Result<()> {
+fn initialise(
+    config: &Config,
+    install: &Install,
+    run_as: &RunAs,
+    state_dir: &Path,
+    socket_dir: &Path,
+) -> Result<()> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
     let parent = data_dir.parent().ok_or_else(|| Error::Cluster {
@@ -227,24 +254,34 @@ fn initialise(config: &Config, install: &Install, run_as: &RunAs, state_dir: &Pa
     let prefix = format!(".{name}.initdb-");
     sweep(parent, &prefix);
 
-    let staging = Staging {
+    let mut staging = Staging {
         path: parent.join(format!("{prefix}{}", std::process::id())),
+        waldir: None,
         committed: false,
     };
     run_as.own_dir(&staging.path, 0o700)?;
+    if let Some(waldir) = &config.initdb_waldir {
+        staging.waldir = Some((waldir.clone(), prepare_waldir(waldir, run_as)?));
+    }
     info!(data_dir = %data_dir.display(), user = %config.user, "first launch: initialising a new cluster");
 
-    let template = template_dir(config, install);
-    let from_template = template.join(TEMPLATE_COMPLETE).is_file();
+    // The template cache holds what initdb and the bootstrap make; init scripts and a separate
+    // WAL directory make a cluster of its own, so those first launches run initdb every time.
+    let has_scripts = match &config.init_dir {
+        Some(dir) => !init_scripts::list(dir)?.is_empty(),
+        None => false,
+    };
+    let cacheable = !has_scripts && config.initdb_waldir.is_none();
+    let template = template_dir(config, install, run_as);
+    let from_template = cacheable && template.join(TEMPLATE_COMPLETE).is_file();
     if from_template {
         info!(template = %template.display(), "copying the cached template cluster instead of running initdb");
         copy_tree(&template, &staging.path, Some(run_as))?;
     } else {
         run_initdb(config, install, run_as, state_dir, &staging.path)?;
-        if config.database != "postgres" {
-            create_database(install, run_as, &staging.path, &config.database)?;
-        }
-        if let Err(e) = save_template(&staging.path, &template) {
+        reconcile::grant_peer_access(&staging.path, run_as)?;
+        bootstrap(config, install, run_as, &staging.path, socket_dir)?;
+        if cacheable && let Err(e) = save_template(&staging.path, &template) {
             warn!(template = %template.display(), "cannot keep a template cluster for later first launches: {e}");
         }
     }
@@ -263,7 +300,6 @@ fn initialise(config: &Config, install: &Install, run_as: &RunAs, state_dir: &Pa
     sync_dir(&staging.path);
     // rename(2) replaces an empty directory at the target, so an empty data dir is fine.
     std::fs::rename(&staging.path, data_dir).io("cannot move the new cluster to", data_dir)?;
-    let mut staging = staging;
     staging.committed = true;
     sync_dir(parent);
     info!(
@@ -287,7 +323,7 @@ const TEMPLATE_COMPLETE: &str = ".pgwarden-template-complete";
 /// between a primary and its physical standbys (and in WAL archives), which a copy never is to
 /// another copy: a standby is made by pg_basebackup, which copies the identifier anyway. So a
 /// copy is indistinguishable to a user, as long as no two copies archive WAL to one place.
-fn template_dir(config: &Config, install: &Install) -> PathBuf {
+fn template_dir(config: &Config, install: &Install, run_as: &RunAs) -> PathBuf {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     for part in [
@@ -297,7 +333,10 @@ fn template_dir(config: &Config, install: &Install) -> PathBuf {
         config.database.as_str(),
         "UTF8",
         locale(),
-        "scram-sha-256",
+        &config.host_auth_method,
+        &config.initdb_args.join("\u{1f}"),
+        // pg_ident.conf maps this user to pgwarden's administration role.
+        &run_as.name,
     ] {
         hasher.update(part.as_bytes());
         hasher.update([0]);
@@ -401,12 +440,14 @@ fn run_initdb(
     target: &Path,
 ) -> Result<()> {
     // The password goes through a 0600 file owned by the server's user, deleted on drop.
+    // No password (only allowed with host_auth_method = trust): no file, as in the image.
+    let password = config.password.expose();
     let mut pwfile = tempfile::Builder::new()
         .prefix(".pwfile-")
         .tempfile_in(state_dir)
         .io("cannot create a password file in", state_dir)?;
     pwfile
-        .write_all(config.password.expose().as_bytes())
+        .write_all(password.as_bytes())
         .and_then(|_| pwfile.flush())
         .io("cannot write the password file", pwfile.path())?;
     std::fs::set_permissions(pwfile.path(), std::fs::Permissions::from_mode(0o600))
@@ -419,41 +460,101 @@ fn run_initdb(
         })?;
     }
     let locale = locale();
+    // The image's `trust` applies to every connection (its socket always trusts).
+    let local_auth = if config.host_auth_method == "trust" {
+        "trust"
+    } else {
+        "scram-sha-256"
+    };
     let mut command = Command::new(install.bin("initdb"));
     command
         .arg("--pgdata")
         .arg(target)
-        .arg(format!("--username={}", config.user))
-        .arg("--pwfile")
-        .arg(pwfile.path())
-        .args([
-            "--encoding=UTF8",
-            "--auth-host=scram-sha-256",
-            "--auth-local=scram-sha-256",
-        ])
+        .arg(format!("--username={}", config.user));
+    if !password.is_empty() {
+        command.arg("--pwfile").arg(pwfile.path());
+    }
+    command
+        .arg("--encoding=UTF8")
+        .arg(format!("--auth-host={}", config.host_auth_method))
+        .arg(format!("--auth-local={local_auth}"))
         .arg(format!("--locale={locale}"))
         .arg("--no-instructions");
     if config.ephemeral {
         // A throwaway cluster needs no durability; a kept one gets initdb's own sync.
         command.arg("--no-sync");
     }
-    info!(locale, "running initdb");
+    if let Some(waldir) = &config.initdb_waldir {
+        command.arg("--waldir").arg(waldir);
+    }
+    // After pgwarden's own, so that e.g. `--locale=de_DE.UTF-8` or `-E LATIN1` win.
+    command.args(&config.initdb_args);
+    info!(locale, args = ?config.initdb_args, "running initdb");
     run_checked(command, run_as, "initdb", None)?;
     drop(pwfile);
     Ok(())
 }
 
-/// Creates the database in single-user mode: no server, no socket, no password needed.
-fn create_database(install: &Install, run_as: &RunAs, target: &Path, database: &str) -> Result<()> {
-    let mut command = Command::new(install.bin("postgres"));
-    command
-        .arg("--single")
-        .arg("-D")
-        .arg(target)
-        .arg("postgres");
-    let sql = format!("CREATE DATABASE {}\n", quote_identifier(database));
-    info!(database, "creating the database");
-    run_checked(command, run_as, "create database", Some(sql))
+/// Creates an empty WAL directory for initdb, owned by the server's user; true if it was missing.
+fn prepare_waldir(waldir: &Path, run_as: &RunAs) -> Result<bool> {
+    let created = match std::fs::read_dir(waldir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::Cluster {
+                    what: format!(
+                        "initdb_waldir {} is not empty; initdb needs an empty or missing directory\n\
+                         help: empty it (a first launch that was killed leaves its WAL there), or choose another",
+                        waldir.display()
+                    ),
+                });
+            }
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e).io("cannot read initdb_waldir", waldir),
+    };
+    run_as.check_traversable(waldir)?;
+    run_as.own_dir(waldir, 0o700)?;
+    Ok(created)
+}
+
+/// On a temporary server: pgwarden's administration role, the database, the init scripts.
+fn bootstrap(
+    config: &Config,
+    install: &Install,
+    run_as: &RunAs,
+    target: &Path,
+    socket_dir: &Path,
+) -> Result<()> {
+    let scripts = match &config.init_dir {
+        Some(dir) => init_scripts::list(dir)?,
+        None => Vec::new(),
+    };
+    let server = TempServer::start(config, install, run_as, target, socket_dir)?;
+    let sql_error = |what: &str, e: postgres::Error| Error::Cluster {
+        what: format!("{what}: {}", init_scripts::describe(&e)),
+    };
+    let mut client = server
+        .connect(&config.user, config.password.expose(), "postgres")
+        .map_err(|e| sql_error("cannot connect to the temporary server", e))?;
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE {} LOGIN SUPERUSER",
+            quote_identifier(ADMIN_ROLE)
+        ))
+        .map_err(|e| sql_error("cannot create pgwarden's administration role", e))?;
+    if config.database != "postgres" {
+        info!(database = %config.database, "creating the database");
+        client
+            .batch_execute(&format!(
+                "CREATE DATABASE {}",
+                quote_identifier(&config.database)
+            ))
+            .map_err(|e| sql_error("cannot create the database", e))?;
+    }
+    drop(client);
+    init_scripts::run_all(&scripts, &server, config, install, run_as)?;
+    server.stop()
 }
 
 fn write_marker(config: &Config, install: &Install, run_as: &RunAs, target: &Path) -> Result<()> {

@@ -5,6 +5,7 @@
 
 use crate::binaries::Source;
 use crate::error::{Error, Result};
+use crate::image_env;
 use crate::paths::{self, DefaultPaths};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -22,6 +23,14 @@ pub const DEFAULT_PORT: u16 = 5433;
 pub const DEFAULT_NAME: &str = "trader";
 /// The instance name when `--name` is not given.
 pub const DEFAULT_INSTANCE: &str = "default";
+
+/// The role pgwarden creates for itself on first launch: superuser, no password, reachable
+/// only over the private Unix socket by peer authentication (see [`crate::cluster`]). Used to
+/// reconcile the configured role, password and database at every start.
+pub const ADMIN_ROLE: &str = "pgwarden_admin";
+
+/// How TCP clients authenticate (the image's `POSTGRES_HOST_AUTH_METHOD`).
+pub const AUTH_METHODS: [&str; 4] = ["scram-sha-256", "md5", "password", "trust"];
 
 /// A password: never printed by `Debug`, never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -78,6 +87,17 @@ pub struct Config {
     pub supervision: Supervision,
     /// Extra server settings, passed to postgres as `-c key=value`.
     pub server: BTreeMap<String, String>,
+    /// Extra initdb arguments (the image's `POSTGRES_INITDB_ARGS`, split on whitespace).
+    pub initdb_args: Vec<String>,
+    /// Where initdb puts the WAL (`POSTGRES_INITDB_WALDIR`); absolute.
+    pub initdb_waldir: Option<PathBuf>,
+    /// pg_hba method for TCP connections (`POSTGRES_HOST_AUTH_METHOD`); `trust` also makes the
+    /// Unix socket trust, as in the image. One of [`AUTH_METHODS`].
+    pub host_auth_method: String,
+    /// The init-scripts directory (`/docker-entrypoint-initdb.d`), when there is one.
+    pub init_dir: Option<PathBuf>,
+    /// Make sure the configured role, password and database exist at every start.
+    pub reconcile: bool,
 }
 
 impl Config {
@@ -273,6 +293,15 @@ pub struct Layer {
     pub download_timeout: Option<String>,
     /// Further attempts after a transient download failure.
     pub download_retries: Option<u32>,
+    // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
+    pub user_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub database_file: Option<PathBuf>,
+    pub initdb_args: Option<String>,
+    pub initdb_waldir: Option<PathBuf>,
+    pub host_auth_method: Option<String>,
+    pub init_dir: Option<PathBuf>,
+    pub reconcile: Option<bool>,
 }
 
 impl Layer {
@@ -322,6 +351,14 @@ impl Layer {
                 (Some(base), Some(top)) => Some(base.merge(top)),
                 (base, top) => top.or(base),
             },
+            user_file: top.user_file.or(self.user_file),
+            password_file: top.password_file.or(self.password_file),
+            database_file: top.database_file.or(self.database_file),
+            initdb_args: top.initdb_args.or(self.initdb_args),
+            initdb_waldir: top.initdb_waldir.or(self.initdb_waldir),
+            host_auth_method: top.host_auth_method.or(self.host_auth_method),
+            init_dir: top.init_dir.or(self.init_dir),
+            reconcile: top.reconcile.or(self.reconcile),
         }
     }
 
@@ -340,6 +377,11 @@ impl Layer {
             &mut layer.install_dir,
             &mut layer.archive,
             &mut layer.binaries,
+            &mut layer.user_file,
+            &mut layer.password_file,
+            &mut layer.database_file,
+            &mut layer.initdb_waldir,
+            &mut layer.init_dir,
         ]
         .into_iter()
         .flatten()
@@ -361,23 +403,17 @@ impl Layer {
                 None
             }
         });
-        let ephemeral = env("PGWARDEN_EPHEMERAL").and_then(|v| match v.as_str() {
-            "1" | "true" | "yes" | "on" => Some(true),
-            "0" | "false" | "no" | "off" | "" => Some(false),
-            _ => {
-                problems.push(format!("PGWARDEN_EPHEMERAL={v:?}: expected true or false"));
-                None
-            }
-        });
+        let ephemeral = image_env::parse_bool_env(env, "PGWARDEN_EPHEMERAL", problems);
+        let image = image_env::ImageEnv::read(env, problems);
         Layer {
             name: env("PGWARDEN_NAME"),
             ephemeral,
             listen_address: env("PGWARDEN_LISTEN_ADDRESS"),
             port,
-            user: env("POSTGRES_USER"),
-            password: env("POSTGRES_PASSWORD"),
-            database: env("POSTGRES_DB"),
-            data_dir: env("PGWARDEN_DATA_DIR").map(PathBuf::from),
+            user: image.user,
+            password: image.password,
+            database: image.database,
+            data_dir: env("PGWARDEN_DATA_DIR").map(PathBuf::from).or(image.pgdata),
             install_dir: env("PGWARDEN_INSTALL_DIR").map(PathBuf::from),
             archive: env("PGWARDEN_ARCHIVE").map(PathBuf::from),
             version: env("PGWARDEN_VERSION"),
@@ -398,6 +434,12 @@ impl Layer {
                     None
                 }
             }),
+            initdb_args: image.initdb_args,
+            initdb_waldir: image.initdb_waldir,
+            host_auth_method: image.host_auth_method,
+            init_dir: env("PGWARDEN_INIT_DIR").map(PathBuf::from),
+            reconcile: image_env::parse_bool_env(env, "PGWARDEN_RECONCILE", problems),
+            ..Layer::default()
         }
     }
 }
@@ -408,16 +450,20 @@ impl Layer {
 pub struct Sources {
     pub config_file: Option<PathBuf>,
     pub flags: Layer,
+    /// `--system`: the system layout's defaults (`/etc/pgwarden`, `/var/lib/pgwarden`) even when
+    /// not root.
+    pub system: bool,
 }
 
 impl Config {
     /// Loads and validates the configuration from the real environment.
     pub fn load(sources: &Sources) -> Result<Config> {
-        Self::load_with(
-            sources,
-            &|key| std::env::var(key).ok(),
-            &DefaultPaths::for_current_user(),
-        )
+        let defaults = if sources.system {
+            DefaultPaths::system()
+        } else {
+            DefaultPaths::for_current_user()
+        };
+        Self::load_with(sources, &|key| std::env::var(key).ok(), &defaults)
     }
 
     /// Loads with an injected environment and default paths (for tests).
@@ -437,10 +483,11 @@ impl Config {
             Some(path) => Some(paths::absolute(&path)),
             None => Some(defaults.config_file.clone()).filter(|p| p.exists()),
         };
-        let file_layer = match &config_file {
+        let mut file_layer = match &config_file {
             Some(path) => Layer::from_file(path)?,
             None => Layer::default(),
         };
+        image_env::read_secret_files(&mut file_layer, &mut problems);
 
         let env_layer = Layer::from_env(env, &mut problems);
         let mut flags = sources.flags.clone();
@@ -449,6 +496,7 @@ impl Config {
             &mut flags.install_dir,
             &mut flags.archive,
             &mut flags.binaries,
+            &mut flags.init_dir,
         ]
         .into_iter()
         .flatten()
@@ -456,7 +504,15 @@ impl Config {
             *p = paths::absolute(p);
         }
         let merged = file_layer.merge(env_layer).merge(flags);
-        let config = resolve(merged, config_file, defaults, &mut problems);
+        let config_dir = config_file
+            .as_deref()
+            .unwrap_or(&defaults.config_file)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let image = image_env::resolve(&merged, &config_dir, &mut problems);
+        let mut config = resolve(merged, config_file, defaults, &mut problems);
+        image.apply(&mut config, &mut problems);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -524,9 +580,10 @@ fn resolve(
     let database = layer.database.unwrap_or_else(|| user.clone());
     check_identifier("database", &database, problems);
     let password = layer.password.unwrap_or_else(|| DEFAULT_NAME.to_string());
-    if password.is_empty() {
+    let trust = layer.host_auth_method.as_deref() == Some("trust");
+    if password.is_empty() && !trust {
         problems.push(
-            "password is empty: set POSTGRES_PASSWORD or the `password` key (an empty password would leave the server open)"
+            "password is empty: set POSTGRES_PASSWORD or the `password` key (an empty password would leave the server open; only host_auth_method = \"trust\" does without one)"
                 .to_string(),
         );
     }
@@ -618,6 +675,11 @@ fn resolve(
         shutdown_mode,
         supervision,
         server,
+        initdb_args: Vec::new(),
+        initdb_waldir: None,
+        host_auth_method: AUTH_METHODS[0].to_string(),
+        init_dir: None,
+        reconcile: true,
     }
 }
 
@@ -702,7 +764,11 @@ mod tests {
             data_root: PathBuf::from("/srv/pg"),
         };
         Config::load_with(
-            &Sources { config_file, flags },
+            &Sources {
+                config_file,
+                flags,
+                system: false,
+            },
             &|k| env.get(k).cloned(),
             &defaults,
         )
@@ -794,6 +860,7 @@ mod tests {
             &Sources {
                 config_file: Some(PathBuf::from("/nonexistent/pgwarden.toml")),
                 flags: Layer::default(),
+                system: false,
             },
             &|_| None,
             &defaults,

@@ -19,6 +19,11 @@ impl DefaultPaths {
         if nix::unistd::geteuid().is_root() {
             return Self::system();
         }
+        // A systemd service with `StateDirectory=` (our unit runs as the `pgwarden` system user,
+        // whose home is no place for data): the directories systemd made for it.
+        if let Some(service) = Self::from_systemd(&|k| std::env::var_os(k)) {
+            return service;
+        }
         match directories::ProjectDirs::from("", "", "pgwarden") {
             Some(dirs) => Self {
                 config_file: dirs.config_dir().join("config.toml"),
@@ -27,6 +32,28 @@ impl DefaultPaths {
             // No home directory known: fall back to the system layout, which then needs root.
             None => Self::system(),
         }
+    }
+
+    /// The layout of a system service from systemd's `$STATE_DIRECTORY` (data) and
+    /// `$CONFIGURATION_DIRECTORY` (config file), if set. User units set no `StateDirectory=`.
+    pub fn from_systemd(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Option<Self> {
+        let first = |key: &str| {
+            env(key).and_then(|v| {
+                let text = v.to_string_lossy().into_owned();
+                text.split(':')
+                    .next()
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+            })
+        };
+        let data_root = first("STATE_DIRECTORY")?;
+        let config_file = first("CONFIGURATION_DIRECTORY")
+            .map(|d| d.join("config.toml"))
+            .unwrap_or_else(|| Self::system().config_file);
+        Some(Self {
+            config_file,
+            data_root,
+        })
     }
 
     pub fn system() -> Self {
@@ -107,6 +134,24 @@ mod tests {
             state_dir(Path::new("/var/lib/pgwarden/16/data")),
             PathBuf::from("/var/lib/pgwarden/16/data.pgwarden")
         );
+    }
+
+    #[test]
+    fn a_service_uses_the_directories_systemd_made() {
+        let env = |k: &str| match k {
+            "STATE_DIRECTORY" => Some("/var/lib/pgwarden:/var/lib/other".into()),
+            _ => None,
+        };
+        let paths = DefaultPaths::from_systemd(&env).unwrap();
+        assert_eq!(
+            paths.data_dir(16),
+            PathBuf::from("/var/lib/pgwarden/16/data")
+        );
+        assert_eq!(
+            paths.config_file,
+            PathBuf::from("/etc/pgwarden/config.toml")
+        );
+        assert!(DefaultPaths::from_systemd(&|_| None).is_none());
     }
 
     #[test]

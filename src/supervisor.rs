@@ -253,6 +253,11 @@ impl Supervisor {
             self.status.postmaster(server.pid.as_raw());
             let ended = match self.wait_ready(&mut server, &cluster.data_dir).await {
                 Outcome::Ready => {
+                    if !self.announced {
+                        // Before the ready line: whoever waits for it gets the configured role,
+                        // password and database.
+                        crate::reconcile::on_first_ready(&self.config, cluster).await;
+                    }
                     self.on_ready(install, cluster);
                     let ready_since = Instant::now();
                     let outcome = self.watch(&mut server, &cluster.data_dir).await;

@@ -9,6 +9,7 @@ mod install;
 pub mod logs;
 pub mod psql;
 mod run;
+mod service;
 mod start;
 pub mod status;
 pub mod stop;
@@ -34,5 +35,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Start(args) => start::start(args).await,
         Command::Install(args) => install::install(args).await,
         Command::ExportArchive(args) => export_archive::export_archive(args).await,
+        Command::Service(crate::cli::ServiceCommand::Install(args)) => {
+            service::install(&args).map(|()| 0)
+        }
     }
 }

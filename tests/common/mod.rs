@@ -65,7 +65,18 @@ const THESEUS_FORMAT: &str = "theseus-v1";
 
 /// Environment variables that change pgwarden's behaviour; removed from the
 /// child's environment unless a test passes them explicitly.
-const CLEARED_ENV: &[&str] = &["POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"];
+const CLEARED_ENV: &[&str] = &[
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+    "POSTGRES_USER_FILE",
+    "POSTGRES_PASSWORD_FILE",
+    "POSTGRES_DB_FILE",
+    "POSTGRES_INITDB_ARGS",
+    "POSTGRES_INITDB_WALDIR",
+    "POSTGRES_HOST_AUTH_METHOD",
+    "PGDATA",
+];
 const CLEARED_ENV_PREFIX: &str = "PGWARDEN_";
 
 // ---------------------------------------------------------------------------

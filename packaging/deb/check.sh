@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# CI check of the Debian package (as root, on Debian 12): build it with cargo-deb, list it,
+# install it, run the service's ExecStart line by hand as systemd would (user pgwarden,
+# STATE_DIRECTORY/CONFIGURATION_DIRECTORY/RUNTIME_DIRECTORY set), reach the server, stop it,
+# remove the package and check the data dir is kept; then purge and check again.
+#
+# Two deviations from the service, both to run offline and beside other servers:
+# PGWARDEN_ARCHIVE (the test cache's PostgreSQL package instead of a download) and
+# PGWARDEN_PORT (a free port instead of 5433).
+# An existing /var/lib/pgwarden or /etc/pgwarden is moved aside and put back afterwards.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+archive=${1:?usage: check.sh NPM_ARCHIVE}
+port=${PGWARDEN_DEB_CHECK_PORT:-25433}
+fail() { echo "deb check FAILED: $*" >&2; exit 1; }
+
+dpkg -s pgwarden >/dev/null 2>&1 && fail "a pgwarden package is already installed here"
+backup=$(mktemp -d /var/tmp/pgwarden-deb-check.XXXXXX)
+for d in /var/lib/pgwarden /etc/pgwarden; do
+    [[ -e $d ]] && mv "$d" "$backup/$(basename "$d")-$(echo "$d" | tr / _)"
+done
+server_pid=
+cleanup() {
+    [[ -n $server_pid ]] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+    dpkg -P pgwarden >/dev/null 2>&1 || true
+    rm -rf /var/lib/pgwarden /etc/pgwarden /run/pgwarden
+    for saved in "$backup"/*; do
+        [[ -e $saved ]] || continue
+        original=$(basename "$saved" | sed 's/^[^-]*-//; s#_#/#g')
+        mv "$saved" "$original"
+    done
+    rmdir "$backup"
+}
+trap cleanup EXIT
+
+# A dev build: the package's layout and scripts are what is checked, not the optimiser
+# (cargo-deb warns that it prefers release builds).
+cargo deb --profile dev 2>&1 | grep -v "^warning: dev profile\|To enable debug symbols" || true
+deb=$(ls -t target/debian/pgwarden_*.deb | head -1)
+echo "built $deb"
+
+contents=$(dpkg-deb --contents "$deb")
+echo "$contents"
+for path in ./usr/bin/pgwarden ./usr/lib/systemd/system/pgwarden.service \
+    ./usr/lib/systemd/user/pgwarden.service ./etc/pgwarden/config.toml \
+    ./usr/share/doc/pgwarden/config.example.toml ./usr/share/doc/pgwarden/README.md; do
+    grep -q " $path\$" <<<"$contents" || fail "$path is not in the package"
+done
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/pgwarden/config.toml \
+    || fail "/etc/pgwarden/config.toml is not a conffile"
+
+dpkg -i "$deb"
+getent passwd pgwarden >/dev/null || fail "postinst made no user pgwarden"
+[[ $(stat -c %U:%a /var/lib/pgwarden) == pgwarden:750 ]] || fail "/var/lib/pgwarden: $(stat -c %U:%a /var/lib/pgwarden)"
+[[ $(stat -c %G:%a /etc/pgwarden/config.toml) == pgwarden:640 ]] || fail "config.toml: $(stat -c %G:%a /etc/pgwarden/config.toml)"
+unit=/usr/lib/systemd/system/pgwarden.service
+if command -v systemd-analyze >/dev/null; then
+    complaints=$(systemd-analyze verify "$unit" 2>&1 || true)
+    [[ -z $complaints ]] || fail "systemd-analyze verify $unit: $complaints"
+    echo "systemd-analyze verify $unit: ok"
+fi
+
+# ExecStart as the service runs it.
+exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+[[ $exec_start == "/usr/bin/pgwarden run --config /etc/pgwarden/config.toml" ]] || fail "ExecStart=$exec_start"
+mkdir -p /run/pgwarden && chown pgwarden:pgwarden /run/pgwarden
+log=$(mktemp)
+# shellcheck disable=SC2086 # ExecStart is split on spaces, as systemd does.
+(cd / && exec setpriv --reuid=pgwarden --regid=pgwarden --init-groups --no-new-privs \
+    env -i PATH=/usr/bin:/bin STATE_DIRECTORY=/var/lib/pgwarden \
+    CONFIGURATION_DIRECTORY=/etc/pgwarden RUNTIME_DIRECTORY=/run/pgwarden \
+    PGWARDEN_ARCHIVE="$archive" PGWARDEN_PORT="$port" $exec_start) >"$log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 600); do
+    grep -q '^ready: ' "$log" && break
+    kill -0 "$server_pid" 2>/dev/null || { cat "$log"; fail "pgwarden exited"; }
+    sleep 0.5
+done
+grep '^ready: ' "$log" || { cat "$log"; fail "not ready after 300 s"; }
+pg_isready -h 127.0.0.1 -p "$port"
+[[ $(PGPASSWORD=trader psql -h 127.0.0.1 -p "$port" -U trader -d trader -Atc 'SELECT current_user') == trader ]] \
+    || fail "cannot query the server"
+[[ -f /var/lib/pgwarden/16/data/PG_VERSION ]] || fail "no cluster in /var/lib/pgwarden/16/data"
+[[ $(stat -c %U /var/lib/pgwarden/16/data) == pgwarden ]] || fail "data dir not owned by pgwarden"
+kill -TERM "$server_pid"
+wait "$server_pid" || fail "pgwarden did not exit 0 on SIGTERM"
+server_pid=
+
+dpkg -r pgwarden
+[[ ! -e /usr/bin/pgwarden ]] || fail "/usr/bin/pgwarden still there after remove"
+[[ -f /var/lib/pgwarden/16/data/PG_VERSION ]] || fail "remove deleted the data dir"
+dpkg -P pgwarden
+[[ -f /var/lib/pgwarden/16/data/PG_VERSION ]] || fail "purge deleted the data dir"
+echo "deb check: ok"

@@ -1,0 +1,133 @@
+//! `pgwarden service install`: writes the systemd unit (from `packaging/systemd/`) with this
+//! binary's path in `ExecStart`, then says which commands start it. It changes nothing else:
+//! no `systemctl` is run, no user is created.
+
+use crate::cli::ServiceInstallArgs;
+use crate::error::{Error, IoContext, Result};
+use crate::paths;
+use std::path::{Path, PathBuf};
+
+/// The units, as shipped in `packaging/systemd/`.
+pub const SYSTEM_UNIT: &str = include_str!("../../packaging/systemd/pgwarden.service");
+pub const USER_UNIT: &str = include_str!("../../packaging/systemd/pgwarden-user.service");
+
+/// The system layout's config file, which the system unit passes with --config.
+const SYSTEM_CONFIG: &str = "/etc/pgwarden/config.toml";
+
+/// `unit` with its `ExecStart=` line replaced by `exec_start`.
+pub fn render(unit: &str, exec_start: &str) -> String {
+    unit.lines()
+        .map(|line| {
+            if line.starts_with("ExecStart=") {
+                format!("ExecStart={exec_start}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Quotes an ExecStart word if it needs it (systemd splits on whitespace, honours "…").
+fn word(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.contains(char::is_whitespace) || text.contains('"') {
+        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        text
+    }
+}
+
+pub fn install(args: &ServiceInstallArgs) -> Result<()> {
+    let root = nix::unistd::geteuid().is_root();
+    let user = args.user || (!root && !args.system);
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| Error::Server {
+            what: format!("cannot find the path of this pgwarden binary: {e}"),
+        })?;
+    let config = args.config.as_deref().map(paths::absolute);
+    let mut exec_start = format!("{} run", word(&exe));
+    let (unit, default_dir) = if user {
+        if let Some(config) = &config {
+            exec_start.push_str(&format!(" --config {}", word(config)));
+        }
+        let dir = directories::BaseDirs::new()
+            .map(|d| d.config_dir().join("systemd/user"))
+            .ok_or_else(|| Error::Server {
+                what: "cannot find your home directory for a user unit\n\
+                       help: set HOME, or pass --unit-dir"
+                    .into(),
+            });
+        (USER_UNIT, dir)
+    } else {
+        let config = config.unwrap_or_else(|| PathBuf::from(SYSTEM_CONFIG));
+        exec_start.push_str(&format!(" --config {}", word(&config)));
+        (SYSTEM_UNIT, Ok(PathBuf::from("/etc/systemd/system")))
+    };
+    let dir = match &args.unit_dir {
+        Some(dir) => paths::absolute(dir),
+        None => default_dir?,
+    };
+    std::fs::create_dir_all(&dir).io("cannot create directory", &dir)?;
+    let path = dir.join("pgwarden.service");
+    let staged = dir.join(".pgwarden.service.tmp");
+    std::fs::write(&staged, render(unit, &exec_start)).io("cannot write", &staged)?;
+    std::fs::rename(&staged, &path).io("cannot write", &path)?;
+
+    println!("wrote {}", path.display());
+    println!("  ExecStart={exec_start}");
+    if user {
+        println!("next:");
+        println!("  systemctl --user daemon-reload");
+        println!("  systemctl --user enable --now pgwarden");
+        println!(
+            "  loginctl enable-linger    # keep it running after logout (and its shared memory)"
+        );
+        println!("  journalctl --user -u pgwarden -f");
+    } else {
+        println!("next:");
+        if nix::unistd::User::from_name("pgwarden")
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            println!(
+                "  useradd --system --user-group --home-dir /var/lib/pgwarden --shell /usr/sbin/nologin pgwarden"
+            );
+        }
+        if !Path::new(SYSTEM_CONFIG).exists() && args.config.is_none() {
+            println!(
+                "  mkdir -p /etc/pgwarden && cp config.example.toml {SYSTEM_CONFIG}    # every key optional"
+            );
+        }
+        println!("  systemctl daemon-reload");
+        println!("  systemctl enable --now pgwarden");
+        println!("  journalctl -u pgwarden -f");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_start_is_replaced_and_nothing_else() {
+        let out = render(
+            SYSTEM_UNIT,
+            "/opt/pgwarden/bin/pgwarden run --config /x.toml",
+        );
+        assert!(out.contains("\nExecStart=/opt/pgwarden/bin/pgwarden run --config /x.toml\n"));
+        assert_eq!(out.matches("ExecStart=").count(), 1);
+        assert_eq!(out.lines().count(), SYSTEM_UNIT.lines().count());
+        assert!(out.contains("Type=notify"));
+    }
+
+    #[test]
+    fn paths_with_spaces_are_quoted() {
+        assert_eq!(word(Path::new("/a b/pgwarden")), "\"/a b/pgwarden\"");
+        assert_eq!(word(Path::new("/usr/bin/pgwarden")), "/usr/bin/pgwarden");
+    }
+}

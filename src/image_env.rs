@@ -1,0 +1,485 @@
+//! The official `postgres` image's environment contract, on a native process.
+//!
+//! `docker-entrypoint.sh` reads `POSTGRES_USER`, `POSTGRES_PASSWORD`, `POSTGRES_DB` (each also
+//! as `X_FILE`: the value is read from that file), `POSTGRES_INITDB_ARGS`,
+//! `POSTGRES_INITDB_WALDIR`, `POSTGRES_HOST_AUTH_METHOD` and `PGDATA`. pgwarden reads the same
+//! names with the same rules, and mirrors each by a config key (`user_file`, `initdb_args`, …):
+//! - `X` and `X_FILE` both set (non-empty) is an error, in the environment as in one config file;
+//!   an empty variable counts as unset, as in the image's `file_env`;
+//! - a file's trailing newlines are stripped (the shell's `$(< file)` does that), nothing else;
+//! - `POSTGRES_INITDB_ARGS` is split on whitespace, without quoting (the image expands it
+//!   unquoted); arguments that would fight pgwarden's own (`--pgdata`, `--username`, `--pwfile`,
+//!   `--auth*`, `--waldir`) are refused with the key to use instead;
+//! - `POSTGRES_HOST_AUTH_METHOD=trust` is refused unless the server listens on loopback only,
+//!   and warned about even then.
+
+use crate::config::{ADMIN_ROLE, AUTH_METHODS, Config, Layer};
+use std::path::{Path, PathBuf};
+
+/// The image's variables, as read from the environment.
+#[derive(Debug, Default)]
+pub struct ImageEnv {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub database: Option<String>,
+    pub initdb_args: Option<String>,
+    pub initdb_waldir: Option<PathBuf>,
+    pub host_auth_method: Option<String>,
+    pub pgdata: Option<PathBuf>,
+}
+
+impl ImageEnv {
+    pub fn read(env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> ImageEnv {
+        let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        ImageEnv {
+            user: file_env(&set, "POSTGRES_USER", problems),
+            password: file_env(&set, "POSTGRES_PASSWORD", problems),
+            database: file_env(&set, "POSTGRES_DB", problems),
+            initdb_args: set("POSTGRES_INITDB_ARGS"),
+            initdb_waldir: set("POSTGRES_INITDB_WALDIR").map(PathBuf::from),
+            host_auth_method: set("POSTGRES_HOST_AUTH_METHOD"),
+            pgdata: set("PGDATA").map(PathBuf::from),
+        }
+    }
+}
+
+/// `NAME`, or the contents of the file named by `NAME_FILE`; both set is a problem.
+fn file_env(
+    set: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    let file_var = format!("{name}_FILE");
+    match (set(name), set(&file_var)) {
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "both {name} and {file_var} are set, but they are exclusive (as in the postgres image)\n    \
+                 help: unset one of them"
+            ));
+            None
+        }
+        (Some(value), None) => Some(value),
+        (None, Some(path)) => read_secret(Path::new(&path), &file_var, problems),
+        (None, None) => None,
+    }
+}
+
+/// Reads a value from a file, without its trailing newlines.
+pub fn read_secret(path: &Path, what: &str, problems: &mut Vec<String>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text.trim_end_matches('\n').to_string()),
+        Err(e) => {
+            problems.push(format!("{what} {}: cannot read it: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Replaces a config file's `user_file`/`password_file`/`database_file` by the files'
+/// contents, so that later layers override the value whichever way it was given.
+pub fn read_secret_files(layer: &mut Layer, problems: &mut Vec<String>) {
+    let pairs: [(&mut Option<String>, &mut Option<PathBuf>, &str); 3] = [
+        (&mut layer.user, &mut layer.user_file, "user"),
+        (&mut layer.password, &mut layer.password_file, "password"),
+        (&mut layer.database, &mut layer.database_file, "database"),
+    ];
+    for (value, file, key) in pairs {
+        let Some(path) = file.take() else { continue };
+        if value.is_some() {
+            problems.push(format!(
+                "both `{key}` and `{key}_file` are set in the config file, but they are exclusive\n    \
+                 help: keep one of them"
+            ));
+            continue;
+        }
+        *value = read_secret(&path, &format!("{key}_file"), problems);
+    }
+}
+
+/// `true`/`false` (also `1`/`0`, `on`/`off`, `yes`/`no`) from an environment variable.
+pub fn parse_bool_env(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Option<bool> {
+    let value = env(name).filter(|v| !v.is_empty())?;
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => {
+            problems.push(format!("{name}={value:?}: expected true or false"));
+            None
+        }
+    }
+}
+
+/// The image-contract settings, checked; applied to the [`Config`] once the rest is resolved.
+#[derive(Debug)]
+pub struct Resolved {
+    initdb_args: Vec<String>,
+    initdb_waldir: Option<PathBuf>,
+    host_auth_method: String,
+    init_dir: Option<PathBuf>,
+    reconcile: bool,
+}
+
+/// initdb options pgwarden sets itself, with the setting to use instead.
+const OWN_INITDB_OPTIONS: [(&str, &str, &str); 6] = [
+    ("-D", "--pgdata", "data_dir / PGDATA / --data-dir"),
+    ("-U", "--username", "user / POSTGRES_USER"),
+    ("-W", "--pwprompt", "password / POSTGRES_PASSWORD"),
+    ("", "--pwfile", "password_file / POSTGRES_PASSWORD_FILE"),
+    (
+        "-A",
+        "--auth",
+        "host_auth_method / POSTGRES_HOST_AUTH_METHOD",
+    ),
+    ("-X", "--waldir", "initdb_waldir / POSTGRES_INITDB_WALDIR"),
+];
+
+pub fn resolve(layer: &Layer, config_dir: &Path, problems: &mut Vec<String>) -> Resolved {
+    let initdb_args: Vec<String> = layer
+        .initdb_args
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    for arg in &initdb_args {
+        let own = OWN_INITDB_OPTIONS.iter().find(|(short, long, _)| {
+            (!short.is_empty() && arg.starts_with(short)) || arg.starts_with(long)
+        });
+        if let Some((_, long, instead)) = own {
+            problems.push(format!(
+                "initdb_args (POSTGRES_INITDB_ARGS) contains {arg:?}: pgwarden sets {long} itself\n    \
+                 help: use {instead} instead"
+            ));
+        }
+    }
+
+    let initdb_waldir = layer.initdb_waldir.clone();
+    if let Some(dir) = &initdb_waldir
+        && dir.is_relative()
+    {
+        problems.push(format!(
+            "initdb_waldir (POSTGRES_INITDB_WALDIR) {}: must be an absolute path (initdb requires it)",
+            dir.display()
+        ));
+    }
+
+    let host_auth_method = layer
+        .host_auth_method
+        .clone()
+        .unwrap_or_else(|| AUTH_METHODS[0].to_string());
+    if !AUTH_METHODS.contains(&host_auth_method.as_str()) {
+        problems.push(format!(
+            "host_auth_method (POSTGRES_HOST_AUTH_METHOD) {host_auth_method:?}: expected one of {}",
+            AUTH_METHODS.join(", ")
+        ));
+    }
+
+    let init_dir = match &layer.init_dir {
+        Some(dir) => {
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "init_dir {}: no such directory\n    help: create it, or remove init_dir / --init-dir",
+                    dir.display()
+                ));
+            }
+            Some(dir.clone())
+        }
+        // The default is used only when it exists.
+        None => Some(config_dir.join("initdb.d")).filter(|d| d.is_dir()),
+    };
+
+    Resolved {
+        initdb_args,
+        initdb_waldir,
+        host_auth_method,
+        init_dir,
+        reconcile: layer.reconcile.unwrap_or(true),
+    }
+}
+
+impl Resolved {
+    /// Sets the image-contract fields and checks what needs the rest of the config.
+    pub fn apply(self, config: &mut Config, problems: &mut Vec<String>) {
+        if self.host_auth_method == "trust" {
+            if config.listen_address.is_loopback() {
+                tracing::warn!(
+                    listen_address = %config.listen_address,
+                    "host_auth_method is trust: anyone on this machine can connect as any user, \
+                     without a password"
+                );
+            } else {
+                problems.push(format!(
+                    "host_auth_method (POSTGRES_HOST_AUTH_METHOD) \"trust\" on {}: anyone who can reach \
+                     that address could log in as any user without a password\n    \
+                     help: use a password (the default, scram-sha-256), or listen on 127.0.0.1 / ::1 only",
+                    config.listen_address
+                ));
+            }
+        }
+        if config.user == ADMIN_ROLE {
+            problems.push(format!(
+                "user {ADMIN_ROLE:?} is reserved: pgwarden uses that role to administer the cluster\n    \
+                 help: choose another POSTGRES_USER / user"
+            ));
+        }
+        config.initdb_args = self.initdb_args;
+        config.initdb_waldir = self.initdb_waldir;
+        config.host_auth_method = self.host_auth_method;
+        config.init_dir = self.init_dir;
+        config.reconcile = self.reconcile;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Layer, Sources};
+    use crate::error::Result;
+    use crate::paths::DefaultPaths;
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    /// Loads a config with `env`, an optional config file, and a default config dir `dir`.
+    fn load(dir: &Path, file: Option<&str>, env: &[(&str, &str)]) -> Result<Config> {
+        let config_file = file.map(|text| {
+            let p = dir.join("config.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let defaults = DefaultPaths {
+            config_file: dir.join("default").join("config.toml"),
+            data_root: PathBuf::from("/srv/pg"),
+        };
+        Config::load_with(
+            &Sources {
+                config_file,
+                flags: Layer::default(),
+                system: false,
+            },
+            &|k| env.get(k).cloned(),
+            &defaults,
+        )
+    }
+
+    fn error(dir: &Path, file: Option<&str>, env: &[(&str, &str)]) -> String {
+        load(dir, file, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn file_variants_strip_trailing_newlines_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [("u", "alice\n"), ("p", " s3cret \n\n"), ("d", "app")] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let path = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let c = load(
+            dir.path(),
+            None,
+            &[
+                ("POSTGRES_USER_FILE", &path("u")),
+                ("POSTGRES_PASSWORD_FILE", &path("p")),
+                ("POSTGRES_DB_FILE", &path("d")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.user, "alice");
+        assert_eq!(c.password.expose(), " s3cret ");
+        assert_eq!(c.database, "app");
+    }
+
+    #[test]
+    fn value_and_file_together_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p"), "x").unwrap();
+        let p = dir.path().join("p").to_string_lossy().into_owned();
+        for name in ["POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"] {
+            let file_var = format!("{name}_FILE");
+            let text = error(dir.path(), None, &[(name, "v"), (&file_var, &p)]);
+            assert!(
+                text.contains(&format!("both {name} and {name}_FILE")),
+                "{text}"
+            );
+        }
+        // An empty variable counts as unset, as in the image.
+        let c = load(
+            dir.path(),
+            None,
+            &[("POSTGRES_PASSWORD", ""), ("POSTGRES_PASSWORD_FILE", &p)],
+        )
+        .unwrap();
+        assert_eq!(c.password.expose(), "x");
+        // Same rule for the config keys, with paths relative to the file.
+        let text = error(
+            dir.path(),
+            Some("password = \"a\"\npassword_file = \"p\"\n"),
+            &[],
+        );
+        assert!(text.contains("`password` and `password_file`"), "{text}");
+        let c = load(dir.path(), Some("password_file = \"p\"\n"), &[]).unwrap();
+        assert_eq!(c.password.expose(), "x");
+        // The environment beats the file's password_file.
+        let c = load(
+            dir.path(),
+            Some("password_file = \"p\"\n"),
+            &[("POSTGRES_PASSWORD", "env")],
+        )
+        .unwrap();
+        assert_eq!(c.password.expose(), "env");
+    }
+
+    #[test]
+    fn missing_secret_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = error(
+            dir.path(),
+            None,
+            &[("POSTGRES_PASSWORD_FILE", "/nonexistent/secret")],
+        );
+        assert!(
+            text.contains("POSTGRES_PASSWORD_FILE /nonexistent/secret"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn initdb_args_are_split_and_own_options_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(
+            dir.path(),
+            None,
+            &[("POSTGRES_INITDB_ARGS", " --data-checksums  -E UTF8 ")],
+        )
+        .unwrap();
+        assert_eq!(c.initdb_args, ["--data-checksums", "-E", "UTF8"]);
+        let c = load(dir.path(), Some("initdb_args = \"-k\"\n"), &[]).unwrap();
+        assert_eq!(c.initdb_args, ["-k"]);
+        for bad in [
+            "--auth-host=md5",
+            "-Uother",
+            "--pgdata=/x",
+            "--waldir=/w",
+            "-A trust",
+        ] {
+            let text = error(dir.path(), None, &[("POSTGRES_INITDB_ARGS", bad)]);
+            assert!(text.contains("pgwarden sets"), "{bad}: {text}");
+        }
+    }
+
+    #[test]
+    fn waldir_must_be_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(dir.path(), None, &[("POSTGRES_INITDB_WALDIR", "/srv/wal")]).unwrap();
+        assert_eq!(c.initdb_waldir, Some(PathBuf::from("/srv/wal")));
+        let text = error(dir.path(), None, &[("POSTGRES_INITDB_WALDIR", "wal")]);
+        assert!(text.contains("absolute"), "{text}");
+    }
+
+    #[test]
+    fn trust_only_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(dir.path(), None, &[("POSTGRES_HOST_AUTH_METHOD", "trust")]).unwrap();
+        assert_eq!(c.host_auth_method, "trust");
+        // With trust, an empty password is allowed (as in the image).
+        let c = load(
+            dir.path(),
+            Some("password = \"\"\nhost_auth_method = \"trust\"\nlisten_address = \"::1\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.password.expose(), "");
+        let text = error(
+            dir.path(),
+            None,
+            &[
+                ("POSTGRES_HOST_AUTH_METHOD", "trust"),
+                ("PGWARDEN_LISTEN_ADDRESS", "0.0.0.0"),
+            ],
+        );
+        assert!(text.contains("\"trust\" on 0.0.0.0"), "{text}");
+        let text = error(dir.path(), None, &[("POSTGRES_HOST_AUTH_METHOD", "ident")]);
+        assert!(text.contains("expected one of"), "{text}");
+        let c = load(dir.path(), None, &[("POSTGRES_HOST_AUTH_METHOD", "md5")]).unwrap();
+        assert_eq!(c.host_auth_method, "md5");
+    }
+
+    #[test]
+    fn pgdata_sets_the_data_dir_below_pgwarden_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(dir.path(), None, &[("PGDATA", "/srv/pgdata")]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/pgdata"));
+        let c = load(
+            dir.path(),
+            None,
+            &[
+                ("PGDATA", "/srv/pgdata"),
+                ("PGWARDEN_DATA_DIR", "/srv/other"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/other"));
+    }
+
+    #[test]
+    fn init_dir_defaults_beside_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(dir.path(), Some(""), &[]).unwrap();
+        assert_eq!(c.init_dir, None, "no initdb.d: no scripts");
+        std::fs::create_dir(dir.path().join("initdb.d")).unwrap();
+        let c = load(dir.path(), Some(""), &[]).unwrap();
+        assert_eq!(c.init_dir, Some(dir.path().join("initdb.d")));
+        // Without a config file: beside the default config file.
+        std::fs::create_dir_all(dir.path().join("default/initdb.d")).unwrap();
+        let c = load(dir.path(), None, &[]).unwrap();
+        assert_eq!(c.init_dir, Some(dir.path().join("default/initdb.d")));
+        // Named explicitly but missing: an error.
+        let text = error(
+            dir.path(),
+            None,
+            &[("PGWARDEN_INIT_DIR", "/nonexistent/initdb.d")],
+        );
+        assert!(text.contains("init_dir /nonexistent/initdb.d"), "{text}");
+    }
+
+    #[test]
+    fn reconcile_defaults_on() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path(), None, &[]).unwrap().reconcile);
+        assert!(
+            !load(dir.path(), Some("reconcile = false\n"), &[])
+                .unwrap()
+                .reconcile
+        );
+        assert!(
+            !load(dir.path(), None, &[("PGWARDEN_RECONCILE", "off")])
+                .unwrap()
+                .reconcile
+        );
+        let text = error(dir.path(), None, &[("PGWARDEN_RECONCILE", "maybe")]);
+        assert!(text.contains("PGWARDEN_RECONCILE"), "{text}");
+    }
+
+    #[test]
+    fn shipped_config_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        for shipped in ["config.example.toml", "packaging/deb/config.toml"] {
+            let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped))
+                .unwrap();
+            let c = load(dir.path(), Some(&text), &[]).unwrap_or_else(|e| panic!("{shipped}: {e}"));
+            assert_eq!((c.port, c.user.as_str()), (5433, "trader"), "{shipped}");
+        }
+    }
+
+    #[test]
+    fn admin_role_name_is_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = error(dir.path(), None, &[("POSTGRES_USER", "pgwarden_admin")]);
+        assert!(text.contains("reserved"), "{text}");
+    }
+}

@@ -1,0 +1,252 @@
+//! Reconcile: at every start, make sure the configured role, its password and the database
+//! exist, so that a changed `POSTGRES_PASSWORD` (or user, or database) takes effect without
+//! wiping data — what the image's users have asked for for years (the image only looks at them
+//! on first initialisation).
+//!
+//! How pgwarden gets in when the password changed: the configured password no longer matches
+//! the one in the cluster, so it cannot log in with it. First launch therefore creates an
+//! administration role [`ADMIN_ROLE`] (superuser, no password) and puts one line at the top of
+//! `pg_hba.conf`: `local all pgwarden_admin peer map=pgwarden`, with `pg_ident.conf` mapping
+//! the OS users that run pgwarden (`root`, and the server's own user) to it. Only connections
+//! asking for that role are affected: every other role keeps scram-sha-256 on the socket and on
+//! TCP, and over TCP the role has no password, so it cannot log in at all. The socket lives in a
+//! private 0700 directory, which only root and the server's user (who owns the data anyway)
+//! can enter.
+//!
+//! Then, after the first ready probe, over the Unix socket as that role:
+//! 1. the role: created (superuser, as the image makes it) if missing;
+//! 2. its password: a login with the configured password is tried on the socket; if the server
+//!    refuses it, the password is set — as a SCRAM verifier computed here, so the clear text
+//!    never reaches the server's log. Under `host_auth_method = "trust"` a login proves nothing,
+//!    so the password is set every time;
+//! 3. the database: created, owned by the role, if missing.
+//!
+//! One log line says what was found and done. A failure is logged, not fatal: the server runs.
+
+use crate::cluster::{Cluster, quote_identifier};
+use crate::config::{ADMIN_ROLE, Config};
+use crate::error::{Error, IoContext, Result};
+use crate::privilege::RunAs;
+use std::path::Path;
+use std::time::Duration;
+use tokio_postgres::error::SqlState;
+use tracing::{info, warn};
+
+/// The pg_ident map name.
+const MAP: &str = "pgwarden";
+/// How long the whole reconcile may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes the peer line for [`ADMIN_ROLE`] into a new cluster's `pg_hba.conf` and
+/// `pg_ident.conf`.
+pub fn grant_peer_access(data_dir: &Path, run_as: &RunAs) -> Result<()> {
+    let hba_path = data_dir.join("pg_hba.conf");
+    let hba = std::fs::read_to_string(&hba_path).io("cannot read", &hba_path)?;
+    std::fs::write(&hba_path, with_admin_line(&hba)).io("cannot write", &hba_path)?;
+
+    let ident_path = data_dir.join("pg_ident.conf");
+    let mut ident = std::fs::read_to_string(&ident_path).io("cannot read", &ident_path)?;
+    if !ident.ends_with('\n') && !ident.is_empty() {
+        ident.push('\n');
+    }
+    ident.push_str(
+        "\n# pgwarden: the OS users that run pgwarden may log in as its administration role.\n",
+    );
+    let mut users = vec!["root".to_string(), run_as.name.clone()];
+    users.dedup();
+    for user in users {
+        ident.push_str(&format!("{MAP:<15} {user:<23} {ADMIN_ROLE}\n"));
+    }
+    std::fs::write(&ident_path, ident).io("cannot write", &ident_path)
+}
+
+/// `pg_hba.conf` with pgwarden's line before the first rule (the first matching line wins).
+fn with_admin_line(hba: &str) -> String {
+    let line = format!(
+        "# pgwarden: its administration role, on the private Unix socket only, for the OS users\n\
+         # named in pg_ident.conf (map {MAP}). Every other role uses the lines below.\n\
+         local   all             {ADMIN_ROLE:<15} peer map={MAP}\n\n"
+    );
+    let mut out = String::with_capacity(hba.len() + line.len());
+    let mut inserted = false;
+    for l in hba.split_inclusive('\n') {
+        let t = l.trim();
+        if !inserted && !t.is_empty() && !t.starts_with('#') {
+            out.push_str(&line);
+            inserted = true;
+        }
+        out.push_str(l);
+    }
+    if !inserted {
+        out.push_str(&line);
+    }
+    out
+}
+
+/// Runs the reconcile after the first ready probe of this pgwarden process (the supervisor's
+/// hook). Does nothing when `reconcile` is off or this launch created the cluster.
+pub async fn on_first_ready(config: &Config, cluster: &Cluster) {
+    if !config.reconcile || cluster.created {
+        return;
+    }
+    match tokio::time::timeout(TIMEOUT, reconcile(config, cluster)).await {
+        Ok(Ok(report)) => info!(
+            role = %config.user,
+            database = %config.database,
+            "reconciled: {report}"
+        ),
+        Ok(Err(e)) => warn!(
+            "reconcile failed, the server runs with the role, password and database it had: {e}"
+        ),
+        Err(_) => warn!(
+            "reconcile did not finish within {}s; skipped",
+            TIMEOUT.as_secs()
+        ),
+    }
+}
+
+async fn connect(
+    cluster: &Cluster,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    database: &str,
+) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(&cluster.socket_dir)
+        .port(port)
+        .user(user)
+        .dbname(database)
+        .application_name("pgwarden-reconcile")
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(password) = password {
+        config.password(password);
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Does the work; returns what it found and did, for the log.
+pub async fn reconcile(config: &Config, cluster: &Cluster) -> Result<String> {
+    let failed = |what: &str, e: tokio_postgres::Error| Error::Server {
+        what: format!("{what}: {}", crate::init_scripts::describe(&e)),
+    };
+    let admin = connect(cluster, config.port, ADMIN_ROLE, None, "postgres")
+        .await
+        .map_err(|e| {
+            failed(
+                &format!(
+                    "cannot log in as {ADMIN_ROLE} on the Unix socket in {} (a cluster created by an \
+                     older pgwarden has no such role)",
+                    cluster.socket_dir.display()
+                ),
+                e,
+            )
+        })?;
+    let user = quote_identifier(&config.user);
+    let set_password = format!(
+        "ALTER ROLE {user} PASSWORD '{}'",
+        postgres_protocol::password::scram_sha_256(config.password.expose().as_bytes())
+    );
+    let mut done = Vec::new();
+
+    let role_exists = !admin
+        .query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&config.user])
+        .await
+        .map_err(|e| failed("cannot look up the role", e))?
+        .is_empty();
+    if !role_exists {
+        admin
+            .batch_execute(&format!("CREATE ROLE {user} LOGIN SUPERUSER"))
+            .await
+            .map_err(|e| failed("cannot create the role", e))?;
+        admin
+            .batch_execute(&set_password)
+            .await
+            .map_err(|e| failed("cannot set the role's password", e))?;
+        done.push(format!("role {} created (superuser)", config.user));
+    } else if config.host_auth_method == "trust" {
+        admin
+            .batch_execute(&set_password)
+            .await
+            .map_err(|e| failed("cannot set the role's password", e))?;
+        done.push(format!(
+            "role {} exists, password set (trust: cannot compare)",
+            config.user
+        ));
+    } else {
+        let login = connect(
+            cluster,
+            config.port,
+            &config.user,
+            Some(config.password.expose()),
+            "postgres",
+        )
+        .await;
+        match login {
+            Ok(_) => done.push(format!("role {} exists, password unchanged", config.user)),
+            Err(e) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {
+                admin
+                    .batch_execute(&set_password)
+                    .await
+                    .map_err(|e| failed("cannot set the role's password", e))?;
+                done.push(format!(
+                    "role {} exists, password updated to the configured one",
+                    config.user
+                ));
+            }
+            Err(e) => return Err(failed("cannot check the role's password", e)),
+        }
+    }
+
+    let database_exists = !admin
+        .query(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&config.database],
+        )
+        .await
+        .map_err(|e| failed("cannot look up the database", e))?
+        .is_empty();
+    if database_exists {
+        done.push(format!("database {} exists", config.database));
+    } else {
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} OWNER {user}",
+                quote_identifier(&config.database)
+            ))
+            .await
+            .map_err(|e| failed("cannot create the database", e))?;
+        done.push(format!(
+            "database {} created (owner {})",
+            config.database, config.user
+        ));
+    }
+    Ok(done.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_line_goes_before_the_first_rule() {
+        let hba = "# TYPE DATABASE USER ADDRESS METHOD\n\n# local\nlocal all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n";
+        let out = with_admin_line(hba);
+        let rules: Vec<&str> = out
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(rules.len(), 3, "{out}");
+        assert!(
+            rules[0].starts_with("local   all             pgwarden_admin"),
+            "{out}"
+        );
+        assert!(rules[0].ends_with("peer map=pgwarden"), "{out}");
+        assert_eq!(rules[1], "local all all scram-sha-256");
+    }
+}
