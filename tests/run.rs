@@ -47,14 +47,26 @@ fn first_launch_serves_the_seed_database_and_stops_cleanly() {
         .unwrap()
         .get(0);
     assert!(superuser);
-    // No trust anywhere: every pg_hba line (socket included) asks for scram-sha-256.
-    let methods: Vec<String> = client
-        .query("SELECT DISTINCT auth_method FROM pg_hba_file_rules", &[])
+    // No trust anywhere: every pg_hba line (socket included) asks for scram-sha-256, but for
+    // pgwarden's own administration role, which only root and the server's OS user reach, by
+    // peer authentication on the private socket.
+    let rules: Vec<(String, String, Vec<String>)> = client
+        .query(
+            "SELECT type, auth_method, user_name FROM pg_hba_file_rules",
+            &[],
+        )
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(methods, vec!["scram-sha-256".to_string()]);
+    for (kind, method, users) in &rules {
+        if method == "peer" {
+            assert_eq!(kind, "local", "{rules:?}");
+            assert_eq!(users, &["pgwarden_admin".to_string()], "{rules:?}");
+        } else {
+            assert_eq!(method, "scram-sha-256", "{rules:?}");
+        }
+    }
     drop(client);
 
     let Err(err) = connect(port, "trader", "wrong", "trader") else {
@@ -333,13 +345,16 @@ fn bad_config_is_an_error_naming_file_and_key() {
     assert!(stderr.contains("listen_adress"), "{stderr}");
     assert!(!dir.path().join("data").exists());
 
+    std::fs::write(&config, "password = \"\"\n").unwrap();
     let output = run_to_exit(
         &[
             "run",
+            "--config",
+            config.to_str().unwrap(),
             "--data-dir",
             dir.path().join("data").to_str().unwrap(),
         ],
-        &[("PGWARDEN_PORT", "high"), ("POSTGRES_PASSWORD", "")],
+        &[("PGWARDEN_PORT", "high")],
         START,
     );
     assert_eq!(output.status.code(), Some(2), "{output:?}");
