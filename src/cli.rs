@@ -98,6 +98,10 @@ pub enum Command {
     /// Print a shell completion script.
     Completions(crate::commands::completions::CompletionsArgs),
 
+    /// Create or drop databases (per-test databases cloned from a template).
+    #[command(subcommand)]
+    Db(crate::commands::db::DbCommand),
+
     /// Install pgwarden as a systemd service.
     #[command(subcommand)]
     Service(ServiceCommand),

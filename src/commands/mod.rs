@@ -3,6 +3,7 @@
 pub mod check;
 mod common;
 pub mod completions;
+pub mod db;
 pub mod doctor;
 mod export_archive;
 mod install;
@@ -23,6 +24,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args).await.map(|()| 0),
         Command::Check(args) => check::run(args).await,
+        Command::Db(command) => db::run(command).await,
         Command::Wait(args) => wait::run(args).await,
         Command::Status(args) => status::run(args),
         Command::Url(args) => url::url(args),

@@ -29,6 +29,13 @@ pub async fn start(args: StartArgs) -> Result<i32> {
         .open(&out_path)
         .io("cannot open", &out_path)?;
     let offset = out.metadata().io("cannot read", &out_path)?.len();
+    // Read through our own handle: a throwaway instance's directory, this file included, is
+    // removed when the background pgwarden exits, and its last words are what we must show.
+    let mut reader = std::fs::File::open(&out_path).io("cannot open", &out_path)?;
+    reader
+        .seek(SeekFrom::Start(offset))
+        .io("cannot read", &out_path)?;
+    let mut output = String::new();
 
     let exe = std::env::current_exe().io("cannot find the pgwarden binary", "/proc/self/exe")?;
     let mut command = Command::new(exe);
@@ -53,7 +60,7 @@ pub async fn start(args: StartArgs) -> Result<i32> {
 
     let deadline = Instant::now() + timeout;
     loop {
-        let output = read_from(&out_path, offset);
+        let _ = reader.read_to_string(&mut output);
         if let Some(line) = output.lines().find(|l| l.starts_with("ready: ")) {
             eprintln!("{line}");
             let url = line.split_whitespace().nth(1).unwrap_or_default();
@@ -126,16 +133,6 @@ fn with_password(url: &str, config: &Config, with_password: bool) -> String {
         ),
         _ => url.to_string(),
     }
-}
-
-fn read_from(path: &std::path::Path, offset: u64) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(path)
-        && file.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let _ = file.read_to_string(&mut text);
-    }
-    text
 }
 
 fn tail(text: &str, n: usize) -> String {

@@ -1,0 +1,194 @@
+//! `pgwarden db create NAME [--template T]` / `pgwarden db drop NAME`: per-test databases.
+//!
+//! A CI job that wants one database per test prepares a template once (migrated, seeded) and
+//! clones it per test. Cloning uses `CREATE DATABASE … TEMPLATE … STRATEGY`: `FILE_COPY`
+//! copies the template's files and checkpoints, `WAL_LOG` copies block by block through the
+//! WAL; BENCHMARKS.md has the figures behind the default.
+
+use crate::cli::InstanceArgs;
+use crate::cluster::quote_identifier;
+use crate::commands::common::Instance;
+use crate::config::percent_encode;
+use crate::error::{Error, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use tokio_postgres::error::SqlState;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DbCommand {
+    /// Create a database, empty or as a copy of a template database; prints its URL.
+    #[command(
+        after_help = "Examples:\n  pgwarden db create app_template\n  pgwarden db create test_42 --template app_template\n  pgwarden db create test_42 --template app_template --name ci --with-password"
+    )]
+    Create(CreateArgs),
+    /// Drop a database.
+    #[command(
+        after_help = "Examples:\n  pgwarden db drop test_42\n  pgwarden db drop test_42 --force   # terminate its connections first"
+    )]
+    Drop(DropArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// The new database's name.
+    pub database: String,
+
+    /// Copy this database instead of the empty template1. It must have no open connections.
+    #[arg(long, value_name = "DATABASE")]
+    pub template: Option<String>,
+
+    /// How the template is copied.
+    #[arg(long, value_enum, default_value_t = Strategy::FileCopy)]
+    pub strategy: Strategy,
+
+    /// Put the password into the printed URL.
+    #[arg(long)]
+    pub with_password: bool,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DropArgs {
+    /// The database to drop.
+    pub database: String,
+
+    /// Succeed when it does not exist.
+    #[arg(long)]
+    pub if_exists: bool,
+
+    /// Terminate its open connections first (DROP DATABASE … WITH (FORCE)).
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    /// Copy the template's files (and checkpoint).
+    FileCopy,
+    /// Copy block by block through the WAL.
+    WalLog,
+}
+
+pub async fn run(command: DbCommand) -> Result<i32> {
+    match command {
+        DbCommand::Create(args) => create(args).await,
+        DbCommand::Drop(args) => drop_database(args).await,
+    }
+}
+
+async fn create(args: CreateArgs) -> Result<i32> {
+    let instance = Instance::load(&args.instance)?;
+    instance.require_running()?;
+    let client = connect(&instance).await?;
+    let mut sql = format!("CREATE DATABASE {}", quote_identifier(&args.database));
+    if let Some(template) = &args.template {
+        let strategy = match args.strategy {
+            Strategy::FileCopy => "FILE_COPY",
+            Strategy::WalLog => "WAL_LOG",
+        };
+        sql.push_str(&format!(
+            " TEMPLATE {} STRATEGY {strategy}",
+            quote_identifier(template)
+        ));
+    }
+    client.batch_execute(&sql).await.map_err(|e| {
+        let template = args.template.as_deref().unwrap_or("template1");
+        explain(&e, &args.database, Some(template))
+    })?;
+    let address = instance.address();
+    let password = if args.with_password {
+        format!(":{}", percent_encode(instance.config.password.expose()))
+    } else {
+        String::new()
+    };
+    println!(
+        "postgres://{}{password}@{}/{}",
+        percent_encode(instance.user()),
+        crate::commands::common::host_port(address.ip(), address.port()),
+        percent_encode(&args.database)
+    );
+    Ok(0)
+}
+
+async fn drop_database(args: DropArgs) -> Result<i32> {
+    let instance = Instance::load(&args.instance)?;
+    instance.require_running()?;
+    let client = connect(&instance).await?;
+    let sql = format!(
+        "DROP DATABASE {}{}{}",
+        if args.if_exists { "IF EXISTS " } else { "" },
+        quote_identifier(&args.database),
+        if args.force { " WITH (FORCE)" } else { "" }
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| explain(&e, &args.database, None))?;
+    println!("dropped: {}", args.database);
+    Ok(0)
+}
+
+/// A connection to the maintenance database `postgres` as the configured user (so that the
+/// user's own database, or a template, is never held open by this command).
+async fn connect(instance: &Instance) -> Result<tokio_postgres::Client> {
+    let address = instance.address();
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(address.ip().to_string())
+        .port(address.port())
+        .user(instance.user())
+        .password(instance.config.password.expose())
+        .dbname("postgres")
+        .application_name("pgwarden db");
+    let (client, connection) =
+        config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| Error::Server {
+                what: format!(
+                    "cannot connect to {address} as {}: {}",
+                    instance.user(),
+                    db_message(&e)
+                ),
+            })?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The server's error, in words that say what to do.
+fn explain(e: &tokio_postgres::Error, database: &str, template: Option<&str>) -> Error {
+    let what = match (e.code(), template) {
+        (Some(code), _) if *code == SqlState::DUPLICATE_DATABASE => format!(
+            "database {database:?} already exists\nhelp: drop it first (`pgwarden db drop {database}`) or pick another name"
+        ),
+        (Some(code), Some(template)) if *code == SqlState::OBJECT_IN_USE => format!(
+            "template database {template:?} is in use: {}\n\
+             help: a template must have no open connections while it is copied; close them (or end them with \
+             `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{template}'`)",
+            db_message(e)
+        ),
+        (Some(code), None) if *code == SqlState::OBJECT_IN_USE => format!(
+            "database {database:?} is in use: {}\nhelp: close its connections, or pass --force to end them",
+            db_message(e)
+        ),
+        (Some(code), Some(template)) if *code == SqlState::INVALID_CATALOG_NAME => format!(
+            "template database {template:?} does not exist\nhelp: create and prepare it first (`pgwarden db create {template}`)"
+        ),
+        (Some(code), None) if *code == SqlState::INVALID_CATALOG_NAME => {
+            format!("database {database:?} does not exist (pass --if-exists to accept that)")
+        }
+        _ => db_message(e),
+    };
+    Error::Server { what }
+}
+
+fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,303 @@
+//! The CI runner's job (issue 7): a throwaway server started in the background on a free port,
+//! fifty per-test databases cloned from a prepared template, then nothing left behind.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// Stops the named background instance (and kills what is left of it) when dropped, so that a
+/// failing test leaves nothing running.
+struct Background {
+    name: String,
+    root: PathBuf,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+            .args([
+                "stop",
+                "--name",
+                &self.name,
+                "--mode",
+                "immediate",
+                "--timeout",
+                "20s",
+            ])
+            .output();
+        kill_processes_under(&self.root);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn kill_processes_under(root: &std::path::Path) {
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(root)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn pgwarden(args: &[&str]) -> Output {
+    run_to_exit(args, &[], START)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn ephemeral_root(name: &str) -> PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!(
+        "pgwarden-{}-{name}",
+        nix::unistd::geteuid().as_raw()
+    ))
+}
+
+#[test]
+fn a_ci_job_with_fifty_databases_from_a_template_leaves_nothing_behind() {
+    let name = format!("ci-{}", std::process::id());
+    let root = ephemeral_root(&name);
+    let _guard = Background {
+        name: name.clone(),
+        root: root.clone(),
+    };
+    let archive = npm_archive().display().to_string();
+    let install = shared_install_dir().display().to_string();
+    let started = Instant::now();
+    let output = pgwarden(&[
+        "start",
+        "--ephemeral",
+        "--port",
+        "0",
+        "--name",
+        &name,
+        "--with-password",
+        "--archive",
+        &archive,
+        "--install-dir",
+        &install,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    eprintln!("start → ready in {:?}", started.elapsed());
+    let url = stdout(&output);
+    let url = url
+        .strip_prefix("DATABASE_URL=")
+        .unwrap_or_else(|| panic!("{output:?}"));
+    assert!(
+        url.starts_with("postgres://trader:trader@127.0.0.1:"),
+        "{url}"
+    );
+    assert!(
+        root.join("data/PG_VERSION").is_file(),
+        "the cluster lives in {}",
+        root.display()
+    );
+
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let fsync: String = client.query_one("SHOW fsync", &[]).unwrap().get(0);
+    assert_eq!(fsync, "off", "an ephemeral cluster runs without fsync");
+    drop(client);
+
+    // A template, "migrated" once.
+    let created = pgwarden(&[
+        "db",
+        "create",
+        "app_template",
+        "--name",
+        &name,
+        "--with-password",
+    ]);
+    assert!(created.status.success(), "{created:?}");
+    let mut template = postgres::Client::connect(&stdout(&created), postgres::NoTls).unwrap();
+    template
+        .batch_execute(
+            "CREATE TABLE accounts (id int PRIMARY KEY, owner text);
+             INSERT INTO accounts SELECT g, 'owner ' || g FROM generate_series(1, 100) g;",
+        )
+        .unwrap();
+
+    // Cloning a template that has a connection open is a clear error.
+    let busy = pgwarden(&[
+        "db",
+        "create",
+        "t_busy",
+        "--template",
+        "app_template",
+        "--name",
+        &name,
+    ]);
+    assert!(!busy.status.success());
+    let text = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        text.contains("template database \"app_template\" is in use"),
+        "{text}"
+    );
+    drop(template);
+
+    let clones = Instant::now();
+    let mut urls = Vec::new();
+    for i in 0..50 {
+        let db = format!("test_{i}");
+        let out = pgwarden(&[
+            "db",
+            "create",
+            &db,
+            "--template",
+            "app_template",
+            "--name",
+            &name,
+            "--with-password",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        urls.push(stdout(&out));
+    }
+    eprintln!("50 clones in {:?}", clones.elapsed());
+    for (i, url) in urls.iter().enumerate() {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.execute(
+            "UPDATE accounts SET owner = $1 WHERE id = 1",
+            &[&format!("test {i}")],
+        )
+        .unwrap();
+        let count: i64 = c
+            .query_one("SELECT count(*) FROM accounts", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(count, 100);
+        let owner: String = c
+            .query_one("SELECT owner FROM accounts WHERE id = 1", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(owner, format!("test {i}"), "each test has its own copy");
+    }
+
+    // A name that is taken is a clear error; dropping works.
+    let taken = pgwarden(&["db", "create", "test_0", "--name", &name]);
+    assert!(!taken.status.success());
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("\"test_0\" already exists"));
+    let dropped = pgwarden(&["db", "drop", "test_0", "--name", &name]);
+    assert!(dropped.status.success(), "{dropped:?}");
+    let gone = pgwarden(&["db", "drop", "test_0", "--name", &name]);
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("does not exist"),
+        "{gone:?}"
+    );
+
+    let stop = pgwarden(&["stop", "--name", &name]);
+    assert!(stop.status.success(), "{stop:?}");
+    assert!(
+        !root.exists(),
+        "the throwaway cluster was not removed: {}",
+        root.display()
+    );
+    let left: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root))
+        })
+        .collect();
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let status = pgwarden(&["status", "--name", &name]);
+    assert!(
+        !status.status.success(),
+        "nothing should be running: {status:?}"
+    );
+}
+
+#[test]
+fn start_reports_the_servers_error_when_it_never_gets_ready() {
+    let dir = test_dir();
+    let config = dir.path().join("pgwarden.toml");
+    std::fs::write(&config, "[server]\nshared_buffers = \"lots\"\n").unwrap();
+    let name = format!("bad-{}", std::process::id());
+    let _guard = Background {
+        name: name.clone(),
+        root: ephemeral_root(&name),
+    };
+    let archive = npm_archive().display().to_string();
+    let install = shared_install_dir().display().to_string();
+    let output = run_to_exit(
+        &[
+            "start",
+            "--ephemeral",
+            "--port",
+            "0",
+            "--name",
+            &name,
+            "--config",
+            config.to_str().unwrap(),
+            "--archive",
+            &archive,
+            "--install-dir",
+            &install,
+        ],
+        &[],
+        Duration::from_secs(120),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("before the server was ready"), "{stderr}");
+    assert!(stderr.contains("shared_buffers"), "{stderr}");
+    assert!(!ephemeral_root(&name).join("data").exists());
+}
+
+#[test]
+fn create_user_makes_a_locked_system_user_when_root_has_none() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let user = format!("pgw{}", std::process::id() % 100_000);
+    let dir = test_dir();
+    let port = free_port().to_string();
+    let archive = npm_archive().display().to_string();
+    let install = shared_install_dir().display().to_string();
+    let data = dir.path().join("data").display().to_string();
+    let base = [
+        "run",
+        "--archive",
+        &archive,
+        "--install-dir",
+        &install,
+        "--data-dir",
+        &data,
+        "--port",
+        &port,
+        "--run-as",
+        &user,
+    ];
+    let refused = run_to_exit(&base, &[], START);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--create-user"),
+        "{refused:?}"
+    );
+
+    let mut args = base.to_vec();
+    args.push("--create-user");
+    let pgwarden = Pgwarden::start(&args, &[]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    assert!(pgwarden.stderr_text().contains("created a locked system user"));
+    let created = nix::unistd::User::from_name(&user).unwrap();
+    let postmaster_uid = uid_of_process(postmaster_pid(&dir.path().join("data")));
+    stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
+    let _ = std::process::Command::new("userdel").arg(&user).status();
+    let created = created.expect("the user exists");
+    assert!(created.uid.as_raw() < 1000, "a system user");
+    assert_eq!(postmaster_uid, created.uid.as_raw());
+}
