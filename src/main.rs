@@ -60,6 +60,14 @@ fn init_tracing(format: LogFormat, log_file: Option<pgwarden::logfile::RotatingF
         LogFormat::Text => stderr.boxed(),
         LogFormat::Json => stderr.json().boxed(),
     };
+    // A `run` that `pgwarden start` put in the background has its stderr in a file that is not
+    // rotated: only warnings and errors go there; the rotated log file gets everything.
+    let background = std::env::var_os(pgwarden::commands::BACKGROUND_ENV).is_some();
+    let stderr = stderr.with_filter(if background {
+        tracing_subscriber::filter::LevelFilter::WARN
+    } else {
+        tracing_subscriber::filter::LevelFilter::TRACE
+    });
     let file = log_file.map(|file| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::sync::Mutex::new(file))

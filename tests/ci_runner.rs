@@ -292,7 +292,11 @@ fn create_user_makes_a_locked_system_user_when_root_has_none() {
     args.push("--create-user");
     let pgwarden = Pgwarden::start(&args, &[]);
     pgwarden.wait_ready(FIRST_LAUNCH);
-    assert!(pgwarden.stderr_text().contains("created a locked system user"));
+    assert!(
+        pgwarden
+            .stderr_text()
+            .contains("created a locked system user")
+    );
     let created = nix::unistd::User::from_name(&user).unwrap();
     let postmaster_uid = uid_of_process(postmaster_pid(&dir.path().join("data")));
     stop(pgwarden, nix::sys::signal::Signal::SIGTERM);

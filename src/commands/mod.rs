@@ -18,6 +18,9 @@ pub mod url;
 pub mod wait;
 
 use crate::cli::{Cli, Command};
+
+/// Set by `pgwarden start` for the `pgwarden run` it puts in the background.
+pub const BACKGROUND_ENV: &str = "PGWARDEN_BACKGROUND";
 use crate::error::Result;
 
 pub async fn dispatch(cli: Cli) -> Result<i32> {

@@ -1,7 +1,8 @@
 //! `pgwarden start`: `pgwarden run` in the background, returning once the server is ready.
 //!
 //! The background pgwarden is this same binary with the same arguments (`start` replaced by
-//! `run`), in a session of its own, its output appended to `<state dir>/pgwarden.out`. This
+//! `run`), in a session of its own, its stdout and its warnings and errors appended to
+//! `<state dir>/pgwarden.out` (the full log goes to the rotated `pgwarden.log`). This
 //! command follows that file until the `ready:` line appears (then prints the URL and exits 0)
 //! or the background pgwarden exits (then prints its error and exits non-zero).
 
@@ -41,6 +42,7 @@ pub async fn start(args: StartArgs) -> Result<i32> {
     let mut command = Command::new(exe);
     command
         .args(run_arguments(std::env::args_os().skip(1)))
+        .env(super::BACKGROUND_ENV, "1")
         .stdin(Stdio::null())
         .stdout(out.try_clone().io("cannot open", &out_path)?)
         .stderr(out);
