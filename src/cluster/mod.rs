@@ -10,6 +10,11 @@
 //! half cluster at the data path, and the next launch sweeps the staging debris and starts over.
 //! An existing cluster is never re-initialised.
 
+mod settings;
+mod template;
+
+pub use settings::{SETTINGS_FILE, write_server_settings};
+
 use crate::binaries::Install;
 use crate::config::{ADMIN_ROLE, Config, MAJOR};
 use crate::error::{Error, IoContext, Result};
@@ -150,58 +155,6 @@ fn check_existing(data_dir: &Path, major: String, run_as: &RunAs) -> Result<()> 
     Ok(())
 }
 
-/// The file holding the config's `[server]` settings, included from postgresql.conf. Settings
-/// given as `postgres -c` could not change on reload; from this file, SIGHUP applies them.
-pub const SETTINGS_FILE: &str = "pgwarden.conf";
-const INCLUDE_LINE: &str = "include_if_exists = 'pgwarden.conf'\t# [server] settings from pgwarden's config; rewritten by pgwarden";
-
-/// Writes `[server]` settings to `pgwarden.conf` (owned by the server's user, 0600) and makes
-/// sure postgresql.conf includes it. Returns whether the file changed.
-pub fn write_server_settings(
-    data_dir: &Path,
-    settings: &std::collections::BTreeMap<String, String>,
-    run_as: &RunAs,
-) -> Result<bool> {
-    let conf = data_dir.join("postgresql.conf");
-    let text = std::fs::read_to_string(&conf).io("cannot read", &conf)?;
-    if !text.lines().any(|l| {
-        l.trim_start()
-            .starts_with("include_if_exists = 'pgwarden.conf'")
-    }) {
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&conf)
-            .io("cannot update", &conf)?;
-        writeln!(file, "\n{INCLUDE_LINE}").io("cannot update", &conf)?;
-    }
-    let mut body = String::from(
-        "# Written by pgwarden from the [server] table of its config; edits here are overwritten.\n",
-    );
-    for (key, value) in settings {
-        body.push_str(&format!(
-            "{key} = '{}'\n",
-            value.replace('\\', "\\\\").replace('\'', "''")
-        ));
-    }
-    let path = data_dir.join(SETTINGS_FILE);
-    if std::fs::read_to_string(&path).ok().as_deref() == Some(body.as_str()) {
-        return Ok(false);
-    }
-    let temp = data_dir.join(format!(".{SETTINGS_FILE}.tmp"));
-    std::fs::write(&temp, &body).io("cannot write", &temp)?;
-    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
-        .io("cannot set the mode of", &temp)?;
-    if run_as.switch {
-        nix::unistd::chown(&temp, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-            Error::Privilege {
-                what: format!("cannot give {} to {}: {e}", temp.display(), run_as.name),
-            }
-        })?;
-    }
-    std::fs::rename(&temp, &path).io("cannot write", &path)?;
-    Ok(true)
-}
-
 /// Removes the staging directory (and what initdb put in a separate WAL directory) unless the
 /// initialisation was committed.
 struct Staging {
@@ -272,16 +225,16 @@ fn initialise(
         None => false,
     };
     let cacheable = !has_scripts && config.initdb_waldir.is_none();
-    let template = template_dir(config, install, run_as);
-    let from_template = cacheable && template.join(TEMPLATE_COMPLETE).is_file();
+    let template = template::template_dir(config, install, run_as);
+    let from_template = cacheable && template.join(template::TEMPLATE_COMPLETE).is_file();
     if from_template {
         info!(template = %template.display(), "copying the cached template cluster instead of running initdb");
-        copy_tree(&template, &staging.path, Some(run_as))?;
+        template::copy_tree(&template, &staging.path, Some(run_as))?;
     } else {
         run_initdb(config, install, run_as, state_dir, &staging.path)?;
         reconcile::grant_peer_access(&staging.path, run_as)?;
         bootstrap(config, install, run_as, &staging.path, socket_dir)?;
-        if cacheable && let Err(e) = save_template(&staging.path, &template) {
+        if cacheable && let Err(e) = template::save_template(&staging.path, &template) {
             warn!(template = %template.display(), "cannot keep a template cluster for later first launches: {e}");
         }
     }
@@ -309,104 +262,6 @@ fn initialise(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "cluster initialised"
     );
-    Ok(())
-}
-
-/// Written last into a complete template cluster.
-const TEMPLATE_COMPLETE: &str = ".pgwarden-template-complete";
-
-/// The template cluster cache: `<install dir>/templates/<key>`, one per (PostgreSQL version,
-/// user, password, database, encoding, locale). A first launch whose key is cached copies it
-/// instead of running initdb (see BENCHMARKS.md for the figures).
-///
-/// Copies share the template's database system identifier. PostgreSQL only compares it
-/// between a primary and its physical standbys (and in WAL archives), which a copy never is to
-/// another copy: a standby is made by pg_basebackup, which copies the identifier anyway. So a
-/// copy is indistinguishable to a user, as long as no two copies archive WAL to one place.
-fn template_dir(config: &Config, install: &Install, run_as: &RunAs) -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for part in [
-        install.version.to_string().as_str(),
-        config.user.as_str(),
-        &hex::encode(Sha256::digest(config.password.expose().as_bytes())),
-        config.database.as_str(),
-        "UTF8",
-        locale(),
-        &config.host_auth_method,
-        &config.initdb_args.join("\u{1f}"),
-        // pg_ident.conf maps this user to pgwarden's administration role.
-        &run_as.name,
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    config
-        .install_dir
-        .join("templates")
-        .join(&hex::encode(hasher.finalize())[..32])
-}
-
-/// Keeps a copy of a freshly initialised cluster (before its marker is written).
-fn save_template(cluster: &Path, template: &Path) -> Result<()> {
-    let parent = template.parent().expect("templates dir");
-    std::fs::create_dir_all(parent).io("cannot create", parent)?;
-    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
-        .io("cannot set the mode of", parent)?;
-    let temp = parent.join(format!(".tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&temp);
-    let result = copy_tree(cluster, &temp, None)
-        .and_then(|()| std::fs::write(temp.join(TEMPLATE_COMPLETE), b"").io("cannot write", &temp))
-        .and_then(|()| std::fs::rename(&temp, template).io("cannot move", template));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&temp);
-    }
-    result
-}
-
-/// Copies a directory tree (modes, symlinks), skipping the template marker, and gives every
-/// entry to `owner` when it is a user pgwarden switches to.
-fn copy_tree(from: &Path, to: &Path, owner: Option<&RunAs>) -> Result<()> {
-    std::fs::create_dir_all(to).io("cannot create", to)?;
-    let mode = std::fs::metadata(from)
-        .io("cannot read", from)?
-        .permissions();
-    std::fs::set_permissions(to, mode).io("cannot set the mode of", to)?;
-    chown(to, owner)?;
-    for entry in std::fs::read_dir(from).io("cannot read", from)? {
-        let entry = entry.io("cannot read", from)?;
-        if entry.file_name() == TEMPLATE_COMPLETE {
-            continue;
-        }
-        let (source, target) = (entry.path(), to.join(entry.file_name()));
-        let kind = entry.file_type().io("cannot read", &source)?;
-        if kind.is_dir() {
-            copy_tree(&source, &target, owner)?;
-        } else if kind.is_symlink() {
-            let link = std::fs::read_link(&source).io("cannot read", &source)?;
-            std::os::unix::fs::symlink(link, &target).io("cannot create", &target)?;
-            chown(&target, owner)?;
-        } else {
-            std::fs::copy(&source, &target).io("cannot copy to", &target)?;
-            chown(&target, owner)?;
-        }
-    }
-    Ok(())
-}
-
-fn chown(path: &Path, owner: Option<&RunAs>) -> Result<()> {
-    if let Some(run_as) = owner.filter(|o| o.switch) {
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            Some(run_as.uid),
-            Some(run_as.gid),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| Error::Privilege {
-            what: format!("cannot give {} to {}: {e}", path.display(), run_as.name),
-        })?;
-    }
     Ok(())
 }
 

@@ -1,0 +1,108 @@
+//! The template cluster cache: a first launch whose cluster would be identical to an earlier
+//! one copies it instead of running initdb.
+
+use super::locale;
+use crate::binaries::Install;
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::privilege::RunAs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Written last into a complete template cluster.
+pub const TEMPLATE_COMPLETE: &str = ".pgwarden-template-complete";
+
+/// The template cluster cache: `<install dir>/templates/<key>`, one per (PostgreSQL version,
+/// user, password, database, encoding, locale). A first launch whose key is cached copies it
+/// instead of running initdb (see BENCHMARKS.md for the figures).
+///
+/// Copies share the template's database system identifier. PostgreSQL only compares it
+/// between a primary and its physical standbys (and in WAL archives), which a copy never is to
+/// another copy: a standby is made by pg_basebackup, which copies the identifier anyway. So a
+/// copy is indistinguishable to a user, as long as no two copies archive WAL to one place.
+pub fn template_dir(config: &Config, install: &Install, run_as: &RunAs) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [
+        install.version.to_string().as_str(),
+        config.user.as_str(),
+        &hex::encode(Sha256::digest(config.password.expose().as_bytes())),
+        config.database.as_str(),
+        "UTF8",
+        locale(),
+        &config.host_auth_method,
+        &config.initdb_args.join("\u{1f}"),
+        // pg_ident.conf maps this user to pgwarden's administration role.
+        &run_as.name,
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    config
+        .install_dir
+        .join("templates")
+        .join(&hex::encode(hasher.finalize())[..32])
+}
+
+/// Keeps a copy of a freshly initialised cluster (before its marker is written).
+pub fn save_template(cluster: &Path, template: &Path) -> Result<()> {
+    let parent = template.parent().expect("templates dir");
+    std::fs::create_dir_all(parent).io("cannot create", parent)?;
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
+        .io("cannot set the mode of", parent)?;
+    let temp = parent.join(format!(".tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&temp);
+    let result = copy_tree(cluster, &temp, None)
+        .and_then(|()| std::fs::write(temp.join(TEMPLATE_COMPLETE), b"").io("cannot write", &temp))
+        .and_then(|()| std::fs::rename(&temp, template).io("cannot move", template));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    result
+}
+
+/// Copies a directory tree (modes, symlinks), skipping the template marker, and gives every
+/// entry to `owner` when it is a user pgwarden switches to.
+pub fn copy_tree(from: &Path, to: &Path, owner: Option<&RunAs>) -> Result<()> {
+    std::fs::create_dir_all(to).io("cannot create", to)?;
+    let mode = std::fs::metadata(from)
+        .io("cannot read", from)?
+        .permissions();
+    std::fs::set_permissions(to, mode).io("cannot set the mode of", to)?;
+    chown(to, owner)?;
+    for entry in std::fs::read_dir(from).io("cannot read", from)? {
+        let entry = entry.io("cannot read", from)?;
+        if entry.file_name() == TEMPLATE_COMPLETE {
+            continue;
+        }
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().io("cannot read", &source)?;
+        if kind.is_dir() {
+            copy_tree(&source, &target, owner)?;
+        } else if kind.is_symlink() {
+            let link = std::fs::read_link(&source).io("cannot read", &source)?;
+            std::os::unix::fs::symlink(link, &target).io("cannot create", &target)?;
+            chown(&target, owner)?;
+        } else {
+            std::fs::copy(&source, &target).io("cannot copy to", &target)?;
+            chown(&target, owner)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn chown(path: &Path, owner: Option<&RunAs>) -> Result<()> {
+    if let Some(run_as) = owner.filter(|o| o.switch) {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            Some(run_as.uid),
+            Some(run_as.gid),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| Error::Privilege {
+            what: format!("cannot give {} to {}: {e}", path.display(), run_as.name),
+        })?;
+    }
+    Ok(())
+}
