@@ -240,7 +240,9 @@ fn initialise(config: &Config, install: &Install, run_as: &RunAs, state_dir: &Pa
     }
     write_marker(config, install, run_as, &staging.path)?;
 
-    sync_dir(&staging.path);
+    // initdb and the single-user run wrote without fsync; one syncfs() makes the whole staging
+    // directory durable before the rename publishes it (see `flush_to_disk`).
+    flush_to_disk(&staging.path)?;
     // rename(2) replaces an empty directory at the target, so an empty data dir is fine.
     std::fs::rename(&staging.path, data_dir).io("cannot move the new cluster to", data_dir)?;
     let mut staging = staging;
@@ -316,7 +318,10 @@ fn run_initdb(
             "--auth-local=scram-sha-256",
         ])
         .arg(format!("--locale={locale}"))
-        .arg("--no-instructions");
+        .arg("--no-instructions")
+        // Its per-file fsync pass is slow (about a thousand fsyncs); `initialise` flushes the
+        // whole staging directory once instead, before publishing it.
+        .arg("--no-sync");
     info!(locale, "running initdb");
     run_checked(command, run_as, "initdb", None)?;
     drop(pwfile);
@@ -328,6 +333,8 @@ fn create_database(install: &Install, run_as: &RunAs, target: &Path, database: &
     let mut command = Command::new(install.bin("postgres"));
     command
         .arg("--single")
+        // Durability comes from `flush_to_disk` before the rename, as for initdb --no-sync.
+        .args(["-c", "fsync=off"])
         .arg("-D")
         .arg(target)
         .arg("postgres");
@@ -354,7 +361,6 @@ fn write_marker(config: &Config, install: &Install, run_as: &RunAs, target: &Pat
             .expect("serialisable")
             .as_bytes(),
     )
-    .and_then(|_| file.sync_all())
     .io("cannot write", &path)?;
     if run_as.switch {
         let _ = nix::unistd::chown(&path, Some(run_as.uid), Some(run_as.gid));
@@ -437,6 +443,25 @@ fn last_lines(text: &str, n: usize) -> String {
 /// `"name"` with embedded quotes doubled: safe for any identifier.
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Makes everything written under `dir` durable with one `syncfs(2)` of its filesystem.
+///
+/// The staging cluster is written with fsync off (initdb --no-sync, single-user run with
+/// fsync=off); nothing reads it before the rename, so one flush before the rename gives the
+/// same guarantee as flushing along the way. One syncfs costs one journal commit; initdb's
+/// own pass costs one per file and took 0.6–3 s more per first launch here (BENCHMARKS.md).
+/// syncfs reports write-back errors of the filesystem (Linux ≥ 5.8), so a failed write fails
+/// the launch rather than publishing a damaged cluster.
+fn flush_to_disk(dir: &Path) -> Result<()> {
+    let handle = std::fs::File::open(dir).io("cannot open", dir)?;
+    nix::unistd::syncfs(&handle).map_err(|e| Error::Cluster {
+        what: format!(
+            "cannot flush the new cluster in {} to disk: {e}\n\
+             help: check the disk and the kernel log (dmesg), then start pgwarden again",
+            dir.display()
+        ),
+    })
 }
 
 fn sync_dir(dir: &Path) {
