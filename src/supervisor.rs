@@ -292,6 +292,13 @@ impl Supervisor {
             );
             self.transition(State::Restarting, &cause);
             self.check_crash_loop(status, &why)?;
+            // A serving server that crashed once (the first exit within failure_window) is
+            // restarted at once: every millisecond is downtime, and its remains are already
+            // cleared. Failed starts and repeated crashes back off.
+            if was == "crash" && self.failures.len() == 1 {
+                info!("restarting at once (first crash within failure_window)");
+                continue;
+            }
             if !self.back_off().await {
                 return Ok(());
             }

@@ -74,7 +74,9 @@ impl Ctx {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         let dir = self.work.join(format!("{n:03}-{name}"));
-        self.run_as.own_dir(&dir, 0o755).expect("create run directory");
+        self.run_as
+            .own_dir(&dir, 0o755)
+            .expect("create run directory");
         dir
     }
 

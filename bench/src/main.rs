@@ -54,10 +54,7 @@ fn options() -> Options {
                 o.pgbench_runs = 1;
             }
             "--runs" => {
-                o.runs = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .expect("--runs N");
+                o.runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
             }
             "--pgbench-runs" => {
                 o.pgbench_runs = args
@@ -150,12 +147,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         "postgresql_embedded setup() + start()",
         Unit::Millis,
     );
-    let mut warm_pg_ctl = Row::new(
-        "3",
-        "warm start → ready",
-        "`pg_ctl -w start`",
-        Unit::Millis,
-    );
+    let mut warm_pg_ctl = Row::new("3", "warm start → ready", "`pg_ctl -w start`", Unit::Millis);
     let mut warm_floor = Row::new(
         "3",
         "warm start → ready",
@@ -214,7 +206,8 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
             let port = ctx.port();
             match turn {
                 0 => {
-                    let mut pgw = Pgwarden::spawn(ctx, &dir.join("install"), &dir.join("data"), port);
+                    let mut pgw =
+                        Pgwarden::spawn(ctx, &dir.join("install"), &dir.join("data"), port);
                     let ready = pgw.wait_ready() - pgw.started;
                     let hwm = procfs::status_kib(pgw.pid, "VmHWM").expect("VmHWM");
                     cold_raw.ours.push(ms(ready));
@@ -365,13 +358,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
 }
 
 /// Runs one peer job in a child process (as the servers' user) and reads its report.
-fn peer(
-    ctx: &Ctx,
-    mode: peer::Mode,
-    install_root: &Path,
-    dir: &Path,
-    port: u16,
-) -> peer::Report {
+fn peer(ctx: &Ctx, mode: peer::Mode, install_root: &Path, dir: &Path, port: u16) -> peer::Report {
     let job = peer::Job {
         mode,
         archive: ctx.archive.clone(),
