@@ -545,7 +545,11 @@ impl Supervisor {
                 }
             }
         };
-        server.clear_remains().await;
+        // A postmaster that exited 0 waited for all its children first (it exits last): nothing
+        // remains, and the /proc scan would only delay the exit.
+        if !status.success() {
+            server.clear_remains().await;
+        }
         info!(exit = %describe_exit(status), "postgres stopped");
         self.transition(State::Stopped, "shutdown complete");
         Ok(())
