@@ -41,7 +41,7 @@ fn options() -> Options {
         health_runs: 30,
         idle: Duration::from_secs(30),
         pgbench: Duration::from_secs(20),
-        pgbench_runs: 3,
+        pgbench_runs: 5,
         pgwarden: None,
     };
     let mut args = std::env::args().skip(1);
@@ -51,7 +51,7 @@ fn options() -> Options {
                 o.health_runs = 10;
                 o.idle = Duration::from_secs(10);
                 o.pgbench = Duration::from_secs(5);
-                o.pgbench_runs = 1;
+                o.pgbench_runs = 2;
             }
             "--runs" => {
                 o.runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
@@ -66,9 +66,9 @@ fn options() -> Options {
             "-h" | "--help" => {
                 println!(
                     "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--pgwarden PATH]\n\
-                     --quick           shorter idle window (10 s) and pgbench runs (5 s, once each)\n\
+                     --quick           shorter idle window (10 s) and pgbench runs (5 s, twice each)\n\
                      --runs N          runs per lifecycle row (default 5)\n\
-                     --pgbench-runs N  pgbench runs per side and mode (default 3, 20 s each)\n\
+                     --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
                 std::process::exit(0);
