@@ -95,6 +95,9 @@ pub struct Server {
     pub pid: Pid,
     pub log: LogTail,
     data_dir: std::path::PathBuf,
+    /// The tasks forwarding its stdout and stderr; they end at EOF, once every process that
+    /// holds the pipes (the postmaster and its children) is gone.
+    forwarders: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -152,14 +155,20 @@ impl Server {
         })?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
         let log = LogTail::default();
-        forward(child.stdout.take(), log.clone());
-        forward(child.stderr.take(), log.clone());
+        let forwarders = [
+            forward(child.stdout.take(), log.clone()),
+            forward(child.stderr.take(), log.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         tracing::debug!(pid = pid.as_raw(), "postgres started");
         Ok(Server {
             child,
             pid,
             log,
             data_dir: cluster.data_dir.clone(),
+            forwarders,
         })
     }
 
@@ -181,6 +190,14 @@ impl Server {
     pub fn signal(&self, signal: Signal) {
         if self.child.id().is_some() {
             let _ = kill(self.pid, signal);
+        }
+    }
+
+    /// After the server is gone: waits (briefly) until its last log lines are read, so that
+    /// the crash report quotes them and the log file has them.
+    pub async fn drain_log(&mut self) {
+        for task in self.forwarders.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
     }
 
@@ -308,9 +325,12 @@ pub fn remains(pgid: Pid, data_dir: &Path) -> Vec<Pid> {
 }
 
 /// Re-emits each line the server writes as a tracing event with target `postgres`.
-fn forward(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, tail: LogTail) {
-    let Some(pipe) = pipe else { return };
-    tokio::spawn(async move {
+fn forward(
+    pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
+    tail: LogTail,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let pipe = pipe?;
+    Some(tokio::spawn(async move {
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if line.contains("PANIC:") || line.contains("FATAL:") {
@@ -322,7 +342,7 @@ fn forward(pipe: Option<impl AsyncRead + Unpin + Send + 'static>, tail: LogTail)
             }
             tail.push(line);
         }
-    });
+    }))
 }
 
 /// "exit code 1" / "signal 9 (SIGKILL)".

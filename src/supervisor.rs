@@ -295,6 +295,7 @@ impl Supervisor {
                 Outcome::Ready => unreachable!("watch does not report readiness"),
             };
             server.clear_remains().await;
+            server.drain_log().await;
             self.status.exited(describe_exit(status));
             let why = server.log.explain().unwrap_or_default();
             error!(exit = %describe_exit(status), last_log = %why, "postgres exited unexpectedly ({was})");
@@ -306,6 +307,13 @@ impl Supervisor {
             );
             self.transition(State::Restarting, &cause);
             self.check_crash_loop(status, &why)?;
+            // A serving server that crashed once (the first exit within failure_window) is
+            // restarted at once: every millisecond is downtime, and its remains are already
+            // cleared. Failed starts and repeated crashes back off.
+            if was == "crash" && self.failures.len() == 1 {
+                info!("restarting at once (first crash within failure_window)");
+                continue;
+            }
             if !self.back_off().await {
                 return Ok(());
             }
@@ -557,7 +565,12 @@ impl Supervisor {
                 }
             }
         };
-        server.clear_remains().await;
+        // A postmaster that exited 0 waited for all its children first (it exits last): nothing
+        // remains, and the /proc scan would only delay the exit.
+        if !status.success() {
+            server.clear_remains().await;
+        }
+        server.drain_log().await;
         self.status.exited(describe_exit(status));
         info!(exit = %describe_exit(status), "postgres stopped");
         self.transition(State::Stopped, "shutdown complete");

@@ -56,6 +56,9 @@ impl TempServer {
         for (key, value) in &config.server {
             command.arg("-c").arg(format!("{key}={value}"));
         }
+        // Durability comes from the one syncfs() before the staging directory is renamed into
+        // place (cluster::flush_to_disk), as for initdb --no-sync.
+        command.args(["-c", "fsync=off"]);
         command
             .env_clear()
             .env("PATH", "/usr/bin:/bin")

@@ -240,15 +240,14 @@ fn initialise(
     }
     write_marker(config, install, run_as, &staging.path)?;
 
-    // initdb syncs what it wrote; a copy is made durable the same way initdb does it
-    // (`initdb --sync-only`: start writeback of every file, then fsync each).
-    if from_template && !config.ephemeral {
-        let mut command = Command::new(install.bin("initdb"));
-        command
-            .arg("--sync-only")
-            .arg("--pgdata")
-            .arg(&staging.path);
-        run_checked(command, run_as, "initdb --sync-only", None)?;
+    // initdb and the temporary server wrote without fsync (and a template copy is plain file
+    // copies): one syncfs() makes the staging directory (and a separate WAL directory) durable
+    // before the rename publishes it. A throwaway cluster needs no durability at all.
+    if !config.ephemeral {
+        flush_to_disk(&staging.path)?;
+        if let Some(waldir) = &config.initdb_waldir {
+            flush_to_disk(waldir)?;
+        }
     }
     sync_dir(&staging.path);
     // rename(2) replaces an empty directory at the target, so an empty data dir is fine.
@@ -334,11 +333,10 @@ fn run_initdb(
         .arg(format!("--auth-host={}", config.host_auth_method))
         .arg(format!("--auth-local={local_auth}"))
         .arg(format!("--locale={locale}"))
-        .arg("--no-instructions");
-    if config.ephemeral {
-        // A throwaway cluster needs no durability; a kept one gets initdb's own sync.
-        command.arg("--no-sync");
-    }
+        .arg("--no-instructions")
+        // Its per-file fsync pass is slow (about a thousand fsyncs); `initialise` flushes the
+        // whole staging directory once instead, before publishing it.
+        .arg("--no-sync");
     if let Some(waldir) = &config.initdb_waldir {
         command.arg("--waldir").arg(waldir);
     }
@@ -430,7 +428,6 @@ fn write_marker(config: &Config, install: &Install, run_as: &RunAs, target: &Pat
             .expect("serialisable")
             .as_bytes(),
     )
-    .and_then(|_| file.sync_all())
     .io("cannot write", &path)?;
     if run_as.switch {
         let _ = nix::unistd::chown(&path, Some(run_as.uid), Some(run_as.gid));
@@ -513,6 +510,25 @@ fn last_lines(text: &str, n: usize) -> String {
 /// `"name"` with embedded quotes doubled: safe for any identifier.
 pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Makes everything written under `dir` durable with one `syncfs(2)` of its filesystem.
+///
+/// The staging cluster is written with fsync off (initdb --no-sync, a temporary server with
+/// fsync=off, or copied from the template cache); nothing reads it before the rename, so one flush before the rename gives the
+/// same guarantee as flushing along the way. One syncfs costs one journal commit; initdb's
+/// own pass costs one per file and took 0.6–3 s more per first launch here (BENCHMARKS.md).
+/// syncfs reports write-back errors of the filesystem (Linux ≥ 5.8), so a failed write fails
+/// the launch rather than publishing a damaged cluster.
+fn flush_to_disk(dir: &Path) -> Result<()> {
+    let handle = std::fs::File::open(dir).io("cannot open", dir)?;
+    nix::unistd::syncfs(&handle).map_err(|e| Error::Cluster {
+        what: format!(
+            "cannot flush the new cluster in {} to disk: {e}\n\
+             help: check the disk and the kernel log (dmesg), then start pgwarden again",
+            dir.display()
+        ),
+    })
 }
 
 fn sync_dir(dir: &Path) {

