@@ -47,8 +47,8 @@ for path in ./usr/bin/pgwarden ./usr/lib/systemd/system/pgwarden.service \
     ./usr/share/doc/pgwarden/config.example.toml ./usr/share/doc/pgwarden/README.md; do
     grep -q " $path\$" <<<"$contents" || fail "$path is not in the package"
 done
-dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/pgwarden/config.toml \
-    || fail "/etc/pgwarden/config.toml is not a conffile"
+conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
+grep -qx /etc/pgwarden/config.toml <<<"$conffiles" || fail "/etc/pgwarden/config.toml is not a conffile"
 
 dpkg -i "$deb"
 getent passwd pgwarden >/dev/null || fail "postinst made no user pgwarden"
