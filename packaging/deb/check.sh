@@ -50,6 +50,11 @@ done
 conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
 grep -qx /etc/pgwarden/config.toml <<<"$conffiles" || fail "/etc/pgwarden/config.toml is not a conffile"
 
+# Let postinst create the system user: remove the one the test suite used (nothing runs as it
+# any more; userdel refuses otherwise, and then the existing user is kept).
+if getent passwd pgwarden >/dev/null && userdel pgwarden 2>/dev/null; then
+    echo "removed user pgwarden, for postinst to create"
+fi
 dpkg -i "$deb"
 getent passwd pgwarden >/dev/null || fail "postinst made no user pgwarden"
 [[ $(stat -c %U:%a /var/lib/pgwarden) == pgwarden:750 ]] || fail "/var/lib/pgwarden: $(stat -c %U:%a /var/lib/pgwarden)"
