@@ -48,7 +48,10 @@ impl Ctx {
         let install_dir = work.join("install");
         let req = semver::VersionReq::parse(&format!("={}", crate::peer::VERSION)).expect("valid");
         let install = crate::launch::block_on(pgwarden::binaries::ensure(
-            &pgwarden::binaries::Source::Archive(archive.clone()),
+            &pgwarden::binaries::Source::Archive {
+                path: archive.clone(),
+                sha256: None,
+            },
             &install_dir,
             &req,
         ))

@@ -79,6 +79,20 @@ fn log_file(path: &Path) -> Stdio {
     std::fs::File::create(path).map_or(Stdio::null(), Stdio::from)
 }
 
+/// The pgwarden binary, without the environment that would change what it does (POSTGRES_*,
+/// PGWARDEN_*) and without colours.
+pub fn pgwarden_command(ctx: &Ctx) -> Command {
+    let mut command = Command::new(&ctx.pgwarden);
+    command.env("NO_COLOR", "1");
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("POSTGRES_") || name.starts_with("PGWARDEN_") {
+            command.env_remove(&key);
+        }
+    }
+    command
+}
+
 /// A `pgwarden run` process.
 pub struct Pgwarden {
     child: Child,
@@ -92,7 +106,7 @@ impl Pgwarden {
     /// `pgwarden run` with the harness's empty config, as the harness's user (root switches).
     pub fn spawn(ctx: &Ctx, install_dir: &Path, data_dir: &Path, port: u16) -> Pgwarden {
         let log = data_dir.with_extension("pgwarden.log");
-        let mut command = Command::new(&ctx.pgwarden);
+        let mut command = pgwarden_command(ctx);
         command
             .arg("run")
             .arg("--config")
@@ -108,14 +122,7 @@ impl Pgwarden {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file(&log))
-            .env("NO_COLOR", "1")
             .process_group(0);
-        for (key, _) in std::env::vars_os() {
-            let name = key.to_string_lossy();
-            if name.starts_with("POSTGRES_") || name.starts_with("PGWARDEN_") {
-                command.env_remove(&key);
-            }
-        }
         let started = Instant::now();
         let mut child = command.spawn().expect("spawn pgwarden");
         let stdout = child.stdout.take().expect("piped");

@@ -10,6 +10,7 @@
 
 #[path = "../../tests/common/archives.rs"]
 mod archives;
+mod ci;
 mod ctx;
 mod launch;
 mod peer;
@@ -32,6 +33,8 @@ struct Options {
     idle: Duration,
     pgbench: Duration,
     pgbench_runs: usize,
+    clone_runs: usize,
+    only_ci: bool,
     pgwarden: Option<PathBuf>,
 }
 
@@ -42,6 +45,8 @@ fn options() -> Options {
         idle: Duration::from_secs(30),
         pgbench: Duration::from_secs(20),
         pgbench_runs: 5,
+        clone_runs: 20,
+        only_ci: false,
         pgwarden: None,
     };
     let mut args = std::env::args().skip(1);
@@ -52,7 +57,9 @@ fn options() -> Options {
                 o.idle = Duration::from_secs(10);
                 o.pgbench = Duration::from_secs(5);
                 o.pgbench_runs = 2;
+                o.clone_runs = 10;
             }
+            "--only-ci" => o.only_ci = true,
             "--runs" => {
                 o.runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
             }
@@ -65,10 +72,11 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--pgwarden PATH]\n\
-                     --quick           shorter idle window (10 s) and pgbench runs (5 s, twice each)\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--pgwarden PATH]\n\
+                     --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
+                     --only-ci         only rows 10-11 (ephemeral start, per-test clones)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
                 std::process::exit(0);
@@ -80,7 +88,7 @@ fn options() -> Options {
 }
 
 /// The order of `k` variants in run `i`: rotated each run, so none always goes first.
-fn turns(i: usize, k: usize) -> impl Iterator<Item = usize> {
+pub fn turns(i: usize, k: usize) -> impl Iterator<Item = usize> {
     (0..k).map(move |j| (i + j) % k)
 }
 
@@ -100,8 +108,13 @@ fn main() {
         ctx.work.display()
     );
 
-    let mut rows = lifecycle(&ctx, &o);
-    rows.extend(running(&ctx, &o));
+    let mut rows = Vec::new();
+    if !o.only_ci {
+        rows.extend(lifecycle(&ctx, &o));
+        rows.extend(running(&ctx, &o));
+    }
+    rows.extend(ci::ephemeral_start(&ctx, o.runs));
+    rows.extend(ci::clones(&ctx, o.clone_runs));
 
     println!("\nMachine: {}", procfs::machine());
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -135,18 +148,22 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         "postgresql_embedded extract + setup() + start()",
         Unit::Millis,
     );
-    let mut first_raw = Row::new(
-        "2",
-        "first launch, binaries cached → ready",
-        "initdb + postgres, 1 ms poll",
-        Unit::Millis,
-    );
-    let mut first_peer = Row::new(
-        "2",
-        "first launch, binaries cached → ready",
-        "postgresql_embedded setup() + start()",
-        Unit::Millis,
-    );
+    // Row 2 twice: the template cluster cache removed before the run (what a first launch
+    // costs the first time), and kept (every later first launch with the same settings).
+    let first = |cache: &str, anchor: &str| {
+        Row::new(
+            "2",
+            &format!("first launch, binaries cached, template cache {cache} → ready"),
+            anchor,
+            Unit::Millis,
+        )
+    };
+    let raw_anchor = "initdb + postgres, 1 ms poll";
+    let peer_anchor = "postgresql_embedded setup() + start()";
+    let mut first_cold_raw = first("cold", raw_anchor);
+    let mut first_cold_peer = first("cold", peer_anchor);
+    let mut first_warm_raw = first("warm", raw_anchor);
+    let mut first_warm_peer = first("warm", peer_anchor);
     let mut warm_pg_ctl = Row::new("3", "warm start → ready", "`pg_ctl -w start`", Unit::Millis);
     let mut warm_floor = Row::new(
         "3",
@@ -197,6 +214,13 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         Unit::MiB,
     );
 
+    // One unmeasured first launch, so that the template cache is warm from the first run on.
+    let primer = ctx.fresh_dir("primer");
+    let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, &primer.join("data"), ctx.port());
+    pgw.wait_ready();
+    pgw.stop();
+    remove(&primer);
+
     let mut last_cluster = None;
     for i in 0..o.runs {
         eprintln!("[bench] lifecycle run {}/{}", i + 1, o.runs);
@@ -239,32 +263,47 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
             remove(&dir);
         }
 
-        // Row 2: binaries cached → ready. The clusters stay for rows 3–5.
+        // Row 2: binaries cached → ready, template cache cold and warm. The clusters of the
+        // warm run, the raw launch and the peer stay for rows 3–5.
         let pgw_dir = ctx.fresh_dir("pgwarden");
+        let cold_dir = ctx.fresh_dir("pgwarden-cold");
         let raw_dir = ctx.fresh_dir("raw");
         let peer_dir = ctx.fresh_dir("peer");
         let (pgw_data, raw_data) = (pgw_dir.join("data"), raw_dir.join("data"));
-        for turn in turns(i, 3) {
+        for turn in turns(i, 4) {
             let port = ctx.port();
             match turn {
-                0 => {
-                    let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, &pgw_data, port);
+                0 | 3 => {
+                    let (data, rows) = if turn == 0 {
+                        (&pgw_data, [&mut first_warm_raw, &mut first_warm_peer])
+                    } else {
+                        // A cold cache run saves the template again: the warm runs find it.
+                        remove(&ctx.install_dir.join("templates"));
+                        (
+                            &cold_dir.join("data"),
+                            [&mut first_cold_raw, &mut first_cold_peer],
+                        )
+                    };
+                    let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, data, port);
                     let ready = pgw.wait_ready() - pgw.started;
-                    first_raw.ours.push(ms(ready));
-                    first_peer.ours.push(ms(ready));
+                    for row in rows {
+                        row.ours.push(ms(ready));
+                    }
                     pgw.stop();
                 }
                 1 => {
                     let t0 = Instant::now();
                     launch::initdb(ctx, &ctx.bin, &raw_data);
                     let server = Postgres::spawn(ctx, &ctx.bin, &raw_data, port);
-                    let ready = wait_accepting(port, Duration::from_millis(1)) - t0;
-                    first_raw.theirs.push(ms(ready));
+                    let ready = ms(wait_accepting(port, Duration::from_millis(1)) - t0);
+                    first_cold_raw.theirs.push(ready);
+                    first_warm_raw.theirs.push(ready);
                     server.stop();
                 }
                 _ => {
                     let report = peer(ctx, peer::Mode::First, &ctx.install_dir, &peer_dir, port);
-                    first_peer.theirs.push(report.ready_ms);
+                    first_cold_peer.theirs.push(report.ready_ms);
+                    first_warm_peer.theirs.push(report.ready_ms);
                 }
             }
         }
@@ -334,6 +373,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                 }
             }
         }
+        remove(&cold_dir);
         remove(&raw_dir);
         remove(&peer_dir);
         if let Some(old) = last_cluster.replace(pgw_dir) {
@@ -343,8 +383,10 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
     vec![
         cold_raw,
         cold_peer,
-        first_raw,
-        first_peer,
+        first_cold_raw,
+        first_cold_peer,
+        first_warm_raw,
+        first_warm_peer,
         warm_pg_ctl,
         warm_floor,
         warm_peer,
