@@ -8,15 +8,21 @@
 //!         Config     Install      Cluster     state machine   spawn, log, signal, clean up
 //! ```
 //! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`].
-//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download or archive).
-//! - [`cluster`]: the data directory, created atomically on first launch.
-//! - [`supervisor`]: runs postgres, detects readiness with [`probe`], restarts on crash, stops
-//!   on [`signals`].
+//!   [`image_env`] reads the postgres image's variables (`POSTGRES_*`, `_FILE`, `PGDATA`).
+//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download, mirror, local
+//!   archive, existing installation, or embedded in a `bundled` build).
+//! - [`cluster`]: the data directory, created atomically on first launch (initdb, a
+//!   [`temp_server`] for the database and the [`init_scripts`] — split by [`sql_script`] —, a
+//!   template cache), and the `[server]` settings file.
+//! - [`supervisor`]: runs the [`server`], detects readiness with [`probe`], [`reconcile`]s the
+//!   role and database, restarts on crash or hang, stops on [`signals`], tells systemd through
+//!   [`notify`].
 //!
 //! Beside them: [`privilege`] (who the children run as), [`instance`] (one supervisor per data
-//! directory), [`preflight`] (checks before anything changes), [`paths`] (default locations),
-//! [`status`] (the status file the supervisor keeps), [`logfile`] (the rotated log of `run`),
-//! [`conninfo`] (libpq connection strings, for `check`).
+//! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
+//! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
+//! [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
+//! and [`commands`], one module per subcommand.
 
 pub mod binaries;
 pub mod cli;
