@@ -36,7 +36,7 @@ fn run_args(data_dir: &Path, port: u16, extra: &[&str]) -> Vec<String> {
 }
 
 fn start(args: &[String], env: &[(&str, &str)]) -> Pgwarden {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = common::as_strs(args);
     Pgwarden::start(&args, env)
 }
 
@@ -217,7 +217,7 @@ fn failing_init_script_fails_the_first_launch_atomically() {
     let waldir_text = waldir.display().to_string();
     let args = run_args(&data_dir, port, &["--init-dir", &init_text]);
     let env = [("POSTGRES_INITDB_WALDIR", waldir_text.as_str())];
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let argv = common::as_strs(&args);
 
     let output = run_to_exit(&argv, &env, READY);
     assert_eq!(output.status.code(), Some(1), "{output:?}");

@@ -174,7 +174,7 @@ fn a_port_in_use_is_a_clear_error_before_anything_is_made() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let args = run_args(dir.path(), port);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = as_strs(&args);
     let output = run_to_exit(&args, &[], START);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -274,20 +274,12 @@ fn as_a_normal_user_postgres_runs_as_that_user() {
         nix::unistd::chown(d, Some(user.uid), Some(user.gid)).unwrap();
     }
     let port = free_port();
-    let archive = npm_archive().display().to_string();
-    let data_dir = data.join("data");
-    let args = [
-        "run",
-        "--archive",
-        &archive,
-        "--install-dir",
-        install.to_str().unwrap(),
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-    ];
-    let pgwarden = Pgwarden::start_as("pgwarden", &args, &[("HOME", data.to_str().unwrap())]);
+    let args = run_args_for(&npm_archive(), &install, &data.join("data"), port);
+    let pgwarden = Pgwarden::start_as(
+        "pgwarden",
+        &as_strs(&args),
+        &[("HOME", data.to_str().unwrap())],
+    );
     pgwarden.wait_ready(FIRST_LAUNCH);
     assert_eq!(uid_of_process(pgwarden.pid() as i32), user.uid.as_raw());
     assert_eq!(
@@ -303,20 +295,8 @@ fn a_theseus_layout_archive_installs_and_runs() {
     let dir = test_dir();
     let port = free_port();
     let install = dir.path().join("install");
-    let archive = theseus_archive().display().to_string();
-    let data_dir = dir.path().join("data");
-    let args = [
-        "run",
-        "--archive",
-        &archive,
-        "--install-dir",
-        install.to_str().unwrap(),
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-    ];
-    let pgwarden = Pgwarden::start(&args, &[]);
+    let args = run_args_for(&theseus_archive(), &install, &dir.path().join("data"), port);
+    let pgwarden = Pgwarden::start(&as_strs(&args), &[]);
     pgwarden.wait_ready(FIRST_LAUNCH);
     assert!(install.join("16.14.0/bin/postgres").is_file());
     assert!(pgwarden.stderr_text().contains("layout=Theseus"));

@@ -289,7 +289,7 @@ fn a_bad_setting_ends_in_a_crash_loop_error_quoting_the_server() {
     let config = write_config(dir.path(), "[server]\nshared_buffers = \"lots\"\n");
     let mut args = run_args(dir.path(), port);
     args.extend(["--config".to_string(), config]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = as_strs(&args);
     let started = Instant::now();
     let output = run_to_exit(&args, &[], FIRST_LAUNCH);
     assert!(!output.status.success());
@@ -331,7 +331,7 @@ fn a_second_pgwarden_on_the_same_data_dir_is_refused() {
     let first = start(dir.path(), port, &[]);
     first.wait_ready(FIRST_LAUNCH);
     let args = run_args(dir.path(), free_port());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = as_strs(&args);
     let output = run_to_exit(&args, &[], START);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);

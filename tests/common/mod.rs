@@ -606,17 +606,32 @@ pub const STOP: Duration = Duration::from_secs(60);
 
 /// `run` arguments for a cluster in `dir` on `port`, from the shared npm-archive install.
 pub fn run_args(dir: &Path, port: u16) -> Vec<String> {
-    vec![
-        "run".into(),
-        "--archive".into(),
-        npm_archive().display().to_string(),
-        "--install-dir".into(),
-        shared_install_dir().display().to_string(),
-        "--data-dir".into(),
-        dir.join("data").display().to_string(),
-        "--port".into(),
-        port.to_string(),
-    ]
+    run_args_for(
+        &npm_archive(),
+        &shared_install_dir(),
+        &dir.join("data"),
+        port,
+    )
+}
+
+/// `run --archive ARCHIVE --install-dir INSTALL --data-dir DATA --port PORT`.
+pub fn run_args_for(archive: &Path, install: &Path, data_dir: &Path, port: u16) -> Vec<String> {
+    let mut args = vec!["run".to_string()];
+    for (flag, value) in [
+        ("--archive", archive.display().to_string()),
+        ("--install-dir", install.display().to_string()),
+        ("--data-dir", data_dir.display().to_string()),
+        ("--port", port.to_string()),
+    ] {
+        args.push(flag.to_string());
+        args.push(value);
+    }
+    args
+}
+
+/// The `&str` view of owned arguments.
+pub fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 pub fn start(dir: &Path, port: u16, envs: &[(&str, &str)]) -> Pgwarden {
@@ -627,7 +642,7 @@ pub fn start(dir: &Path, port: u16, envs: &[(&str, &str)]) -> Pgwarden {
 pub fn start_with(dir: &Path, port: u16, extra: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
     let mut args = run_args(dir, port);
     args.extend(extra.iter().map(|a| a.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = as_strs(&args);
     Pgwarden::start(&args, envs)
 }
 
