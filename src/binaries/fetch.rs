@@ -193,14 +193,7 @@ pub async fn get_text(
     hint: &str,
 ) -> Result<String> {
     with_retries!(url, net, hint, async {
-        let response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| classify(e, net.timeout))?;
-        if !response.status().is_success() {
-            return Err(status_failure(response.status()));
-        }
+        let response = get(client, url, net).await?;
         let bytes = response
             .bytes()
             .await
@@ -217,6 +210,23 @@ pub async fn get_text(
     })
 }
 
+/// One GET whose response has a success status.
+async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    net: &Net,
+) -> std::result::Result<reqwest::Response, Failure> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| classify(e, net.timeout))?;
+    if !response.status().is_success() {
+        return Err(status_failure(response.status()));
+    }
+    Ok(response)
+}
+
 /// Streams `url` into `file` (truncated first), returning the SHA-256 of what was written.
 pub async fn download(
     client: &reqwest::Client,
@@ -228,14 +238,7 @@ pub async fn download(
 ) -> Result<String> {
     let mut progress: Option<Progress> = None;
     let digest = with_retries!(url, net, hint, async {
-        let mut response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| classify(e, net.timeout))?;
-        if !response.status().is_success() {
-            return Err(status_failure(response.status()));
-        }
+        let mut response = get(client, url, net).await?;
         let progress = match &mut progress {
             Some(p) => {
                 p.restart();
@@ -262,7 +265,7 @@ pub async fn download(
             progress.advance(chunk.len() as u64);
         }
         file.sync_all().map_err(local)?;
-        Ok(hex::encode(hasher.finalize()))
+        Ok::<_, Failure>(hex::encode(hasher.finalize()))
     })?;
     if let Some(progress) = progress {
         progress.finish();
