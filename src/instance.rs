@@ -20,7 +20,21 @@ pub struct InstanceLock {
 impl InstanceLock {
     /// Takes the lock without waiting, or says which pid holds it.
     pub fn acquire(state_dir: &Path, data_dir: &Path) -> Result<InstanceLock> {
-        std::fs::create_dir_all(state_dir).io("cannot create state directory", state_dir)?;
+        if let Err(e) = std::fs::create_dir_all(state_dir) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return Err(Error::Privilege {
+                    what: format!(
+                        "cannot create {}: permission denied\n\
+                         help: pgwarden keeps its lock, status and staging directories beside the data \
+                         directory, so it must be able to write to {}; choose a --data-dir in a directory \
+                         you can write to, or run pgwarden as a user who can",
+                        state_dir.display(),
+                        state_dir.parent().unwrap_or(state_dir).display()
+                    ),
+                });
+            }
+            return Err(e).io("cannot create state directory", state_dir);
+        }
         let path = state_dir.join("lock");
         let mut file = File::options()
             .read(true)

@@ -431,3 +431,21 @@ fn another_major_version_is_refused() {
         "15\n"
     );
 }
+
+#[test]
+fn a_data_dir_where_pgwarden_cannot_write_is_a_clear_error() {
+    if !is_root() {
+        eprintln!("skipped: this test switches to the pgwarden user, which needs root");
+        return;
+    }
+    // test_dir() is root's, mode 0755: the pgwarden user can enter it but not write to it.
+    let dir = test_dir();
+    let args = run_args(dir.path(), free_port());
+    let mut pgwarden = Pgwarden::start_as("pgwarden", &as_strs(&args), &[]);
+    let status = pgwarden.wait_exit(START);
+    assert!(!status.success());
+    let stderr = pgwarden.stderr_text();
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(stderr.contains("help: "), "{stderr}");
+    assert!(!dir.path().join("data").exists());
+}
