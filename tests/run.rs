@@ -370,19 +370,14 @@ fn another_major_version_is_refused() {
         tar.into_inner().unwrap().finish().unwrap();
     }
     let install = dir.path().join("install");
-    let port = free_port().to_string();
+    let port = free_port();
     let output = run_to_exit(
-        &[
-            "run",
-            "--archive",
-            fake.to_str().unwrap(),
-            "--install-dir",
-            install.to_str().unwrap(),
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-            "--port",
-            &port,
-        ],
+        &as_strs(&run_args_for(
+            &fake,
+            &install,
+            &dir.path().join("data"),
+            port,
+        )),
         &[],
         START,
     );
@@ -406,20 +401,13 @@ fn another_major_version_is_refused() {
     let data = dir.path().join("old");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
-    let archive = npm_archive().display().to_string();
-    let shared = shared_install_dir().display().to_string();
     let output = run_to_exit(
-        &[
-            "run",
-            "--archive",
-            &archive,
-            "--install-dir",
-            &shared,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--port",
-            &port,
-        ],
+        &as_strs(&run_args_for(
+            &npm_archive(),
+            &shared_install_dir(),
+            &data,
+            port,
+        )),
         &[],
         START,
     );
