@@ -48,3 +48,4 @@ pub mod sql_script;
 pub mod status;
 pub mod supervisor;
 pub mod temp_server;
+pub mod verifier;

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::notify::Notifier;
 use crate::privilege::RunAs;
 use crate::probe::{self, PingStatus};
+use crate::reconcile::{self, Timing};
 use crate::server::{Server, describe_exit};
 use crate::signals::Control;
 use crate::status::StatusFile;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -247,18 +249,29 @@ impl Supervisor {
             "existing cluster"
         });
         self.status.prepared(install, cluster);
+        // A reconcile running after the ready line; a stop cancels it (rather than failing it).
+        let mut late_reconcile: Option<JoinHandle<()>> = None;
         loop {
             self.transition(State::Starting, &cause);
             let mut server = Server::spawn(&self.config, install, cluster, &self.run_as)?;
             self.status.postmaster(server.pid.as_raw());
             let ended = match self.wait_ready(&mut server, &cluster.data_dir).await {
                 Outcome::Ready => {
-                    if !self.announced {
-                        // Before the ready line: whoever waits for it gets the configured role,
-                        // password and database.
-                        crate::reconcile::on_first_ready(&self.config, cluster).await;
+                    let timing = match self.announced {
+                        true => Timing::Skip,
+                        false => reconcile::timing(&self.config, cluster, &self.state_dir),
+                    };
+                    if timing == Timing::BeforeReady {
+                        reconcile::run(&self.config, cluster, &self.state_dir).await;
                     }
                     self.on_ready(install, cluster);
+                    if timing == Timing::AfterReady {
+                        let (config, cluster, state_dir) =
+                            (self.config.clone(), cluster.clone(), self.state_dir.clone());
+                        late_reconcile = Some(tokio::spawn(async move {
+                            reconcile::run(&config, &cluster, &state_dir).await
+                        }));
+                    }
                     let ready_since = Instant::now();
                     let outcome = self.watch(&mut server, &cluster.data_dir).await;
                     if ready_since.elapsed() >= self.config.supervision.stable_after {
@@ -274,7 +287,12 @@ impl Supervisor {
                 _ => "failed start",
             };
             let status = match ended {
-                Outcome::Stop(mode) => return self.stop(server, mode).await,
+                Outcome::Stop(mode) => {
+                    if let Some(task) = late_reconcile.take() {
+                        task.abort();
+                    }
+                    return self.stop(server, mode).await;
+                }
                 Outcome::Exited(status) => status,
                 Outcome::Hung => {
                     error!(

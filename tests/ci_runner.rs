@@ -305,3 +305,75 @@ fn create_user_makes_a_locked_system_user_when_root_has_none() {
     assert!(created.uid.as_raw() < 1000, "a system user");
     assert_eq!(postmaster_uid, created.uid.as_raw());
 }
+
+/// The template cluster cache: an ephemeral first launch keeps its new cluster as a template
+/// (flushed, then published); a persistent first launch keeps none, but copies one when it
+/// finds one for its settings, and the copy is a working cluster with those settings.
+#[test]
+fn ephemeral_first_launches_fill_the_template_cache_and_persistent_ones_use_it() {
+    // An install dir of its own (the shared binaries through a symlink), so that its template
+    // cache starts empty and goes away with the test.
+    let password = "tpl-secret";
+    let env = [("POSTGRES_PASSWORD", password)];
+    let dir = test_dir();
+    let install = dir.path().join("install");
+    std::fs::create_dir(&install).unwrap();
+    for entry in std::fs::read_dir(shared_install_dir()).unwrap().flatten() {
+        if entry.file_name() != "templates" {
+            std::os::unix::fs::symlink(entry.path(), install.join(entry.file_name())).unwrap();
+        }
+    }
+    let first_launch = |data: &str| {
+        let port = free_port();
+        let args = run_args_for(&npm_archive(), &install, &dir.path().join(data), port);
+        let mut pgwarden = Pgwarden::start(&as_strs(&args), &env);
+        pgwarden.wait_ready(FIRST_LAUNCH);
+        let initialised = pgwarden.wait_for_stderr("cluster initialised", START);
+        connect(port, "trader", password, "trader").expect("the configured role and database");
+        pgwarden.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(pgwarden.wait_exit(STOP).success());
+        initialised
+    };
+
+    let line = first_launch("persistent-1");
+    assert!(line.contains("from_template=false"), "{line}");
+    let line = first_launch("persistent-2");
+    assert!(
+        line.contains("from_template=false"),
+        "a persistent first launch keeps no template: {line}"
+    );
+
+    // An ephemeral one (run in the foreground, so its log is ours) keeps one...
+    let name = format!("tpl-{}", std::process::id());
+    let _cleanup = Background {
+        name: name.clone(),
+        root: ephemeral_root(&name),
+    };
+    let port = free_port();
+    let mut args = vec!["run".to_string()];
+    for (flag, value) in [
+        ("--archive", npm_archive().display().to_string()),
+        ("--install-dir", install.display().to_string()),
+        ("--port", port.to_string()),
+        ("--name", name.clone()),
+    ] {
+        args.push(flag.into());
+        args.push(value);
+    }
+    args.push("--ephemeral".into());
+    let mut ephemeral = Pgwarden::start(&as_strs(&args), &env);
+    ephemeral.wait_ready(FIRST_LAUNCH);
+    let line = ephemeral.wait_for_stderr("cluster initialised", START);
+    assert!(line.contains("from_template=false"), "{line}");
+    ephemeral.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(ephemeral.wait_exit(STOP).success());
+
+    let templates: Vec<_> = std::fs::read_dir(install.join("templates"))
+        .unwrap()
+        .collect();
+    assert_eq!(templates.len(), 1, "one template: {templates:?}");
+
+    // ... which the next first launch with these settings copies instead of running initdb.
+    let line = first_launch("persistent-3");
+    assert!(line.contains("from_template=true"), "{line}");
+}

@@ -284,11 +284,12 @@ fn reconcile_applies_a_changed_password_user_and_database() {
     assert!(!pgwarden.stderr_text().contains("reconciled"));
     stop(pgwarden);
 
+    // A changed configuration is applied before the ready line: the new password works at once.
     let pgwarden = start(&args, &[("POSTGRES_PASSWORD", "new")]);
     pgwarden.wait_ready(READY);
+    let mut client = connect(port, "trader", "new", "trader").expect("the new password works");
     let line = pgwarden.wait_for_stderr("reconciled", Duration::from_secs(5));
     assert!(line.contains("password updated"), "{line}");
-    let mut client = connect(port, "trader", "new", "trader").expect("the new password works");
     let kept: i32 = client.query_one("SELECT a FROM keep", &[]).unwrap().get(0);
     assert_eq!(kept, 42, "data kept");
     drop(client);
@@ -305,10 +306,10 @@ fn reconcile_applies_a_changed_password_user_and_database() {
     ];
     let pgwarden = start(&args, &env);
     pgwarden.wait_ready(READY);
+    let mut client = connect(port, "bob", "bobpw", "bobdb").unwrap();
     let line = pgwarden.wait_for_stderr("reconciled", Duration::from_secs(5));
     assert!(line.contains("role bob created"), "{line}");
     assert!(line.contains("database bobdb created"), "{line}");
-    let mut client = connect(port, "bob", "bobpw", "bobdb").unwrap();
     let owner: String = client
         .query_one(
             "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'bobdb'",
@@ -318,6 +319,41 @@ fn reconcile_applies_a_changed_password_user_and_database() {
         .get(0);
     assert_eq!(owner, "bob");
     drop(client);
+    stop(pgwarden);
+}
+
+/// With the configuration unchanged, a start puts back what was changed by hand inside the
+/// server (the database dropped, the password altered by SQL) right after its ready line.
+#[test]
+fn reconcile_puts_back_changes_made_by_hand() {
+    let dir = test_dir();
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    let args = run_args(&data_dir, port, &[]);
+    let env = [("POSTGRES_PASSWORD", "pw1")];
+
+    let pgwarden = start(&args, &env);
+    pgwarden.wait_ready(READY);
+    let mut client = connect(port, "trader", "pw1", "postgres").unwrap();
+    client.batch_execute("DROP DATABASE trader").unwrap();
+    client
+        .batch_execute("ALTER ROLE trader PASSWORD 'by hand'")
+        .unwrap();
+    drop(client);
+    stop(pgwarden);
+
+    let pgwarden = start(&args, &env);
+    pgwarden.wait_ready(READY);
+    let line = pgwarden.wait_for_stderr("reconciled", Duration::from_secs(5));
+    assert!(line.contains("password updated"), "{line}");
+    assert!(line.contains("database trader created"), "{line}");
+    connect(port, "trader", "pw1", "trader").expect("the configured password and database");
+    assert!(connect(port, "trader", "by hand", "trader").is_err());
+    let text = pgwarden.stderr_text();
+    assert!(
+        text.find("to=Ready").unwrap() < text.find("reconciled").unwrap(),
+        "an unchanged configuration is reconciled after the ready line:\n{text}"
+    );
     stop(pgwarden);
 }
 

@@ -92,6 +92,16 @@ impl Drop for Started<'_> {
     }
 }
 
+/// Fills the template cluster cache: an ephemeral first launch keeps its new cluster there.
+pub fn warm_template_cache(ctx: &Ctx) {
+    let (started, _) = Started::start(ctx, &format!("bench-primer-{}", std::process::id()));
+    started.stop();
+    assert!(
+        ctx.install_dir.join("templates").is_dir(),
+        "an ephemeral first launch kept no template cluster"
+    );
+}
+
 /// Row 10: `pgwarden start --ephemeral --port 0` → returned (ready), with the template
 /// cluster cache vs without it (`<install dir>/templates` removed before the run).
 pub fn ephemeral_start(ctx: &Ctx, runs: usize) -> Vec<Row> {

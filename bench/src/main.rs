@@ -35,6 +35,7 @@ struct Options {
     pgbench_runs: usize,
     clone_runs: usize,
     only_ci: bool,
+    only_lifecycle: bool,
     pgwarden: Option<PathBuf>,
 }
 
@@ -47,6 +48,7 @@ fn options() -> Options {
         pgbench_runs: 5,
         clone_runs: 20,
         only_ci: false,
+        only_lifecycle: false,
         pgwarden: None,
     };
     let mut args = std::env::args().skip(1);
@@ -60,6 +62,7 @@ fn options() -> Options {
                 o.clone_runs = 10;
             }
             "--only-ci" => o.only_ci = true,
+            "--only-lifecycle" => o.only_lifecycle = true,
             "--runs" => {
                 o.runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
             }
@@ -72,11 +75,12 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--pgwarden PATH]\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--pgwarden PATH]\n\
                      --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
                      --only-ci         only rows 10-11 (ephemeral start, per-test clones)\n\
+                     --only-lifecycle  only rows 1-5 and 9 (start, first launch, crash, stop, install memory)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
                 std::process::exit(0);
@@ -111,10 +115,14 @@ fn main() {
     let mut rows = Vec::new();
     if !o.only_ci {
         rows.extend(lifecycle(&ctx, &o));
+    }
+    if !o.only_ci && !o.only_lifecycle {
         rows.extend(running(&ctx, &o));
     }
-    rows.extend(ci::ephemeral_start(&ctx, o.runs));
-    rows.extend(ci::clones(&ctx, o.clone_runs));
+    if !o.only_lifecycle {
+        rows.extend(ci::ephemeral_start(&ctx, o.runs));
+        rows.extend(ci::clones(&ctx, o.clone_runs));
+    }
 
     println!("\nMachine: {}", procfs::machine());
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -214,12 +222,9 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         Unit::MiB,
     );
 
-    // One unmeasured first launch, so that the template cache is warm from the first run on.
-    let primer = ctx.fresh_dir("primer");
-    let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, &primer.join("data"), ctx.port());
-    pgw.wait_ready();
-    pgw.stop();
-    remove(&primer);
+    // One unmeasured ephemeral launch, which keeps its new cluster in the template cache (a
+    // persistent first launch does not), so that the cache is warm from the first run on.
+    ci::warm_template_cache(ctx);
 
     let mut last_cluster = None;
     for i in 0..o.runs {
@@ -277,19 +282,29 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                     let (data, rows) = if turn == 0 {
                         (&pgw_data, [&mut first_warm_raw, &mut first_warm_peer])
                     } else {
-                        // A cold cache run saves the template again: the warm runs find it.
-                        remove(&ctx.install_dir.join("templates"));
                         (
                             &cold_dir.join("data"),
                             [&mut first_cold_raw, &mut first_cold_peer],
                         )
                     };
+                    // The cold run finds no template: the cache is set aside meanwhile.
+                    let (templates, aside) = (
+                        ctx.install_dir.join("templates"),
+                        ctx.install_dir.join("templates.aside"),
+                    );
+                    if turn == 3 {
+                        std::fs::rename(&templates, &aside).expect("set the template cache aside");
+                    }
                     let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, data, port);
                     let ready = pgw.wait_ready() - pgw.started;
                     for row in rows {
                         row.ours.push(ms(ready));
                     }
                     pgw.stop();
+                    if turn == 3 {
+                        remove(&templates);
+                        std::fs::rename(&aside, &templates).expect("restore the template cache");
+                    }
                 }
                 1 => {
                     let t0 = Instant::now();

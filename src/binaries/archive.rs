@@ -245,8 +245,13 @@ fn relative_to(path: &Path, from: &Path) -> PathBuf {
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = File::open(path).io("cannot open", path)?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).io("cannot read", path)?;
-    Ok(hex::encode(hasher.finalize()))
+    let mut buffer = vec![0; 1 << 16];
+    loop {
+        match file.read(&mut buffer).io("cannot read", path)? {
+            0 => return Ok(hex::encode(hasher.finalize())),
+            n => hasher.update(&buffer[..n]),
+        }
+    }
 }
 
 fn bad_archive(archive: &Path, why: &str) -> Error {

@@ -234,7 +234,11 @@ fn initialise(
         run_initdb(config, install, run_as, state_dir, &staging.path)?;
         reconcile::grant_peer_access(&staging.path, run_as)?;
         bootstrap(config, install, run_as, &staging.path, socket_dir)?;
-        if cacheable && let Err(e) = template::save_template(&staging.path, &template) {
+        // Only throwaway clusters are kept as templates (see template::template_dir).
+        if cacheable
+            && config.ephemeral
+            && let Err(e) = template::save_template(&staging.path, &template)
+        {
             warn!(template = %template.display(), "cannot keep a template cluster for later first launches: {e}");
         }
     }
@@ -520,7 +524,7 @@ pub fn quote_identifier(name: &str) -> String {
 /// own pass costs one per file and took 0.6–3 s more per first launch here (BENCHMARKS.md).
 /// syncfs reports write-back errors of the filesystem (Linux ≥ 5.8), so a failed write fails
 /// the launch rather than publishing a damaged cluster.
-fn flush_to_disk(dir: &Path) -> Result<()> {
+pub(crate) fn flush_to_disk(dir: &Path) -> Result<()> {
     let handle = std::fs::File::open(dir).io("cannot open", dir)?;
     nix::unistd::syncfs(&handle).map_err(|e| Error::Cluster {
         what: format!(

@@ -14,7 +14,9 @@ pub const TEMPLATE_COMPLETE: &str = ".pgwarden-template-complete";
 
 /// The template cluster cache: `<install dir>/templates/<key>`, one per (PostgreSQL version,
 /// user, password, database, encoding, locale). A first launch whose key is cached copies it
-/// instead of running initdb (see BENCHMARKS.md for the figures).
+/// instead of running initdb (see BENCHMARKS.md for the figures). Only an ephemeral first
+/// launch saves one (a CI job's throwaway servers are what repeats); a persistent cluster is
+/// made once, and copying and flushing 40 MB more would cost its first launch 0.1–1 s.
 ///
 /// Copies share the template's database system identifier. PostgreSQL only compares it
 /// between a primary and its physical standbys (and in WAL archives), which a copy never is to
@@ -44,7 +46,9 @@ pub fn template_dir(config: &Config, install: &Install, run_as: &RunAs) -> PathB
         .join(&hex::encode(hasher.finalize())[..32])
 }
 
-/// Keeps a copy of a freshly initialised cluster (before its marker is written).
+/// Keeps a copy of a freshly initialised cluster (before its marker is written). The copy is
+/// flushed to disk before it is published: a template torn by a power cut would be copied into
+/// every later cluster with these settings.
 pub fn save_template(cluster: &Path, template: &Path) -> Result<()> {
     let parent = template.parent().expect("templates dir");
     std::fs::create_dir_all(parent).io("cannot create", parent)?;
@@ -54,6 +58,7 @@ pub fn save_template(cluster: &Path, template: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&temp);
     let result = copy_tree(cluster, &temp, None)
         .and_then(|()| std::fs::write(temp.join(TEMPLATE_COMPLETE), b"").io("cannot write", &temp))
+        .and_then(|()| super::flush_to_disk(&temp))
         .and_then(|()| std::fs::rename(&temp, template).io("cannot move", template));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&temp);

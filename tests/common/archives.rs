@@ -266,8 +266,14 @@ fn lock(path: &Path) -> Flock<File> {
 fn sha256_file(path: &Path) -> String {
     let mut file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    hex::encode(hasher.finalize())
+    let mut buffer = vec![0; 1 << 16];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return hex::encode(hasher.finalize()),
+            Ok(n) => hasher.update(&buffer[..n]),
+            Err(e) => panic!("read {}: {e}", path.display()),
+        }
+    }
 }
 
 pub fn make_dir_0755(dir: &Path) {
