@@ -123,6 +123,9 @@ impl Server {
             // Logs go to our pipes; a collector would take them away from pgwarden.
             .arg("-c")
             .arg("logging_collector=off");
+        if let Some(setting) = recovery_sync(config) {
+            command.arg("-c").arg(setting);
+        }
         // If pgwarden dies (even by SIGKILL), the postmaster gets SIGINT: a fast, clean shutdown
         // rather than a server running on unsupervised. PDEATHSIG follows the *thread* that
         // forks: this runs on the main thread of pgwarden's current-thread runtime, which lives
@@ -207,6 +210,20 @@ impl Server {
     pub async fn clear_remains(&self) {
         clear_remains(self.pid, &self.data_dir).await;
     }
+}
+
+/// After a crash, PostgreSQL first makes the whole data directory durable before recovery:
+/// by default one fsync per file (~1000 in a new cluster; most of a crash → ready here,
+/// BENCHMARKS.md row 4). `recovery_init_sync_method = syncfs` does it with one syncfs(2) per
+/// filesystem instead — the same guarantee where syncfs reports write-back errors, which
+/// Linux does since 5.8, so pgwarden chooses it there, unless `[server]` sets it.
+fn recovery_sync(config: &Config) -> Option<&'static str> {
+    let release = nix::sys::utsname::uname().ok()?;
+    let release = release.release().to_string_lossy();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    let version: (u32, u32) = (numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?);
+    (version >= (5, 8) && !config.server.contains_key("recovery_init_sync_method"))
+        .then_some("recovery_init_sync_method=syncfs")
 }
 
 /// A postmaster still running on `data_dir` (e.g. left by a pgwarden that was SIGKILLed):

@@ -152,6 +152,43 @@ fn acknowledged_writes_survive_ten_postmaster_kills() {
     assert_all_present(port, &acked);
     pids.dedup();
     assert_eq!(pids.len(), 10, "each kill hit a new postmaster");
+    // Each recovery above made the data directory durable with syncfs (kernel >= 5.8).
+    assert_eq!(
+        show(port, "recovery_init_sync_method"),
+        expected_recovery_sync()
+    );
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+fn show(port: u16, setting: &str) -> String {
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    client
+        .query_one(&format!("SHOW {setting}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+/// syncfs reports write-back errors since Linux 5.8; pgwarden uses it from there on.
+fn expected_recovery_sync() -> &'static str {
+    let release = nix::sys::utsname::uname().unwrap();
+    let release = release.release().to_string_lossy().to_string();
+    let mut numbers = release.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap(), numbers.next().unwrap());
+    if version >= (5, 8) { "syncfs" } else { "fsync" }
+}
+
+/// `[server] recovery_init_sync_method` in the config wins over pgwarden's choice.
+#[test]
+fn the_config_can_choose_the_recovery_sync_method() {
+    let dir = test_dir();
+    let port = free_port();
+    let config = write_config(
+        dir.path(),
+        "[server]\nrecovery_init_sync_method = \"fsync\"\n",
+    );
+    let pgwarden = start_with(dir.path(), port, &["--config", &config], &[]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    assert_eq!(show(port, "recovery_init_sync_method"), "fsync");
     stop(pgwarden, Signal::SIGTERM);
 }
 

@@ -217,6 +217,7 @@ pub struct Postgres {
     pub data_dir: PathBuf,
     bin: PathBuf,
     pub port: u16,
+    settings: Vec<String>,
 }
 
 fn server_options(data_dir: &Path, port: u16) -> Vec<String> {
@@ -233,11 +234,23 @@ fn server_options(data_dir: &Path, port: u16) -> Vec<String> {
 
 impl Postgres {
     pub fn spawn(ctx: &Ctx, bin: &Path, data_dir: &Path, port: u16) -> Postgres {
+        Self::spawn_with(ctx, bin, data_dir, port, &[])
+    }
+
+    /// [`Postgres::spawn`] with more `-c name=value` settings.
+    pub fn spawn_with(
+        ctx: &Ctx,
+        bin: &Path,
+        data_dir: &Path,
+        port: u16,
+        settings: &[&str],
+    ) -> Postgres {
         let mut server = Postgres {
             child: None,
             data_dir: data_dir.to_path_buf(),
             bin: bin.to_path_buf(),
             port,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
         };
         server.respawn(ctx);
         server
@@ -249,6 +262,7 @@ impl Postgres {
             .arg("-D")
             .arg(&self.data_dir)
             .args(server_options(&self.data_dir, self.port))
+            .args(self.settings.iter().flat_map(|s| ["-c", s]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file(&self.data_dir.with_extension("postgres.log")))

@@ -191,6 +191,12 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         "floor: clear remains, respawn, 1 ms poll",
         Unit::Millis,
     );
+    let mut crash_floor_syncfs = Row::new(
+        "4",
+        "kill -9 postmaster → ready",
+        "floor with `recovery_init_sync_method=syncfs` (pgwarden's choice)",
+        Unit::Millis,
+    );
     let mut crash_systemd = Row::new(
         "4",
         "kill -9 postmaster → ready",
@@ -360,7 +366,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         }
 
         // Row 4: kill -9 of the postmaster → accepting again.
-        for turn in turns(i, 3) {
+        for turn in turns(i, 4) {
             let port = ctx.port();
             match turn {
                 0 => {
@@ -371,18 +377,24 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     let ready = wait_accepting(port, Duration::from_millis(1)) - t0;
                     crash_floor.ours.push(ms(ready));
+                    crash_floor_syncfs.ours.push(ms(ready));
                     crash_systemd.ours.push(ms(ready));
                     pgw.stop();
                 }
                 n => {
-                    let delay = Duration::from_millis(if n == 1 { 0 } else { 100 });
-                    let mut server = Postgres::spawn(ctx, &ctx.bin, &raw_data, port);
+                    let delay = Duration::from_millis(if n == 2 { 100 } else { 0 });
+                    let settings: &[&str] = if n == 3 {
+                        &["recovery_init_sync_method=syncfs"]
+                    } else {
+                        &[]
+                    };
+                    let mut server = Postgres::spawn_with(ctx, &ctx.bin, &raw_data, port, settings);
                     wait_accepting(port, Duration::from_millis(1));
                     let took = ms(server.crash_and_respawn(ctx, delay));
-                    if n == 1 {
-                        crash_floor.theirs.push(took);
-                    } else {
-                        crash_systemd.theirs.push(took);
+                    match n {
+                        1 => crash_floor.theirs.push(took),
+                        2 => crash_systemd.theirs.push(took),
+                        _ => crash_floor_syncfs.theirs.push(took),
                     }
                     server.stop();
                 }
@@ -406,6 +418,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         warm_floor,
         warm_peer,
         crash_floor,
+        crash_floor_syncfs,
         crash_systemd,
         stop_pg_ctl,
         stop_floor,
