@@ -224,7 +224,10 @@ impl Supervisor {
             &format!("PostgreSQL {}", install.version),
         );
         self.notifier.extend_timeout(EXTEND_BY);
-        let cluster = {
+        let cluster = if cluster::is_initialised(&self.config.data_dir) {
+            // A few file checks: done here, without waiting for a thread of the blocking pool.
+            cluster::prepare(&self.config, &install, &self.run_as, &self.state_dir)?
+        } else {
             let (config, install, run_as, state_dir) = (
                 self.config.clone(),
                 install.clone(),

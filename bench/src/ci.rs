@@ -252,7 +252,7 @@ fn clone_rows(
     vec![strategies, process]
 }
 
-fn connect(port: u16, dbname: &str) -> tokio_postgres::Client {
+pub fn connect(port: u16, dbname: &str) -> tokio_postgres::Client {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")

@@ -18,7 +18,9 @@ mod procfs;
 mod stats;
 
 use ctx::{Ctx, remove};
-use launch::{PASSWORD, PgCtl, Pgwarden, Postgres, USER, ping, time_command, wait_accepting};
+use launch::{
+    PASSWORD, PgCtl, Pgwarden, Postgres, USER, block_on, ping, time_command, wait_accepting,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pgwarden::probe::PingStatus;
@@ -170,6 +172,10 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
     let peer_anchor = "postgresql_embedded setup() + start()";
     let mut first_cold_raw = first("cold", raw_anchor);
     let mut first_cold_peer = first("cold", peer_anchor);
+    let mut first_cold_raw_db = first(
+        "cold",
+        "initdb + postgres, 1 ms poll, + `CREATE DATABASE trader` (the image's work)",
+    );
     let mut first_warm_raw = first("warm", raw_anchor);
     let mut first_warm_peer = first("warm", peer_anchor);
     let mut warm_pg_ctl = Row::new("3", "warm start → ready", "`pg_ctl -w start`", Unit::Millis);
@@ -279,9 +285,10 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         let pgw_dir = ctx.fresh_dir("pgwarden");
         let cold_dir = ctx.fresh_dir("pgwarden-cold");
         let raw_dir = ctx.fresh_dir("raw");
+        let raw_db_dir = ctx.fresh_dir("raw-db");
         let peer_dir = ctx.fresh_dir("peer");
         let (pgw_data, raw_data) = (pgw_dir.join("data"), raw_dir.join("data"));
-        for turn in turns(i, 4) {
+        for turn in turns(i, 5) {
             let port = ctx.port();
             match turn {
                 0 | 3 => {
@@ -306,6 +313,9 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                     for row in rows {
                         row.ours.push(ms(ready));
                     }
+                    if turn == 3 {
+                        first_cold_raw_db.ours.push(ms(ready));
+                    }
                     pgw.stop();
                     if turn == 3 {
                         remove(&templates);
@@ -319,6 +329,18 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                     let ready = ms(wait_accepting(port, Duration::from_millis(1)) - t0);
                     first_cold_raw.theirs.push(ready);
                     first_warm_raw.theirs.push(ready);
+                    server.stop();
+                }
+                4 => {
+                    let t0 = Instant::now();
+                    let data = raw_db_dir.join("data");
+                    launch::initdb(ctx, &ctx.bin, &data);
+                    let server = Postgres::spawn(ctx, &ctx.bin, &data, port);
+                    wait_accepting(port, Duration::from_millis(1));
+                    let client = ci::connect(port, "postgres");
+                    block_on(client.batch_execute("CREATE DATABASE trader")).expect("create");
+                    first_cold_raw_db.theirs.push(ms(t0.elapsed()));
+                    drop(client);
                     server.stop();
                 }
                 _ => {
@@ -402,6 +424,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         }
         remove(&cold_dir);
         remove(&raw_dir);
+        remove(&raw_db_dir);
         remove(&peer_dir);
         if let Some(old) = last_cluster.replace(pgw_dir) {
             remove(&old);
@@ -411,6 +434,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
         cold_raw,
         cold_peer,
         first_cold_raw,
+        first_cold_raw_db,
         first_cold_peer,
         first_warm_raw,
         first_warm_peer,

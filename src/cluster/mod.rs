@@ -82,6 +82,11 @@ pub fn prepare(
     })
 }
 
+/// True when `data_dir` holds a cluster already (`PG_VERSION`, as the image checks).
+pub fn is_initialised(data_dir: &Path) -> bool {
+    matches!(inspect(data_dir), Ok(DataDir::Cluster { .. }))
+}
+
 enum DataDir {
     /// Missing, or an empty directory.
     Absent,
