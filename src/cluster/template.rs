@@ -58,7 +58,7 @@ pub fn save_template(cluster: &Path, template: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&temp);
     let result = copy_tree(cluster, &temp, None)
         .and_then(|()| std::fs::write(temp.join(TEMPLATE_COMPLETE), b"").io("cannot write", &temp))
-        .and_then(|()| super::flush_to_disk(&temp))
+        .and_then(|()| super::flush::flush_to_disk(&temp))
         .and_then(|()| std::fs::rename(&temp, template).io("cannot move", template));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&temp);
