@@ -15,8 +15,8 @@
 //!   [`temp_server`] for the database and the [`init_scripts`] — split by [`sql_script`] —, a
 //!   template cache), and the `[server]` settings file.
 //! - [`supervisor`]: runs the [`server`], detects readiness with [`probe`], [`reconcile`]s the
-//!   role and database, restarts on crash or hang, stops on [`signals`], tells systemd through
-//!   [`notify`].
+//!   role and database (checking the password with [`verifier`]), restarts on crash or hang,
+//!   stops on [`signals`], tells systemd through [`notify`].
 //!
 //! Beside them: [`privilege`] (who the children run as), [`instance`] (one supervisor per data
 //! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
