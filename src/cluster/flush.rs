@@ -11,9 +11,8 @@ use std::time::Duration;
 
 /// Makes everything written under `dir` durable with one `syncfs(2)` of its filesystem.
 ///
-/// The staging cluster is written with fsync off (initdb --no-sync, a temporary server with
-/// fsync=off, or copied from the template cache); nothing reads it before the rename, so one flush before the rename gives the
-/// same guarantee as flushing along the way. One syncfs costs one journal commit; initdb's
+/// Nothing reads the staging cluster before the rename, so one flush before the rename gives
+/// the same guarantee as flushing along the way. One syncfs costs one journal commit; initdb's
 /// own pass costs one per file and took 0.6–3 s more per first launch here (BENCHMARKS.md).
 /// syncfs reports write-back errors of the filesystem (Linux ≥ 5.8), so a failed write fails
 /// the launch rather than publishing a damaged cluster.
@@ -28,6 +27,7 @@ pub fn flush_to_disk(dir: &Path) -> Result<()> {
     })
 }
 
+/// fsync of a directory (its entries: a rename into it, a new file), best effort.
 pub fn sync_dir(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
