@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 pub const USER: &str = "trader";
 pub const PASSWORD: &str = "trader";
 const LIMIT: Duration = Duration::from_secs(120);
+/// How long a server runs before its stop (row 5) or its kill (row 4) is timed, alike for
+/// every variant: both are timed on an idle server, after pgwarden's reconcile (which follows
+/// its ready line when the configuration is unchanged) has ended.
+pub const SETTLE: Duration = Duration::from_millis(200);
 
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

@@ -280,8 +280,9 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
             remove(&dir);
         }
 
-        // Row 2: binaries cached → ready, template cache cold and warm. The clusters of the
-        // warm run, the raw launch and the peer stay for rows 3–5.
+        // Row 2: binaries cached → ready, template cache cold and warm. The cluster of the warm
+        // run then serves rows 3–5 for every variant but the peer's (which keeps its own), so that
+        // only what starts, stops or restarts the server differs, not the cluster.
         let pgw_dir = ctx.fresh_dir("pgwarden");
         let cold_dir = ctx.fresh_dir("pgwarden-cold");
         let raw_dir = ctx.fresh_dir("raw");
@@ -361,22 +362,25 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                     warm_pg_ctl.ours.push(ready);
                     warm_floor.ours.push(ready);
                     warm_peer.ours.push(ready);
+                    std::thread::sleep(launch::SETTLE);
                     let stop = ms(pgw.stop());
                     stop_pg_ctl.ours.push(stop);
                     stop_floor.ours.push(stop);
                     stop_peer.ours.push(stop);
                 }
                 1 => {
-                    let (server, took) = PgCtl::start(ctx, &ctx.bin, &raw_data, port);
+                    let (server, took) = PgCtl::start(ctx, &ctx.bin, &pgw_data, port);
                     warm_pg_ctl.theirs.push(ms(took));
+                    std::thread::sleep(launch::SETTLE);
                     stop_pg_ctl.theirs.push(ms(server.stop(ctx)));
                 }
                 2 => {
                     let t0 = Instant::now();
-                    let server = Postgres::spawn(ctx, &ctx.bin, &raw_data, port);
+                    let server = Postgres::spawn(ctx, &ctx.bin, &pgw_data, port);
                     warm_floor
                         .theirs
                         .push(ms(wait_accepting(port, Duration::from_millis(1)) - t0));
+                    std::thread::sleep(launch::SETTLE);
                     stop_floor.theirs.push(ms(server.stop()));
                 }
                 _ => {
@@ -394,6 +398,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                 0 => {
                     let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, &pgw_data, port);
                     pgw.wait_ready();
+                    std::thread::sleep(launch::SETTLE);
                     let pid = launch::postmaster_pid(&pgw_data).expect("postmaster.pid");
                     let t0 = Instant::now();
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -410,8 +415,9 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                     } else {
                         &[]
                     };
-                    let mut server = Postgres::spawn_with(ctx, &ctx.bin, &raw_data, port, settings);
+                    let mut server = Postgres::spawn_with(ctx, &ctx.bin, &pgw_data, port, settings);
                     wait_accepting(port, Duration::from_millis(1));
+                    std::thread::sleep(launch::SETTLE);
                     let took = ms(server.crash_and_respawn(ctx, delay));
                     match n {
                         1 => crash_floor.theirs.push(took),

@@ -116,6 +116,7 @@ async fn run(job: &Job) -> Result<Report, Box<dyn std::error::Error>> {
     };
     pg.start().await?;
     report.ready_ms = crate::stats::ms(started.elapsed());
+    std::thread::sleep(crate::launch::SETTLE);
     let stopping = Instant::now();
     pg.stop().await?;
     report.stop_ms = crate::stats::ms(stopping.elapsed());
