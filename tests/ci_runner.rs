@@ -311,28 +311,48 @@ fn create_user_makes_a_locked_system_user_when_root_has_none() {
 /// finds one for its settings, and the copy is a working cluster with those settings.
 #[test]
 fn ephemeral_first_launches_fill_the_template_cache_and_persistent_ones_use_it() {
-    // An install dir of its own (the shared binaries through a symlink), so that its template
-    // cache starts empty and goes away with the test.
+    // The shared binaries, used in place (`--binaries`), with an install dir of its own, so that
+    // its template cache starts empty and goes away with the test.
     let password = "tpl-secret";
     let env = [("POSTGRES_PASSWORD", password)];
     let dir = test_dir();
-    let install = dir.path().join("install");
-    std::fs::create_dir(&install).unwrap();
-    for entry in std::fs::read_dir(shared_install_dir()).unwrap().flatten() {
-        if entry.file_name() != "templates" {
-            std::os::unix::fs::symlink(entry.path(), install.join(entry.file_name())).unwrap();
-        }
-    }
-    let first_launch = |data: &str| {
+    let shared = shared_install_dir().display().to_string();
+    let archive = npm_archive().display().to_string();
+    let installed = run_to_exit(
+        &["install", "--archive", &archive, "--install-dir", &shared],
+        &[],
+        FIRST_LAUNCH,
+    );
+    assert!(installed.status.success(), "{installed:?}");
+    let binaries = stdout(&installed)
+        .rsplit_once(" in ")
+        .map(|(_, path)| path.to_string())
+        .expect("install names its directory");
+    let install = dir.path().join("install").display().to_string();
+    let launch = |extra: &[&str]| {
         let port = free_port();
-        let args = run_args_for(&npm_archive(), &install, &dir.path().join(data), port);
-        let mut pgwarden = Pgwarden::start(&as_strs(&args), &env);
+        let port_text = port.to_string();
+        let mut args = vec![
+            "run",
+            "--binaries",
+            &binaries,
+            "--install-dir",
+            &install,
+            "--port",
+            &port_text,
+        ];
+        args.extend(extra);
+        let mut pgwarden = Pgwarden::start(&args, &env);
         pgwarden.wait_ready(FIRST_LAUNCH);
         let initialised = pgwarden.wait_for_stderr("cluster initialised", START);
         connect(port, "trader", password, "trader").expect("the configured role and database");
         pgwarden.signal(nix::sys::signal::Signal::SIGTERM);
         assert!(pgwarden.wait_exit(STOP).success());
         initialised
+    };
+    let first_launch = |data: &str| {
+        let data_dir = dir.path().join(data).display().to_string();
+        launch(&["--data-dir", &data_dir])
     };
 
     let line = first_launch("persistent-1");
@@ -349,26 +369,10 @@ fn ephemeral_first_launches_fill_the_template_cache_and_persistent_ones_use_it()
         name: name.clone(),
         root: ephemeral_root(&name),
     };
-    let port = free_port();
-    let mut args = vec!["run".to_string()];
-    for (flag, value) in [
-        ("--archive", npm_archive().display().to_string()),
-        ("--install-dir", install.display().to_string()),
-        ("--port", port.to_string()),
-        ("--name", name.clone()),
-    ] {
-        args.push(flag.into());
-        args.push(value);
-    }
-    args.push("--ephemeral".into());
-    let mut ephemeral = Pgwarden::start(&as_strs(&args), &env);
-    ephemeral.wait_ready(FIRST_LAUNCH);
-    let line = ephemeral.wait_for_stderr("cluster initialised", START);
+    let line = launch(&["--ephemeral", "--name", &name]);
     assert!(line.contains("from_template=false"), "{line}");
-    ephemeral.signal(nix::sys::signal::Signal::SIGTERM);
-    assert!(ephemeral.wait_exit(STOP).success());
 
-    let templates: Vec<_> = std::fs::read_dir(install.join("templates"))
+    let templates: Vec<_> = std::fs::read_dir(dir.path().join("install/templates"))
         .unwrap()
         .collect();
     assert_eq!(templates.len(), 1, "one template: {templates:?}");
