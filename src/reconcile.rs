@@ -256,53 +256,47 @@ pub async fn reconcile(config: &Config, cluster: &Cluster) -> Result<String> {
         (None, false) | (Some(_), true) => Verdict::Rejects,
         (Some(stored), false) => verifier::check(stored, &config.user, password),
     };
+    let verdict = match verdict {
+        // A stored format this version cannot read. Under trust a login proves nothing: set it.
+        Verdict::Unknown if config.host_auth_method == "trust" => Verdict::Rejects,
+        // Else a login with the configured password decides.
+        Verdict::Unknown => {
+            match connect(
+                cluster,
+                config.port,
+                &config.user,
+                Some(password),
+                "postgres",
+            )
+            .await
+            {
+                Ok(_) => Verdict::Accepts,
+                Err(e) if e.code() == Some(&SqlState::INVALID_PASSWORD) => Verdict::Rejects,
+                Err(e) => return Err(failed("cannot check the role's password", e)),
+            }
+        }
+        known => known,
+    };
     if !role_exists {
         admin
             .batch_execute(&format!("CREATE ROLE {user} LOGIN SUPERUSER"))
             .await
             .map_err(|e| failed("cannot create the role", e))?;
+    }
+    if !role_exists || verdict == Verdict::Rejects {
         admin
             .batch_execute(&set_password)
             .await
             .map_err(|e| failed("cannot set the role's password", e))?;
-        done.push(format!("role {} created (superuser)", config.user));
-    } else if verdict == Verdict::Accepts {
-        done.push(format!("role {} exists, password unchanged", config.user));
-    } else if verdict == Verdict::Rejects || config.host_auth_method == "trust" {
-        // (Under trust a login proves nothing, so a stored password of another format is set.)
-        admin
-            .batch_execute(&set_password)
-            .await
-            .map_err(|e| failed("cannot set the role's password", e))?;
-        done.push(format!(
+    }
+    done.push(match (role_exists, verdict) {
+        (false, _) => format!("role {} created (superuser)", config.user),
+        (true, Verdict::Accepts) => format!("role {} exists, password unchanged", config.user),
+        (true, _) => format!(
             "role {} exists, password updated to the configured one",
             config.user
-        ));
-    } else {
-        // A stored password this version cannot read: a login with the configured one decides.
-        let login = connect(
-            cluster,
-            config.port,
-            &config.user,
-            Some(password),
-            "postgres",
-        )
-        .await;
-        match login {
-            Ok(_) => done.push(format!("role {} exists, password unchanged", config.user)),
-            Err(e) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {
-                admin
-                    .batch_execute(&set_password)
-                    .await
-                    .map_err(|e| failed("cannot set the role's password", e))?;
-                done.push(format!(
-                    "role {} exists, password updated to the configured one",
-                    config.user
-                ));
-            }
-            Err(e) => return Err(failed("cannot check the role's password", e)),
-        }
-    }
+        ),
+    });
 
     if database_exists {
         done.push(format!("database {} exists", config.database));

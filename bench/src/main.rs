@@ -293,7 +293,8 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
             let port = ctx.port();
             match turn {
                 0 | 3 => {
-                    let (data, rows) = if turn == 0 {
+                    let cold = turn == 3;
+                    let (data, rows) = if !cold {
                         (&pgw_data, [&mut first_warm_raw, &mut first_warm_peer])
                     } else {
                         (
@@ -306,7 +307,7 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                         ctx.install_dir.join("templates"),
                         ctx.install_dir.join("templates.aside"),
                     );
-                    if turn == 3 {
+                    if cold {
                         std::fs::rename(&templates, &aside).expect("set the template cache aside");
                     }
                     let mut pgw = Pgwarden::spawn(ctx, &ctx.install_dir, data, port);
@@ -314,11 +315,11 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
                     for row in rows {
                         row.ours.push(ms(ready));
                     }
-                    if turn == 3 {
+                    if cold {
                         first_cold_raw_db.ours.push(ms(ready));
                     }
                     pgw.stop();
-                    if turn == 3 {
+                    if cold {
                         remove(&templates);
                         std::fs::rename(&aside, &templates).expect("restore the template cache");
                     }
