@@ -36,6 +36,7 @@ pub mod init_scripts;
 pub mod instance;
 pub mod logfile;
 pub mod notify;
+pub mod observe;
 pub mod paths;
 pub mod preflight;
 pub mod privilege;
