@@ -7,7 +7,8 @@
 //! cli ──▶ config ──▶ binaries ──▶ cluster ──▶ supervisor ──▶ server (the postgres child)
 //!         Config     Install      Cluster     state machine   spawn, log, signal, clean up
 //! ```
-//! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`].
+//! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
+//!   including the one [`config::Source`] of the binaries (kind, location, pin, network).
 //!   [`image_env`] reads the postgres image's variables (`POSTGRES_*`, `_FILE`, `PGDATA`).
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download, mirror, local
 //!   archive, existing installation, or embedded in a `bundled` build).
