@@ -4,6 +4,7 @@
 //! [`Layer`]s here, merged, and checked once, with every problem reported together.
 
 mod supervision;
+mod values;
 
 pub use supervision::{ShutdownMode, Supervision, SupervisionLayer};
 
@@ -465,6 +466,7 @@ fn resolve(
     let database = layer.database.unwrap_or_else(|| user.clone());
     check_identifier("database", &database, problems);
     let password = layer.password.unwrap_or_else(|| DEFAULT_NAME.to_string());
+    values::check(&user, &password, &database, problems);
     let trust = layer.host_auth_method.as_deref() == Some("trust");
     if password.is_empty() && !trust {
         problems.push(
