@@ -22,7 +22,7 @@
 //! Beside them: [`privilege`] (who the children run as), [`instance`] (one supervisor per data
 //! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
-//! [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
+//! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! and [`commands`], one module per subcommand.
 
 pub mod binaries;
@@ -34,6 +34,7 @@ pub mod conninfo;
 pub mod error;
 pub mod image_env;
 pub mod init_scripts;
+pub mod initdb_args;
 pub mod instance;
 pub mod logfile;
 pub mod notify;

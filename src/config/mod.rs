@@ -5,6 +5,7 @@
 
 mod source;
 mod supervision;
+mod values;
 
 pub use source::{
     BUNDLED, Net, Source, SourceKeys, THESEUS_DOWNLOADS, exact_version, is_sha256, resolve_source,
@@ -488,6 +489,7 @@ fn resolve(
     let database = layer.database.unwrap_or_else(|| user.clone());
     check_identifier("database", &database, problems);
     let password = layer.password.unwrap_or_else(|| DEFAULT_NAME.to_string());
+    values::check(&user, &password, &database, problems);
     let trust = layer.host_auth_method.as_deref() == Some("trust");
     if password.is_empty() && !trust {
         problems.push(
