@@ -22,8 +22,10 @@
 //! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
-//! and [`commands`], one module per subcommand.
+//! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
+//! module per subcommand.
 
+pub mod backup;
 pub mod binaries;
 pub mod cli;
 pub mod cluster;
