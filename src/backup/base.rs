@@ -519,6 +519,9 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         files.push(sum);
     }
 
+    // Taken before the call: every transaction acknowledged before this time has its commit
+    // record before the backup's end, so it is in the backup (the manifest's promise).
+    let stop_ms = super::now_ms();
     let row = client
         .query_one(
             "SELECT lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile \
@@ -526,7 +529,6 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
             &[],
         )
         .map_err(|e| sql_failed("pg_backup_stop failed", &e))?;
-    let stop_ms = super::now_ms();
     let (stop_lsn, wal_last, labelfile, spcmapfile): (String, String, String, String) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
     for (name, text) in [("backup_label", labelfile), ("tablespace_map", spcmapfile)] {
