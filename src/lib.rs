@@ -7,7 +7,8 @@
 //! cli ──▶ config ──▶ binaries ──▶ cluster ──▶ supervisor ──▶ server (the postgres child)
 //!         Config     Install      Cluster     state machine   spawn, log, signal, clean up
 //! ```
-//! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`].
+//! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
+//!   including the one [`config::Source`] of the binaries (kind, location, pin, network).
 //!   [`image_env`] reads the postgres image's variables (`POSTGRES_*`, `_FILE`, `PGDATA`).
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download, mirror, local
 //!   archive, existing installation, or embedded in a `bundled` build).
@@ -23,8 +24,10 @@
 //! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
-//! and [`commands`], one module per subcommand.
+//! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
+//! module per subcommand.
 
+pub mod backup;
 pub mod binaries;
 pub mod cli;
 pub mod cluster;
