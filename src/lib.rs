@@ -23,8 +23,10 @@
 //! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
-//! and [`commands`], one module per subcommand.
+//! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
+//! module per subcommand.
 
+pub mod backup;
 pub mod binaries;
 pub mod cli;
 pub mod cluster;
