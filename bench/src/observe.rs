@@ -53,7 +53,10 @@ fn cpu_with_children(pid: u32) -> f64 {
         .1
         .split_whitespace()
         .collect();
-    let ticks: u64 = fields[11..15].iter().map(|f| f.parse::<u64>().unwrap()).sum();
+    let ticks: u64 = fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap())
+        .sum();
     let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
