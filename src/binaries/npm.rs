@@ -112,12 +112,7 @@ fn bearer(token: &Secret) -> Option<HeaderValue> {
 }
 
 /// Reads the package document and chooses the version for `req`.
-pub async fn resolve(
-    npm: &NpmSettings,
-    net: &Net,
-    req: &VersionReq,
-    hint: &str,
-) -> Result<Chosen> {
+pub async fn resolve(npm: &NpmSettings, net: &Net, req: &VersionReq, hint: &str) -> Result<Chosen> {
     let package = package()?;
     let url = document_url(npm, &package);
     let client = client(npm, net)?;
@@ -276,12 +271,20 @@ mod tests {
             "17.2.0-beta.15",
             "garbage",
         ]);
-        assert_eq!(pick(&doc, "=16").unwrap().spec.rsplit('@').next(), Some("16.10.0-beta.15"));
+        assert_eq!(
+            pick(&doc, "=16").unwrap().spec.rsplit('@').next(),
+            Some("16.10.0-beta.15")
+        );
         let c = pick(&doc, "=16.4").unwrap();
         assert!(c.spec.ends_with("@16.4.0-beta.13"), "{c:?}");
         assert_eq!(c.version, Version::new(16, 4, 0));
         assert_eq!(c.tarball, "https://cdn.example/p/-/p-16.4.0-beta.13.tgz");
-        assert!(pick(&doc, "=16.2.0").unwrap().spec.ends_with("16.2.0-beta.12"));
+        assert!(
+            pick(&doc, "=16.2.0")
+                .unwrap()
+                .spec
+                .ends_with("16.2.0-beta.12")
+        );
         let err = pick(&doc, "=16.5").unwrap_err();
         assert!(err.contains("16.2.0, 16.4.0, 16.9.0, 16.10.0"), "{err}");
     }

@@ -10,7 +10,8 @@ mod values;
 
 pub use npmrc::{NPM_PUBLIC, NpmSettings, SCOPE as NPM_SCOPE, nerf_dart};
 pub use source::{
-    BUNDLED, GITHUB_API, Net, Source, SourceKeys, THESEUS_DOWNLOADS, Theseus, exact_version, is_sha256, resolve_source,
+    BUNDLED, GITHUB_API, Net, Source, SourceKeys, THESEUS_DOWNLOADS, Theseus, exact_version,
+    is_sha256, resolve_source,
 };
 pub use supervision::{ShutdownMode, Supervision, SupervisionLayer};
 
@@ -453,7 +454,9 @@ impl Config {
                 .unwrap_or_else(|| THESEUS_DOWNLOADS.to_string())
                 .trim_end_matches('/')
                 .to_string(),
-            token: env("GITHUB_TOKEN").filter(|t| !t.is_empty()).map(Secret::new),
+            token: env("GITHUB_TOKEN")
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
         };
         let outside = Outside {
             npm,

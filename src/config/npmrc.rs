@@ -113,7 +113,9 @@ pub fn read(
     let npm_env = |key: &str| {
         let upper = format!("NPM_CONFIG_{}", key.to_ascii_uppercase().replace('-', "_"));
         let lower = format!("npm_config_{}", key.replace('-', "_"));
-        env(&lower).or_else(|| env(&upper)).filter(|v| !v.is_empty())
+        env(&lower)
+            .or_else(|| env(&upper))
+            .filter(|v| !v.is_empty())
     };
     let mut levels = Vec::new();
     let mut seen = Vec::new();
@@ -262,7 +264,10 @@ fn parse_npmrc(text: &str, env: &dyn Fn(&str) -> Option<String>) -> BTreeMap<Str
     let mut values = BTreeMap::new();
     for line in text.lines() {
         let line = line.trim();
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') || line.starts_with('[')
+        if line.is_empty()
+            || line.starts_with(';')
+            || line.starts_with('#')
+            || line.starts_with('[')
         {
             continue;
         }
@@ -355,7 +360,10 @@ mod tests {
         let (s, _) = settings(&more, &[("npm_config_registry", "http://lower.example")]);
         assert_eq!(s.registry, "http://lower.example/");
         // The scoped line beats `registry` from any level.
-        more.push(("global", "@embedded-postgres:registry=https://scoped.example/r/\n"));
+        more.push((
+            "global",
+            "@embedded-postgres:registry=https://scoped.example/r/\n",
+        ));
         let (s, _) = settings(&more, &[("NPM_CONFIG_REGISTRY", "http://env.example")]);
         assert_eq!(s.registry, "https://scoped.example/r/");
     }
@@ -368,8 +376,7 @@ mod tests {
              //other.example/:_authToken=plain\n",
         )];
         let (s, _) = settings(&files, &[("NPM_TOKEN", "s3cret")]);
-        let token =
-            |url: &str| s.token_for(url).map(|t| t.expose().to_string());
+        let token = |url: &str| s.token_for(url).map(|t| t.expose().to_string());
         assert_eq!(
             token("https://npm.corp.example/api/npm/@embedded-postgres%2flinux-x64").as_deref(),
             Some("s3cret")
@@ -390,7 +397,10 @@ mod tests {
 
     #[test]
     fn cafile_and_proxies() {
-        let files = [("project", "cafile=certs/corp.pem\nhttps-proxy=http://proxy:3128\nnoproxy=localhost\n")];
+        let files = [(
+            "project",
+            "cafile=certs/corp.pem\nhttps-proxy=http://proxy:3128\nnoproxy=localhost\n",
+        )];
         let (s, _) = settings(&files, &[("NODE_EXTRA_CA_CERTS", "/etc/extra.pem")]);
         assert_eq!(s.ca_files.len(), 2, "{s:?}");
         assert!(s.ca_files[0].ends_with("project/certs/corp.pem"), "{s:?}");
