@@ -187,6 +187,8 @@ pub struct Layer {
     pub download_timeout: Option<String>,
     /// Further attempts after a transient download failure.
     pub download_retries: Option<u32>,
+    /// The most an archive may unpack to, in MB (see `binaries::policy`).
+    pub max_unpacked_mb: Option<u64>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
@@ -265,6 +267,7 @@ impl Layer {
             sha256: own.sha256,
             download_timeout: top.download_timeout.or(this.download_timeout),
             download_retries: top.download_retries.or(this.download_retries),
+            max_unpacked_mb: top.max_unpacked_mb.or(this.max_unpacked_mb),
             listen_address: top.listen_address.or(this.listen_address),
             port: top.port.or(this.port),
             user: top.user.or(this.user),
@@ -365,6 +368,15 @@ impl Layer {
                     None
                 }
             }),
+            max_unpacked_mb: env("PGWARDEN_MAX_UNPACKED_MB").and_then(|v| match v.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!(
+                        "PGWARDEN_MAX_UNPACKED_MB={v:?}: {e} (a number of MB)"
+                    ));
+                    None
+                }
+            }),
             initdb_args: image.initdb_args,
             initdb_waldir: image.initdb_waldir,
             host_auth_method: image.host_auth_method,
@@ -442,6 +454,7 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let image = image_env::resolve(&merged, &config_dir, &mut problems);
+        let max_unpacked_mb = merged.max_unpacked_mb;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let mut npm_problems = Vec::new();
         let npm = npmrc::read(env, &cwd, &mut npm_problems);
@@ -466,6 +479,10 @@ impl Config {
         let mut config = resolve(merged, config_file, defaults, outside, &mut problems);
         image.apply(&mut config, &mut problems);
         if problems.is_empty() {
+            crate::binaries::policy::configure(
+                max_unpacked_mb.unwrap_or(crate::binaries::policy::DEFAULT_MAX_UNPACKED_MB),
+                config.run_as.clone(),
+            );
             Ok(config)
         } else {
             Err(Error::Config { problems })
