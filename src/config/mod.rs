@@ -109,6 +109,8 @@ pub struct Config {
     pub init_dir: Option<PathBuf>,
     /// Make sure the configured role, password and database exist at every start.
     pub reconcile: bool,
+    /// The health and metrics endpoint (`http_address`); `None` = off ([`crate::observe`]).
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -198,6 +200,10 @@ pub struct Layer {
     pub host_auth_method: Option<String>,
     pub init_dir: Option<PathBuf>,
     pub reconcile: Option<bool>,
+    /// `/livez`, `/readyz`, `/metrics` on this `IP:PORT` (off when unset).
+    pub http_address: Option<String>,
+    /// Allow `http_address` on a non-loopback address.
+    pub http_allow_remote: Option<bool>,
 }
 
 /// The keys that say where binaries come from, and the pin: they move between layers as one.
@@ -234,22 +240,20 @@ impl Layer {
     }
 
     /// Overrides `self` with every value `top` sets.
-    fn merge(self, top: Layer) -> Layer {
+    fn merge(mut self, mut top: Layer) -> Layer {
         let top_names_source = top.names_source();
         // The source keys go together: the layer that names a source names all of it, its pin
         // included, so a `--mirror` flag replaces a file's `archive` (and the file's `sha256`
         // of that archive) instead of conflicting with it. A layer that only pins (`--sha256`)
         // pins the source below it. The network settings are the machine's, not the source's.
-        let (mut base, mut top) = (self, top);
         let own = if top_names_source {
             SourcePart::take(&mut top)
         } else {
-            let mut part = SourcePart::take(&mut base);
+            let mut part = SourcePart::take(&mut self);
             part.sha256 = top.sha256.take().or(part.sha256);
             part
         };
-        let this = base;
-        let server = match (this.server, top.server) {
+        let server = match (self.server, top.server) {
             (Some(mut base), Some(top)) => {
                 base.extend(top);
                 Some(base)
@@ -257,41 +261,43 @@ impl Layer {
             (base, top) => top.or(base),
         };
         Layer {
-            name: top.name.or(this.name),
-            ephemeral: top.ephemeral.or(this.ephemeral),
+            name: top.name.or(self.name),
+            ephemeral: top.ephemeral.or(self.ephemeral),
             source: own.source,
             mirror: own.mirror,
             binaries: own.binaries,
             npm_registry: own.npm_registry,
             archive: own.archive,
             sha256: own.sha256,
-            download_timeout: top.download_timeout.or(this.download_timeout),
-            download_retries: top.download_retries.or(this.download_retries),
-            max_unpacked_mb: top.max_unpacked_mb.or(this.max_unpacked_mb),
-            listen_address: top.listen_address.or(this.listen_address),
-            port: top.port.or(this.port),
-            user: top.user.or(this.user),
-            password: top.password.or(this.password),
-            database: top.database.or(this.database),
-            data_dir: top.data_dir.or(this.data_dir),
-            install_dir: top.install_dir.or(this.install_dir),
-            version: top.version.or(this.version),
-            run_as: top.run_as.or(this.run_as),
-            shutdown_timeout: top.shutdown_timeout.or(this.shutdown_timeout),
-            shutdown_mode: top.shutdown_mode.or(this.shutdown_mode),
+            download_timeout: top.download_timeout.or(self.download_timeout),
+            download_retries: top.download_retries.or(self.download_retries),
+            max_unpacked_mb: top.max_unpacked_mb.or(self.max_unpacked_mb),
+            listen_address: top.listen_address.or(self.listen_address),
+            port: top.port.or(self.port),
+            user: top.user.or(self.user),
+            password: top.password.or(self.password),
+            database: top.database.or(self.database),
+            data_dir: top.data_dir.or(self.data_dir),
+            install_dir: top.install_dir.or(self.install_dir),
+            version: top.version.or(self.version),
+            run_as: top.run_as.or(self.run_as),
+            shutdown_timeout: top.shutdown_timeout.or(self.shutdown_timeout),
+            shutdown_mode: top.shutdown_mode.or(self.shutdown_mode),
             server,
-            supervisor: match (this.supervisor, top.supervisor) {
+            supervisor: match (self.supervisor, top.supervisor) {
                 (Some(base), Some(top)) => Some(base.merge(top)),
                 (base, top) => top.or(base),
             },
-            user_file: top.user_file.or(this.user_file),
-            password_file: top.password_file.or(this.password_file),
-            database_file: top.database_file.or(this.database_file),
-            initdb_args: top.initdb_args.or(this.initdb_args),
-            initdb_waldir: top.initdb_waldir.or(this.initdb_waldir),
-            host_auth_method: top.host_auth_method.or(this.host_auth_method),
-            init_dir: top.init_dir.or(this.init_dir),
-            reconcile: top.reconcile.or(this.reconcile),
+            user_file: top.user_file.or(self.user_file),
+            password_file: top.password_file.or(self.password_file),
+            database_file: top.database_file.or(self.database_file),
+            initdb_args: top.initdb_args.or(self.initdb_args),
+            initdb_waldir: top.initdb_waldir.or(self.initdb_waldir),
+            host_auth_method: top.host_auth_method.or(self.host_auth_method),
+            init_dir: top.init_dir.or(self.init_dir),
+            reconcile: top.reconcile.or(self.reconcile),
+            http_address: top.http_address.or(self.http_address),
+            http_allow_remote: top.http_allow_remote.or(self.http_allow_remote),
         }
     }
 
@@ -382,6 +388,7 @@ impl Layer {
             host_auth_method: image.host_auth_method,
             init_dir: env("PGWARDEN_INIT_DIR").map(PathBuf::from),
             reconcile: image_env::parse_bool_env(env, "PGWARDEN_RECONCILE", problems),
+            http_address: env("PGWARDEN_HTTP_ADDRESS"),
             ..Layer::default()
         }
     }
@@ -615,6 +622,12 @@ fn resolve(
         ok
     });
 
+    let http_address = crate::observe::resolve_address(
+        layer.http_address.as_deref(),
+        layer.http_allow_remote.unwrap_or(false),
+        problems,
+    );
+
     let mut server = BTreeMap::new();
     for (key, value) in layer.server.unwrap_or_default() {
         let text = match value {
@@ -663,6 +676,7 @@ fn resolve(
         host_auth_method: AUTH_METHODS[0].to_string(),
         init_dir: None,
         reconcile: true,
+        http_address,
     }
 }
 
