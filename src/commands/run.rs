@@ -65,7 +65,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let _registration = registry::register(&config.name, &state_dir)?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
-        observe::serve(address, watchers).await?;
+        observe::serve(address, watchers, state_dir.clone()).await?;
     }
 
     Supervisor::new(
