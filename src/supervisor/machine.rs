@@ -11,10 +11,11 @@
 //!  Starting/Ready ── stop ──▶ Stopping ─▶ Stopped    (Installing, Restarting: straight to Stopped;
 //!                                                     Initialising: once first launch is done)
 //! ```
-//! The restart policy: an exit of a server that had accepted connections always restarts it,
-//! after a backoff that doubles from `backoff_initial` to `backoff_max` and is reset once the
-//! server has been ready for `stable_after`. Only failed starts (exits before the server ever
-//! accepted a connection) count: `max_failures` of them within `failure_window` end pgwarden.
+//! The restart policy: an exit of a server that had accepted connections always restarts it:
+//! the first since it was last stable at once, the next ones after a backoff that doubles from
+//! `backoff_initial` to `backoff_max`; both are reset once the server has been ready for
+//! `stable_after`. Only failed starts (exits before the server ever accepted a connection)
+//! count: `max_failures` of them within `failure_window` end pgwarden.
 
 use crate::config::{ShutdownMode, Supervision};
 use crate::escalation::{self, Rung};
@@ -224,6 +225,8 @@ pub struct Machine {
     policy: Policy,
     /// The next backoff delay (before jitter).
     next_backoff: Duration,
+    /// Crashes since the server was last stable: the first one is restarted at once.
+    crashes_since_stable: u32,
     /// When recent failed starts happened, for `failure_window`.
     failures: VecDeque<Instant>,
     run: Option<Run>,
@@ -242,6 +245,7 @@ impl Machine {
     pub fn new(policy: Policy) -> Machine {
         Machine {
             next_backoff: policy.supervision.backoff_initial,
+            crashes_since_stable: 0,
             record: Record {
                 state: State::Installing,
                 cause: "launch".into(),
@@ -442,7 +446,16 @@ impl Machine {
                 "restart {} after {was} ({})",
                 self.record.restarts, last.text
             );
-            self.back_off(cause, out);
+            self.crashes_since_stable += 1;
+            if self.crashes_since_stable == 1 {
+                // A serving server that crashed once since it was stable is restarted at once:
+                // every millisecond is downtime, and its remains are already cleared.
+                if self.go(State::Restarting, cause, out) {
+                    out.push(Action::Arm(Timer::Backoff, Duration::ZERO));
+                }
+            } else {
+                self.back_off(cause, out);
+            }
             return;
         }
         self.record.failed_starts += 1;
@@ -617,6 +630,7 @@ pub fn step(m: &mut Machine, event: Event) -> Vec<Action> {
         }
         Event::Timer(Timer::Stable) if state == Ready => {
             m.next_backoff = m.policy.supervision.backoff_initial;
+            m.crashes_since_stable = 0;
         }
         Event::Timer(Timer::Hang) if state == Ready => {
             if let Some(run) = m.run.as_mut() {

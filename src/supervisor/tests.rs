@@ -260,9 +260,9 @@ fn crashes_of_a_ready_server_always_restart_and_never_give_up() {
     }
     assert_eq!(m.record.restarts, 20);
     assert_eq!(m.record.failed_starts, 0);
-    // Doubling from backoff_initial (100 ms) to backoff_max (10 s).
+    // The first at once, then doubling from backoff_initial (100 ms) to backoff_max (10 s).
     let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
-    assert_eq!(&ms[..5], &[100, 200, 400, 800, 1600]);
+    assert_eq!(&ms[..6], &[0, 100, 200, 400, 800, 1600]);
     assert!(
         ms.iter().all(|d| *d <= 10_000) && ms[19] == 10_000,
         "{ms:?}"
@@ -289,6 +289,20 @@ fn the_backoff_is_reset_after_a_stable_spell_of_ready() {
         ));
     }
     run(&mut m, vec![Event::Timer(Timer::Stable)]);
+    let actions = run(&mut m, vec![killed(Signal::SIGKILL, false, now)]);
+    assert_eq!(
+        backoff(&actions),
+        Some(Duration::ZERO),
+        "the first crash since stable: at once"
+    );
+    run(
+        &mut m,
+        vec![
+            Event::Timer(Timer::Backoff),
+            Event::Spawned { pid: PID },
+            Event::Accepting,
+        ],
+    );
     let actions = run(&mut m, vec![killed(Signal::SIGKILL, false, now)]);
     assert_eq!(backoff(&actions), Some(Duration::from_millis(100)));
     // Leaving Ready cancels the stable timer, so a short spell does not reset it.
@@ -606,6 +620,15 @@ fn a_reload_changes_the_policy() {
     p.supervision.backoff_initial = Duration::from_millis(7);
     p.supervision.backoff_max = Duration::from_millis(7);
     run(&mut m, vec![Event::Reconfigured(p)]);
+    run(
+        &mut m,
+        vec![
+            killed(Signal::SIGKILL, false, Instant::now()),
+            Event::Timer(Timer::Backoff),
+            Event::Spawned { pid: PID },
+            Event::Accepting,
+        ],
+    );
     let actions = run(&mut m, vec![killed(Signal::SIGKILL, false, Instant::now())]);
     assert_eq!(backoff(&actions), Some(Duration::from_millis(7)));
 }
