@@ -7,9 +7,9 @@ use crate::cli::RunArgs;
 use crate::commands::common::Instance;
 use crate::commands::stop::{self, StopArgs};
 use crate::config::Config;
+use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
 use crate::privilege::RunAs;
-use crate::config::ShutdownMode;
 use clap::Args;
 use std::path::PathBuf;
 

@@ -182,6 +182,12 @@ pub enum Action {
     Notify(Notice),
     /// Write the status record (the one place it is published).
     WriteStatus,
+    /// A state change, for the log.
+    Transition {
+        from: State,
+        to: State,
+        cause: String,
+    },
     Log(Level, String),
     /// An impossible transition was asked for: a bug to report; the state is kept.
     Bug(String),
@@ -291,10 +297,11 @@ impl Machine {
             return false;
         }
         self.record.state = to;
-        out.push(Action::Log(
-            Level::Info,
-            format!("state {from} -> {to}: {cause}"),
-        ));
+        out.push(Action::Transition {
+            from,
+            to,
+            cause: cause.clone(),
+        });
         out.push(Action::Notify(Notice::Status(format!("{to}: {cause}"))));
         self.record.cause = cause;
         if to == State::Stopped {

@@ -512,6 +512,7 @@ impl Supervisor {
                 Level::Warn => warn!("{text}"),
                 Level::Error => error!("{text}"),
             },
+            Action::Transition { from, to, cause } => info!(from = ?from, to = ?to, cause, "state"),
             Action::Bug(text) => error!("{text}"),
             Action::Finish(Finish::Stopped) => return Some(Ok(())),
             Action::Finish(Finish::Failed(what)) => return Some(Err(Error::Server { what })),
