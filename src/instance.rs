@@ -104,9 +104,11 @@ fn live_and_well(pid: i32) -> bool {
     let state = field("State:");
     // SIGKILL is signal 9: bit 8 of the pending masks (hex).
     let kill_pending = |mask: &str| u64::from_str_radix(mask, 16).is_ok_and(|m| m & (1 << 8) != 0);
-    !(state.starts_with('Z') || state.starts_with('X'))
-        && !kill_pending(field("ShdPnd:"))
-        && !kill_pending(field("SigPnd:"))
+    let dying = state.starts_with('Z')
+        || state.starts_with('X')
+        || kill_pending(field("ShdPnd:"))
+        || kill_pending(field("SigPnd:"));
+    !dying
 }
 
 /// Processes with the lock file open (for the message when the lock stays held).
