@@ -182,6 +182,8 @@ pub struct Layer {
     pub download_timeout: Option<String>,
     /// Further attempts after a transient download failure.
     pub download_retries: Option<u32>,
+    /// The most an archive may unpack to, in MB (see `binaries::policy`).
+    pub max_unpacked_mb: Option<u64>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
@@ -244,6 +246,7 @@ impl Layer {
             sha256,
             download_timeout: top.download_timeout.or(self.download_timeout),
             download_retries: top.download_retries.or(self.download_retries),
+            max_unpacked_mb: top.max_unpacked_mb.or(self.max_unpacked_mb),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),
@@ -343,6 +346,15 @@ impl Layer {
                     None
                 }
             }),
+            max_unpacked_mb: env("PGWARDEN_MAX_UNPACKED_MB").and_then(|v| match v.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!(
+                        "PGWARDEN_MAX_UNPACKED_MB={v:?}: {e} (a number of MB)"
+                    ));
+                    None
+                }
+            }),
             initdb_args: image.initdb_args,
             initdb_waldir: image.initdb_waldir,
             host_auth_method: image.host_auth_method,
@@ -420,9 +432,14 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let image = image_env::resolve(&merged, &config_dir, &mut problems);
+        let max_unpacked_mb = merged.max_unpacked_mb;
         let mut config = resolve(merged, config_file, defaults, &mut problems);
         image.apply(&mut config, &mut problems);
         if problems.is_empty() {
+            crate::binaries::policy::configure(
+                max_unpacked_mb.unwrap_or(crate::binaries::policy::DEFAULT_MAX_UNPACKED_MB),
+                config.run_as.clone(),
+            );
             Ok(config)
         } else {
             Err(Error::Config { problems })
