@@ -43,6 +43,7 @@ pub mod instance;
 pub mod launch;
 pub mod logfile;
 pub mod notify;
+pub mod observe;
 pub mod oom;
 pub mod paths;
 pub mod pid_file;

@@ -108,12 +108,23 @@ pub struct Status {
     pub database: String,
 }
 
-/// Where the supervisor writes its [`Status`].
-#[derive(Debug)]
+/// Called with every record written (the HTTP endpoint's feed, [`crate::observe`]).
+pub type Listener = Box<dyn FnMut(&Status) + Send>;
+
+/// Where the supervisor publishes its [`Status`]: the file, and the listener.
 pub struct StatusFile {
     path: PathBuf,
     /// Set after the first failed write, so a full disk is reported once, not per transition.
     warned: bool,
+    listener: Option<Listener>,
+}
+
+impl std::fmt::Debug for StatusFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StatusFile {
@@ -123,7 +134,13 @@ impl StatusFile {
         StatusFile {
             path: state_dir.join(FILE),
             warned: false,
+            listener: None,
         }
+    }
+
+    /// Calls `listener` with every record written from now on.
+    pub fn on_write(&mut self, listener: impl FnMut(&Status) + Send + 'static) {
+        self.listener = Some(Box::new(listener));
     }
 
     /// The shutdown mode `pgwarden stop` asked for, if any (read once, then removed).
@@ -134,7 +151,11 @@ impl StatusFile {
         ShutdownMode::parse(text.trim())
     }
 
+    /// Publishes `status`: to the listener, then to the file.
     pub fn write(&mut self, status: &Status) {
+        if let Some(listener) = &mut self.listener {
+            listener(status);
+        }
         if let Err(e) = write_atomically(&self.path, status) {
             if !self.warned {
                 tracing::warn!("cannot write the status file: {e}");

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
 use crate::launch::Launch;
 use crate::notify::Notifier;
+use crate::observe::{self, Observer};
 use crate::paths;
 use crate::preflight;
 use crate::privilege::RunAs;
@@ -57,6 +58,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Launch { port: config.port }
     };
     let _registration = registry::register(&config.name, &state_dir)?;
+    let (observer, watchers) = Observer::new();
+    if let Some(address) = config.http_address {
+        observe::serve(address, watchers, state_dir.clone()).await?;
+    }
 
     Supervisor::new(
         sources,
@@ -67,6 +72,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         events,
         Notifier::from_env(),
     )
+    .observed(observer)
     .run()
     .await
 }

@@ -22,6 +22,7 @@ use crate::config::{Config, Sources};
 use crate::error::{Error, Result};
 use crate::launch::{self, Launch};
 use crate::notify::Notifier;
+use crate::observe::Observer;
 use crate::pid_file;
 use crate::privilege::RunAs;
 use crate::probe::{self, PingStatus};
@@ -61,6 +62,7 @@ enum Wake {
     Health,
     Watchdog,
     Extend,
+    Beat,
 }
 
 /// Awaits the future if there is one; never resolves otherwise.
@@ -104,6 +106,9 @@ pub struct Supervisor {
     stop_seen: bool,
     notifier: Notifier,
     machine: Machine,
+    /// Feeds the HTTP endpoint: a heartbeat from the loop, the probes' answers (the status
+    /// records reach it through `status_file`'s listener).
+    observer: Observer,
     status_file: StatusFile,
     status: Status,
 
@@ -172,6 +177,7 @@ impl Supervisor {
             stop_seen: false,
             notifier,
             machine,
+            observer: Observer::detached(),
             install: None,
             cluster: None,
             install_task: None,
@@ -186,6 +192,16 @@ impl Supervisor {
             probe_rx,
             polling_since: Instant::now(),
         }
+    }
+
+    /// Publishes the status records, a heartbeat from the loop and the probes' answers to
+    /// `observer` (the HTTP endpoint's feed).
+    pub fn observed(mut self, observer: Observer) -> Self {
+        let mut listener = observer.status_listener();
+        listener(&self.status);
+        self.status_file.on_write(listener);
+        self.observer = observer;
+        self
     }
 
     /// Runs until a shutdown is asked for (Ok) or the server cannot be kept up (Err).
@@ -203,7 +219,11 @@ impl Supervisor {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut health = tokio::time::interval(self.config.supervision.health_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Keeps the loop's heartbeat going while nothing else happens.
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.observer.beat();
             while let Some(event) = queue.pop_front() {
                 let actions = step(&mut self.machine, event);
                 if let Some(finish) = self.perform_all(actions, &mut queue).await {
@@ -229,6 +249,7 @@ impl Supervisor {
                 _ = health.tick(), if self.probing == Probing::Health && !self.probe_in_flight => Wake::Health,
                 _ = maybe_tick(watchdog.as_mut()) => Wake::Watchdog,
                 _ = extend.tick() => Wake::Extend,
+                _ = heartbeat.tick() => Wake::Beat,
             };
             let event = match wake {
                 Wake::Control(Some(control)) => self.control(control),
@@ -290,6 +311,7 @@ impl Supervisor {
                     self.probe(Probing::Health, self.config.supervision.health_timeout);
                     continue;
                 }
+                Wake::Beat => continue,
                 Wake::Watchdog => Event::WatchdogTick,
                 Wake::Extend => Event::ExtendTick,
             };
@@ -366,6 +388,13 @@ impl Supervisor {
         let current = self.server.as_ref().map(|s| s.pid.as_raw());
         if current != Some(result.pid) || result.mode != self.probing {
             return None; // A probe of an earlier server, or of an earlier phase.
+        }
+        let accepting = result.status == PingStatus::Accepting;
+        if accepting || result.mode == Probing::Health {
+            // Holds until the next health probe is due.
+            let s = &self.config.supervision;
+            self.observer
+                .probed(accepting, s.health_interval + s.health_timeout);
         }
         match result.mode {
             Probing::Readiness => {
