@@ -16,6 +16,7 @@
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,8 @@ impl InstanceLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .io("cannot open lock file", &path)?;
         let deadline = Instant::now() + DYING_HOLDER_WAIT;

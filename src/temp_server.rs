@@ -80,6 +80,7 @@ impl TempServer {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                let line = crate::redact::password_literals(&line).into_owned();
                 tracing::debug!(target: "postgres", "{line}");
                 sink.push(line);
             }
