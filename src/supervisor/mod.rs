@@ -593,6 +593,9 @@ impl Supervisor {
                         .map_or_else(String::new, Install::short_version),
                     self.config.data_dir.display()
                 );
+                if let Some(install) = &self.install {
+                    info!(binaries = %binaries::provenance(install), "PostgreSQL binaries from");
+                }
                 // The one line a user (or a script) waits for; on stdout, unlike the log.
                 println!("{line}");
                 self.notifier.ready(&line);
