@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    pgwarden::project::choose(cli.project_choice());
     // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
     let log_file = match &cli.command {
         Command::Run(args) => pgwarden::logfile::for_run(&args.sources()),

@@ -27,7 +27,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
-    let sources = args.sources();
+    let sources = crate::remembered::with_remembered_flags(args.sources())?;
     let mut config = Config::load(&sources)?;
     let run_as = if args.create_user {
         RunAs::resolve_or_create(config.run_as.as_deref())?
@@ -35,8 +35,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         RunAs::resolve(config.run_as.as_deref())?
     };
 
-    let state_dir = paths::state_dir(&config.data_dir);
+    let state_dir = registry::adopt(&mut config)?;
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
+    // The name next: refused while it runs with another data directory.
+    let _registration = registry::register(&config, &state_dir)?;
     // Only once the lock is ours: removes a throwaway cluster on every way out of this function
     // (dropped before the lock is released).
     let _throwaway = config.ephemeral.then(|| Throwaway::new(&config));
@@ -60,7 +62,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     } else {
         preflight::check_port_free(config.listen_address, config.port)?;
     }
-    let _registration = registry::register(&config.name, &state_dir)?;
+    crate::remembered::write(
+        &state_dir,
+        &crate::remembered::Remembered::of(&config, &sources.flags),
+    )?;
 
     Supervisor::new(
         sources,

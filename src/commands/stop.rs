@@ -23,7 +23,8 @@ use tokio::time::Instant;
     long_about = "Stops the pgwarden supervising this data directory, and its PostgreSQL server, then \
 waits until both have exited. fast (the default) rolls back open transactions and disconnects \
 clients; smart waits for clients to disconnect first (up to the shutdown timeout); immediate quits \
-at once without a checkpoint (crash recovery at the next start). Exits 3 when no pgwarden runs.",
+at once without a checkpoint (crash recovery at the next start). Like compose's `down`, an \
+instance that does not run is no error: it says so and exits 0.",
     after_help = "Examples:\n  pgwarden stop\n  pgwarden stop --mode smart --timeout 5m\n  pgwarden stop --data-dir ./pgdata --mode immediate"
 )]
 pub struct StopArgs {
@@ -41,7 +42,25 @@ pub struct StopArgs {
 
 pub async fn run(args: StopArgs) -> Result<i32> {
     let instance = Instance::load(&args.instance)?;
-    let pid = instance.require_running()?;
+    stop_instance(&instance, args.mode, args.timeout).await?;
+    Ok(0)
+}
+
+/// Stops `instance` if it runs (printing what happened); like compose's `down`, an instance
+/// that does not run is no error. Returns whether it ran.
+pub async fn stop_instance(
+    instance: &Instance,
+    mode: StopMode,
+    timeout: Option<Duration>,
+) -> Result<bool> {
+    let Some(pid) = instance.supervisor else {
+        println!(
+            "not running: {} (nothing to stop)",
+            instance.config.data_dir.display()
+        );
+        return Ok(false);
+    };
+    let args = StopRequest { mode, timeout };
     let started = Instant::now();
     let target = Pid::from_raw(pid as i32);
     if args.mode != StopMode::Immediate {
@@ -77,7 +96,12 @@ pub async fn run(args: StopArgs) -> Result<i32> {
         args.mode.name(),
         human_duration(started.elapsed().as_millis() as u64)
     );
-    Ok(0)
+    Ok(true)
+}
+
+struct StopRequest {
+    mode: StopMode,
+    timeout: Option<Duration>,
 }
 
 fn send(pid: Pid, signal: Signal) -> Result<()> {
