@@ -150,9 +150,9 @@ pub async fn run(args: CheckArgs) -> Result<i32> {
         Ok(password) => password,
         Err(e)
             if args.query
-                && !settings
+                && settings
                     .as_ref()
-                    .is_some_and(|s| s.get("password").is_some()) =>
+                    .is_none_or(|s| s.get("password").is_none()) =>
         {
             eprintln!("pgwarden check: error: {e}");
             return Ok(PingStatus::NoAttempt.exit_code());

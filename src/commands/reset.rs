@@ -56,7 +56,10 @@ pub async fn run(args: ResetArgs) -> Result<i32> {
     if !args.yes {
         confirm(&data_dir, &instance.config.name)?;
     }
-    stop::stop_instance(&instance, StopMode::Fast, None).await?;
+    eprintln!(
+        "{}",
+        stop::stop_instance(&instance, StopMode::Fast, None).await?
+    );
     if exists {
         remove(&data_dir)?;
     }

@@ -11,6 +11,9 @@ use crate::status::StopMode;
 pub async fn run(args: StartArgs) -> Result<i32> {
     let sources = crate::remembered::with_remembered_flags(args.run.sources())?;
     let instance = Instance::from_config(Config::load(&sources)?)?;
-    stop::stop_instance(&instance, StopMode::Fast, None).await?;
+    eprintln!(
+        "{}",
+        stop::stop_instance(&instance, StopMode::Fast, None).await?
+    );
     start::start_verb(args, "restart").await
 }

@@ -42,23 +42,25 @@ pub struct StopArgs {
 
 pub async fn run(args: StopArgs) -> Result<i32> {
     let instance = Instance::load(&args.instance)?;
-    stop_instance(&instance, args.mode, args.timeout).await?;
+    println!(
+        "{}",
+        stop_instance(&instance, args.mode, args.timeout).await?
+    );
     Ok(0)
 }
 
-/// Stops `instance` if it runs (printing what happened); like compose's `down`, an instance
-/// that does not run is no error. Returns whether it ran.
+/// Stops `instance` if it runs; like compose's `down`, an instance that does not run is no
+/// error. Returns the line that says what happened.
 pub async fn stop_instance(
     instance: &Instance,
     mode: StopMode,
     timeout: Option<Duration>,
-) -> Result<bool> {
+) -> Result<String> {
     let Some(pid) = instance.supervisor else {
-        println!(
+        return Ok(format!(
             "not running: {} (nothing to stop)",
             instance.config.data_dir.display()
-        );
-        return Ok(false);
+        ));
     };
     let args = StopRequest { mode, timeout };
     let started = Instant::now();
@@ -91,12 +93,11 @@ pub async fn stop_instance(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!(
+    Ok(format!(
         "stopped: pgwarden (pid {pid}) and its server ({} shutdown, {})",
         args.mode.name(),
         human_duration(started.elapsed().as_millis() as u64)
-    );
-    Ok(true)
+    ))
 }
 
 struct StopRequest {
