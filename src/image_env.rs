@@ -8,8 +8,9 @@
 //!   an empty variable counts as unset, as in the image's `file_env`;
 //! - a file's trailing newlines are stripped (the shell's `$(< file)` does that), nothing else;
 //! - `POSTGRES_INITDB_ARGS` is split on whitespace, without quoting (the image expands it
-//!   unquoted); arguments that would fight pgwarden's own (`--pgdata`, `--username`, `--pwfile`,
-//!   `--auth*`, `--waldir`) are refused with the key to use instead;
+//!   unquoted), then read as initdb reads it ([`crate::initdb_args`]); options that would fight
+//!   pgwarden's own (`--pgdata`, `--username`, `--pwfile`, `--auth*`, `--waldir`), in any
+//!   spelling, are refused with the key to use instead;
 //! - `POSTGRES_HOST_AUTH_METHOD=trust` is refused unless the server listens on loopback only,
 //!   and warned about even then.
 
@@ -123,20 +124,6 @@ pub struct Resolved {
     reconcile: bool,
 }
 
-/// initdb options pgwarden sets itself, with the setting to use instead.
-const OWN_INITDB_OPTIONS: [(&str, &str, &str); 6] = [
-    ("-D", "--pgdata", "data_dir / PGDATA / --data-dir"),
-    ("-U", "--username", "user / POSTGRES_USER"),
-    ("-W", "--pwprompt", "password / POSTGRES_PASSWORD"),
-    ("", "--pwfile", "password_file / POSTGRES_PASSWORD_FILE"),
-    (
-        "-A",
-        "--auth",
-        "host_auth_method / POSTGRES_HOST_AUTH_METHOD",
-    ),
-    ("-X", "--waldir", "initdb_waldir / POSTGRES_INITDB_WALDIR"),
-];
-
 pub fn resolve(layer: &Layer, config_dir: &Path, problems: &mut Vec<String>) -> Resolved {
     let initdb_args: Vec<String> = layer
         .initdb_args
@@ -145,17 +132,7 @@ pub fn resolve(layer: &Layer, config_dir: &Path, problems: &mut Vec<String>) -> 
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    for arg in &initdb_args {
-        let own = OWN_INITDB_OPTIONS.iter().find(|(short, long, _)| {
-            (!short.is_empty() && arg.starts_with(short)) || arg.starts_with(long)
-        });
-        if let Some((_, long, instead)) = own {
-            problems.push(format!(
-                "initdb_args (POSTGRES_INITDB_ARGS) contains {arg:?}: pgwarden sets {long} itself\n    \
-                 help: use {instead} instead"
-            ));
-        }
-    }
+    problems.extend(crate::initdb_args::problems(&initdb_args));
 
     let initdb_waldir = layer.initdb_waldir.clone();
     if let Some(dir) = &initdb_waldir

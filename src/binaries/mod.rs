@@ -14,10 +14,9 @@ pub mod export;
 mod fetch;
 mod mirror;
 mod progress;
-mod source;
 
+pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
-pub use source::{Net, Source, SourceKeys, THESEUS_DOWNLOADS, resolve_source};
 
 use crate::config::MAJOR;
 use crate::error::{Error, IoContext, Result};

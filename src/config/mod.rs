@@ -3,11 +3,15 @@
 //! Nothing after this module reads the environment or the command line: they are turned into
 //! [`Layer`]s here, merged, and checked once, with every problem reported together.
 
+mod source;
 mod supervision;
+mod values;
 
+pub use source::{
+    BUNDLED, Net, Source, SourceKeys, THESEUS_DOWNLOADS, exact_version, is_sha256, resolve_source,
+};
 pub use supervision::{ShutdownMode, Supervision, SupervisionLayer};
 
-use crate::binaries::Source;
 use crate::error::{Error, Result};
 use crate::image_env;
 use crate::paths::{self, DefaultPaths};
@@ -176,8 +180,17 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// Whether this layer says where binaries come from (and so replaces a lower layer's source).
+    fn names_source(&self) -> bool {
+        self.source.is_some()
+            || self.archive.is_some()
+            || self.mirror.is_some()
+            || self.binaries.is_some()
+    }
+
     /// Overrides `self` with every value `top` sets.
     fn merge(self, top: Layer) -> Layer {
+        let top_names_source = top.names_source();
         let server = match (self.server, top.server) {
             (Some(mut base), Some(top)) => {
                 base.extend(top);
@@ -185,16 +198,27 @@ impl Layer {
             }
             (base, top) => top.or(base),
         };
-        // The source keys go together: the layer that names a source names all of it, so a
-        // `--mirror` flag replaces a file's `archive` instead of conflicting with it.
-        let top_names_source = top.source.is_some()
-            || top.archive.is_some()
-            || top.mirror.is_some()
-            || top.binaries.is_some();
-        let (archive, mirror, binaries, source) = if top_names_source {
-            (top.archive, top.mirror, top.binaries, top.source)
+        // The source keys go together: the layer that names a source names all of it, its pin
+        // included, so a `--mirror` flag replaces a file's `archive` (and the file's `sha256`
+        // of that archive) instead of conflicting with it. A layer that only pins (`--sha256`)
+        // pins the source below it. The network settings are the machine's, not the source's.
+        let (archive, mirror, binaries, source, sha256) = if top_names_source {
+            (
+                top.archive,
+                top.mirror,
+                top.binaries,
+                top.source,
+                top.sha256,
+            )
         } else {
-            (self.archive, self.mirror, self.binaries, self.source)
+            let sha256 = top.sha256.or(self.sha256);
+            (
+                self.archive,
+                self.mirror,
+                self.binaries,
+                self.source,
+                sha256,
+            )
         };
         Layer {
             name: top.name.or(self.name),
@@ -203,7 +227,7 @@ impl Layer {
             mirror,
             binaries,
             archive,
-            sha256: top.sha256.or(self.sha256),
+            sha256,
             download_timeout: top.download_timeout.or(self.download_timeout),
             download_retries: top.download_retries.or(self.download_retries),
             listen_address: top.listen_address.or(self.listen_address),
@@ -506,6 +530,7 @@ fn resolve(
     let database = layer.database.unwrap_or_else(|| user.clone());
     check_identifier("database", &database, problems);
     let password = layer.password.unwrap_or_else(|| DEFAULT_NAME.to_string());
+    values::check(&user, &password, &database, problems);
     let trust = layer.host_auth_method.as_deref() == Some("trust");
     if password.is_empty() && !trust {
         problems.push(
@@ -517,8 +542,8 @@ fn resolve(
     let version_text = layer.version.unwrap_or_else(|| MAJOR.to_string());
     let version = parse_version(&version_text, problems);
 
-    let source = crate::binaries::resolve_source(
-        crate::binaries::SourceKeys {
+    let source = resolve_source(
+        SourceKeys {
             source: layer.source,
             archive: layer.archive,
             mirror: layer.mirror,
@@ -907,6 +932,84 @@ mod tests {
         };
         let c = load(Some(&file), &[], flags).unwrap();
         assert_eq!(c.source.kind(), "mirror");
+    }
+
+    #[test]
+    fn a_files_pin_does_not_follow_its_source_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("pg.tgz");
+        std::fs::write(&archive, b"x").unwrap();
+        let pin = "ab".repeat(32);
+        let flag_pin = "cd".repeat(32);
+        let mirror = || Layer {
+            mirror: Some("http://127.0.0.1:1/pg".into()),
+            version: Some("16.14.0".into()),
+            ..Layer::default()
+        };
+        // File: archive + its digest; flag: a mirror. The mirror carries no pin.
+        let file = format!(
+            "archive = {:?}\nsha256 = \"{pin}\"\n",
+            archive.display().to_string()
+        );
+        let c = load(Some(&file), &[], mirror()).unwrap();
+        let Source::Mirror { sha256, .. } = &c.source else {
+            panic!("{:?}", c.source)
+        };
+        assert_eq!(
+            *sha256, None,
+            "the file's pin of its archive leaked into --mirror"
+        );
+        // The reverse: file mirror + digest, flag --archive.
+        let file = format!(
+            "mirror = \"http://127.0.0.1:1/pg\"\nversion = \"16.14.0\"\nsha256 = \"{pin}\"\n"
+        );
+        let flags = Layer {
+            archive: Some(archive.clone()),
+            ..Layer::default()
+        };
+        let c = load(Some(&file), &[], flags).unwrap();
+        let Source::Archive { sha256, .. } = &c.source else {
+            panic!("{:?}", c.source)
+        };
+        assert_eq!(
+            *sha256, None,
+            "the file's pin of its mirror leaked into --archive"
+        );
+        // A flag that names a source brings its own pin; a flag that only pins pins the file's.
+        let c = load(
+            Some(&file),
+            &[],
+            Layer {
+                archive: Some(archive.clone()),
+                sha256: Some(flag_pin.clone()),
+                ..Layer::default()
+            },
+        )
+        .unwrap();
+        assert!(matches!(&c.source, Source::Archive { sha256: Some(s), .. } if *s == flag_pin));
+        let c = load(
+            Some(&file),
+            &[],
+            Layer {
+                sha256: Some(flag_pin.clone()),
+                ..Layer::default()
+            },
+        )
+        .unwrap();
+        assert!(matches!(&c.source, Source::Mirror { sha256: Some(s), .. } if *s == flag_pin));
+        // The environment is a layer too: PGWARDEN_ARCHIVE replaces the file's pinned mirror.
+        let archive_env = archive.display().to_string();
+        let c = load(
+            Some(&file),
+            &[("PGWARDEN_ARCHIVE", &archive_env)],
+            Layer::default(),
+        )
+        .unwrap();
+        assert!(
+            matches!(&c.source, Source::Archive { sha256: None, .. }),
+            "{:?}",
+            c.source
+        );
     }
 
     #[test]

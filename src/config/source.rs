@@ -1,4 +1,5 @@
-//! Where PostgreSQL binaries come from.
+//! Where PostgreSQL binaries come from: the one [`Source`] value, decided here from the layered
+//! keys. `binaries` carries it out and never decides any part of it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +8,24 @@ use std::time::Duration;
 /// with a `.sha256` beside each archive. A mirror serves the same layout.
 pub const THESEUS_DOWNLOADS: &str =
     "https://github.com/theseus-rs/postgresql-binaries/releases/download";
+
+/// Whether this build embeds a PostgreSQL archive (cargo feature `bundled`).
+pub const BUNDLED: bool = cfg!(feature = "bundled");
+
+/// 64 hex digits.
+pub fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `16.4.0` from `=16.4.0`; `None` for anything less exact.
+pub fn exact_version(req: &semver::VersionReq) -> Option<semver::Version> {
+    let [c] = req.comparators.as_slice() else {
+        return None;
+    };
+    (c.op == semver::Op::Exact && c.pre.is_empty())
+        .then(|| Some(semver::Version::new(c.major, c.minor?, c.patch?)))
+        .flatten()
+}
 
 /// How patient network transfers are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +114,7 @@ pub fn resolve_source(
 ) -> Source {
     let mut net = Net::default();
     if let Some(text) = &keys.download_timeout {
-        match crate::config::parse_duration(text) {
+        match super::parse_duration(text) {
             Ok(d) if !d.is_zero() => net.timeout = d,
             Ok(_) => problems.push(format!("download_timeout {text:?}: must be more than 0")),
             Err(e) => problems.push(format!("download_timeout {text:?}: {e}")),
@@ -106,7 +125,7 @@ pub fn resolve_source(
     }
     let sha256 = keys.sha256.as_ref().map(|s| s.trim().to_ascii_lowercase());
     if let Some(s) = &sha256
-        && !super::fetch::is_sha256(s)
+        && !is_sha256(s)
     {
         problems.push(format!("sha256 {s:?}: expected 64 hexadecimal digits"));
     }
@@ -136,7 +155,7 @@ pub fn resolve_source(
     let source = match kind.as_str() {
         "download" => Source::Download { net },
         "bundled" => {
-            if super::bundled::archive().is_none() {
+            if !BUNDLED {
                 problems.push(
                     "source \"bundled\": this pgwarden was built without an embedded archive \
                      (cargo feature `bundled`)"
@@ -172,7 +191,7 @@ pub fn resolve_source(
                         problems.push(format!("mirror {url:?}: {e} (expected an http(s) URL)"))
                     }
                 }
-                if super::mirror::exact_version(version).is_none() {
+                if exact_version(version).is_none() {
                     problems.push(format!(
                         "mirror needs an exact version (--version 16.MINOR.PATCH), not {:?}",
                         version.to_string().trim_start_matches('=')
@@ -219,11 +238,7 @@ pub fn resolve_source(
 
 /// The source when nothing names one.
 fn default_kind() -> &'static str {
-    if super::bundled::archive().is_some() {
-        "bundled"
-    } else {
-        "download"
-    }
+    if BUNDLED { "bundled" } else { "download" }
 }
 
 #[cfg(test)]
