@@ -19,8 +19,12 @@
 //!   role and database (checking the password with [`verifier`]), restarts on crash or hang,
 //!   stops on [`signals`], tells systemd through [`notify`].
 //!
-//! Beside them: [`privilege`] (who the children run as), [`instance`] (one supervisor per data
-//! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
+//! Beside them: [`project`] (the `pgwarden.toml` found from the current directory, a layer
+//! between the user's config file and the environment), [`privilege`] (who the children run
+//! as), [`instance`] (one supervisor per data directory), [`registry`] (instances by name,
+//! names exclusive while they run), [`remembered`] (the settings an instance was started with,
+//! in its state directory, never the password), [`connection`] (the one `postgres://` URL
+//! builder), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! and [`commands`], one module per subcommand.

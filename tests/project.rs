@@ -76,16 +76,8 @@ impl World {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let deadline = Instant::now() + LONG;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("pgwarden {args:?} did not exit within {LONG:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = common::output_within(command.spawn().unwrap(), LONG)
+            .unwrap_or_else(|| panic!("pgwarden {args:?} did not exit within {LONG:?}"));
         eprintln!(
             "[test] (in {}) pgwarden {} -> {:?}",
             cwd.display(),

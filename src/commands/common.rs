@@ -6,7 +6,7 @@ use crate::config::{Config, Secret};
 use crate::error::{Error, Result};
 use crate::instance;
 use crate::registry;
-use crate::remembered::{self, Remembered};
+use crate::remembered::{self, PasswordSource, Remembered};
 use crate::status::{self, Status};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -105,9 +105,12 @@ impl Instance {
 
     /// The password the server's role has: read again from where the running instance got it
     /// (its file, its config key, the environment variable it named), else the configured one.
+    /// A password this command's environment sets explicitly (`POSTGRES_PASSWORD[_FILE]`) wins.
     pub fn password(&self) -> Result<Secret> {
+        let from_env = matches!(self.config.password_source, PasswordSource::Env { .. })
+            || std::env::var_os("POSTGRES_PASSWORD_FILE").is_some_and(|v| !v.is_empty());
         match self.running_settings() {
-            Some(r) if r.password != self.config.password_source => {
+            Some(r) if !from_env && r.password != self.config.password_source => {
                 r.password.read(&|key| std::env::var(key).ok())
             }
             _ => Ok(self.config.password.clone()),

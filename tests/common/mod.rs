@@ -703,3 +703,20 @@ pub fn kill_processes_under(root: &Path) {
         }
     }
 }
+
+/// The child's output once it exits, read while it runs (a pipe holds only 64 KiB: a child
+/// writing more would block until read); `None` (and the child killed) after `timeout`.
+pub fn output_within(child: Child, timeout: Duration) -> Option<Output> {
+    let pid = Pid::from_raw(child.id() as i32);
+    let (send, receive) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = send.send(child.wait_with_output());
+    });
+    match receive.recv_timeout(timeout) {
+        Ok(out) => Some(out.expect("wait for the child")),
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            None
+        }
+    }
+}
