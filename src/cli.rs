@@ -119,6 +119,11 @@ pub enum Command {
     /// Print a shell completion script.
     Completions(crate::commands::completions::CompletionsArgs),
 
+    /// Take an online, consistent base backup of the running cluster (.tar.zst plus a manifest).
+    Backup(crate::commands::backup::BackupArgs),
+    /// Restore a backup into a new data directory (verified first), and start it.
+    Restore(crate::commands::restore::RestoreArgs),
+
     /// Create or drop databases (per-test databases cloned from a template).
     #[command(subcommand)]
     Db(crate::commands::db::DbCommand),

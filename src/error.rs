@@ -53,6 +53,10 @@ pub enum Error {
     #[error("{what}")]
     Server { what: String },
 
+    /// A backup, restore, snapshot or WAL archive operation failed (nothing was changed).
+    #[error("{what}")]
+    Backup { what: String },
+
     #[error("{action} {path}")]
     Io {
         action: &'static str,

@@ -20,15 +20,18 @@
 //!   stops on [`signals`], tells systemd through [`notify`].
 //!
 //! Beside them: [`project`] (the `pgwarden.toml` found from the current directory, a layer
-//! between the user's config file and the environment), [`privilege`] (who the children run
+//! between the user's config file and the environment), [`safe_fs`] (a directory nothing
+//! written through it can escape: archive extraction), [`privilege`] (who the children run
 //! as), [`instance`] (one supervisor per data directory), [`registry`] (instances by name,
 //! names exclusive while they run), [`remembered`] (the settings an instance was started with,
 //! in its state directory, never the password), [`connection`] (the one `postgres://` URL
 //! builder), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
-//! and [`commands`], one module per subcommand.
+//! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
+//! module per subcommand.
 
+pub mod backup;
 pub mod binaries;
 pub mod cli;
 pub mod cluster;
@@ -51,6 +54,7 @@ pub mod project;
 pub mod reconcile;
 pub mod registry;
 pub mod remembered;
+pub mod safe_fs;
 pub mod server;
 pub mod signals;
 pub mod sql_script;

@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes its clap args and returns the process exit code.
 
+pub mod backup;
 pub mod check;
 mod common;
 pub mod completions;
@@ -15,6 +16,7 @@ pub mod psql;
 pub mod reload;
 pub mod reset;
 mod restart;
+pub mod restore;
 mod run;
 mod service;
 mod start;
@@ -32,6 +34,8 @@ use crate::error::Result;
 pub async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args).await.map(|()| 0),
+        Command::Backup(args) => backup::run(args).await,
+        Command::Restore(args) => restore::run(args).await,
         Command::Check(args) => check::run(args).await,
         Command::Db(command) => db::run(command).await,
         Command::Wait(args) => wait::run(args).await,

@@ -168,6 +168,8 @@ pub struct Layer {
     pub download_timeout: Option<String>,
     /// Further attempts after a transient download failure.
     pub download_retries: Option<u32>,
+    /// The most an archive may unpack to, in MB (see `binaries::policy`).
+    pub max_unpacked_mb: Option<u64>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
@@ -230,6 +232,7 @@ impl Layer {
             sha256,
             download_timeout: top.download_timeout.or(self.download_timeout),
             download_retries: top.download_retries.or(self.download_retries),
+            max_unpacked_mb: top.max_unpacked_mb.or(self.max_unpacked_mb),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),
@@ -326,6 +329,15 @@ impl Layer {
                 Ok(n) => Some(n),
                 Err(e) => {
                     problems.push(format!("PGWARDEN_DOWNLOAD_RETRIES={v:?}: {e}"));
+                    None
+                }
+            }),
+            max_unpacked_mb: env("PGWARDEN_MAX_UNPACKED_MB").and_then(|v| match v.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!(
+                        "PGWARDEN_MAX_UNPACKED_MB={v:?}: {e} (a number of MB)"
+                    ));
                     None
                 }
             }),
@@ -448,12 +460,17 @@ impl Config {
             .unwrap_or_default();
         let image = image_env::resolve(&merged, &config_dir, &mut problems);
         let named = merged.name.is_some();
+        let max_unpacked_mb = merged.max_unpacked_mb;
         let mut config = resolve(merged, config_file, defaults, &mut problems);
         config.named = named;
         config.project_file = project.map(|p| p.file.clone());
         config.password_source = password_source;
         image.apply(&mut config, &mut problems);
         if problems.is_empty() {
+            crate::binaries::policy::configure(
+                max_unpacked_mb.unwrap_or(crate::binaries::policy::DEFAULT_MAX_UNPACKED_MB),
+                config.run_as.clone(),
+            );
             Ok(config)
         } else {
             Err(Error::Config { problems })

@@ -1,0 +1,107 @@
+//! `<state dir>/backup.json`: the last backup's time, size and result.
+//!
+//! Written by `pgwarden backup` (and the scheduled backups) after every attempt, read by
+//! `status` and by anything else that wants to know whether backups work. A plain serde
+//! struct, written atomically (temp file + rename), world-readable, no secrets.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+pub const FILE: &str = "backup.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// The last attempt: `ok` or `failed`.
+    pub last_result: String,
+    /// When the last attempt finished (Unix epoch milliseconds).
+    pub last_finished_ms: u64,
+    /// The error of the last attempt, when it failed.
+    pub last_error: Option<String>,
+    /// The last successful backup.
+    pub last_success: Option<SuccessfulBackup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuccessfulBackup {
+    pub archive: std::path::PathBuf,
+    /// Bytes of the archive (compressed).
+    pub size: u64,
+    /// When `pg_backup_stop` returned (Unix epoch milliseconds): the backup holds every
+    /// transaction committed before it.
+    pub finished_ms: u64,
+    pub duration_ms: u64,
+    pub stop_lsn: String,
+}
+
+/// Reads the record; `None` if there is none (no backup yet) or it is unreadable.
+pub fn read(state_dir: &Path) -> Option<BackupRecord> {
+    let text = std::fs::read_to_string(state_dir.join(FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Records one attempt: `Ok(success)` or `Err(error text)`. Best effort (a warning on failure).
+pub fn note(state_dir: &Path, outcome: std::result::Result<SuccessfulBackup, String>) {
+    let mut record = read(state_dir).unwrap_or(BackupRecord {
+        last_result: String::new(),
+        last_finished_ms: 0,
+        last_error: None,
+        last_success: None,
+    });
+    record.last_finished_ms = super::now_ms();
+    match outcome {
+        Ok(success) => {
+            record.last_result = "ok".into();
+            record.last_error = None;
+            record.last_success = Some(success);
+        }
+        Err(error) => {
+            record.last_result = "failed".into();
+            record.last_error = Some(error);
+        }
+    }
+    if let Err(e) = write(state_dir, &record) {
+        tracing::warn!("cannot record the backup in {}: {e}", state_dir.display());
+    }
+}
+
+fn write(state_dir: &Path, record: &BackupRecord) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".backup.")
+        .tempfile_in(state_dir)?;
+    let mut json = serde_json::to_vec_pretty(record).expect("record serialises");
+    json.push(b'\n');
+    temp.write_all(&json)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    temp.persist(state_dir.join(FILE)).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_the_last_success() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(dir.path()), None);
+        let ok = SuccessfulBackup {
+            archive: "/b/x.tar.zst".into(),
+            size: 10,
+            finished_ms: 5,
+            duration_ms: 1,
+            stop_lsn: "0/1".into(),
+        };
+        note(dir.path(), Ok(ok.clone()));
+        note(dir.path(), Err("disk full".into()));
+        let record = read(dir.path()).unwrap();
+        assert_eq!(record.last_result, "failed");
+        assert_eq!(record.last_error.as_deref(), Some("disk full"));
+        assert_eq!(record.last_success, Some(ok));
+    }
+}

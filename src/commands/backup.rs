@@ -1,0 +1,88 @@
+//! `pgwarden backup [FILE|DIR]`: an online base backup of the running cluster
+//! ([`crate::backup::base`]), recorded in `<state dir>/backup.json` for `status`.
+
+use crate::backup::{base, human_bytes, now_ms, record};
+use crate::cli::InstanceArgs;
+use crate::commands::common::{Instance, human_duration};
+use crate::error::{Error, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Takes an online, consistent base backup of the running cluster while it serves \
+writes (PostgreSQL's low-level backup API; no pg_basebackup needed): a zstd-compressed tar of the \
+data directory with backup_label, tablespace_map and every WAL segment from the backup's start to \
+its stop, plus FILE.manifest.json with the SHA-256 of the archive and of every file in it, and the \
+start and stop LSN and time. The backup holds every transaction committed before it ended. \
+Restore it with `pgwarden restore FILE`.",
+    after_help = "Examples:\n  pgwarden backup                              # into <data dir>.backups/backup-<time>.tar.zst\n  pgwarden backup /srv/backups/                # a dated file in that directory\n  pgwarden backup ./before-migration.tar.zst"
+)]
+pub struct BackupArgs {
+    /// A file ending in .tar.zst, or a directory for a dated file [default: <data dir>.backups/].
+    #[arg(value_name = "FILE|DIR")]
+    pub target: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
+pub async fn run(args: BackupArgs) -> Result<i32> {
+    let instance = Instance::load(&args.instance)?;
+    instance.require_running()?;
+    let status = instance.status.clone().ok_or_else(|| Error::Backup {
+        what: "the running pgwarden has written no status yet; wait until it is ready (`pgwarden wait`)".into(),
+    })?;
+    if status.state != "ready" {
+        return Err(Error::Backup {
+            what: format!(
+                "the server is {} ({}), not ready; a backup needs a running server\nhelp: `pgwarden wait`, then try again",
+                status.state, status.cause
+            ),
+        });
+    }
+    let server = base::Server {
+        data_dir: status.data_dir.clone(),
+        socket_dir: status.socket_dir.clone(),
+        port: status.port,
+    };
+    let target = base::resolve_target(args.target.as_deref(), &server.data_dir, now_ms())?;
+    let progress = std::io::stderr().is_terminal();
+    let outcome = tokio::task::spawn_blocking(move || base::take(&server, &target, progress))
+        .await
+        .expect("the backup thread does not panic");
+    match outcome {
+        Ok(done) => {
+            let m = &done.manifest;
+            let secs = done.elapsed.as_secs_f64().max(0.001);
+            record::note(
+                &instance.state_dir,
+                Ok(record::SuccessfulBackup {
+                    archive: done.archive.clone(),
+                    size: m.archive.size,
+                    finished_ms: m.stop_ms,
+                    duration_ms: done.elapsed.as_millis() as u64,
+                    stop_lsn: m.stop_lsn.clone(),
+                }),
+            );
+            println!(
+                "backup: {} ({} from {}, {} files, LSN {}..{}, ended {}, {}, {}/s)",
+                done.archive.display(),
+                human_bytes(m.archive.size),
+                human_bytes(m.total_bytes),
+                m.files.len(),
+                m.start_lsn,
+                m.stop_lsn,
+                m.stop_time,
+                human_duration(done.elapsed.as_millis() as u64),
+                human_bytes((m.total_bytes as f64 / secs) as u64)
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            record::note(&instance.state_dir, Err(e.to_string()));
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! Backups that restore, against real servers with real writes: `backup` while a writer
+//! commits, `restore` into a new data directory (every acknowledged id there, amcheck clean),
+//! a damaged backup refused, the refusals (not running, inside the data dir, no space, over a
+//! running cluster), and `restore --force` over a running cluster.
+
+mod common;
+
+use common::{Pgwarden, connect, free_port, test_dir};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const LONG: Duration = Duration::from_secs(300);
+
+/// Runs a short pgwarden command to completion (not through `run_to_exit`, whose guard would
+/// kill the server of the `--data-dir` it names).
+fn pgw(args: &[&str]) -> Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .args(args)
+        .env_remove("POSTGRES_PASSWORD")
+        .env_remove("POSTGRES_USER")
+        .env_remove("POSTGRES_DB")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LONG;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pgwarden {args:?} did not exit within {LONG:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    eprintln!("[test] pgwarden {} -> {:?}", args.join(" "), out);
+    out
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A server that `pgwarden start` put in the background (by `restore`): stopped on drop, and
+/// killed if `stop` could not.
+struct Background {
+    data_dir: PathBuf,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let data = self.data_dir.display().to_string();
+        let out = pgw(&["stop", "--data-dir", &data, "--mode", "immediate"]);
+        if out.status.success() || out.status.code() == Some(3) {
+            return;
+        }
+        let status = self.data_dir.with_file_name(format!(
+            "{}.pgwarden/status.json",
+            self.data_dir.file_name().unwrap().to_string_lossy()
+        ));
+        if let Ok(s) = std::fs::read_to_string(status)
+            && let Some(pid) = s
+                .split("\"supervisor_pid\":")
+                .nth(1)
+                .and_then(|r| r.trim_start().split(',').next())
+                .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Ok(pm) = std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            && let Some(pid) = pm.lines().next().and_then(|l| l.trim().parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn start_server(dir: &Path, port: u16) -> Pgwarden {
+    let pgwarden = common::start(dir, port, &[]);
+    pgwarden.wait_ready(common::FIRST_LAUNCH);
+    pgwarden
+}
+
+/// The `run` flags for binaries (shared install), for commands that start a server.
+fn binary_flags() -> Vec<String> {
+    vec![
+        "--archive".into(),
+        common::npm_archive().display().to_string(),
+        "--install-dir".into(),
+        common::shared_install_dir().display().to_string(),
+    ]
+}
+
+/// The single archive in `dir`.
+fn only_archive(dir: &Path) -> PathBuf {
+    let archives: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(
+        archives.len(),
+        1,
+        "one archive in {}: {archives:?}",
+        dir.display()
+    );
+    archives[0].clone()
+}
+
+fn manifest_of(archive: &Path) -> serde_json::Value {
+    let path = format!("{}.manifest.json", archive.display());
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_backup_taken_during_writes_restores_every_acknowledged_id() {
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE bulk (id bigint PRIMARY KEY, payload text);
+             INSERT INTO bulk SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 100000) g;
+             CREATE TABLE ids (id bigint PRIMARY KEY, at timestamptz DEFAULT now());",
+        )
+        .unwrap();
+
+    // The writer: one autocommit INSERT per id; an id counts once the INSERT returned.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(i64, u64)>>> = Arc::default();
+    let writer = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        std::thread::spawn(move || {
+            let mut c = connect(port, "trader", "trader", "trader").unwrap();
+            let mut id = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                c.execute("INSERT INTO ids (id) VALUES ($1)", &[&id])
+                    .unwrap();
+                acked.lock().unwrap().push((id, now_ms()));
+            }
+        })
+    };
+    while acked.lock().unwrap().len() < 50 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let backups = dir.path().join("backups");
+    let before_backup = now_ms();
+    let out = pgw(&[
+        "backup",
+        &format!("{}/", backups.display()),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "backup failed: {out:?}");
+    assert!(text(&out.stdout).starts_with("backup: "), "{out:?}");
+    // Writes continue after the backup: they must not matter.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+
+    let archive = only_archive(&backups);
+    let manifest = manifest_of(&archive);
+    let stop_ms = manifest["stop_ms"].as_u64().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let must_have: Vec<i64> = acked
+        .iter()
+        .filter(|(_, at)| *at < stop_ms)
+        .map(|(id, _)| *id)
+        .collect();
+    let during = acked
+        .iter()
+        .filter(|(_, at)| *at >= before_backup && *at < stop_ms)
+        .count();
+    assert!(
+        during > 0,
+        "the writer committed nothing while the backup ran"
+    );
+    assert!(
+        manifest["files"].as_array().unwrap().len() > 100,
+        "{manifest}"
+    );
+    // The record `status` reads.
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("data.pgwarden/backup.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["last_result"], "ok");
+
+    // Restore into a new data directory on another port, while the original keeps running.
+    let restored = dir.path().join("restored");
+    let port2 = free_port();
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        archive.display().to_string(),
+        "--data-dir".into(),
+        restored.display().to_string(),
+        "--port".into(),
+        port2.to_string(),
+    ];
+    args.extend(binary_flags());
+    let _background = Background {
+        data_dir: restored.clone(),
+    };
+    let out = pgw(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "restore failed: {out:?}");
+    assert!(text(&out.stdout).contains("DATABASE_URL="), "{out:?}");
+
+    let mut c2 = connect(port2, "trader", "trader", "trader").unwrap();
+    let present: std::collections::HashSet<i64> = c2
+        .query("SELECT id FROM ids", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<&i64> = must_have
+        .iter()
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} ids acknowledged before the backup's stop are missing: {:?}",
+        missing.len(),
+        must_have.len(),
+        &missing[..missing.len().min(10)]
+    );
+    // A full scan and amcheck on the tables and their indexes.
+    let row = c2
+        .query_one("SELECT count(*), sum(length(payload)) FROM bulk", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 100_000);
+    assert_eq!(row.get::<_, Option<i64>>(1), Some(100_000 * 256));
+    c2.batch_execute("CREATE EXTENSION amcheck").unwrap();
+    for table in ["bulk", "ids"] {
+        let corrupt: i64 = c2
+            .query_one(
+                &format!("SELECT count(*) FROM verify_heapam('{table}')"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(corrupt, 0, "verify_heapam({table})");
+        c2.batch_execute(&format!(
+            "SELECT bt_index_check('{table}_pkey'::regclass, true)"
+        ))
+        .unwrap();
+    }
+    // The restored cluster takes writes.
+    c2.execute("INSERT INTO ids (id) VALUES (-1)", &[]).unwrap();
+    drop(server);
+}
+
+#[test]
+fn a_damaged_backup_is_refused_before_anything_is_written() {
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&[
+        "backup",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    drop(server);
+
+    // One byte in the middle changed.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&archive, &bytes).unwrap();
+    let restored = dir.path().join("restored");
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        archive.display().to_string(),
+        "--data-dir".into(),
+        restored.display().to_string(),
+        "--port".into(),
+        free_port().to_string(),
+    ];
+    args.extend(binary_flags());
+    let out = pgw(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("does not match its manifest"),
+        "{out:?}"
+    );
+    assert!(
+        !restored.exists(),
+        "a refused restore wrote {}",
+        restored.display()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A manifest entry that does not match its member (the archive checksum fixed up to match):
+    // caught while unpacking, and the staging directory is removed.
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&archive, &bytes).unwrap();
+    let manifest_path = format!("{}.manifest.json", archive.display());
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["files"][3]["sha256"] = serde_json::Value::String("00".repeat(32));
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let out = pgw(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("is damaged"), "{out:?}");
+    assert!(!restored.exists());
+}
+
+#[test]
+fn backup_and_restore_refuse_clearly() {
+    let dir = test_dir();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+
+    // No server.
+    let out = pgw(&["backup", "--data-dir", data_s]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("no pgwarden is running"),
+        "{out:?}"
+    );
+
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+
+    // Inside the data directory.
+    let inside = data.join("backups/");
+    let out = pgw(&["backup", inside.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("is inside the data directory"),
+        "{out:?}"
+    );
+    assert!(!inside.exists());
+
+    // Not enough space: a 2 MB filesystem.
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs (the tests run as root)");
+    let out = pgw(&[
+        "backup",
+        &format!("{}/", small.display()),
+        "--data-dir",
+        data_s,
+    ]);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("not enough space"), "{out:?}");
+
+    // A good backup, then a restore over the running cluster without --force.
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&["backup", archive.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    let out = pgw(&["restore", archive.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("is running"), "{out:?}");
+    // A backup that exists is not overwritten.
+    let out = pgw(&["backup", archive.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(text(&out.stderr).contains("exists already"), "{out:?}");
+    drop(server);
+}
+
+#[test]
+fn restore_force_replaces_a_running_cluster_and_keeps_the_old_one_aside() {
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('in the backup')")
+        .unwrap();
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&["backup", archive.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    c.batch_execute("INSERT INTO t VALUES ('after the backup')")
+        .unwrap();
+    drop(c);
+
+    let _background = Background {
+        data_dir: data.clone(),
+    };
+    let out = pgw(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        data_s,
+        "--force",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    // The foreground supervisor was stopped cleanly; the cluster runs again, same port.
+    let mut server = server;
+    assert!(server.wait_exit(common::STOP).success());
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    let rows: Vec<String> = c
+        .query("SELECT v FROM t ORDER BY v", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, ["in the backup"]);
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("data.before-restore-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the old cluster kept aside");
+    assert!(aside[0].path().join("PG_VERSION").is_file());
+}
