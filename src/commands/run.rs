@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
 use crate::notify::Notifier;
+use crate::observe::{self, Observer};
 use crate::paths;
 use crate::preflight;
 use crate::privilege::RunAs;
@@ -66,6 +67,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         &state_dir,
         &crate::remembered::Remembered::of(&config, &sources.flags),
     )?;
+    let (observer, watchers) = Observer::new();
+    if let Some(address) = config.http_address {
+        observe::serve(address, watchers).await?;
+    }
 
     Supervisor::new(
         sources,
@@ -75,6 +80,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         events,
         Notifier::from_env(),
     )
+    .observed(observer)
     .run()
     .await
 }
