@@ -69,7 +69,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     )?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
-        observe::serve(address, watchers).await?;
+        observe::serve(address, watchers, state_dir.clone()).await?;
     }
 
     Supervisor::new(
