@@ -22,12 +22,13 @@
 //! Beside them: [`project`] (the `pgwarden.toml` found from the current directory, a layer
 //! between the user's config file and the environment), [`safe_fs`] (a directory nothing
 //! written through it can escape: archive extraction), [`privilege`] (who the children run
-//! as), [`instance`] (one supervisor per data directory), [`registry`] (instances by name,
-//! names exclusive while they run), [`remembered`] (the settings an instance was started with,
-//! in its state directory, never the password), [`connection`] (the one `postgres://` URL
-//! builder), [`preflight`] (checks before anything
+//! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
+//! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
+//! [`remembered`] (the settings an instance was started with, in its state directory, never
+//! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
-//! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
+//! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
+//! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
 //! module per subcommand.
 
@@ -49,10 +50,12 @@ pub mod notify;
 pub mod observe;
 pub mod paths;
 pub mod preflight;
+pub mod private_dir;
 pub mod privilege;
 pub mod probe;
 pub mod project;
 pub mod reconcile;
+pub mod redact;
 pub mod registry;
 pub mod remembered;
 pub mod safe_fs;

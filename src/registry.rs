@@ -56,7 +56,7 @@ pub fn is_name(key: &str) -> bool {
 /// when its name already runs with another data directory.
 pub fn register(config: &Config, state_dir: &Path) -> Result<Registration> {
     let dir = paths::registry_dir();
-    std::fs::create_dir_all(&dir).io("cannot create registry directory", &dir)?;
+    crate::private_dir::ensure(&dir, 0o700)?;
     let key = key(config);
     let lock_path = dir.join(format!("{key}.lock"));
     let lock = File::options()

@@ -37,6 +37,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
 
     let state_dir = registry::adopt(&mut config)?;
+    crate::private_dir::prepare_state_dir(&config)?;
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
     // The name next: refused while it runs with another data directory.
     let _registration = registry::register(&config, &state_dir)?;
@@ -119,7 +120,7 @@ impl Throwaway {
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0)
+        if let Err(e) = crate::private_dir::remove_throwaway(&self.0)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!(dir = %self.0.display(), "cannot remove the throwaway cluster: {e}");

@@ -12,6 +12,7 @@ use crate::config::{self, Config};
 use crate::error::{Error, IoContext, Result};
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub async fn start_verb(args: StartArgs, verb: &str) -> Result<i32> {
             if !differences.is_empty() {
                 return Err(Error::Server {
                     what: format!(
-                        "instance {:?} already runs ({}) with other settings: {}
+                        "instance {:?} already runs ({}) with other settings: {}\n\
                          help: `pgwarden restart` with the new settings applies them; or drop the flags to use it as it runs",
                         config.name,
                         instance.config.data_dir.display(),
@@ -85,18 +86,19 @@ pub(crate) async fn launch(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<u32> {
-    let state_dir = crate::registry::adopt(&mut config.clone())?;
-    std::fs::create_dir_all(&state_dir).io("cannot create state directory", &state_dir)?;
+    let mut config = config.clone();
+    let state_dir = crate::registry::adopt(&mut config)?;
+    crate::private_dir::prepare_state_dir(&config)?;
     let out_path = state_dir.join("pgwarden.out");
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&out_path)
-        .io("cannot open", &out_path)?;
+    let out = crate::private_dir::open_append(&out_path).io("cannot open", &out_path)?;
     let offset = out.metadata().io("cannot read", &out_path)?.len();
     // Read through our own handle: a throwaway instance's directory, this file included, is
     // removed when the background pgwarden exits, and its last words are what we must show.
-    let mut reader = std::fs::File::open(&out_path).io("cannot open", &out_path)?;
+    let mut reader = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&out_path)
+        .io("cannot open", &out_path)?;
     reader
         .seek(SeekFrom::Start(offset))
         .io("cannot read", &out_path)?;
