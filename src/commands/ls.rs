@@ -133,7 +133,7 @@ fn row(entry: &Entry) -> Row {
         state: match (&pid, &status) {
             (None, _) => "stopped".into(),
             (Some(_), None) => "preparing".into(),
-            (Some(_), Some(s)) => s.state.clone(),
+            (Some(_), Some(s)) => s.state.name().to_string(),
         },
         port: status
             .as_ref()

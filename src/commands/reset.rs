@@ -9,8 +9,8 @@ use crate::cli::InstanceArgs;
 use crate::cluster::MARKER;
 use crate::commands::common::Instance;
 use crate::commands::stop;
+use crate::config::ShutdownMode;
 use crate::error::{Error, IoContext, Result};
-use crate::status::StopMode;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -58,7 +58,7 @@ pub async fn run(args: ResetArgs) -> Result<i32> {
     }
     eprintln!(
         "{}",
-        stop::stop_instance(&instance, StopMode::Fast, None).await?
+        stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
     );
     if exists {
         remove(&data_dir)?;

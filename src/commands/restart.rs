@@ -5,15 +5,15 @@ use crate::cli::StartArgs;
 use crate::commands::common::Instance;
 use crate::commands::{start, stop};
 use crate::config::Config;
+use crate::config::ShutdownMode;
 use crate::error::Result;
-use crate::status::StopMode;
 
 pub async fn run(args: StartArgs) -> Result<i32> {
     let sources = crate::remembered::with_remembered_flags(args.run.sources())?;
     let instance = Instance::from_config(Config::load(&sources)?)?;
     eprintln!(
         "{}",
-        stop::stop_instance(&instance, StopMode::Fast, None).await?
+        stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
     );
     start::start_verb(args, "restart").await
 }

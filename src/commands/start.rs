@@ -63,7 +63,7 @@ async fn wait_until_ready(instance: &mut Instance, deadline: Instant) -> Result<
     loop {
         instance.refresh();
         match &instance.status {
-            Some(status) if status.state == "ready" => return Ok(()),
+            Some(status) if status.state == crate::status::State::Ready => return Ok(()),
             _ if !instance.running() => return Err(instance.not_running()),
             Some(status) if Instant::now() > deadline => {
                 return Err(Error::Server {
