@@ -43,6 +43,7 @@ pub mod initdb_args;
 pub mod instance;
 pub mod logfile;
 pub mod notify;
+pub mod observe;
 pub mod paths;
 pub mod preflight;
 pub mod privilege;

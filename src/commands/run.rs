@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::image_env;
 use crate::instance::InstanceLock;
 use crate::notify::Notifier;
+use crate::observe::{self, Observer};
 use crate::paths;
 use crate::preflight;
 use crate::privilege::RunAs;
@@ -76,6 +77,10 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         preflight::check_port_free(config.listen_address, config.port)?;
     }
     let _registration = registry::register(&config.name, &state_dir)?;
+    let (observer, watchers) = Observer::new();
+    if let Some(address) = config.http_address {
+        observe::serve(address, watchers, state_dir.clone()).await?;
+    }
 
     Supervisor::new(
         sources,
@@ -85,6 +90,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         events,
         Notifier::from_env(),
     )
+    .observed(observer)
     .run()
     .await
 }

@@ -105,6 +105,8 @@ pub struct Config {
     pub init_dir: Option<PathBuf>,
     /// Make sure the configured role, password and database exist at every start.
     pub reconcile: bool,
+    /// The health and metrics endpoint (`http_address`); `None` = off ([`crate::observe`]).
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -192,6 +194,10 @@ pub struct Layer {
     pub host_auth_method: Option<String>,
     pub init_dir: Option<PathBuf>,
     pub reconcile: Option<bool>,
+    /// `/livez`, `/readyz`, `/metrics` on this `IP:PORT` (off when unset).
+    pub http_address: Option<String>,
+    /// Allow `http_address` on a non-loopback address.
+    pub http_allow_remote: Option<bool>,
 }
 
 impl Layer {
@@ -270,6 +276,8 @@ impl Layer {
             host_auth_method: top.host_auth_method.or(self.host_auth_method),
             init_dir: top.init_dir.or(self.init_dir),
             reconcile: top.reconcile.or(self.reconcile),
+            http_address: top.http_address.or(self.http_address),
+            http_allow_remote: top.http_allow_remote.or(self.http_allow_remote),
         }
     }
 
@@ -378,6 +386,7 @@ impl Layer {
             host_auth_method: image.host_auth_method,
             init_dir: env("PGWARDEN_INIT_DIR").map(PathBuf::from),
             reconcile: image_env::parse_bool_env(env, "PGWARDEN_RECONCILE", problems),
+            http_address: env("PGWARDEN_HTTP_ADDRESS"),
             ..Layer::default()
         }
     }
@@ -582,6 +591,12 @@ fn resolve(
         ok
     });
 
+    let http_address = crate::observe::resolve_address(
+        layer.http_address.as_deref(),
+        layer.http_allow_remote.unwrap_or(false),
+        problems,
+    );
+
     let mut server = BTreeMap::new();
     for (key, value) in layer.server.unwrap_or_default() {
         let text = match value {
@@ -634,6 +649,7 @@ fn resolve(
         ),
         init_dir: image_env::init_dir(layer.init_dir, config_dir, problems),
         reconcile: layer.reconcile.unwrap_or(true),
+        http_address,
     }
 }
 
