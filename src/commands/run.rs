@@ -44,6 +44,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     };
 
     let state_dir = paths::state_dir(&config.data_dir);
+    crate::private_dir::prepare_state_dir(&config)?;
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
     // Only once the lock is ours: removes a throwaway cluster on every way out of this function
     // (dropped before the lock is released).
@@ -129,7 +130,7 @@ impl Throwaway {
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0)
+        if let Err(e) = crate::private_dir::remove_throwaway(&self.0)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!(dir = %self.0.display(), "cannot remove the throwaway cluster: {e}");
