@@ -25,7 +25,7 @@ pub fn paths(state_dir: &Path) -> (PathBuf, PathBuf) {
 pub fn for_run(config: &crate::config::Config) -> Option<RotatingFile> {
     let state_dir = crate::paths::state_dir(&config.data_dir);
     // A state dir that is not ours is refused by `run` itself, with the reason.
-    crate::private_dir::prepare_state_dir(&config).ok()?;
+    crate::private_dir::prepare_state_dir(config).ok()?;
     match RotatingFile::open(&state_dir) {
         Ok(file) => Some(file),
         Err(e) => {
