@@ -9,20 +9,25 @@
 //! ```
 //! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
 //!   including the one [`config::Source`] of the binaries (kind, location, pin, network).
-//!   [`image_env`] reads the postgres image's variables (`POSTGRES_*`, `_FILE`, `PGDATA`).
+//!   [`image_env`], a leaf below it, reads and checks the postgres image's variables
+//!   (`POSTGRES_*`, `_FILE`, `PGDATA`), which config puts into its layers and its `Config`.
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download, mirror, local
 //!   archive, existing installation, or embedded in a `bundled` build).
-//! - [`cluster`]: the data directory, created atomically on first launch (initdb, a
-//!   [`temp_server`] for the database and the [`init_scripts`] — split by [`sql_script`] —, a
-//!   template cache), and the `[server]` settings file.
-//! - [`supervisor`]: runs the [`server`], detects readiness with [`probe`], [`reconcile`]s the
-//!   role and database (checking the password with [`verifier`]), restarts on crash or hang,
+//! - [`cluster`]: the data directory — the checks `run` and `doctor` both make, the cluster
+//!   created in place on first launch, atomic by marker (initdb, a [`temp_server`] for the
+//!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache), its
+//!   administration role's access — and the `[server]` settings file.
+//! - [`supervisor`]: runs the [`server`], detects readiness with [`probe`], [`reconcile`]s (on
+//!   the [`cluster::Cluster`] it is given) the role and database (checking the password with [`verifier`]), restarts on crash or hang,
 //!   stops on [`signals`], tells systemd through [`notify`].
 //!
-//! Beside them: [`safe_fs`] (a directory nothing written through it can escape: archive
-//! extraction), [`privilege`] (who the children run as), [`instance`] (one supervisor per data
-//! directory), [`private_dir`] (state dirs no other user can have prepared), [`registry`]
-//! (running instances by name), [`preflight`] (checks before anything
+//! Beside them: [`project`] (the `pgwarden.toml` found from the current directory, a layer
+//! between the user's config file and the environment), [`safe_fs`] (a directory nothing
+//! written through it can escape: archive extraction), [`privilege`] (who the children run
+//! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
+//! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
+//! [`remembered`] (the settings an instance was started with, in its state directory, never
+//! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
@@ -35,6 +40,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod connection;
 pub mod conninfo;
 pub mod error;
 pub mod escalation;
@@ -53,9 +59,11 @@ pub mod preflight;
 pub mod private_dir;
 pub mod privilege;
 pub mod probe;
+pub mod project;
 pub mod reconcile;
 pub mod redact;
 pub mod registry;
+pub mod remembered;
 pub mod safe_fs;
 pub mod server;
 pub mod server_log;

@@ -6,10 +6,16 @@ mod common;
 pub mod completions;
 pub mod db;
 pub mod doctor;
+pub mod exec;
 mod export_archive;
+pub mod init;
 mod install;
 pub mod logs;
+pub mod ls;
 pub mod psql;
+pub mod reload;
+pub mod reset;
+mod restart;
 pub mod restore;
 mod run;
 mod service;
@@ -23,11 +29,17 @@ use crate::cli::{Cli, Command};
 
 /// Set by `pgwarden start` for the `pgwarden run` it puts in the background.
 pub const BACKGROUND_ENV: &str = "PGWARDEN_BACKGROUND";
+use crate::config::Config;
 use crate::error::Result;
 
-pub async fn dispatch(cli: Cli) -> Result<i32> {
+/// Runs the command. `run_config` is `run`'s config when `main` loaded it already (to find
+/// the log file); `run` loads it here otherwise.
+pub async fn dispatch(cli: Cli, run_config: Option<Result<Config>>) -> Result<i32> {
     match cli.command {
-        Command::Run(args) => run::run(args).await.map(|()| 0),
+        Command::Run(args) => {
+            let config = run_config.unwrap_or_else(|| Config::load(&args.sources()))?;
+            run::run(args, config).await.map(|()| 0)
+        }
         Command::Backup(args) => backup::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Check(args) => check::run(args).await,
@@ -42,6 +54,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Doctor(args) => doctor::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Start(args) => start::start(args).await,
+        Command::Init(args) => init::run(args),
+        Command::Ls(args) => ls::run(args),
+        Command::Restart(args) => restart::run(args).await,
+        Command::Reload(args) => reload::run(args).await,
+        Command::Reset(args) => reset::run(args).await,
+        Command::Exec(args) => exec::run(args).await,
         Command::Install(args) => install::install(args).await,
         Command::ExportArchive(args) => export_archive::export_archive(args).await,
         Command::Service(crate::cli::ServiceCommand::Install(args)) => {

@@ -1,8 +1,10 @@
 //! `pgwarden run`: config → binaries → cluster → supervisor, in the foreground.
 
 use crate::cli::RunArgs;
+use crate::cluster;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::image_env;
 use crate::instance::InstanceLock;
 use crate::launch::Launch;
 use crate::notify::Notifier;
@@ -17,34 +19,50 @@ use crate::supervisor::Supervisor;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
-pub async fn run(args: RunArgs) -> Result<()> {
+/// Runs the server with `config`, loaded once from `args.sources()` by `main` (before logging
+/// starts: the log file lives in the instance's state directory); SIGHUP loads it again.
+pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     // First, so that a signal during install or initdb is kept and acted on afterwards.
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
-    let sources = args.sources();
-    let config = Config::load(&sources)?;
+    // The same sources `main` loaded `config` from: with the remembered flags.
+    let sources = crate::remembered::with_remembered_flags(args.sources())?;
+    let mut config = config;
+    if let Some(warning) = image_env::trust_warning(&config.host_auth_method) {
+        warn!(listen_address = %config.listen_address, "{warning}");
+    }
     let run_as = if args.create_user {
         RunAs::resolve_or_create(config.run_as.as_deref())?
     } else {
         RunAs::resolve(config.run_as.as_deref())?
     };
 
-    let state_dir = paths::state_dir(&config.data_dir);
+    let state_dir = registry::adopt(&mut config)?;
     crate::private_dir::prepare_state_dir(&config)?;
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
+    // The name next: refused while it runs with another data directory.
+    let _registration = registry::register(&config, &state_dir)?;
     // Only once the lock is ours: removes a throwaway cluster on every way out of this function
     // (dropped before the lock is released).
     let _throwaway = config.ephemeral.then(|| Throwaway::new(&config));
     // A postmaster left running by a pgwarden that was killed: we hold the lock, so it is
     // nobody's. Shut it down cleanly and start our own (adopting it would leave a server we
     // cannot `wait` for, whose exit we could only poll).
-    if let Some(pid) = server::survivor(&config.data_dir) {
-        warn!(
-            pid = pid.as_raw(),
-            "a postgres from an earlier pgwarden still runs on this data directory; shutting it down first"
-        );
-        server::stop_survivor(pid, &config.data_dir, config.shutdown_timeout).await;
+    // The same for the temporary server of a first launch that was killed, which works in the
+    // staging directory of the half-made cluster the next step clears.
+    for dir in [
+        config.data_dir.clone(),
+        config.data_dir.join(cluster::STAGING),
+    ] {
+        if let Some(pid) = server::survivor(&dir) {
+            warn!(
+                pid = pid.as_raw(),
+                dir = %dir.display(),
+                "a postgres from an earlier pgwarden still runs on this data directory; shutting it down first"
+            );
+            server::stop_survivor(pid, &dir, config.shutdown_timeout).await;
+        }
     }
     if config.ephemeral {
         prepare_throwaway(&config)?;
@@ -58,7 +76,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         preflight::check_port_free(config.listen_address, config.port)?;
         Launch { port: config.port }
     };
-    let _registration = registry::register(&config.name, &state_dir)?;
+    let mut remembered = crate::remembered::Remembered::of(&config, &sources.flags);
+    remembered.port = launch.port;
+    crate::remembered::write(&state_dir, &remembered)?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
         observe::serve(address, watchers, state_dir.clone()).await?;
