@@ -25,7 +25,7 @@
 //! extraction), [`privilege`] (who the children run as), [`instance`] (one supervisor per data
 //! directory), [`private_dir`] (state dirs no other user can have prepared), [`registry`]
 //! (running instances by name), [`preflight`] (checks before anything
-//! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
+//! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
@@ -55,6 +55,7 @@ pub mod preflight;
 pub mod private_dir;
 pub mod privilege;
 pub mod probe;
+pub mod procfs;
 pub mod reconcile;
 pub mod redact;
 pub mod registry;
