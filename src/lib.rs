@@ -33,7 +33,7 @@
 //! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
-//! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
+//! forwarded server lines), [`log_lines`] (quiet by default, `-v`/`-q`), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
 //! module per subcommand.
 
@@ -52,6 +52,7 @@ pub mod init_scripts;
 pub mod initdb_args;
 pub mod instance;
 pub mod launch;
+pub mod log_lines;
 pub mod logfile;
 pub mod notify;
 pub mod observe;
