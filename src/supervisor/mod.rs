@@ -123,6 +123,10 @@ pub struct Supervisor {
     timers: HashMap<Timer, Instant>,
     probing: Probing,
     probe_in_flight: bool,
+    /// Health probing (re)starts: its interval begins anew.
+    restart_health: bool,
+    /// Readiness polling (re)starts: fast polling first.
+    restart_poll: bool,
     probe_tx: mpsc::Sender<ProbeResult>,
     probe_rx: mpsc::Receiver<ProbeResult>,
     /// Readiness polling: when it started (fast polling first).
@@ -188,6 +192,8 @@ impl Supervisor {
             timers: HashMap::new(),
             probing: Probing::Off,
             probe_in_flight: false,
+            restart_health: false,
+            restart_poll: false,
             probe_tx,
             probe_rx,
             polling_since: Instant::now(),
@@ -224,6 +230,17 @@ impl Supervisor {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.observer.beat();
+            if std::mem::take(&mut self.restart_poll) {
+                // A new start: poll fast again.
+                poll = tokio::time::interval(READY_POLL);
+                poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+            if std::mem::take(&mut self.restart_health) {
+                // The server was just probed: the next health probe is one interval away.
+                let every = self.config.supervision.health_interval;
+                health = tokio::time::interval_at(Instant::now() + every, every);
+                health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             while let Some(event) = queue.pop_front() {
                 let actions = step(&mut self.machine, event);
                 if let Some(finish) = self.perform_all(actions, &mut queue).await {
@@ -501,8 +518,13 @@ impl Supervisor {
             Action::Probe(mode) => {
                 self.probing = mode;
                 self.probe_in_flight = false;
-                if mode == Probing::Readiness {
-                    self.polling_since = Instant::now();
+                match mode {
+                    Probing::Readiness => {
+                        self.polling_since = Instant::now();
+                        self.restart_poll = true;
+                    }
+                    Probing::Health => self.restart_health = true,
+                    Probing::Off => {}
                 }
             }
             Action::StartReconcile => {
