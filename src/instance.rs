@@ -59,6 +59,7 @@ impl InstanceLock {
             .open(&path)
             .io("cannot open lock file", &path)?;
         let deadline = Instant::now() + DYING_HOLDER_WAIT;
+        let mut said = false;
         while file.try_lock().is_err() {
             let mut pid = String::new();
             let _ = file.rewind();
@@ -79,6 +80,13 @@ impl InstanceLock {
                         .filter(|p| !p.is_empty())
                         .unwrap_or_else(|| "unknown".into()),
                 });
+            }
+            if !said {
+                said = true;
+                tracing::info!(
+                    pid = %pid,
+                    "the instance lock is still held by a pgwarden that is exiting; waiting for it"
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -187,6 +195,39 @@ mod tests {
         drop(lock);
         assert_eq!(holder(&state), None);
         assert_eq!(holder_by_trying(&state.join("lock")), None);
+    }
+
+    #[test]
+    fn a_lock_that_names_a_dead_pid_is_waited_for_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("data.pgwarden");
+        std::fs::create_dir(&state).unwrap();
+        let lock = state.join("lock");
+        // The lock names a pid that is gone, while the flock is still held for a moment (as
+        // by the last exiting thread of a SIGKILLed pgwarden).
+        std::fs::write(&lock, format!("{}\n", i32::MAX)).unwrap();
+        let mut holder = std::process::Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["sleep", "0.4"])
+            .spawn()
+            .unwrap();
+        let held = Instant::now() + Duration::from_secs(5);
+        while holder_by_trying(&lock).is_none() && Instant::now() < held {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            holder_by_trying(&lock).is_some(),
+            "flock did not take the lock"
+        );
+        let started = Instant::now();
+        InstanceLock::acquire(&state, Path::new("/d")).expect("waited for, not refused");
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        holder.wait().unwrap();
     }
 
     #[test]

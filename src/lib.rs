@@ -15,15 +15,20 @@
 //! - [`cluster`]: the data directory, created atomically on first launch (initdb, a
 //!   [`temp_server`] for the database and the [`init_scripts`] — split by [`sql_script`] —, a
 //!   template cache), and the `[server]` settings file.
-//! - [`supervisor`]: runs the [`server`], detects readiness with [`probe`], [`reconcile`]s the
+//! - [`supervisor`]: one event loop; [`supervisor::machine`]'s pure `step` decides, an executor
+//!   acts: runs the [`server`] (with the settings [`launch::effective`] computes from the config
+//!   and the launch), detects readiness with [`probe`] and [`pid_file`], [`reconcile`]s the
 //!   role and database (checking the password with [`verifier`]), restarts on crash or hang,
-//!   stops on [`signals`], tells systemd through [`notify`].
+//!   stops on [`signals`] through [`escalation`], tells systemd through [`notify`], and
+//!   publishes the [`status`] record. A postmaster's end is explained from its own lines
+//!   ([`server_log`]) and the cgroup's OOM count ([`oom`]).
 //!
 //! Beside them: [`safe_fs`] (a directory nothing written through it can escape: archive
 //! extraction), [`privilege`] (who the children run as), [`instance`] (one supervisor per data
 //! directory), [`private_dir`] (state dirs no other user can have prepared), [`registry`]
 //! (running instances by name), [`preflight`] (checks before anything
-//! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
+//! changes), [`paths`] (default locations), [`status`] (the supervisor's state and status record,
+//! a leaf that the commands read and the supervisor writes),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one

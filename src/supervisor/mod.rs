@@ -3,14 +3,15 @@
 //! Built the way nextest's runner is: one loop ([`Supervisor::run`]) with one `tokio::select!`
 //! turns every source — control signals, the postmaster's exit, probe results, timers, the
 //! install / first-launch / reconcile tasks — into an [`Event`]; the pure [`step`]
-//! ([`machine`]) decides, and returns [`Action`]s; [`Supervisor::perform`] carries them out.
+//! ([`machine`]) decides, and returns [`Action`]s; the executor (`Supervisor::perform`) carries
+//! them out.
 //! Nothing else decides: a signal means the same thing in every state because one function
 //! reads it, and a new event is a new arm of one `match`.
 //!
 //! The executor owns the effects: the postmaster's handle ([`Server`], whose child has one
 //! owner, its keeper task), the tasks, the timers the machine armed, the probes, systemd's
-//! notifications, and the status record ([`Supervisor::write_status`] is the one place it is
-//! published).
+//! notifications, and the status record (`Supervisor::write_status` is the one place it is
+//! published: the file, and the listener that feeds the HTTP endpoint).
 
 pub mod machine;
 
