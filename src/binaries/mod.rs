@@ -17,6 +17,7 @@ mod mirror;
 pub mod npm;
 pub mod policy;
 mod progress;
+pub mod reach;
 
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
@@ -82,6 +83,9 @@ pub fn provenance(install: &Install) -> String {
 
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
 pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -> Result<Install> {
+    if !matches!(source, Source::Existing(_)) {
+        crate::private_dir::check_trusted(install_dir, "install_dir")?;
+    }
     match source {
         Source::Archive { path, sha256 } => {
             let (path, dir, req) = (path.clone(), install_dir.to_path_buf(), version.clone());
@@ -148,6 +152,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .expect("install task panicked")
 }
 
+/// The installation `source` would use without installing anything: an existing installation
+/// in place (if it validates), else the newest complete one in the cache satisfying `req`.
+pub fn installed_for(source: &Source, install_dir: &Path, req: &VersionReq) -> Option<Install> {
+    match source {
+        Source::Existing(dir) => existing::validate(dir).ok(),
+        _ => find_installed(install_dir, req),
+    }
+}
+
 /// The newest complete installation in `install_dir` that satisfies `req`.
 pub fn find_installed(install_dir: &Path, req: &VersionReq) -> Option<Install> {
     installed(install_dir)
@@ -187,6 +200,8 @@ struct InstallLock(#[allow(dead_code)] File);
 fn lock(install_dir: &Path) -> Result<InstallLock> {
     std::fs::create_dir_all(install_dir).io("cannot create install directory", install_dir)?;
     let _ = std::fs::set_permissions(install_dir, std::fs::Permissions::from_mode(0o755));
+    // Again now that it exists: made by someone else between the first check and here?
+    crate::private_dir::check_trusted(install_dir, "install_dir")?;
     let path = install_dir.join(".lock");
     let file = File::options()
         .create(true)
@@ -463,6 +478,13 @@ fn validation_version(postgres: &Path) -> Result<Version> {
         );
         // std drops the supplementary groups when it sets uid as root.
         command.uid(uid).gid(gid);
+        return version_of(command, postgres).map_err(|e| Error::Binaries {
+            what: format!(
+                "{e}\n(run as uid {uid}, not root: the archive is not trusted yet)\n\
+                 help: that user must be able to reach {}; choose an install_dir it can enter",
+                postgres.display()
+            ),
+        });
     }
     version_of(command, postgres)
 }
@@ -554,13 +576,13 @@ async fn download(
     }
 }
 
-fn first_line(e: &Error) -> String {
+pub(crate) fn first_line(e: &Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// The error when neither GitHub nor the npm registry served: each source's cause, and what
 /// to do without a network.
-fn all_sources_failed(
+pub(crate) fn all_sources_failed(
     req: &VersionReq,
     theseus: &Theseus,
     github: &Error,
