@@ -25,10 +25,13 @@
 //!   tells systemd through [`notify`], and publishes the [`status`] record. A postmaster's end
 //!   is explained from its own lines ([`server_log`]) and the cgroup's OOM count ([`oom`]).
 //!
-//! Beside them: [`safe_fs`] (a directory nothing written through it can escape: archive
-//! extraction), [`privilege`] (who the children run as), [`instance`] (one supervisor per data
-//! directory), [`private_dir`] (state dirs no other user can have prepared), [`registry`]
-//! (running instances by name), [`preflight`] (checks before anything
+//! Beside them: [`project`] (the `pgwarden.toml` found from the current directory, a layer
+//! between the user's config file and the environment), [`safe_fs`] (a directory nothing
+//! written through it can escape: archive extraction), [`privilege`] (who the children run
+//! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
+//! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
+//! [`remembered`] (the settings an instance was started with, in its state directory, never
+//! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the supervisor's state and status record,
 //! a leaf that the commands read and the supervisor writes),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
@@ -42,6 +45,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod connection;
 pub mod conninfo;
 pub mod error;
 pub mod escalation;
@@ -60,9 +64,11 @@ pub mod preflight;
 pub mod private_dir;
 pub mod privilege;
 pub mod probe;
+pub mod project;
 pub mod reconcile;
 pub mod redact;
 pub mod registry;
+pub mod remembered;
 pub mod safe_fs;
 pub mod server;
 pub mod server_log;
