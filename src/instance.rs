@@ -67,7 +67,7 @@ impl InstanceLock {
             let pid = pid.trim().to_string();
             let live = pid.parse::<i32>().is_ok_and(live_and_well);
             if live || Instant::now() >= deadline {
-                let others = descriptor_holders(&path);
+                let others = crate::procfs::fd_holders(|target| target == path);
                 if !live && !others.is_empty() {
                     tracing::warn!(
                         ?others,
@@ -120,23 +120,6 @@ fn live_and_well(pid: i32) -> bool {
         || kill_pending(field("ShdPnd:"))
         || kill_pending(field("SigPnd:"));
     !dying
-}
-
-/// Processes with the lock file open (for the message when the lock stays held).
-fn descriptor_holders(path: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let fds = std::fs::read_dir(e.path().join("fd")).ok()?;
-            fds.flatten()
-                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
-                .then_some(pid)
-        })
-        .collect()
 }
 
 /// The pid of the live supervisor holding `state_dir`'s lock, or `None` when no pgwarden runs

@@ -32,8 +32,9 @@
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never
 //! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
-//! changes), [`paths`] (default locations), [`status`] (the supervisor's state and status record,
-//! a leaf that the commands read and the supervisor writes),
+//! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default
+//! locations), [`status`] (the supervisor's state and status record, a leaf that the commands
+//! read and the supervisor writes),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
@@ -64,6 +65,7 @@ pub mod preflight;
 pub mod private_dir;
 pub mod privilege;
 pub mod probe;
+pub mod procfs;
 pub mod project;
 pub mod reconcile;
 pub mod redact;
