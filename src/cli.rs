@@ -102,6 +102,9 @@ pub enum Command {
     Backup(crate::commands::backup::BackupArgs),
     /// Restore a backup into a new data directory (verified first), and start it.
     Restore(crate::commands::restore::RestoreArgs),
+    /// Dev snapshots: save the whole cluster by name, put it back in well under a second.
+    #[command(subcommand)]
+    Snapshot(crate::commands::snapshot::SnapshotCommand),
 
     /// Create or drop databases (per-test databases cloned from a template).
     #[command(subcommand)]

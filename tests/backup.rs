@@ -445,3 +445,94 @@ fn restore_force_replaces_a_running_cluster_and_keeps_the_old_one_aside() {
     assert_eq!(aside.len(), 1, "the old cluster kept aside");
     assert!(aside[0].path().join("PG_VERSION").is_file());
 }
+
+#[test]
+fn a_snapshot_round_trip_undoes_a_schema_change() {
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts VALUES (1), (2)",
+    )
+    .unwrap();
+    drop(c);
+
+    // Bad names and unknown snapshots are refused, with the server left running.
+    for bad in ["../x", ".hidden", "a b"] {
+        let out = pgw(&["snapshot", "save", bad, "--data-dir", data_s]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    }
+    let out = pgw(&["snapshot", "restore", "nope", "--data-dir", data_s]);
+    assert!(
+        text(&out.stderr).contains("no snapshot \"nope\""),
+        "{out:?}"
+    );
+    assert!(connect(port, "trader", "trader", "trader").is_ok());
+
+    let _background = Background {
+        data_dir: data.clone(),
+    };
+    let out = pgw(&["snapshot", "save", "before-migration", "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    let mut server = server;
+    assert!(server.wait_exit(common::STOP).success());
+
+    // The "migration": a schema change and new rows, on the server started again.
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute(
+        "ALTER TABLE accounts ADD COLUMN email text; INSERT INTO accounts VALUES (3, 'x@y'); \
+         CREATE TABLE audit (n int)",
+    )
+    .unwrap();
+    drop(c);
+
+    let out = pgw(&[
+        "snapshot",
+        "restore",
+        "before-migration",
+        "--data-dir",
+        data_s,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    let ids: Vec<i32> = c
+        .query("SELECT id FROM accounts ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    let columns: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'accounts'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 1, "the added column is gone");
+    assert!(c.batch_execute("SELECT * FROM audit").is_err());
+    drop(c);
+
+    let out = pgw(&["snapshot", "ls", "--data-dir", data_s]);
+    assert!(text(&out.stdout).contains("before-migration"), "{out:?}");
+    // A snapshot of another major version is refused.
+    let other = dir.path().join("data.snapshots/old-major");
+    std::fs::create_dir_all(other.join("data")).unwrap();
+    std::fs::write(
+        other.join("snapshot.json"),
+        r#"{"name":"old-major","created_ms":1,"postgresql_major":"15","bytes":0,"files":0}"#,
+    )
+    .unwrap();
+    let out = pgw(&["snapshot", "restore", "old-major", "--data-dir", data_s]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("PostgreSQL 15"), "{out:?}");
+    assert!(connect(port, "trader", "trader", "trader").is_ok());
+
+    let out = pgw(&["snapshot", "rm", "before-migration", "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    let out = pgw(&["snapshot", "ls", "--data-dir", data_s]);
+    assert!(!text(&out.stdout).contains("before-migration"), "{out:?}");
+}

@@ -11,6 +11,7 @@
 //! - [`restore`]: `pgwarden restore` — verify, unpack into a staging sibling, rename into place.
 //! - [`relaunch`]: starting a cluster again after a restore or a snapshot, with the arguments
 //!   and environment its supervisor had (or the restore's own flags).
+//! - [`snapshot`]: dev snapshots — the stopped cluster copied aside by name, swapped back.
 //! - [`record`]: `<state dir>/backup.json`, the last backup's time, size and result, for
 //!   `status` (and the metrics exporter).
 
@@ -19,6 +20,7 @@ pub mod manifest;
 pub mod record;
 pub mod relaunch;
 pub mod restore;
+pub mod snapshot;
 pub mod wal_archive;
 
 use std::path::Path;

@@ -13,6 +13,7 @@ pub mod psql;
 pub mod restore;
 mod run;
 mod service;
+pub mod snapshot;
 mod start;
 pub mod status;
 pub mod stop;
@@ -30,6 +31,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Run(args) => run::run(args).await.map(|()| 0),
         Command::Backup(args) => backup::run(args).await,
         Command::Restore(args) => restore::run(args).await,
+        Command::Snapshot(command) => snapshot::run(command).await,
         Command::Check(args) => check::run(args).await,
         Command::Db(command) => db::run(command).await,
         Command::Wait(args) => wait::run(args).await,
