@@ -346,6 +346,11 @@ pub struct RunArgs {
     /// created, like the image's /docker-entrypoint-initdb.d [default: <config dir>/initdb.d].
     #[arg(long, value_name = "DIR")]
     pub init_dir: Option<PathBuf>,
+
+    /// Serve /livez, /readyz and Prometheus /metrics on this IP:PORT, e.g. 127.0.0.1:9187
+    /// [default: off]. A non-loopback address needs `http_allow_remote = true` in the config.
+    #[arg(long, value_name = "IP:PORT")]
+    pub http_address: Option<String>,
 }
 
 impl RunArgs {
@@ -356,6 +361,7 @@ impl RunArgs {
                 run_as: self.run_as.clone(),
                 ephemeral: self.ephemeral.then_some(true),
                 init_dir: self.init_dir.clone(),
+                http_address: self.http_address.clone(),
                 ..self.instance.layer()
             }),
             system: self.instance.system,

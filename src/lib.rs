@@ -19,7 +19,8 @@
 //!   role and database (checking the password with [`verifier`]), restarts on crash or hang,
 //!   stops on [`signals`], tells systemd through [`notify`].
 //!
-//! Beside them: [`privilege`] (who the children run as), [`instance`] (one supervisor per data
+//! Beside them: [`safe_fs`] (a directory nothing written through it can escape: archive
+//! extraction), [`privilege`] (who the children run as), [`instance`] (one supervisor per data
 //! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
@@ -40,12 +41,14 @@ pub mod initdb_args;
 pub mod instance;
 pub mod logfile;
 pub mod notify;
+pub mod observe;
 pub mod paths;
 pub mod preflight;
 pub mod privilege;
 pub mod probe;
 pub mod reconcile;
 pub mod registry;
+pub mod safe_fs;
 pub mod server;
 pub mod signals;
 pub mod sql_script;

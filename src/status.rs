@@ -50,13 +50,25 @@ pub struct Status {
     pub database: String,
 }
 
+/// Called with every record written (the HTTP endpoint's feed, [`crate::observe`]).
+pub type Listener = Box<dyn FnMut(&Status) + Send>;
+
 /// The supervisor's handle on its status file.
-#[derive(Debug)]
 pub struct StatusFile {
     path: PathBuf,
     status: Status,
     /// Set after the first failed write, so a full disk is reported once, not per transition.
     warned: bool,
+    listener: Option<Listener>,
+}
+
+impl std::fmt::Debug for StatusFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusFile")
+            .field("path", &self.path)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StatusFile {
@@ -85,7 +97,14 @@ impl StatusFile {
                 database: config.database.clone(),
             },
             warned: false,
+            listener: None,
         }
+    }
+
+    /// Calls `listener` with the current record now and with every record written from now on.
+    pub fn on_write(&mut self, mut listener: impl FnMut(&Status) + Send + 'static) {
+        listener(&self.status);
+        self.listener = Some(Box::new(listener));
     }
 
     /// Records a transition and writes the file.
@@ -133,6 +152,9 @@ impl StatusFile {
     }
 
     fn write(&mut self) {
+        if let Some(listener) = &mut self.listener {
+            listener(&self.status);
+        }
         if let Err(e) = write_atomically(&self.path, &self.status) {
             if !self.warned {
                 tracing::warn!("cannot write the status file: {e}");

@@ -20,6 +20,7 @@ use crate::cluster::{self, Cluster};
 use crate::config::{Config, ShutdownMode, Sources};
 use crate::error::{Error, Result};
 use crate::notify::Notifier;
+use crate::observe::Observer;
 use crate::privilege::RunAs;
 use crate::probe::{self, PingStatus};
 use crate::reconcile::{self, Timing};
@@ -144,6 +145,8 @@ pub struct Supervisor {
     announced: bool,
     /// The status file `pgwarden status/stop/wait` read (issue 5).
     status: StatusFile,
+    /// Feeds the HTTP endpoint: every status record, a heartbeat, the probes' answers.
+    observer: Observer,
 }
 
 impl Supervisor {
@@ -173,7 +176,16 @@ impl Supervisor {
             state: State::Installing,
             restarts: 0,
             announced: false,
+            observer: Observer::detached(),
         }
+    }
+
+    /// Publishes the status records, a heartbeat from the loop and the probes' answers to
+    /// `observer` (the HTTP endpoint's feed).
+    pub fn observed(mut self, observer: Observer) -> Self {
+        self.status.on_write(observer.status_listener());
+        self.observer = observer;
+        self
     }
 
     fn transition(&mut self, to: State, cause: &str) {
@@ -211,6 +223,7 @@ impl Supervisor {
             );
             tokio::select! {
                 install = ensure => install?,
+                _ = self.observer.pulse() => unreachable!("the pulse never ends"),
                 _ = shutdown_requested(&mut self.events) => {
                     self.transition(State::Stopped, "shutdown while installing");
                     return Ok(());
@@ -235,11 +248,13 @@ impl Supervisor {
                 self.state_dir.clone(),
             );
             // Not interrupted: a first launch completes (or fails) as a whole.
-            tokio::task::spawn_blocking(move || {
+            let task = tokio::task::spawn_blocking(move || {
                 cluster::prepare(&config, &install, &run_as, &state_dir)
-            })
-            .await
-            .expect("cluster task panicked")?
+            });
+            tokio::select! {
+                prepared = task => prepared.expect("cluster task panicked")?,
+                _ = self.observer.pulse() => unreachable!("the pulse never ends"),
+            }
         };
         if self.take_pending_shutdown() {
             self.transition(State::Stopped, "shutdown while initialising");
@@ -407,6 +422,7 @@ impl Supervisor {
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => true,
+            _ = self.observer.pulse() => unreachable!("the pulse never ends"),
             _ = shutdown_requested(&mut self.events) => {
                 self.transition(State::Stopped, "shutdown while restarting");
                 false
@@ -443,12 +459,15 @@ impl Supervisor {
                 },
                 _ = extend.tick() => self.notifier.extend_timeout(EXTEND_BY),
                 _ = tick.tick() => {
+                    self.observer.beat();
                     // The postmaster says "ready" in its pid file before anything connects (as
                     // pg_ctl -w reads it); probing only then keeps "the database system is
                     // starting up" out of the server log. The probe confirms the TCP listener.
                     if pid_file_says_ready(data_dir, pid)
                         && probe::ping(address, &user, &database, Duration::from_secs(1)).await == PingStatus::Accepting
                     {
+                        let policy = &self.config.supervision;
+                        self.observer.probed(true, policy.health_interval + policy.health_timeout);
                         return Outcome::Ready;
                     }
                     if tick.period() == READY_POLL && Instant::now() >= slow_from {
@@ -488,6 +507,7 @@ impl Supervisor {
                     Control::Immediate => return Outcome::Stop(ShutdownMode::Immediate),
                     Control::Shutdown { .. } => return Outcome::Stop(self.config.shutdown_mode),
                 },
+                _ = self.observer.pulse() => unreachable!("the pulse never ends"),
                 _ = health.tick(), if !probing => {
                     probing = true;
                     let (tx, user, database) = (probe_tx.clone(), user.clone(), database.clone());
@@ -497,6 +517,7 @@ impl Supervisor {
                 }
                 Some(status) = probe_rx.recv() => {
                     probing = false;
+                    self.observer.probed(status == PingStatus::Accepting, policy.health_interval + policy.health_timeout);
                     if status != PingStatus::NoResponse {
                         last_answer = Instant::now();
                     } else if last_answer.elapsed() >= policy.hang_after {
@@ -622,6 +643,7 @@ impl Supervisor {
             tokio::select! {
                 status = server.wait() => return Some(status),
                 _ = &mut sleep => return None,
+                _ = self.observer.pulse() => unreachable!("the pulse never ends"),
                 event = next_event(&mut self.events) => {
                     if escalate_on_signal && matches!(event, Control::Immediate | Control::Shutdown { .. }) {
                         return None;

@@ -17,11 +17,10 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 #[test]
 fn bundled_binary_installs_and_runs_postgres_without_a_source() {
     let Some(built) = std::env::var_os("PGWARDEN_BUNDLED_BIN").map(PathBuf::from) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must build the bundled binary and set PGWARDEN_BUNDLED_BIN (see .ci/run)"
+        common::prerequisite(
+            false,
+            "the bundled build named in PGWARDEN_BUNDLED_BIN (.ci/run builds it and sets it)",
         );
-        eprintln!("skipped: PGWARDEN_BUNDLED_BIN is not set (.ci/run sets it)");
         return;
     };
     // One copied binary, alone in a directory.

@@ -258,8 +258,7 @@ fn start_reports_the_servers_error_when_it_never_gets_ready() {
 
 #[test]
 fn create_user_makes_a_locked_system_user_when_root_has_none() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !require_root("creating a system user") {
         return;
     }
     let user = format!("pgw{}", std::process::id() % 100_000);

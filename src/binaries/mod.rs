@@ -13,6 +13,7 @@ mod existing;
 pub mod export;
 mod fetch;
 mod mirror;
+pub mod policy;
 mod progress;
 
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
@@ -332,7 +333,10 @@ fn commit_unpacked(
     {
         return Err(checksum_error(what, expected, &unpacked.sha256));
     }
-    let version = postgres_version(&staging.path().join("bin/postgres"))?;
+    // Not yet trusted: as root, its `postgres --version` runs as the unprivileged user.
+    std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
+        .io("cannot set the mode of", staging.path())?;
+    let version = validation_version(&staging.path().join("bin/postgres"))?;
     if version.major != MAJOR {
         return Err(Error::Binaries {
             what: format!(
@@ -386,9 +390,38 @@ fn commit_unpacked(
     Ok((Install { dir, version }, unpacked.sha256))
 }
 
+/// [`postgres_version`] of binaries just unpacked: when pgwarden is root, run as `run_as` (or,
+/// when that user does not exist yet, as `nobody`), never as root.
+fn validation_version(postgres: &Path) -> Result<Version> {
+    let mut command = std::process::Command::new(postgres);
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::process::CommandExt;
+        let configured = policy::current().run_as;
+        let (uid, gid) = match crate::privilege::RunAs::resolve(configured.as_deref()) {
+            Ok(run_as) => (run_as.uid.as_raw(), run_as.gid.as_raw()),
+            Err(_) => nix::unistd::User::from_name("nobody")
+                .ok()
+                .flatten()
+                .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+                .unwrap_or((65534, 65534)),
+        };
+        debug!(
+            uid,
+            "checking the new binaries' version as an unprivileged user"
+        );
+        // std drops the supplementary groups when it sets uid as root.
+        command.uid(uid).gid(gid);
+    }
+    version_of(command, postgres)
+}
+
 /// Runs `postgres --version` (`postgres (PostgreSQL) 16.14`) and parses the version.
 pub fn postgres_version(postgres: &Path) -> Result<Version> {
-    let output = std::process::Command::new(postgres)
+    version_of(std::process::Command::new(postgres), postgres)
+}
+
+fn version_of(mut command: std::process::Command, postgres: &Path) -> Result<Version> {
+    let output = command
         .arg("--version")
         .output()
         .map_err(|e| Error::Binaries {

@@ -1,24 +1,41 @@
-//! The cluster: find the data directory's cluster, or create it atomically on first launch.
+//! The cluster: find the data directory's cluster, or create it on first launch, in place and
+//! atomically by marker.
 //!
 //! First launch runs initdb (UTF8, scram-sha-256 for TCP *and* the Unix socket, the configured
 //! user as superuser, its password through a 0600 file removed afterwards), then starts a
 //! temporary server on the Unix socket only ([`crate::temp_server`]) that creates pgwarden's
 //! administration role ([`crate::reconcile`]) and the configured database and runs the init
-//! scripts ([`crate::init_scripts`]), all in a staging sibling `.<name>.initdb-*` of the data
-//! directory. A completion marker is written last, then the staging directory is renamed into
-//! place. A launch killed or failing at any point (a failing init script included) leaves no
-//! half cluster at the data path, and the next launch sweeps the staging debris and starts over.
+//! scripts ([`crate::init_scripts`]).
+//!
+//! Where: always inside the data directory itself, which may be missing (created), or an
+//! existing empty directory — a mount point in particular (a disk, a volume, a tmpfs), which
+//! cannot be replaced by a rename. Before initdb runs, the marker [`data_dir::CREATING`] goes
+//! into the data directory; initdb builds the cluster in the subdirectory
+//! [`data_dir::STAGING`] (initdb needs an empty directory of its own), whose entries are moved
+//! up when it is complete and flushed to disk; the completion marker [`MARKER`] is written
+//! last, then the creating marker removed. A launch killed at any point leaves either a
+//! directory marked "being created" without the completion marker — recognised by the next
+//! launch as a half-made cluster of pgwarden's, cleared and made again — or a complete
+//! cluster. A launch that fails (a failing init script, say) puts the directory back as it was
+//! (missing, or empty). A directory pgwarden did not mark is never cleared.
+//!
+//! Why one path rather than the earlier staging sibling renamed over the data directory: the
+//! rename cannot work for a mount point, and a second path for mount points would be a second
+//! way to get atomicity right. The markers work for both, cost nothing measurable (a few
+//! renames within one directory), and keep a half-made cluster on the volume it belongs to.
 //! An existing cluster is never re-initialised.
 
+mod data_dir;
 mod flush;
 mod settings;
 mod template;
 
+pub use data_dir::{CREATING, DataDir, MARKER, STAGING, examine};
 use flush::{BackgroundFlush, flush_to_disk, sync_dir};
 pub use settings::{SETTINGS_FILE, write_server_settings};
 
 use crate::binaries::Install;
-use crate::config::{ADMIN_ROLE, Config, MAJOR};
+use crate::config::{ADMIN_ROLE, Config};
 use crate::error::{Error, IoContext, Result};
 use crate::init_scripts;
 use crate::privilege::RunAs;
@@ -30,9 +47,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use tracing::{info, warn};
-
-/// The completion marker pgwarden writes into a data directory it initialised.
-pub const MARKER: &str = "pgwarden.json";
 
 /// A data directory holding a PostgreSQL 16 cluster, ready to be started.
 #[derive(Debug, Clone)]
@@ -62,16 +76,33 @@ pub fn prepare(
     state_dir: &Path,
 ) -> Result<Cluster> {
     let data_dir = &config.data_dir;
-    run_as.check_traversable(data_dir)?;
+    let found = examine(data_dir, run_as)?;
     let socket_dir = state_dir.join("socket");
     run_as.own_dir(&socket_dir, 0o700)?;
 
-    let created = match inspect(data_dir)? {
-        DataDir::Cluster { major } => {
-            check_existing(data_dir, major, run_as)?;
+    let created = match found {
+        DataDir::Cluster { ours } => {
+            if !ours {
+                warn!(
+                    data_dir = %data_dir.display(),
+                    "this cluster was not created by pgwarden (no {MARKER}); using it as it is: \
+                     its users, passwords and databases were not checked"
+                );
+            }
             false
         }
-        DataDir::Absent => {
+        DataDir::Missing | DataDir::Empty => {
+            initialise(config, install, run_as, state_dir, &socket_dir)?;
+            true
+        }
+        DataDir::HalfMade => {
+            warn!(
+                data_dir = %data_dir.display(),
+                "an earlier first launch did not finish this cluster ({CREATING} without {MARKER}); \
+                 clearing it and starting over"
+            );
+            stop_staging_server(data_dir);
+            data_dir::clear_half_made(data_dir)?;
             initialise(config, install, run_as, state_dir, &socket_dir)?;
             true
         }
@@ -84,109 +115,79 @@ pub fn prepare(
     })
 }
 
-/// True when `data_dir` holds a cluster already (`PG_VERSION`, as the image checks).
+/// True when `data_dir` holds a complete cluster (`PG_VERSION`, as the image checks, and no
+/// unfinished first launch).
 pub fn is_initialised(data_dir: &Path) -> bool {
-    matches!(inspect(data_dir), Ok(DataDir::Cluster { .. }))
+    matches!(data_dir::inspect(data_dir), Ok(DataDir::Cluster { .. }))
 }
 
-enum DataDir {
-    /// Missing, or an empty directory.
-    Absent,
-    Cluster {
-        major: String,
-    },
-}
-
-fn inspect(data_dir: &Path) -> Result<DataDir> {
-    // Like the postgres image: initialised means PG_VERSION exists and is not empty.
-    match std::fs::read_to_string(data_dir.join("PG_VERSION")) {
-        Ok(text) if !text.trim().is_empty() => {
-            return Ok(DataDir::Cluster {
-                major: text.trim().to_string(),
-            });
-        }
-        _ => {}
-    }
-    match std::fs::read_dir(data_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DataDir::Absent),
-        Err(e) => Err(e).io("cannot read data directory", data_dir),
-        Ok(mut entries) => {
-            if entries.next().is_none() {
-                Ok(DataDir::Absent)
-            } else {
-                Err(Error::Cluster {
-                    what: format!(
-                        "data directory {} is not empty but holds no PostgreSQL cluster (no PG_VERSION); \
-                         pgwarden will not initialise over existing files\n\
-                         help: point --data-dir at an empty or missing directory, or move these files away",
-                        data_dir.display()
-                    ),
-                })
-            }
-        }
+/// A temporary server of a first launch that was killed (SIGKILL leaves it running) would
+/// hold files of the half-made cluster: it is killed before the directory is cleared.
+fn stop_staging_server(data_dir: &Path) {
+    let staging = data_dir.join(STAGING);
+    let Some(pid) = crate::server::survivor(&staging) else {
+        return;
+    };
+    warn!(
+        pid = pid.as_raw(),
+        "stopping the temporary server of the interrupted first launch"
+    );
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
-fn check_existing(data_dir: &Path, major: String, run_as: &RunAs) -> Result<()> {
-    if major != MAJOR.to_string() {
-        return Err(Error::Cluster {
-            what: format!(
-                "data directory {} holds a PostgreSQL {major} cluster; pgwarden runs PostgreSQL {MAJOR}\n\
-                 help: upgrade the cluster with pg_upgrade, or point --data-dir at another directory",
-                data_dir.display()
-            ),
-        });
-    }
-    let meta = std::fs::metadata(data_dir).io("cannot read data directory", data_dir)?;
-    if meta.uid() != run_as.uid.as_raw() {
-        return Err(Error::Cluster {
-            what: format!(
-                "data directory {} is owned by uid {}, but postgres runs as {} (uid {})\n\
-                 help: chown -R {}: {}",
-                data_dir.display(),
-                meta.uid(),
-                run_as.name,
-                run_as.uid,
-                run_as.name,
-                data_dir.display()
-            ),
-        });
-    }
-    if !data_dir.join(MARKER).is_file() {
-        warn!(
-            data_dir = %data_dir.display(),
-            "this cluster was not created by pgwarden (no {MARKER}); using it as it is: \
-             its users, passwords and databases were not checked"
-        );
-    }
-    Ok(())
-}
-
-/// Removes the staging directory (and what initdb put in a separate WAL directory) unless the
-/// initialisation was committed.
-struct Staging {
-    path: PathBuf,
+/// Puts the data directory (and a separate WAL directory) back as they were unless the new
+/// cluster was committed: removes what this launch wrote, the directory itself if this launch
+/// created it, else restores its mode and owner.
+struct Creation {
+    data_dir: PathBuf,
+    /// The directory's (mode, uid, gid) before, when it existed.
+    before: Option<(u32, u32, u32)>,
     /// `initdb_waldir`, and whether this launch created it (else it was empty).
     waldir: Option<(PathBuf, bool)>,
     committed: bool,
 }
 
-impl Drop for Staging {
+impl Drop for Creation {
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.path);
-            match &self.waldir {
-                Some((dir, true)) => {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                Some((dir, false)) => {
-                    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                        let _ = std::fs::remove_dir_all(entry.path())
-                            .or_else(|_| std::fs::remove_file(entry.path()));
-                    }
-                }
-                None => {}
+        if self.committed {
+            return;
+        }
+        match self.before {
+            None => {
+                let _ = std::fs::remove_dir_all(&self.data_dir);
             }
+            Some((mode, uid, gid)) => {
+                // The completion marker can only be this launch's own while its creating
+                // marker is there (a flush after it failed).
+                if self.data_dir.join(CREATING).exists() {
+                    let _ = std::fs::remove_file(self.data_dir.join(MARKER));
+                }
+                let _ = data_dir::clear_half_made(&self.data_dir);
+                let _ = std::fs::remove_file(self.data_dir.join(CREATING));
+                let _ = nix::unistd::chown(
+                    &self.data_dir,
+                    Some(nix::unistd::Uid::from_raw(uid)),
+                    Some(nix::unistd::Gid::from_raw(gid)),
+                );
+                let _ =
+                    std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(mode));
+            }
+        }
+        match &self.waldir {
+            Some((dir, true)) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Some((dir, false)) => {
+                for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_dir_all(entry.path())
+                        .or_else(|_| std::fs::remove_file(entry.path()));
+                }
+            }
+            None => {}
         }
     }
 }
@@ -200,28 +201,38 @@ fn initialise(
 ) -> Result<()> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
-    let parent = data_dir.parent().ok_or_else(|| Error::Cluster {
-        what: format!(
-            "data directory {} has no parent directory",
-            data_dir.display()
-        ),
-    })?;
-    std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
-    let name = data_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let prefix = format!(".{name}.initdb-");
-    sweep(parent, &prefix);
-
-    let mut staging = Staging {
-        path: parent.join(format!("{prefix}{}", std::process::id())),
+    let before = std::fs::metadata(data_dir)
+        .ok()
+        .map(|m| (m.mode() & 0o7777, m.uid(), m.gid()));
+    if before.is_none()
+        && let Some(parent) = data_dir.parent()
+    {
+        std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
+    }
+    let mut creation = Creation {
+        data_dir: data_dir.clone(),
+        before,
         waldir: None,
         committed: false,
     };
-    run_as.own_dir(&staging.path, 0o700)?;
+    run_as.own_dir(data_dir, 0o700)?;
+    write_owned(
+        &data_dir.join(CREATING),
+        concat!(
+            "This cluster is being created by pgwarden ",
+            env!("CARGO_PKG_VERSION"),
+            ". Without pgwarden.json beside this file it is unfinished,\n\
+             and the next `pgwarden run` clears this directory and initialises it again.\n"
+        ),
+        run_as,
+    )?;
+    if !config.ephemeral {
+        sync_dir(data_dir);
+    }
+    let staging = data_dir.join(STAGING);
+    run_as.own_dir(&staging, 0o700)?;
     if let Some(waldir) = &config.initdb_waldir {
-        staging.waldir = Some((waldir.clone(), prepare_waldir(waldir, run_as)?));
+        creation.waldir = Some((waldir.clone(), prepare_waldir(waldir, run_as)?));
     }
     info!(data_dir = %data_dir.display(), user = %config.user, "first launch: initialising a new cluster");
 
@@ -235,40 +246,42 @@ fn initialise(
     let template = template::template_dir(config, install, run_as);
     let from_template = cacheable && template.join(template::TEMPLATE_COMPLETE).is_file();
     // The new cluster goes to disk while it is being written, so that the flush before the
-    // rename has little left to wait for.
-    let background = (!config.ephemeral).then(|| BackgroundFlush::start(&staging.path));
+    // completion marker has little left to wait for.
+    let background = (!config.ephemeral).then(|| BackgroundFlush::start(&staging));
     if from_template {
         info!(template = %template.display(), "copying the cached template cluster instead of running initdb");
-        template::copy_tree(&template, &staging.path, Some(run_as))?;
+        template::copy_tree(&template, &staging, Some(run_as))?;
     } else {
-        run_initdb(config, install, run_as, state_dir, &staging.path)?;
-        reconcile::grant_peer_access(&staging.path, run_as)?;
-        bootstrap(config, install, run_as, &staging.path, socket_dir)?;
+        run_initdb(config, install, run_as, state_dir, &staging)?;
+        reconcile::grant_peer_access(&staging, run_as)?;
+        bootstrap(config, install, run_as, &staging, socket_dir)?;
         // Only throwaway clusters are kept as templates (see template::template_dir).
         if cacheable
             && config.ephemeral
-            && let Err(e) = template::save_template(&staging.path, &template)
+            && let Err(e) = template::save_template(&staging, &template)
         {
             warn!(template = %template.display(), "cannot keep a template cluster for later first launches: {e}");
         }
     }
     drop(background);
-    write_marker(config, install, run_as, &staging.path)?;
 
     // initdb and the temporary server wrote without fsync (and a template copy is plain file
-    // copies): one syncfs() makes the staging directory (and a separate WAL directory) durable
-    // before the rename publishes it. A throwaway cluster needs no durability at all.
+    // copies): one syncfs() makes the cluster (and a separate WAL directory) durable before
+    // the completion marker says it is complete. A throwaway cluster needs no durability.
+    publish(&staging, data_dir)?;
     if !config.ephemeral {
-        flush_to_disk(&staging.path)?;
+        flush_to_disk(data_dir)?;
         if let Some(waldir) = &config.initdb_waldir {
             flush_to_disk(waldir)?;
         }
     }
-    sync_dir(&staging.path);
-    // rename(2) replaces an empty directory at the target, so an empty data dir is fine.
-    std::fs::rename(&staging.path, data_dir).io("cannot move the new cluster to", data_dir)?;
-    staging.committed = true;
-    sync_dir(parent);
+    write_marker(config, install, run_as, data_dir)?;
+    if !config.ephemeral {
+        flush_to_disk(data_dir)?;
+    }
+    creation.committed = true;
+    let creating = data_dir.join(CREATING);
+    std::fs::remove_file(&creating).io("cannot remove", creating)?;
     info!(
         data_dir = %data_dir.display(),
         database = %config.database,
@@ -279,17 +292,26 @@ fn initialise(
     Ok(())
 }
 
-/// Removes staging directories left behind by a first launch that was killed.
-fn sweep(parent: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(prefix) {
-            warn!(path = %entry.path().display(), "removing the remains of an interrupted first launch");
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+/// Moves the finished cluster's entries from the staging subdirectory up into the data
+/// directory (renames within one filesystem), then removes the staging directory.
+fn publish(staging: &Path, data_dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(staging).io("cannot read", staging)? {
+        let entry = entry.io("cannot read", staging)?;
+        let target = data_dir.join(entry.file_name());
+        std::fs::rename(entry.path(), &target)
+            .io("cannot move the new cluster's file to", &target)?;
     }
+    std::fs::remove_dir(staging).io("cannot remove", staging)
+}
+
+/// Writes a small file owned by the server's user.
+fn write_owned(path: &Path, text: &str, run_as: &RunAs) -> Result<()> {
+    let mut file = std::fs::File::create(path).io("cannot write", path)?;
+    file.write_all(text.as_bytes()).io("cannot write", path)?;
+    if run_as.switch {
+        let _ = nix::unistd::chown(path, Some(run_as.uid), Some(run_as.gid));
+    }
+    Ok(())
 }
 
 /// The locale for initdb: C.UTF-8 when the system has it, else C (both sort bytewise, which is
@@ -439,18 +461,8 @@ fn write_marker(config: &Config, install: &Install, run_as: &RunAs, target: &Pat
             .map(|d| d.as_secs())
             .unwrap_or_default(),
     };
-    let path = target.join(MARKER);
-    let mut file = std::fs::File::create(&path).io("cannot write", &path)?;
-    file.write_all(
-        serde_json::to_string_pretty(&marker)
-            .expect("serialisable")
-            .as_bytes(),
-    )
-    .io("cannot write", &path)?;
-    if run_as.switch {
-        let _ = nix::unistd::chown(&path, Some(run_as.uid), Some(run_as.gid));
-    }
-    Ok(())
+    let text = serde_json::to_string_pretty(&marker).expect("serialisable");
+    write_owned(&target.join(MARKER), &text, run_as)
 }
 
 /// Runs a PostgreSQL tool as the server's user with a clean environment; fails with its output
@@ -538,35 +550,5 @@ mod tests {
     fn identifiers_are_quoted() {
         assert_eq!(quote_identifier("trader"), "\"trader\"");
         assert_eq!(quote_identifier("we\"ird"), "\"we\"\"ird\"");
-    }
-
-    #[test]
-    fn non_empty_foreign_dir_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
-        let err = inspect(dir.path()).err().unwrap().to_string();
-        assert!(err.contains("not empty"), "{err}");
-        let empty = tempfile::tempdir().unwrap();
-        assert!(matches!(inspect(empty.path()).unwrap(), DataDir::Absent));
-        assert!(matches!(
-            inspect(&empty.path().join("missing")).unwrap(),
-            DataDir::Absent
-        ));
-    }
-
-    #[test]
-    fn other_major_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("PG_VERSION"), "15\n").unwrap();
-        let DataDir::Cluster { major } = inspect(dir.path()).unwrap() else {
-            panic!("expected a cluster");
-        };
-        let me = RunAs::resolve(None)
-            .or_else(|_| RunAs::resolve(Some("nobody")))
-            .unwrap();
-        let err = check_existing(dir.path(), major, &me)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("PostgreSQL 15 cluster"), "{err}");
     }
 }

@@ -6,9 +6,9 @@
 
 use crate::binaries::{self, Install, Source};
 use crate::cli::InstanceArgs;
-use crate::cluster;
+use crate::cluster::{self, DataDir};
 use crate::commands::common::Instance;
-use crate::config::{Config, MAJOR};
+use crate::config::Config;
 use crate::error::Result;
 use crate::preflight;
 use crate::privilege::RunAs;
@@ -100,7 +100,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     check_timezone(&mut report, install.as_ref());
     check_locale(&mut report);
     check_port(&mut report, &instance);
-    check_data_dir(&mut report, &config, run_as.as_ref(), install.as_ref());
+    check_data_dir(&mut report, &config, run_as.as_ref());
     check_disk(&mut report, &config.data_dir);
     Ok(if report.failed { 1 } else { 0 })
 }
@@ -274,96 +274,41 @@ fn check_port(report: &mut Report, instance: &Instance) {
     }
 }
 
-fn check_data_dir(
-    report: &mut Report,
-    config: &Config,
-    run_as: Option<&RunAs>,
-    install: Option<&Install>,
-) {
+/// The very checks `run` makes before it touches the data directory ([`cluster::examine`]).
+fn check_data_dir(report: &mut Report, config: &Config, run_as: Option<&RunAs>) {
     let dir = &config.data_dir;
-    let Ok(meta) = std::fs::metadata(dir) else {
-        let parent = nearest_existing(dir);
+    let Some(run_as) = run_as else {
         report.line(
-            Level::Ok,
+            Level::Warn,
             "data dir",
             format!(
-                "{} does not exist yet; `pgwarden run` creates it (in {})",
-                dir.display(),
-                parent.display()
+                "{}: not checked (no user to run postgres as, see above)",
+                dir.display()
             ),
         );
-        if let Some(run_as) = run_as
-            && let Err(e) = run_as.check_traversable(dir)
-        {
-            report.line(Level::Fail, "data dir", e.to_string());
-        }
         return;
     };
-    if !meta.is_dir() {
-        report.line(
-            Level::Fail,
-            "data dir",
-            format!(
-                "{} is not a directory\nhelp: point --data-dir elsewhere",
-                dir.display()
-            ),
-        );
-        return;
-    }
-    let mut problems = Vec::new();
-    let mode = meta.mode() & 0o777;
-    if let Some(run_as) = run_as {
-        if meta.uid() != run_as.uid.as_raw() {
-            problems.push(format!(
-                "it is owned by uid {}, but postgres runs as {} (uid {})\nhelp: `chown -R {} {}`",
-                meta.uid(),
-                run_as.name,
-                run_as.uid,
-                run_as.name,
-                dir.display()
-            ));
-        }
-        if let Err(e) = run_as.check_traversable(dir) {
-            problems.push(e.to_string());
-        }
-    }
-    let version = std::fs::read_to_string(dir.join("PG_VERSION")).ok();
-    let is_cluster = version.as_deref().is_some_and(|v| !v.trim().is_empty());
-    if is_cluster && mode != 0o700 && mode != 0o750 {
-        problems.push(format!(
-            "its mode is {mode:o}; postgres requires 0700 (or 0750)\nhelp: `chmod 700 {}`",
-            dir.display()
-        ));
-    }
-    let want = install.map_or(MAJOR, |i| i.version.major).to_string();
-    match version.as_deref().map(str::trim) {
-        Some(v) if !v.is_empty() && v != want => problems.push(format!(
-            "it holds a PostgreSQL {v} cluster (PG_VERSION), the binaries are {want}\nhelp: upgrade it with pg_upgrade, or point --data-dir elsewhere"
-        )),
-        _ => {}
-    }
-    if problems.is_empty() {
-        report.line(
-            Level::Ok,
-            "data dir",
-            if is_cluster {
-                format!(
-                    "{} (PostgreSQL {want} cluster, mode {mode:o}, owner uid {})",
-                    dir.display(),
+    match cluster::examine(dir, run_as) {
+        Ok(found) => {
+            let level = match found {
+                DataDir::Missing | DataDir::Empty | DataDir::Cluster { ours: true } => Level::Ok,
+                DataDir::HalfMade | DataDir::Cluster { ours: false } => Level::Warn,
+            };
+            let detail = match std::fs::metadata(dir) {
+                Ok(meta) if matches!(found, DataDir::Cluster { .. }) => format!(
+                    " (mode {:o}, owner uid {})",
+                    meta.mode() & 0o777,
                     meta.uid()
-                )
-            } else {
-                format!("{} (empty; initialised on first run)", dir.display())
-            },
-        );
-    } else {
-        for problem in problems {
+                ),
+                _ => String::new(),
+            };
             report.line(
-                Level::Fail,
+                level,
                 "data dir",
-                format!("{}: {problem}", dir.display()),
+                format!("{}: {}{detail}", dir.display(), found.describe()),
             );
         }
+        Err(e) => report.line(Level::Fail, "data dir", e.to_string()),
     }
 }
 

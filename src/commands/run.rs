@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
 use crate::notify::Notifier;
+use crate::observe::{self, Observer};
 use crate::paths;
 use crate::preflight;
 use crate::privilege::RunAs;
@@ -61,6 +62,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         preflight::check_port_free(config.listen_address, config.port)?;
     }
     let _registration = registry::register(&config.name, &state_dir)?;
+    let (observer, watchers) = Observer::new();
+    if let Some(address) = config.http_address {
+        observe::serve(address, watchers).await?;
+    }
 
     Supervisor::new(
         sources,
@@ -70,6 +75,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         events,
         Notifier::from_env(),
     )
+    .observed(observer)
     .run()
     .await
 }

@@ -106,6 +106,8 @@ pub struct Config {
     pub init_dir: Option<PathBuf>,
     /// Make sure the configured role, password and database exist at every start.
     pub reconcile: bool,
+    /// The health and metrics endpoint (`http_address`); `None` = off ([`crate::observe`]).
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -182,6 +184,8 @@ pub struct Layer {
     pub download_timeout: Option<String>,
     /// Further attempts after a transient download failure.
     pub download_retries: Option<u32>,
+    /// The most an archive may unpack to, in MB (see `binaries::policy`).
+    pub max_unpacked_mb: Option<u64>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
@@ -191,6 +195,10 @@ pub struct Layer {
     pub host_auth_method: Option<String>,
     pub init_dir: Option<PathBuf>,
     pub reconcile: Option<bool>,
+    /// `/livez`, `/readyz`, `/metrics` on this `IP:PORT` (off when unset).
+    pub http_address: Option<String>,
+    /// Allow `http_address` on a non-loopback address.
+    pub http_allow_remote: Option<bool>,
 }
 
 impl Layer {
@@ -244,6 +252,7 @@ impl Layer {
             sha256,
             download_timeout: top.download_timeout.or(self.download_timeout),
             download_retries: top.download_retries.or(self.download_retries),
+            max_unpacked_mb: top.max_unpacked_mb.or(self.max_unpacked_mb),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),
@@ -268,6 +277,8 @@ impl Layer {
             host_auth_method: top.host_auth_method.or(self.host_auth_method),
             init_dir: top.init_dir.or(self.init_dir),
             reconcile: top.reconcile.or(self.reconcile),
+            http_address: top.http_address.or(self.http_address),
+            http_allow_remote: top.http_allow_remote.or(self.http_allow_remote),
         }
     }
 
@@ -343,11 +354,21 @@ impl Layer {
                     None
                 }
             }),
+            max_unpacked_mb: env("PGWARDEN_MAX_UNPACKED_MB").and_then(|v| match v.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!(
+                        "PGWARDEN_MAX_UNPACKED_MB={v:?}: {e} (a number of MB)"
+                    ));
+                    None
+                }
+            }),
             initdb_args: image.initdb_args,
             initdb_waldir: image.initdb_waldir,
             host_auth_method: image.host_auth_method,
             init_dir: env("PGWARDEN_INIT_DIR").map(PathBuf::from),
             reconcile: image_env::parse_bool_env(env, "PGWARDEN_RECONCILE", problems),
+            http_address: env("PGWARDEN_HTTP_ADDRESS"),
             ..Layer::default()
         }
     }
@@ -420,9 +441,14 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let image = image_env::resolve(&merged, &config_dir, &mut problems);
+        let max_unpacked_mb = merged.max_unpacked_mb;
         let mut config = resolve(merged, config_file, defaults, &mut problems);
         image.apply(&mut config, &mut problems);
         if problems.is_empty() {
+            crate::binaries::policy::configure(
+                max_unpacked_mb.unwrap_or(crate::binaries::policy::DEFAULT_MAX_UNPACKED_MB),
+                config.run_as.clone(),
+            );
             Ok(config)
         } else {
             Err(Error::Config { problems })
@@ -542,6 +568,12 @@ fn resolve(
         ok
     });
 
+    let http_address = crate::observe::resolve_address(
+        layer.http_address.as_deref(),
+        layer.http_allow_remote.unwrap_or(false),
+        problems,
+    );
+
     let mut server = BTreeMap::new();
     for (key, value) in layer.server.unwrap_or_default() {
         let text = match value {
@@ -590,6 +622,7 @@ fn resolve(
         host_auth_method: AUTH_METHODS[0].to_string(),
         init_dir: None,
         reconcile: true,
+        http_address,
     }
 }
 

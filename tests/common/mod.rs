@@ -67,6 +67,10 @@ const CLEARED_ENV_PREFIX: &str = "PGWARDEN_";
 mod archives;
 pub use archives::*;
 
+mod prerequisites;
+#[allow(unused_imports)] // not every test file needs them
+pub use prerequisites::*;
+
 // ---------------------------------------------------------------------------
 // Places
 // ---------------------------------------------------------------------------

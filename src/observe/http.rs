@@ -1,0 +1,99 @@
+//! The HTTP server: `GET /livez`, `/readyz`, `/metrics` (axum on the supervisor's runtime).
+//!
+//! Every handler reads the latest values from the watch channels (never waits on the
+//! supervisor), so it answers even while the supervisor is busy; only `/metrics` may wait, for
+//! the server's statistics, at most [`super::pg_stats::TIMEOUT`].
+
+use super::Watchers;
+use super::health;
+use super::metrics::{self, Scrape};
+use super::pg_stats::{Cache, Target};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use std::time::Instant;
+
+struct App {
+    watchers: Watchers,
+    cache: Cache,
+}
+
+/// The endpoint's routes.
+pub fn router(watchers: Watchers) -> Router {
+    let app = Arc::new(App {
+        watchers,
+        cache: Cache::default(),
+    });
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(app)
+}
+
+/// Serves until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, watchers: Watchers) {
+    if let Err(e) = axum::serve(listener, router(watchers)).await {
+        tracing::error!("the HTTP endpoint stopped: {e}");
+    }
+}
+
+async fn livez(State(app): State<Arc<App>>) -> Response {
+    let pulse = *app.watchers.pulse.borrow();
+    if health::is_live(&pulse, Instant::now()) {
+        (StatusCode::OK, "live\n").into_response()
+    } else {
+        let silent = pulse.beat.elapsed().as_secs();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not live: the supervisor's loop has not run for {silent}s\n"),
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let record = app.watchers.record.borrow().clone();
+    let pulse = *app.watchers.pulse.borrow();
+    let body = health::readiness(record.as_ref(), &pulse, Instant::now());
+    let code = match body.ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut json = serde_json::to_string(&body).expect("readiness serialises");
+    json.push('\n');
+    (code, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let record = app.watchers.record.borrow().clone();
+    let target = match &record {
+        Some(r) => Target {
+            socket_dir: r.status.socket_dir.clone(),
+            port: r.status.port,
+        },
+        None => {
+            // Nothing known yet (still installing): no server to ask.
+            let text = metrics::encode(Scrape {
+                record: None,
+                ready: false,
+                server: Default::default(),
+            });
+            return ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response();
+        }
+    };
+    let server = app.cache.sample(&target).await;
+    // The query may have taken a while: the supervisor's latest values, not the ones before it.
+    let record = app.watchers.record.borrow().clone();
+    let pulse = *app.watchers.pulse.borrow();
+    let ready = health::is_ready(record.as_ref(), &pulse, Instant::now());
+    let text = metrics::encode(Scrape {
+        record,
+        ready,
+        server,
+    });
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}

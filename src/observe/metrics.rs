@@ -1,0 +1,261 @@
+//! `/metrics`: pgwarden's own series and the server's, in the Prometheus text format (0.0.4),
+//! encoded by the `prometheus-client` crate from one [`Scrape`] value per request.
+//!
+//! pgwarden's own:
+//! - `pgwarden_state{state}`: 1 for the supervisor's current state, 0 for the others;
+//! - `pgwarden_ready`: 1 while `/readyz` answers 200;
+//! - `pgwarden_restarts_total`, `pgwarden_failed_starts_total`;
+//! - `pgwarden_start_time_seconds`: when this pgwarden started (Unix seconds);
+//! - `pgwarden_last_exit_signal` / `pgwarden_last_exit_code`: how the last postmaster ended
+//!   (signal 0: it exited by itself; code -1: a signal ended it), once one has ended;
+//! - `pgwarden_build_info{version,postgresql_version}`: 1.
+//!
+//! The server's ([`super::pg_stats`]): `pg_up`, and while it is 1, the rest.
+
+use super::Record;
+use super::pg_stats::{Kind, Sample};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+/// The `Content-Type` of the response.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// The supervisor's states, in `pgwarden_state`.
+const STATES: [&str; 7] = [
+    "installing",
+    "initialising",
+    "starting",
+    "ready",
+    "restarting",
+    "stopping",
+    "stopped",
+];
+
+/// Everything one scrape shows.
+#[derive(Debug)]
+pub struct Scrape {
+    pub record: Option<Record>,
+    pub ready: bool,
+    pub server: Arc<Sample>,
+}
+
+/// The scrape in the Prometheus text format.
+pub fn encode(scrape: Scrape) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+/// How a postmaster ended, from the status record's text (`exit code 1`, `signal 9 (SIGKILL)`).
+pub fn parse_exit(text: &str) -> Option<(i64, i64)> {
+    let number = |rest: &str| {
+        rest.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<i64>().ok())
+    };
+    if let Some(rest) = text.strip_prefix("exit code ") {
+        Some((0, number(rest)?))
+    } else if let Some(rest) = text.strip_prefix("signal ") {
+        Some((number(rest)?, -1))
+    } else {
+        None
+    }
+}
+
+fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: N,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = self.record.as_ref().map(|r| &r.status);
+        let state = status.map_or("installing", |s| s.state.as_str());
+        let mut family = encoder.encode_descriptor(
+            "pgwarden_state",
+            "The supervisor's state: 1 for the current one",
+            None,
+            MetricType::Gauge,
+        )?;
+        for name in STATES {
+            let labels = [("state", name)];
+            let value = i64::from(name == state);
+            ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        gauge(
+            &mut encoder,
+            "pgwarden_ready",
+            "1 when the server accepts connections (as /readyz)",
+            i64::from(self.ready),
+        )?;
+        counter(
+            &mut encoder,
+            "pgwarden_restarts",
+            "Unexpected postmaster exits (crashes, hangs, failed starts) followed by a restart",
+            status.map_or(0, |s| u64::from(s.restarts)),
+        )?;
+        counter(
+            &mut encoder,
+            "pgwarden_failed_starts",
+            "Postmasters that exited before accepting connections",
+            self.record.as_ref().map_or(0, |r| r.failed_starts),
+        )?;
+        if let Some(status) = status {
+            gauge(
+                &mut encoder,
+                "pgwarden_start_time_seconds",
+                "When this pgwarden started, in Unix seconds",
+                status.started_at_ms as f64 / 1000.0,
+            )?;
+            if let Some((signal, code)) = status.last_exit.as_deref().and_then(parse_exit) {
+                gauge(
+                    &mut encoder,
+                    "pgwarden_last_exit_signal",
+                    "The signal that ended the last postmaster (0: it exited by itself)",
+                    signal,
+                )?;
+                gauge(
+                    &mut encoder,
+                    "pgwarden_last_exit_code",
+                    "The last postmaster's exit code (-1: a signal ended it)",
+                    code,
+                )?;
+            }
+            let mut info = encoder.encode_descriptor(
+                "pgwarden_build_info",
+                "pgwarden's version and the PostgreSQL version it runs",
+                None,
+                MetricType::Gauge,
+            )?;
+            let labels = [
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("postgresql_version", status.postgresql_version.as_str()),
+            ];
+            ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
+        }
+
+        gauge(
+            &mut encoder,
+            "pg_up",
+            "1 when the last query set of the server's statistics succeeded",
+            i64::from(self.server.up),
+        )?;
+        for family in &self.server.families {
+            let metric_type = match family.kind {
+                Kind::Gauge => MetricType::Gauge,
+                Kind::Counter => MetricType::Counter,
+                Kind::Untyped => MetricType::Unknown,
+            };
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, metric_type)?;
+            for (labels, value) in &family.series {
+                if labels.is_empty() {
+                    encode_value(&mut metric, family.kind, *value)?;
+                } else {
+                    encode_value(&mut metric.encode_family(labels)?, family.kind, *value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_value(
+    metric: &mut prometheus_client::encoding::MetricEncoder,
+    kind: Kind,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    match kind {
+        Kind::Counter => metric.encode_counter::<NoLabelSet, f64, f64>(&value, None),
+        Kind::Gauge | Kind::Untyped => metric.encode_gauge(&value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::pg_stats::Family;
+    use crate::observe::sample_status;
+
+    #[test]
+    fn exits_are_parsed_from_the_status_text() {
+        assert_eq!(parse_exit("signal 9 (SIGKILL)"), Some((9, -1)));
+        assert_eq!(parse_exit("exit code 1"), Some((0, 1)));
+        assert_eq!(parse_exit("something else"), None);
+    }
+
+    #[test]
+    fn own_and_server_series_are_encoded_with_their_names() {
+        let mut status = sample_status();
+        status.restarts = 3;
+        status.last_exit = Some("signal 9 (SIGKILL)".into());
+        let server = Sample {
+            up: true,
+            families: vec![
+                Family {
+                    name: "pg_stat_database_xact_commit",
+                    help: "Transactions committed",
+                    kind: Kind::Untyped,
+                    series: vec![(
+                        vec![("datid", "5".into()), ("datname", "trader".into())],
+                        42.0,
+                    )],
+                },
+                Family {
+                    name: "pg_stat_bgwriter_checkpoints_timed",
+                    help: "Scheduled checkpoints",
+                    kind: Kind::Counter,
+                    series: vec![(vec![], 7.0)],
+                },
+            ],
+        };
+        let text = encode(Scrape {
+            record: Some(Record {
+                status,
+                failed_starts: 1,
+            }),
+            ready: true,
+            server: Arc::new(server),
+        });
+        for line in [
+            "pgwarden_state{state=\"ready\"} 1\n",
+            "pgwarden_state{state=\"restarting\"} 0\n",
+            "pgwarden_ready 1\n",
+            "# TYPE pgwarden_restarts_total counter\n",
+            "pgwarden_restarts_total 3\n",
+            "pgwarden_failed_starts_total 1\n",
+            "pgwarden_start_time_seconds 1700000000",
+            "pgwarden_last_exit_signal 9",
+            "pgwarden_last_exit_code -1",
+            "pg_up 1",
+            "# TYPE pg_stat_database_xact_commit untyped\n",
+            "pg_stat_database_xact_commit{datid=\"5\",datname=\"trader\"} 42",
+            "pg_stat_bgwriter_checkpoints_timed_total 7",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
+    }
+}
