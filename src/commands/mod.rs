@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes its clap args and returns the process exit code.
 
+pub mod archive_wal;
 pub mod backup;
 pub mod check;
 mod common;
@@ -30,6 +31,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(args).await.map(|()| 0),
         Command::Backup(args) => backup::run(args).await,
+        Command::ArchiveWal(args) => archive_wal::run(args),
         Command::Restore(args) => restore::run(args).await,
         Command::Snapshot(command) => snapshot::run(command).await,
         Command::Check(args) => check::run(args).await,
