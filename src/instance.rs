@@ -8,6 +8,7 @@
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Held while this process supervises the data directory; released on drop or death.
@@ -41,6 +42,8 @@ impl InstanceLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .io("cannot open lock file", &path)?;
         if file.try_lock().is_err() {

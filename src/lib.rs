@@ -21,9 +21,11 @@
 //!
 //! Beside them: [`safe_fs`] (a directory nothing written through it can escape: archive
 //! extraction), [`privilege`] (who the children run as), [`instance`] (one supervisor per data
-//! directory), [`registry`] (running instances by name), [`preflight`] (checks before anything
+//! directory), [`private_dir`] (state dirs no other user can have prepared), [`registry`]
+//! (running instances by name), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
-//! [`initdb_args`] (`initdb_args` read as initdb reads them), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
+//! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
+//! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
 //! module per subcommand.
 
@@ -44,9 +46,11 @@ pub mod notify;
 pub mod observe;
 pub mod paths;
 pub mod preflight;
+pub mod private_dir;
 pub mod privilege;
 pub mod probe;
 pub mod reconcile;
+pub mod redact;
 pub mod registry;
 pub mod safe_fs;
 pub mod server;

@@ -5,7 +5,7 @@
 //! becomes `pgwarden.log.1` (replacing the previous one) and a new file starts, so at most twice
 //! that is kept. Size rotation rather than daily files keeps `logs -n` a matter of two files.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,8 @@ pub fn paths(state_dir: &Path) -> (PathBuf, PathBuf) {
 pub fn for_run(sources: &crate::config::Sources) -> Option<RotatingFile> {
     let config = crate::config::Config::load(sources).ok()?;
     let state_dir = crate::paths::state_dir(&config.data_dir);
+    // A state dir that is not ours is refused by `run` itself, with the reason.
+    crate::private_dir::prepare_state_dir(&config).ok()?;
     match RotatingFile::open(&state_dir) {
         Ok(file) => Some(file),
         Err(e) => {
@@ -75,13 +77,10 @@ impl RotatingFile {
     }
 }
 
+/// Mode 0600 (PostgreSQL's `log_file_mode` default: lines may quote SQL), never through a
+/// symlink.
 fn open_append(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .open(path)
+    crate::private_dir::open_append(path)
 }
 
 impl Write for RotatingFile {

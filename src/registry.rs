@@ -27,7 +27,7 @@ impl Drop for Registration {
 /// stale entry).
 pub fn register(name: &str, state_dir: &Path) -> Result<Registration> {
     let dir = paths::registry_dir();
-    std::fs::create_dir_all(&dir).io("cannot create registry directory", &dir)?;
+    crate::private_dir::ensure(&dir, 0o700)?;
     let link = dir.join(name);
     let temp = dir.join(format!(".{name}.{}", std::process::id()));
     let _ = std::fs::remove_file(&temp);

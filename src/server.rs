@@ -350,6 +350,7 @@ fn forward(
     Some(tokio::spawn(async move {
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            let line = crate::redact::password_literals(&line).into_owned();
             if line.contains("PANIC:") || line.contains("FATAL:") {
                 tracing::error!(target: "postgres", "{line}");
             } else if line.contains("ERROR:") || line.contains("WARNING:") {

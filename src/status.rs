@@ -177,7 +177,7 @@ fn write_atomically(path: &Path, status: &Status) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let _ = temp
             .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644));
+            .set_permissions(std::fs::Permissions::from_mode(0o600));
     }
     temp.persist(path)
         .map_err(|e| e.error)

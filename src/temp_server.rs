@@ -79,6 +79,7 @@ impl TempServer {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                let line = crate::redact::password_literals(&line).into_owned();
                 tracing::debug!(target: "postgres", "{line}");
                 let mut lines = sink.lock().expect("log lock");
                 if lines.len() == 40 {

@@ -266,6 +266,47 @@ fn idle_and_under_load_the_endpoint_reports_the_server() {
     }
     open.rollback().unwrap();
     drop(holder);
+
+    // The last backup, once there is one.
+    assert!(
+        find(
+            &loaded,
+            "pgwarden_backup_last_success_timestamp_seconds",
+            &[]
+        )
+        .is_none()
+    );
+    let archive = dir.path().join("backup.tar.zst");
+    let data_dir = dir.path().join("data");
+    let backup = run_to_exit(
+        &[
+            "backup",
+            archive.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[],
+        START,
+    );
+    assert!(backup.status.success(), "{backup:?}");
+    let after = scrape(http);
+    let finished = value(
+        &after,
+        "pgwarden_backup_last_success_timestamp_seconds",
+        &[],
+    );
+    assert!(
+        finished >= now && finished < now + 600.0,
+        "{finished} vs {now}"
+    );
+    assert_eq!(
+        value(&after, "pgwarden_backup_last_success_size_bytes", &[]),
+        std::fs::metadata(&archive).unwrap().len() as f64
+    );
+    assert_eq!(
+        value(&after, "pgwarden_backup_last_attempt_failed", &[]),
+        0.0
+    );
     stop_pgwarden(pgwarden);
 }
 

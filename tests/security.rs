@@ -437,3 +437,262 @@ fn archive_modes_are_normalised_and_validation_runs_unprivileged() {
         assert_eq!(uid, nix::unistd::geteuid().as_raw());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Directories another local user could have made; modes of what pgwarden creates
+// ---------------------------------------------------------------------------
+
+const INTRUDER: &str = "pgwintruder";
+
+/// A second local user, made with useradd once (as root).
+fn intruder() -> nix::unistd::User {
+    static MADE: std::sync::Once = std::sync::Once::new();
+    assert!(
+        common::is_root(),
+        "these tests need root: they create a second user and run pgwarden as root"
+    );
+    MADE.call_once(|| {
+        if nix::unistd::User::from_name(INTRUDER).unwrap().is_none() {
+            let _ = std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                ])
+                .arg(INTRUDER)
+                .status();
+        }
+    });
+    nix::unistd::User::from_name(INTRUDER)
+        .unwrap()
+        .expect("useradd made the second user")
+}
+
+/// Runs a shell script as the intruder.
+fn as_intruder(script: &str) {
+    intruder();
+    let status = std::process::Command::new("runuser")
+        .args(["-u", INTRUDER, "--", "sh", "-c", script])
+        .status()
+        .unwrap();
+    assert!(status.success(), "as {INTRUDER}: {script}: {status}");
+}
+
+fn ephemeral_root(name: &str) -> PathBuf {
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!(
+        "pgwarden-{}-{name}",
+        nix::unistd::geteuid().as_raw()
+    ))
+}
+
+/// Removes what a test planted in /dev/shm (a symlink itself, not its target).
+struct Planted(PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        match fs::symlink_metadata(&self.0) {
+            Ok(m) if m.is_dir() => {
+                let _ = fs::remove_dir_all(&self.0);
+            }
+            Ok(_) => {
+                let _ = fs::remove_file(&self.0);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn start_ephemeral(name: &str) -> Output {
+    let archive = common::npm_archive().display().to_string();
+    let install = common::shared_install_dir().display().to_string();
+    run_to_exit(
+        &[
+            "start",
+            "--ephemeral",
+            "--name",
+            name,
+            "--port",
+            "0",
+            "--with-password",
+            "--archive",
+            &archive,
+            "--install-dir",
+            &install,
+        ],
+        &[],
+        common::START,
+    )
+}
+
+/// Root files another user wants overwritten: f1 and f2, mode 0600, in a root-only dir.
+fn victims() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = test_dir();
+    let (f1, f2) = (dir.path().join("f1"), dir.path().join("f2"));
+    fs::write(&f1, b"root's first file\n").unwrap();
+    fs::write(&f2, b"root's second file\n").unwrap();
+    for f in [&f1, &f2] {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    (dir, f1, f2)
+}
+
+/// The issue's attack: another user pre-creates the throwaway root with `lock` and
+/// `pgwarden.log` symlinked to root's files; root's `start --ephemeral` must refuse it, naming
+/// the directory and its owner, and leave the files alone.
+#[test]
+fn a_throwaway_root_made_by_another_user_is_refused() {
+    let name = format!("sec-pre-{}", std::process::id());
+    let root = ephemeral_root(&name);
+    let _planted = Planted(root.clone());
+    let (victims_dir, f1, f2) = victims();
+    as_intruder(&format!(
+        "mkdir -p '{root}/data.pgwarden' && ln -s '{f1}' '{root}/data.pgwarden/lock' && \
+         ln -s '{f2}' '{root}/data.pgwarden/pgwarden.log' && \
+         ln -s '{f2}' '{root}/data.pgwarden/pgwarden.out'",
+        root = root.display(),
+        f1 = f1.display(),
+        f2 = f2.display()
+    ));
+    let before = tree_hash(victims_dir.path());
+    let out = start_ephemeral(&name);
+    let text = text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&root.display().to_string()), "{text}");
+    assert!(text.contains(INTRUDER), "the error names the owner: {text}");
+    assert_eq!(before, tree_hash(victims_dir.path()), "{text}");
+    // The intruder's directory is not pgwarden's to remove either.
+    assert!(fs::symlink_metadata(root.join("data.pgwarden/lock")).is_ok());
+}
+
+/// The throwaway root a symlink to another directory: refused, and that directory's `data`
+/// is not swept.
+#[test]
+fn a_throwaway_root_that_is_a_symlink_is_refused_and_not_swept() {
+    let name = format!("sec-link-{}", std::process::id());
+    let root = ephemeral_root(&name);
+    let _planted = Planted(root.clone());
+    let elsewhere = test_dir();
+    fs::create_dir(elsewhere.path().join("data")).unwrap();
+    fs::write(elsewhere.path().join("data/PG_VERSION"), b"16\n").unwrap();
+    fs::write(elsewhere.path().join("data/precious"), b"keep me").unwrap();
+    as_intruder(&format!(
+        "ln -s '{}' '{}'",
+        elsewhere.path().display(),
+        root.display()
+    ));
+    let before = tree_hash(elsewhere.path());
+    let out = start_ephemeral(&name);
+    let text = text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("is a symlink"), "{text}");
+    assert!(text.contains(INTRUDER), "the error names the owner: {text}");
+    assert_eq!(before, tree_hash(elsewhere.path()), "{text}");
+}
+
+/// A state dir beside a data dir in a shared directory, pre-created by another user.
+#[test]
+fn a_state_dir_made_by_another_user_is_refused() {
+    intruder();
+    let shared = test_dir();
+    fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let (victims_dir, f1, f2) = victims();
+    let state = shared.path().join("data.pgwarden");
+    as_intruder(&format!(
+        "mkdir -m 0777 '{state}' && ln -s '{f1}' '{state}/lock' && ln -s '{f2}' '{state}/pgwarden.log'",
+        state = state.display(),
+        f1 = f1.display(),
+        f2 = f2.display()
+    ));
+    let before = tree_hash(victims_dir.path());
+    let args = run_args(shared.path(), free_port());
+    let out = run_to_exit(&as_strs(&args), &[], common::START);
+    let text = text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&state.display().to_string()), "{text}");
+    assert!(text.contains(INTRUDER), "{text}");
+    assert_eq!(before, tree_hash(victims_dir.path()), "{text}");
+    assert!(!shared.path().join("data").exists());
+}
+
+/// Stops a background instance by name when dropped.
+struct Background(String);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+            .args(["stop", "--name", &self.0, "--mode", "immediate"])
+            .args(["--timeout", "20s"])
+            .output();
+    }
+}
+
+/// A real throwaway server: the modes of everything pgwarden creates for it, a failed
+/// `ALTER ROLE … PASSWORD '…'` that the server logs with its statement, redacted in
+/// pgwarden's log; and the root removed on stop.
+#[test]
+fn state_files_are_private_and_password_literals_are_redacted() {
+    let name = format!("sec-modes-{}", std::process::id());
+    let root = ephemeral_root(&name);
+    let _planted = Planted(root.clone());
+    let _background = Background(name.clone());
+    let out = start_ephemeral(&name);
+    assert!(out.status.success(), "{}", text(&out));
+    let url = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("DATABASE_URL=")
+        .unwrap()
+        .to_string();
+
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+    let state = root.join("data.pgwarden");
+    let dir_mode = if common::is_root() { 0o711 } else { 0o700 };
+    assert_eq!(mode(&root), dir_mode, "{}", root.display());
+    assert_eq!(mode(&state), dir_mode, "{}", state.display());
+    assert_eq!(mode(&root.join("data")), 0o700);
+    for file in ["lock", "status.json", "pgwarden.log", "pgwarden.out"] {
+        assert_eq!(mode(&state.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(mode(&root.join(".pgwarden-throwaway")), 0o600);
+    // Nothing in the state dir is readable or writable by others.
+    for entry in fs::read_dir(&state).unwrap() {
+        let entry = entry.unwrap();
+        let m = mode(&entry.path());
+        assert_eq!(m & 0o066, 0, "{} is mode {m:o}", entry.path().display());
+    }
+
+    let secret = "sekrit-Zq9-not-for-logs";
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let failed = client.batch_execute(&format!(
+        "ALTER ROLE trader PASSWORD '{secret}' VALID UNTIL 'not a date'"
+    ));
+    assert!(failed.is_err(), "the statement should fail");
+    drop(client);
+    let log = state.join("pgwarden.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("STATEMENT:") && text.contains("PASSWORD '***'") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(text.contains("PASSWORD '***'"), "not redacted: {text}");
+    assert!(
+        !text.contains(secret),
+        "the password reached {}",
+        log.display()
+    );
+    let out_file = fs::read_to_string(state.join("pgwarden.out")).unwrap();
+    assert!(!out_file.contains(secret));
+
+    let stop = run_to_exit(&["stop", "--name", &name], &[], common::STOP);
+    assert!(stop.status.success(), "{}", self::text(&stop));
+    assert!(!root.exists(), "the throwaway root is removed on stop");
+}

@@ -37,6 +37,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
 
     let state_dir = paths::state_dir(&config.data_dir);
+    crate::private_dir::prepare_state_dir(&config)?;
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
     // Only once the lock is ours: removes a throwaway cluster on every way out of this function
     // (dropped before the lock is released).
@@ -64,7 +65,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let _registration = registry::register(&config.name, &state_dir)?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
-        observe::serve(address, watchers).await?;
+        observe::serve(address, watchers, state_dir.clone()).await?;
     }
 
     Supervisor::new(
@@ -114,7 +115,7 @@ impl Throwaway {
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0)
+        if let Err(e) = crate::private_dir::remove_throwaway(&self.0)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!(dir = %self.0.display(), "cannot remove the throwaway cluster: {e}");

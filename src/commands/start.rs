@@ -12,6 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::paths;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,17 +23,17 @@ pub async fn start(args: StartArgs) -> Result<i32> {
         problems: vec![format!("--timeout: {e}")],
     })?;
     let state_dir = paths::state_dir(&config.data_dir);
-    std::fs::create_dir_all(&state_dir).io("cannot create state directory", &state_dir)?;
+    crate::private_dir::prepare_state_dir(&config)?;
     let out_path = state_dir.join("pgwarden.out");
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&out_path)
-        .io("cannot open", &out_path)?;
+    let out = crate::private_dir::open_append(&out_path).io("cannot open", &out_path)?;
     let offset = out.metadata().io("cannot read", &out_path)?.len();
     // Read through our own handle: a throwaway instance's directory, this file included, is
     // removed when the background pgwarden exits, and its last words are what we must show.
-    let mut reader = std::fs::File::open(&out_path).io("cannot open", &out_path)?;
+    let mut reader = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&out_path)
+        .io("cannot open", &out_path)?;
     reader
         .seek(SeekFrom::Start(offset))
         .io("cannot read", &out_path)?;

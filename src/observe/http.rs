@@ -13,19 +13,23 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 struct App {
     watchers: Watchers,
     cache: Cache,
+    /// Where the backup record is.
+    state_dir: PathBuf,
 }
 
 /// The endpoint's routes.
-pub fn router(watchers: Watchers) -> Router {
+pub fn router(watchers: Watchers, state_dir: PathBuf) -> Router {
     let app = Arc::new(App {
         watchers,
         cache: Cache::default(),
+        state_dir,
     });
     Router::new()
         .route("/livez", get(livez))
@@ -35,8 +39,8 @@ pub fn router(watchers: Watchers) -> Router {
 }
 
 /// Serves until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, watchers: Watchers) {
-    if let Err(e) = axum::serve(listener, router(watchers)).await {
+pub async fn serve(listener: tokio::net::TcpListener, watchers: Watchers, state_dir: PathBuf) {
+    if let Err(e) = axum::serve(listener, router(watchers, state_dir)).await {
         tracing::error!("the HTTP endpoint stopped: {e}");
     }
 }
@@ -81,6 +85,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
                 record: None,
                 ready: false,
                 server: Default::default(),
+                backup: None,
             });
             return ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response();
         }
@@ -90,10 +95,13 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let record = app.watchers.record.borrow().clone();
     let pulse = *app.watchers.pulse.borrow();
     let ready = health::is_ready(record.as_ref(), &pulse, Instant::now());
+    // A small file, written atomically by `pgwarden backup`: read as it is now.
+    let backup = crate::backup::record::read(&app.state_dir);
     let text = metrics::encode(Scrape {
         record,
         ready,
         server,
+        backup,
     });
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -8,12 +8,16 @@
 //! - `pgwarden_start_time_seconds`: when this pgwarden started (Unix seconds);
 //! - `pgwarden_last_exit_signal` / `pgwarden_last_exit_code`: how the last postmaster ended
 //!   (signal 0: it exited by itself; code -1: a signal ended it), once one has ended;
-//! - `pgwarden_build_info{version,postgresql_version}`: 1.
+//! - `pgwarden_build_info{version,postgresql_version}`: 1;
+//! - once `pgwarden backup` has run: `pgwarden_backup_last_success_timestamp_seconds` and
+//!   `pgwarden_backup_last_success_size_bytes` (after a first success), and
+//!   `pgwarden_backup_last_attempt_failed` (0/1).
 //!
 //! The server's ([`super::pg_stats`]): `pg_up`, and while it is 1, the rest.
 
 use super::Record;
 use super::pg_stats::{Kind, Sample};
+use crate::backup::record::BackupRecord;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -42,6 +46,8 @@ pub struct Scrape {
     pub record: Option<Record>,
     pub ready: bool,
     pub server: Arc<Sample>,
+    /// The backup record, if a backup was ever attempted.
+    pub backup: Option<BackupRecord>,
 }
 
 /// The scrape in the Prometheus text format.
@@ -157,6 +163,29 @@ impl Collector for Scrape {
             ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
         }
 
+        if let Some(backup) = &self.backup {
+            if let Some(success) = &backup.last_success {
+                gauge(
+                    &mut encoder,
+                    "pgwarden_backup_last_success_timestamp_seconds",
+                    "When the last successful backup ended, in Unix seconds",
+                    success.finished_ms as f64 / 1000.0,
+                )?;
+                gauge(
+                    &mut encoder,
+                    "pgwarden_backup_last_success_size_bytes",
+                    "Size of the last successful backup's archive",
+                    success.size,
+                )?;
+            }
+            gauge(
+                &mut encoder,
+                "pgwarden_backup_last_attempt_failed",
+                "1 when the last backup attempt failed",
+                i64::from(backup.last_result != "ok"),
+            )?;
+        }
+
         gauge(
             &mut encoder,
             "pg_up",
@@ -239,6 +268,18 @@ mod tests {
             }),
             ready: true,
             server: Arc::new(server),
+            backup: Some(BackupRecord {
+                last_result: "ok".into(),
+                last_finished_ms: 1_700_000_100_000,
+                last_error: None,
+                last_success: Some(crate::backup::record::SuccessfulBackup {
+                    archive: "/b/x.tar.zst".into(),
+                    size: 4096,
+                    finished_ms: 1_700_000_099_500,
+                    duration_ms: 500,
+                    stop_lsn: "0/1".into(),
+                }),
+            }),
         });
         for line in [
             "pgwarden_state{state=\"ready\"} 1\n",
@@ -251,6 +292,9 @@ mod tests {
             "pgwarden_last_exit_signal 9",
             "pgwarden_last_exit_code -1",
             "pg_up 1",
+            "pgwarden_backup_last_success_timestamp_seconds 1700000099.5\n",
+            "pgwarden_backup_last_success_size_bytes 4096\n",
+            "pgwarden_backup_last_attempt_failed 0\n",
             "# TYPE pg_stat_database_xact_commit untyped\n",
             "pg_stat_database_xact_commit{datid=\"5\",datname=\"trader\"} 42",
             "pg_stat_bgwriter_checkpoints_timed_total 7",

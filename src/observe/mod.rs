@@ -11,7 +11,8 @@
 //!
 //! The parts: [`health`] decides live/ready from those two values, [`pg_stats`] queries the
 //! server (as [`crate::config::ADMIN_ROLE`] over the private socket, with a timeout and a
-//! cache), [`metrics`] encodes both in the Prometheus text format, and [`http`] serves them.
+//! cache), [`metrics`] encodes both (and the last backup, from [`crate::backup::record`]) in the
+//! Prometheus text format, and [`http`] serves them.
 
 pub mod health;
 pub mod http;
@@ -167,8 +168,12 @@ pub fn resolve_address(
 }
 
 /// Binds `address` (an error names it and what to do) and serves the endpoint in a task for
-/// the rest of the process.
-pub async fn serve(address: SocketAddr, watchers: Watchers) -> Result<SocketAddr> {
+/// the rest of the process. `state_dir` holds the backup record ([`crate::backup::record`]).
+pub async fn serve(
+    address: SocketAddr,
+    watchers: Watchers,
+    state_dir: std::path::PathBuf,
+) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| Error::Config {
@@ -178,7 +183,7 @@ pub async fn serve(address: SocketAddr, watchers: Watchers) -> Result<SocketAddr
             )],
         })?;
     let bound = listener.local_addr().unwrap_or(address);
-    tokio::spawn(http::serve(listener, watchers));
+    tokio::spawn(http::serve(listener, watchers, state_dir));
     tracing::info!(address = %bound, "serving /livez, /readyz and /metrics");
     Ok(bound)
 }

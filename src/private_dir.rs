@@ -1,0 +1,260 @@
+//! Directories only pgwarden's own user may write to: the state directory beside a data
+//! directory, a throwaway (`--ephemeral`) cluster's root in `/dev/shm`, the registry.
+//!
+//! These live in places other local users can write to as well (`/dev/shm` and `/tmp` are
+//! world-writable), so a directory that already exists may be a trap: someone else's directory
+//! with symlinks planted in it (`lock -> /root/f1`), or a symlink to another directory. Each is
+//! created with an exclusive `mkdir` (mode 0700, or 0711 when pgwarden is root and the server's
+//! own user must pass through to its socket or data directory); one that already exists is used
+//! only when it is a real directory (not a symlink) owned by the effective user that no one else
+//! can write to — and its mode is then tightened to the wanted one. Anything else is refused with
+//! an error naming the directory and its owner.
+//!
+//! A throwaway root also holds a marker file, written when pgwarden creates it; a root without
+//! the marker is not swept (not ours to delete), and sweeping never follows a symlink.
+
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::paths;
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// The marker a throwaway root holds when pgwarden made it.
+pub const THROWAWAY_MARKER: &str = ".pgwarden-throwaway";
+
+/// The mode of a private directory: 0700, or 0711 when pgwarden is root (its children run as
+/// another user, who must traverse it).
+pub fn private_mode() -> u32 {
+    if nix::unistd::geteuid().is_root() {
+        0o711
+    } else {
+        0o700
+    }
+}
+
+/// What [`ensure`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// The directory was created now.
+    Created,
+    /// It existed, and is ours.
+    Existed,
+}
+
+/// Creates `dir` (mode `mode`) with an exclusive mkdir, or accepts an existing one only if it is
+/// a directory, not a symlink, owned by the effective user and not writable by anyone else.
+/// Its parent must exist.
+pub fn ensure(dir: &Path, mode: u32) -> Result<Made> {
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {
+            // The umask may have taken bits away; set exactly what was asked.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .io("cannot set the mode of", dir)?;
+            return Ok(Made::Created);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::Privilege {
+                what: format!(
+                    "cannot create {}: permission denied\n\
+                     help: pgwarden keeps its lock, status and log beside the data directory, so \
+                     it must be able to write to {}; choose a --data-dir in a directory you can \
+                     write to, or run pgwarden as a user who can",
+                    dir.display(),
+                    dir.parent().unwrap_or(dir).display()
+                ),
+            });
+        }
+        Err(e) => return Err(e).io("cannot create directory", dir),
+    }
+    let meta = std::fs::symlink_metadata(dir).io("cannot read", dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    let refuse = |what: String| Error::Privilege {
+        what: format!(
+            "{} {what}, owned by {}; pgwarden does not use a directory someone else could have \
+             prepared\nhelp: remove it (after checking what it holds), or choose another \
+             --name / --data-dir",
+            dir.display(),
+            owner_name(meta.uid())
+        ),
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(dir)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        return Err(refuse(format!("is a symlink (to {target})")));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("exists and is not a directory".to_string()));
+    }
+    if meta.uid() != me {
+        return Err(refuse("already exists".to_string()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "is writable by other users (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    if meta.mode() & 0o7777 != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .io("cannot set the mode of", dir)?;
+    }
+    Ok(Made::Existed)
+}
+
+/// Makes the state directory `config` uses private (and, for a throwaway cluster, its root
+/// first, with the marker). The data directory's parent is created as before when missing (it
+/// is the user's choice of place).
+pub fn prepare_state_dir(config: &Config) -> Result<()> {
+    let mode = private_mode();
+    if config.ephemeral {
+        let root = paths::ephemeral_root(&config.name);
+        match ensure(&root, mode)? {
+            Made::Created => write_marker(&root)?,
+            Made::Existed => check_marker(&root)?,
+        }
+    } else if let Some(parent) = config.data_dir.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
+    }
+    ensure(&paths::state_dir(&config.data_dir), mode)?;
+    Ok(())
+}
+
+fn write_marker(root: &Path) -> Result<()> {
+    let path = root.join(THROWAWAY_MARKER);
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .io("cannot create", &path)?;
+    use std::io::Write;
+    writeln!(&file, "{}", std::process::id()).io("cannot write", &path)?;
+    Ok(())
+}
+
+/// A throwaway root that exists must hold our marker (a regular file of ours, not a symlink).
+fn check_marker(root: &Path) -> Result<()> {
+    let path = root.join(THROWAWAY_MARKER);
+    let ours = std::fs::symlink_metadata(&path)
+        .is_ok_and(|m| m.file_type().is_file() && m.uid() == nix::unistd::geteuid().as_raw());
+    if ours {
+        return Ok(());
+    }
+    Err(Error::Privilege {
+        what: format!(
+            "{} exists but was not made by pgwarden (it has no {THROWAWAY_MARKER}); pgwarden \
+             neither uses nor removes it\nhelp: remove it yourself, or choose another --name",
+            root.display()
+        ),
+    })
+}
+
+/// Removes a throwaway root: only a real directory (not a symlink) of ours that holds our
+/// marker; symlinks inside are removed, never followed.
+pub fn remove_throwaway(root: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(root)?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(std::io::Error::other(format!(
+            "not removed: {} is not a directory of ours",
+            root.display()
+        )));
+    }
+    if check_marker(root).is_err() {
+        return Err(std::io::Error::other(format!(
+            "not removed: {} has no {THROWAWAY_MARKER}",
+            root.display()
+        )));
+    }
+    // std's remove_dir_all does not follow symlinks (it removes the links themselves).
+    std::fs::remove_dir_all(root)
+}
+
+/// Opens (creating, mode 0600) a file in a private directory for appending, without following
+/// a symlink; an existing file gets mode 0600 too.
+pub fn open_append(path: &Path) -> std::io::Result<File> {
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+/// The name of the user with id `uid`, or the number.
+fn owner_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => format!("{} (uid {uid})", user.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_dir_gets_the_mode_and_an_existing_one_of_ours_is_tightened() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("state");
+        assert_eq!(ensure(&dir, 0o700).unwrap(), Made::Created);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(ensure(&dir, 0o700).unwrap(), Made::Existed);
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn symlinks_and_dirs_others_can_write_are_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let elsewhere = base.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let err = ensure(&link, 0o700).unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
+        assert!(err.contains("owned by"), "{err}");
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ensure(&elsewhere, 0o700).unwrap_err().to_string();
+        assert!(err.contains("writable by other users"), "{err}");
+    }
+
+    #[test]
+    fn only_a_marked_throwaway_root_is_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("data"), b"x").unwrap();
+        assert!(remove_throwaway(&root).is_err());
+        assert!(root.join("data").exists());
+        write_marker(&root).unwrap();
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&root, &link).unwrap();
+        assert!(remove_throwaway(&link).is_err());
+        assert!(root.join("data").exists());
+        remove_throwaway(&root).unwrap();
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn appended_files_are_private_and_symlinks_not_followed() {
+        let base = tempfile::tempdir().unwrap();
+        let victim = base.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let link = base.path().join("log");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(open_append(&link).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        let file = base.path().join("real.log");
+        open_append(&file).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    }
+}
