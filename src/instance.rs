@@ -4,12 +4,24 @@
 //! [`crate::paths::state_dir`]) and holds the holder's pid, so that a second pgwarden can say
 //! who is already there. The kernel drops an flock when its holder dies, whatever the cause, so
 //! a killed pgwarden never leaves a stale lock behind.
+//!
+//! But not at once: a SIGKILLed pgwarden is several threads (tokio's blocking pool), and its
+//! thread-group leader becomes a zombie — "dead" to `ps` and `kill -0`'s readers — while the
+//! other threads are still exiting; the open files, and with them the flock, are released only
+//! when the last one is gone. A `pgwarden run` right after `kill -9` of the previous one could
+//! find the lock held by a dead pid (1 in 15 here). So when the pid in the lock file is dead,
+//! dying (a zombie, or SIGKILL pending) or unknown, [`InstanceLock::acquire`] waits for the lock
+//! (bounded, [`DYING_HOLDER_WAIT`]) instead of refusing; a live holder is refused at once.
 
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a lock held by a dead or dying pgwarden is waited for.
+pub const DYING_HOLDER_WAIT: Duration = Duration::from_secs(10);
 
 /// Held while this process supervises the data directory; released on drop or death.
 #[derive(Debug)]
@@ -46,15 +58,29 @@ impl InstanceLock {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .io("cannot open lock file", &path)?;
-        if file.try_lock().is_err() {
+        let deadline = Instant::now() + DYING_HOLDER_WAIT;
+        while file.try_lock().is_err() {
             let mut pid = String::new();
+            let _ = file.rewind();
             let _ = file.read_to_string(&mut pid);
-            return Err(Error::AlreadyRunning {
-                data_dir: data_dir.to_path_buf(),
-                pid: Some(pid.trim().to_string())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| "unknown".into()),
-            });
+            let pid = pid.trim().to_string();
+            let live = pid.parse::<i32>().is_ok_and(live_and_well);
+            if live || Instant::now() >= deadline {
+                let others = descriptor_holders(&path);
+                if !live && !others.is_empty() {
+                    tracing::warn!(
+                        ?others,
+                        "the lock is still held through an open descriptor by these processes"
+                    );
+                }
+                return Err(Error::AlreadyRunning {
+                    data_dir: data_dir.to_path_buf(),
+                    pid: Some(pid)
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| "unknown".into()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
         file.set_len(0).io("cannot write lock file", &path)?;
         file.rewind().io("cannot write lock file", &path)?;
@@ -64,6 +90,45 @@ impl InstanceLock {
             state_dir: state_dir.to_path_buf(),
         })
     }
+}
+
+/// Alive, not a zombie, and not being killed (SIGKILL pending).
+fn live_and_well(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+    };
+    let state = field("State:");
+    // SIGKILL is signal 9: bit 8 of the pending masks (hex).
+    let kill_pending = |mask: &str| u64::from_str_radix(mask, 16).is_ok_and(|m| m & (1 << 8) != 0);
+    let dying = state.starts_with('Z')
+        || state.starts_with('X')
+        || kill_pending(field("ShdPnd:"))
+        || kill_pending(field("SigPnd:"));
+    !dying
+}
+
+/// Processes with the lock file open (for the message when the lock stays held).
+fn descriptor_holders(path: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(e.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
+                .then_some(pid)
+        })
+        .collect()
 }
 
 /// The pid of the live supervisor holding `state_dir`'s lock, or `None` when no pgwarden runs
@@ -122,6 +187,21 @@ mod tests {
         drop(lock);
         assert_eq!(holder(&state), None);
         assert_eq!(holder_by_trying(&state.join("lock")), None);
+    }
+
+    #[test]
+    fn a_dead_or_dying_pid_is_not_live() {
+        assert!(live_and_well(std::process::id() as i32));
+        assert!(!live_and_well(i32::MAX));
+        // A zombie: a child that exited and was not reaped yet.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while live_and_well(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!live_and_well(pid));
+        child.wait().unwrap();
     }
 
     #[test]

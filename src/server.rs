@@ -16,97 +16,61 @@ use crate::binaries::Install;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::escalation::{self, Rung, Target};
+use crate::pid_file::PidFile;
 use crate::privilege::RunAs;
+use crate::server_log::{self, LogTail};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-/// How many of the server's last log lines are kept to explain a crash.
-const LOG_TAIL: usize = 40;
-
-/// The last lines the server wrote.
-#[derive(Debug, Clone, Default)]
-pub struct LogTail(Arc<Mutex<VecDeque<String>>>);
-
-impl LogTail {
-    fn push(&self, line: String) {
-        let mut lines = self.0.lock().expect("log tail lock");
-        if lines.len() == LOG_TAIL {
-            lines.pop_front();
-        }
-        lines.push_back(line);
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .expect("log tail lock")
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    /// The most telling lines: the last FATAL/PANIC/ERROR line with the LOG line that explains
-    /// it (`invalid value for parameter …` before `configuration file … contains errors`) and
-    /// any DETAIL/HINT after it; else the last line.
-    pub fn explain(&self) -> Option<String> {
-        let lines = self.lines();
-        let is_error =
-            |l: &String| l.contains("FATAL:") || l.contains("PANIC:") || l.contains("ERROR:");
-        let Some(at) = lines.iter().rposition(is_error) else {
-            return lines.last().cloned();
-        };
-        // The lines just before it that say why ("could not bind …: Permission denied").
-        let telling = |l: &&String| {
-            !is_error(l)
-                && ["invalid", "could not", "unrecognized", "No space"]
-                    .iter()
-                    .any(|w| l.contains(w))
-        };
-        let mut picked: Vec<String> = lines[at.saturating_sub(3)..at]
-            .iter()
-            .filter(telling)
-            .cloned()
-            .collect();
-        picked.push(lines[at].clone());
-        picked.extend(
-            lines[at + 1..]
-                .iter()
-                .take_while(|l| l.contains("DETAIL:") || l.contains("HINT:"))
-                .cloned(),
-        );
-        Some(picked.join("\n"))
-    }
-}
-
-/// A running (or just exited) postmaster.
+/// The supervisor's handle on a running postmaster. The [`Child`] itself belongs to a keeper
+/// task (its one owner): it reaps the postmaster, signals it only while it is not reaped, runs
+/// an escalation when asked, and once the postmaster is gone clears its remains, collects its
+/// last log lines and reports an [`Exit`].
 #[derive(Debug)]
 pub struct Server {
-    /// The only handle on the child; `child.id()` is `None` once reaped, so a reused pid is
-    /// never signalled.
-    child: Child,
     /// The postmaster's pid, which is also its process group id.
     pub pid: Pid,
-    pub log: LogTail,
-    data_dir: std::path::PathBuf,
-    /// The tasks forwarding its stdout and stderr; they end at EOF, once every process that
-    /// holds the pipes (the postmaster and its children) is gone.
-    forwarders: Vec<tokio::task::JoinHandle<()>>,
+    orders: mpsc::UnboundedSender<Order>,
+    hurry: Arc<Notify>,
+}
+
+#[derive(Debug)]
+enum Order {
+    Signal(Signal),
+    Escalate(Vec<Rung>),
+}
+
+/// How a postmaster ended, with what is needed to explain it.
+#[derive(Debug)]
+pub struct Exit {
+    pub pid: Pid,
+    pub status: ExitStatus,
+    /// pgwarden sent it a signal that stops a server (not a SIGHUP).
+    pub signalled_by_us: bool,
+    /// The kernel's OOM killer killed a process of this cgroup while it ran.
+    pub oom_killed: bool,
+    /// The server's own last words ([`LogTail::explain`]).
+    pub explanation: Option<String>,
+    /// When it ended (Unix epoch milliseconds).
+    pub at_ms: u64,
 }
 
 impl Server {
+    /// Spawns postgres and its keeper; the receiver gets the [`Exit`].
     pub fn spawn(
         config: &Config,
         install: &Install,
         cluster: &Cluster,
         run_as: &RunAs,
-    ) -> Result<Server> {
+    ) -> Result<(Server, oneshot::Receiver<Exit>)> {
         let mut command = Command::new(install.bin("postgres"));
         command
             .arg("-D")
@@ -123,6 +87,12 @@ impl Server {
             // Logs go to our pipes; a collector would take them away from pgwarden.
             .arg("-c")
             .arg("logging_collector=off");
+        if !config.server.contains_key("log_line_prefix") {
+            // Tells the postmaster's own lines from the clients' (crate::server_log).
+            command
+                .arg("-c")
+                .arg(format!("log_line_prefix={}", server_log::LINE_PREFIX));
+        }
         if let Some(setting) = recovery_sync(config) {
             command.arg("-c").arg(setting);
         }
@@ -153,12 +123,13 @@ impl Server {
             .process_group(0)
             .kill_on_drop(false);
         run_as.apply(&mut command);
+        let oom_before = crate::oom::kills();
         let mut child = command.spawn().map_err(|e| Error::Server {
             what: format!("cannot start {}: {e}", install.bin("postgres").display()),
         })?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
         let log = LogTail::default();
-        let forwarders = [
+        let forwarders: Vec<_> = [
             forward(child.stdout.take(), log.clone()),
             forward(child.stderr.take(), log.clone()),
         ]
@@ -166,49 +137,131 @@ impl Server {
         .flatten()
         .collect();
         tracing::debug!(pid = pid.as_raw(), "postgres started");
-        Ok(Server {
+        let (orders, orders_rx) = mpsc::unbounded_channel();
+        let hurry = Arc::new(Notify::new());
+        let (exit_tx, exit_rx) = oneshot::channel();
+        let keeper = Keeper {
             child,
             pid,
-            log,
             data_dir: cluster.data_dir.clone(),
+            signalled: false,
+        };
+        tokio::spawn(keeper.run(
+            orders_rx,
+            hurry.clone(),
             forwarders,
-        })
-    }
-
-    /// Waits for the postmaster to exit (reaping it).
-    pub async fn wait(&mut self) -> ExitStatus {
-        loop {
-            match self.child.wait().await {
-                Ok(status) => return status,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::error!("cannot wait for postgres: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+            log,
+            oom_before,
+            exit_tx,
+        ));
+        Ok((Server { pid, orders, hurry }, exit_rx))
     }
 
     /// Sends `signal` to the postmaster only, if it has not been reaped yet.
     pub fn signal(&self, signal: Signal) {
+        let _ = self.orders.send(Order::Signal(signal));
+    }
+
+    /// Stops the postmaster by climbing `ladder` ([`escalation::escalate`]).
+    pub fn escalate(&self, ladder: Vec<Rung>) {
+        let _ = self.orders.send(Order::Escalate(ladder));
+    }
+
+    /// Cuts the current wait of an escalation short (a second stop request).
+    pub fn hurry(&self) {
+        self.hurry.notify_one();
+    }
+}
+
+/// The one owner of the postmaster's [`Child`].
+struct Keeper {
+    /// `child.id()` is `None` once reaped, so a reused pid is never signalled.
+    child: Child,
+    pid: Pid,
+    data_dir: PathBuf,
+    /// A stopping signal was sent by pgwarden.
+    signalled: bool,
+}
+
+impl Keeper {
+    async fn run(
+        mut self,
+        mut orders: mpsc::UnboundedReceiver<Order>,
+        hurry: Arc<Notify>,
+        forwarders: Vec<tokio::task::JoinHandle<()>>,
+        log: LogTail,
+        oom_before: Option<u64>,
+        exit: oneshot::Sender<Exit>,
+    ) {
+        let mut open = true;
+        let status = loop {
+            tokio::select! {
+                status = wait(&mut self.child) => break status,
+                order = orders.recv(), if open => match order {
+                    None => open = false,
+                    Some(Order::Signal(signal)) => self.signal(signal),
+                    Some(Order::Escalate(ladder)) => {
+                        let escalated = escalation::escalate(&mut self, &ladder, Some(&hurry)).await;
+                        break escalated.status.expect("the keeper's target is its child");
+                    }
+                },
+            }
+        };
+        // A postmaster that exited 0 waited for all its children first (it exits last): nothing
+        // remains, and the /proc scan would only delay the next step.
+        if !status.success() {
+            clear_remains(self.pid, &self.data_dir).await;
+        }
+        // Its last log lines, so that the report quotes them and the log file has them.
+        for task in forwarders {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        let oom_killed = match (oom_before, crate::oom::kills()) {
+            (Some(before), Some(after)) => after > before,
+            _ => false,
+        };
+        let _ = exit.send(Exit {
+            pid: self.pid,
+            status,
+            signalled_by_us: self.signalled,
+            oom_killed,
+            explanation: log.explain(self.pid.as_raw()),
+            at_ms: crate::status::now_ms(),
+        });
+    }
+}
+
+impl Target for Keeper {
+    fn signal(&mut self, signal: Signal) {
+        if signal != Signal::SIGHUP && signal != Signal::SIGCONT {
+            self.signalled = true;
+        }
         if self.child.id().is_some() {
             let _ = kill(self.pid, signal);
         }
     }
 
-    /// After the server is gone: waits (briefly) until its last log lines are read, so that
-    /// the crash report quotes them and the log file has them.
-    pub async fn drain_log(&mut self) {
-        for task in self.forwarders.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-        }
+    async fn exited(&mut self) -> Option<ExitStatus> {
+        Some(wait(&mut self.child).await)
     }
 
-    /// After the postmaster has exited: kills what is left of it (its group, and every process
-    /// working in the data directory) and waits until nothing of it remains, so that the next
-    /// server can take the shared memory.
-    pub async fn clear_remains(&self) {
+    async fn kill_all(&mut self) {
+        self.signalled = true;
         clear_remains(self.pid, &self.data_dir).await;
+    }
+}
+
+/// Waits for the child to exit (reaping it).
+async fn wait(child: &mut Child) -> ExitStatus {
+    loop {
+        match child.wait().await {
+            Ok(status) => return status,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("cannot wait for postgres: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
@@ -229,49 +282,49 @@ fn recovery_sync(config: &Config) -> Option<&'static str> {
 /// A postmaster still running on `data_dir` (e.g. left by a pgwarden that was SIGKILLed):
 /// `postmaster.pid` names a live `postgres` process whose data directory is this one.
 pub fn survivor(data_dir: &Path) -> Option<Pid> {
-    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
-    let mut lines = text.lines();
-    let pid = Pid::from_raw(lines.next()?.trim().parse().ok()?);
-    let recorded = Path::new(lines.next()?.trim()).canonicalize().ok()?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    let alive = is_alive(pid);
-    (alive && comm.trim() == "postgres" && Some(recorded) == data_dir.canonicalize().ok())
-        .then_some(pid)
+    let file = PidFile::read(data_dir)?;
+    let recorded = file.data_dir?.canonicalize().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", file.pid)).ok()?;
+    (is_alive(file.pid)
+        && comm.trim() == "postgres"
+        && Some(recorded) == data_dir.canonicalize().ok())
+    .then_some(file.pid)
 }
 
-/// Shuts down a postmaster pgwarden did not start (it cannot `wait` for it): SIGINT, then
-/// SIGQUIT after `timeout`, then SIGKILL of its group; returns once its pid is gone for good —
-/// postgres itself refuses to start while the old pid exists, even as a zombie.
-pub async fn stop_survivor(pid: Pid, data_dir: &Path, timeout: Duration) {
-    let _ = kill(pid, Signal::SIGINT);
-    for (signal, limit) in [
-        (Some(Signal::SIGQUIT), timeout),
-        (None, Duration::from_secs(5)),
-    ] {
-        let deadline = tokio::time::Instant::now() + limit;
-        while is_alive(pid) && tokio::time::Instant::now() < deadline {
+/// A postmaster pgwarden did not start: it cannot be `wait`ed for, only watched in /proc.
+struct Stray<'a> {
+    pid: Pid,
+    data_dir: &'a Path,
+}
+
+impl Target for Stray<'_> {
+    fn signal(&mut self, signal: Signal) {
+        let _ = kill(self.pid, signal);
+    }
+
+    async fn exited(&mut self) -> Option<ExitStatus> {
+        while is_alive(self.pid) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if !is_alive(pid) {
-            break;
-        }
-        match signal {
-            Some(signal) => {
-                tracing::warn!(
-                    pid = pid.as_raw(),
-                    "the old postgres did not stop in time; immediate shutdown"
-                );
-                let _ = kill(pid, signal);
-            }
-            None => {
-                tracing::warn!(
-                    pid = pid.as_raw(),
-                    "the old postgres ignored SIGQUIT; killing its process group"
-                );
-                clear_remains(pid, data_dir).await;
-            }
-        }
+        None
     }
+
+    async fn kill_all(&mut self) {
+        clear_remains(self.pid, self.data_dir).await;
+    }
+}
+
+/// Shuts down a postmaster pgwarden did not start ([`crate::escalation`]: SIGINT for `timeout`,
+/// SIGQUIT, SIGKILL of its group); returns once its pid is gone for good — postgres itself
+/// refuses to start while the old pid exists, even as a zombie.
+pub async fn stop_survivor(pid: Pid, data_dir: &Path, timeout: Duration) {
+    let mut stray = Stray { pid, data_dir };
+    escalation::escalate(
+        &mut stray,
+        &escalation::shutdown(Signal::SIGINT, timeout),
+        None,
+    )
+    .await;
     // A dead postmaster whose parent was init lingers as a zombie until init reaps it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while kill(pid, None).is_ok() && tokio::time::Instant::now() < deadline {
@@ -281,7 +334,7 @@ pub async fn stop_survivor(pid: Pid, data_dir: &Path, timeout: Duration) {
 }
 
 /// Alive and not a zombie.
-fn is_alive(pid: Pid) -> bool {
+pub fn is_alive(pid: Pid) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(')')

@@ -9,11 +9,8 @@
 //! The same directory holds the stop request: `pgwarden stop --mode smart` writes the wanted
 //! mode to `stop-request` before it signals the supervisor, which takes (reads and removes) it.
 
-use crate::binaries::Install;
-use crate::cluster::Cluster;
-use crate::config::{Config, ShutdownMode};
+use crate::config::ShutdownMode;
 use crate::error::{IoContext, Result};
-use crate::supervisor::State;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::IpAddr;
@@ -23,24 +20,85 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const FILE: &str = "status.json";
 pub const STOP_REQUEST: &str = "stop-request";
 
-/// The file's content. Times are Unix epoch milliseconds.
+/// The supervisor's states; their names (lowercase) are what `status.json` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Obtaining the PostgreSQL binaries.
+    Installing,
+    /// Finding the cluster, or creating it on first launch.
+    Initialising,
+    /// postgres spawned, not yet accepting connections (first start or crash recovery).
+    Starting,
+    /// postgres accepts connections.
+    Ready,
+    /// postgres exited unexpectedly (or hung); waiting out the backoff.
+    Restarting,
+    /// A shutdown was asked for; postgres is being stopped.
+    Stopping,
+    /// Nothing runs, and nothing will be started again.
+    Stopped,
+}
+
+impl State {
+    /// The name `status.json` and `pgwarden status` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Installing => "installing",
+            State::Initialising => "initialising",
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Restarting => "restarting",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the last postmaster ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExit {
+    /// Its exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// The signal was sent by neither pgwarden nor the server itself.
+    pub from_outside: bool,
+    /// The kernel's OOM killer ended it (the cgroup's `memory.events` `oom_kill` count grew).
+    pub oom_killed: bool,
+    /// In words, e.g. `signal 9 (SIGKILL) from outside pgwarden`.
+    pub text: String,
+    pub at_ms: u64,
+}
+
+/// The one value that describes the supervisor to the outside: written to `status.json` (and
+/// handed to whoever else serves it) at every change. Times are Unix epoch milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    /// `installing`, `initialising`, `starting`, `ready`, `restarting`, `stopping`, `stopped`.
-    pub state: String,
-    /// Why the last transition happened, e.g. `crash 1 (signal 9 (SIGKILL))`.
+    pub state: State,
+    /// Why the last transition happened, e.g. `restart 1 after a crash (signal 9 (SIGKILL))`.
     pub cause: String,
     pub supervisor_pid: u32,
-    /// The current postmaster; `None` before the first spawn.
+    /// The current postmaster; `None` before the first spawn and between two.
     pub postmaster_pid: Option<i32>,
+    /// When this supervisor started.
     pub started_at_ms: u64,
     /// When the server last became ready; `None` while it is not ready.
     pub ready_at_ms: Option<u64>,
     pub updated_at_ms: u64,
-    /// Unexpected postmaster exits after it had been ready.
+    /// Restarts after exits of a server that had been ready (crashes, hangs).
     pub restarts: u32,
-    /// How the last postmaster ended, e.g. `signal 9 (SIGKILL)`.
-    pub last_exit: Option<String>,
+    /// Exits before the server was ready (counted against `max_failures`).
+    pub failed_starts: u32,
+    pub last_exit: Option<LastExit>,
+    /// Why pgwarden gave up on the server, once it has.
+    pub gave_up: Option<String>,
     pub postgresql_version: String,
     pub data_dir: PathBuf,
     pub listen_address: IpAddr,
@@ -53,10 +111,9 @@ pub struct Status {
 /// Called with every record written (the HTTP endpoint's feed, [`crate::observe`]).
 pub type Listener = Box<dyn FnMut(&Status) + Send>;
 
-/// The supervisor's handle on its status file.
+/// Where the supervisor publishes its [`Status`]: the file, and the listener.
 pub struct StatusFile {
     path: PathBuf,
-    status: Status,
     /// Set after the first failed write, so a full disk is reported once, not per transition.
     warned: bool,
     listener: Option<Listener>,
@@ -66,81 +123,24 @@ impl std::fmt::Debug for StatusFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StatusFile")
             .field("path", &self.path)
-            .field("status", &self.status)
             .finish_non_exhaustive()
     }
 }
 
 impl StatusFile {
-    pub fn new(config: &Config, state_dir: &Path) -> StatusFile {
+    pub fn new(state_dir: &Path) -> StatusFile {
         // A request left by a `pgwarden stop` that a previous supervisor never read.
         let _ = std::fs::remove_file(state_dir.join(STOP_REQUEST));
-        let now = now_ms();
         StatusFile {
             path: state_dir.join(FILE),
-            status: Status {
-                state: "installing".into(),
-                cause: "launch".into(),
-                supervisor_pid: std::process::id(),
-                postmaster_pid: None,
-                started_at_ms: now,
-                ready_at_ms: None,
-                updated_at_ms: now,
-                restarts: 0,
-                last_exit: None,
-                postgresql_version: String::new(),
-                data_dir: config.data_dir.clone(),
-                listen_address: config.listen_address,
-                port: config.port,
-                socket_dir: state_dir.join("socket"),
-                user: config.user.clone(),
-                database: config.database.clone(),
-            },
             warned: false,
             listener: None,
         }
     }
 
-    /// Calls `listener` with the current record now and with every record written from now on.
-    pub fn on_write(&mut self, mut listener: impl FnMut(&Status) + Send + 'static) {
-        listener(&self.status);
+    /// Calls `listener` with every record written from now on.
+    pub fn on_write(&mut self, listener: impl FnMut(&Status) + Send + 'static) {
         self.listener = Some(Box::new(listener));
-    }
-
-    /// Records a transition and writes the file.
-    pub fn transition(&mut self, to: State, cause: &str, restarts: u32) {
-        let now = now_ms();
-        let status = &mut self.status;
-        status.state = state_name(to).into();
-        status.cause = cause.into();
-        status.restarts = restarts;
-        status.updated_at_ms = now;
-        status.ready_at_ms = match to {
-            State::Ready => Some(now),
-            _ => None,
-        };
-        if matches!(to, State::Stopped) {
-            status.postmaster_pid = None;
-        }
-        self.write();
-    }
-
-    /// The binaries and the cluster are known (before the first start).
-    pub fn prepared(&mut self, install: &Install, cluster: &Cluster) {
-        self.status.postgresql_version = install.version.to_string();
-        self.status.data_dir = cluster.data_dir.clone();
-        self.status.socket_dir = cluster.socket_dir.clone();
-    }
-
-    /// A new postmaster was spawned.
-    pub fn postmaster(&mut self, pid: i32) {
-        self.status.postmaster_pid = Some(pid);
-        self.write();
-    }
-
-    /// The postmaster ended (`describe_exit` text).
-    pub fn exited(&mut self, how: String) {
-        self.status.last_exit = Some(how);
     }
 
     /// The shutdown mode `pgwarden stop` asked for, if any (read once, then removed).
@@ -148,14 +148,15 @@ impl StatusFile {
         let path = self.path.with_file_name(STOP_REQUEST);
         let text = std::fs::read_to_string(&path).ok()?;
         let _ = std::fs::remove_file(&path);
-        StopMode::parse(text.trim()).map(StopMode::mode)
+        ShutdownMode::parse(text.trim())
     }
 
-    fn write(&mut self) {
+    /// Publishes `status`: to the listener, then to the file.
+    pub fn write(&mut self, status: &Status) {
         if let Some(listener) = &mut self.listener {
-            listener(&self.status);
+            listener(status);
         }
-        if let Err(e) = write_atomically(&self.path, &self.status) {
+        if let Err(e) = write_atomically(&self.path, status) {
             if !self.warned {
                 tracing::warn!("cannot write the status file: {e}");
             }
@@ -191,53 +192,6 @@ pub fn read(state_dir: &Path) -> Option<Status> {
     serde_json::from_str(&text).ok()
 }
 
-/// How `pgwarden stop` asks the server to shut down (PostgreSQL's shutdown modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StopMode {
-    /// Wait for clients to disconnect, then shut down (SIGTERM to postgres).
-    Smart,
-    /// Roll back open transactions, disconnect clients, shut down cleanly (SIGINT) [default].
-    Fast,
-    /// Quit at once, without a checkpoint; the next start runs crash recovery (SIGQUIT).
-    Immediate,
-}
-
-impl StopMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            StopMode::Smart => "smart",
-            StopMode::Fast => "fast",
-            StopMode::Immediate => "immediate",
-        }
-    }
-
-    pub fn mode(self) -> ShutdownMode {
-        match self {
-            StopMode::Smart => ShutdownMode::Smart,
-            StopMode::Fast => ShutdownMode::Fast,
-            StopMode::Immediate => ShutdownMode::Immediate,
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<StopMode> {
-        [StopMode::Smart, StopMode::Fast, StopMode::Immediate]
-            .into_iter()
-            .find(|m| m.name() == text)
-    }
-}
-
-pub fn state_name(state: State) -> &'static str {
-    match state {
-        State::Installing => "installing",
-        State::Initialising => "initialising",
-        State::Starting => "starting",
-        State::Ready => "ready",
-        State::Restarting => "restarting",
-        State::Stopping => "stopping",
-        State::Stopped => "stopped",
-    }
-}
-
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -251,7 +205,7 @@ mod tests {
 
     fn sample() -> Status {
         Status {
-            state: "ready".into(),
+            state: State::Ready,
             cause: "accepting connections".into(),
             supervisor_pid: 1,
             postmaster_pid: Some(2),
@@ -259,7 +213,9 @@ mod tests {
             ready_at_ms: Some(4),
             updated_at_ms: 5,
             restarts: 0,
+            failed_starts: 0,
             last_exit: None,
+            gave_up: None,
             postgresql_version: "16.14.0".into(),
             data_dir: "/d".into(),
             listen_address: "127.0.0.1".parse().unwrap(),
@@ -276,7 +232,7 @@ mod tests {
         let path = dir.path().join(FILE);
         write_atomically(&path, &sample()).unwrap();
         let mut changed = sample();
-        changed.state = "stopping".into();
+        changed.state = State::Stopping;
         write_atomically(&path, &changed).unwrap();
         assert_eq!(read(dir.path()), Some(changed));
         // No temp file is left behind.
@@ -285,9 +241,28 @@ mod tests {
 
     #[test]
     fn stop_modes_round_trip() {
-        for m in [StopMode::Smart, StopMode::Fast, StopMode::Immediate] {
-            assert_eq!(StopMode::parse(m.name()), Some(m));
+        for m in [
+            ShutdownMode::Smart,
+            ShutdownMode::Fast,
+            ShutdownMode::Immediate,
+        ] {
+            assert_eq!(ShutdownMode::parse(m.name()), Some(m));
         }
-        assert_eq!(StopMode::parse("bogus"), None);
+        assert_eq!(ShutdownMode::parse("bogus"), None);
+    }
+
+    #[test]
+    fn state_names_are_the_serialised_ones() {
+        for s in [
+            State::Installing,
+            State::Initialising,
+            State::Starting,
+            State::Ready,
+            State::Restarting,
+            State::Stopping,
+            State::Stopped,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
     }
 }

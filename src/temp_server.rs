@@ -10,15 +10,16 @@
 use crate::binaries::Install;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::escalation::{self, Target};
+use crate::pid_file;
 use crate::privilege::RunAs;
+use crate::server_log::LogTail;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long the server may take to become ready or to stop.
@@ -32,7 +33,7 @@ pub struct TempServer {
     pub data_dir: PathBuf,
     pub socket_dir: PathBuf,
     pub port: u16,
-    log: Arc<Mutex<VecDeque<String>>>,
+    log: LogTail,
 }
 
 impl TempServer {
@@ -74,18 +75,14 @@ impl TempServer {
                 install.bin("postgres").display()
             ),
         })?;
-        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let log = LogTail::default();
         let stderr = child.stderr.take().expect("piped");
-        let sink = Arc::clone(&log);
+        let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
                 let line = crate::redact::password_literals(&line).into_owned();
                 tracing::debug!(target: "postgres", "{line}");
-                let mut lines = sink.lock().expect("log lock");
-                if lines.len() == 40 {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
+                sink.push(line);
             }
         });
         let mut server = TempServer {
@@ -109,15 +106,10 @@ impl TempServer {
 
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let pid = self.pid().expect("running").to_string();
+        let pid = Pid::from_raw(self.pid().expect("running") as i32);
         loop {
-            if let Ok(text) = std::fs::read_to_string(self.data_dir.join("postmaster.pid")) {
-                let lines: Vec<&str> = text.lines().collect();
-                if lines.first().map(|l| l.trim()) == Some(pid.as_str())
-                    && lines.get(7).is_some_and(|l| l.trim() == "ready")
-                {
-                    return Ok(());
-                }
+            if pid_file::ready(&self.data_dir, pid) {
+                return Ok(());
             }
             let child = self.child.as_mut().expect("running");
             if let Ok(Some(status)) = child.try_wait() {
@@ -142,15 +134,12 @@ impl TempServer {
         }
     }
 
-    /// The server's last error line (or its last line).
+    /// The server's own last error ([`LogTail::explain`]).
     pub fn last_error(&self) -> String {
-        let lines = self.log.lock().expect("log lock");
-        lines
-            .iter()
-            .rev()
-            .find(|l| l.contains("FATAL:") || l.contains("ERROR:") || l.contains("PANIC:"))
-            .or(lines.back())
-            .cloned()
+        let pid = self.pid().map_or(0, |p| p as i32);
+        self.log
+            .explain(pid)
+            .or_else(|| self.log.lines().pop())
             .unwrap_or_else(|| "(no output)".to_string())
     }
 
@@ -175,35 +164,53 @@ impl TempServer {
         config.connect(postgres::NoTls)
     }
 
-    /// Fast shutdown, waiting for the server to exit.
+    /// Fast shutdown, waiting for the server to exit ([`crate::escalation`]: SIGINT, then
+    /// SIGQUIT, then SIGKILL of the group).
     pub fn stop(mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(());
         };
-        let pgid = Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pgid, Signal::SIGINT);
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut target = Temp(child);
+        let ladder = escalation::shutdown(Signal::SIGINT, STOP_TIMEOUT);
+        let escalated = escalation::escalate_blocking(&mut target, &ladder);
+        match escalated.status {
+            Some(status) if status.success() && escalated.rungs == 1 => Ok(()),
+            _ if escalated.rungs > 1 => Err(Error::Cluster {
+                what: "the temporary server for first launch did not stop in time".into(),
+            }),
+            status => Err(Error::Cluster {
+                what: format!(
+                    "the temporary server for first launch failed to stop cleanly ({}): {}",
+                    status.map_or_else(|| "unknown status".into(), |s| s.to_string()),
+                    self.last_error()
+                ),
+            }),
+        }
+    }
+}
+
+/// The temporary server's process, for [`escalation::escalate`].
+struct Temp(Child);
+
+impl Target for Temp {
+    fn signal(&mut self, signal: Signal) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.0.id() as i32), signal);
+        }
+    }
+
+    async fn exited(&mut self) -> Option<ExitStatus> {
         loop {
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => {
-                    return Err(Error::Cluster {
-                        what: format!(
-                            "the temporary server for first launch failed to stop cleanly ({status}): {}",
-                            self.last_error()
-                        ),
-                    });
-                }
-                _ if Instant::now() >= deadline => {
-                    let _ = killpg(pgid, Signal::SIGKILL);
-                    let _ = child.wait();
-                    return Err(Error::Cluster {
-                        what: "the temporary server for first launch did not stop in time".into(),
-                    });
-                }
-                _ => std::thread::sleep(POLL),
+            match self.0.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => tokio::time::sleep(POLL).await,
+                Err(_) => return None,
             }
         }
+    }
+
+    async fn kill_all(&mut self) {
+        let _ = killpg(Pid::from_raw(self.0.id() as i32), Signal::SIGKILL);
     }
 }
 

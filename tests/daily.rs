@@ -190,7 +190,13 @@ fn wait_status_stop_lifecycle() {
     assert_eq!(code(&again), 0, "{again:?}");
     let (status, _) = status_json(d);
     assert_eq!(status["restarts"], 1, "{status}");
-    assert_eq!(status["last_exit"], "signal 9 (SIGKILL)", "{status}");
+    assert_eq!(status["last_exit"]["signal"], 9, "{status}");
+    assert_eq!(status["last_exit"]["from_outside"], true, "{status}");
+    assert_eq!(
+        status["last_exit"]["text"], "signal 9 (SIGKILL), sent from outside pgwarden",
+        "{status}"
+    );
+    assert_eq!(status["failed_starts"], 0, "{status}");
     assert_ne!(status["postmaster_pid"].as_i64(), Some(postmaster));
 
     // stop: exits 0 once pgwarden and postgres are gone.

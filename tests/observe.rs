@@ -413,7 +413,10 @@ fn after_kill_9_restarts_are_counted_and_pg_up_and_readyz_follow_the_server() {
     assert_eq!(body["ready"], false);
     assert_eq!(body["state"], "restarting", "{body}");
     assert_eq!(body["restarts"], 2, "{body}");
-    assert_eq!(body["last_exit"], "signal 9 (SIGKILL)", "{body}");
+    assert_eq!(
+        body["last_exit"], "signal 9 (SIGKILL), sent from outside pgwarden",
+        "{body}"
+    );
     wait_until("pg_up 0", Duration::from_secs(3), || {
         value(&scrape(http), "pg_up", &[]) == 0.0
     });

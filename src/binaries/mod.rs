@@ -17,6 +17,7 @@ mod mirror;
 pub mod npm;
 pub mod policy;
 mod progress;
+pub mod reach;
 
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
@@ -146,6 +147,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .expect("install task panicked")
+}
+
+/// The installation `source` would use without installing anything: an existing installation
+/// in place (if it validates), else the newest complete one in the cache satisfying `req`.
+pub fn installed_for(source: &Source, install_dir: &Path, req: &VersionReq) -> Option<Install> {
+    match source {
+        Source::Existing(dir) => existing::validate(dir).ok(),
+        _ => find_installed(install_dir, req),
+    }
 }
 
 /// The newest complete installation in `install_dir` that satisfies `req`.
@@ -554,13 +564,13 @@ async fn download(
     }
 }
 
-fn first_line(e: &Error) -> String {
+pub(crate) fn first_line(e: &Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// The error when neither GitHub nor the npm registry served: each source's cause, and what
 /// to do without a network.
-fn all_sources_failed(
+pub(crate) fn all_sources_failed(
     req: &VersionReq,
     theseus: &Theseus,
     github: &Error,

@@ -4,8 +4,8 @@
 //! start), with the fix after a `help:` on a FAIL. Exits 1 when any check fails. Nothing is
 //! changed: no install, no initdb, no directory created.
 
-use crate::binaries::{self, Install, Source};
-use crate::cli::InstanceArgs;
+use crate::binaries::{self, Install};
+use crate::cli::{BinaryFlags, InstanceArgs};
 use crate::cluster::{self, DataDir};
 use crate::commands::common::Instance;
 use crate::config::Config;
@@ -27,6 +27,10 @@ owner, mode and PG_VERSION, and free disk space. One line per check; exit 1 if a
 pub struct DoctorArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
+
+    /// The same source flags as `run`, so doctor checks the binaries run would use.
+    #[command(flatten)]
+    pub binaries: BinaryFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +62,7 @@ impl Report {
 
 pub fn run(args: DoctorArgs) -> Result<i32> {
     let mut report = Report { failed: false };
-    let config = match Config::load(&args.instance.sources()) {
+    let config = match Config::load(&args.instance.sources_with(&args.binaries)) {
         Ok(config) => config,
         Err(e) => {
             report.line(Level::Fail, "config", e.to_string());
@@ -95,7 +99,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         }
     };
 
-    let install = binaries::find_installed(&config.install_dir, &config.version);
+    let install = binaries::installed_for(&config.source, &config.install_dir, &config.version);
     check_binaries(&mut report, &config, install.as_ref());
     check_timezone(&mut report, install.as_ref());
     check_locale(&mut report);
@@ -107,21 +111,35 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
 
 fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install>) {
     let Some(install) = install else {
-        let how = match &config.source {
-            Source::Download { .. } => {
-                "`pgwarden run` will download it (or pass --archive for an offline install)".into()
-            }
-            other => format!("`pgwarden run` will install it ({})", other.describe()),
-        };
-        report.line(
-            Level::Warn,
-            "binaries",
-            format!(
-                "no PostgreSQL {} installed in {}; {how}",
-                config.version,
-                config.install_dir.display()
-            ),
+        let missing = format!(
+            "no PostgreSQL {} installed in {}",
+            config.version.to_string().trim_start_matches('='),
+            config.install_dir.display()
         );
+        // Asked as run would ask (on its own runtime: doctor runs inside the command's).
+        let (source, version) = (config.source.clone(), config.version.clone());
+        let reachable = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .map(|rt| rt.block_on(binaries::reach::check(&source, &version)))
+        })
+        .join();
+        match reachable {
+            Ok(Ok(Ok(how))) => report.line(Level::Warn, "binaries", format!("{missing}; {how}")),
+            Ok(Ok(Err(e))) => report.line(
+                Level::Fail,
+                "binaries",
+                format!("{missing}, and `pgwarden run` could not install it: {e}"),
+            ),
+            Ok(Err(e)) => report.line(Level::Fail, "binaries", format!("{missing}; {e}")),
+            Err(_) => report.line(
+                Level::Fail,
+                "binaries",
+                format!("{missing}; the check failed"),
+            ),
+        }
         return;
     };
     let mut missing: Vec<String> = Vec::new();

@@ -7,9 +7,9 @@ use crate::cli::RunArgs;
 use crate::commands::common::Instance;
 use crate::commands::stop::{self, StopArgs};
 use crate::config::Config;
+use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
 use crate::privilege::RunAs;
-use crate::status::StopMode;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -128,7 +128,7 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
     if instance.supervisor.is_some() {
         stop::run(StopArgs {
             instance: args.run.instance.clone(),
-            mode: StopMode::Fast,
+            mode: ShutdownMode::Fast,
             timeout: None,
         })
         .await?;

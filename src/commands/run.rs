@@ -4,6 +4,7 @@ use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
+use crate::launch::Launch;
 use crate::notify::Notifier;
 use crate::observe::{self, Observer};
 use crate::paths;
@@ -16,20 +17,13 @@ use crate::supervisor::Supervisor;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
-/// Settings only a throwaway cluster may run with.
-const EPHEMERAL_SETTINGS: [(&str, &str); 3] = [
-    ("fsync", "off"),
-    ("synchronous_commit", "off"),
-    ("full_page_writes", "off"),
-];
-
 pub async fn run(args: RunArgs) -> Result<()> {
     // First, so that a signal during install or initdb is kept and acted on afterwards.
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
     let sources = args.sources();
-    let mut config = Config::load(&sources)?;
+    let config = Config::load(&sources)?;
     let run_as = if args.create_user {
         RunAs::resolve_or_create(config.run_as.as_deref())?
     } else {
@@ -53,15 +47,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
         server::stop_survivor(pid, &config.data_dir, config.shutdown_timeout).await;
     }
     if config.ephemeral {
-        prepare_throwaway(&mut config)?;
+        prepare_throwaway(&config)?;
     }
     preflight::check_port_unprivileged(config.port, &run_as.name)?;
-    if config.port == 0 {
-        config.port = preflight::choose_free_port(config.listen_address)?;
-        info!(port = config.port, "picked a free port");
+    let launch = if config.port == 0 {
+        let port = preflight::choose_free_port(config.listen_address)?;
+        info!(port, "picked a free port");
+        Launch { port }
     } else {
         preflight::check_port_free(config.listen_address, config.port)?;
-    }
+        Launch { port: config.port }
+    };
     let _registration = registry::register(&config.name, &state_dir)?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
@@ -71,6 +67,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Supervisor::new(
         sources,
         config,
+        launch,
         run_as,
         state_dir,
         events,
@@ -81,20 +78,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     .await
 }
 
-/// Sweeps what a killed earlier run of this throwaway instance left, and adds the durability
-/// settings only a throwaway cluster may use.
-fn prepare_throwaway(config: &mut Config) -> Result<()> {
+/// Sweeps what a killed earlier run of this throwaway instance left (its durability settings
+/// are added by [`crate::launch::effective`]).
+fn prepare_throwaway(config: &Config) -> Result<()> {
     if config.data_dir.exists() {
         warn!(data_dir = %config.data_dir.display(), "removing a throwaway cluster left by an earlier run");
         std::fs::remove_dir_all(&config.data_dir).map_err(|e| Error::Cluster {
             what: format!("cannot remove {}: {e}", config.data_dir.display()),
         })?;
-    }
-    for (key, value) in EPHEMERAL_SETTINGS {
-        config
-            .server
-            .entry(key.to_string())
-            .or_insert(value.to_string());
     }
     warn!(
         data_dir = %config.data_dir.display(),

@@ -10,7 +10,9 @@ use serde_json::json;
 #[derive(Debug, Clone, Args)]
 #[command(
     long_about = "Shows what the running pgwarden reports about its server: state (starting, ready, \
-restarting, stopping), supervisor and postmaster pids, uptime, restart count and last exit, PostgreSQL \
+restarting, stopping), supervisor and postmaster pids, uptime, restarts and failed starts, the last exit \
+(its code or signal, and whether the signal came from outside or from the kernel's OOM killer), why it gave \
+up if it did, PostgreSQL \
 version, data directory and address. Exits 0 while a supervisor runs, 3 when none does (`running: \
 false` in JSON).",
     after_help = "Examples:\n  pgwarden status\n  pgwarden status --json | jq -r .state"
@@ -82,11 +84,28 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             human_duration(r)
         ))
     );
-    println!("  restarts        {}", status.restarts);
+    println!(
+        "  started         {} ago",
+        human_duration(now.saturating_sub(status.started_at_ms))
+    );
+    println!(
+        "  restarts        {} (failed starts {})",
+        status.restarts, status.failed_starts
+    );
     println!(
         "  last exit       {}",
-        status.last_exit.as_deref().unwrap_or("-")
+        status.last_exit.as_ref().map_or_else(
+            || "-".to_string(),
+            |e| format!(
+                "{} ({} ago)",
+                e.text,
+                human_duration(now.saturating_sub(e.at_ms))
+            )
+        )
     );
+    if let Some(why) = &status.gave_up {
+        println!("  gave up         {why}");
+    }
     println!("  PostgreSQL      {}", status.postgresql_version);
     println!("  data dir        {}", status.data_dir.display());
     println!(

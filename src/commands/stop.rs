@@ -8,10 +8,10 @@
 
 use crate::cli::InstanceArgs;
 use crate::commands::common::{Instance, human_duration};
-use crate::config::parse_duration;
+use crate::config::{ShutdownMode, parse_duration};
 use crate::error::{Error, IoContext, Result};
 use crate::instance;
-use crate::status::{STOP_REQUEST, StopMode};
+use crate::status::STOP_REQUEST;
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -31,8 +31,8 @@ pub struct StopArgs {
     pub instance: InstanceArgs,
 
     /// How the server shuts down.
-    #[arg(long, value_enum, default_value_t = StopMode::Fast)]
-    pub mode: StopMode,
+    #[arg(long, value_enum, default_value_t = ShutdownMode::Fast)]
+    pub mode: ShutdownMode,
 
     /// How long to wait for pgwarden to exit [default: the shutdown timeout plus 30s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -44,14 +44,14 @@ pub async fn run(args: StopArgs) -> Result<i32> {
     let pid = instance.require_running()?;
     let started = Instant::now();
     let target = Pid::from_raw(pid as i32);
-    if args.mode != StopMode::Immediate {
+    if args.mode != ShutdownMode::Immediate {
         // Read by the supervisor when the signal arrives (it overrides `shutdown_mode`).
         let path = instance.state_dir.join(STOP_REQUEST);
         std::fs::write(&path, format!("{}\n", args.mode.name()))
             .io("cannot write the stop request", &path)?;
     }
     send(target, Signal::SIGTERM)?;
-    if args.mode == StopMode::Immediate {
+    if args.mode == ShutdownMode::Immediate {
         // The second stop request (a different signal, so that the two are not merged).
         send(target, Signal::SIGINT)?;
     }

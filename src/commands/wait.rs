@@ -10,6 +10,7 @@ use crate::commands::common::Instance;
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::probe::{self, PingStatus};
+use crate::status::State;
 use clap::Args;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -43,7 +44,7 @@ pub async fn run(args: WaitArgs) -> Result<i32> {
     let deadline = Instant::now() + args.timeout;
     loop {
         instance.refresh();
-        if let Some(status) = instance.status.as_ref().filter(|s| s.state == "ready") {
+        if let Some(status) = instance.status.as_ref().filter(|s| s.state == State::Ready) {
             let address = instance.address();
             let answer = probe::ping(
                 address,

@@ -4,25 +4,35 @@ use super::parse_duration;
 use serde::Deserialize;
 use std::time::Duration;
 
-/// PostgreSQL's shutdown modes (the signal sent to the postmaster).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// PostgreSQL's shutdown modes (the signal sent to the postmaster): `shutdown_mode` in the
+/// config and `pgwarden stop --mode` are this one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ShutdownMode {
-    /// SIGTERM: wait for clients to disconnect.
+    /// Wait for clients to disconnect, then shut down (SIGTERM to postgres).
     Smart,
-    /// SIGINT: abort transactions, clean checkpoint (the default).
+    /// Roll back open transactions, disconnect clients, shut down cleanly (SIGINT) [default].
     Fast,
-    /// SIGQUIT: stop at once; crash recovery at next start.
+    /// Quit at once, without a checkpoint; the next start runs crash recovery (SIGQUIT).
     Immediate,
 }
 
 impl ShutdownMode {
-    pub fn parse(text: &str) -> Option<ShutdownMode> {
-        match text {
-            "smart" => Some(ShutdownMode::Smart),
-            "fast" => Some(ShutdownMode::Fast),
-            "immediate" => Some(ShutdownMode::Immediate),
-            _ => None,
+    const ALL: [ShutdownMode; 3] = [
+        ShutdownMode::Smart,
+        ShutdownMode::Fast,
+        ShutdownMode::Immediate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ShutdownMode::Smart => "smart",
+            ShutdownMode::Fast => "fast",
+            ShutdownMode::Immediate => "immediate",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<ShutdownMode> {
+        Self::ALL.into_iter().find(|m| m.name() == text)
     }
 }
 
@@ -34,7 +44,8 @@ pub struct Supervision {
     pub backoff_max: Duration,
     /// A server that stayed ready this long has its backoff reset.
     pub stable_after: Duration,
-    /// This many unexpected exits within `failure_window` end pgwarden (a crash loop).
+    /// This many failed starts (exits before the server was ever ready) within `failure_window`
+    /// end pgwarden; exits of a server that had been ready never count.
     pub max_failures: u32,
     pub failure_window: Duration,
     /// How often a ready server is probed, and how long one probe may take.

@@ -35,7 +35,7 @@ pub fn is_live(pulse: &Pulse, now: Instant) -> bool {
 }
 
 pub fn is_ready(record: Option<&Record>, pulse: &Pulse, now: Instant) -> bool {
-    let ready_state = record.is_some_and(|r| r.status.state == "ready");
+    let ready_state = record.is_some_and(|r| r.status.state == crate::status::State::Ready);
     let probed = pulse
         .probe
         .is_some_and(|p| p.accepting && now.saturating_duration_since(p.at) <= p.valid_for);
@@ -66,12 +66,12 @@ pub fn readiness(record: Option<&Record>, pulse: &Pulse, now: Instant) -> Readin
     match record {
         Some(r) => Readiness {
             ready,
-            state: r.status.state.clone(),
+            state: r.status.state.name().to_string(),
             since: r.status.updated_at_ms as f64 / 1000.0,
             cause: r.status.cause.clone(),
             restarts: r.status.restarts,
             failed_starts: r.failed_starts,
-            last_exit: r.status.last_exit.clone(),
+            last_exit: r.status.last_exit.as_ref().map(|e| e.text.clone()),
             version: env!("CARGO_PKG_VERSION"),
             postgresql_version: r.status.postgresql_version.clone(),
         },
@@ -96,7 +96,7 @@ mod tests {
 
     fn record(state: &str) -> Record {
         let mut status = sample_status();
-        status.state = state.into();
+        status.state = serde_json::from_value(serde_json::json!(state)).unwrap();
         Record {
             status,
             failed_starts: 0,
@@ -148,7 +148,7 @@ mod tests {
         let now = Instant::now();
         let mut r = record("restarting");
         r.status.restarts = 2;
-        r.status.last_exit = Some("signal 9 (SIGKILL)".into());
+        r.status.last_exit = Some(crate::observe::sample_exit());
         let body =
             serde_json::to_value(readiness(Some(&r), &pulse(now, Duration::ZERO, true), now))
                 .unwrap();

@@ -99,7 +99,7 @@ fn counter(
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let status = self.record.as_ref().map(|r| &r.status);
-        let state = status.map_or("installing", |s| s.state.as_str());
+        let state = status.map_or("installing", |s| s.state.name());
         let mut family = encoder.encode_descriptor(
             "pgwarden_state",
             "The supervisor's state: 1 for the current one",
@@ -120,7 +120,7 @@ impl Collector for Scrape {
         counter(
             &mut encoder,
             "pgwarden_restarts",
-            "Unexpected postmaster exits (crashes, hangs, failed starts) followed by a restart",
+            "Restarts after exits of a server that had been ready (crashes, hangs)",
             status.map_or(0, |s| u64::from(s.restarts)),
         )?;
         counter(
@@ -136,7 +136,11 @@ impl Collector for Scrape {
                 "When this pgwarden started, in Unix seconds",
                 status.started_at_ms as f64 / 1000.0,
             )?;
-            if let Some((signal, code)) = status.last_exit.as_deref().and_then(parse_exit) {
+            if let Some((signal, code)) = status
+                .last_exit
+                .as_ref()
+                .map(|e| (e.signal.map_or(0, i64::from), e.code.map_or(-1, i64::from)))
+            {
                 gauge(
                     &mut encoder,
                     "pgwarden_last_exit_signal",
@@ -240,7 +244,7 @@ mod tests {
     fn own_and_server_series_are_encoded_with_their_names() {
         let mut status = sample_status();
         status.restarts = 3;
-        status.last_exit = Some("signal 9 (SIGKILL)".into());
+        status.last_exit = Some(crate::observe::sample_exit());
         let server = Sample {
             up: true,
             families: vec![

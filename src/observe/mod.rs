@@ -34,7 +34,7 @@ pub const EXAMPLE_ADDRESS: &str = "127.0.0.1:9187";
 #[derive(Debug, Clone)]
 pub struct Record {
     pub status: Status,
-    /// Starts that ended before the server was ready (`starting` → `restarting`).
+    /// Starts that ended before the server was ready (the record's `failed_starts`).
     pub failed_starts: u64,
 }
 
@@ -83,20 +83,13 @@ impl Observer {
         Observer::new().0
     }
 
-    /// The listener the status file calls with every record it writes: derives the counts the
-    /// record does not carry, then publishes.
+    /// The listener the status file calls with every record it writes: publishes it.
     pub fn status_listener(&self) -> impl FnMut(&Status) + Send + 'static {
         let sender = self.record.clone();
-        let mut previous: Option<String> = None;
-        let mut failed_starts = 0u64;
         move |status: &Status| {
-            if previous.as_deref() == Some("starting") && status.state == "restarting" {
-                failed_starts += 1;
-            }
-            previous = Some(status.state.clone());
             sender.send_replace(Some(Record {
                 status: status.clone(),
-                failed_starts,
+                failed_starts: u64::from(status.failed_starts),
             }));
         }
     }
@@ -188,11 +181,24 @@ pub async fn serve(
     Ok(bound)
 }
 
+/// A last exit for unit tests: SIGKILL from outside.
+#[cfg(test)]
+pub(crate) fn sample_exit() -> crate::status::LastExit {
+    crate::status::LastExit {
+        code: None,
+        signal: Some(9),
+        from_outside: true,
+        oom_killed: false,
+        text: "signal 9 (SIGKILL)".into(),
+        at_ms: 1_700_000_001_000,
+    }
+}
+
 /// A status record for unit tests.
 #[cfg(test)]
 pub(crate) fn sample_status() -> Status {
     Status {
-        state: "ready".into(),
+        state: crate::status::State::Ready,
         cause: "accepting connections".into(),
         supervisor_pid: 1,
         postmaster_pid: Some(2),
@@ -200,7 +206,9 @@ pub(crate) fn sample_status() -> Status {
         ready_at_ms: Some(1_700_000_001_000),
         updated_at_ms: 1_700_000_001_500,
         restarts: 0,
+        failed_starts: 0,
         last_exit: None,
+        gave_up: None,
         postgresql_version: "16.14.0".into(),
         data_dir: "/d".into(),
         listen_address: "127.0.0.1".parse().unwrap(),
@@ -239,23 +247,15 @@ mod tests {
     }
 
     #[test]
-    fn failed_starts_are_counted_from_the_transitions() {
+    fn failed_starts_come_from_the_record() {
         let (observer, watchers) = Observer::new();
         let mut listen = observer.status_listener();
         let mut status = sample_status();
-        for state in [
-            "starting",
-            "restarting",
-            "starting",
-            "ready",
-            "restarting",
-            "starting",
-        ] {
-            status.state = state.into();
-            listen(&status);
-        }
+        status.state = crate::status::State::Starting;
+        status.failed_starts = 2;
+        listen(&status);
         let record = watchers.record.borrow().clone().unwrap();
-        assert_eq!(record.failed_starts, 1);
-        assert_eq!(record.status.state, "starting");
+        assert_eq!(record.failed_starts, 2);
+        assert_eq!(record.status.state, crate::status::State::Starting);
     }
 }

@@ -1,0 +1,102 @@
+//! What one launch of `pgwarden run` decided on top of the configuration, and the effective
+//! configuration derived from both.
+//!
+//! The loaded [`Config`] is what the sources say, and is never patched. A launch adds two
+//! things: the port it chose (for `port = 0`) and the instance mode (an `--ephemeral` cluster
+//! runs with durability settings only a throwaway cluster may use). [`effective`] is the one
+//! function that combines them, called at every start and on every reload, so that a reload
+//! re-reading the file keeps the throwaway settings and the chosen port.
+
+use crate::config::Config;
+
+/// Settings only a throwaway cluster may run with.
+pub const EPHEMERAL_SETTINGS: [(&str, &str); 3] = [
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+];
+
+/// What this launch chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    /// The port the server listens on: the configured one, or the free one picked for `0`.
+    pub port: u16,
+}
+
+/// The configuration the server runs with: `loaded` with the chosen port, and (for an
+/// ephemeral instance) the throwaway profile under any `[server]` setting of the same name.
+pub fn effective(loaded: &Config, launch: &Launch) -> Config {
+    let mut config = loaded.clone();
+    config.port = launch.port;
+    if loaded.ephemeral {
+        for (key, value) in EPHEMERAL_SETTINGS {
+            config
+                .server
+                .entry(key.to_string())
+                .or_insert_with(|| value.to_string());
+        }
+    }
+    config
+}
+
+/// The settings whose change a reload cannot apply, named as the config names them.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    [
+        ("listen_address", old.listen_address != new.listen_address),
+        ("port", old.port != new.port),
+        ("data_dir", old.data_dir != new.data_dir),
+        (
+            "user/password/database",
+            old.user != new.user || old.password != new.password || old.database != new.database,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Layer, Sources};
+    use crate::paths::DefaultPaths;
+
+    fn loaded(ephemeral: bool, port: u16) -> Config {
+        let sources = Sources {
+            flags: Layer {
+                ephemeral: Some(ephemeral),
+                port: Some(port),
+                ..Layer::default()
+            },
+            ..Sources::default()
+        };
+        let defaults = DefaultPaths {
+            config_file: "/nonexistent/pgwarden.toml".into(),
+            data_root: "/srv/pg".into(),
+        };
+        Config::load_with(&sources, &|_| None, &defaults).unwrap()
+    }
+
+    #[test]
+    fn the_throwaway_profile_and_the_chosen_port_are_applied_every_time() {
+        let file = loaded(true, 0);
+        let run = effective(&file, &Launch { port: 40000 });
+        assert_eq!(run.port, 40000);
+        assert_eq!(run.server.get("fsync").map(String::as_str), Some("off"));
+        assert_eq!(
+            run.server.get("full_page_writes").map(String::as_str),
+            Some("off")
+        );
+        // A reload re-reads the same sources: the same result, and no port "change".
+        let reloaded = effective(&loaded(true, 0), &Launch { port: 40000 });
+        assert_eq!(reloaded.server, run.server);
+        assert!(needs_restart(&file, &loaded(true, 0)).is_empty());
+        assert_eq!(needs_restart(&file, &loaded(true, 5999)), ["port"]);
+    }
+
+    #[test]
+    fn a_durable_instance_keeps_its_settings() {
+        let run = effective(&loaded(false, 5433), &Launch { port: 5433 });
+        assert!(!run.server.contains_key("fsync"));
+    }
+}
