@@ -12,8 +12,8 @@ use crate::cli::RunArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::commands::stop::{self, StopArgs};
 use crate::config::Config;
+use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
-use crate::status::StopMode;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -93,7 +93,7 @@ async fn stop_for(instance: &Instance, run: &RunArgs) -> Result<Option<Relaunch>
     let relaunch = Relaunch::of_supervisor(pid)?;
     stop::run(StopArgs {
         instance: run.instance.clone(),
-        mode: StopMode::Fast,
+        mode: ShutdownMode::Fast,
         timeout: None,
     })
     .await?;
