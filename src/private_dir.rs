@@ -188,6 +188,45 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Checks that no other user can replace what pgwarden keeps in `dir` (the binaries cache):
+/// `dir` (or, while it does not exist yet, the directory it will be made in) and every
+/// directory above it are owned by the effective user or root, and none is writable by
+/// others — except a sticky one above (like `/tmp`), where others cannot rename what is ours.
+pub fn check_trusted(dir: &Path, what: &str) -> Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    let Some(existing) = dir.ancestors().find(|a| a.exists()) else {
+        return Ok(());
+    };
+    let canonical = existing.canonicalize().io("cannot resolve", existing)?;
+    for (depth, at) in canonical.ancestors().enumerate() {
+        let meta = std::fs::metadata(at).io("cannot read", at)?;
+        let others_write = meta.mode() & 0o022 != 0;
+        let sticky = meta.mode() & 0o1000 != 0;
+        let problem = if meta.uid() != me && meta.uid() != 0 {
+            Some(format!("is owned by {}", owner_name(meta.uid())))
+        } else if others_write && (depth == 0 || !sticky) {
+            Some(format!(
+                "is writable by other users (mode {:o}, owner {})",
+                meta.mode() & 0o7777,
+                owner_name(meta.uid())
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::Privilege {
+                what: format!(
+                    "{what} {}: {} {problem}, so another user could replace what pgwarden keeps                      there (and it would run it)
+                     help: use a directory only you (or root) can write to",
+                    dir.display(),
+                    at.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The name of the user with id `uid`, or the number.
 fn owner_name(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
@@ -242,6 +281,20 @@ mod tests {
         assert!(root.join("data").exists());
         remove_throwaway(&root).unwrap();
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn a_cache_others_can_write_to_is_not_trusted() {
+        let base = tempfile::tempdir().unwrap();
+        let cache = base.path().join("cache");
+        check_trusted(&cache, "install_dir").unwrap();
+        std::fs::create_dir(&cache).unwrap();
+        check_trusted(&cache, "install_dir").unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = check_trusted(&cache.join("16.14.0"), "install_dir")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("writable by other users"), "{err}");
     }
 
     #[test]

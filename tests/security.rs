@@ -696,3 +696,30 @@ fn state_files_are_private_and_password_literals_are_redacted() {
     assert!(stop.status.success(), "{}", self::text(&stop));
     assert!(!root.exists(), "the throwaway root is removed on stop");
 }
+
+/// A binaries cache another user owns (with a "version" already in it) is not used.
+#[test]
+fn an_install_dir_another_user_owns_is_refused() {
+    intruder();
+    let scene = Scene::new();
+    let marker = scene.dir.path().join("ran");
+    let planted = scene.dir.path().join("planted");
+    fs::create_dir(&planted).unwrap();
+    fs::set_permissions(&planted, fs::Permissions::from_mode(0o777)).unwrap();
+    as_intruder(&format!(
+        "mkdir -p '{p}/cache/16.14.0/bin' && printf '#!/bin/sh\\ntouch {m}\\n' > '{p}/cache/16.14.0/bin/postgres' && \
+         chmod 755 '{p}/cache/16.14.0/bin/postgres' && echo '{{}}' > '{p}/cache/16.14.0/pgwarden-install.json'",
+        p = planted.display(),
+        m = marker.display()
+    ));
+    let postgres = fake_postgres(&scene.dir.path().join("uid"));
+    build_tgz(
+        &scene.archive(),
+        &[Entry::File("top/bin/postgres", &postgres, 0o755)],
+    );
+    let out = install_archive(&scene.archive(), &planted.join("cache"), &[]);
+    let text = text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(INTRUDER), "names the owner: {text}");
+    assert!(!marker.exists(), "the planted postgres ran");
+}

@@ -83,6 +83,9 @@ pub fn provenance(install: &Install) -> String {
 
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
 pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -> Result<Install> {
+    if !matches!(source, Source::Existing(_)) {
+        crate::private_dir::check_trusted(install_dir, "install_dir")?;
+    }
     match source {
         Source::Archive { path, sha256 } => {
             let (path, dir, req) = (path.clone(), install_dir.to_path_buf(), version.clone());
@@ -197,6 +200,8 @@ struct InstallLock(#[allow(dead_code)] File);
 fn lock(install_dir: &Path) -> Result<InstallLock> {
     std::fs::create_dir_all(install_dir).io("cannot create install directory", install_dir)?;
     let _ = std::fs::set_permissions(install_dir, std::fs::Permissions::from_mode(0o755));
+    // Again now that it exists: made by someone else between the first check and here?
+    crate::private_dir::check_trusted(install_dir, "install_dir")?;
     let path = install_dir.join(".lock");
     let file = File::options()
         .create(true)
@@ -473,6 +478,13 @@ fn validation_version(postgres: &Path) -> Result<Version> {
         );
         // std drops the supplementary groups when it sets uid as root.
         command.uid(uid).gid(gid);
+        return version_of(command, postgres).map_err(|e| Error::Binaries {
+            what: format!(
+                "{e}\n(run as uid {uid}, not root: the archive is not trusted yet)\n\
+                 help: that user must be able to reach {}; choose an install_dir it can enter",
+                postgres.display()
+            ),
+        });
     }
     version_of(command, postgres)
 }
