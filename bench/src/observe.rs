@@ -1,4 +1,4 @@
-//! Row 12: what the HTTP endpoint costs while Prometheus scrapes `/metrics` every second.
+//! Row 13: what the HTTP endpoint costs while Prometheus scrapes `/metrics` every second.
 //!
 //! One `pgwarden run --http-address …`; windows of the same length alternate, not scraped and
 //! scraped once a second (each scrape a fresh query set: the cache holds for one second), so
@@ -118,7 +118,7 @@ fn spawn(ctx: &Ctx, data_dir: &Path, port: u16, http: u16) -> Observed {
     observed
 }
 
-/// Row 12 over `total` seconds of windows.
+/// Row 13 over `total` seconds of windows.
 pub fn scraped(ctx: &Ctx, total: Duration) -> Vec<Row> {
     let dir = ctx.fresh_dir("observe");
     let data = dir.join("data");
@@ -138,25 +138,25 @@ pub fn scraped(ctx: &Ctx, total: Duration) -> Vec<Row> {
     let rss_before = crate::procfs::status_kib(pgw.pid, "VmRSS").expect("rss") as f64 / 1024.0;
 
     let mut cpu = Row::new(
-        "12",
+        "13",
         &format!("scraped every 1 s for {secs} s: CPU time of pgwarden"),
         "same pgwarden, same length, not scraped",
         Unit::CpuSeconds,
     );
     let mut server_cpu = Row::new(
-        "12",
+        "13",
         &format!("scraped every 1 s for {secs} s: CPU time of the server (postmaster + backends)"),
         "same server, same length, not scraped",
         Unit::CpuSeconds,
     );
     let mut rss = Row::new(
-        "12",
+        "13",
         &format!("scraped every 1 s for {secs} s: RSS of pgwarden, after"),
         "RSS before the scrapes",
         Unit::MiB,
     );
     let mut latency = Row::new(
-        "12",
+        "13",
         "one `/metrics` scrape (fresh query set) → answered",
         "one `/livez` → answered",
         Unit::Millis,
