@@ -49,22 +49,6 @@ pub fn encode(scrape: Scrape) -> String {
     text
 }
 
-/// How a postmaster ended, from the status record's text (`exit code 1`, `signal 9 (SIGKILL)`).
-pub fn parse_exit(text: &str) -> Option<(i64, i64)> {
-    let number = |rest: &str| {
-        rest.split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<i64>().ok())
-    };
-    if let Some(rest) = text.strip_prefix("exit code ") {
-        Some((0, number(rest)?))
-    } else if let Some(rest) = text.strip_prefix("signal ") {
-        Some((number(rest)?, -1))
-    } else {
-        None
-    }
-}
-
 fn gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -221,13 +205,6 @@ mod tests {
     use super::*;
     use crate::observe::pg_stats::Family;
     use crate::observe::sample_status;
-
-    #[test]
-    fn exits_are_parsed_from_the_status_text() {
-        assert_eq!(parse_exit("signal 9 (SIGKILL)"), Some((9, -1)));
-        assert_eq!(parse_exit("exit code 1"), Some((0, 1)));
-        assert_eq!(parse_exit("something else"), None);
-    }
 
     #[test]
     fn own_and_server_series_are_encoded_with_their_names() {
