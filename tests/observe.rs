@@ -122,13 +122,23 @@ fn write_config(dir: &Path, text: &str) -> String {
 
 /// pgwarden on `port` with the endpoint on `http` and `config` as its config file.
 fn start_observed(dir: &Path, port: u16, http: u16, config: &str) -> Pgwarden {
+    start_observed_with(dir, port, http, config, &[])
+}
+
+fn start_observed_with(
+    dir: &Path,
+    port: u16,
+    http: u16,
+    config: &str,
+    envs: &[(&str, &str)],
+) -> Pgwarden {
     let config = write_config(dir, config);
     let address = format!("127.0.0.1:{http}");
     let pgwarden = start_with(
         dir,
         port,
         &["--config", &config, "--http-address", &address],
-        &[],
+        envs,
     );
     pgwarden.wait_ready(FIRST_LAUNCH);
     pgwarden
@@ -486,8 +496,15 @@ fn a_stopped_server_gives_pg_up_0_within_the_timeout_and_readyz_503() {
 fn two_hundred_concurrent_scrapers_cause_at_most_one_query_set_a_second() {
     let dir = test_dir();
     let (port, http) = (free_port(), free_port());
-    // Every session the server accepts is logged, with its application name.
-    let pgwarden = start_observed(dir.path(), port, http, "[server]\nlog_connections = true\n");
+    // Every session the server accepts is logged, with its application name (the server's
+    // LOG lines reach pgwarden's stderr at RUST_LOG=info).
+    let pgwarden = start_observed_with(
+        dir.path(),
+        port,
+        http,
+        "[server]\nlog_connections = true\n",
+        &[("RUST_LOG", "info")],
+    );
     let sessions = |p: &Pgwarden| {
         p.stderr_text()
             .matches("application_name=pgwarden-metrics")
