@@ -892,3 +892,55 @@ fn retention_keeps_the_newest_backups_and_the_wal_they_need() {
     );
     drop(server);
 }
+
+#[test]
+fn service_install_ships_the_backup_timer_when_a_schedule_is_set() {
+    let dir = test_dir();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "backup_schedule = \"daily 03:30\"\nbackup_keep = 3\n",
+    )
+    .unwrap();
+    let units = dir.path().join("units");
+    let out = pgw(&[
+        "service",
+        "install",
+        "--user",
+        "--config",
+        config.to_str().unwrap(),
+        "--unit-dir",
+        units.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let timer = std::fs::read_to_string(units.join("pgwarden-backup.timer")).unwrap();
+    assert!(
+        timer.contains("\nOnCalendar=*-*-* 03:30:00 UTC\n"),
+        "{timer}"
+    );
+    let service = std::fs::read_to_string(units.join("pgwarden-backup.service")).unwrap();
+    let exec = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .unwrap();
+    assert!(
+        exec.ends_with(&format!(" backup --config {}", config.display())),
+        "{exec}"
+    );
+    assert!(text(&out.stdout).contains("enable --now pgwarden-backup.timer"));
+
+    // Without a schedule: no timer.
+    std::fs::write(&config, "backup_keep = 3\n").unwrap();
+    let other = dir.path().join("units2");
+    let out = pgw(&[
+        "service",
+        "install",
+        "--user",
+        "--config",
+        config.to_str().unwrap(),
+        "--unit-dir",
+        other.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!other.join("pgwarden-backup.timer").exists());
+}
