@@ -12,10 +12,17 @@
 //!   pgwarden's own (`--pgdata`, `--username`, `--pwfile`, `--auth*`, `--waldir`), in any
 //!   spelling, are refused with the key to use instead;
 //! - `POSTGRES_HOST_AUTH_METHOD=trust` is refused unless the server listens on loopback only,
-//!   and warned about even then.
+//!   and warned about even then ([`trust_warning`], logged by `run`).
+//!
+//! A leaf: it reads and checks these values one by one, and [`crate::config`] puts them into
+//! its `Layer`s and its `Config`.
 
-use crate::config::{ADMIN_ROLE, AUTH_METHODS, Config, Layer};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+/// How TCP clients authenticate (the image's `POSTGRES_HOST_AUTH_METHOD`); the first is the
+/// default.
+pub const AUTH_METHODS: [&str; 4] = ["scram-sha-256", "md5", "password", "trust"];
 
 /// The image's variables, as read from the environment.
 #[derive(Debug, Default)]
@@ -76,24 +83,24 @@ pub fn read_secret(path: &Path, what: &str, problems: &mut Vec<String>) -> Optio
     }
 }
 
-/// Replaces a config file's `user_file`/`password_file`/`database_file` by the files'
-/// contents, so that later layers override the value whichever way it was given.
-pub fn read_secret_files(layer: &mut Layer, problems: &mut Vec<String>) {
-    let pairs: [(&mut Option<String>, &mut Option<PathBuf>, &str); 3] = [
-        (&mut layer.user, &mut layer.user_file, "user"),
-        (&mut layer.password, &mut layer.password_file, "password"),
-        (&mut layer.database, &mut layer.database_file, "database"),
-    ];
-    for (value, file, key) in pairs {
-        let Some(path) = file.take() else { continue };
-        if value.is_some() {
+/// A config file's `key` and `key_file`: the value, or the file's contents; both set is a
+/// problem. The file is read here, so that later layers override the value either way.
+pub fn value_or_file(
+    value: Option<String>,
+    file: Option<PathBuf>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match (value, file) {
+        (Some(_), Some(_)) => {
             problems.push(format!(
                 "both `{key}` and `{key}_file` are set in the config file, but they are exclusive\n    \
                  help: keep one of them"
             ));
-            continue;
+            None
         }
-        *value = read_secret(&path, &format!("{key}_file"), problems);
+        (None, Some(path)) => read_secret(&path, &format!("{key}_file"), problems),
+        (value, None) => value,
     }
 }
 
@@ -114,28 +121,20 @@ pub fn parse_bool_env(
     }
 }
 
-/// The image-contract settings, checked; applied to the [`Config`] once the rest is resolved.
-#[derive(Debug)]
-pub struct Resolved {
-    initdb_args: Vec<String>,
-    initdb_waldir: Option<PathBuf>,
-    host_auth_method: String,
-    init_dir: Option<PathBuf>,
-    reconcile: bool,
-}
-
-pub fn resolve(layer: &Layer, config_dir: &Path, problems: &mut Vec<String>) -> Resolved {
-    let initdb_args: Vec<String> = layer
-        .initdb_args
-        .as_deref()
+/// `initdb_args` / `POSTGRES_INITDB_ARGS`, split on whitespace and checked as initdb reads it.
+pub fn initdb_args(given: Option<&str>, problems: &mut Vec<String>) -> Vec<String> {
+    let args: Vec<String> = given
         .unwrap_or_default()
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    problems.extend(crate::initdb_args::problems(&initdb_args));
+    problems.extend(crate::initdb_args::problems(&args));
+    args
+}
 
-    let initdb_waldir = layer.initdb_waldir.clone();
-    if let Some(dir) = &initdb_waldir
+/// `initdb_waldir` / `POSTGRES_INITDB_WALDIR`: absolute, as initdb requires.
+pub fn initdb_waldir(given: Option<PathBuf>, problems: &mut Vec<String>) -> Option<PathBuf> {
+    if let Some(dir) = &given
         && dir.is_relative()
     {
         problems.push(format!(
@@ -143,19 +142,48 @@ pub fn resolve(layer: &Layer, config_dir: &Path, problems: &mut Vec<String>) -> 
             dir.display()
         ));
     }
+    given
+}
 
-    let host_auth_method = layer
-        .host_auth_method
-        .clone()
-        .unwrap_or_else(|| AUTH_METHODS[0].to_string());
-    if !AUTH_METHODS.contains(&host_auth_method.as_str()) {
+/// `host_auth_method` / `POSTGRES_HOST_AUTH_METHOD`: one of [`AUTH_METHODS`]; `trust` only
+/// on a loopback address.
+pub fn host_auth_method(
+    given: Option<String>,
+    listen_address: IpAddr,
+    problems: &mut Vec<String>,
+) -> String {
+    let method = given.unwrap_or_else(|| AUTH_METHODS[0].to_string());
+    if !AUTH_METHODS.contains(&method.as_str()) {
         problems.push(format!(
-            "host_auth_method (POSTGRES_HOST_AUTH_METHOD) {host_auth_method:?}: expected one of {}",
+            "host_auth_method (POSTGRES_HOST_AUTH_METHOD) {method:?}: expected one of {}",
             AUTH_METHODS.join(", ")
         ));
     }
+    if method == "trust" && !listen_address.is_loopback() {
+        problems.push(format!(
+            "host_auth_method (POSTGRES_HOST_AUTH_METHOD) \"trust\" on {listen_address}: anyone who can reach \
+             that address could log in as any user without a password\n    \
+             help: use a password (the default, scram-sha-256), or listen on 127.0.0.1 / ::1 only"
+        ));
+    }
+    method
+}
 
-    let init_dir = match &layer.init_dir {
+/// What the server that `run` starts should warn about: `trust` (allowed on loopback only).
+pub fn trust_warning(host_auth_method: &str) -> Option<&'static str> {
+    (host_auth_method == "trust").then_some(
+        "host_auth_method is trust: anyone on this machine can connect as any user, without a password",
+    )
+}
+
+/// `init_dir` / `--init-dir`, which must exist; else `initdb.d` beside the config file when it
+/// exists.
+pub fn init_dir(
+    given: Option<PathBuf>,
+    config_dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<PathBuf> {
+    match given {
         Some(dir) => {
             if !dir.is_dir() {
                 problems.push(format!(
@@ -163,51 +191,10 @@ pub fn resolve(layer: &Layer, config_dir: &Path, problems: &mut Vec<String>) -> 
                     dir.display()
                 ));
             }
-            Some(dir.clone())
+            Some(dir)
         }
         // The default is used only when it exists.
         None => Some(config_dir.join("initdb.d")).filter(|d| d.is_dir()),
-    };
-
-    Resolved {
-        initdb_args,
-        initdb_waldir,
-        host_auth_method,
-        init_dir,
-        reconcile: layer.reconcile.unwrap_or(true),
-    }
-}
-
-impl Resolved {
-    /// Sets the image-contract fields and checks what needs the rest of the config.
-    pub fn apply(self, config: &mut Config, problems: &mut Vec<String>) {
-        if self.host_auth_method == "trust" {
-            if config.listen_address.is_loopback() {
-                tracing::warn!(
-                    listen_address = %config.listen_address,
-                    "host_auth_method is trust: anyone on this machine can connect as any user, \
-                     without a password"
-                );
-            } else {
-                problems.push(format!(
-                    "host_auth_method (POSTGRES_HOST_AUTH_METHOD) \"trust\" on {}: anyone who can reach \
-                     that address could log in as any user without a password\n    \
-                     help: use a password (the default, scram-sha-256), or listen on 127.0.0.1 / ::1 only",
-                    config.listen_address
-                ));
-            }
-        }
-        if config.user == ADMIN_ROLE {
-            problems.push(format!(
-                "user {ADMIN_ROLE:?} is reserved: pgwarden uses that role to administer the cluster\n    \
-                 help: choose another POSTGRES_USER / user"
-            ));
-        }
-        config.initdb_args = self.initdb_args;
-        config.initdb_waldir = self.initdb_waldir;
-        config.host_auth_method = self.host_auth_method;
-        config.init_dir = self.init_dir;
-        config.reconcile = self.reconcile;
     }
 }
 

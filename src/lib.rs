@@ -9,14 +9,16 @@
 //! ```
 //! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
 //!   including the one [`config::Source`] of the binaries (kind, location, pin, network).
-//!   [`image_env`] reads the postgres image's variables (`POSTGRES_*`, `_FILE`, `PGDATA`).
+//!   [`image_env`], a leaf below it, reads and checks the postgres image's variables
+//!   (`POSTGRES_*`, `_FILE`, `PGDATA`), which config puts into its layers and its `Config`.
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download, mirror, local
 //!   archive, existing installation, or embedded in a `bundled` build).
-//! - [`cluster`]: the data directory, created atomically on first launch (initdb, a
-//!   [`temp_server`] for the database and the [`init_scripts`] — split by [`sql_script`] —, a
-//!   template cache), and the `[server]` settings file.
-//! - [`supervisor`]: runs the [`server`], detects readiness with [`probe`], [`reconcile`]s the
-//!   role and database (checking the password with [`verifier`]), restarts on crash or hang,
+//! - [`cluster`]: the data directory — the checks `run` and `doctor` both make, the cluster
+//!   created in place on first launch, atomic by marker (initdb, a [`temp_server`] for the
+//!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache), its
+//!   administration role's access — and the `[server]` settings file.
+//! - [`supervisor`]: runs the [`server`], detects readiness with [`probe`], [`reconcile`]s (on
+//!   the [`cluster::Cluster`] it is given) the role and database (checking the password with [`verifier`]), restarts on crash or hang,
 //!   stops on [`signals`], tells systemd through [`notify`].
 //!
 //! Beside them: [`safe_fs`] (a directory nothing written through it can escape: archive

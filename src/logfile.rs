@@ -20,14 +20,12 @@ pub fn paths(state_dir: &Path) -> (PathBuf, PathBuf) {
     (current, rotated)
 }
 
-/// The log file for `pgwarden run` with these config sources, or `None` when the config does
-/// not load (run reports that itself) or the state directory cannot be written (logging then
-/// goes to stderr only).
-pub fn for_run(sources: &crate::config::Sources) -> Option<RotatingFile> {
-    let config = crate::config::Config::load(sources).ok()?;
+/// The log file for `pgwarden run` with this config, or `None` when the state directory
+/// cannot be written (logging then goes to stderr only).
+pub fn for_run(config: &crate::config::Config) -> Option<RotatingFile> {
     let state_dir = crate::paths::state_dir(&config.data_dir);
     // A state dir that is not ours is refused by `run` itself, with the reason.
-    crate::private_dir::prepare_state_dir(&config).ok()?;
+    crate::private_dir::prepare_state_dir(config).ok()?;
     match RotatingFile::open(&state_dir) {
         Ok(file) => Some(file),
         Err(e) => {

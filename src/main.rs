@@ -13,10 +13,15 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
-    let log_file = match &cli.command {
-        Command::Run(args) => pgwarden::logfile::for_run(&args.sources()),
+    // It lives in the instance's state directory, so `run`'s config is loaded here, once.
+    let run_config = match &cli.command {
+        Command::Run(args) => Some(pgwarden::config::Config::load(&args.sources())),
         _ => None,
     };
+    let log_file = run_config
+        .as_ref()
+        .and_then(|loaded| loaded.as_ref().ok())
+        .and_then(pgwarden::logfile::for_run);
     init_tracing(cli.log_format, log_file);
     // One thread is plenty for a supervisor, and costs least while idle; blocking work
     // (extraction, initdb) goes to tokio's blocking pool.
@@ -24,7 +29,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    match runtime.block_on(pgwarden::commands::dispatch(cli)) {
+    match runtime.block_on(pgwarden::commands::dispatch(cli, run_config)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(error) => {
             eprintln!("error: {error}");

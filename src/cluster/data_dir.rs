@@ -68,12 +68,12 @@ pub fn examine(data_dir: &Path, run_as: &RunAs) -> Result<DataDir> {
     let found = inspect(data_dir)?;
     match &found {
         DataDir::Missing => {}
-        DataDir::Empty | DataDir::HalfMade => check_can_take(data_dir, run_as)?,
+        DataDir::Empty | DataDir::HalfMade => check_owner(data_dir, run_as, true)?,
         DataDir::Cluster { .. } => {
             // Every problem at once, so that one fix-and-retry fixes them all.
             let problems: Vec<String> = [
                 check_major(data_dir),
-                check_owner(data_dir, run_as),
+                check_owner(data_dir, run_as, false),
                 check_mode(data_dir),
             ]
             .into_iter()
@@ -120,7 +120,7 @@ pub fn inspect(data_dir: &Path) -> Result<DataDir> {
 }
 
 /// The entries of a directory that count (all but an empty `lost+found`), by name.
-pub fn contents(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+fn contents(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).io("cannot read data directory", dir)? {
         let entry = entry.io("cannot read data directory", dir)?;
@@ -143,7 +143,7 @@ fn pg_version(data_dir: &Path) -> Option<String> {
 }
 
 /// The cluster is of the major version pgwarden runs.
-pub fn check_major(data_dir: &Path) -> Result<()> {
+fn check_major(data_dir: &Path) -> Result<()> {
     match pg_version(data_dir) {
         Some(major) if major != MAJOR.to_string() => Err(cluster_error(format!(
             "data directory {} holds a PostgreSQL {major} cluster; pgwarden runs PostgreSQL {MAJOR}\n\
@@ -154,10 +154,11 @@ pub fn check_major(data_dir: &Path) -> Result<()> {
     }
 }
 
-/// The cluster belongs to the user postgres runs as (postgres refuses any other).
-pub fn check_owner(data_dir: &Path, run_as: &RunAs) -> Result<()> {
+/// The directory belongs to the user postgres runs as (postgres refuses any other), or is
+/// about to be initialised by a pgwarden running as root, which gives it to that user.
+fn check_owner(data_dir: &Path, run_as: &RunAs, new_cluster: bool) -> Result<()> {
     let meta = std::fs::metadata(data_dir).io("cannot read data directory", data_dir)?;
-    if meta.uid() == run_as.uid.as_raw() {
+    if meta.uid() == run_as.uid.as_raw() || (new_cluster && run_as.switch) {
         return Ok(());
     }
     Err(cluster_error(format!(
@@ -173,7 +174,7 @@ pub fn check_owner(data_dir: &Path, run_as: &RunAs) -> Result<()> {
 }
 
 /// The cluster's mode is one postgres accepts (0700, or 0750 for group read access).
-pub fn check_mode(data_dir: &Path) -> Result<()> {
+fn check_mode(data_dir: &Path) -> Result<()> {
     let meta = std::fs::metadata(data_dir).io("cannot read data directory", data_dir)?;
     let mode = meta.mode() & 0o777;
     if mode == 0o700 || mode == 0o750 {
@@ -183,26 +184,6 @@ pub fn check_mode(data_dir: &Path) -> Result<()> {
         "data directory {} has mode {mode:o}; postgres requires 0700 (or 0750)\n\
          help: chmod 700 {}",
         data_dir.display(),
-        data_dir.display()
-    )))
-}
-
-/// pgwarden can make an existing directory the server user's own: it owns it already, or
-/// pgwarden runs as root (and gives it to that user).
-fn check_can_take(data_dir: &Path, run_as: &RunAs) -> Result<()> {
-    let meta = std::fs::metadata(data_dir).io("cannot read data directory", data_dir)?;
-    if run_as.switch || meta.uid() == run_as.uid.as_raw() {
-        return Ok(());
-    }
-    Err(cluster_error(format!(
-        "data directory {} is owned by uid {}, and pgwarden (running as {}, uid {}, not root) \
-         cannot make it its own\n\
-         help: chown {}: {}, or point --data-dir at a directory of yours",
-        data_dir.display(),
-        meta.uid(),
-        run_as.name,
-        run_as.uid,
-        run_as.name,
         data_dir.display()
     )))
 }

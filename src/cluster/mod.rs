@@ -4,7 +4,7 @@
 //! First launch runs initdb (UTF8, scram-sha-256 for TCP *and* the Unix socket, the configured
 //! user as superuser, its password through a 0600 file removed afterwards), then starts a
 //! temporary server on the Unix socket only ([`crate::temp_server`]) that creates pgwarden's
-//! administration role ([`crate::reconcile`]) and the configured database and runs the init
+//! administration role (its access set up by `admin_access`, used by [`crate::reconcile`]) and the configured database and runs the init
 //! scripts ([`crate::init_scripts`]).
 //!
 //! Where: always inside the data directory itself, which may be missing (created), or an
@@ -25,6 +25,7 @@
 //! renames within one directory), and keep a half-made cluster on the volume it belongs to.
 //! An existing cluster is never re-initialised.
 
+mod admin_access;
 mod data_dir;
 mod flush;
 mod settings;
@@ -39,7 +40,6 @@ use crate::config::{ADMIN_ROLE, Config};
 use crate::error::{Error, IoContext, Result};
 use crate::init_scripts;
 use crate::privilege::RunAs;
-use crate::reconcile;
 use crate::temp_server::TempServer;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -101,7 +101,6 @@ pub fn prepare(
                 "an earlier first launch did not finish this cluster ({CREATING} without {MARKER}); \
                  clearing it and starting over"
             );
-            stop_staging_server(data_dir);
             data_dir::clear_half_made(data_dir)?;
             initialise(config, install, run_as, state_dir, &socket_dir)?;
             true
@@ -119,24 +118,6 @@ pub fn prepare(
 /// unfinished first launch).
 pub fn is_initialised(data_dir: &Path) -> bool {
     matches!(data_dir::inspect(data_dir), Ok(DataDir::Cluster { .. }))
-}
-
-/// A temporary server of a first launch that was killed (SIGKILL leaves it running) would
-/// hold files of the half-made cluster: it is killed before the directory is cleared.
-fn stop_staging_server(data_dir: &Path) {
-    let staging = data_dir.join(STAGING);
-    let Some(pid) = crate::server::survivor(&staging) else {
-        return;
-    };
-    warn!(
-        pid = pid.as_raw(),
-        "stopping the temporary server of the interrupted first launch"
-    );
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
 }
 
 /// Puts the data directory (and a separate WAL directory) back as they were unless the new
@@ -253,7 +234,7 @@ fn initialise(
         template::copy_tree(&template, &staging, Some(run_as))?;
     } else {
         run_initdb(config, install, run_as, state_dir, &staging)?;
-        reconcile::grant_peer_access(&staging, run_as)?;
+        admin_access::grant_peer_access(&staging, run_as)?;
         bootstrap(config, install, run_as, &staging, socket_dir)?;
         // Only throwaway clusters are kept as templates (see template::template_dir).
         if cacheable

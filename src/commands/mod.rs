@@ -23,11 +23,17 @@ use crate::cli::{Cli, Command};
 
 /// Set by `pgwarden start` for the `pgwarden run` it puts in the background.
 pub const BACKGROUND_ENV: &str = "PGWARDEN_BACKGROUND";
+use crate::config::Config;
 use crate::error::Result;
 
-pub async fn dispatch(cli: Cli) -> Result<i32> {
+/// Runs the command. `run_config` is `run`'s config when `main` loaded it already (to find
+/// the log file); `run` loads it here otherwise.
+pub async fn dispatch(cli: Cli, run_config: Option<Result<Config>>) -> Result<i32> {
     match cli.command {
-        Command::Run(args) => run::run(args).await.map(|()| 0),
+        Command::Run(args) => {
+            let config = run_config.unwrap_or_else(|| Config::load(&args.sources()))?;
+            run::run(args, config).await.map(|()| 0)
+        }
         Command::Backup(args) => backup::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Check(args) => check::run(args).await,

@@ -1,8 +1,10 @@
 //! `pgwarden run`: config → binaries → cluster → supervisor, in the foreground.
 
 use crate::cli::RunArgs;
+use crate::cluster;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::image_env;
 use crate::instance::InstanceLock;
 use crate::launch::Launch;
 use crate::notify::Notifier;
@@ -17,13 +19,17 @@ use crate::supervisor::Supervisor;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
-pub async fn run(args: RunArgs) -> Result<()> {
+/// Runs the server with `config`, loaded once from `args.sources()` by `main` (before logging
+/// starts: the log file lives in the instance's state directory); SIGHUP loads it again.
+pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     // First, so that a signal during install or initdb is kept and acted on afterwards.
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
     let sources = args.sources();
-    let config = Config::load(&sources)?;
+    if let Some(warning) = image_env::trust_warning(&config.host_auth_method) {
+        warn!(listen_address = %config.listen_address, "{warning}");
+    }
     let run_as = if args.create_user {
         RunAs::resolve_or_create(config.run_as.as_deref())?
     } else {
@@ -39,12 +45,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // A postmaster left running by a pgwarden that was killed: we hold the lock, so it is
     // nobody's. Shut it down cleanly and start our own (adopting it would leave a server we
     // cannot `wait` for, whose exit we could only poll).
-    if let Some(pid) = server::survivor(&config.data_dir) {
-        warn!(
-            pid = pid.as_raw(),
-            "a postgres from an earlier pgwarden still runs on this data directory; shutting it down first"
-        );
-        server::stop_survivor(pid, &config.data_dir, config.shutdown_timeout).await;
+    // The same for the temporary server of a first launch that was killed, which works in the
+    // staging directory of the half-made cluster the next step clears.
+    for dir in [
+        config.data_dir.clone(),
+        config.data_dir.join(cluster::STAGING),
+    ] {
+        if let Some(pid) = server::survivor(&dir) {
+            warn!(
+                pid = pid.as_raw(),
+                dir = %dir.display(),
+                "a postgres from an earlier pgwarden still runs on this data directory; shutting it down first"
+            );
+            server::stop_survivor(pid, &dir, config.shutdown_timeout).await;
+        }
     }
     if config.ephemeral {
         prepare_throwaway(&config)?;

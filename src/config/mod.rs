@@ -40,8 +40,7 @@ pub const DEFAULT_INSTANCE: &str = "default";
 /// reconcile the configured role, password and database at every start.
 pub const ADMIN_ROLE: &str = "pgwarden_admin";
 
-/// How TCP clients authenticate (the image's `POSTGRES_HOST_AUTH_METHOD`).
-pub const AUTH_METHODS: [&str; 4] = ["scram-sha-256", "md5", "password", "trust"];
+pub use crate::image_env::AUTH_METHODS;
 
 /// A password: never printed by `Debug`, never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -301,6 +300,25 @@ impl Layer {
         }
     }
 
+    /// Replaces a config file's `user_file`/`password_file`/`database_file` by the files'
+    /// contents, so that later layers override the value whichever way it was given.
+    fn read_secret_files(&mut self, problems: &mut Vec<String>) {
+        self.user =
+            image_env::value_or_file(self.user.take(), self.user_file.take(), "user", problems);
+        self.password = image_env::value_or_file(
+            self.password.take(),
+            self.password_file.take(),
+            "password",
+            problems,
+        );
+        self.database = image_env::value_or_file(
+            self.database.take(),
+            self.database_file.take(),
+            "database",
+            problems,
+        );
+    }
+
     /// Reads a TOML config file. Relative paths in it are taken relative to the file's directory.
     pub fn from_file(path: &Path) -> Result<Layer> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
@@ -437,7 +455,7 @@ impl Config {
             Some(path) => Layer::from_file(path)?,
             None => Layer::default(),
         };
-        image_env::read_secret_files(&mut file_layer, &mut problems);
+        file_layer.read_secret_files(&mut problems);
 
         let env_layer = Layer::from_env(env, &mut problems);
         let mut flags = sources.flags.clone();
@@ -460,7 +478,6 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let image = image_env::resolve(&merged, &config_dir, &mut problems);
         let max_unpacked_mb = merged.max_unpacked_mb;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let mut npm_problems = Vec::new();
@@ -483,8 +500,14 @@ impl Config {
             npm_problems,
             theseus,
         };
-        let mut config = resolve(merged, config_file, defaults, outside, &mut problems);
-        image.apply(&mut config, &mut problems);
+        let config = resolve(
+            merged,
+            config_file,
+            &config_dir,
+            defaults,
+            outside,
+            &mut problems,
+        );
         if problems.is_empty() {
             crate::binaries::policy::configure(
                 max_unpacked_mb.unwrap_or(crate::binaries::policy::DEFAULT_MAX_UNPACKED_MB),
@@ -509,6 +532,7 @@ struct Outside {
 fn resolve(
     layer: Layer,
     config_file: Option<PathBuf>,
+    config_dir: &Path,
     defaults: &DefaultPaths,
     outside: Outside,
     problems: &mut Vec<String>,
@@ -561,6 +585,12 @@ fn resolve(
 
     let user = layer.user.unwrap_or_else(|| DEFAULT_NAME.to_string());
     check_identifier("user", &user, problems);
+    if user == ADMIN_ROLE {
+        problems.push(format!(
+            "user {ADMIN_ROLE:?} is reserved: pgwarden uses that role to administer the cluster\n    \
+             help: choose another POSTGRES_USER / user"
+        ));
+    }
     // Like the postgres image: the database defaults to the user's name.
     let database = layer.database.unwrap_or_else(|| user.clone());
     check_identifier("database", &database, problems);
@@ -671,11 +701,15 @@ fn resolve(
         shutdown_mode,
         supervision,
         server,
-        initdb_args: Vec::new(),
-        initdb_waldir: None,
-        host_auth_method: AUTH_METHODS[0].to_string(),
-        init_dir: None,
-        reconcile: true,
+        initdb_args: image_env::initdb_args(layer.initdb_args.as_deref(), problems),
+        initdb_waldir: image_env::initdb_waldir(layer.initdb_waldir, problems),
+        host_auth_method: image_env::host_auth_method(
+            layer.host_auth_method,
+            listen_address,
+            problems,
+        ),
+        init_dir: image_env::init_dir(layer.init_dir, config_dir, problems),
+        reconcile: layer.reconcile.unwrap_or(true),
         http_address,
     }
 }
