@@ -20,8 +20,29 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PGWARDEN_LOG_FORMAT")]
     pub log_format: LogFormat,
 
+    /// The project directory: use DIR/pgwarden.toml [default: the current directory or its
+    /// nearest parent with a pgwarden.toml].
+    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    pub project_dir: Option<PathBuf>,
+
+    /// The project file to use instead of searching for pgwarden.toml.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// How this command line chose the project file.
+    pub fn project_choice(&self) -> crate::project::Choice {
+        use crate::project::Choice;
+        match (&self.project_dir, &self.file) {
+            (Some(dir), _) => Choice::Dir(dir.clone()),
+            (None, Some(file)) => Choice::File(file.clone()),
+            (None, None) => Choice::Search,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,6 +128,20 @@ pub enum Command {
     /// Create or drop databases (per-test databases cloned from a template).
     #[command(subcommand)]
     Db(crate::commands::db::DbCommand),
+
+    /// List the instances: name, state, port, data dir, uptime, project.
+    #[command(visible_alias = "ps")]
+    Ls(crate::commands::ls::LsArgs),
+    /// Stop the instance if it runs, then start it again (same flags as `start`).
+    Restart(StartArgs),
+    /// Make the server reread its configuration (SIGHUP), and wait until it has.
+    Reload(crate::commands::reload::ReloadArgs),
+    /// Stop the instance and delete its cluster and state (compose's `down -v`).
+    Reset(crate::commands::reset::ResetArgs),
+    /// Run a command with DATABASE_URL and PG* set for the instance (or a throwaway one).
+    Exec(crate::commands::exec::ExecArgs),
+    /// Write a commented pgwarden.toml (the project file) into this directory.
+    Init(crate::commands::init::InitArgs),
 
     /// Install pgwarden as a systemd service.
     #[command(subcommand)]

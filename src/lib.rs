@@ -21,10 +21,13 @@
 //!   the [`cluster::Cluster`] it is given) the role and database (checking the password with [`verifier`]), restarts on crash or hang,
 //!   stops on [`signals`], tells systemd through [`notify`].
 //!
-//! Beside them: [`safe_fs`] (a directory nothing written through it can escape: archive
-//! extraction), [`privilege`] (who the children run as), [`instance`] (one supervisor per data
-//! directory), [`private_dir`] (state dirs no other user can have prepared), [`registry`]
-//! (running instances by name), [`preflight`] (checks before anything
+//! Beside them: [`project`] (the `pgwarden.toml` found from the current directory, a layer
+//! between the user's config file and the environment), [`safe_fs`] (a directory nothing
+//! written through it can escape: archive extraction), [`privilege`] (who the children run
+//! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
+//! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
+//! [`remembered`] (the settings an instance was started with, in its state directory, never
+//! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
@@ -37,6 +40,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod connection;
 pub mod conninfo;
 pub mod error;
 pub mod escalation;
@@ -55,9 +59,11 @@ pub mod preflight;
 pub mod private_dir;
 pub mod privilege;
 pub mod probe;
+pub mod project;
 pub mod reconcile;
 pub mod redact;
 pub mod registry;
+pub mod remembered;
 pub mod safe_fs;
 pub mod server;
 pub mod server_log;

@@ -12,10 +12,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    pgwarden::project::choose(cli.project_choice());
     // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
     // It lives in the instance's state directory, so `run`'s config is loaded here, once.
     let run_config = match &cli.command {
-        Command::Run(args) => Some(pgwarden::config::Config::load(&args.sources())),
+        Command::Run(args) => Some(
+            pgwarden::remembered::with_remembered_flags(args.sources())
+                .and_then(|sources| pgwarden::config::Config::load(&sources)),
+        ),
         _ => None,
     };
     let log_file = run_config

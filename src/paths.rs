@@ -109,6 +109,9 @@ pub fn ephemeral_data_dir(name: &str) -> PathBuf {
 /// directory it cannot derive, such as an ephemeral one. Root: `/run/pgwarden`; others:
 /// `$XDG_RUNTIME_DIR/pgwarden`, else `/tmp/pgwarden-<uid>`.
 pub fn registry_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(RUNTIME_DIR_ENV).filter(|d| !d.is_empty()) {
+        return absolute(Path::new(&dir));
+    }
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
         return PathBuf::from("/run/pgwarden");
@@ -118,6 +121,13 @@ pub fn registry_dir() -> PathBuf {
         None => std::env::temp_dir().join(format!("pgwarden-{uid}")),
     }
 }
+
+/// Overrides the default data root (`~/.local/share/pgwarden`, `/var/lib/pgwarden`): where
+/// instances' data (and, by default, the binaries cache) go.
+pub const DATA_ROOT_ENV: &str = "PGWARDEN_DATA_ROOT";
+
+/// Overrides the registry directory of running instances (see [`registry_dir`]).
+pub const RUNTIME_DIR_ENV: &str = "PGWARDEN_RUNTIME_DIR";
 
 /// Makes a path absolute against the current directory, without touching the filesystem.
 pub fn absolute(path: &Path) -> PathBuf {

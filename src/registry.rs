@@ -1,54 +1,217 @@
-//! The registry of running instances, by name: `<registry dir>/<name>` is a symlink to the
-//! instance's state directory. It lets commands find an instance whose data directory they
-//! cannot derive from the config (an ephemeral one, or one started with flags the command was
-//! not given). Whether the instance really runs is still decided by its lock, never by the link.
+//! The registry of instances, by name: `<registry dir>/<key>` is a symlink to the instance's
+//! state directory, and `<key>.lock` is flocked by the pgwarden that runs it.
+//!
+//! It lets commands find an instance whose data directory they cannot derive from the config
+//! (an ephemeral one, a project's, or one started with flags the command was not given), and it
+//! makes names exclusive: a name belongs to one data directory while it runs, because starting
+//! takes the name's lock first. The link stays after a stop (the name keeps pointing at its
+//! data, for `ls`, `reset` and the next `start`); whether the instance runs is decided by its
+//! instance lock, never by the link.
+//!
+//! The key is the instance's name, except for an unnamed instance with a data directory of its
+//! own (`run --data-dir X`, no name): it is keyed `@<digest of X>`, listed by `ls` but never
+//! reached by a command that names neither it nor its data directory — a bare `pgwarden stop`
+//! reaches only the unnamed instance in the default place.
 
 use crate::config::Config;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::instance;
 use crate::paths;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// This process's entry; removed on drop if it still points at our state directory.
+/// This process's entry: the name's lock, held while it runs.
 #[derive(Debug)]
 pub struct Registration {
-    link: PathBuf,
-    target: PathBuf,
+    _lock: File,
+    pub key: String,
+    /// A throwaway instance's entry goes with it (its state directory is removed anyway).
+    remove_on_drop: Option<PathBuf>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if std::fs::read_link(&self.link).ok().as_deref() == Some(self.target.as_path()) {
-            let _ = std::fs::remove_file(&self.link);
+        if let Some(link) = &self.remove_on_drop {
+            let _ = std::fs::remove_file(link);
         }
     }
 }
 
-/// Records that instance `name` runs with state directory `state_dir` (atomically replacing a
-/// stale entry).
-pub fn register(name: &str, state_dir: &Path) -> Result<Registration> {
+/// The registry key of the instance `config` describes.
+pub fn key(config: &Config) -> String {
+    if config.named || !config.data_dir_explicit {
+        return config.name.clone();
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(config.data_dir.as_os_str().as_encoded_bytes());
+    format!("@{}", &hex::encode(digest)[..16])
+}
+
+/// Whether a key is an instance name (not a data-dir key).
+pub fn is_name(key: &str) -> bool {
+    !key.starts_with('@')
+}
+
+/// Records that the instance of `config` runs with state directory `state_dir`, or refuses
+/// when its name already runs with another data directory.
+pub fn register(config: &Config, state_dir: &Path) -> Result<Registration> {
     let dir = paths::registry_dir();
     crate::private_dir::ensure(&dir, 0o700)?;
-    let link = dir.join(name);
-    let temp = dir.join(format!(".{name}.{}", std::process::id()));
+    let key = key(config);
+    let lock_path = dir.join(format!("{key}.lock"));
+    let lock = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .io("cannot open", &lock_path)?;
+    let link = dir.join(&key);
+    let other = std::fs::read_link(&link).ok().filter(|t| t != state_dir);
+    // Held: the name runs elsewhere. Not held but the linked instance runs: it was started
+    // by a pgwarden that did not lock names; also elsewhere.
+    let busy = lock.try_lock().is_err() || other.as_deref().and_then(instance::holder).is_some();
+    if busy {
+        let other = other.unwrap_or_else(|| PathBuf::from("?"));
+        let pid = instance::holder(&other).map_or_else(|| "unknown".into(), |p| p.to_string());
+        return Err(name_taken(
+            &config.name,
+            &data_dir_of(&other),
+            &pid,
+            &config.data_dir,
+        ));
+    }
+    let temp = dir.join(format!(".{key}.{}", std::process::id()));
     let _ = std::fs::remove_file(&temp);
     std::os::unix::fs::symlink(state_dir, &temp).io("cannot create", &temp)?;
     std::fs::rename(&temp, &link).io("cannot create", &link)?;
     Ok(Registration {
-        link,
-        target: state_dir.to_path_buf(),
+        _lock: lock,
+        key,
+        remove_on_drop: config.ephemeral.then_some(link),
     })
 }
 
-/// The state directory of the instance `config` addresses: the named data directory's when one
-/// was given explicitly, else the registered one for its name, else the default data
-/// directory's.
-pub fn locate(config: &Config) -> PathBuf {
-    let derived = paths::state_dir(&config.data_dir);
-    if config.data_dir_explicit {
-        return derived;
-    }
-    std::fs::read_link(paths::registry_dir().join(&config.name))
+/// The state directory the registry links `key` to, if it still exists.
+pub fn lookup(key: &str) -> Option<PathBuf> {
+    std::fs::read_link(paths::registry_dir().join(key))
         .ok()
         .filter(|target| target.is_dir())
-        .unwrap_or(derived)
+}
+
+/// The state directory of the instance `config` addresses: the named data directory's when one
+/// was given explicitly (refused when a name was given too and that name runs elsewhere), else
+/// the registered one for its key, else the configured data directory's.
+pub fn locate(config: &Config) -> Result<PathBuf> {
+    let derived = paths::state_dir(&config.data_dir);
+    if config.data_dir_explicit {
+        if config.named
+            && let Some(registered) = lookup(&config.name)
+            && registered != derived
+            && instance::holder(&registered).is_some()
+        {
+            return Err(Error::Server {
+                what: format!(
+                    "instance {:?} runs with data directory {}, not {}\n\
+                     help: drop --data-dir (the name finds it), or drop --name to address {}",
+                    config.name,
+                    data_dir_of(&registered).display(),
+                    config.data_dir.display(),
+                    config.data_dir.display()
+                ),
+            });
+        }
+        return Ok(derived);
+    }
+    Ok(lookup(&key(config)).unwrap_or(derived))
+}
+
+/// The data directory of the instance whose state directory is `state_dir`.
+pub fn data_dir_of(state_dir: &Path) -> PathBuf {
+    if let Some(r) = crate::remembered::read(state_dir) {
+        return r.data_dir;
+    }
+    let name = state_dir.file_name().unwrap_or_default().to_string_lossy();
+    state_dir.with_file_name(name.strip_suffix(".pgwarden").unwrap_or(&name))
+}
+
+/// One registry entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub key: String,
+    pub state_dir: PathBuf,
+}
+
+/// Every entry of this user's registry whose state directory still exists, by key.
+pub fn entries() -> Vec<Entry> {
+    entries_in(&paths::registry_dir())
+}
+
+/// The entries of the registry in `dir`.
+pub fn entries_in(dir: &Path) -> Vec<Entry> {
+    let mut out: Vec<Entry> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let key = e.file_name().to_str()?.to_string();
+            if key.starts_with('.') || key.ends_with(".lock") {
+                return None;
+            }
+            let state_dir = std::fs::read_link(e.path()).ok().filter(|t| t.is_dir())?;
+            Some(Entry { key, state_dir })
+        })
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+/// The error for a name that already runs with another data directory.
+fn name_taken(name: &str, running: &Path, pid: &str, wanted: &Path) -> Error {
+    Error::Server {
+        what: format!(
+            "instance {name:?} already runs with data directory {} (pid {pid}); a name belongs to \
+             one data directory, so {} cannot run under it\n\
+             help: stop it first (`pgwarden stop --name {name}`), or give this one another --name",
+            running.display(),
+            wanted.display()
+        ),
+    }
+}
+
+/// For `run`: the state directory of the instance `config` names, with `config.data_dir` set
+/// to the data directory its name is registered with (when the command line named no data
+/// directory and the registered one is consistent with its state directory).
+pub fn adopt(config: &mut Config) -> Result<PathBuf> {
+    let state_dir = locate(config)?;
+    if !config.data_dir_explicit
+        && !config.ephemeral
+        && let Some(r) = crate::remembered::read(&state_dir)
+        && paths::state_dir(&r.data_dir) == state_dir
+    {
+        config.data_dir = r.data_dir;
+    }
+    Ok(paths::state_dir(&config.data_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnamed_instances_with_their_own_data_dir_are_keyed_by_it() {
+        let mut config = crate::config::Config::load_with(
+            &Default::default(),
+            &|_| None,
+            &crate::paths::DefaultPaths::system(),
+        )
+        .unwrap();
+        assert_eq!(key(&config), "default");
+        config.data_dir_explicit = true;
+        let k = key(&config);
+        assert!(k.starts_with('@') && !is_name(&k), "{k}");
+        config.named = true;
+        config.name = "shop".into();
+        assert_eq!(key(&config), "shop");
+    }
 }

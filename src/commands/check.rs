@@ -10,7 +10,6 @@
 
 use crate::cli::InstanceArgs;
 use crate::commands::common::Instance;
-use crate::config::Config;
 use crate::conninfo::{self, Settings};
 use crate::error::Result;
 use crate::probe::{self, Encryption, Endpoint, PingStatus};
@@ -80,6 +79,14 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// The instance's name, for the defaults (an ephemeral `--port 0` instance is found by it).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Use the system layout's defaults (see `pgwarden run --help`).
+    #[arg(long)]
+    pub system: bool,
+
     /// Print help.
     #[arg(short = '?', long = "help", action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -127,6 +134,8 @@ pub async fn run(args: CheckArgs) -> Result<i32> {
     let instance = InstanceArgs {
         config: args.config.clone(),
         data_dir: args.data_dir.clone(),
+        name: args.name.clone(),
+        system: args.system,
         ..InstanceArgs::default()
     };
     let instance = match Instance::load(&instance) {
@@ -137,7 +146,25 @@ pub async fn run(args: CheckArgs) -> Result<i32> {
         }
     };
     let default = instance.address();
-    let plan = plan(&args, settings.as_ref(), &instance.config, default);
+    let password = match instance.password() {
+        Ok(password) => password,
+        Err(e)
+            if args.query
+                && settings
+                    .as_ref()
+                    .is_none_or(|s| s.get("password").is_none()) =>
+        {
+            eprintln!("pgwarden check: error: {e}");
+            return Ok(PingStatus::NoAttempt.exit_code());
+        }
+        Err(_) => instance.config.password.clone(),
+    };
+    let defaults = Defaults {
+        user: instance.user().to_string(),
+        database: instance.database().to_string(),
+        password: password.expose().to_string(),
+    };
+    let plan = plan(&args, settings.as_ref(), &defaults, default);
 
     let (status, endpoint) = probe_plan(&plan, default).await;
     if !args.query || status != PingStatus::Accepting {
@@ -161,10 +188,17 @@ fn non_empty(value: Option<&String>) -> Option<&str> {
     value.map(String::as_str).filter(|v| !v.is_empty())
 }
 
+/// The instance's user, database and password: what the running instance runs with.
+struct Defaults {
+    user: String,
+    database: String,
+    password: String,
+}
+
 fn plan(
     args: &CheckArgs,
     settings: Option<&Settings>,
-    config: &Config,
+    config: &Defaults,
     default: SocketAddr,
 ) -> Plan {
     let empty = Settings::new();
@@ -203,7 +237,7 @@ fn plan(
     let password = opts
         .get("password")
         .cloned()
-        .unwrap_or_else(|| config.password.expose().to_string());
+        .unwrap_or_else(|| config.password.clone());
 
     let targets = conninfo::check_values(opts).and_then(|()| {
         let hosts: Vec<&str> = host.map_or(vec![""], |h| h.split(',').collect());
@@ -373,7 +407,7 @@ async fn query(plan: &Plan, endpoint: &Endpoint) -> (i32, String, Option<String>
             Some(code) if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => (
                 EXIT_AUTH,
                 format!("accepting connections, but the login was refused: wrong password for user \"{}\"", plan.user),
-                Some("the password comes from POSTGRES_PASSWORD or the config file's `password` (or the -d URI); it must be the one the cluster was created with".into()),
+                Some("the password comes from POSTGRES_PASSWORD or the config file's `password` (or the -d URI); at each start pgwarden sets the role's password to the configured one, so check that this command sees the same configuration as the server (its --name, --data-dir, project file or environment)".into()),
             ),
             Some(code) if *code == SqlState::INVALID_CATALOG_NAME => (
                 EXIT_NO_DATABASE,

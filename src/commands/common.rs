@@ -2,12 +2,13 @@
 //! where) its supervisor runs.
 
 use crate::cli::InstanceArgs;
-use crate::config::{Config, percent_encode};
+use crate::config::{Config, Secret};
 use crate::error::{Error, Result};
 use crate::instance;
 use crate::registry;
+use crate::remembered::{self, PasswordSource, Remembered};
 use crate::status::{self, Status};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// One pgwarden instance as the configuration names it, and what is known of its supervisor.
@@ -19,6 +20,8 @@ pub struct Instance {
     pub supervisor: Option<u32>,
     /// The status file, if it was written by that running supervisor (not a stale one).
     pub status: Option<Status>,
+    /// The settings the instance was last started with (while it runs: what it runs with).
+    pub remembered: Option<Remembered>,
 }
 
 impl Instance {
@@ -29,8 +32,9 @@ impl Instance {
     pub fn from_config(config: Config) -> Result<Instance> {
         // The registered instance of this name when no data dir was named (an ephemeral one,
         // or one started with other flags), else the configured data dir's.
-        let state_dir = registry::locate(&config);
+        let state_dir = registry::locate(&config)?;
         let mut instance = Instance {
+            remembered: remembered::read(&state_dir),
             config,
             state_dir,
             supervisor: None,
@@ -69,43 +73,79 @@ impl Instance {
         }
     }
 
+    /// What the running instance runs with; `None` while it does not run.
+    pub fn running_settings(&self) -> Option<&Remembered> {
+        self.remembered.as_ref().filter(|_| self.running())
+    }
+
     /// The address the server listens on: the running supervisor's, else the configured one.
     pub fn address(&self) -> SocketAddr {
-        match &self.status {
-            Some(s) => SocketAddr::new(s.listen_address, s.port),
-            None => SocketAddr::new(self.config.listen_address, self.config.port),
+        match (&self.status, self.running_settings()) {
+            (Some(s), _) => SocketAddr::new(s.listen_address, s.port),
+            (None, Some(r)) => SocketAddr::new(r.listen_address, r.port),
+            (None, None) => SocketAddr::new(self.config.listen_address, self.config.port),
         }
     }
 
     pub fn user(&self) -> &str {
-        self.status.as_ref().map_or(&self.config.user, |s| &s.user)
+        match (&self.status, self.running_settings()) {
+            (Some(s), _) => &s.user,
+            (None, Some(r)) => &r.user,
+            (None, None) => &self.config.user,
+        }
     }
 
     pub fn database(&self) -> &str {
-        self.status
-            .as_ref()
-            .map_or(&self.config.database, |s| &s.database)
+        match (&self.status, self.running_settings()) {
+            (Some(s), _) => &s.database,
+            (None, Some(r)) => &r.database,
+            (None, None) => &self.config.database,
+        }
     }
 
-    /// The connection URL, with the configured password when `with_password`.
-    pub fn url(&self, with_password: bool) -> String {
-        let address = self.address();
-        let password = if with_password {
-            format!(":{}", percent_encode(self.config.password.expose()))
-        } else {
-            String::new()
-        };
-        format!(
-            "postgres://{}{password}@{}/{}",
-            percent_encode(self.user()),
-            host_port(address.ip(), address.port()),
-            percent_encode(self.database())
-        )
+    /// The password the server's role has: read again from where the running instance got it
+    /// (its file, its config key, the environment variable it named), else the configured one.
+    /// A password this command's environment sets explicitly (`POSTGRES_PASSWORD[_FILE]`) wins.
+    pub fn password(&self) -> Result<Secret> {
+        let from_env = matches!(self.config.password_source, PasswordSource::Env { .. })
+            || std::env::var_os("POSTGRES_PASSWORD_FILE").is_some_and(|v| !v.is_empty());
+        match self.running_settings() {
+            Some(r) if !from_env && r.password != self.config.password_source => {
+                r.password.read(&|key| std::env::var(key).ok())
+            }
+            _ => Ok(self.config.password.clone()),
+        }
     }
-}
 
-pub fn host_port(ip: IpAddr, port: u16) -> String {
-    SocketAddr::new(ip, port).to_string()
+    /// The connection URL, with the password when `with_password`.
+    pub fn url(&self, with_password: bool) -> Result<String> {
+        let password = with_password.then(|| self.password()).transpose()?;
+        Ok(crate::connection::database_url(
+            self.user(),
+            password.as_ref().map(Secret::expose),
+            self.address(),
+            self.database(),
+        ))
+    }
+
+    /// The instance flags a hint should repeat so that the user's next command reaches this
+    /// instance too: `--name N`, `--data-dir D`, `--config F` as they were given.
+    pub fn flags_hint(args: &InstanceArgs) -> String {
+        let mut out = String::new();
+        if let Some(name) = &args.name {
+            out.push_str(&format!(" --name {name}"));
+        }
+        if let Some(dir) = &args.data_dir {
+            out.push_str(&format!(" --data-dir {}", dir.display()));
+        }
+        if let Some(file) = &args.config {
+            out.push_str(&format!(" --config {}", file.display()));
+        }
+        if args.system {
+            out.push_str(" --system");
+        }
+        out
+    }
 }
 
 /// "3d 4h", "5m 2s", "800 ms".
@@ -126,9 +166,6 @@ mod tests {
 
     #[test]
     fn encodes_and_formats() {
-        assert_eq!(percent_encode("p@ss:w/rd é"), "p%40ss%3Aw%2Frd%20%C3%A9");
-        assert_eq!(percent_encode("trader"), "trader");
-        assert_eq!(host_port("::1".parse().unwrap(), 5), "[::1]:5");
         assert_eq!(human_duration(61_000), "1m 1s");
         assert_eq!(human_duration(12), "12 ms");
     }

@@ -10,7 +10,6 @@
 use crate::cli::InstanceArgs;
 use crate::cluster::quote_identifier;
 use crate::commands::common::Instance;
-use crate::config::percent_encode;
 use crate::error::{Error, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_postgres::error::SqlState;
@@ -102,17 +101,18 @@ async fn create(args: CreateArgs) -> Result<i32> {
         let template = args.template.as_deref().unwrap_or("template1");
         explain(&e, &args.database, Some(template))
     })?;
-    let address = instance.address();
-    let password = if args.with_password {
-        format!(":{}", percent_encode(instance.config.password.expose()))
-    } else {
-        String::new()
-    };
+    let password = args
+        .with_password
+        .then(|| instance.password())
+        .transpose()?;
     println!(
-        "postgres://{}{password}@{}/{}",
-        percent_encode(instance.user()),
-        crate::commands::common::host_port(address.ip(), address.port()),
-        percent_encode(&args.database)
+        "{}",
+        crate::connection::database_url(
+            instance.user(),
+            password.as_ref().map(|p| p.expose()),
+            instance.address(),
+            &args.database
+        )
     );
     Ok(0)
 }
@@ -137,14 +137,14 @@ async fn drop_database(args: DropArgs) -> Result<i32> {
 
 /// A connection to the maintenance database `postgres` as the configured user (so that the
 /// user's own database, or a template, is never held open by this command).
-async fn connect(instance: &Instance) -> Result<tokio_postgres::Client> {
+pub(crate) async fn connect(instance: &Instance) -> Result<tokio_postgres::Client> {
     let address = instance.address();
     let mut config = tokio_postgres::Config::new();
     config
         .host(address.ip().to_string())
         .port(address.port())
         .user(instance.user())
-        .password(instance.config.password.expose())
+        .password(instance.password()?.expose())
         .dbname("postgres")
         .application_name("pgwarden db");
     let (client, connection) =

@@ -6,10 +6,16 @@ mod common;
 pub mod completions;
 pub mod db;
 pub mod doctor;
+pub mod exec;
 mod export_archive;
+pub mod init;
 mod install;
 pub mod logs;
+pub mod ls;
 pub mod psql;
+pub mod reload;
+pub mod reset;
+mod restart;
 pub mod restore;
 mod run;
 mod service;
@@ -48,6 +54,12 @@ pub async fn dispatch(cli: Cli, run_config: Option<Result<Config>>) -> Result<i3
         Command::Doctor(args) => doctor::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Start(args) => start::start(args).await,
+        Command::Init(args) => init::run(args),
+        Command::Ls(args) => ls::run(args),
+        Command::Restart(args) => restart::run(args).await,
+        Command::Reload(args) => reload::run(args).await,
+        Command::Reset(args) => reset::run(args).await,
+        Command::Exec(args) => exec::run(args).await,
         Command::Install(args) => install::install(args).await,
         Command::ExportArchive(args) => export_archive::export_archive(args).await,
         Command::Service(crate::cli::ServiceCommand::Install(args)) => {

@@ -41,7 +41,7 @@ pub fn run(args: PsqlArgs) -> Result<i32> {
     let psql = find_psql(&instance)?;
     let mut command = std::process::Command::new(&psql);
     command.args(&args.args);
-    for (key, value) in variables(&instance, true) {
+    for (key, value) in variables(&instance, true)? {
         if key != "DATABASE_URL" {
             command.env(key, value);
         }

@@ -26,7 +26,9 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
-    let sources = args.sources();
+    // The same sources `main` loaded `config` from: with the remembered flags.
+    let sources = crate::remembered::with_remembered_flags(args.sources())?;
+    let mut config = config;
     if let Some(warning) = image_env::trust_warning(&config.host_auth_method) {
         warn!(listen_address = %config.listen_address, "{warning}");
     }
@@ -36,9 +38,11 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         RunAs::resolve(config.run_as.as_deref())?
     };
 
-    let state_dir = paths::state_dir(&config.data_dir);
+    let state_dir = registry::adopt(&mut config)?;
     crate::private_dir::prepare_state_dir(&config)?;
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
+    // The name next: refused while it runs with another data directory.
+    let _registration = registry::register(&config, &state_dir)?;
     // Only once the lock is ours: removes a throwaway cluster on every way out of this function
     // (dropped before the lock is released).
     let _throwaway = config.ephemeral.then(|| Throwaway::new(&config));
@@ -72,7 +76,9 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         preflight::check_port_free(config.listen_address, config.port)?;
         Launch { port: config.port }
     };
-    let _registration = registry::register(&config.name, &state_dir)?;
+    let mut remembered = crate::remembered::Remembered::of(&config, &sources.flags);
+    remembered.port = launch.port;
+    crate::remembered::write(&state_dir, &remembered)?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
         observe::serve(address, watchers, state_dir.clone()).await?;

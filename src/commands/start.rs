@@ -7,22 +7,87 @@
 //! or the background pgwarden exits (then prints its error and exits non-zero).
 
 use crate::cli::StartArgs;
+use crate::commands::common::Instance;
 use crate::config::{self, Config};
 use crate::error::{Error, IoContext, Result};
-use crate::paths;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 pub async fn start(args: StartArgs) -> Result<i32> {
-    let config = Config::load(&args.run.sources())?;
+    start_verb(args, "start").await
+}
+
+/// `start`, or the start half of `restart` (`verb` is the word replaced by `run`).
+pub async fn start_verb(args: StartArgs, verb: &str) -> Result<i32> {
+    let sources = crate::remembered::with_remembered_flags(args.run.sources())?;
+    let config = Config::load(&sources)?;
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
     })?;
-    let state_dir = paths::state_dir(&config.data_dir);
+    let deadline = Instant::now() + timeout;
+    let mut instance = Instance::from_config(config.clone())?;
+    if instance.running() {
+        // Like compose's `up -d`: nothing to do, unless what runs is not what is asked for.
+        if let Some(running) = instance.running_settings() {
+            let differences = running.differences(&config);
+            if !differences.is_empty() {
+                return Err(Error::Server {
+                    what: format!(
+                        "instance {:?} already runs ({}) with other settings: {}\n\
+                         help: `pgwarden restart` with the new settings applies them; or drop the flags to use it as it runs",
+                        config.name,
+                        instance.config.data_dir.display(),
+                        differences.join(", ")
+                    ),
+                });
+            }
+        }
+        wait_until_ready(&mut instance, deadline).await?;
+        eprintln!("running: {}", instance.url(false)?);
+    } else {
+        let run_args = run_arguments(std::env::args_os().skip(1), verb);
+        launch(&config, run_args, deadline, timeout).await?;
+        instance.refresh();
+    }
+    println!("DATABASE_URL={}", instance.url(args.with_password)?);
+    Ok(0)
+}
+
+/// Waits until the running instance's status says ready (it may still be starting).
+async fn wait_until_ready(instance: &mut Instance, deadline: Instant) -> Result<()> {
+    loop {
+        instance.refresh();
+        match &instance.status {
+            Some(status) if status.state == crate::status::State::Ready => return Ok(()),
+            _ if !instance.running() => return Err(instance.not_running()),
+            Some(status) if Instant::now() > deadline => {
+                return Err(Error::Server {
+                    what: format!(
+                        "the running instance is {} ({}), not ready\nhelp: `pgwarden logs` shows why",
+                        status.state, status.cause
+                    ),
+                });
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Puts `pgwarden RUN_ARGS` in the background for `config`'s instance and returns once its
+/// `ready:` line is out (printed on stderr), with the background pgwarden's pid.
+pub(crate) async fn launch(
+    config: &Config,
+    run_args: Vec<OsString>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<u32> {
+    let mut config = config.clone();
+    let state_dir = crate::registry::adopt(&mut config)?;
     crate::private_dir::prepare_state_dir(&config)?;
     let out_path = state_dir.join("pgwarden.out");
     let out = crate::private_dir::open_append(&out_path).io("cannot open", &out_path)?;
@@ -42,7 +107,7 @@ pub async fn start(args: StartArgs) -> Result<i32> {
     let exe = std::env::current_exe().io("cannot find the pgwarden binary", "/proc/self/exe")?;
     let mut command = Command::new(exe);
     command
-        .args(run_arguments(std::env::args_os().skip(1)))
+        .args(run_args)
         .env(super::BACKGROUND_ENV, "1")
         .stdin(Stdio::null())
         .stdout(out.try_clone().io("cannot open", &out_path)?)
@@ -59,19 +124,13 @@ pub async fn start(args: StartArgs) -> Result<i32> {
     let mut child = command.spawn().map_err(|e| Error::Server {
         what: format!("cannot start pgwarden in the background: {e}"),
     })?;
-    tracing::info!(pid = child.id(), log = %out_path.display(), "pgwarden runs in the background");
+    tracing::debug!(pid = child.id(), log = %out_path.display(), "pgwarden runs in the background");
 
-    let deadline = Instant::now() + timeout;
     loop {
         let _ = reader.read_to_string(&mut output);
         if let Some(line) = output.lines().find(|l| l.starts_with("ready: ")) {
             eprintln!("{line}");
-            let url = line.split_whitespace().nth(1).unwrap_or_default();
-            println!(
-                "DATABASE_URL={}",
-                with_password(url, &config, args.with_password)
-            );
-            return Ok(0);
+            return Ok(child.id());
         }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(Error::Server {
@@ -101,9 +160,10 @@ pub async fn start(args: StartArgs) -> Result<i32> {
     }
 }
 
-/// This command's arguments for the background `run`: the subcommand word becomes `run`, and
-/// the options only `start` knows are dropped.
-fn run_arguments(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+/// This command's arguments for the background `run`: the subcommand word `verb` becomes `run`,
+/// the options only `start` knows are dropped, and so is everything from a `--` on (`exec`'s
+/// command).
+pub(crate) fn run_arguments(args: impl Iterator<Item = OsString>, verb: &str) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut replaced = false;
     let mut skip_value = false;
@@ -113,7 +173,10 @@ fn run_arguments(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
             continue;
         }
         let text = arg.to_string_lossy();
-        if !replaced && text == "start" {
+        if replaced && text == "--" {
+            break;
+        }
+        if !replaced && text == verb {
             out.push(OsString::from("run"));
             replaced = true;
         } else if replaced && text == "--timeout" {
@@ -124,18 +187,6 @@ fn run_arguments(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
         }
     }
     out
-}
-
-fn with_password(url: &str, config: &Config, with_password: bool) -> String {
-    let plain = format!("postgres://{}@", config::percent_encode(&config.user));
-    match (with_password, url.strip_prefix(&plain)) {
-        (true, Some(rest)) => format!(
-            "postgres://{}:{}@{rest}",
-            config::percent_encode(&config.user),
-            config::percent_encode(config.password.expose())
-        ),
-        _ => url.to_string(),
-    }
 }
 
 fn tail(text: &str, n: usize) -> String {
@@ -161,7 +212,7 @@ mod tests {
             "--with-password",
         ]
         .map(OsString::from);
-        let run: Vec<String> = run_arguments(args.into_iter())
+        let run: Vec<String> = run_arguments(args.into_iter(), "start")
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();

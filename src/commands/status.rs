@@ -57,7 +57,7 @@ pub fn run(args: StatusArgs) -> Result<i32> {
     };
     let uptime_ms = now.saturating_sub(status.started_at_ms);
     let ready_for_ms = status.ready_at_ms.map(|t| now.saturating_sub(t));
-    let url = instance.url(false);
+    let url = instance.url(false)?;
     if args.json {
         let mut value = serde_json::to_value(status).expect("status serialises");
         let object = value.as_object_mut().expect("an object");

@@ -23,7 +23,8 @@ use tokio::time::Instant;
     long_about = "Stops the pgwarden supervising this data directory, and its PostgreSQL server, then \
 waits until both have exited. fast (the default) rolls back open transactions and disconnects \
 clients; smart waits for clients to disconnect first (up to the shutdown timeout); immediate quits \
-at once without a checkpoint (crash recovery at the next start). Exits 3 when no pgwarden runs.",
+at once without a checkpoint (crash recovery at the next start). Like compose's `down`, an \
+instance that does not run is no error: it says so and exits 0.",
     after_help = "Examples:\n  pgwarden stop\n  pgwarden stop --mode smart --timeout 5m\n  pgwarden stop --data-dir ./pgdata --mode immediate"
 )]
 pub struct StopArgs {
@@ -41,7 +42,27 @@ pub struct StopArgs {
 
 pub async fn run(args: StopArgs) -> Result<i32> {
     let instance = Instance::load(&args.instance)?;
-    let pid = instance.require_running()?;
+    println!(
+        "{}",
+        stop_instance(&instance, args.mode, args.timeout).await?
+    );
+    Ok(0)
+}
+
+/// Stops `instance` if it runs; like compose's `down`, an instance that does not run is no
+/// error. Returns the line that says what happened.
+pub async fn stop_instance(
+    instance: &Instance,
+    mode: ShutdownMode,
+    timeout: Option<Duration>,
+) -> Result<String> {
+    let Some(pid) = instance.supervisor else {
+        return Ok(format!(
+            "not running: {} (nothing to stop)",
+            instance.config.data_dir.display()
+        ));
+    };
+    let args = StopRequest { mode, timeout };
     let started = Instant::now();
     let target = Pid::from_raw(pid as i32);
     if args.mode != ShutdownMode::Immediate {
@@ -72,12 +93,16 @@ pub async fn run(args: StopArgs) -> Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!(
+    Ok(format!(
         "stopped: pgwarden (pid {pid}) and its server ({} shutdown, {})",
         args.mode.name(),
         human_duration(started.elapsed().as_millis() as u64)
-    );
-    Ok(0)
+    ))
+}
+
+struct StopRequest {
+    mode: ShutdownMode,
+    timeout: Option<Duration>,
 }
 
 fn send(pid: Pid, signal: Signal) -> Result<()> {

@@ -46,13 +46,13 @@ pub struct EnvArgs {
 
 pub fn url(args: UrlArgs) -> Result<i32> {
     let instance = load(&args.instance)?;
-    println!("{}", instance.url(args.with_password));
+    println!("{}", instance.url(args.with_password)?);
     Ok(0)
 }
 
 pub fn env(args: EnvArgs) -> Result<i32> {
     let instance = load(&args.instance)?;
-    for (key, value) in variables(&instance, args.with_password) {
+    for (key, value) in variables(&instance, args.with_password)? {
         if args.shell {
             println!("export {key}={}", shell_quote(&value));
         } else {
@@ -74,19 +74,19 @@ fn load(args: &InstanceArgs) -> Result<Instance> {
 }
 
 /// The variables, in the order printed.
-pub fn variables(instance: &Instance, with_password: bool) -> Vec<(&'static str, String)> {
+pub fn variables(instance: &Instance, with_password: bool) -> Result<Vec<(&'static str, String)>> {
     let address = instance.address();
     let mut vars = vec![
-        ("DATABASE_URL", instance.url(with_password)),
+        ("DATABASE_URL", instance.url(with_password)?),
         ("PGHOST", address.ip().to_string()),
         ("PGPORT", address.port().to_string()),
         ("PGUSER", instance.user().to_string()),
         ("PGDATABASE", instance.database().to_string()),
     ];
     if with_password {
-        vars.push(("PGPASSWORD", instance.config.password.expose().to_string()));
+        vars.push(("PGPASSWORD", instance.password()?.expose().to_string()));
     }
-    vars
+    Ok(vars)
 }
 
 /// Single quotes, with `'` written as `'\''`.

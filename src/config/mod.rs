@@ -18,6 +18,7 @@ pub use supervision::{ShutdownMode, Supervision, SupervisionLayer};
 use crate::error::{Error, Result};
 use crate::image_env;
 use crate::paths::{self, DefaultPaths};
+use crate::remembered::PasswordSource;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -66,6 +67,13 @@ impl fmt::Debug for Secret {
 pub struct Config {
     /// The file the values came from, if any.
     pub config_file: Option<PathBuf>,
+    /// The project file (`pgwarden.toml`) whose instance this is, if any.
+    pub project_file: Option<PathBuf>,
+    /// Whether the instance has a name (flag, env, a file's `name`, or its project's directory):
+    /// an unnamed instance with its own data dir is not reached by a command that names none.
+    pub named: bool,
+    /// Where the password came from (remembered in the instance's state instead of the password).
+    pub password_source: PasswordSource,
     pub listen_address: IpAddr,
     /// 0 = pick a free port at launch.
     pub port: u16,
@@ -120,38 +128,16 @@ impl Config {
 
     /// The connection URL, with the password only when asked; names percent-encoded.
     pub fn url_with_password(&self, with_password: bool) -> String {
-        let password = if with_password {
-            format!(":{}", percent_encode(self.password.expose()))
-        } else {
-            String::new()
-        };
-        format!(
-            "postgres://{}{password}@{}/{}",
-            percent_encode(&self.user),
-            host_port(self.listen_address, self.port),
-            percent_encode(&self.database)
+        crate::connection::database_url(
+            &self.user,
+            with_password.then(|| self.password.expose()),
+            std::net::SocketAddr::new(self.listen_address, self.port),
+            &self.database,
         )
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn host_port(address: IpAddr, port: u16) -> String {
-    match address {
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-    }
-}
+pub use crate::connection::percent_encode;
 
 /// One source of settings. Every field is optional; later layers override earlier ones.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -426,17 +412,36 @@ pub struct Sources {
 impl Config {
     /// Loads and validates the configuration from the real environment.
     pub fn load(sources: &Sources) -> Result<Config> {
-        let defaults = if sources.system {
+        let mut defaults = if sources.system {
             DefaultPaths::system()
         } else {
             DefaultPaths::for_current_user()
         };
-        Self::load_with(sources, &|key| std::env::var(key).ok(), &defaults)
+        if let Some(root) = std::env::var_os(paths::DATA_ROOT_ENV).filter(|r| !r.is_empty()) {
+            defaults.data_root = paths::absolute(Path::new(&root));
+        }
+        let project = crate::project::current()?;
+        Self::load_in(
+            sources,
+            project.as_ref(),
+            &|key| std::env::var(key).ok(),
+            &defaults,
+        )
     }
 
-    /// Loads with an injected environment and default paths (for tests).
+    /// Loads with an injected environment and default paths (for tests), outside any project.
     pub fn load_with(
         sources: &Sources,
+        env: &dyn Fn(&str) -> Option<String>,
+        defaults: &DefaultPaths,
+    ) -> Result<Config> {
+        Self::load_in(sources, None, env, defaults)
+    }
+
+    /// Loads with the project file `project` between the user's config file and the environment.
+    pub fn load_in(
+        sources: &Sources,
+        project: Option<&crate::project::Project>,
         env: &dyn Fn(&str) -> Option<String>,
         defaults: &DefaultPaths,
     ) -> Result<Config> {
@@ -455,9 +460,31 @@ impl Config {
             Some(path) => Layer::from_file(path)?,
             None => Layer::default(),
         };
+        let mut password_source =
+            password_source_of(&file_layer, config_file.as_deref()).unwrap_or_default();
         file_layer.read_secret_files(&mut problems);
+        if let Some(project) = project {
+            let mut project_layer = Layer::from_file(&project.file)?;
+            if let Some(source) = password_source_of(&project_layer, Some(&project.file)) {
+                password_source = source;
+            }
+            project_layer.read_secret_files(&mut problems);
+            project_layer.name = project_layer
+                .name
+                .or_else(|| Some(project.default_name.clone()));
+            file_layer = file_layer.merge(project_layer);
+        }
 
         let env_layer = Layer::from_env(env, &mut problems);
+        if let Some(path) = env("POSTGRES_PASSWORD_FILE").filter(|v| !v.is_empty()) {
+            password_source = PasswordSource::File {
+                path: paths::absolute(Path::new(&path)),
+            };
+        } else if env("POSTGRES_PASSWORD").is_some() {
+            password_source = PasswordSource::Env {
+                name: "POSTGRES_PASSWORD".into(),
+            };
+        }
         let mut flags = sources.flags.clone();
         for p in [
             &mut flags.data_dir,
@@ -478,6 +505,7 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        let named = merged.name.is_some();
         let max_unpacked_mb = merged.max_unpacked_mb;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let mut npm_problems = Vec::new();
@@ -500,7 +528,7 @@ impl Config {
             npm_problems,
             theseus,
         };
-        let config = resolve(
+        let mut config = resolve(
             merged,
             config_file,
             &config_dir,
@@ -508,6 +536,9 @@ impl Config {
             outside,
             &mut problems,
         );
+        config.named = named;
+        config.project_file = project.map(|p| p.file.clone());
+        config.password_source = password_source;
         if problems.is_empty() {
             crate::binaries::policy::configure(
                 max_unpacked_mb.unwrap_or(crate::binaries::policy::DEFAULT_MAX_UNPACKED_MB),
@@ -518,6 +549,16 @@ impl Config {
             Err(Error::Config { problems })
         }
     }
+}
+
+/// Where a file's layer takes the password from, if it sets one.
+fn password_source_of(layer: &Layer, file: Option<&Path>) -> Option<PasswordSource> {
+    if let Some(path) = &layer.password_file {
+        return Some(PasswordSource::File { path: path.clone() });
+    }
+    layer.password.as_ref().map(|_| PasswordSource::Key {
+        file: file.map(Path::to_path_buf).unwrap_or_default(),
+    })
 }
 
 /// Applies defaults and checks every value, collecting problems instead of stopping at the first.
@@ -684,6 +725,9 @@ fn resolve(
 
     Config {
         config_file,
+        project_file: None,
+        named: false,
+        password_source: PasswordSource::Default,
         listen_address,
         port,
         user,

@@ -675,3 +675,52 @@ pub fn process_alive(pid: i32) -> bool {
         .map(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
         .unwrap_or(false)
 }
+
+/// SIGKILLs every live process whose working directory is `root` or below it (postgres chdirs
+/// into its data dir), and waits (at most 5 s) until they are gone. For guards of tests whose
+/// servers run in the background, in their own sessions.
+pub fn kill_processes_under(root: &Path) {
+    let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let under: Vec<i32> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !is_zombie(*pid))
+        .filter(|pid| {
+            fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&root))
+        })
+        .collect();
+    if !under.is_empty() {
+        eprintln!(
+            "[fixture] killing leftover processes {under:?} under {}",
+            root.display()
+        );
+    }
+    for pid in &under {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in under {
+        while kill(Pid::from_raw(pid), None) != Err(Errno::ESRCH) && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+    }
+}
+
+/// The child's output once it exits, read while it runs (a pipe holds only 64 KiB: a child
+/// writing more would block until read); `None` (and the child killed) after `timeout`.
+pub fn output_within(child: Child, timeout: Duration) -> Option<Output> {
+    let pid = Pid::from_raw(child.id() as i32);
+    let (send, receive) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = send.send(child.wait_with_output());
+    });
+    match receive.recv_timeout(timeout) {
+        Ok(out) => Some(out.expect("wait for the child")),
+        Err(_) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            None
+        }
+    }
+}

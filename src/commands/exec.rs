@@ -1,0 +1,124 @@
+//! `pgwarden exec -- CMD…`: run CMD with `DATABASE_URL` and `PGHOST/PGPORT/PGUSER/PGPASSWORD/
+//! PGDATABASE` set for the instance, and exit with CMD's exit code.
+//!
+//! With `--ephemeral`, a throwaway server is started first (a free port and a name of its own
+//! unless given) and removed after CMD — the model of pg_virtualenv and pg_tmp. A Ctrl-C reaches
+//! CMD (it shares the terminal) and this command still removes the throwaway server after it.
+
+use crate::cli::RunArgs;
+use crate::commands::common::Instance;
+use crate::commands::start;
+use crate::commands::url::variables;
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use clap::Args;
+use std::ffi::OsString;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Runs CMD with DATABASE_URL (with the password), PGHOST, PGPORT, PGUSER, PGPASSWORD \
+and PGDATABASE set for the instance, and exits with CMD's exit code (128+N when a signal N ended it). \
+The instance must be running, unless --ephemeral: then a throwaway server (its own free port and \
+name, fsync off, in memory where /dev/shm exists) is started for CMD and removed after it.",
+    after_help = "Examples:\n  pgwarden exec -- psql -c 'select 1'\n  pgwarden exec -- npm run migrate\n  pgwarden exec --ephemeral -- cargo test      # a fresh server for one test run"
+)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// How long a throwaway server may take to get ready.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub timeout: String,
+
+    /// The command and its arguments.
+    #[arg(value_name = "CMD", last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+pub async fn run(mut args: ExecArgs) -> Result<i32> {
+    if !args.run.ephemeral {
+        let instance = Instance::load(&args.run.instance)?;
+        instance.require_running()?;
+        return run_command(&instance, &args.command).await;
+    }
+    let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
+        problems: vec![format!("--timeout: {e}")],
+    })?;
+    let mut run_args = start::run_arguments(std::env::args_os().skip(1), "exec");
+    // A throwaway server of its own: two `exec --ephemeral` side by side must not meet.
+    if args.run.instance.name.is_none() {
+        let name = format!("exec-{}", std::process::id());
+        run_args.extend(["--name".into(), name.clone().into()]);
+        args.run.instance.name = Some(name);
+    }
+    if args.run.instance.port.is_none() {
+        run_args.extend(["--port".into(), "0".into()]);
+        args.run.instance.port = Some(0);
+    }
+    let config = Config::load(&args.run.sources())?;
+    let pid = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
+    let result = match Instance::from_config(config) {
+        Ok(instance) => run_command(&instance, &args.command).await,
+        Err(e) => Err(e),
+    };
+    stop_throwaway(pid).await;
+    result
+}
+
+/// Runs `command` with the instance's connection variables; its exit code.
+async fn run_command(instance: &Instance, command: &[OsString]) -> Result<i32> {
+    let (program, rest) = command.split_first().ok_or_else(|| Error::Config {
+        problems: vec!["exec needs a command after `--`".into()],
+    })?;
+    let mut child = tokio::process::Command::new(program);
+    child.args(rest);
+    for (key, value) in variables(instance, true)? {
+        child.env(key, value);
+    }
+    // Ctrl-C goes to CMD (same terminal); this process outlives it to clean up.
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let mut child = child.spawn().map_err(|e| Error::Server {
+        what: format!(
+            "cannot run {}: {e}\nhelp: check the command's name and that it is on PATH",
+            program.to_string_lossy()
+        ),
+    })?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = async { match interrupt.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    let status = status.map_err(|e| Error::Server {
+        what: format!("cannot wait for {}: {e}", program.to_string_lossy()),
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Stops the throwaway server's pgwarden (which removes the cluster) and waits until it is gone.
+async fn stop_throwaway(pid: u32) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(pid as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Our child: reaped here, so that its exit is seen.
+    while Instant::now() < deadline {
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            _ => return,
+        }
+    }
+    tracing::warn!(
+        pid = pid.as_raw(),
+        "the throwaway server's pgwarden did not exit within 60s"
+    );
+}

@@ -1,0 +1,111 @@
+//! `pgwarden reset`: compose's `down -v` — stop the instance, delete its cluster and its state,
+//! so that the next `start` makes a fresh one (init scripts run again).
+//!
+//! It asks first on a terminal (`--yes` otherwise), and refuses a data directory pgwarden did
+//! not create (no `pgwarden.json` marker in it: an existing cluster someone pointed pgwarden at)
+//! unless `--force`.
+
+use crate::cli::InstanceArgs;
+use crate::cluster::MARKER;
+use crate::commands::common::Instance;
+use crate::commands::stop;
+use crate::config::ShutdownMode;
+use crate::error::{Error, IoContext, Result};
+use clap::Args;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Stops the instance if it runs, then deletes its data directory (the cluster) and \
+pgwarden's state beside it (lock, status, remembered settings, logs). The next `pgwarden start` \
+creates a fresh cluster, with the init scripts run again. Asks for confirmation on a terminal; \
+elsewhere --yes is required. A data directory that pgwarden did not create is refused unless --force.",
+    after_help = "Examples:\n  pgwarden reset            # in a project directory: its instance\n  pgwarden reset --yes && pgwarden start\n  pgwarden reset --name ci-7 --yes"
+)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Do not ask.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Also delete a data directory that pgwarden did not create.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub async fn run(args: ResetArgs) -> Result<i32> {
+    let instance = Instance::load(&args.instance)?;
+    let data_dir = instance
+        .remembered
+        .as_ref()
+        .map(|r| r.data_dir.clone())
+        .unwrap_or_else(|| instance.config.data_dir.clone());
+    let exists = data_dir.exists();
+    if exists && !data_dir.join(MARKER).is_file() && !args.force {
+        return Err(Error::Cluster {
+            what: format!(
+                "{} was not created by pgwarden (no {MARKER} in it); reset deletes only clusters pgwarden made\n\
+                 help: if you mean to delete it and everything in it, add --force",
+                data_dir.display()
+            ),
+        });
+    }
+    if !args.yes {
+        confirm(&data_dir, &instance.config.name)?;
+    }
+    eprintln!(
+        "{}",
+        stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
+    );
+    if exists {
+        remove(&data_dir)?;
+    }
+    let state_dir = crate::paths::state_dir(&data_dir);
+    if state_dir.exists() {
+        remove(&state_dir)?;
+    }
+    println!(
+        "reset: deleted {}{}; `pgwarden start` makes a fresh cluster",
+        data_dir.display(),
+        if exists { "" } else { " (it did not exist)" }
+    );
+    Ok(0)
+}
+
+/// Asks on the terminal; anything but `y`/`yes` stops here.
+fn confirm(data_dir: &Path, name: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Config {
+            problems: vec![format!(
+                "reset deletes {} and stdin is not a terminal to ask on\n    help: add --yes",
+                data_dir.display()
+            )],
+        });
+    }
+    eprint!(
+        "Delete instance {name:?}'s cluster {} and all its data? [y/N] ",
+        data_dir.display()
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Cluster {
+            what: "reset cancelled; nothing was changed".into(),
+        })
+    }
+}
+
+fn remove(path: &Path) -> Result<()> {
+    // Not through a symlink someone put in its place: remove the link, not what it points to.
+    let meta = std::fs::symlink_metadata(path).io("cannot read", path)?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        return std::fs::remove_file(path).io("cannot remove", path);
+    }
+    std::fs::remove_dir_all(path).io("cannot remove", path)
+}

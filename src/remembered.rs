@@ -1,0 +1,245 @@
+//! Remembered settings: what an instance was last started with, in its state directory.
+//!
+//! `<state dir>/settings.json`, written by `pgwarden run` once the port is known: the name,
+//! the data directory, the project and config files, the address, user and database, and where
+//! the password came from (a file, an environment variable, a config key, the default) — never
+//! the password itself. `url`, `env`, `psql`, `check` and `exec` connect with these, so that a
+//! command run without the flags or environment the server was started with still reaches it
+//! as it runs; `start` and `restart` reuse the port, user and database of the last launch that
+//! the command line does not override.
+
+use crate::config::{self, Config, Layer, Secret, Sources};
+use crate::error::{Error, IoContext, Result};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub const FILE: &str = "settings.json";
+
+/// Where the configured password came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum PasswordSource {
+    /// Nothing set it: the seed's `trader`.
+    #[default]
+    Default,
+    /// An environment variable (`POSTGRES_PASSWORD`).
+    Env { name: String },
+    /// A secret file (`password_file`, `POSTGRES_PASSWORD_FILE`).
+    File { path: PathBuf },
+    /// The `password` key of a config or project file.
+    Key { file: PathBuf },
+}
+
+impl PasswordSource {
+    /// Reads the password again from where it came from. An environment variable is read from
+    /// this process's environment, which may not have it: then the error names it.
+    pub fn read(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret> {
+        match self {
+            PasswordSource::Default => Ok(Secret::new(config::DEFAULT_NAME)),
+            PasswordSource::Env { name } => env(name).map(Secret::new).ok_or_else(|| Error::Config {
+                problems: vec![format!(
+                    "the server was started with the password from ${name}, which this command's \
+                     environment does not have\n    help: set {name} here too (pgwarden never stores the password)"
+                )],
+            }),
+            PasswordSource::File { path } => {
+                let text = std::fs::read_to_string(path).io("cannot read the password file", path)?;
+                Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+            }
+            PasswordSource::Key { file } => {
+                let layer = config::Layer::from_file(file)?;
+                Ok(Secret::new(
+                    layer
+                        .password
+                        .unwrap_or_else(|| config::DEFAULT_NAME.into()),
+                ))
+            }
+        }
+    }
+
+    /// "POSTGRES_PASSWORD", "file /run/secrets/pw", "password in ./pgwarden.toml", "default".
+    pub fn describe(&self) -> String {
+        match self {
+            PasswordSource::Default => "the default".into(),
+            PasswordSource::Env { name } => format!("${name}"),
+            PasswordSource::File { path } => format!("the file {}", path.display()),
+            PasswordSource::Key { file } => format!("`password` in {}", file.display()),
+        }
+    }
+}
+
+/// The file's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub name: String,
+    pub named: bool,
+    pub data_dir: PathBuf,
+    pub ephemeral: bool,
+    pub project_file: Option<PathBuf>,
+    pub config_file: Option<PathBuf>,
+    pub listen_address: IpAddr,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub password: PasswordSource,
+    /// What the command line set: kept for the next `start` that does not set it again.
+    #[serde(default)]
+    pub flags: Flags,
+}
+
+/// The flags a launch was given that the next launch reuses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    pub port: Option<u16>,
+    pub listen_address: Option<String>,
+}
+
+/// `sources` with the port and listen address the instance was last started with on the command
+/// line, where neither this command line nor the environment sets them (`start --port 5821`,
+/// `stop`, `start` comes back on 5821).
+pub fn with_remembered_flags(sources: Sources) -> Result<Sources> {
+    let config = Config::load(&sources)?;
+    if config.ephemeral {
+        return Ok(sources);
+    }
+    let Some(r) = read(&crate::registry::locate(&config)?) else {
+        return Ok(sources);
+    };
+    let mut sources = sources;
+    let unset = |key: &str| std::env::var_os(key).is_none_or(|v| v.is_empty());
+    if sources.flags.port.is_none() && unset("PGWARDEN_PORT") {
+        sources.flags.port = r.flags.port;
+    }
+    if sources.flags.listen_address.is_none() && unset("PGWARDEN_LISTEN_ADDRESS") {
+        sources.flags.listen_address = r.flags.listen_address;
+    }
+    Ok(sources)
+}
+
+impl Remembered {
+    /// What `config` (with its port chosen) says; `flags` is the command line's layer.
+    pub fn of(config: &Config, flags: &Layer) -> Remembered {
+        Remembered {
+            name: config.name.clone(),
+            named: config.named,
+            data_dir: config.data_dir.clone(),
+            ephemeral: config.ephemeral,
+            project_file: config.project_file.clone(),
+            config_file: config.config_file.clone(),
+            listen_address: config.listen_address,
+            port: config.port,
+            user: config.user.clone(),
+            database: config.database.clone(),
+            password: config.password_source.clone(),
+            flags: Flags {
+                port: flags.port,
+                listen_address: flags.listen_address.clone(),
+            },
+        }
+    }
+
+    /// The differences that matter to a client between what runs (`self`) and what `config`
+    /// asks for, as "port 5433 (running) vs 5434 (asked)" phrases. A port of 0 asks for any.
+    pub fn differences(&self, config: &Config) -> Vec<String> {
+        let mut out = Vec::new();
+        if config.port != 0 && config.port != self.port {
+            out.push(format!(
+                "port {} (running) vs {} (asked)",
+                self.port, config.port
+            ));
+        }
+        if config.listen_address != self.listen_address {
+            out.push(format!(
+                "listen_address {} (running) vs {} (asked)",
+                self.listen_address, config.listen_address
+            ));
+        }
+        if config.user != self.user {
+            out.push(format!(
+                "user {} (running) vs {} (asked)",
+                self.user, config.user
+            ));
+        }
+        if config.database != self.database {
+            out.push(format!(
+                "database {} (running) vs {} (asked)",
+                self.database, config.database
+            ));
+        }
+        out
+    }
+}
+
+/// Writes `settings.json` into `state_dir` atomically (0644: no secret is in it).
+pub fn write(state_dir: &Path, remembered: &Remembered) -> Result<()> {
+    use std::io::Write;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".settings.")
+        .tempfile_in(state_dir)
+        .io("cannot create a temp file in", state_dir)?;
+    let mut json = serde_json::to_vec_pretty(remembered).expect("settings serialise");
+    json.push(b'\n');
+    temp.write_all(&json).io("cannot write", temp.path())?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = temp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let path = state_dir.join(FILE);
+    temp.persist(&path)
+        .map_err(|e| e.error)
+        .io("cannot rename the settings file into", &path)?;
+    Ok(())
+}
+
+/// Reads `settings.json`; `None` when missing or unreadable (an instance from an older pgwarden).
+pub fn read(state_dir: &Path) -> Option<Remembered> {
+    let text = std::fs::read_to_string(state_dir.join(FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_without_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let remembered = Remembered {
+            name: "shop".into(),
+            named: true,
+            data_dir: "/d".into(),
+            ephemeral: false,
+            project_file: Some("/p/pgwarden.toml".into()),
+            config_file: None,
+            listen_address: "127.0.0.1".parse().unwrap(),
+            port: 5821,
+            user: "app".into(),
+            database: "app".into(),
+            password: PasswordSource::Env {
+                name: "POSTGRES_PASSWORD".into(),
+            },
+            flags: Flags::default(),
+        };
+        write(dir.path(), &remembered).unwrap();
+        assert_eq!(read(dir.path()), Some(remembered.clone()));
+        let err = remembered.password.read(&|_| None).unwrap_err().to_string();
+        assert!(err.contains("POSTGRES_PASSWORD"), "{err}");
+        let pw = remembered
+            .password
+            .read(&|k| (k == "POSTGRES_PASSWORD").then(|| "newpw".into()))
+            .unwrap();
+        assert_eq!(pw.expose(), "newpw");
+    }
+
+    #[test]
+    fn a_password_key_is_read_again_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgwarden.toml");
+        std::fs::write(&file, "password = \"s3cret\"\n").unwrap();
+        let source = PasswordSource::Key { file };
+        assert_eq!(source.read(&|_| None).unwrap().expose(), "s3cret");
+    }
+}

@@ -1,0 +1,432 @@
+//! The project file and the compose-style day: `pgwarden.toml` found from a subdirectory,
+//! `start` twice, `ls`, `exec`, `restart`, `reload`, `stop` twice, `reset` then `start`; two
+//! projects side by side; names that cannot collide; a changed password followed by `url`,
+//! `psql` and `check --query`.
+//!
+//! Every test has its own data root (`PGWARDEN_DATA_ROOT`) and registry
+//! (`PGWARDEN_RUNTIME_DIR`), so `ls` lists only its own instances, and a guard that stops
+//! every instance of that registry when the test ends, failed or not.
+
+mod common;
+
+use common::{free_port, test_dir};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(180);
+
+/// One test's private pgwarden world: data root, registry, binaries.
+struct World {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    data_root: PathBuf,
+    runtime: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let tmp = test_dir();
+        let root = tmp.path().to_path_buf();
+        let data_root = root.join("data-root");
+        let runtime = root.join("runtime");
+        for dir in [&data_root, &runtime] {
+            std::fs::create_dir_all(dir).unwrap();
+            common::set_mode(dir, 0o755);
+        }
+        World {
+            _tmp: tmp,
+            root,
+            data_root,
+            runtime,
+        }
+    }
+
+    /// A project directory `name` with `pgwarden.toml` = `toml` and a `src/` subdirectory.
+    fn project(&self, name: &str, toml: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        common::set_mode(&dir, 0o755);
+        std::fs::write(dir.join("pgwarden.toml"), toml).unwrap();
+        dir
+    }
+
+    /// `pgwarden ARGS` in `cwd`, to completion.
+    fn pgw(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.pgw_env(cwd, args, &[])
+    }
+
+    fn pgw_env(&self, cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let archive = common::npm_archive();
+        let install = common::shared_install_dir();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"));
+        command.args(args).current_dir(cwd);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PGWARDEN_") || key.starts_with("POSTGRES_") || key == "PGDATA" {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("NO_COLOR", "1")
+            .env("PGWARDEN_DATA_ROOT", &self.data_root)
+            .env("PGWARDEN_RUNTIME_DIR", &self.runtime)
+            .env("PGWARDEN_ARCHIVE", &archive)
+            .env("PGWARDEN_INSTALL_DIR", &install)
+            .envs(envs.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = common::output_within(command.spawn().unwrap(), LONG)
+            .unwrap_or_else(|| panic!("pgwarden {args:?} did not exit within {LONG:?}"));
+        eprintln!(
+            "[test] (in {}) pgwarden {} -> {:?}",
+            cwd.display(),
+            args.join(" "),
+            out
+        );
+        out
+    }
+
+    /// The instances `ls --json` reports.
+    fn ls(&self) -> Vec<serde_json::Value> {
+        let out = self.pgw(&self.root, &["ls", "--json"]);
+        assert_eq!(code(&out), 0, "{out:?}");
+        serde_json::from_str::<serde_json::Value>(&stdout(&out))
+            .unwrap_or_else(|e| panic!("ls --json is not JSON ({e}): {out:?}"))
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+impl Drop for World {
+    /// Stops every instance this world's registry knows, then kills what is left in its data.
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(&self.runtime)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(state_dir) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(state_dir.join("lock")) else {
+                continue;
+            };
+            let Ok(pid) = text.trim().parse::<i32>() else {
+                continue;
+            };
+            let pid = nix::unistd::Pid::from_raw(pid);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        common::kill_processes_under(&self.root);
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn psql_value(world: &World, cwd: &Path, sql: &str) -> String {
+    let out = world.pgw(cwd, &["exec", "--", "psql", "-XAtc", sql]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    stdout(&out)
+}
+
+#[test]
+fn a_project_day_from_init_to_reset() {
+    let world = World::new();
+    let port = free_port();
+    let shop = world.project(
+        "shop",
+        &format!("port = {port}\nuser = \"app\"\npassword = \"apppw\"\ninit_dir = \"./db/init\"\n"),
+    );
+    std::fs::create_dir_all(shop.join("db/init")).unwrap();
+    common::set_mode(&shop.join("db"), 0o755);
+    common::set_mode(&shop.join("db/init"), 0o755);
+    std::fs::write(
+        shop.join("db/init/01-seed.sql"),
+        "CREATE TABLE seeded (x int); INSERT INTO seeded VALUES (42);\n",
+    )
+    .unwrap();
+    let src = shop.join("src");
+    let url = format!("DATABASE_URL=postgres://app@127.0.0.1:{port}/app");
+
+    // From a subdirectory: the project's instance, named after its directory, data under the
+    // data root keyed by that name (not in the source tree).
+    let first = world.pgw(&src, &["start"]);
+    assert_eq!(code(&first), 0, "{first:?}");
+    assert_eq!(stdout(&first), url, "{first:?}");
+    let data_dir = world.data_root.join("shop/16/data");
+    assert!(
+        data_dir.join("PG_VERSION").is_file(),
+        "no cluster in {data_dir:?}"
+    );
+    assert!(!shop.join("data").exists() && !src.join("data").exists());
+
+    let listed = world.ls();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], "shop", "{listed:?}");
+    assert_eq!(listed[0]["state"], "ready", "{listed:?}");
+    assert_eq!(listed[0]["port"], port, "{listed:?}");
+    assert_eq!(
+        listed[0]["project_file"].as_str(),
+        Some(shop.join("pgwarden.toml").to_str().unwrap()),
+        "{listed:?}"
+    );
+    let table = world.pgw(&world.root, &["ls"]);
+    assert!(stdout(&table).starts_with("NAME"), "{table:?}");
+    assert!(stdout(&table).contains("shop"), "{table:?}");
+
+    // Again: nothing to do, same URL, exit 0 (compose's `up -d`).
+    let again = world.pgw(&shop, &["start"]);
+    assert_eq!(
+        (code(&again), stdout(&again)),
+        (0, url.clone()),
+        "{again:?}"
+    );
+    // Other settings than what runs: refused, naming the difference.
+    let other = world.pgw(&shop, &["start", "--port", &free_port().to_string()]);
+    assert_ne!(code(&other), 0, "{other:?}");
+    assert!(stderr(&other).contains("port"), "{other:?}");
+
+    // exec: the variables, CMD's exit code; the init script ran.
+    assert_eq!(psql_value(&world, &src, "SELECT 1"), "1");
+    assert_eq!(psql_value(&world, &src, "SELECT x FROM seeded"), "42");
+    psql_value(&world, &src, "INSERT INTO seeded VALUES (7)");
+    let exit = world.pgw(
+        &src,
+        &["exec", "--", "sh", "-c", "echo $PGPORT $PGUSER; exit 7"],
+    );
+    assert_eq!(code(&exit), 7, "{exit:?}");
+    assert_eq!(stdout(&exit), format!("{port} app"), "{exit:?}");
+
+    // Every command run inside the project finds its instance.
+    let status = world.pgw(&src, &["status", "--json"]);
+    assert_eq!(code(&status), 0, "{status:?}");
+    let url_out = world.pgw(&src, &["url", "--with-password"]);
+    assert_eq!(
+        stdout(&url_out),
+        format!("postgres://app:apppw@127.0.0.1:{port}/app")
+    );
+    let check = world.pgw(&src, &["check", "--query"]);
+    assert_eq!(code(&check), 0, "{check:?}");
+
+    // restart: a new server, same settings.
+    let before = common::postmaster_pid(&data_dir);
+    let restart = world.pgw(&src, &["restart"]);
+    assert_eq!(
+        (code(&restart), stdout(&restart)),
+        (0, url.clone()),
+        "{restart:?}"
+    );
+    assert_ne!(
+        common::postmaster_pid(&data_dir),
+        before,
+        "restart kept the server"
+    );
+    assert_eq!(psql_value(&world, &src, "SELECT count(*) FROM seeded"), "2");
+
+    // reload: returns once applied.
+    let reload = world.pgw(&src, &["reload"]);
+    assert_eq!(code(&reload), 0, "{reload:?}");
+    assert!(stdout(&reload).starts_with("reloaded:"), "{reload:?}");
+
+    // stop twice: both exit 0 (compose's `down`); status keeps exit 3.
+    let stop = world.pgw(&src, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    assert!(stdout(&stop).starts_with("stopped:"), "{stop:?}");
+    let stop = world.pgw(&src, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    assert!(stdout(&stop).contains("not running"), "{stop:?}");
+    let status = world.pgw(&src, &["status"]);
+    assert_eq!(code(&status), 3, "{status:?}");
+    assert_eq!(world.ls()[0]["state"], "stopped");
+
+    // reset: asks (no terminal here: --yes needed), then a fresh cluster with the scripts.
+    let refused = world.pgw(&src, &["reset"]);
+    assert_ne!(code(&refused), 0, "{refused:?}");
+    assert!(stderr(&refused).contains("--yes"), "{refused:?}");
+    assert!(
+        data_dir.join("PG_VERSION").is_file(),
+        "a refused reset deleted the cluster"
+    );
+    let reset = world.pgw(&src, &["reset", "--yes"]);
+    assert_eq!(code(&reset), 0, "{reset:?}");
+    assert!(!data_dir.exists(), "reset left {data_dir:?}");
+    let fresh = world.pgw(&src, &["start"]);
+    assert_eq!((code(&fresh), stdout(&fresh)), (0, url), "{fresh:?}");
+    assert_eq!(
+        psql_value(&world, &src, "SELECT string_agg(x::text, ',') FROM seeded"),
+        "42"
+    );
+    let stop = world.pgw(&src, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+#[test]
+fn projects_side_by_side_and_names_that_cannot_collide() {
+    let world = World::new();
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = world.project("alpha", &format!("port = {port_a}\n"));
+    let b = world.project("beta", &format!("port = {port_b}\n"));
+    for (dir, port) in [(&a, port_a), (&b, port_b)] {
+        let out = world.pgw(&dir.join("src"), &["start"]);
+        assert_eq!(code(&out), 0, "{out:?}");
+        assert!(stdout(&out).contains(&format!(":{port}/")), "{out:?}");
+    }
+    for (dir, port) in [(&a, port_a), (&b, port_b)] {
+        let out = world.pgw(dir, &["url"]);
+        assert_eq!(
+            stdout(&out),
+            format!("postgres://trader@127.0.0.1:{port}/trader")
+        );
+    }
+    let names: Vec<String> = world.ls().iter().map(|v| v["name"].to_string()).collect();
+    assert_eq!(names, ["\"alpha\"", "\"beta\""]);
+    // -f / --project-dir from anywhere.
+    let out = world.pgw(&world.root, &["--project-dir", a.to_str().unwrap(), "url"]);
+    assert!(stdout(&out).contains(&format!(":{port_a}/")), "{out:?}");
+    let file = b.join("pgwarden.toml");
+    let out = world.pgw(&world.root, &["-f", file.to_str().unwrap(), "url"]);
+    assert!(stdout(&out).contains(&format!(":{port_b}/")), "{out:?}");
+
+    // One name, two data dirs: the second is refused, naming the first.
+    let (d1, d2) = (world.root.join("d1"), world.root.join("d2"));
+    let (p1, p2) = (free_port().to_string(), free_port().to_string());
+    let d1s = d1.to_str().unwrap();
+    let d2s = d2.to_str().unwrap();
+    let first = world.pgw(
+        &world.root,
+        &["start", "--name", "dup", "--data-dir", d1s, "--port", &p1],
+    );
+    assert_eq!(code(&first), 0, "{first:?}");
+    let second = world.pgw(
+        &world.root,
+        &["start", "--name", "dup", "--data-dir", d2s, "--port", &p2],
+    );
+    assert_ne!(code(&second), 0, "{second:?}");
+    assert!(
+        stderr(&second).contains(d1s),
+        "the error names the first: {second:?}"
+    );
+    assert!(
+        !d2.join("PG_VERSION").exists(),
+        "the refused start made a cluster"
+    );
+    // Name and data dir given together must agree.
+    let mismatch = world.pgw(&world.root, &["url", "--name", "dup", "--data-dir", d2s]);
+    assert_ne!(code(&mismatch), 0, "{mismatch:?}");
+    assert!(stderr(&mismatch).contains(d1s), "{mismatch:?}");
+    // The name alone finds it, and stops it.
+    let stop = world.pgw(&world.root, &["stop", "--name", "dup"]);
+    assert!(stdout(&stop).starts_with("stopped:"), "{stop:?}");
+
+    // An unnamed instance with its own data dir is not what a bare command reaches.
+    let d3 = world.root.join("d3");
+    let p3 = free_port().to_string();
+    let third = world.pgw(
+        &world.root,
+        &["start", "--data-dir", d3.to_str().unwrap(), "--port", &p3],
+    );
+    assert_eq!(code(&third), 0, "{third:?}");
+    let bare = world.pgw(&world.root, &["stop"]);
+    assert_eq!(code(&bare), 0, "{bare:?}");
+    assert!(
+        stdout(&bare).contains("not running"),
+        "a bare stop reached it: {bare:?}"
+    );
+    let status = world.pgw(&world.root, &["status", "--data-dir", d3.to_str().unwrap()]);
+    assert_eq!(
+        code(&status),
+        0,
+        "the unnamed instance was stopped: {status:?}"
+    );
+    let listed = world.ls();
+    assert!(
+        listed
+            .iter()
+            .any(|v| v["name"] == "-" && v["running"] == true),
+        "ls lists the unnamed instance: {listed:?}"
+    );
+    for dir in [&a, &b] {
+        assert_eq!(code(&world.pgw(dir, &["stop"])), 0);
+    }
+    assert_eq!(
+        code(&world.pgw(&world.root, &["stop", "--data-dir", d3.to_str().unwrap()])),
+        0
+    );
+}
+
+#[test]
+fn a_changed_password_is_what_url_psql_and_check_use() {
+    let world = World::new();
+    let port = free_port();
+    let dir = world.project("pw", &format!("port = {port}\npassword = \"one\"\n"));
+    let out = world.pgw(&dir, &["start"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+
+    // The project file's password changes; the restart reconciles it.
+    std::fs::write(
+        dir.join("pgwarden.toml"),
+        format!("port = {port}\npassword = \"two\"\n"),
+    )
+    .unwrap();
+    let out = world.pgw(&dir, &["restart"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let url = world.pgw(&dir, &["url", "--with-password"]);
+    assert_eq!(
+        stdout(&url),
+        format!("postgres://trader:two@127.0.0.1:{port}/trader")
+    );
+    assert_eq!(code(&world.pgw(&dir, &["check", "--query"])), 0);
+    let psql = world.pgw(&dir, &["psql", "-XAtc", "SELECT current_user"]);
+    assert_eq!(
+        (code(&psql), stdout(&psql)),
+        (0, "trader".to_string()),
+        "{psql:?}"
+    );
+
+    // From the environment: remembered by name, never stored; a command without it says so.
+    let out = world.pgw_env(&dir, &["restart"], &[("POSTGRES_PASSWORD", "three")]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    let without = world.pgw(&dir, &["url", "--with-password"]);
+    assert_ne!(code(&without), 0, "{without:?}");
+    assert!(
+        stderr(&without).contains("POSTGRES_PASSWORD"),
+        "{without:?}"
+    );
+    let state =
+        std::fs::read_to_string(world.data_root.join("pw/16/data.pgwarden/settings.json")).unwrap();
+    assert!(
+        !state.contains("three"),
+        "the password is in the state: {state}"
+    );
+    let with = world.pgw_env(
+        &dir,
+        &["url", "--with-password"],
+        &[("POSTGRES_PASSWORD", "three")],
+    );
+    assert!(stdout(&with).contains(":three@"), "{with:?}");
+    let check = world.pgw_env(
+        &dir,
+        &["check", "--query"],
+        &[("POSTGRES_PASSWORD", "three")],
+    );
+    assert_eq!(code(&check), 0, "{check:?}");
+    assert_eq!(code(&world.pgw(&dir, &["stop"])), 0);
+}
