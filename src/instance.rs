@@ -116,19 +116,7 @@ fn live_and_well(pid: i32) -> bool {
 
 /// Processes with the lock file open (for the message when the lock stays held).
 fn descriptor_holders(path: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let fds = std::fs::read_dir(e.path().join("fd")).ok()?;
-            fds.flatten()
-                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
-                .then_some(pid)
-        })
-        .collect()
+    crate::procfs::fd_holders(|target| target == path)
 }
 
 /// The pid of the live supervisor holding `state_dir`'s lock, or `None` when no pgwarden runs

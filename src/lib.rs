@@ -28,7 +28,7 @@
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never
 //! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
-//! changes), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
+//! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
@@ -59,6 +59,7 @@ pub mod preflight;
 pub mod private_dir;
 pub mod privilege;
 pub mod probe;
+pub mod procfs;
 pub mod project;
 pub mod reconcile;
 pub mod redact;

@@ -91,27 +91,11 @@ pub fn port_holder(port: u16) -> Option<String> {
         return None;
     }
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc_entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && wanted.iter().any(|w| target.as_os_str() == w.as_str())
-            {
-                let name = std::fs::read_to_string(proc_entry.path().join("comm"))
-                    .map(|c| c.trim().to_string())
-                    .unwrap_or_else(|_| "?".into());
-                return Some(format!("pid {pid} ({name})"));
-            }
-        }
+    let holders =
+        crate::procfs::fd_holders(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()));
+    if let Some(&pid) = holders.first() {
+        let name = crate::procfs::comm(pid).unwrap_or_else(|| "?".into());
+        return Some(format!("pid {pid} ({name})"));
     }
     Some("another process".into())
 }

@@ -99,7 +99,7 @@ fn a_tmpfs_mounted_at_the_data_dir_is_initialised_in_place_recovered_after_a_kil
 fn make(kind: &str, at: &Path, postgres: (u32, u32)) {
     let own = |p: &Path| nix::unistd::chown(p, Some(postgres.0.into()), Some(postgres.1.into()));
     match kind {
-        "missing" => {}
+        "missing" | "new, with a non-empty initdb_waldir" => {}
         "empty" => std::fs::create_dir(at).unwrap(),
         "not a cluster" => {
             std::fs::create_dir(at).unwrap();
@@ -159,7 +159,17 @@ fn doctor_and_run_give_the_same_verdict_on_the_same_data_dirs() {
         ("PostgreSQL 15", false),
         ("wrong owner", false),
         ("half-made", true),
+        // Not a data dir, but a refusal of run's before anything changes, checked with them.
+        ("new, with a non-empty initdb_waldir", false),
     ];
+    let waldir = dir.path().join("waldir");
+    std::fs::create_dir(&waldir).unwrap();
+    std::fs::write(
+        waldir.join("000000010000000000000001"),
+        "a killed launch's WAL",
+    )
+    .unwrap();
+    let waldir = waldir.display().to_string();
     for (i, (kind, usable)) in cases.into_iter().enumerate() {
         let data_dir: PathBuf = dir.path().join(format!("case{i}")).join("data");
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
@@ -175,7 +185,12 @@ fn doctor_and_run_give_the_same_verdict_on_the_same_data_dirs() {
 
         let mut doctor_args = vec!["doctor"];
         doctor_args.extend(common);
-        let doctor = run_to_exit(&doctor_args, &[], START);
+        let env: &[(&str, &str)] = if kind.contains("initdb_waldir") {
+            &[("POSTGRES_INITDB_WALDIR", &waldir)]
+        } else {
+            &[]
+        };
+        let doctor = run_to_exit(&doctor_args, env, START);
         let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
         let data_lines: Vec<&str> = report
             .lines()
@@ -186,7 +201,7 @@ fn doctor_and_run_give_the_same_verdict_on_the_same_data_dirs() {
 
         let mut run_args = vec!["run"];
         run_args.extend(common);
-        let pgwarden = Pgwarden::start(&run_args, &[]);
+        let pgwarden = Pgwarden::start(&run_args, env);
         let deadline = std::time::Instant::now() + FIRST_LAUNCH;
         let run_refused = loop {
             assert!(
@@ -211,6 +226,12 @@ fn doctor_and_run_give_the_same_verdict_on_the_same_data_dirs() {
                 "{kind}: run refused it\n{}",
                 pgwarden.stderr_text()
             );
+            if kind.starts_with("new") {
+                assert!(
+                    !data_dir.exists(),
+                    "{kind}: refused before anything changed"
+                );
+            }
             check_refusal(
                 kind,
                 &doctor,

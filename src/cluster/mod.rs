@@ -76,7 +76,7 @@ pub fn prepare(
     state_dir: &Path,
 ) -> Result<Cluster> {
     let data_dir = &config.data_dir;
-    let found = examine(data_dir, run_as)?;
+    let found = check(config, run_as)?;
     let socket_dir = state_dir.join("socket");
     run_as.own_dir(&socket_dir, 0o700)?;
 
@@ -112,6 +112,18 @@ pub fn prepare(
         socket_dir,
         created,
     })
+}
+
+/// Every check `run` makes before it changes anything, and `doctor` makes too: the data
+/// directory ([`examine`]) and, for a new cluster, the separate WAL directory.
+pub fn check(config: &Config, run_as: &RunAs) -> Result<DataDir> {
+    let found = examine(&config.data_dir, run_as)?;
+    if !matches!(found, DataDir::Cluster { .. })
+        && let Some(waldir) = &config.initdb_waldir
+    {
+        check_waldir(waldir, run_as)?;
+    }
+    Ok(found)
 }
 
 /// True when `data_dir` holds a complete cluster (`PG_VERSION`, as the image checks, and no
@@ -366,9 +378,9 @@ fn run_initdb(
     Ok(())
 }
 
-/// Creates an empty WAL directory for initdb, owned by the server's user; true if it was missing.
-fn prepare_waldir(waldir: &Path, run_as: &RunAs) -> Result<bool> {
-    let created = match std::fs::read_dir(waldir) {
+/// `initdb_waldir` for a new cluster: empty or missing (true when missing), reachable.
+fn check_waldir(waldir: &Path, run_as: &RunAs) -> Result<bool> {
+    let missing = match std::fs::read_dir(waldir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(Error::Cluster {
@@ -385,6 +397,12 @@ fn prepare_waldir(waldir: &Path, run_as: &RunAs) -> Result<bool> {
         Err(e) => return Err(e).io("cannot read initdb_waldir", waldir),
     };
     run_as.check_traversable(waldir)?;
+    Ok(missing)
+}
+
+/// Creates an empty WAL directory for initdb, owned by the server's user; true if it was missing.
+fn prepare_waldir(waldir: &Path, run_as: &RunAs) -> Result<bool> {
+    let created = check_waldir(waldir, run_as)?;
     run_as.own_dir(waldir, 0o700)?;
     Ok(created)
 }

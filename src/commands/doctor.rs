@@ -103,7 +103,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     check_binaries(&mut report, &config, install.as_ref());
     check_timezone(&mut report, install.as_ref());
     check_locale(&mut report);
-    check_port(&mut report, &instance);
+    check_port(&mut report, &instance, run_as.as_ref());
     check_data_dir(&mut report, &config, run_as.as_ref());
     check_disk(&mut report, &config.data_dir);
     Ok(if report.failed { 1 } else { 0 })
@@ -267,7 +267,7 @@ fn check_locale(report: &mut Report) {
     }
 }
 
-fn check_port(report: &mut Report, instance: &Instance) {
+fn check_port(report: &mut Report, instance: &Instance, run_as: Option<&RunAs>) {
     let config = &instance.config;
     if let (Some(pid), Some(status)) = (instance.supervisor, &instance.status)
         && status.port == config.port
@@ -282,7 +282,13 @@ fn check_port(report: &mut Report, instance: &Instance) {
         );
         return;
     }
-    match preflight::check_port_free(config.listen_address, config.port) {
+    // The checks `run` makes, in its order.
+    let checked = match run_as {
+        Some(run_as) => preflight::check_port_unprivileged(config.port, &run_as.name),
+        None => Ok(()),
+    }
+    .and_then(|()| preflight::check_port_free(config.listen_address, config.port));
+    match checked {
         Ok(()) => report.line(
             Level::Ok,
             "port",
@@ -292,7 +298,7 @@ fn check_port(report: &mut Report, instance: &Instance) {
     }
 }
 
-/// The very checks `run` makes before it touches the data directory ([`cluster::examine`]).
+/// The very checks `run` makes before it touches the data directory ([`cluster::check`]).
 fn check_data_dir(report: &mut Report, config: &Config, run_as: Option<&RunAs>) {
     let dir = &config.data_dir;
     let Some(run_as) = run_as else {
@@ -306,7 +312,7 @@ fn check_data_dir(report: &mut Report, config: &Config, run_as: Option<&RunAs>) 
         );
         return;
     };
-    match cluster::examine(dir, run_as) {
+    match cluster::check(config, run_as) {
         Ok(found) => {
             let level = match found {
                 DataDir::Missing | DataDir::Empty | DataDir::Cluster { ours: true } => Level::Ok,
