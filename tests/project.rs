@@ -430,3 +430,65 @@ fn a_changed_password_is_what_url_psql_and_check_use() {
     assert_eq!(code(&check), 0, "{check:?}");
     assert_eq!(code(&world.pgw(&dir, &["stop"])), 0);
 }
+
+/// Forwarded server lines that still start with the server's own timestamp.
+fn two_timestamps(text: &str) -> Vec<&str> {
+    let is_date = |w: &[u8]| {
+        w.len() == 10
+            && w.iter().enumerate().all(|(i, c)| match i {
+                4 | 7 => *c == b'-',
+                _ => c.is_ascii_digit(),
+            })
+    };
+    text.lines()
+        .filter(|l| {
+            l.split_once("postgres: ")
+                .is_some_and(|(_, rest)| rest.len() >= 10 && is_date(&rest.as_bytes()[..10]))
+        })
+        .collect()
+}
+
+#[test]
+fn the_default_level_is_quiet_with_one_timestamp_per_line() {
+    let dir = test_dir();
+    let port = free_port();
+    // A first launch, a warm start, a warm start with -v: each stopped, stderr read after exit.
+    let mut runs = Vec::new();
+    for extra in [&[][..], &[][..], &["-v"][..]] {
+        let mut pgwarden = common::start_with(dir.path(), port, extra, &[]);
+        pgwarden.wait_ready(LONG);
+        pgwarden.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(pgwarden.wait_exit(common::STOP).success());
+        runs.push(pgwarden.stderr_text());
+    }
+    let (first, warm, verbose) = (&runs[0], &runs[1], &runs[2]);
+    let lines = |t: &str| t.lines().count();
+    assert!(
+        lines(first) <= 12,
+        "a first launch + stop printed {} lines:\n{first}",
+        lines(first)
+    );
+    assert!(
+        lines(warm) <= 10,
+        "a warm start + stop printed {} lines:\n{warm}",
+        lines(warm)
+    );
+    for text in [first, warm] {
+        assert!(
+            !text.contains(" LOG: "),
+            "server LOG lines by default:\n{text}"
+        );
+    }
+    assert!(
+        verbose.contains("postmaster LOG:"),
+        "-v shows the server's log:\n{verbose}"
+    );
+    assert!(lines(verbose) > lines(warm) + 5, "{verbose}");
+    for text in [first, warm, verbose] {
+        let doubled = two_timestamps(text);
+        assert!(
+            doubled.is_empty(),
+            "lines with two timestamps: {doubled:#?}"
+        );
+    }
+}

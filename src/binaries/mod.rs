@@ -15,10 +15,10 @@ mod fetch;
 mod github;
 mod mirror;
 pub mod npm;
-pub mod policy;
 mod progress;
 pub mod reach;
 
+pub use crate::config::install_policy as policy;
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
 
@@ -717,7 +717,7 @@ async fn from_npm(
             &digests.sha256,
         ));
     }
-    let what = format!("npm {} from {}", chosen.spec, npm_settings.registry);
+    let what = format!("{} from {}", chosen.spec, npm_settings.registry);
     let dir = install_dir.to_path_buf();
     let path = file.into_temp_path();
     let (install, _) = blocking(move || {

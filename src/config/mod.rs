@@ -3,6 +3,7 @@
 //! Nothing after this module reads the environment or the command line: they are turned into
 //! [`Layer`]s here, merged, and checked once, with every problem reported together.
 
+pub mod install_policy;
 mod npmrc;
 mod source;
 mod supervision;
@@ -540,8 +541,8 @@ impl Config {
         config.project_file = project.map(|p| p.file.clone());
         config.password_source = password_source;
         if problems.is_empty() {
-            crate::binaries::policy::configure(
-                max_unpacked_mb.unwrap_or(crate::binaries::policy::DEFAULT_MAX_UNPACKED_MB),
+            install_policy::configure(
+                max_unpacked_mb.unwrap_or(install_policy::DEFAULT_MAX_UNPACKED_MB),
                 config.run_as.clone(),
             );
             Ok(config)
@@ -1131,6 +1132,57 @@ mod tests {
             "{:?}",
             c.source
         );
+    }
+
+    #[test]
+    fn the_npm_source_is_named_by_its_key_or_by_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("pg.tgz");
+        std::fs::write(&archive, b"x").unwrap();
+        let pin = "ab".repeat(32);
+        let file = format!(
+            "archive = {:?}\nsha256 = \"{pin}\"\n",
+            archive.display().to_string()
+        );
+        let flags = Layer {
+            npm_registry: Some("http://127.0.0.1:1/npm".into()),
+            ..Layer::default()
+        };
+        let c = load(Some(&file), &[], flags).unwrap();
+        let Source::Npm { npm, sha256, .. } = &c.source else {
+            panic!("{:?}", c.source)
+        };
+        assert_eq!(npm.registry, "http://127.0.0.1:1/npm/");
+        assert_eq!(npm.registry_from, "npm_registry");
+        assert_eq!(
+            *sha256, None,
+            "the file's archive pin leaked into --npm-registry"
+        );
+        let env = [
+            ("PGWARDEN_SOURCE", "npm"),
+            ("NPM_CONFIG_REGISTRY", "https://npm.corp.example/r"),
+            ("NPM_CONFIG_USERCONFIG", "/nonexistent/npmrc"),
+        ];
+        let c = load(None, &env, Layer::default()).unwrap();
+        let Source::Npm { npm, .. } = &c.source else {
+            panic!("{:?}", c.source)
+        };
+        assert_eq!(npm.registry, "https://npm.corp.example/r/");
+        // The default source carries npm's settings for its fallback.
+        let c = load(None, &env[1..], Layer::default()).unwrap();
+        assert!(
+            matches!(&c.source, Source::Download { npm, .. } if npm.registry == "https://npm.corp.example/r/"),
+            "{:?}",
+            c.source
+        );
+        let err = load(
+            None,
+            &[("PGWARDEN_NPM_REGISTRY", "ftp://x")],
+            Layer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("npm_registry"), "{err}");
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub struct SourceKeys {
     pub binaries: Option<PathBuf>,
     /// pgwarden's own `npm_registry`: beats npm's configuration.
     pub npm_registry: Option<String>,
-    /// npm's configuration as read ([`super::npmrc::read`]), and the problems found reading
+    /// npm's configuration as read (`npmrc::read`), and the problems found reading
     /// it (they count only when the source uses npm).
     pub npm_config: NpmSettings,
     pub npm_problems: Vec<String>,

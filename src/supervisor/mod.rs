@@ -594,7 +594,7 @@ impl Supervisor {
                     self.config.data_dir.display()
                 );
                 if let Some(install) = &self.install {
-                    info!(binaries = %binaries::provenance(install), "PostgreSQL binaries from");
+                    info!("binaries from {}", binaries::provenance(install));
                 }
                 // The one line a user (or a script) waits for; on stdout, unlike the log.
                 println!("{line}");

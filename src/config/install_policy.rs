@@ -3,7 +3,8 @@
 //! is root (`run_as`): an archive is not trusted before that check, so it does not run as root.
 //!
 //! Process-wide, because every install path (`run`, `install`, `export-archive`) reaches
-//! [`super::ensure`] with the same configuration.
+//! `binaries::ensure` with the same configuration. Kept here, in `config`, which sets it;
+//! `binaries` reads it (as `binaries::policy`), so the dependency runs one way.
 
 use std::sync::RwLock;
 
