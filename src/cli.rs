@@ -124,6 +124,12 @@ pub enum Command {
     Backup(crate::commands::backup::BackupArgs),
     /// Restore a backup into a new data directory (verified first), and start it.
     Restore(crate::commands::restore::RestoreArgs),
+    /// The server's archive_command / restore_command when wal_archive is set.
+    #[command(name = "archive-wal", hide = true)]
+    ArchiveWal(crate::commands::archive_wal::ArchiveWalArgs),
+    /// Dev snapshots: save the whole cluster by name, put it back in well under a second.
+    #[command(subcommand)]
+    Snapshot(crate::commands::snapshot::SnapshotCommand),
 
     /// Create or drop databases (per-test databases cloned from a template).
     #[command(subcommand)]

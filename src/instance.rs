@@ -59,6 +59,7 @@ impl InstanceLock {
             .open(&path)
             .io("cannot open lock file", &path)?;
         let deadline = Instant::now() + DYING_HOLDER_WAIT;
+        let mut said = false;
         while file.try_lock().is_err() {
             let mut pid = String::new();
             let _ = file.rewind();
@@ -66,7 +67,7 @@ impl InstanceLock {
             let pid = pid.trim().to_string();
             let live = pid.parse::<i32>().is_ok_and(live_and_well);
             if live || Instant::now() >= deadline {
-                let others = descriptor_holders(&path);
+                let others = crate::procfs::fd_holders(|target| target == path);
                 if !live && !others.is_empty() {
                     tracing::warn!(
                         ?others,
@@ -79,6 +80,13 @@ impl InstanceLock {
                         .filter(|p| !p.is_empty())
                         .unwrap_or_else(|| "unknown".into()),
                 });
+            }
+            if !said {
+                said = true;
+                tracing::info!(
+                    pid = %pid,
+                    "the instance lock is still held by a pgwarden that is exiting; waiting for it"
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -112,11 +120,6 @@ fn live_and_well(pid: i32) -> bool {
         || kill_pending(field("ShdPnd:"))
         || kill_pending(field("SigPnd:"));
     !dying
-}
-
-/// Processes with the lock file open (for the message when the lock stays held).
-fn descriptor_holders(path: &Path) -> Vec<u32> {
-    crate::procfs::fd_holders(|target| target == path)
 }
 
 /// The pid of the live supervisor holding `state_dir`'s lock, or `None` when no pgwarden runs
@@ -175,6 +178,39 @@ mod tests {
         drop(lock);
         assert_eq!(holder(&state), None);
         assert_eq!(holder_by_trying(&state.join("lock")), None);
+    }
+
+    #[test]
+    fn a_lock_that_names_a_dead_pid_is_waited_for_not_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("data.pgwarden");
+        std::fs::create_dir(&state).unwrap();
+        let lock = state.join("lock");
+        // The lock names a pid that is gone, while the flock is still held for a moment (as
+        // by the last exiting thread of a SIGKILLed pgwarden).
+        std::fs::write(&lock, format!("{}\n", i32::MAX)).unwrap();
+        let mut holder = std::process::Command::new("flock")
+            .arg("-x")
+            .arg(&lock)
+            .args(["sleep", "0.4"])
+            .spawn()
+            .unwrap();
+        let held = Instant::now() + Duration::from_secs(5);
+        while holder_by_trying(&lock).is_none() && Instant::now() < held {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            holder_by_trying(&lock).is_some(),
+            "flock did not take the lock"
+        );
+        let started = Instant::now();
+        InstanceLock::acquire(&state, Path::new("/d")).expect("waited for, not refused");
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        holder.wait().unwrap();
     }
 
     #[test]

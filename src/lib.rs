@@ -20,9 +20,13 @@
 //!   created in place on first launch, atomic by marker (initdb, a [`temp_server`] for the
 //!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache), its
 //!   administration role's access — and the `[server]` settings file.
-//! - [`supervisor`]: runs the [`server`], detects readiness with [`probe`], [`reconcile`]s (on
-//!   the [`cluster::Cluster`] it is given) the role and database (checking the password with [`verifier`]), restarts on crash or hang,
-//!   stops on [`signals`], tells systemd through [`notify`].
+//! - [`supervisor`]: one event loop; [`supervisor::machine`]'s pure `step` decides, an executor
+//!   acts: runs the [`server`] (with the settings [`launch::effective`] computes from the config
+//!   and the launch), detects readiness with [`probe`] and [`pid_file`], [`reconcile`]s (on the
+//!   [`cluster::Cluster`] it is given) the role and database (checking the password with
+//!   [`verifier`]), restarts on crash or hang, stops on [`signals`] through [`escalation`],
+//!   tells systemd through [`notify`], and publishes the [`status`] record. A postmaster's end
+//!   is explained from its own lines ([`server_log`]) and the cgroup's OOM count ([`oom`]).
 //!
 //! Beside them: [`project`] (the `pgwarden.toml` found from the current directory, a layer
 //! between the user's config file and the environment), [`safe_fs`] (a directory nothing
@@ -31,7 +35,9 @@
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never
 //! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
-//! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default locations), [`status`] (the status file the supervisor keeps),
+//! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default
+//! locations), [`status`] (the supervisor's state and status record, a leaf that the commands
+//! read and the supervisor writes),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`log_lines`] (quiet by default, `-v`/`-q`), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one

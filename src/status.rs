@@ -41,6 +41,16 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 7] = [
+        State::Installing,
+        State::Initialising,
+        State::Starting,
+        State::Ready,
+        State::Restarting,
+        State::Stopping,
+        State::Stopped,
+    ];
+
     /// The name `status.json` and `pgwarden status` use.
     pub fn name(self) -> &'static str {
         match self {
@@ -253,15 +263,7 @@ mod tests {
 
     #[test]
     fn state_names_are_the_serialised_ones() {
-        for s in [
-            State::Installing,
-            State::Initialising,
-            State::Starting,
-            State::Ready,
-            State::Restarting,
-            State::Stopping,
-            State::Stopped,
-        ] {
+        for s in State::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), s.name());
         }
     }

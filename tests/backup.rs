@@ -17,8 +17,13 @@ const LONG: Duration = Duration::from_secs(300);
 /// Runs a short pgwarden command to completion (not through `run_to_exit`, whose guard would
 /// kill the server of the `--data-dir` it names).
 fn pgw(args: &[&str]) -> Output {
+    pgw_env(args, &[])
+}
+
+fn pgw_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
         .args(args)
+        .envs(envs.iter().copied())
         .env_remove("POSTGRES_PASSWORD")
         .env_remove("POSTGRES_USER")
         .env_remove("POSTGRES_DB")
@@ -444,4 +449,342 @@ fn restore_force_replaces_a_running_cluster_and_keeps_the_old_one_aside() {
         .collect();
     assert_eq!(aside.len(), 1, "the old cluster kept aside");
     assert!(aside[0].path().join("PG_VERSION").is_file());
+}
+
+#[test]
+fn a_snapshot_round_trip_undoes_a_schema_change() {
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY); INSERT INTO accounts VALUES (1), (2)",
+    )
+    .unwrap();
+    drop(c);
+
+    // Bad names and unknown snapshots are refused, with the server left running.
+    for bad in ["../x", ".hidden", "a b"] {
+        let out = pgw(&["snapshot", "save", bad, "--data-dir", data_s]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+    }
+    let out = pgw(&["snapshot", "restore", "nope", "--data-dir", data_s]);
+    assert!(
+        text(&out.stderr).contains("no snapshot \"nope\""),
+        "{out:?}"
+    );
+    assert!(connect(port, "trader", "trader", "trader").is_ok());
+
+    let _background = Background {
+        data_dir: data.clone(),
+    };
+    let out = pgw(&["snapshot", "save", "before-migration", "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    let mut server = server;
+    assert!(server.wait_exit(common::STOP).success());
+
+    // The "migration": a schema change and new rows, on the server started again.
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute(
+        "ALTER TABLE accounts ADD COLUMN email text; INSERT INTO accounts VALUES (3, 'x@y'); \
+         CREATE TABLE audit (n int)",
+    )
+    .unwrap();
+    drop(c);
+
+    let out = pgw(&[
+        "snapshot",
+        "restore",
+        "before-migration",
+        "--data-dir",
+        data_s,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    let ids: Vec<i32> = c
+        .query("SELECT id FROM accounts ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    let columns: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'accounts'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(columns, 1, "the added column is gone");
+    assert!(c.batch_execute("SELECT * FROM audit").is_err());
+    drop(c);
+
+    let out = pgw(&["snapshot", "ls", "--data-dir", data_s]);
+    assert!(text(&out.stdout).contains("before-migration"), "{out:?}");
+    // A snapshot of another major version is refused.
+    let other = dir.path().join("data.snapshots/old-major");
+    std::fs::create_dir_all(other.join("data")).unwrap();
+    std::fs::write(
+        other.join("snapshot.json"),
+        r#"{"name":"old-major","created_ms":1,"postgresql_major":"15","bytes":0,"files":0}"#,
+    )
+    .unwrap();
+    let out = pgw(&["snapshot", "restore", "old-major", "--data-dir", data_s]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("PostgreSQL 15"), "{out:?}");
+    assert!(connect(port, "trader", "trader", "trader").is_ok());
+
+    let out = pgw(&["snapshot", "rm", "before-migration", "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    let out = pgw(&["snapshot", "ls", "--data-dir", data_s]);
+    assert!(!text(&out.stdout).contains("before-migration"), "{out:?}");
+}
+
+/// A WAL archive directory the server's user can write to.
+fn archive_dir(dir: &Path) -> PathBuf {
+    let archive = dir.join("wal-archive");
+    std::fs::create_dir(&archive).unwrap();
+    let user = nix::unistd::User::from_name("pgwarden")
+        .unwrap()
+        .expect("user pgwarden");
+    nix::unistd::chown(&archive, Some(user.uid), Some(user.gid)).unwrap();
+    archive
+}
+
+/// Switches to a new WAL segment and waits until the one holding everything so far is archived.
+fn archive_now(c: &mut postgres::Client) {
+    let name: String = c
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT pg_switch_wal()").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let last: Option<String> = c
+            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+            .unwrap()
+            .get(0);
+        if last.is_some_and(|l| l >= name) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} was not archived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The server's clock, as a timestamp PostgreSQL reads back.
+fn server_now(c: &mut postgres::Client) -> String {
+    c.query_one(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn restore_to_a_time_between_two_batches_gives_exactly_the_first() {
+    let dir = test_dir();
+    let archive = archive_dir(dir.path());
+    let archive_s = archive.display().to_string();
+    let env = [("PGWARDEN_WAL_ARCHIVE", archive_s.as_str())];
+    let port = free_port();
+    let server = common::start(dir.path(), port, &env);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let data = dir.path().join("data");
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE batches (batch int, n int)")
+        .unwrap();
+    let backup = dir.path().join("base.tar.zst");
+    let out = pgw(&[
+        "backup",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+
+    c.batch_execute("INSERT INTO batches SELECT 1, g FROM generate_series(1, 100) g")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = server_now(&mut c);
+    std::thread::sleep(Duration::from_millis(1100));
+    c.batch_execute("INSERT INTO batches SELECT 2, g FROM generate_series(1, 100) g")
+        .unwrap();
+    archive_now(&mut c);
+    drop(c);
+
+    let restored = dir.path().join("restored");
+    let port2 = free_port();
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        backup.display().to_string(),
+        "--to".into(),
+        between.clone(),
+        "--data-dir".into(),
+        restored.display().to_string(),
+        "--port".into(),
+        port2.to_string(),
+    ];
+    args.extend(binary_flags());
+    let _background = Background {
+        data_dir: restored.clone(),
+    };
+    let out = pgw_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    assert!(out.status.success(), "restore --to {between}: {out:?}");
+    let mut c2 = connect(port2, "trader", "trader", "trader").unwrap();
+    let rows: Vec<(i32, i64)> = c2
+        .query(
+            "SELECT batch, count(*) FROM batches GROUP BY batch ORDER BY batch",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [(1, 100)], "restored to {between}");
+    // Promoted: it takes writes.
+    c2.batch_execute("INSERT INTO batches VALUES (3, 1)")
+        .unwrap();
+    drop(server);
+}
+
+/// The pid of a running `pgwarden archive-wal --to` process, if any.
+fn archiver_copy() -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let text = String::from_utf8_lossy(&cmdline);
+        (text.contains("archive-wal\0--to") && text.contains("pgwarden-test-")).then_some(pid)
+    })
+}
+
+#[test]
+fn the_wal_archive_survives_kill_9_mid_archive() {
+    let dir = test_dir();
+    let archive = archive_dir(dir.path());
+    let archive_s = archive.display().to_string();
+    let env = [("PGWARDEN_WAL_ARCHIVE", archive_s.as_str())];
+    let port = free_port();
+    let server = common::start(dir.path(), port, &env);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let data = dir.path().join("data");
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE ids (id bigint PRIMARY KEY)")
+        .unwrap();
+    let backup = dir.path().join("base.tar.zst");
+    let out = pgw(&[
+        "backup",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    drop(c);
+
+    // Writes and segment switches; the postmaster (and the copy, when caught) killed mid-archive.
+    let mut acked = Vec::new();
+    let mut id = 0i64;
+    let mut caught = 0;
+    for _ in 0..3 {
+        let mut c = loop {
+            match connect(port, "trader", "trader", "trader") {
+                Ok(c) => break c,
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        for _ in 0..4 {
+            for _ in 0..50 {
+                id += 1;
+                c.execute("INSERT INTO ids VALUES ($1)", &[&id]).unwrap();
+                acked.push(id);
+            }
+            c.batch_execute("SELECT pg_switch_wal()").unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut copy = None;
+        while copy.is_none() && Instant::now() < deadline {
+            copy = archiver_copy();
+        }
+        let postmaster = common::postmaster_pid(&data);
+        let kill = |pid: i32| {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        };
+        kill(postmaster);
+        if let Some(pid) = copy {
+            kill(pid);
+            caught += 1;
+        }
+        drop(c);
+        // The supervisor starts a new postmaster.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+            .is_none_or(|p| p == postmaster)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no new postmaster after the kill"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!("[test] caught {caught} archive copies mid-way");
+    let mut c = loop {
+        match connect(port, "trader", "trader", "trader") {
+            Ok(c) => break c,
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let target = server_now(&mut c);
+    std::thread::sleep(Duration::from_millis(50));
+    c.execute("INSERT INTO ids VALUES (-1)", &[]).unwrap();
+    archive_now(&mut c);
+    drop(c);
+
+    // No partial segment under a segment's name.
+    for entry in std::fs::read_dir(&archive).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.len() == 24 {
+            assert_eq!(
+                entry.metadata().unwrap().len(),
+                16 << 20,
+                "{name} is partial"
+            );
+        }
+    }
+    // The archive replays: every acknowledged id, nothing after the target.
+    let restored = dir.path().join("restored");
+    let port2 = free_port();
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        backup.display().to_string(),
+        "--to".into(),
+        target.clone(),
+        "--data-dir".into(),
+        restored.display().to_string(),
+        "--port".into(),
+        port2.to_string(),
+    ];
+    args.extend(binary_flags());
+    let _background = Background {
+        data_dir: restored.clone(),
+    };
+    let out = pgw_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env);
+    assert!(out.status.success(), "{out:?}");
+    let mut c2 = connect(port2, "trader", "trader", "trader").unwrap();
+    let present: Vec<i64> = c2
+        .query("SELECT id FROM ids ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(present, acked, "restored to {target}");
+    drop(server);
 }

@@ -374,7 +374,7 @@ fn connect(server: &Server) -> Result<postgres::Client> {
 }
 
 /// The segment number of a WAL file name (`TTTTTTTTXXXXXXXXYYYYYYYY`).
-fn segment_number(name: &str, segment_size: u64) -> Option<u64> {
+pub fn segment_number(name: &str, segment_size: u64) -> Option<u64> {
     if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }

@@ -11,6 +11,9 @@
 //! - [`restore`]: `pgwarden restore` — verify, unpack into a staging sibling, rename into place.
 //! - [`relaunch`]: starting a cluster again after a restore or a snapshot, with the arguments
 //!   and environment its supervisor had (or the restore's own flags).
+//! - [`snapshot`]: dev snapshots — the stopped cluster copied aside by name, swapped back.
+//! - [`wal_archive`]: the continuous WAL archive (pgwarden is the `archive_command`), and
+//!   [`schedule`]: when the service's backups run (a systemd timer).
 //! - [`record`]: `<state dir>/backup.json`, the last backup's time, size and result, for
 //!   `status` (and the metrics exporter).
 
@@ -19,6 +22,8 @@ pub mod manifest;
 pub mod record;
 pub mod relaunch;
 pub mod restore;
+pub mod schedule;
+pub mod snapshot;
 pub mod wal_archive;
 
 use std::path::Path;

@@ -73,18 +73,19 @@ impl Relaunch {
     }
 
     /// This command's own arguments for `pgwarden start`: the subcommand word (`word`) becomes
-    /// `start`, its first positional argument and the flags only it knows (`drop_flags` take
-    /// no value, `drop_valued` take one) are left out.
+    /// `start`, its first `positionals` positional arguments and the flags only it knows
+    /// (`drop_flags` take no value, `drop_valued` take one) are left out.
     pub fn from_own_args(
         argv: impl Iterator<Item = OsString>,
         word: &str,
+        positionals: usize,
         boolean_flags: &[&str],
         drop_flags: &[&str],
         drop_valued: &[&str],
     ) -> Relaunch {
         let mut args = Vec::new();
         let mut seen_word = false;
-        let mut dropped_positional = false;
+        let mut dropped = 0;
         let mut iter = argv.peekable();
         while let Some(arg) = iter.next() {
             let text = arg.to_string_lossy().into_owned();
@@ -115,8 +116,8 @@ impl Relaunch {
                 if takes_value && let Some(value) = iter.next() {
                     args.push(value);
                 }
-            } else if !dropped_positional {
-                dropped_positional = true;
+            } else if dropped < positionals {
+                dropped += 1;
             } else {
                 args.push(arg);
             }
@@ -191,6 +192,7 @@ mod tests {
         let r = Relaunch::from_own_args(
             argv.into_iter(),
             "restore",
+            1,
             &RUN_BOOLEAN_FLAGS,
             &["--force", "--no-start"],
             &["--to"],

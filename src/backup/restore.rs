@@ -29,10 +29,8 @@ use std::path::{Path, PathBuf};
 pub struct Recovery {
     /// `recovery_target_time`, as PostgreSQL reads it.
     pub target_time: String,
-    /// The archive `restore_command` copies segments from.
-    pub wal_archive: PathBuf,
-    /// The pgwarden binary that serves as `restore_command`.
-    pub exe: PathBuf,
+    /// The `restore_command` that fetches segments from the archive.
+    pub restore_command: String,
 }
 
 /// Reads the manifest of `archive` and checks the archive against it.
@@ -209,25 +207,17 @@ pub fn configure_recovery(staging: &Path, recovery: &Recovery, run_as: &RunAs) -
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    let command = format!(
-        "{} archive-wal --restore {} %f %p",
-        shell_quote(&recovery.exe.to_string_lossy()),
-        shell_quote(&recovery.wal_archive.to_string_lossy())
-    );
+    let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
     text.push_str(&format!(
         "# pgwarden restore --to: point-in-time recovery (ignored once recovery.signal is gone)\n\
-         restore_command = {}\nrecovery_target_time = {}\nrecovery_target_action = 'promote'\n",
-        quote(&command),
+         restore_command = {}\nrecovery_target_time = {}\nrecovery_target_action = 'promote'\n\
+         # no connections before the promotion: whoever waits for ready sees the recovered data\n\
+         hot_standby = 'off'\n",
+        quote(&recovery.restore_command),
         quote(&recovery.target_time)
     ));
     std::fs::write(&conf, text).io("cannot write", &conf)?;
     give(&conf, run_as)
-}
-
-/// `'text'` for a POSIX shell.
-pub fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// Flushes `staging` and renames it to `data_dir`; an existing `data_dir` is first renamed

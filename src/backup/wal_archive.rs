@@ -1,12 +1,230 @@
 //! The continuous WAL archive (opt-in `wal_archive = DIR`).
+//!
+//! With `wal_archive` set, the server runs with `archive_mode = on` and pgwarden itself as the
+//! `archive_command` (`pgwarden archive-wal --to DIR %f %p`, a hidden subcommand), which
+//! PostgreSQL runs, as the server's user, for every finished segment:
+//! - the segment is copied to `DIR/.NAME.tmp-<pid>`, fsynced, then hard-linked to `DIR/NAME`
+//!   (`link(2)` fails if the name exists: never overwrites, and a concurrent or earlier copy
+//!   cannot be clobbered), the temp name removed, the directory fsynced; exit 0 only then.
+//! - a `DIR/NAME` that exists already with the same bytes (PostgreSQL may archive a segment
+//!   again after a crash) succeeds; with different bytes it fails, loudly, and stays.
+//! - a copy killed halfway leaves only a `.NAME.tmp-*` file, never a segment name; the next
+//!   attempt sweeps it.
+//!
+//! `restore --to TIME` writes `recovery.signal` and `restore_command = pgwarden archive-wal
+//! --from DIR %f %p`, `recovery_target_time`, `recovery_target_action = 'promote'`.
 
 use super::restore::Recovery;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::config::backup::restore_command;
+use crate::error::{Error, IoContext, Result};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// The recovery settings for `restore --to TIME`.
-pub fn recovery_for(_config: &Config, _time: &str) -> Result<Recovery> {
-    Err(Error::Backup {
-        what: "restore --to needs a WAL archive (wal_archive), which this pgwarden does not support yet".into(),
+pub fn recovery_for(config: &Config, time: &str) -> Result<Recovery> {
+    let Some(archive) = &config.backup.wal_archive else {
+        return Err(Error::Backup {
+            what:
+                "restore --to needs the WAL archive: set wal_archive = \"DIR\" in the config (or \
+                   PGWARDEN_WAL_ARCHIVE) to the archive the server wrote"
+                    .into(),
+        });
+    };
+    if time.trim().is_empty() || time.contains(['\'', '\n', '\\']) {
+        return Err(Error::Config {
+            problems: vec![format!(
+                "--to {time:?}: give a PostgreSQL timestamp, e.g. '2026-12-01 14:05:00+00'"
+            )],
+        });
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::Backup {
+        what: format!("cannot find the pgwarden binary: {e}"),
+    })?;
+    Ok(Recovery {
+        target_time: time.to_string(),
+        restore_command: restore_command(&exe, archive),
     })
+}
+
+/// A WAL file name PostgreSQL hands to archive/restore commands: a plain name.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Backup {
+            what: format!("{name:?} is not a WAL file name"),
+        })
+    }
+}
+
+fn same_contents(a: &Path, b: &Path) -> Result<bool> {
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).io("cannot read", a)?,
+        std::fs::File::open(b).io("cannot read", b)?,
+    );
+    if fa.metadata().io("cannot read", a)?.len() != fb.metadata().io("cannot read", b)?.len() {
+        return Ok(false);
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = fa.read(&mut ba).io("cannot read", a)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n]).io("cannot read", b)?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// `archive_command`: copies the segment `source` durably to `archive/name`.
+pub fn push(archive: &Path, name: &str, source: &Path) -> Result<()> {
+    check_name(name)?;
+    if !archive.is_dir() {
+        return Err(Error::Backup {
+            what: format!(
+                "the WAL archive {} does not exist\nhelp: create it, writable by the server's user: \
+                 `install -d -m 700 -o pgwarden {}`",
+                archive.display(),
+                archive.display()
+            ),
+        });
+    }
+    let dest = archive.join(name);
+    if dest.exists() {
+        return already_there(&dest, source);
+    }
+    // Leftovers of an earlier attempt that was killed.
+    let prefix = format!(".{name}.tmp-");
+    for entry in std::fs::read_dir(archive)
+        .io("cannot read", archive)?
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let temp = archive.join(format!("{prefix}{}", std::process::id()));
+    let result = (|| {
+        let mut input = std::fs::File::open(source).io("cannot read", source)?;
+        let mut output = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .io("cannot create", &temp)?;
+        std::io::copy(&mut input, &mut output).io("cannot write", &temp)?;
+        output.sync_all().io("cannot flush", &temp)?;
+        match std::fs::hard_link(&temp, &dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => already_there(&dest, source),
+            Err(e) => Err(e).io("cannot link the segment into", &dest),
+        }
+    })();
+    let _ = std::fs::remove_file(&temp);
+    super::sync_dir(archive);
+    result
+}
+
+fn already_there(dest: &Path, source: &Path) -> Result<()> {
+    if same_contents(dest, source)? {
+        return Ok(());
+    }
+    Err(Error::Backup {
+        what: format!(
+            "{} exists in the WAL archive with other contents; not overwriting it\n\
+             help: this archive belongs to another cluster (or timeline): give this cluster its own wal_archive",
+            dest.display()
+        ),
+    })
+}
+
+/// `restore_command`: copies `archive/name` to `target` (exit non-zero if missing, as
+/// PostgreSQL expects for the end of the archive).
+pub fn fetch(archive: &Path, name: &str, target: &Path) -> Result<bool> {
+    check_name(name)?;
+    let source = archive.join(name);
+    if !source.is_file() {
+        return Ok(false);
+    }
+    let partial: PathBuf = {
+        let mut p = target.as_os_str().to_os_string();
+        p.push(".pgwarden-partial");
+        p.into()
+    };
+    std::fs::copy(&source, &partial).io("cannot copy to", &partial)?;
+    std::fs::rename(&partial, target).io("cannot rename into", target)?;
+    Ok(true)
+}
+
+/// Archived segments no backup needs any more: those before `oldest_first` (the first segment
+/// of the oldest kept backup), any timeline. History files are kept.
+pub fn expire(archive: &Path, oldest_first: &str, segment_size: u64) -> Result<usize> {
+    let Some(keep_from) = super::base::segment_number(oldest_first, segment_size) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in std::fs::read_dir(archive)
+        .io("cannot read", archive)?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let segment = name
+            .get(..24)
+            .and_then(|n| super::base::segment_number(n, segment_size));
+        let is_wal = name.len() == 24 || name.ends_with(".partial") || name.ends_with(".backup");
+        if is_wal && segment.is_some_and(|n| n < keep_from) {
+            std::fs::remove_file(entry.path()).io("cannot remove", entry.path())?;
+            removed += 1;
+        }
+    }
+    super::sync_dir(archive);
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_never_overwrites_and_ignores_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        std::fs::create_dir(&archive).unwrap();
+        let seg = dir.path().join("000000010000000000000001");
+        std::fs::write(&seg, vec![7u8; 4096]).unwrap();
+        // A copy killed halfway.
+        let leftover = archive.join(".000000010000000000000001.tmp-99999");
+        std::fs::write(&leftover, [7u8; 10]).unwrap();
+        push(&archive, "000000010000000000000001", &seg).unwrap();
+        assert!(!leftover.exists());
+        let dest = archive.join("000000010000000000000001");
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 4096]);
+        // Again, same bytes: fine.
+        push(&archive, "000000010000000000000001", &seg).unwrap();
+        // Different bytes under the same name: refused, the archived copy stays.
+        std::fs::write(&seg, vec![8u8; 4096]).unwrap();
+        let err = push(&archive, "000000010000000000000001", &seg).unwrap_err();
+        assert!(err.to_string().contains("not overwriting"), "{err}");
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 4096]);
+        assert_eq!(std::fs::read_dir(&archive).unwrap().count(), 1);
+        assert!(push(&archive, "../x", &seg).is_err());
+
+        let target = dir.path().join("restored");
+        assert!(fetch(&archive, "000000010000000000000001", &target).unwrap());
+        assert!(!fetch(&archive, "000000010000000000000002", &target).unwrap());
+
+        std::fs::write(archive.join("000000010000000000000003"), b"x").unwrap();
+        std::fs::write(archive.join("00000002.history"), b"x").unwrap();
+        let removed = expire(&archive, "000000010000000000000003", 16 << 20).unwrap();
+        assert_eq!(removed, 1);
+        assert!(archive.join("00000002.history").exists());
+    }
 }

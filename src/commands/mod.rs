@@ -1,5 +1,6 @@
 //! One module per subcommand; each takes its clap args and returns the process exit code.
 
+pub mod archive_wal;
 pub mod backup;
 pub mod check;
 mod common;
@@ -19,6 +20,7 @@ mod restart;
 pub mod restore;
 mod run;
 mod service;
+pub mod snapshot;
 mod start;
 pub mod status;
 pub mod stop;
@@ -41,7 +43,9 @@ pub async fn dispatch(cli: Cli, run_config: Option<Result<Config>>) -> Result<i3
             run::run(args, config).await.map(|()| 0)
         }
         Command::Backup(args) => backup::run(args).await,
+        Command::ArchiveWal(args) => archive_wal::run(args),
         Command::Restore(args) => restore::run(args).await,
+        Command::Snapshot(command) => snapshot::run(command).await,
         Command::Check(args) => check::run(args).await,
         Command::Db(command) => db::run(command).await,
         Command::Wait(args) => wait::run(args).await,

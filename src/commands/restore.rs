@@ -152,6 +152,7 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
         Relaunch::from_own_args(
             std::env::args_os().skip(1),
             "restore",
+            1,
             &RUN_BOOLEAN_FLAGS,
             &["--force", "--no-start"],
             &["--to"],

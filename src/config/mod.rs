@@ -3,6 +3,7 @@
 //! Nothing after this module reads the environment or the command line: they are turned into
 //! [`Layer`]s here, merged, and checked once, with every problem reported together.
 
+pub mod backup;
 pub mod install_policy;
 mod npmrc;
 mod source;
@@ -119,6 +120,8 @@ pub struct Config {
     pub reconcile: bool,
     /// The health and metrics endpoint (`http_address`); `None` = off ([`crate::observe`]).
     pub http_address: Option<std::net::SocketAddr>,
+    /// Backups: the WAL archive, the backup directory, retention and schedule.
+    pub backup: backup::BackupConfig,
 }
 
 impl Config {
@@ -190,6 +193,11 @@ pub struct Layer {
     pub http_address: Option<String>,
     /// Allow `http_address` on a non-loopback address.
     pub http_allow_remote: Option<bool>,
+    /// Backups (see `backup`): the WAL archive, where backups go, how many are kept, when.
+    pub wal_archive: Option<PathBuf>,
+    pub backup_dir: Option<PathBuf>,
+    pub backup_keep: Option<u32>,
+    pub backup_schedule: Option<String>,
 }
 
 /// The keys that say where binaries come from, and the pin: they move between layers as one.
@@ -284,6 +292,10 @@ impl Layer {
             reconcile: top.reconcile.or(self.reconcile),
             http_address: top.http_address.or(self.http_address),
             http_allow_remote: top.http_allow_remote.or(self.http_allow_remote),
+            wal_archive: top.wal_archive.or(self.wal_archive),
+            backup_dir: top.backup_dir.or(self.backup_dir),
+            backup_keep: top.backup_keep.or(self.backup_keep),
+            backup_schedule: top.backup_schedule.or(self.backup_schedule),
         }
     }
 
@@ -326,6 +338,8 @@ impl Layer {
             &mut layer.database_file,
             &mut layer.initdb_waldir,
             &mut layer.init_dir,
+            &mut layer.wal_archive,
+            &mut layer.backup_dir,
         ]
         .into_iter()
         .flatten()
@@ -394,6 +408,7 @@ impl Layer {
             init_dir: env("PGWARDEN_INIT_DIR").map(PathBuf::from),
             reconcile: image_env::parse_bool_env(env, "PGWARDEN_RECONCILE", problems),
             http_address: env("PGWARDEN_HTTP_ADDRESS"),
+            wal_archive: env("PGWARDEN_WAL_ARCHIVE").map(PathBuf::from),
             ..Layer::default()
         }
     }
@@ -724,6 +739,15 @@ fn resolve(
         server.insert(key, text);
     }
 
+    let backup = backup::resolve(
+        layer.wal_archive,
+        layer.backup_dir,
+        layer.backup_keep,
+        layer.backup_schedule,
+        problems,
+    );
+    backup::add_server_settings(&backup, &mut server, problems);
+
     Config {
         config_file,
         project_file: None,
@@ -756,6 +780,7 @@ fn resolve(
         init_dir: image_env::init_dir(layer.init_dir, config_dir, problems),
         reconcile: layer.reconcile.unwrap_or(true),
         http_address,
+        backup,
     }
 }
 

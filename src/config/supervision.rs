@@ -10,7 +10,7 @@ use std::time::Duration;
 pub enum ShutdownMode {
     /// Wait for clients to disconnect, then shut down (SIGTERM to postgres).
     Smart,
-    /// Roll back open transactions, disconnect clients, shut down cleanly (SIGINT) [default].
+    /// Roll back open transactions, disconnect clients, shut down cleanly (SIGINT); the default.
     Fast,
     /// Quit at once, without a checkpoint; the next start runs crash recovery (SIGQUIT).
     Immediate,

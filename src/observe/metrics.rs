@@ -29,17 +29,6 @@ use std::sync::Arc;
 /// The `Content-Type` of the response.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// The supervisor's states, in `pgwarden_state`.
-const STATES: [&str; 7] = [
-    "installing",
-    "initialising",
-    "starting",
-    "ready",
-    "restarting",
-    "stopping",
-    "stopped",
-];
-
 /// Everything one scrape shows.
 #[derive(Debug)]
 pub struct Scrape {
@@ -106,7 +95,7 @@ impl Collector for Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for name in STATES {
+        for name in crate::status::State::ALL.map(crate::status::State::name) {
             let labels = [("state", name)];
             let value = i64::from(name == state);
             ConstGauge::new(value).encode(family.encode_family(&labels)?)?;

@@ -3,14 +3,15 @@
 //! Built the way nextest's runner is: one loop ([`Supervisor::run`]) with one `tokio::select!`
 //! turns every source — control signals, the postmaster's exit, probe results, timers, the
 //! install / first-launch / reconcile tasks — into an [`Event`]; the pure [`step`]
-//! ([`machine`]) decides, and returns [`Action`]s; [`Supervisor::perform`] carries them out.
+//! ([`machine`]) decides, and returns [`Action`]s; the executor (`Supervisor::perform`) carries
+//! them out.
 //! Nothing else decides: a signal means the same thing in every state because one function
 //! reads it, and a new event is a new arm of one `match`.
 //!
 //! The executor owns the effects: the postmaster's handle ([`Server`], whose child has one
 //! owner, its keeper task), the tasks, the timers the machine armed, the probes, systemd's
-//! notifications, and the status record ([`Supervisor::write_status`] is the one place it is
-//! published).
+//! notifications, and the status record (`Supervisor::write_status` is the one place it is
+//! published: the file, and the listener that feeds the HTTP endpoint).
 
 pub mod machine;
 
@@ -123,6 +124,10 @@ pub struct Supervisor {
     timers: HashMap<Timer, Instant>,
     probing: Probing,
     probe_in_flight: bool,
+    /// Health probing (re)starts: its interval begins anew.
+    restart_health: bool,
+    /// Readiness polling (re)starts: fast polling first.
+    restart_poll: bool,
     probe_tx: mpsc::Sender<ProbeResult>,
     probe_rx: mpsc::Receiver<ProbeResult>,
     /// Readiness polling: when it started (fast polling first).
@@ -188,6 +193,8 @@ impl Supervisor {
             timers: HashMap::new(),
             probing: Probing::Off,
             probe_in_flight: false,
+            restart_health: false,
+            restart_poll: false,
             probe_tx,
             probe_rx,
             polling_since: Instant::now(),
@@ -224,6 +231,17 @@ impl Supervisor {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.observer.beat();
+            if std::mem::take(&mut self.restart_poll) {
+                // A new start: poll fast again.
+                poll = tokio::time::interval(READY_POLL);
+                poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+            if std::mem::take(&mut self.restart_health) {
+                // The server was just probed: the next health probe is one interval away.
+                let every = self.config.supervision.health_interval;
+                health = tokio::time::interval_at(Instant::now() + every, every);
+                health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             while let Some(event) = queue.pop_front() {
                 let actions = step(&mut self.machine, event);
                 if let Some(finish) = self.perform_all(actions, &mut queue).await {
@@ -501,8 +519,13 @@ impl Supervisor {
             Action::Probe(mode) => {
                 self.probing = mode;
                 self.probe_in_flight = false;
-                if mode == Probing::Readiness {
-                    self.polling_since = Instant::now();
+                match mode {
+                    Probing::Readiness => {
+                        self.polling_since = Instant::now();
+                        self.restart_poll = true;
+                    }
+                    Probing::Health => self.restart_health = true,
+                    Probing::Off => {}
                 }
             }
             Action::StartReconcile => {

@@ -1,0 +1,343 @@
+//! Dev snapshots: the whole data directory of a stopped cluster, copied aside by name, and
+//! swapped back in one rename.
+//!
+//! `<data dir>.snapshots/NAME/` holds `data/` (the copy) and `snapshot.json` (when, how big,
+//! which PostgreSQL major). A snapshot is written as `.NAME.partial-<pid>` and renamed when
+//! complete, so a killed save leaves no snapshot under its name. Files are cloned
+//! (`FICLONE`: btrfs, XFS, bcachefs share the blocks, copy-on-write) where the filesystem
+//! can, else copied (`copy_file_range`), keeping owner and mode.
+//!
+//! Restoring copies the snapshot into a staging sibling of the data directory (while the
+//! server still runs: the snapshot is never modified), then exchanges the two directories
+//! with one `renameat2(RENAME_EXCHANGE)` — at every moment the data path names a whole
+//! cluster, the old one or the snapshot's — and removes the old one.
+
+use crate::error::{Error, IoContext, Result};
+use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+pub const META: &str = "snapshot.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub name: String,
+    pub created_ms: u64,
+    pub postgresql_major: String,
+    pub bytes: u64,
+    pub files: u64,
+}
+
+/// `<data dir>.snapshots`.
+pub fn snapshots_dir(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".snapshots");
+    data_dir.with_file_name(name)
+}
+
+/// Names: a letter or digit, then letters, digits, `.`, `_`, `-`; at most 64.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config {
+            problems: vec![format!(
+                "snapshot name {name:?} is not allowed: use letters, digits, '.', '_' and '-' \
+                 (starting with a letter or digit, at most 64)"
+            )],
+        })
+    }
+}
+
+/// Files the server writes at start and removes at stop: never copied.
+const SKIP: [&str; 2] = ["postmaster.pid", "postmaster.opts"];
+
+/// Totals of a copy.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Copied {
+    pub bytes: u64,
+    pub files: u64,
+    pub cloned: u64,
+}
+
+/// Copies the tree `from` into the new directory `to` (which must not exist), cloning files
+/// where the filesystem allows it, keeping owners and modes. Symlinks are copied as symlinks.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<Copied> {
+    let mut copied = Copied::default();
+    copy_dir(from, to, true, &mut copied)?;
+    Ok(copied)
+}
+
+fn copy_dir(from: &Path, to: &Path, top: bool, copied: &mut Copied) -> Result<()> {
+    let meta = std::fs::symlink_metadata(from).io("cannot read", from)?;
+    std::fs::create_dir(to).io("cannot create directory", to)?;
+    for entry in std::fs::read_dir(from).io("cannot read directory", from)? {
+        let entry = entry.io("cannot read directory", from)?;
+        let name = entry.file_name();
+        if top && SKIP.iter().any(|s| name == *s) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        let ft = entry.file_type().io("cannot read", &src)?;
+        if ft.is_dir() {
+            copy_dir(&src, &dst, false, copied)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&src).io("cannot read", &src)?;
+            std::os::unix::fs::symlink(&target, &dst).io("cannot create", &dst)?;
+            keep_owner(&src, &dst)?;
+        } else if ft.is_file() {
+            copy_file(&src, &dst, copied)?;
+        }
+    }
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .io("cannot set the mode of", to)?;
+    keep_owner(from, to)
+}
+
+/// `ioctl(FICLONE)`: `_IOW(0x94, 9, int)`.
+const FICLONE: nix::libc::c_ulong = 0x4004_9409;
+
+fn copy_file(src: &Path, dst: &Path, copied: &mut Copied) -> Result<()> {
+    let input = std::fs::File::open(src).io("cannot read", src)?;
+    let meta = input.metadata().io("cannot read", src)?;
+    let output = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .io("cannot create", dst)?;
+    // SAFETY: both descriptors are open for the duration of the call; FICLONE reads an int.
+    let cloned = unsafe { nix::libc::ioctl(output.as_raw_fd(), FICLONE, input.as_raw_fd()) } == 0;
+    if cloned {
+        copied.cloned += 1;
+    } else {
+        let (mut input, mut output) = (input, output);
+        std::io::copy(&mut input, &mut output).io("cannot copy to", dst)?;
+    }
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .io("cannot set the mode of", dst)?;
+    keep_owner(src, dst)?;
+    copied.bytes += meta.len();
+    copied.files += 1;
+    Ok(())
+}
+
+fn keep_owner(src: &Path, dst: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(src).io("cannot read", src)?;
+    let mine = std::fs::symlink_metadata(dst).io("cannot read", dst)?;
+    if (meta.uid(), meta.gid()) != (mine.uid(), mine.gid()) {
+        std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
+            .io("cannot set the owner of", dst)?;
+    }
+    Ok(())
+}
+
+/// Exchanges two directories atomically (`renameat2(RENAME_EXCHANGE)`).
+pub fn exchange(a: &Path, b: &Path) -> Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        a,
+        nix::fcntl::AT_FDCWD,
+        b,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .map_err(|e| Error::Backup {
+        what: format!(
+            "cannot exchange {} and {}: {e}\nhelp: both must be on the same filesystem (Linux ≥ 3.15)",
+            a.display(),
+            b.display()
+        ),
+    })
+}
+
+/// Saves a copy of the stopped cluster `data_dir` as snapshot `name`.
+pub fn save(data_dir: &Path, name: &str) -> Result<SnapshotMeta> {
+    let dir = snapshots_dir(data_dir);
+    let target = dir.join(name);
+    if target.exists() {
+        return Err(Error::Backup {
+            what: format!(
+                "snapshot {name:?} exists already ({})\nhelp: remove it first (`pgwarden snapshot rm {name}`) or pick another name",
+                target.display()
+            ),
+        });
+    }
+    let major = std::fs::read_to_string(data_dir.join("PG_VERSION"))
+        .map_err(|e| Error::Backup {
+            what: format!(
+                "{} holds no cluster to snapshot (PG_VERSION: {e})",
+                data_dir.display()
+            ),
+        })?
+        .trim()
+        .to_string();
+    std::fs::create_dir_all(&dir).io("cannot create directory", &dir)?;
+    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    let guard = RemoveOnDrop(Some(partial.clone()));
+    std::fs::create_dir(&partial).io("cannot create directory", &partial)?;
+    let copied = copy_tree(data_dir, &partial.join("data"))?;
+    let meta = SnapshotMeta {
+        name: name.to_string(),
+        created_ms: super::now_ms(),
+        postgresql_major: major,
+        bytes: copied.bytes,
+        files: copied.files,
+    };
+    let meta_path = partial.join(META);
+    std::fs::write(
+        &meta_path,
+        serde_json::to_vec_pretty(&meta).expect("serialisable"),
+    )
+    .io("cannot write", &meta_path)?;
+    std::fs::rename(&partial, &target).io("cannot rename the snapshot into", &target)?;
+    guard.disarm();
+    super::sync_dir(&dir);
+    Ok(meta)
+}
+
+/// Reads snapshot `name` of `data_dir`.
+pub fn find(data_dir: &Path, name: &str) -> Result<(PathBuf, SnapshotMeta)> {
+    let path = snapshots_dir(data_dir).join(name);
+    let text = std::fs::read_to_string(path.join(META)).map_err(|_| Error::Backup {
+        what: format!(
+            "no snapshot {name:?} of {} (in {})\nhelp: `pgwarden snapshot ls` lists them",
+            data_dir.display(),
+            snapshots_dir(data_dir).display()
+        ),
+    })?;
+    let meta: SnapshotMeta = serde_json::from_str(&text).map_err(|e| Error::Backup {
+        what: format!("{} is unreadable: {e}", path.join(META).display()),
+    })?;
+    Ok((path, meta))
+}
+
+/// Every snapshot of `data_dir`, oldest first.
+pub fn list(data_dir: &Path) -> Vec<SnapshotMeta> {
+    let mut out: Vec<SnapshotMeta> = std::fs::read_dir(snapshots_dir(data_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            if name.starts_with('.') {
+                return None;
+            }
+            find(data_dir, &name).ok().map(|(_, m)| m)
+        })
+        .collect();
+    out.sort_by_key(|m| (m.created_ms, m.name.clone()));
+    out
+}
+
+/// Copies snapshot `name` into a staging sibling of `data_dir`, ready for [`swap_in`];
+/// refuses a snapshot of another major version.
+pub fn stage(data_dir: &Path, name: &str) -> Result<PathBuf> {
+    let (path, meta) = find(data_dir, name)?;
+    let major = crate::config::MAJOR.to_string();
+    if meta.postgresql_major != major {
+        return Err(Error::Backup {
+            what: format!(
+                "snapshot {name:?} holds a PostgreSQL {} cluster; pgwarden runs PostgreSQL {major}\n\
+                 help: restore it with the pgwarden that made it",
+                meta.postgresql_major
+            ),
+        });
+    }
+    let parent = data_dir.parent().unwrap_or(Path::new("/"));
+    let base = data_dir.file_name().unwrap_or_default().to_string_lossy();
+    let staging = parent.join(format!(".{base}.snapshot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let guard = RemoveOnDrop(Some(staging.clone()));
+    copy_tree(&path.join("data"), &staging)?;
+    guard.disarm();
+    Ok(staging)
+}
+
+/// Puts the staged copy at `data_dir` in one step, then removes the cluster it replaced.
+pub fn swap_in(staging: &Path, data_dir: &Path) -> Result<()> {
+    if data_dir.exists() {
+        exchange(staging, data_dir)?;
+        std::fs::remove_dir_all(staging).io("cannot remove the replaced cluster", staging)?;
+    } else {
+        std::fs::rename(staging, data_dir).io("cannot move the snapshot to", data_dir)?;
+    }
+    super::sync_dir(data_dir.parent().unwrap_or(Path::new("/")));
+    Ok(())
+}
+
+/// Removes snapshot `name`.
+pub fn remove(data_dir: &Path, name: &str) -> Result<()> {
+    let (path, _) = find(data_dir, name)?;
+    std::fs::remove_dir_all(&path).io("cannot remove", &path)
+}
+
+/// Removes a directory on drop unless disarmed.
+pub struct RemoveOnDrop(pub Option<PathBuf>);
+
+impl RemoveOnDrop {
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for ok in ["before-migration", "v1.2_a", "0"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", ".hidden", "a/b", "..", "-x", "a b", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn save_stage_swap_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("base/1")).unwrap();
+        std::fs::write(data.join("PG_VERSION"), "16\n").unwrap();
+        std::fs::write(data.join("base/1/100"), "before").unwrap();
+        std::fs::write(data.join("postmaster.pid"), "1").unwrap();
+        let meta = save(&data, "s1").unwrap();
+        assert_eq!(meta.files, 2);
+        assert!(save(&data, "s1").is_err(), "no overwrite");
+        std::fs::write(data.join("base/1/100"), "after").unwrap();
+        let staging = stage(&data, "s1").unwrap();
+        swap_in(&staging, &data).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(data.join("base/1/100")).unwrap(),
+            "before"
+        );
+        assert!(!data.join("postmaster.pid").exists());
+        assert!(!staging.exists());
+        assert_eq!(list(&data).len(), 1);
+        remove(&data, "s1").unwrap();
+        assert!(list(&data).is_empty());
+
+        // Another major version is refused.
+        std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+        save(&data, "old").unwrap();
+        let err = stage(&data, "old").unwrap_err().to_string();
+        assert!(err.contains("PostgreSQL 15"), "{err}");
+    }
+}

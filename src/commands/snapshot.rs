@@ -1,0 +1,214 @@
+//! `pgwarden snapshot save|restore|ls|rm NAME`: dev snapshots of the whole cluster
+//! ([`crate::backup::snapshot`]).
+//!
+//! The server is stopped (fast) through `pgwarden stop`'s own path for the copy (save) or the
+//! swap (restore), and started again with the arguments and environment it had
+//! ([`crate::backup::relaunch`]).
+
+use crate::backup::relaunch::{RUN_BOOLEAN_FLAGS, Relaunch};
+use crate::backup::snapshot::{self, RemoveOnDrop};
+use crate::backup::{human_bytes, rfc3339};
+use crate::cli::RunArgs;
+use crate::commands::common::{Instance, human_duration};
+use crate::commands::stop::{self, StopArgs};
+use crate::config::Config;
+use crate::config::ShutdownMode;
+use crate::error::{Error, Result};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stop the server, copy the whole cluster aside as NAME, start it again.
+    ///
+    /// Files are cloned (copy-on-write) on btrfs/XFS, else copied. The snapshot lives in
+    /// <data dir>.snapshots/NAME.
+    #[command(
+        after_help = "Examples:\n  pgwarden snapshot save before-migration\n  pgwarden snapshot save seeded --data-dir ./pgdata"
+    )]
+    Save(SnapshotArgs),
+    /// Put snapshot NAME back: the cluster as it was, swapped in atomically, started again.
+    ///
+    /// Everything written since the snapshot is gone. Takes the same flags as `run` (used to
+    /// start the server when none was running).
+    #[command(after_help = "Examples:\n  pgwarden snapshot restore before-migration")]
+    Restore(SnapshotArgs),
+    /// List the snapshots of the cluster.
+    Ls(SnapshotListArgs),
+    /// Remove snapshot NAME.
+    Rm(SnapshotArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    /// The snapshot's name: letters, digits, '.', '_', '-'.
+    pub snapshot: String,
+
+    /// Leave the server stopped afterwards.
+    #[arg(long)]
+    pub no_start: bool,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotListArgs {
+    #[command(flatten)]
+    pub instance: crate::cli::InstanceArgs,
+}
+
+pub async fn run(command: SnapshotCommand) -> Result<i32> {
+    match command {
+        SnapshotCommand::Save(args) => save(args).await,
+        SnapshotCommand::Restore(args) => restore(args).await,
+        SnapshotCommand::Ls(args) => ls(args),
+        SnapshotCommand::Rm(args) => rm(args),
+    }
+}
+
+/// The instance and its data directory (the running supervisor's, else the configured one).
+fn locate(run: &RunArgs) -> Result<(Instance, PathBuf)> {
+    let config = Config::load(&run.sources())?;
+    if config.ephemeral {
+        return Err(Error::Backup {
+            what: "snapshots need a persistent data directory, not --ephemeral".into(),
+        });
+    }
+    let instance = Instance::from_config(config)?;
+    let data_dir = instance
+        .status
+        .as_ref()
+        .map(|s| s.data_dir.clone())
+        .unwrap_or_else(|| instance.config.data_dir.clone());
+    Ok((instance, data_dir))
+}
+
+/// Stops the running supervisor (if any) and says how to start it again.
+async fn stop_for(instance: &Instance, run: &RunArgs) -> Result<Option<Relaunch>> {
+    let Some(pid) = instance.supervisor else {
+        return Ok(None);
+    };
+    let relaunch = Relaunch::of_supervisor(pid)?;
+    stop::run(StopArgs {
+        instance: run.instance.clone(),
+        mode: ShutdownMode::Fast,
+        timeout: None,
+    })
+    .await?;
+    Ok(Some(relaunch))
+}
+
+async fn save(args: SnapshotArgs) -> Result<i32> {
+    snapshot::validate_name(&args.snapshot)?;
+    let (instance, data_dir) = locate(&args.run)?;
+    if snapshot::snapshots_dir(&data_dir)
+        .join(&args.snapshot)
+        .exists()
+    {
+        // Said before the server is stopped.
+        return Err(Error::Backup {
+            what: format!(
+                "snapshot {:?} exists already\nhelp: `pgwarden snapshot rm {}` first, or pick another name",
+                args.snapshot, args.snapshot
+            ),
+        });
+    }
+    let started = Instant::now();
+    let relaunch = stop_for(&instance, &args.run).await?;
+    let (dir, name) = (data_dir.clone(), args.snapshot.clone());
+    let saved = tokio::task::spawn_blocking(move || snapshot::save(&dir, &name))
+        .await
+        .expect("the snapshot thread does not panic");
+    // Started again whether or not the copy worked.
+    if let Some(relaunch) = &relaunch
+        && !args.no_start
+    {
+        relaunch.start().await?;
+    }
+    let meta = saved?;
+    eprintln!(
+        "snapshot: saved {:?} ({} files, {}) in {}",
+        meta.name,
+        meta.files,
+        human_bytes(meta.bytes),
+        human_duration(started.elapsed().as_millis() as u64)
+    );
+    Ok(0)
+}
+
+async fn restore(args: SnapshotArgs) -> Result<i32> {
+    snapshot::validate_name(&args.snapshot)?;
+    let (instance, data_dir) = locate(&args.run)?;
+    let started = Instant::now();
+    // Copied while the server still runs; it is stopped only for the swap.
+    let (dir, name) = (data_dir.clone(), args.snapshot.clone());
+    let staging = tokio::task::spawn_blocking(move || snapshot::stage(&dir, &name))
+        .await
+        .expect("the snapshot thread does not panic")?;
+    let guard = RemoveOnDrop(Some(staging.clone()));
+    let relaunch = stop_for(&instance, &args.run).await?;
+    snapshot::swap_in(&staging, &data_dir)?;
+    guard.disarm();
+    if !args.no_start {
+        let relaunch = relaunch.unwrap_or_else(|| {
+            Relaunch::from_own_args(
+                std::env::args_os().skip(1),
+                "snapshot",
+                2,
+                &RUN_BOOLEAN_FLAGS,
+                &["--no-start"],
+                &[],
+            )
+        });
+        relaunch.start().await?;
+    }
+    eprintln!(
+        "snapshot: restored {:?} into {} in {}",
+        args.snapshot,
+        data_dir.display(),
+        human_duration(started.elapsed().as_millis() as u64)
+    );
+    Ok(0)
+}
+
+fn ls(args: SnapshotListArgs) -> Result<i32> {
+    let instance = Instance::load(&args.instance)?;
+    let data_dir = instance
+        .status
+        .as_ref()
+        .map(|s| s.data_dir.clone())
+        .unwrap_or_else(|| instance.config.data_dir.clone());
+    let snapshots = snapshot::list(&data_dir);
+    if snapshots.is_empty() {
+        eprintln!(
+            "no snapshots of {} (`pgwarden snapshot save NAME` makes one)",
+            data_dir.display()
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<24} {:<25} {:>10} {:>7}  POSTGRESQL",
+        "NAME", "CREATED", "SIZE", "FILES"
+    );
+    for m in snapshots {
+        println!(
+            "{:<24} {:<25} {:>10} {:>7}  {}",
+            m.name,
+            rfc3339(m.created_ms),
+            human_bytes(m.bytes),
+            m.files,
+            m.postgresql_major
+        );
+    }
+    Ok(0)
+}
+
+fn rm(args: SnapshotArgs) -> Result<i32> {
+    snapshot::validate_name(&args.snapshot)?;
+    let (_, data_dir) = locate(&args.run)?;
+    snapshot::remove(&data_dir, &args.snapshot)?;
+    eprintln!("snapshot: removed {:?}", args.snapshot);
+    Ok(0)
+}
