@@ -226,6 +226,31 @@ fn a_project_day_from_init_to_reset() {
     let check = world.pgw(&src, &["check", "--query"]);
     assert_eq!(code(&check), 0, "{check:?}");
 
+    // db: hints repeat the user's own flags; --if-exists says what happened; the main database
+    // is dropped only when confirmed.
+    let shop_flag = ["--name", "shop"];
+    let made = world.pgw(
+        &world.root,
+        &["db", "create", "test_1", shop_flag[0], shop_flag[1]],
+    );
+    assert_eq!(code(&made), 0, "{made:?}");
+    let twice = world.pgw(&world.root, &["db", "create", "test_1", "--name", "shop"]);
+    assert!(
+        stderr(&twice).contains("pgwarden db drop test_1 --name shop"),
+        "{twice:?}"
+    );
+    let gone = world.pgw(&src, &["db", "drop", "nosuch", "--if-exists"]);
+    assert_eq!(code(&gone), 0, "{gone:?}");
+    assert!(stdout(&gone).contains("no such database"), "{gone:?}");
+    let main_db = world.pgw(&src, &["db", "drop", "app"]);
+    assert_ne!(code(&main_db), 0, "{main_db:?}");
+    assert!(stderr(&main_db).contains("--yes"), "{main_db:?}");
+    assert_eq!(
+        psql_value(&world, &src, "SELECT 1"),
+        "1",
+        "the main database is kept"
+    );
+
     // restart: a new server, same settings.
     let before = common::postmaster_pid(&data_dir);
     let restart = world.pgw(&src, &["restart"]);

@@ -96,3 +96,36 @@ fn config_path_goes_into_the_user_unit() {
         "{unit}"
     );
 }
+
+#[test]
+fn a_system_unit_for_a_binary_the_service_user_cannot_run_is_refused() {
+    // A copy of this binary in a 0700 directory (as under /root): `pgwarden` cannot enter it.
+    let dir = test_dir();
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    let exe = private.join("pgwarden");
+    std::fs::copy(env!("CARGO_BIN_EXE_pgwarden"), &exe).unwrap();
+    common::set_mode(&exe, 0o755);
+    common::set_mode(&private, 0o700);
+    let unit_dir = dir.path().join("units");
+    let out = common::output_within(
+        std::process::Command::new(&exe)
+            .args(["service", "install", "--system", "--unit-dir"])
+            .arg(&unit_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(60),
+    )
+    .expect("service install exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("cannot execute"), "{stderr}");
+    assert!(stderr.contains(&private.display().to_string()), "{stderr}");
+    assert!(stderr.contains("help: "), "{stderr}");
+    assert!(
+        !unit_dir.join("pgwarden.service").exists(),
+        "a unit was written"
+    );
+}

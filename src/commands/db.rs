@@ -62,6 +62,10 @@ pub struct DropArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Do not ask before dropping the instance's main database.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
     #[command(flatten)]
     pub instance: InstanceArgs,
 }
@@ -99,7 +103,7 @@ async fn create(args: CreateArgs) -> Result<i32> {
     }
     client.batch_execute(&sql).await.map_err(|e| {
         let template = args.template.as_deref().unwrap_or("template1");
-        explain(&e, &args.database, Some(template))
+        explain(&e, &args.database, Some(template), &args.instance)
     })?;
     let password = args
         .with_password
@@ -120,7 +124,23 @@ async fn create(args: CreateArgs) -> Result<i32> {
 async fn drop_database(args: DropArgs) -> Result<i32> {
     let instance = Instance::load(&args.instance)?;
     instance.require_running()?;
+    if args.database == instance.database() && !args.yes {
+        confirm_main(&args.database)?;
+    }
     let client = connect(&instance).await?;
+    if args.if_exists {
+        let found = client
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&args.database],
+            )
+            .await
+            .map_err(|e| explain(&e, &args.database, None, &args.instance))?;
+        if found.is_none() {
+            println!("no such database: {} (nothing dropped)", args.database);
+            return Ok(0);
+        }
+    }
     let sql = format!(
         "DROP DATABASE {}{}{}",
         if args.if_exists { "IF EXISTS " } else { "" },
@@ -130,7 +150,7 @@ async fn drop_database(args: DropArgs) -> Result<i32> {
     client
         .batch_execute(&sql)
         .await
-        .map_err(|e| explain(&e, &args.database, None))?;
+        .map_err(|e| explain(&e, &args.database, None, &args.instance))?;
     println!("dropped: {}", args.database);
     Ok(0)
 }
@@ -163,10 +183,17 @@ pub(crate) async fn connect(instance: &Instance) -> Result<tokio_postgres::Clien
 }
 
 /// The server's error, in words that say what to do.
-fn explain(e: &tokio_postgres::Error, database: &str, template: Option<&str>) -> Error {
+fn explain(
+    e: &tokio_postgres::Error,
+    database: &str,
+    template: Option<&str>,
+    instance: &InstanceArgs,
+) -> Error {
+    // The user's own instance flags, so that the suggested command reaches the same instance.
+    let flags = Instance::flags_hint(instance);
     let what = match (e.code(), template) {
         (Some(code), _) if *code == SqlState::DUPLICATE_DATABASE => format!(
-            "database {database:?} already exists\nhelp: drop it first (`pgwarden db drop {database}`) or pick another name"
+            "database {database:?} already exists\nhelp: drop it first (`pgwarden db drop {database}{flags}`) or pick another name"
         ),
         (Some(code), Some(template)) if *code == SqlState::OBJECT_IN_USE => format!(
             "template database {template:?} is in use: {}\n\
@@ -179,7 +206,7 @@ fn explain(e: &tokio_postgres::Error, database: &str, template: Option<&str>) ->
             db_message(e)
         ),
         (Some(code), Some(template)) if *code == SqlState::INVALID_CATALOG_NAME => format!(
-            "template database {template:?} does not exist\nhelp: create and prepare it first (`pgwarden db create {template}`)"
+            "template database {template:?} does not exist\nhelp: create and prepare it first (`pgwarden db create {template}{flags}`)"
         ),
         (Some(code), None) if *code == SqlState::INVALID_CATALOG_NAME => {
             format!("database {database:?} does not exist (pass --if-exists to accept that)")
@@ -193,5 +220,30 @@ fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => e.to_string(),
+    }
+}
+
+/// The main database (the one `url` points at) is dropped only after a yes on a terminal, or
+/// with --yes.
+fn confirm_main(database: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Server {
+            what: format!(
+                "{database:?} is the instance's main database (the one DATABASE_URL names); not dropping it without a confirmation\n\
+                 help: add --yes if you mean it"
+            ),
+        });
+    }
+    eprint!("{database:?} is the instance's main database. Drop it and all its data? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Server {
+            what: "not dropped".into(),
+        })
     }
 }

@@ -14,6 +14,53 @@ pub const USER_UNIT: &str = include_str!("../../packaging/systemd/pgwarden-user.
 /// The system layout's config file, which the system unit passes with --config.
 const SYSTEM_CONFIG: &str = "/etc/pgwarden/config.toml";
 
+/// The user the system unit runs as (`User=` in `packaging/systemd/pgwarden.service`).
+const SERVICE_USER: &str = "pgwarden";
+
+/// Refuses a binary that `user` could not execute (a directory on the way it cannot enter, or
+/// no execute bit for it): the unit would fail at every start with a bare "Permission denied".
+/// A user that does not exist yet gets the permissions of "others".
+fn check_service_user_can_run(exe: &Path, user: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let account = nix::unistd::User::from_name(user).ok().flatten();
+    let (uid, gid) = account
+        .as_ref()
+        .map_or((u32::MAX, u32::MAX), |u| (u.uid.as_raw(), u.gid.as_raw()));
+    let allowed = |meta: &std::fs::Metadata, bit: u32| {
+        let mode = meta.mode();
+        if uid == 0 {
+            true
+        } else if meta.uid() == uid {
+            mode & (bit << 6) != 0
+        } else if meta.gid() == gid {
+            mode & (bit << 3) != 0
+        } else {
+            mode & bit != 0
+        }
+    };
+    let blocked = exe
+        .ancestors()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find(|dir| std::fs::metadata(dir).is_ok_and(|meta| !allowed(&meta, 0o1)));
+    let not_executable = std::fs::metadata(exe).is_ok_and(|meta| !allowed(&meta, 0o1));
+    let why = match (blocked, not_executable) {
+        (Some(dir), _) => format!("it cannot enter {}", dir.display()),
+        (None, true) => "the file has no execute permission for it".to_string(),
+        (None, false) => return Ok(()),
+    };
+    Err(Error::Privilege {
+        what: format!(
+            "the system service runs as user {user}, which cannot execute {} ({why})
+             help: install the binary where every user can run it, then run that copy:              `install -m 0755 {} /usr/local/bin/pgwarden && /usr/local/bin/pgwarden service install`",
+            exe.display(),
+            exe.display()
+        ),
+    })
+}
+
 /// `unit` with its `ExecStart=` line replaced by `exec_start`.
 pub fn render(unit: &str, exec_start: &str) -> String {
     unit.lines()
@@ -62,6 +109,7 @@ pub fn install(args: &ServiceInstallArgs) -> Result<()> {
             });
         (USER_UNIT, dir)
     } else {
+        check_service_user_can_run(&exe, SERVICE_USER)?;
         let config = config.unwrap_or_else(|| PathBuf::from(SYSTEM_CONFIG));
         exec_start.push_str(&format!(" --config {}", word(&config)));
         (SYSTEM_UNIT, Ok(PathBuf::from("/etc/systemd/system")))
