@@ -8,6 +8,10 @@ use nix::sys::signal::Signal;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// A password no template cluster is cached for (the cache is keyed by it, and only throwaway
+/// launches fill it), so that a first launch runs initdb whatever other tests cached.
+const UNCACHED: &[(&str, &str)] = &[("POSTGRES_PASSWORD", "not-from-a-template")];
+
 /// True while `dir` is the root of a filesystem of its own (a mount point).
 fn is_mount_point(dir: &Path) -> bool {
     let own = std::fs::metadata(dir).unwrap().dev();
@@ -38,7 +42,7 @@ fn a_tmpfs_mounted_at_the_data_dir_is_initialised_in_place_recovered_after_a_kil
     let args = as_strs(&args);
 
     // 1. A first launch killed while initdb runs: marked as being created, not complete.
-    let mut pgwarden = Pgwarden::start(&args, &[]);
+    let mut pgwarden = Pgwarden::start(&args, UNCACHED);
     pgwarden.wait_for_stderr("running initdb", FIRST_LAUNCH);
     pgwarden.signal(Signal::SIGKILL);
     pgwarden.wait_exit(STOP);
@@ -53,7 +57,7 @@ fn a_tmpfs_mounted_at_the_data_dir_is_initialised_in_place_recovered_after_a_kil
     );
 
     // 2. The next launch recognises the half-made cluster, clears it and initialises in place.
-    let pgwarden = Pgwarden::start(&args, &[]);
+    let pgwarden = Pgwarden::start(&args, UNCACHED);
     pgwarden.wait_ready(FIRST_LAUNCH);
     let stderr = pgwarden.stderr_text();
     assert!(stderr.contains("clearing it and starting over"), "{stderr}");
@@ -61,7 +65,7 @@ fn a_tmpfs_mounted_at_the_data_dir_is_initialised_in_place_recovered_after_a_kil
         !stderr.contains("cannot move"),
         "no rename over the mount point: {stderr}"
     );
-    let mut client = connect(port, "trader", "trader", "trader").expect("connect");
+    let mut client = connect(port, "trader", UNCACHED[0].1, "trader").expect("connect");
     client
         .batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (42);")
         .unwrap();
@@ -84,11 +88,11 @@ fn a_tmpfs_mounted_at_the_data_dir_is_initialised_in_place_recovered_after_a_kil
     assert_eq!(meta.uid(), postgres_uid, "the mount root is postgres's own");
 
     // 3. A restart uses the cluster as it is.
-    let pgwarden = Pgwarden::start(&args, &[]);
+    let pgwarden = Pgwarden::start(&args, UNCACHED);
     pgwarden.wait_ready(START);
     let stderr = pgwarden.stderr_text();
     assert!(!stderr.contains("initialising a new cluster"), "{stderr}");
-    let mut client = connect(port, "trader", "trader", "trader").expect("connect");
+    let mut client = connect(port, "trader", UNCACHED[0].1, "trader").expect("connect");
     let n: i32 = client.query_one("SELECT n FROM kept", &[]).unwrap().get(0);
     assert_eq!(n, 42);
     drop(client);
@@ -280,4 +284,63 @@ fn check_refusal(
         report.contains("help: "),
         "{kind}: a fix is named: {report}"
     );
+}
+
+#[test]
+fn a_first_launch_killed_while_its_temporary_server_runs_is_recovered_by_the_next() {
+    let dir = test_dir();
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    // An init script makes the first launch run initdb and a temporary server (no template).
+    let init = dir.path().join("initdb.d");
+    std::fs::create_dir(&init).unwrap();
+    std::fs::write(init.join("01-slow.sh"), "sleep 20\n").unwrap();
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut args = run_args_for(&npm_archive(), &shared_install_dir(), &data_dir, port);
+    args.extend(["--init-dir".to_string(), init.display().to_string()]);
+    let args = as_strs(&args);
+
+    // SIGKILL while the temporary server runs the script: that server outlives pgwarden.
+    let mut pgwarden = Pgwarden::start(&args, &[]);
+    pgwarden.wait_for_stderr("running init script", FIRST_LAUNCH);
+    pgwarden.signal(Signal::SIGKILL);
+    pgwarden.wait_exit(STOP);
+    let staging = data_dir.join("pgwarden.initdb");
+    // Where the temporary server dies with pgwarden, there is no orphan, only the recovery.
+    let orphan = std::fs::read_to_string(staging.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
+        .filter(|pid| process_alive(*pid));
+    let _orphan_guard = orphan.map(KillPostgres);
+    std::fs::write(init.join("01-slow.sh"), "true\n").unwrap();
+
+    let pgwarden = Pgwarden::start(&args, &[]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    connect(port, "trader", "trader", "trader").expect("the relaunched cluster works");
+    if let Some(pid) = orphan {
+        assert!(
+            !process_alive(pid),
+            "the interrupted launch's temporary server (pid {pid}) still runs"
+        );
+        let stderr = pgwarden.stderr_text();
+        assert!(
+            stderr.contains("still runs on this data directory"),
+            "{stderr}"
+        );
+    }
+    assert!(!staging.exists());
+    assert!(data_dir.join("pgwarden.json").is_file());
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+/// SIGKILLs a postgres left running (by a failing test), on drop.
+struct KillPostgres(i32);
+
+impl Drop for KillPostgres {
+    fn drop(&mut self) {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.0)).unwrap_or_default();
+        if process_alive(self.0) && comm.trim() == "postgres" {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
 }

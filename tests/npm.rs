@@ -40,6 +40,8 @@ struct Hit {
     path: String,
     authorization: Option<String>,
     accept: Option<String>,
+    /// The host of an absolute-form request: what a proxy is asked for.
+    proxied_to: Option<String>,
     at: Instant,
 }
 
@@ -169,6 +171,7 @@ async fn serve(State(served): State<Served>, uri: Uri, headers: HeaderMap) -> Re
             path: path.clone(),
             authorization: header_text(header::AUTHORIZATION),
             accept: header_text(header::ACCEPT),
+            proxied_to: uri.host().map(str::to_string),
             at: Instant::now(),
         });
         first
@@ -178,11 +181,12 @@ async fn serve(State(served): State<Served>, uri: Uri, headers: HeaderMap) -> Re
         return status(StatusCode::NOT_FOUND);
     };
     let tarball = served.tarball.clone();
-    if served.name == "registry" {
-        if *rest != DOC_PATH {
-            return status(StatusCode::NOT_FOUND);
-        }
-        let base = served.tarball_base.lock().unwrap().clone();
+    if *rest == DOC_PATH {
+        // Asked through a proxy for a host that does not exist: tarballs on another such host.
+        let base = match uri.host() {
+            Some(host) if host.ends_with(".invalid") => "http://cdn.invalid".to_string(),
+            _ => served.tarball_base.lock().unwrap().clone(),
+        };
         let good = served.integrity.clone();
         let version = |v: &str| {
             serde_json::json!({
@@ -620,6 +624,48 @@ fn the_real_npm_registry_serves_postgresql_16_with_no_flags() {
         list.contains("from npm:") || list.contains("from theseus:"),
         "{list}"
     );
+}
+
+/// `proxy=` in an npmrc, and `HTTP_PROXY` in the environment, carry the document and the
+/// tarball requests (here to registry and tarball hosts that do not resolve).
+#[test]
+fn npm_requests_go_through_the_configured_proxy() {
+    let registry = Registry::start();
+    let proxy = format!("http://127.0.0.1:{}", registry.registry.port);
+    let dir = common::test_dir();
+    let home = dir.path().join("home");
+    let mut env = npm_env(&home);
+    env.push((
+        "NPM_CONFIG_REGISTRY".into(),
+        "http://registry.invalid/good/".into(),
+    ));
+    env.push(("PGWARDEN_SOURCE".into(), "npm".into()));
+    fs::write(home.join(".npmrc"), format!("proxy={proxy}\n")).unwrap();
+    let first = dir.path().join("first");
+    let out = install(&["--install-dir", first.to_str().unwrap()], &env);
+    assert!(out.status.success(), "{out:?}");
+    let through: Vec<Option<String>> = registry
+        .hits()
+        .iter()
+        .map(|h| h.proxied_to.clone())
+        .collect();
+    assert_eq!(
+        through,
+        [
+            Some("registry.invalid".to_string()),
+            Some("cdn.invalid".to_string())
+        ],
+        "{:?}",
+        registry.hits()
+    );
+
+    fs::remove_file(home.join(".npmrc")).unwrap();
+    env.push(("HTTP_PROXY".into(), proxy.clone()));
+    let second = dir.path().join("second");
+    let out = install(&["--install-dir", second.to_str().unwrap()], &env);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(registry.hits().len(), 4, "{:?}", registry.hits());
+    assert!(second.join(PG_VERSION).join("bin/postgres").is_file());
 }
 
 /// doctor takes run's source flags and says what run would do; offline with nothing installed

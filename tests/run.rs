@@ -196,7 +196,9 @@ fn a_port_in_use_is_a_clear_error_before_anything_is_made() {
 fn a_first_launch_killed_during_initdb_leaves_nothing_and_the_next_one_succeeds() {
     let dir = test_dir();
     let port = free_port();
-    let mut pgwarden = start(dir.path(), port, &[]);
+    // A password no template is cached for: this first launch runs initdb.
+    let env = [("POSTGRES_PASSWORD", "not-from-a-template")];
+    let mut pgwarden = start(dir.path(), port, &env);
     pgwarden.wait_for_stderr("running initdb", FIRST_LAUNCH);
     pgwarden.signal(Signal::SIGKILL);
     pgwarden.wait_exit(STOP);
@@ -211,9 +213,9 @@ fn a_first_launch_killed_during_initdb_leaves_nothing_and_the_next_one_succeeds(
         "marked as being created, not as complete"
     );
 
-    let pgwarden = start(dir.path(), port, &[]);
+    let pgwarden = start(dir.path(), port, &env);
     pgwarden.wait_ready(FIRST_LAUNCH);
-    connect(port, "trader", "trader", "trader").expect("the relaunched cluster works");
+    connect(port, "trader", env[0].1, "trader").expect("the relaunched cluster works");
     assert!(data_dir.join("pgwarden.json").is_file());
     for debris in ["pgwarden.creating", "pgwarden.initdb"] {
         assert!(!data_dir.join(debris).exists(), "{debris} was left");

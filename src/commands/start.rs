@@ -133,13 +133,18 @@ pub(crate) async fn launch(
             return Ok(child.id());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(Error::Server {
-                what: format!(
+            let _ = reader.read_to_string(&mut output);
+            // Its own last words are the error: shown once, as it printed them, not again
+            // inside a tail of its log.
+            let what = match final_error(&output) {
+                Some(error) => format!("{error}\n(full log: {})", out_path.display()),
+                None => format!(
                     "the background pgwarden exited ({status}) before the server was ready:\n{}\n(full log: {})",
                     tail(&output, 15),
                     out_path.display()
                 ),
-            });
+            };
+            return Err(Error::Server { what });
         }
         if Instant::now() > deadline {
             let _ = nix::sys::signal::kill(
@@ -189,6 +194,16 @@ pub(crate) fn run_arguments(args: impl Iterator<Item = OsString>, verb: &str) ->
     out
 }
 
+/// The error a pgwarden printed last (`error: …` to the end of its output), without the prefix.
+fn final_error(output: &str) -> Option<String> {
+    let start = output
+        .match_indices("error: ")
+        .map(|(i, _)| i)
+        .filter(|i| *i == 0 || output.as_bytes()[i - 1] == b'\n')
+        .last()?;
+    Some(output[start + "error: ".len()..].trim_end().to_string())
+}
+
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -197,6 +212,16 @@ fn tail(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_background_error_is_shown_once() {
+        let out = "2026-01-01T00:00:00Z ERROR x: failed\nerror: port busy\nhelp: use another\n";
+        assert_eq!(
+            final_error(out).as_deref(),
+            Some("port busy\nhelp: use another")
+        );
+        assert_eq!(final_error("INFO ready\n"), None);
+    }
 
     #[test]
     fn start_arguments_become_run_arguments() {
