@@ -301,3 +301,45 @@ fn prepare_template(client: &tokio_postgres::Client, port: u16) {
     }
     panic!("the template's connection did not go away");
 }
+
+/// Row 12: `pgwarden exec --ephemeral -- true` (a throwaway server for one command: start,
+/// run, remove) against row 10's `start --ephemeral --port 0` plus `stop`, template cache warm.
+pub fn exec_ephemeral(ctx: &Ctx, runs: usize) -> Vec<Row> {
+    let mut row = Row::new(
+        "12",
+        "`pgwarden exec --ephemeral -- true` → returned (start, run, remove)",
+        "`start --ephemeral --port 0` + `stop`",
+        Unit::Millis,
+    );
+    let name = format!("bench-exec-{}", std::process::id());
+    for i in 0..runs {
+        eprintln!("[bench] exec --ephemeral run {}/{runs}", i + 1);
+        for turn in turns(i, 2) {
+            if turn == 0 {
+                let mut command = launch::pgwarden_command(ctx);
+                command
+                    .arg("exec")
+                    .arg("--config")
+                    .arg(&ctx.config)
+                    .arg("--archive")
+                    .arg(&ctx.archive)
+                    .arg("--install-dir")
+                    .arg(&ctx.install_dir)
+                    .args(["--ephemeral", "--", "true"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                let t0 = Instant::now();
+                let status = command.status().expect("run pgwarden exec");
+                assert!(status.success(), "pgwarden exec --ephemeral -- true failed");
+                row.ours.push(ms(t0.elapsed()));
+            } else {
+                let t0 = Instant::now();
+                let (started, _) = Started::start(ctx, &name);
+                started.stop();
+                row.theirs.push(ms(t0.elapsed()));
+            }
+        }
+    }
+    vec![row]
+}

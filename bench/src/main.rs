@@ -38,6 +38,7 @@ struct Options {
     clone_runs: usize,
     only_ci: bool,
     only_lifecycle: bool,
+    only_exec: bool,
     pgwarden: Option<PathBuf>,
 }
 
@@ -50,6 +51,7 @@ fn options() -> Options {
         pgbench_runs: 5,
         clone_runs: 20,
         only_ci: false,
+        only_exec: false,
         only_lifecycle: false,
         pgwarden: None,
     };
@@ -64,6 +66,11 @@ fn options() -> Options {
                 o.clone_runs = 10;
             }
             "--only-ci" => o.only_ci = true,
+            "--only-exec" => {
+                o.only_exec = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
             "--only-lifecycle" => o.only_lifecycle = true,
             "--runs" => {
                 o.runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
@@ -77,11 +84,12 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--pgwarden PATH]\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--pgwarden PATH]\n\
                      --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
                      --only-ci         only rows 10-11 (ephemeral start, per-test clones)\n\
+                     --only-exec       only row 12 (exec --ephemeral -- true)\n\
                      --only-lifecycle  only rows 1-5 and 9 (start, first launch, crash, stop, install memory)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
@@ -124,6 +132,10 @@ fn main() {
     if !o.only_lifecycle {
         rows.extend(ci::ephemeral_start(&ctx, o.runs));
         rows.extend(ci::clones(&ctx, o.clone_runs));
+    }
+    if o.only_exec || (!o.only_ci && !o.only_lifecycle) {
+        ci::warm_template_cache(&ctx);
+        rows.extend(ci::exec_ephemeral(&ctx, o.runs));
     }
 
     println!("\nMachine: {}", procfs::machine());
