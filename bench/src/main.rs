@@ -13,6 +13,7 @@ mod archives;
 mod ci;
 mod ctx;
 mod launch;
+mod observe;
 mod peer;
 mod procfs;
 mod stats;
@@ -39,6 +40,7 @@ struct Options {
     only_ci: bool,
     only_lifecycle: bool,
     only_exec: bool,
+    only_observe: bool,
     pgwarden: Option<PathBuf>,
 }
 
@@ -53,6 +55,7 @@ fn options() -> Options {
         only_ci: false,
         only_exec: false,
         only_lifecycle: false,
+        only_observe: false,
         pgwarden: None,
     };
     let mut args = std::env::args().skip(1);
@@ -72,6 +75,11 @@ fn options() -> Options {
                 o.only_lifecycle = true;
             }
             "--only-lifecycle" => o.only_lifecycle = true,
+            "--only-observe" => {
+                o.only_observe = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
             "--runs" => {
                 o.runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
             }
@@ -84,13 +92,14 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--pgwarden PATH]\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--pgwarden PATH]\n\
                      --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
                      --only-ci         only rows 10-11 (ephemeral start, per-test clones)\n\
                      --only-exec       only row 12 (exec --ephemeral -- true)\n\
                      --only-lifecycle  only rows 1-5 and 9 (start, first launch, crash, stop, install memory)\n\
+                     --only-observe    only row 13 (the HTTP endpoint scraped every second)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
                 std::process::exit(0);
@@ -128,6 +137,9 @@ fn main() {
     }
     if !o.only_ci && !o.only_lifecycle {
         rows.extend(running(&ctx, &o));
+    }
+    if o.only_observe || (!o.only_ci && !o.only_lifecycle) {
+        rows.extend(observe::scraped(&ctx, o.idle * 2));
     }
     if !o.only_lifecycle {
         rows.extend(ci::ephemeral_start(&ctx, o.runs));

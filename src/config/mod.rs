@@ -712,6 +712,7 @@ fn resolve(
     let http_address = crate::observe::resolve_address(
         layer.http_address.as_deref(),
         layer.http_allow_remote.unwrap_or(false),
+        port,
         problems,
     );
 

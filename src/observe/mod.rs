@@ -132,10 +132,12 @@ impl Observer {
     }
 }
 
-/// Parses and checks `http_address`: `IP:PORT`; a non-loopback IP only with `allow_remote`.
+/// Parses and checks `http_address`: `IP:PORT`, not the server's `port`; a non-loopback IP
+/// only with `allow_remote`.
 pub fn resolve_address(
     text: Option<&str>,
     allow_remote: bool,
+    server_port: u16,
     problems: &mut Vec<String>,
 ) -> Option<SocketAddr> {
     let text = text?.trim();
@@ -148,6 +150,13 @@ pub fn resolve_address(
             return None;
         }
     };
+    if address.port() != 0 && address.port() == server_port {
+        problems.push(format!(
+            "http_address {address}: port {server_port} is the server's own port; use another, \
+             e.g. {EXAMPLE_ADDRESS}"
+        ));
+        return None;
+    }
     if !address.ip().is_loopback() && !allow_remote {
         problems.push(format!(
             "http_address {address}: not a loopback address; /metrics shows database names and \
@@ -227,23 +236,31 @@ mod tests {
     fn loopback_addresses_are_accepted_and_others_refused_unless_allowed() {
         let mut problems = Vec::new();
         assert_eq!(
-            resolve_address(Some("127.0.0.1:9187"), false, &mut problems),
+            resolve_address(Some("127.0.0.1:9187"), false, 5433, &mut problems),
             Some("127.0.0.1:9187".parse().unwrap())
         );
-        assert!(resolve_address(Some("[::1]:9187"), false, &mut problems).is_some());
+        assert!(resolve_address(Some("[::1]:9187"), false, 5433, &mut problems).is_some());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(
-            resolve_address(Some("0.0.0.0:9187"), false, &mut problems),
+            resolve_address(Some("0.0.0.0:9187"), false, 5433, &mut problems),
             None
         );
         assert!(problems[0].contains("http_allow_remote"), "{problems:?}");
-        assert!(resolve_address(Some("0.0.0.0:9187"), true, &mut problems).is_some());
+        assert!(resolve_address(Some("0.0.0.0:9187"), true, 5433, &mut problems).is_some());
         assert_eq!(
-            resolve_address(Some("localhost"), false, &mut problems),
+            resolve_address(Some("localhost"), false, 5433, &mut problems),
             None
         );
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert_eq!(resolve_address(None, false, &mut problems), None);
+        assert_eq!(
+            resolve_address(Some("127.0.0.1:5433"), false, 5433, &mut problems),
+            None
+        );
+        assert!(
+            problems[2].contains("the server's own port"),
+            "{problems:?}"
+        );
+        assert_eq!(resolve_address(None, false, 5433, &mut problems), None);
     }
 
     #[test]
