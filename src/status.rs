@@ -4,7 +4,7 @@
 //! rename, so a reader sees the old or the new file, never half of one. The file says who wrote
 //! it (the supervisor's pid), but whether that supervisor still runs is decided by the instance
 //! lock ([`crate::instance::holder`]), never by the file's existence: a killed supervisor leaves
-//! its last status behind. No secret is written here; the file is world-readable (0644).
+//! its last status behind. No secret is written here; the file is private to its owner (0600).
 //!
 //! The same directory holds the stop request: `pgwarden stop --mode smart` writes the wanted
 //! mode to `stop-request` before it signals the supervisor, which takes (reads and removes) it.
