@@ -788,3 +788,159 @@ fn the_wal_archive_survives_kill_9_mid_archive() {
     assert_eq!(present, acked, "restored to {target}");
     drop(server);
 }
+
+#[test]
+fn retention_keeps_the_newest_backups_and_the_wal_they_need() {
+    let dir = test_dir();
+    let archive = archive_dir(dir.path());
+    let kept = dir.path().join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    // Not complete backups of ours: never touched.
+    std::fs::write(kept.join("notes.txt"), "mine").unwrap();
+    std::fs::write(
+        kept.join("backup-19990101T000000.000Z.tar.zst"),
+        "no manifest",
+    )
+    .unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "wal_archive = {:?}\nbackup_dir = {:?}\nbackup_keep = 2\n",
+            archive.display().to_string(),
+            kept.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config_s = config.display().to_string();
+    let port = free_port();
+    let server = common::start_with(dir.path(), port, &["--config", &config_s], &[]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (n int)").unwrap();
+
+    let mut made = Vec::new();
+    for round in 0..3 {
+        c.execute("INSERT INTO t VALUES ($1)", &[&round]).unwrap();
+        archive_now(&mut c);
+        let out = pgw(&["backup", "--config", &config_s, "--data-dir", data_s]);
+        assert!(out.status.success(), "{out:?}");
+        let line = text(&out.stdout);
+        let path = line
+            .strip_prefix("backup: ")
+            .and_then(|r| r.split(" (").next())
+            .unwrap()
+            .to_string();
+        made.push(PathBuf::from(path));
+        if round == 2 {
+            assert!(
+                text(&out.stderr).contains("removed 1 old backup(s)"),
+                "{out:?}"
+            );
+        }
+    }
+    archive_now(&mut c);
+    let mut names: Vec<String> = std::fs::read_dir(&kept)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = made[1..]
+        .iter()
+        .flat_map(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            [n.clone(), format!("{n}.manifest.json")]
+        })
+        .chain([
+            "backup-19990101T000000.000Z.tar.zst".into(),
+            "notes.txt".into(),
+        ])
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+
+    // The WAL before the oldest kept backup is gone; from it on, all there.
+    let oldest = manifest_of(&made[1]);
+    let first = oldest["wal_first"].as_str().unwrap().to_string();
+    let segments: Vec<String> = std::fs::read_dir(&archive)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24)
+        .collect();
+    assert!(
+        segments.iter().all(|s| *s >= first),
+        "{first}: {segments:?}"
+    );
+    assert!(segments.contains(&first), "{first}: {segments:?}");
+
+    // `status` shows the last backup.
+    let out = pgw(&["status", "--data-dir", data_s, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["last_backup"]["last_result"], "ok", "{status}");
+    assert_eq!(
+        status["last_backup"]["last_success"]["archive"],
+        made[2].display().to_string()
+    );
+    let out = pgw(&["status", "--data-dir", data_s]);
+    assert!(
+        text(&out.stdout).contains("last backup     ok, "),
+        "{out:?}"
+    );
+    drop(server);
+}
+
+#[test]
+fn service_install_ships_the_backup_timer_when_a_schedule_is_set() {
+    let dir = test_dir();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "backup_schedule = \"daily 03:30\"\nbackup_keep = 3\n",
+    )
+    .unwrap();
+    let units = dir.path().join("units");
+    let out = pgw(&[
+        "service",
+        "install",
+        "--user",
+        "--config",
+        config.to_str().unwrap(),
+        "--unit-dir",
+        units.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let timer = std::fs::read_to_string(units.join("pgwarden-backup.timer")).unwrap();
+    assert!(
+        timer.contains("\nOnCalendar=*-*-* 03:30:00 UTC\n"),
+        "{timer}"
+    );
+    let service = std::fs::read_to_string(units.join("pgwarden-backup.service")).unwrap();
+    let exec = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .unwrap();
+    assert!(
+        exec.ends_with(&format!(" backup --config {}", config.display())),
+        "{exec}"
+    );
+    assert!(text(&out.stdout).contains("enable --now pgwarden-backup.timer"));
+
+    // Without a schedule: no timer.
+    std::fs::write(&config, "backup_keep = 3\n").unwrap();
+    let other = dir.path().join("units2");
+    let out = pgw(&[
+        "service",
+        "install",
+        "--user",
+        "--config",
+        config.to_str().unwrap(),
+        "--unit-dir",
+        other.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!other.join("pgwarden-backup.timer").exists());
+}

@@ -659,11 +659,11 @@ fn state_files_are_private_and_password_literals_are_redacted() {
         assert_eq!(mode(&state.join(file)), 0o600, "{file}");
     }
     assert_eq!(mode(&root.join(".pgwarden-throwaway")), 0o600);
-    // Nothing in the state dir is readable or writable by others.
+    // Nothing in the state dir is writable by others (and the dir itself not listable).
     for entry in fs::read_dir(&state).unwrap() {
         let entry = entry.unwrap();
         let m = mode(&entry.path());
-        assert_eq!(m & 0o066, 0, "{} is mode {m:o}", entry.path().display());
+        assert_eq!(m & 0o022, 0, "{} is mode {m:o}", entry.path().display());
     }
 
     let secret = "sekrit-Zq9-not-for-logs";
@@ -722,4 +722,136 @@ fn an_install_dir_another_user_owns_is_refused() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains(INTRUDER), "names the owner: {text}");
     assert!(!marker.exists(), "the planted postgres ran");
+}
+
+/// The initdb-arguments parser against the real initdb: for each spelling, initdb (with
+/// `--show`, which prints its settings and exits) and pgwarden's parser accept or refuse it
+/// alike, and where both accept, the data directory, superuser and template directory initdb
+/// reports are the ones the parser found.
+#[test]
+fn initdb_args_parse_like_the_real_initdb() {
+    let install = common::shared_install_dir();
+    let out = run_to_exit(
+        &[
+            "install",
+            "--archive",
+            common::npm_archive().to_str().unwrap(),
+            "--install-dir",
+            install.to_str().unwrap(),
+        ],
+        &[],
+        INSTALL,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let initdb = install.join(common::PG_VERSION).join("bin/initdb");
+    let base = ["-D", "/nonexistent/base", "-U", "base"];
+    let table = [
+        "-k",
+        "-kAtrust",
+        "-kUevil",
+        "-gkUevil",
+        "-Uevil",
+        "-U evil",
+        "--user=evil",
+        "--u evil",
+        "--username evil",
+        "--pgd=/x",
+        "--pg /x",
+        "-D/x",
+        "-kD/x",
+        "-E -Uevil",
+        "-kEUTF8",
+        "--auth-h=trust",
+        "--aut=trust",
+        "--a=trust",
+        "--no-",
+        "--noc",
+        "--no-l",
+        "--lc-=C",
+        "--lc-c=C",
+        "--data-checksums=yes",
+        "--bogus",
+        "-q",
+        "-k /some/dir",
+        "-k -- /some/dir",
+        "-cA=trust",
+        "--set work_mem=8MB",
+        "--wal-segsize=64",
+        "--encoding",
+        "-L",
+        "-L/tmp/templates",
+        "-kL /tmp/templates",
+    ];
+    for spelling in table {
+        let words: Vec<String> = base
+            .iter()
+            .map(|w| w.to_string())
+            .chain(spelling.split_whitespace().map(str::to_string))
+            .chain(["--show".to_string()])
+            .collect();
+        let mut command = std::process::Command::new(&initdb);
+        command.args(&words);
+        if common::is_root() {
+            use std::os::unix::process::CommandExt;
+            let user = nix::unistd::User::from_name("pgwarden").unwrap().unwrap();
+            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        let real = command.output().unwrap();
+        let real_text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&real.stdout),
+            String::from_utf8_lossy(&real.stderr)
+        );
+        let getopt_refused = [
+            "is ambiguous",
+            "unrecognized option",
+            "invalid option",
+            "requires an argument",
+            "doesn't allow an argument",
+            "too many command-line arguments",
+        ]
+        .iter()
+        .any(|m| real_text.contains(m));
+        let parsed = pgwarden::initdb_args::parse(&words);
+        assert_eq!(
+            parsed.is_err(),
+            getopt_refused,
+            "{spelling:?}: pgwarden {parsed:?}, initdb: {real_text}"
+        );
+        let Ok(options) = parsed else { continue };
+        // Where an option took `--show` as its value, initdb stops on that value instead.
+        if !real_text.contains("VERSION=") {
+            assert!(
+                options.iter().any(|o| o.value.as_deref() == Some("--show")),
+                "{spelling:?}: {real_text}"
+            );
+            continue;
+        }
+        let last = |name: &str| {
+            options
+                .iter()
+                .rev()
+                .find(|o| o.name == name)
+                .and_then(|o| o.value.clone())
+        };
+        let shown = |key: &str| {
+            real_text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .map(str::to_string)
+        };
+        assert_eq!(shown("PGDATA"), last("pgdata"), "{spelling:?}: {real_text}");
+        assert_eq!(
+            shown("POSTGRES_SUPERUSERNAME"),
+            last("username"),
+            "{spelling:?}: {real_text}"
+        );
+        if let Some(templates) = last("-L") {
+            assert_eq!(
+                shown("share_path"),
+                Some(templates),
+                "{spelling:?}: {real_text}"
+            );
+        }
+    }
 }

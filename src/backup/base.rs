@@ -84,11 +84,16 @@ pub fn default_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Where the archive goes: `target` may name a file (`*.tar.zst`), an existing directory, or a
-/// directory to create (ending in `/`); `None` is the default directory.
-pub fn resolve_target(target: Option<&Path>, data_dir: &Path, now_ms: u64) -> Result<PathBuf> {
-    let file_name = format!("backup-{}{}", super::stamp(now_ms), super::ARCHIVE_SUFFIX);
+/// directory to create (ending in `/`); `None` is the backup directory.
+pub fn resolve_target(target: Option<&Path>, backup_dir: &Path, now_ms: u64) -> Result<PathBuf> {
+    let file_name = format!(
+        "backup-{}.{:03}Z{}",
+        super::stamp(now_ms).trim_end_matches('Z'),
+        now_ms % 1000,
+        super::ARCHIVE_SUFFIX
+    );
     let path = match target {
-        None => default_dir(data_dir).join(file_name),
+        None => backup_dir.join(file_name),
         Some(t) if t.is_dir() || t.as_os_str().to_string_lossy().ends_with('/') => {
             t.join(file_name)
         }
@@ -659,6 +664,7 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         },
         files,
         total_bytes,
+        wal_segment_size: segment_size,
     };
     manifest.write_for(archive)?;
     Ok(Finished {
@@ -710,11 +716,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
-        let t = resolve_target(None, &data, 0).unwrap();
+        let t = resolve_target(None, &default_dir(&data), 7).unwrap();
         assert_eq!(
             t,
             dir.path()
-                .join("data.backups/backup-19700101T000000Z.tar.zst")
+                .join("data.backups/backup-19700101T000000.007Z.tar.zst")
         );
         assert!(resolve_target(Some(Path::new("x.tar")), &data, 0).is_err());
         let inside = resolve_target(Some(&data.join("sub/")), &data, 0).unwrap();

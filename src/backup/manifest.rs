@@ -41,6 +41,13 @@ pub struct Manifest {
     pub files: Vec<FileSum>,
     /// Bytes of the files (uncompressed).
     pub total_bytes: u64,
+    /// The cluster's WAL segment size, in bytes.
+    #[serde(default = "default_segment_size")]
+    pub wal_segment_size: u64,
+}
+
+fn default_segment_size() -> u64 {
+    16 << 20
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +182,7 @@ mod tests {
             },
             files: vec![],
             total_bytes: 0,
+            wal_segment_size: 16 << 20,
         }
     }
 

@@ -14,6 +14,7 @@
 //! - [`snapshot`]: dev snapshots — the stopped cluster copied aside by name, swapped back.
 //! - [`wal_archive`]: the continuous WAL archive (pgwarden is the `archive_command`), and
 //!   [`schedule`]: when the service's backups run (a systemd timer).
+//! - [`retention`]: `backup_keep` — old backups and the archived WAL only they needed.
 //! - [`record`]: `<state dir>/backup.json`, the last backup's time, size and result, for
 //!   `status` (and the metrics exporter).
 
@@ -22,6 +23,7 @@ pub mod manifest;
 pub mod record;
 pub mod relaunch;
 pub mod restore;
+pub mod retention;
 pub mod schedule;
 pub mod snapshot;
 pub mod wal_archive;

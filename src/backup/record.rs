@@ -40,6 +40,45 @@ pub fn read(state_dir: &Path) -> Option<BackupRecord> {
     serde_json::from_str(&text).ok()
 }
 
+/// One line for `status`: "ok, 12.3 MB, 2h 5m ago (FILE)" / "failed 5m ago: …; last ok …" / "-".
+pub fn describe(record: Option<&BackupRecord>, now_ms: u64) -> String {
+    let Some(record) = record else {
+        return "- (none recorded; `pgwarden backup`)".into();
+    };
+    let ago = |ms: u64| {
+        let s = now_ms.saturating_sub(ms) / 1000;
+        match s {
+            0..=59 => format!("{s}s"),
+            60..=3599 => format!("{}m", s / 60),
+            3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+            _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+        }
+    };
+    let success = record.last_success.as_ref().map(|s| {
+        format!(
+            "{}, {} ago ({})",
+            super::human_bytes(s.size),
+            ago(s.finished_ms),
+            s.archive.display()
+        )
+    });
+    match (record.last_result.as_str(), success) {
+        ("ok", Some(s)) => format!("ok, {s}"),
+        (_, success) => format!(
+            "FAILED {} ago: {}; last ok: {}",
+            ago(record.last_finished_ms),
+            record
+                .last_error
+                .as_deref()
+                .unwrap_or("?")
+                .lines()
+                .next()
+                .unwrap_or(""),
+            success.unwrap_or_else(|| "never".into())
+        ),
+    }
+}
+
 /// Records one attempt: `Ok(success)` or `Err(error text)`. Best effort (a warning on failure).
 pub fn note(state_dir: &Path, outcome: std::result::Result<SuccessfulBackup, String>) {
     let mut record = read(state_dir).unwrap_or(BackupRecord {
@@ -100,6 +139,7 @@ mod tests {
         note(dir.path(), Ok(ok.clone()));
         note(dir.path(), Err("disk full".into()));
         let record = read(dir.path()).unwrap();
+        assert!(describe(Some(&record), 3_600_005).starts_with("FAILED"));
         assert_eq!(record.last_result, "failed");
         assert_eq!(record.last_error.as_deref(), Some("disk full"));
         assert_eq!(record.last_success, Some(ok));

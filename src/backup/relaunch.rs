@@ -132,9 +132,15 @@ impl Relaunch {
     /// Runs `pgwarden start …` and waits for it (it returns once the server is ready, having
     /// printed `DATABASE_URL=…` on stdout).
     pub async fn start(&self) -> Result<()> {
-        let exe = std::env::current_exe().map_err(|e| Error::Backup {
+        let mut exe = std::env::current_exe().map_err(|e| Error::Backup {
             what: format!("cannot find the pgwarden binary: {e}"),
         })?;
+        // Replaced on disk while this ran (an upgrade): the new binary at the same path.
+        if !exe.exists()
+            && let Some(path) = exe.to_str().and_then(|p| p.strip_suffix(" (deleted)"))
+        {
+            exe = PathBuf::from(path);
+        }
         let mut command = tokio::process::Command::new(exe);
         command.args(&self.args).stdin(std::process::Stdio::null());
         if let Some(env) = &self.env {

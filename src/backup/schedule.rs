@@ -55,6 +55,31 @@ impl Schedule {
     }
 }
 
+/// The shipped units, as in `packaging/systemd/`.
+pub const BACKUP_SERVICE: &str = include_str!("../../packaging/systemd/pgwarden-backup.service");
+pub const BACKUP_TIMER: &str = include_str!("../../packaging/systemd/pgwarden-backup.timer");
+
+/// `pgwarden-backup.service` running `exec_start`, and `pgwarden-backup.timer` on `schedule`.
+pub fn units(exec_start: &str, schedule: Schedule) -> (String, String) {
+    let replace = |unit: &str, key: &str, value: &str| {
+        unit.lines()
+            .map(|l| {
+                if l.starts_with(key) {
+                    format!("{key}{value}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    (
+        replace(BACKUP_SERVICE, "ExecStart=", exec_start),
+        replace(BACKUP_TIMER, "OnCalendar=", &schedule.on_calendar()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +97,16 @@ mod tests {
         for bad in ["daily 25:00", "daily 3", "weekly", "hourly :60", ""] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn units_carry_the_command_and_the_schedule() {
+        let (service, timer) = units(
+            "/opt/pgwarden backup --config /c.toml",
+            Schedule::parse("hourly :15").unwrap(),
+        );
+        assert!(service.contains("\nExecStart=/opt/pgwarden backup --config /c.toml\n"));
+        assert!(timer.contains("\nOnCalendar=*-*-* *:15:00 UTC\n"));
+        assert!(timer.contains("Persistent=true"));
     }
 }

@@ -20,7 +20,8 @@ Restore it with `pgwarden restore FILE`.",
     after_help = "Examples:\n  pgwarden backup                              # into <data dir>.backups/backup-<time>.tar.zst\n  pgwarden backup /srv/backups/                # a dated file in that directory\n  pgwarden backup ./before-migration.tar.zst"
 )]
 pub struct BackupArgs {
-    /// A file ending in .tar.zst, or a directory for a dated file [default: <data dir>.backups/].
+    /// A file ending in .tar.zst, or a directory for a dated file [default: backup_dir, else
+    /// <data dir>.backups/]. Backups into backup_dir are followed by the retention (backup_keep).
     #[arg(value_name = "FILE|DIR")]
     pub target: Option<PathBuf>,
 
@@ -47,7 +48,14 @@ pub async fn run(args: BackupArgs) -> Result<i32> {
         socket_dir: status.socket_dir.clone(),
         port: status.port,
     };
-    let target = base::resolve_target(args.target.as_deref(), &server.data_dir, now_ms())?;
+    let backup_dir = instance
+        .config
+        .backup
+        .dir
+        .clone()
+        .unwrap_or_else(|| base::default_dir(&server.data_dir));
+    let target = base::resolve_target(args.target.as_deref(), &backup_dir, now_ms())?;
+    let into_backup_dir = target.parent() == Some(backup_dir.as_path());
     let progress = std::io::stderr().is_terminal();
     let outcome = tokio::task::spawn_blocking(move || base::take(&server, &target, progress))
         .await
@@ -78,6 +86,18 @@ pub async fn run(args: BackupArgs) -> Result<i32> {
                 human_duration(done.elapsed.as_millis() as u64),
                 human_bytes((m.total_bytes as f64 / secs) as u64)
             );
+            if into_backup_dir {
+                let keep = instance.config.backup.keep;
+                let wal = instance.config.backup.wal_archive.clone();
+                let pruned = crate::backup::retention::prune(&backup_dir, keep, wal.as_deref())?;
+                if !pruned.backups.is_empty() || pruned.wal_segments > 0 {
+                    eprintln!(
+                        "retention (backup_keep = {keep}): removed {} old backup(s), {} archived WAL segment(s)",
+                        pruned.backups.len(),
+                        pruned.wal_segments
+                    );
+                }
+            }
             Ok(0)
         }
         Err(e) => {

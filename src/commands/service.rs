@@ -126,6 +126,8 @@ pub fn install(args: &ServiceInstallArgs) -> Result<()> {
 
     println!("wrote {}", path.display());
     println!("  ExecStart={exec_start}");
+    let config_path = args.config.as_deref().map(paths::absolute);
+    let timer = write_backup_timer(&dir, &exec_start, config_path.as_deref(), !user)?;
     if user {
         println!("next:");
         println!("  systemctl --user daemon-reload");
@@ -134,6 +136,9 @@ pub fn install(args: &ServiceInstallArgs) -> Result<()> {
             "  loginctl enable-linger    # keep it running after logout (and its shared memory)"
         );
         println!("  journalctl --user -u pgwarden -f");
+        if timer {
+            println!("  systemctl --user enable --now pgwarden-backup.timer");
+        }
     } else {
         println!("next:");
         if nix::unistd::User::from_name("pgwarden")
@@ -153,8 +158,49 @@ pub fn install(args: &ServiceInstallArgs) -> Result<()> {
         println!("  systemctl daemon-reload");
         println!("  systemctl enable --now pgwarden");
         println!("  journalctl -u pgwarden -f");
+        if timer {
+            println!("  systemctl enable --now pgwarden-backup.timer");
+        }
     }
     Ok(())
+}
+
+/// With `backup_schedule` in the config: `pgwarden-backup.service` + `.timer` beside the
+/// service (see [`crate::backup::schedule`] for why a timer). Returns whether it wrote them.
+fn write_backup_timer(
+    dir: &Path,
+    run_exec_start: &str,
+    config: Option<&Path>,
+    system: bool,
+) -> Result<bool> {
+    let sources = crate::config::Sources {
+        config_file: config
+            .map(Path::to_path_buf)
+            .or_else(|| system.then(|| PathBuf::from(SYSTEM_CONFIG))),
+        flags: crate::config::Layer::default(),
+        system,
+    };
+    let Some(schedule) = crate::config::Config::load(&sources)
+        .ok()
+        .and_then(|c| c.backup.schedule)
+        .and_then(|s| crate::backup::schedule::Schedule::parse(&s).ok())
+    else {
+        return Ok(false);
+    };
+    let exec_start = run_exec_start.replacen(" run", " backup", 1);
+    let (service, timer) = crate::backup::schedule::units(&exec_start, schedule);
+    for (name, text) in [
+        ("pgwarden-backup.service", service),
+        ("pgwarden-backup.timer", timer),
+    ] {
+        let path = dir.join(name);
+        let staged = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&staged, text).io("cannot write", &staged)?;
+        std::fs::rename(&staged, &path).io("cannot write", &path)?;
+        println!("wrote {}", path.display());
+    }
+    println!("  OnCalendar={} (backup_schedule)", schedule.on_calendar());
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -65,6 +65,10 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         object.insert("uptime_ms".into(), json!(uptime_ms));
         object.insert("ready_for_ms".into(), json!(ready_for_ms));
         object.insert("url".into(), json!(url));
+        object.insert(
+            "last_backup".into(),
+            json!(crate::backup::record::read(&instance.state_dir)),
+        );
         println!("{value}");
         return Ok(0);
     }
@@ -114,5 +118,12 @@ pub fn run(args: StatusArgs) -> Result<i32> {
         status.socket_dir.display()
     );
     println!("  url             {url}");
+    println!(
+        "  last backup     {}",
+        crate::backup::record::describe(
+            crate::backup::record::read(&instance.state_dir).as_ref(),
+            now
+        )
+    );
     Ok(0)
 }
