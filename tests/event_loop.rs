@@ -521,7 +521,10 @@ fn sigterm_during_a_reconcile_that_cannot_finish_stops_within_the_shutdown_timeo
         &["--config", &config],
         &[("POSTGRES_PASSWORD", "changed")],
     );
-    pgwarden.wait_for_stderr("database system is ready to accept connections", START);
+    pgwarden.wait_for_stderr(
+        "reconciling the role and database before the ready line",
+        START,
+    );
     thread::sleep(Duration::from_millis(1000));
     assert!(
         pgwarden.stdout_text().is_empty(),

@@ -602,6 +602,10 @@ pub fn step(m: &mut Machine, event: Event) -> Vec<Action> {
                         run.accepted = true;
                     }
                     out.push(Action::Probe(Probing::Off));
+                    out.push(Action::Log(
+                        Level::Info,
+                        "the server accepts connections; reconciling the role and database before the ready line".into(),
+                    ));
                     out.push(Action::StartReconcile);
                 }
             } else {
