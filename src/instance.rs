@@ -13,6 +13,10 @@
 //! dying (a zombie, or SIGKILL pending) or unknown, [`InstanceLock::acquire`] waits for the lock
 //! (bounded, [`DYING_HOLDER_WAIT`]) instead of refusing; a live holder is refused at once.
 
+/// Set by `pgwarden start` for the `pgwarden run` it puts in the background (read by `main`,
+/// and dropped by a relaunch, [`crate::backup::relaunch`]).
+pub const BACKGROUND_ENV: &str = "PGWARDEN_BACKGROUND";
+
 use crate::error::{Error, IoContext, Result};
 use std::fs::File;
 use std::io::{Read, Seek, Write};

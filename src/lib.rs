@@ -7,6 +7,8 @@
 //! cli ──▶ config ──▶ binaries ──▶ cluster ──▶ supervisor ──▶ server (the postgres child)
 //!         Config     Install      Cluster     state machine   spawn, log, signal, clean up
 //! ```
+//! - [`cli`]: the command line, `clap` arguments only (one file per subcommand group); the
+//!   [`commands`] import their arguments from it, and it imports nothing from them.
 //! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
 //!   including the one [`config::Source`] of the binaries (kind, location, pin, network; npm's
 //!   own configuration read from `.npmrc` and `NPM_CONFIG_*`) and the install policy.

@@ -29,10 +29,9 @@ pub mod wait;
 
 use crate::cli::{Cli, Command};
 
-/// Set by `pgwarden start` for the `pgwarden run` it puts in the background.
-pub const BACKGROUND_ENV: &str = "PGWARDEN_BACKGROUND";
 use crate::config::Config;
 use crate::error::Result;
+pub use crate::instance::BACKGROUND_ENV;
 
 /// Runs the command. `run_config` is `run`'s config when `main` loaded it already (to find
 /// the log file); `run` loads it here otherwise.

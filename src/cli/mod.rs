@@ -1,6 +1,26 @@
 //! The command line: one struct per subcommand. Turned into [`crate::config::Sources`] at once;
 //! nothing after `config` reads clap's values.
 
+pub mod archive_wal;
+pub mod backup;
+pub mod check;
+pub mod completions;
+pub mod db;
+pub mod doctor;
+pub mod exec;
+pub mod init;
+pub mod logs;
+pub mod ls;
+pub mod psql;
+pub mod reload;
+pub mod reset;
+pub mod restore;
+pub mod snapshot;
+pub mod status;
+pub mod stop;
+pub mod url;
+pub mod wait;
+
 use crate::config::{Layer, Sources};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -100,54 +120,54 @@ pub enum Command {
 
     // The daily commands (issue 5); their flags live beside their code in `commands::*`.
     /// pg_isready, natively: is the server accepting connections? (exit 0/1/2/3 like pg_isready)
-    Check(crate::commands::check::CheckArgs),
+    Check(check::CheckArgs),
     /// Block until the server accepts connections (for scripts and CI).
-    Wait(crate::commands::wait::WaitArgs),
+    Wait(wait::WaitArgs),
     /// Show the running supervisor's state, pids, uptime, restarts, version and address.
-    Status(crate::commands::status::StatusArgs),
+    Status(status::StatusArgs),
     /// Print the server's DATABASE_URL.
-    Url(crate::commands::url::UrlArgs),
+    Url(url::UrlArgs),
     /// Print DATABASE_URL and PGHOST/PGPORT/PGUSER/PGDATABASE, for .env files or `eval`.
-    Env(crate::commands::url::EnvArgs),
+    Env(url::EnvArgs),
     /// Run psql against the server, connected and authenticated.
-    Psql(crate::commands::psql::PsqlArgs),
+    Psql(psql::PsqlArgs),
     /// Show the supervisor's and the server's log.
-    Logs(crate::commands::logs::LogsArgs),
+    Logs(logs::LogsArgs),
     /// Stop the running supervisor and its server, and wait until both are gone.
-    Stop(crate::commands::stop::StopArgs),
+    Stop(stop::StopArgs),
     /// Check everything the server needs before starting it, one line per check.
-    Doctor(crate::commands::doctor::DoctorArgs),
+    Doctor(doctor::DoctorArgs),
     /// Print a shell completion script.
-    Completions(crate::commands::completions::CompletionsArgs),
+    Completions(completions::CompletionsArgs),
 
     /// Take an online, consistent base backup of the running cluster (.tar.zst plus a manifest).
-    Backup(crate::commands::backup::BackupArgs),
+    Backup(backup::BackupArgs),
     /// Restore a backup into a new data directory (verified first), and start it.
-    Restore(crate::commands::restore::RestoreArgs),
+    Restore(restore::RestoreArgs),
     /// The server's archive_command / restore_command when wal_archive is set.
     #[command(name = "archive-wal", hide = true)]
-    ArchiveWal(crate::commands::archive_wal::ArchiveWalArgs),
+    ArchiveWal(archive_wal::ArchiveWalArgs),
     /// Dev snapshots: save the whole cluster by name, put it back in well under a second.
     #[command(subcommand)]
-    Snapshot(crate::commands::snapshot::SnapshotCommand),
+    Snapshot(snapshot::SnapshotCommand),
 
     /// Create or drop databases (per-test databases cloned from a template).
     #[command(subcommand)]
-    Db(crate::commands::db::DbCommand),
+    Db(db::DbCommand),
 
     /// List the instances: name, state, port, data dir, uptime, project.
     #[command(visible_alias = "ps")]
-    Ls(crate::commands::ls::LsArgs),
+    Ls(ls::LsArgs),
     /// Stop the instance if it runs, then start it again (same flags as `start`).
     Restart(StartArgs),
     /// Make the server reread its configuration (SIGHUP), and wait until it has.
-    Reload(crate::commands::reload::ReloadArgs),
+    Reload(reload::ReloadArgs),
     /// Stop the instance and delete its cluster and state (compose's `down -v`).
-    Reset(crate::commands::reset::ResetArgs),
+    Reset(reset::ResetArgs),
     /// Run a command with DATABASE_URL and PG* set for the instance (or a throwaway one).
-    Exec(crate::commands::exec::ExecArgs),
+    Exec(exec::ExecArgs),
     /// Write a commented pgwarden.toml (the project file) into this directory.
-    Init(crate::commands::init::InitArgs),
+    Init(init::InitArgs),
 
     /// Install pgwarden as a systemd service.
     #[command(subcommand)]
