@@ -160,6 +160,23 @@ pub fn human_duration(ms: u64) -> String {
     }
 }
 
+/// Asks `question` on the terminal: `Some(true)` for `y`/`yes`, `Some(false)` for anything else,
+/// `None` when stdin is no terminal to ask on (the caller then wants a `--yes`).
+pub fn ask_yes_no(question: &str) -> Option<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    Some(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

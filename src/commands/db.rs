@@ -161,24 +161,18 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 /// The main database (the one `url` points at) is dropped only after a yes on a terminal, or
 /// with --yes.
 fn confirm_main(database: &str) -> Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Server {
+    match super::common::ask_yes_no(&format!(
+        "{database:?} is the instance's main database. Drop it and all its data?"
+    )) {
+        Some(true) => Ok(()),
+        Some(false) => Err(Error::Server {
+            what: "not dropped".into(),
+        }),
+        None => Err(Error::Server {
             what: format!(
                 "{database:?} is the instance's main database (the one DATABASE_URL names); not dropping it without a confirmation\n\
                  help: add --yes if you mean it"
             ),
-        });
-    }
-    eprint!("{database:?} is the instance's main database. Drop it and all its data? [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        Err(Error::Server {
-            what: "not dropped".into(),
-        })
+        }),
     }
 }

@@ -11,7 +11,6 @@ use crate::commands::common::Instance;
 use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, IoContext, Result};
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 pub async fn run(args: ResetArgs) -> Result<i32> {
@@ -55,27 +54,20 @@ pub async fn run(args: ResetArgs) -> Result<i32> {
 
 /// Asks on the terminal; anything but `y`/`yes` stops here.
 fn confirm(data_dir: &Path, name: &str) -> Result<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Config {
+    match super::common::ask_yes_no(&format!(
+        "Delete instance {name:?}'s cluster {} and all its data?",
+        data_dir.display()
+    )) {
+        Some(true) => Ok(()),
+        Some(false) => Err(Error::Cluster {
+            what: "reset cancelled; nothing was changed".into(),
+        }),
+        None => Err(Error::Config {
             problems: vec![format!(
                 "reset deletes {} and stdin is not a terminal to ask on\n    help: add --yes",
                 data_dir.display()
             )],
-        });
-    }
-    eprint!(
-        "Delete instance {name:?}'s cluster {} and all its data? [y/N] ",
-        data_dir.display()
-    );
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut answer);
-    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-        Ok(())
-    } else {
-        Err(Error::Cluster {
-            what: "reset cancelled; nothing was changed".into(),
-        })
+        }),
     }
 }
 
