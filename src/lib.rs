@@ -30,7 +30,7 @@
 //!   tells systemd through [`notify`], and publishes the [`status`] record. A postmaster's end
 //!   is explained from its own lines ([`server_log`]) and the cgroup's OOM count ([`oom`]).
 //!
-//! Beside them: [`project`] (the `pgwarden.toml` found from the current directory, a layer
+//! Beside them: [`config::project`] (the `pgwarden.toml` found from the current directory, a layer
 //! between the user's config file and the environment), [`safe_fs`] (a directory nothing
 //! written through it can escape: archive extraction), [`privilege`] (who the children run
 //! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
@@ -72,7 +72,6 @@ pub mod private_dir;
 pub mod privilege;
 pub mod probe;
 pub mod procfs;
-pub mod project;
 pub mod reconcile;
 pub mod redact;
 pub mod registry;

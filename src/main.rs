@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    pgwarden::project::choose(cli.project_choice());
+    pgwarden::config::project::choose(cli.project_choice());
     // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
     // It lives in the instance's state directory, so `run`'s config is loaded here, once.
     let run_config = match &cli.command {

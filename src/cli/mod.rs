@@ -55,8 +55,8 @@ pub struct Cli {
 
 impl Cli {
     /// How this command line chose the project file.
-    pub fn project_choice(&self) -> crate::project::Choice {
-        use crate::project::Choice;
+    pub fn project_choice(&self) -> crate::config::project::Choice {
+        use crate::config::project::Choice;
         match (&self.project_dir, &self.file) {
             (Some(dir), _) => Choice::Dir(dir.clone()),
             (None, Some(file)) => Choice::File(file.clone()),

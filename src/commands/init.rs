@@ -1,8 +1,8 @@
 //! `pgwarden init`: write the commented starter `pgwarden.toml` and say how to use it.
 
 pub use crate::cli::init::InitArgs;
+use crate::config::project::{self, FILE_NAME, STARTER};
 use crate::error::{Error, IoContext, Result};
-use crate::project::{self, FILE_NAME, STARTER};
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -17,10 +17,14 @@ pub use source::{
 };
 pub use supervision::{ShutdownMode, Supervision, SupervisionLayer};
 
+pub mod http_address;
+mod password_source;
+pub mod project;
+pub use password_source::PasswordSource;
+
 use crate::error::{Error, Result};
 use crate::image_env;
 use crate::paths::{self, DefaultPaths};
-use crate::remembered::PasswordSource;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -436,7 +440,7 @@ impl Config {
         if let Some(root) = std::env::var_os(paths::DATA_ROOT_ENV).filter(|r| !r.is_empty()) {
             defaults.data_root = paths::absolute(Path::new(&root));
         }
-        let project = crate::project::current()?;
+        let project = crate::config::project::current()?;
         Self::load_in(
             sources,
             project.as_ref(),
@@ -457,7 +461,7 @@ impl Config {
     /// Loads with the project file `project` between the user's config file and the environment.
     pub fn load_in(
         sources: &Sources,
-        project: Option<&crate::project::Project>,
+        project: Option<&crate::config::project::Project>,
         env: &dyn Fn(&str) -> Option<String>,
         defaults: &DefaultPaths,
     ) -> Result<Config> {
@@ -709,7 +713,7 @@ fn resolve(
         ok
     });
 
-    let http_address = crate::observe::resolve_address(
+    let http_address = http_address::resolve_address(
         layer.http_address.as_deref(),
         layer.http_allow_remote.unwrap_or(false),
         port,

@@ -19,6 +19,7 @@ pub mod http;
 pub mod metrics;
 pub mod pg_stats;
 
+pub use crate::config::http_address::{EXAMPLE_ADDRESS, resolve_address};
 use crate::error::{Error, Result};
 use crate::status::Status;
 use health::{Probe, Pulse};
@@ -26,9 +27,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// postgres_exporter's default port, in the examples.
-pub const EXAMPLE_ADDRESS: &str = "127.0.0.1:9187";
 
 /// The supervisor's state as the endpoint sees it.
 #[derive(Debug, Clone)]
@@ -130,43 +128,6 @@ impl Observer {
             self.beat();
         }
     }
-}
-
-/// Parses and checks `http_address`: `IP:PORT`, not the server's `port`; a non-loopback IP
-/// only with `allow_remote`.
-pub fn resolve_address(
-    text: Option<&str>,
-    allow_remote: bool,
-    server_port: u16,
-    problems: &mut Vec<String>,
-) -> Option<SocketAddr> {
-    let text = text?.trim();
-    let address = match text.parse::<SocketAddr>() {
-        Ok(address) => address,
-        Err(_) => {
-            problems.push(format!(
-                "http_address {text:?}: expected IP:PORT, e.g. {EXAMPLE_ADDRESS} (or [::1]:9187)"
-            ));
-            return None;
-        }
-    };
-    if address.port() != 0 && address.port() == server_port {
-        problems.push(format!(
-            "http_address {address}: port {server_port} is the server's own port; use another, \
-             e.g. {EXAMPLE_ADDRESS}"
-        ));
-        return None;
-    }
-    if !address.ip().is_loopback() && !allow_remote {
-        problems.push(format!(
-            "http_address {address}: not a loopback address; /metrics shows database names and \
-             activity to anyone who can reach it. Use 127.0.0.1:{} (and a reverse proxy), or set \
-             http_allow_remote = true in the config file if this network is trusted",
-            address.port()
-        ));
-        return None;
-    }
-    Some(address)
 }
 
 /// Binds `address` (an error names it and what to do) and serves the endpoint in a task for
