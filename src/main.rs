@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     // It lives in the instance's state directory, so `run`'s config is loaded here, once.
     let run_config = match &cli.command {
         Command::Run(args) => Some(
-            pgwarden::remembered::with_remembered_flags(args.sources())
+            pgwarden::registry::with_remembered_flags(args.sources())
                 .and_then(|sources| pgwarden::config::Config::load(&sources)),
         ),
         _ => None,

@@ -13,7 +13,7 @@
 //! reached by a command that names neither it nor its data directory — a bare `pgwarden stop`
 //! reaches only the unnamed instance in the default place.
 
-use crate::config::Config;
+use crate::config::{Config, Sources};
 use crate::error::{Error, IoContext, Result};
 use crate::instance;
 use crate::paths;
@@ -98,6 +98,28 @@ pub fn lookup(key: &str) -> Option<PathBuf> {
     std::fs::read_link(paths::registry_dir().join(key))
         .ok()
         .filter(|target| target.is_dir())
+}
+
+/// `sources` with the port and listen address the instance was last started with on the command
+/// line, where neither this command line nor the environment sets them (`start --port 5821`,
+/// `stop`, `start` comes back on 5821).
+pub fn with_remembered_flags(sources: Sources) -> Result<Sources> {
+    let config = Config::load(&sources)?;
+    if config.ephemeral {
+        return Ok(sources);
+    }
+    let Some(r) = crate::remembered::read(&locate(&config)?) else {
+        return Ok(sources);
+    };
+    let mut sources = sources;
+    let unset = |key: &str| std::env::var_os(key).is_none_or(|v| v.is_empty());
+    if sources.flags.port.is_none() && unset("PGWARDEN_PORT") {
+        sources.flags.port = r.flags.port;
+    }
+    if sources.flags.listen_address.is_none() && unset("PGWARDEN_LISTEN_ADDRESS") {
+        sources.flags.listen_address = r.flags.listen_address;
+    }
+    Ok(sources)
 }
 
 /// The state directory of the instance `config` addresses: the named data directory's when one

@@ -8,7 +8,7 @@
 //! as it runs; `start` and `restart` reuse the port, user and database of the last launch that
 //! the command line does not override.
 
-use crate::config::{self, Config, Layer, Secret, Sources};
+use crate::config::{self, Config, Layer, Secret};
 use crate::error::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -80,28 +80,6 @@ pub struct Remembered {
 pub struct Flags {
     pub port: Option<u16>,
     pub listen_address: Option<String>,
-}
-
-/// `sources` with the port and listen address the instance was last started with on the command
-/// line, where neither this command line nor the environment sets them (`start --port 5821`,
-/// `stop`, `start` comes back on 5821).
-pub fn with_remembered_flags(sources: Sources) -> Result<Sources> {
-    let config = Config::load(&sources)?;
-    if config.ephemeral {
-        return Ok(sources);
-    }
-    let Some(r) = read(&crate::registry::locate(&config)?) else {
-        return Ok(sources);
-    };
-    let mut sources = sources;
-    let unset = |key: &str| std::env::var_os(key).is_none_or(|v| v.is_empty());
-    if sources.flags.port.is_none() && unset("PGWARDEN_PORT") {
-        sources.flags.port = r.flags.port;
-    }
-    if sources.flags.listen_address.is_none() && unset("PGWARDEN_LISTEN_ADDRESS") {
-        sources.flags.listen_address = r.flags.listen_address;
-    }
-    Ok(sources)
 }
 
 impl Remembered {

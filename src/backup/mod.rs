@@ -13,7 +13,8 @@
 //!   and environment its supervisor had (or the restore's own flags).
 //! - [`snapshot`]: dev snapshots — the stopped cluster copied aside by name, swapped back.
 //! - [`wal_archive`]: the continuous WAL archive (pgwarden is the `archive_command`), and
-//!   [`schedule`]: when the service's backups run (a systemd timer).
+//!   [`schedule`] (it lives in [`crate::config::backup_schedule`], as config checks it): when the
+//!   service's backups run (a systemd timer).
 //! - [`retention`]: `backup_keep` — old backups and the archived WAL only they needed.
 //! - [`record`]: `<state dir>/backup.json`, the last backup's time, size and result, for
 //!   `status` (and the metrics exporter).
@@ -24,7 +25,7 @@ pub mod record;
 pub mod relaunch;
 pub mod restore;
 pub mod retention;
-pub mod schedule;
+pub use crate::config::backup_schedule as schedule;
 pub mod snapshot;
 pub mod wal_archive;
 

@@ -9,7 +9,7 @@ use crate::config::ShutdownMode;
 use crate::error::Result;
 
 pub async fn run(args: StartArgs) -> Result<i32> {
-    let sources = crate::remembered::with_remembered_flags(args.run.sources())?;
+    let sources = crate::registry::with_remembered_flags(args.run.sources())?;
     let instance = Instance::from_config(Config::load(&sources)?)?;
     eprintln!(
         "{}",

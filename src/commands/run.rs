@@ -27,7 +27,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         what: format!("cannot install signal handlers: {e}"),
     })?;
     // The same sources `main` loaded `config` from: with the remembered flags.
-    let sources = crate::remembered::with_remembered_flags(args.sources())?;
+    let sources = crate::registry::with_remembered_flags(args.sources())?;
     let mut config = config;
     if let Some(warning) = image_env::trust_warning(&config.host_auth_method) {
         warn!(listen_address = %config.listen_address, "{warning}");

@@ -24,7 +24,7 @@ pub async fn start(args: StartArgs) -> Result<i32> {
 
 /// `start`, or the start half of `restart` (`verb` is the word replaced by `run`).
 pub async fn start_verb(args: StartArgs, verb: &str) -> Result<i32> {
-    let sources = crate::remembered::with_remembered_flags(args.run.sources())?;
+    let sources = crate::registry::with_remembered_flags(args.run.sources())?;
     let config = Config::load(&sources)?;
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],

@@ -44,7 +44,7 @@ pub fn resolve(
         problems.push("backup_keep = 0 would remove every backup; keep at least 1".into());
     }
     if let Some(s) = &schedule
-        && let Err(e) = crate::backup::schedule::Schedule::parse(s)
+        && let Err(e) = super::backup_schedule::Schedule::parse(s)
     {
         problems.push(format!("backup_schedule {s:?}: {e}"));
     }

@@ -4,6 +4,7 @@
 //! [`Layer`]s here, merged, and checked once, with every problem reported together.
 
 pub mod backup;
+pub mod backup_schedule;
 pub mod install_policy;
 mod npmrc;
 mod source;
