@@ -83,6 +83,17 @@ impl Ctx {
         dir
     }
 
+    /// A new directory under the scratch dir owned by root (whoever runs the bench), for what
+    /// pgwarden as root only trusts when no other user can write to it or above it (its binaries
+    /// cache).
+    pub fn fresh_own_dir(&self, name: &str) -> PathBuf {
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        let dir = self.work.join(format!("{n:03}-{name}"));
+        std::fs::create_dir(&dir).expect("create run directory");
+        dir
+    }
+
     /// A port in 20000..32000 that could be bound just now (below the ephemeral range).
     pub fn port(&self) -> u16 {
         loop {

@@ -271,8 +271,8 @@ fn lifecycle(ctx: &Ctx, o: &Options) -> Vec<Row> {
             let port = ctx.port();
             match turn {
                 0 => {
-                    let mut pgw =
-                        Pgwarden::spawn(ctx, &dir.join("install"), &dir.join("data"), port);
+                    let install = ctx.fresh_own_dir("cold-install");
+                    let mut pgw = Pgwarden::spawn(ctx, &install, &dir.join("data"), port);
                     let ready = pgw.wait_ready() - pgw.started;
                     let hwm = procfs::status_kib(pgw.pid, "VmHWM").expect("VmHWM");
                     cold_raw.ours.push(ms(ready));
