@@ -39,7 +39,7 @@
 //! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default
 //! locations), [`status`] (the supervisor's state and status record, a leaf that the commands
-//! read and the supervisor writes),
+//! read and the supervisor writes), [`json_file`] (such records written atomically),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`log_lines`] (quiet by default, `-v`/`-q`), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
@@ -59,6 +59,7 @@ pub mod image_env;
 pub mod init_scripts;
 pub mod initdb_args;
 pub mod instance;
+pub mod json_file;
 pub mod launch;
 pub mod log_lines;
 pub mod logfile;

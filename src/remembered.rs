@@ -138,25 +138,13 @@ impl Remembered {
 
 /// Writes `settings.json` into `state_dir` atomically (0644: no secret is in it).
 pub fn write(state_dir: &Path, remembered: &Remembered) -> Result<()> {
-    use std::io::Write;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".settings.")
-        .tempfile_in(state_dir)
-        .io("cannot create a temp file in", state_dir)?;
-    let mut json = serde_json::to_vec_pretty(remembered).expect("settings serialise");
-    json.push(b'\n');
-    temp.write_all(&json).io("cannot write", temp.path())?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = temp
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
     let path = state_dir.join(FILE);
-    temp.persist(&path)
-        .map_err(|e| e.error)
-        .io("cannot rename the settings file into", &path)?;
-    Ok(())
+    crate::json_file::write(
+        &path,
+        remembered,
+        0o644,
+        crate::json_file::Durability::Rename,
+    )
 }
 
 /// Reads `settings.json`; `None` when missing or unreadable (an instance from an older pgwarden).

@@ -10,9 +10,8 @@
 //! mode to `stop-request` before it signals the supervisor, which takes (reads and removes) it.
 
 use crate::config::ShutdownMode;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -176,24 +175,7 @@ impl StatusFile {
 }
 
 fn write_atomically(path: &Path, status: &Status) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".status.")
-        .tempfile_in(dir)
-        .io("cannot create a temp file in", dir)?;
-    let mut json = serde_json::to_vec_pretty(status).expect("status serialises");
-    json.push(b'\n');
-    temp.write_all(&json).io("cannot write", temp.path())?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = temp
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600));
-    }
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .io("cannot rename the status file into", path)?;
-    Ok(())
+    crate::json_file::write(path, status, 0o600, crate::json_file::Durability::Rename)
 }
 
 /// Reads a status file; `None` if it is missing or unreadable.

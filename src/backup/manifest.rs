@@ -9,7 +9,7 @@
 use crate::error::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 /// Bumped when the layout changes incompatibly.
@@ -100,20 +100,7 @@ impl Manifest {
     /// Writes the manifest of `archive` durably (temp file, fsync, rename).
     pub fn write_for(&self, archive: &Path) -> Result<()> {
         let path = super::manifest_path(archive);
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut temp = tempfile::Builder::new()
-            .prefix(".manifest.")
-            .tempfile_in(dir)
-            .io("cannot create a temp file in", dir)?;
-        let mut json = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        json.push(b'\n');
-        temp.write_all(&json).io("cannot write", temp.path())?;
-        temp.as_file().sync_all().io("cannot flush", temp.path())?;
-        temp.persist(&path)
-            .map_err(|e| e.error)
-            .io("cannot rename the manifest into", &path)?;
-        super::sync_dir(dir);
-        Ok(())
+        crate::json_file::write(&path, self, 0o644, crate::json_file::Durability::Sync)
     }
 
     /// Checks the archive file's size and SHA-256 against the manifest, reading it once.

@@ -4,8 +4,8 @@
 //! `status` and by anything else that wants to know whether backups work. A plain serde
 //! struct, written atomically (temp file + rename), world-readable, no secrets.
 
+use crate::error::IoContext;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 pub const FILE: &str = "backup.json";
@@ -104,21 +104,10 @@ pub fn note(state_dir: &Path, outcome: std::result::Result<SuccessfulBackup, Str
     }
 }
 
-fn write(state_dir: &Path, record: &BackupRecord) -> std::io::Result<()> {
-    std::fs::create_dir_all(state_dir)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".backup.")
-        .tempfile_in(state_dir)?;
-    let mut json = serde_json::to_vec_pretty(record).expect("record serialises");
-    json.push(b'\n');
-    temp.write_all(&json)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        temp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    temp.persist(state_dir.join(FILE)).map_err(|e| e.error)?;
-    Ok(())
+fn write(state_dir: &Path, record: &BackupRecord) -> crate::error::Result<()> {
+    std::fs::create_dir_all(state_dir).io("cannot create", state_dir)?;
+    let path = state_dir.join(FILE);
+    crate::json_file::write(&path, record, 0o644, crate::json_file::Durability::Rename)
 }
 
 #[cfg(test)]
