@@ -20,8 +20,10 @@
 //!   `config` decided and imports nothing from later stages.
 //! - [`cluster`]: the data directory — the checks `run` and `doctor` both make, the cluster
 //!   created in place on first launch, atomic by marker (initdb, a [`temp_server`] for the
-//!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache), its
-//!   administration role's access — and the `[server]` settings file.
+//!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache, filled
+//!   in the background after a persistent first launch by [`cluster::template_fill`], which
+//!   [`cancel`] stops by killing its children), its administration role's access — and the
+//!   `[server]` settings file.
 //! - [`supervisor`]: one event loop; [`supervisor::machine`]'s pure `step` decides, an executor
 //!   acts: runs the [`server`] (with the settings [`launch::effective`] computes from the config
 //!   and the launch), detects readiness with [`probe`] and [`pid_file`], [`reconcile`]s (on the
@@ -47,6 +49,7 @@
 
 pub mod backup;
 pub mod binaries;
+pub mod cancel;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
