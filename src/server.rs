@@ -401,16 +401,30 @@ fn forward(
 ) -> Option<tokio::task::JoinHandle<()>> {
     let pipe = pipe?;
     Some(tokio::spawn(async move {
+        use crate::log_lines::{Loudness, loudness, process_killed};
         let mut lines = BufReader::new(pipe).lines();
+        let mut oom_kills = crate::oom::kills();
         while let Ok(Some(line)) = lines.next_line().await {
             let line = crate::redact::password_literals(&line).into_owned();
             let shown = crate::log_lines::without_timestamp(&line);
-            if line.contains("PANIC:") || line.contains("FATAL:") {
-                tracing::error!(target: "postgres", "{shown}");
-            } else if line.contains("ERROR:") || line.contains("WARNING:") {
-                tracing::warn!(target: "postgres", "{shown}");
+            // A server process SIGKILLed while the cgroup's OOM count grew: say who did it.
+            let oom = if process_killed(&line) == Some(Signal::SIGKILL as i32) {
+                let now = crate::oom::kills();
+                let grew = matches!((oom_kills, now), (Some(before), Some(now)) if now > before);
+                oom_kills = now;
+                grew
             } else {
-                tracing::info!(target: "postgres", "{shown}");
+                false
+            };
+            match (loudness(&line), oom) {
+                (_, true) => tracing::warn!(
+                    target: "postgres",
+                    "{shown} (the kernel's OOM killer, memory limit: {})",
+                    crate::oom::memory_limit()
+                ),
+                (Loudness::Error, _) => tracing::error!(target: "postgres", "{shown}"),
+                (Loudness::Warn, _) => tracing::warn!(target: "postgres", "{shown}"),
+                (Loudness::Info, _) => tracing::info!(target: "postgres", "{shown}"),
             }
             tail.push(line);
         }
