@@ -699,5 +699,10 @@ fn a_backend_killed_by_the_oom_killer_is_a_warning_at_the_default_level() {
     );
     let status = status_json(&data_dir);
     assert_eq!(status["restarts"], 0, "{status}");
+    // That kill was the backend's: a later SIGKILL of the postmaster is not blamed on it.
+    kill(Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    let line = pgwarden.wait_for_stderr("postgres exited unexpectedly", START);
+    assert!(line.contains("sent from outside pgwarden"), "{line}");
+    assert!(!line.contains("OOM"), "{line}");
     stop(pgwarden, Signal::SIGTERM);
 }
