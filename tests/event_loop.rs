@@ -610,6 +610,26 @@ impl Drop for LimitedCgroup {
     }
 }
 
+/// A first launch of pgwarden moved into `cgroup` (before it starts any child): pgwarden, its
+/// port, data dir and postmaster pid.
+fn start_in(cgroup: &LimitedCgroup, dir: &Path) -> (Pgwarden, u16, std::path::PathBuf, i32) {
+    let port = free_port();
+    let pgwarden = start(dir, port, &[]);
+    cgroup.add(pgwarden.pid());
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    let data_dir = dir.join("data");
+    let postmaster = postmaster_pid(&data_dir);
+    assert!(
+        cgroup.pids().contains(&postmaster),
+        "the postmaster is in the cgroup"
+    );
+    (pgwarden, port, data_dir, postmaster)
+}
+
+/// The query that eats memory until the cgroup's limit stops it (a string of up to 900 MiB).
+const EAT_MEMORY: &str =
+    "SELECT length(string_agg(repeat('x', 1048576), '')) FROM generate_series(1, 900)";
+
 fn set_oom_score_adj(pid: i32, adj: i32) {
     std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()).unwrap();
 }
@@ -623,27 +643,14 @@ fn the_oom_killer_is_named_with_the_limit_and_the_server_restarts() {
         return;
     };
     let dir = test_dir();
-    let port = free_port();
-    let pgwarden = start(dir.path(), port, &[]);
-    cgroup.add(pgwarden.pid());
-    pgwarden.wait_ready(FIRST_LAUNCH);
-    let data_dir = dir.path().join("data");
-    let postmaster = postmaster_pid(&data_dir);
-    assert!(
-        cgroup.pids().contains(&postmaster),
-        "the postmaster is in the cgroup"
-    );
+    let (pgwarden, port, data_dir, postmaster) = start_in(&cgroup, dir.path());
     // The eating backend is forked first (it keeps the default score, and is the victim once
     // the postmaster is gone); then the postmaster becomes the preferred victim. (Raising a
     // score needs no privilege; lowering one needs CAP_SYS_RESOURCE, which CI may lack.)
     let mut client = connect(port, "trader", "trader", "trader").unwrap();
     client.batch_execute("SELECT 1").unwrap();
     set_oom_score_adj(postmaster, 1000);
-    let eater = thread::spawn(move || {
-        client.batch_execute(
-            "SELECT length(string_agg(repeat('x', 1048576), '')) FROM generate_series(1, 900)",
-        )
-    });
+    let eater = thread::spawn(move || client.batch_execute(EAT_MEMORY));
     let line = pgwarden.wait_for_stderr("postgres exited unexpectedly", START);
     assert!(
         line.contains("killed by the kernel's OOM killer (memory limit: 256 MiB)"),
@@ -672,16 +679,9 @@ fn a_backend_killed_by_the_oom_killer_is_a_warning_at_the_default_level() {
         return;
     };
     let dir = test_dir();
-    let port = free_port();
-    let pgwarden = start(dir.path(), port, &[]);
-    cgroup.add(pgwarden.pid());
-    pgwarden.wait_ready(FIRST_LAUNCH);
-    let data_dir = dir.path().join("data");
-    let postmaster = postmaster_pid(&data_dir);
+    let (pgwarden, port, data_dir, postmaster) = start_in(&cgroup, dir.path());
     let mut client = connect(port, "trader", "trader", "trader").unwrap();
-    let eaten = client.batch_execute(
-        "SELECT length(string_agg(repeat('x', 1048576), '')) FROM generate_series(1, 900)",
-    );
+    let eaten = client.batch_execute(EAT_MEMORY);
     assert!(eaten.is_err(), "the eating query cannot succeed");
     let line = pgwarden.wait_for_stderr("was terminated by signal 9", START);
     assert!(line.contains("WARN"), "{line}");
