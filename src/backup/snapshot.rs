@@ -75,13 +75,39 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<Copied> {
     Ok(copied)
 }
 
+/// Copies the entries of `from` into the existing directory `to` (as [`copy_tree`] does), but
+/// those named in `skip`. The directory `to` itself keeps its mode and owner.
+pub fn copy_into(from: &Path, to: &Path, skip: &[&str]) -> Result<Copied> {
+    let mut copied = Copied::default();
+    copy_entries(from, to, true, skip, &mut copied)?;
+    Ok(copied)
+}
+
+/// Copies one regular file, keeping its mode and owner (cloned where the filesystem can).
+pub fn copy_one(src: &Path, dst: &Path) -> Result<()> {
+    copy_file(src, dst, &mut Copied::default())
+}
+
 fn copy_dir(from: &Path, to: &Path, top: bool, copied: &mut Copied) -> Result<()> {
     let meta = std::fs::symlink_metadata(from).io("cannot read", from)?;
     std::fs::create_dir(to).io("cannot create directory", to)?;
+    copy_entries(from, to, top, &[], copied)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .io("cannot set the mode of", to)?;
+    keep_owner(from, to)
+}
+
+fn copy_entries(
+    from: &Path,
+    to: &Path,
+    top: bool,
+    skip: &[&str],
+    copied: &mut Copied,
+) -> Result<()> {
     for entry in std::fs::read_dir(from).io("cannot read directory", from)? {
         let entry = entry.io("cannot read directory", from)?;
         let name = entry.file_name();
-        if top && SKIP.iter().any(|s| name == *s) {
+        if top && SKIP.iter().chain(skip).any(|s| name == *s) {
             continue;
         }
         let (src, dst) = (entry.path(), to.join(&name));
@@ -96,9 +122,7 @@ fn copy_dir(from: &Path, to: &Path, top: bool, copied: &mut Copied) -> Result<()
             copy_file(&src, &dst, copied)?;
         }
     }
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-        .io("cannot set the mode of", to)?;
-    keep_owner(from, to)
+    Ok(())
 }
 
 /// `ioctl(FICLONE)`: `_IOW(0x94, 9, int)`.
