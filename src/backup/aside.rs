@@ -30,13 +30,17 @@ pub struct Aside {
     pub copied: bool,
 }
 
-/// `<data dir>.before-restore-<time>`.
+/// `<data dir>.before-restore-<time>` (`-2`, `-3`, … after it when taken within a second).
 fn aside_path(data_dir: &Path) -> PathBuf {
     let name = data_dir.file_name().unwrap_or_default().to_string_lossy();
-    data_dir.with_file_name(format!(
-        "{name}.before-restore-{}",
-        super::stamp(super::now_ms())
-    ))
+    let base = format!("{name}.before-restore-{}", super::stamp(super::now_ms()));
+    let mut path = data_dir.with_file_name(&base);
+    let mut n = 1;
+    while path.symlink_metadata().is_ok() {
+        n += 1;
+        path = data_dir.with_file_name(format!("{base}-{n}"));
+    }
+    path
 }
 
 /// Bytes of the regular files under `dir` (symlinks not followed).
@@ -56,8 +60,12 @@ pub fn tree_bytes(dir: &Path) -> u64 {
 }
 
 /// Moves (or, for a mount point, copies) the stopped cluster in `data_dir` aside; afterwards
-/// `data_dir` is missing, or holds only the creating marker (with `note`).
-pub fn set_aside(data_dir: &Path, note: &str, run_as: &RunAs) -> Result<Aside> {
+/// `data_dir` is missing, or holds only the creating marker (with the `note` for the aside).
+pub fn set_aside(
+    data_dir: &Path,
+    note: &dyn Fn(&Aside) -> String,
+    run_as: &RunAs,
+) -> Result<Aside> {
     let path = aside_path(data_dir);
     if !in_place::is_mount_point(data_dir) {
         match std::fs::rename(data_dir, &path) {
@@ -107,14 +115,15 @@ pub fn set_aside(data_dir: &Path, note: &str, run_as: &RunAs) -> Result<Aside> {
     super::sync_dir(parent);
     // Marked before it is emptied: a kill from here leaves an unfinished directory (the old
     // cluster whole aside), never a cluster with files missing.
-    mark_creating(data_dir, note, run_as)?;
+    let aside = Aside { path, copied: true };
+    mark_creating(data_dir, &note(&aside), run_as)?;
     let marker = data_dir.join(MARKER);
     if marker.exists() {
         std::fs::remove_file(&marker).io("cannot remove", &marker)?;
         super::sync_dir(data_dir);
     }
     in_place::empty_except_creating(data_dir)?;
-    Ok(Aside { path, copied: true })
+    Ok(aside)
 }
 
 /// Returns the old cluster to `data_dir` after a failed restore (which left `data_dir`
@@ -160,7 +169,7 @@ mod tests {
         let me = RunAs::resolve(None)
             .or_else(|_| RunAs::resolve(Some("nobody")))
             .unwrap();
-        let aside = set_aside(&data, "n", &me).unwrap();
+        let aside = set_aside(&data, &|_| "n".into(), &me).unwrap();
         assert!(!aside.copied);
         assert!(!data.exists());
         assert!(aside.path.join("PG_VERSION").is_file());

@@ -12,9 +12,12 @@
 //!    `pg_internal.init`, `pgsql_tmp*`). A file that changes while it is read is fine (the WAL
 //!    replay repairs it, full-page writes are on); one that grows is cut at the size it had when
 //!    opened, one that shrinks is padded with zeros, one that vanishes is left out — as
-//!    `pg_basebackup` does;
+//!    `pg_basebackup` does. Tablespaces: the `pg_tblspc/<oid>` links are left out and each
+//!    tablespace's version directory is streamed under its own prefix
+//!    ([`super::tablespaces`]);
 //! 4. `pg_backup_stop(wait_for_archive => false)` returns the stop LSN and the `backup_label`
 //!    and `tablespace_map` contents, which go into the archive (never into the live data dir);
+//!    the map must name exactly the tablespaces copied;
 //! 5. the WAL segments from the start's to the stop's go into the archive's `pg_wal/`.
 //!
 //! The archive is written as `.<name>.partial` beside the target (zstd, fast level, 1 MiB

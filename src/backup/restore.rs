@@ -299,7 +299,7 @@ pub fn write(job: &Job) -> Result<Option<Aside>> {
     let aside = match job.found {
         Found::Occupied => Some(aside::set_aside(
             &job.data_dir,
-            &note(job, None),
+            &|aside| note(job, Some(aside)),
             &job.run_as,
         )?),
         Found::Unfinished => {

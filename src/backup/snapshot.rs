@@ -1,5 +1,6 @@
 //! Dev snapshots: the whole data directory of a stopped cluster, copied aside by name, and
-//! swapped back in one rename.
+//! swapped back in one rename. A cluster with tablespaces is refused
+//! ([`refuse_tablespaces`]).
 //!
 //! `<data dir>.snapshots/NAME/` holds `data/` (the copy) and `snapshot.json` (when, how big,
 //! which PostgreSQL major). A snapshot is written as `.NAME.partial-<pid>` and renamed when
@@ -180,8 +181,33 @@ pub fn exchange(a: &Path, b: &Path) -> Result<()> {
     })
 }
 
+/// Refuses a cluster with tablespaces: a snapshot is a copy of the data directory, and its
+/// `pg_tblspc` links would point at the live tablespaces' files, which change after the
+/// snapshot — restoring it would pair old catalogs with new table files. (Copying each
+/// tablespace beside the snapshot, and back, is possible; for the dev use snapshots are for,
+/// tablespaces are rare, and a backup/restore does carry them.)
+pub fn refuse_tablespaces(data_dir: &Path) -> Result<()> {
+    let live = super::tablespaces::list_live(data_dir)?;
+    if live.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Backup {
+        what: format!(
+            "this cluster has tablespaces ({}); a snapshot copies only the data directory, so it would not \
+             restore them\nhelp: use `pgwarden backup FILE` and `pgwarden restore FILE --force` instead (they \
+             carry tablespaces), or move the tables back (ALTER TABLE … SET TABLESPACE pg_default) and drop \
+             the tablespaces",
+            live.iter()
+                .map(|l| format!("{} at {}", l.oid, l.location.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
 /// Saves a copy of the stopped cluster `data_dir` as snapshot `name`.
 pub fn save(data_dir: &Path, name: &str) -> Result<SnapshotMeta> {
+    refuse_tablespaces(data_dir)?;
     let dir = snapshots_dir(data_dir);
     let target = dir.join(name);
     if target.exists() {
