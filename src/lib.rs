@@ -44,7 +44,8 @@
 //! read and the supervisor writes), [`json_file`] (such records written atomically),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`log_lines`] (quiet by default, `-v`/`-q`), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
-//! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
+//! [`backup`] (base backups with their tablespaces, restores in place — into a mount point too —
+//! keeping a replaced cluster aside, snapshots, the WAL archive), and [`commands`], one
 //! module per subcommand.
 
 pub mod backup;
