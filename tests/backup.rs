@@ -1537,3 +1537,66 @@ fn a_tablespace_is_backed_up_during_writes_and_restored_to_a_mapped_location() {
     let mut c2 = connect(port2, "trader", "trader", "trader").unwrap();
     c2.batch_execute("SELECT 1").unwrap();
 }
+
+#[test]
+fn restore_force_on_a_mount_point_without_room_beside_it_is_refused_with_nothing_changed() {
+    let dir = test_dir();
+    // A small filesystem holding the mount point of a large one: no room for the old cluster's
+    // copy beside the mount point.
+    let parent = dir.path().join("small");
+    let Some(_outer) = common::Tmpfs::mount(&parent, "24m", 0o755) else {
+        return;
+    };
+    let volume = parent.join("volume");
+    let Some(_volume) = common::Tmpfs::mount(&volume, "512m", 0o755) else {
+        return;
+    };
+    let port = free_port();
+    let args = common::run_args_for(
+        &common::npm_archive(),
+        &common::shared_install_dir(),
+        &volume,
+        port,
+    );
+    let server = Pgwarden::start(&common::as_strs(&args), &[]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+        .unwrap();
+    drop(c);
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&[
+        "backup",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        volume.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let before = names_in(&volume);
+
+    let out = pgw(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        volume.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is a mount point") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("help:"), "{stderr}");
+    // Refused before the server was stopped: it still serves, on the same cluster.
+    assert!(!server.has_exited(), "the server was not stopped");
+    assert_eq!(rows_of_t(port), ["kept"]);
+    assert_eq!(names_in(&volume), before);
+    assert!(asides_of(&volume).is_empty());
+    assert!(
+        !names_in(&parent).iter().any(|n| n.ends_with(".partial")),
+        "{:?}",
+        names_in(&parent)
+    );
+    drop(server);
+}

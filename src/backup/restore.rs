@@ -262,8 +262,12 @@ pub fn leftovers(state_dir: &Path, found: &Found) -> Vec<PathBuf> {
 }
 
 /// Checks that the restored files fit: the data directory's filesystem (for a cluster that is
-/// replaced on a mount point, its files go: they count as free) and each tablespace's.
+/// replaced on a mount point, its files go: they count as free) and each tablespace's; and,
+/// for a mount point whose cluster is replaced, that its copy fits beside it.
 pub fn check_space(job: &Job) -> Result<()> {
+    if job.found == Found::Occupied {
+        aside::check_room(&job.data_dir)?;
+    }
     let ts_bytes: u64 = job.manifest.tablespaces.iter().map(|t| t.bytes).sum();
     let mut needs: Vec<(PathBuf, u64, u64)> = vec![(
         job.data_dir.clone(),
