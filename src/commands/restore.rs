@@ -1,5 +1,8 @@
-//! `pgwarden restore FILE`: a backup into a new data directory, then start it
-//! ([`crate::backup::restore`]).
+//! `pgwarden restore FILE`: a backup into a data directory — missing, empty (a mount point
+//! too), left unfinished by a killed restore, or, with `--force`, holding a cluster that is
+//! kept aside — then start it ([`crate::backup::restore`]). Everything is checked before the
+//! running server (if any) is stopped; the instance lock is held while the directory is
+//! written.
 
 use crate::backup::in_place::{self, Found};
 use crate::backup::relaunch::{RUN_BOOLEAN_FLAGS, Relaunch};
