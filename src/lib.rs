@@ -39,7 +39,7 @@
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never
 //! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
-//! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default
+//! changes), [`procfs`] (who holds a file or socket open, a process's children, from /proc), [`paths`] (default
 //! locations), [`status`] (the supervisor's state and status record, a leaf that the commands
 //! read and the supervisor writes), [`json_file`] (such records written atomically),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of

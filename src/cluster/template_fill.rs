@@ -199,7 +199,7 @@ fn make(
     // later cluster with these settings.
     flush_to_disk(work)?;
     cancel
-        .unless_cancelled(|| std::fs::rename(&cluster, template).io("cannot move", template))
+        .unless_cancelled(|| super::template::publish(&cluster, template))
         .unwrap_or_else(|| {
             Err(Error::Cluster {
                 what: "cancelled before publishing".into(),
