@@ -1,5 +1,5 @@
 //! What the kernel's /proc says about other processes: who holds a file open, what a process
-//! is called. Best effort: a process that exits while it is read is left out.
+//! is called, its children. Best effort: a process that exits while it is read is left out.
 
 use std::path::Path;
 
