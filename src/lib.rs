@@ -20,8 +20,10 @@
 //!   `config` decided and imports nothing from later stages.
 //! - [`cluster`]: the data directory — the checks `run` and `doctor` both make, the cluster
 //!   created in place on first launch, atomic by marker (initdb, a [`temp_server`] for the
-//!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache), its
-//!   administration role's access — and the `[server]` settings file.
+//!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache, filled
+//!   in the background after a persistent first launch by [`cluster::template_fill`], which
+//!   [`cancel`] stops by killing its children), its administration role's access — and the
+//!   `[server]` settings file.
 //! - [`supervisor`]: one event loop; [`supervisor::machine`]'s pure `step` decides, an executor
 //!   acts: runs the [`server`] (with the settings [`launch::effective`] computes from the config
 //!   and the launch), detects readiness with [`probe`] and [`pid_file`], [`reconcile`]s (on the
@@ -42,11 +44,13 @@
 //! read and the supervisor writes), [`json_file`] (such records written atomically),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`log_lines`] (quiet by default, `-v`/`-q`), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
-//! [`backup`] (base backups, restores, snapshots, the WAL archive), and [`commands`], one
+//! [`backup`] (base backups with their tablespaces, restores in place — into a mount point too —
+//! keeping a replaced cluster aside, snapshots, the WAL archive), and [`commands`], one
 //! module per subcommand.
 
 pub mod backup;
 pub mod binaries;
+pub mod cancel;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

@@ -55,9 +55,68 @@ pub fn without_timestamp(line: &str) -> &str {
     }
 }
 
+/// How loudly a server line is forwarded to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loudness {
+    Error,
+    Warn,
+    Info,
+}
+
+/// A server line's loudness: its own severity (PANIC and FATAL are errors, ERROR and WARNING
+/// warnings), except that the postmaster's lines about one of its processes killed by a
+/// signal, and the restart of every connection that follows, are warnings although the server
+/// logs them as LOG: at the default level a backend's crash would otherwise pass unseen.
+pub fn loudness(line: &str) -> Loudness {
+    if line.contains("PANIC:") || line.contains("FATAL:") {
+        Loudness::Error
+    } else if line.contains("ERROR:")
+        || line.contains("WARNING:")
+        || process_killed(line).is_some()
+        || line.contains("terminating any other active server processes")
+    {
+        Loudness::Warn
+    } else {
+        Loudness::Info
+    }
+}
+
+/// The signal of the postmaster's "… (PID n) was terminated by signal N: …" line.
+pub fn process_killed(line: &str) -> Option<i32> {
+    let (before, after) = line.split_once(") was terminated by signal ")?;
+    before.contains("(PID ").then_some(())?;
+    after.split(':').next()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_server_process_is_a_warning() {
+        let killed =
+            "[7] postmaster LOG:  server process (PID 4242) was terminated by signal 9: Killed";
+        assert_eq!(process_killed(killed), Some(9));
+        assert_eq!(loudness(killed), Loudness::Warn);
+        let restart = "[7] postmaster LOG:  terminating any other active server processes";
+        assert_eq!(loudness(restart), Loudness::Warn);
+        // A background worker's exit code at a shutdown is routine.
+        let routine = "[7] postmaster LOG:  background worker \"logical replication launcher\" (PID 9) exited with exit code 1";
+        assert_eq!(loudness(routine), Loudness::Info);
+        assert_eq!(process_killed(routine), None);
+        assert_eq!(
+            loudness("[8] client backend FATAL:  password authentication failed"),
+            Loudness::Error
+        );
+        assert_eq!(
+            loudness("[8] client backend ERROR:  relation \"x\" does not exist"),
+            Loudness::Warn
+        );
+        assert_eq!(
+            loudness("[7] postmaster LOG:  database system is ready"),
+            Loudness::Info
+        );
+    }
 
     #[test]
     fn the_servers_timestamp_is_dropped() {

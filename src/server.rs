@@ -123,15 +123,17 @@ impl Server {
             .process_group(0)
             .kill_on_drop(false);
         run_as.apply(&mut command);
-        let oom_before = crate::oom::kills();
+        // The OOM kills accounted for so far: a backend's is the forwarder's to name, so that
+        // only a later one can be blamed for the postmaster's SIGKILL.
+        let oom_seen: OomSeen = Arc::new(std::sync::Mutex::new(crate::oom::kills()));
         let mut child = command.spawn().map_err(|e| Error::Server {
             what: format!("cannot start {}: {e}", install.bin("postgres").display()),
         })?;
         let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
         let log = LogTail::default();
         let forwarders: Vec<_> = [
-            forward(child.stdout.take(), log.clone()),
-            forward(child.stderr.take(), log.clone()),
+            forward(child.stdout.take(), log.clone(), oom_seen.clone()),
+            forward(child.stderr.take(), log.clone(), oom_seen.clone()),
         ]
         .into_iter()
         .flatten()
@@ -146,14 +148,7 @@ impl Server {
             data_dir: cluster.data_dir.clone(),
             signalled: false,
         };
-        tokio::spawn(keeper.run(
-            orders_rx,
-            hurry.clone(),
-            forwarders,
-            log,
-            oom_before,
-            exit_tx,
-        ));
+        tokio::spawn(keeper.run(orders_rx, hurry.clone(), forwarders, log, oom_seen, exit_tx));
         Ok((Server { pid, orders, hurry }, exit_rx))
     }
 
@@ -190,7 +185,7 @@ impl Keeper {
         hurry: Arc<Notify>,
         forwarders: Vec<tokio::task::JoinHandle<()>>,
         log: LogTail,
-        oom_before: Option<u64>,
+        oom_seen: OomSeen,
         exit: oneshot::Sender<Exit>,
     ) {
         let mut open = true;
@@ -216,10 +211,10 @@ impl Keeper {
         for task in forwarders {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
-        let oom_killed = match (oom_before, crate::oom::kills()) {
-            (Some(before), Some(after)) => after > before,
-            _ => false,
-        };
+        let oom_killed = oom_seen
+            .lock()
+            .map(|mut seen| grew(&mut seen))
+            .unwrap_or(false);
         let _ = exit.send(Exit {
             pid: self.pid,
             status,
@@ -395,22 +390,44 @@ pub fn remains(pgid: Pid, data_dir: &Path) -> Vec<Pid> {
 }
 
 /// Re-emits each line the server writes as a tracing event with target `postgres`.
+/// The cgroup's OOM kill count already accounted for (`None`: it cannot be read).
+type OomSeen = Arc<std::sync::Mutex<Option<u64>>>;
+
+/// Whether the OOM kill count grew since `seen`, which it then becomes.
+fn grew(seen: &mut Option<u64>) -> bool {
+    let now = crate::oom::kills();
+    let grew = matches!((*seen, now), (Some(before), Some(now)) if now > before);
+    *seen = now;
+    grew
+}
+
 fn forward(
     pipe: Option<impl AsyncRead + Unpin + Send + 'static>,
     tail: LogTail,
+    oom_seen: OomSeen,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let pipe = pipe?;
     Some(tokio::spawn(async move {
+        use crate::log_lines::{Loudness, loudness, process_killed};
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let line = crate::redact::password_literals(&line).into_owned();
             let shown = crate::log_lines::without_timestamp(&line);
-            if line.contains("PANIC:") || line.contains("FATAL:") {
-                tracing::error!(target: "postgres", "{shown}");
-            } else if line.contains("ERROR:") || line.contains("WARNING:") {
-                tracing::warn!(target: "postgres", "{shown}");
-            } else {
-                tracing::info!(target: "postgres", "{shown}");
+            // A server process SIGKILLed while the cgroup's OOM count grew: say who did it.
+            let oom = process_killed(&line) == Some(Signal::SIGKILL as i32)
+                && oom_seen
+                    .lock()
+                    .map(|mut seen| grew(&mut seen))
+                    .unwrap_or(false);
+            match (loudness(&line), oom) {
+                (_, true) => tracing::warn!(
+                    target: "postgres",
+                    "{shown} (the kernel's OOM killer, memory limit: {})",
+                    crate::oom::memory_limit()
+                ),
+                (Loudness::Error, _) => tracing::error!(target: "postgres", "{shown}"),
+                (Loudness::Warn, _) => tracing::warn!(target: "postgres", "{shown}"),
+                (Loudness::Info, _) => tracing::info!(target: "postgres", "{shown}"),
             }
             tail.push(line);
         }

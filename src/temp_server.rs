@@ -8,6 +8,7 @@
 //! always uses this server, scripts or not.
 
 use crate::binaries::Install;
+use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::escalation::{self, Target};
@@ -34,6 +35,8 @@ pub struct TempServer {
     pub socket_dir: PathBuf,
     pub port: u16,
     log: LogTail,
+    /// Told the postmaster's pid when it starts and when it is reaped.
+    cancel: Cancel,
 }
 
 impl TempServer {
@@ -43,6 +46,7 @@ impl TempServer {
         run_as: &RunAs,
         data_dir: &Path,
         socket_dir: &Path,
+        cancel: &Cancel,
     ) -> Result<TempServer> {
         let started = Instant::now();
         let mut command = Command::new(install.bin("postgres"));
@@ -69,12 +73,35 @@ impl TempServer {
             .stderr(Stdio::piped())
             .process_group(0);
         run_as.apply_std(&mut command);
+        // A cancellable step's server (the background template fill) is killed if the thread
+        // that starts it ends (pgwarden SIGKILLed, say): that cluster is thrown away, and an
+        // orphan would run on in a directory nobody looks at. That thread waits for this
+        // server until it stops; std switches uid/gid before this hook, so the setting
+        // survives. A first launch's orphan is found and shut down cleanly by the next launch
+        // instead (commands::run): a SIGKILLed one would leave its socket's lock file behind,
+        // which refuses the next temporary server while the dead pid is not yet reaped.
+        if cancel.can_be_cancelled() {
+            let parent = nix::unistd::getpid();
+            // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
+            // and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                        .map_err(std::io::Error::from)?;
+                    if nix::unistd::getppid() != parent {
+                        return Err(std::io::Error::other("pgwarden exited"));
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command.spawn().map_err(|e| Error::Cluster {
             what: format!(
                 "cannot start a temporary server ({}): {e}",
                 install.bin("postgres").display()
             ),
         })?;
+        cancel.started(child.id());
         let log = LogTail::default();
         let stderr = child.stderr.take().expect("piped");
         let sink = log.clone();
@@ -91,6 +118,7 @@ impl TempServer {
             socket_dir: socket_dir.to_path_buf(),
             port: config.port,
             log,
+            cancel: cancel.clone(),
         };
         server.wait_ready()?;
         tracing::debug!(
@@ -113,6 +141,7 @@ impl TempServer {
             }
             let child = self.child.as_mut().expect("running");
             if let Ok(Some(status)) = child.try_wait() {
+                self.cancel.ended(child.id());
                 self.child = None;
                 return Err(Error::Cluster {
                     what: format!(
@@ -173,6 +202,9 @@ impl TempServer {
         let mut target = Temp(child);
         let ladder = escalation::shutdown(Signal::SIGINT, STOP_TIMEOUT);
         let escalated = escalation::escalate_blocking(&mut target, &ladder);
+        if escalated.status.is_some() {
+            self.cancel.ended(target.0.id());
+        }
         match escalated.status {
             Some(status) if status.success() && escalated.rungs == 1 => Ok(()),
             _ if escalated.rungs > 1 => Err(Error::Cluster {
@@ -220,6 +252,7 @@ impl Drop for TempServer {
         if let Some(mut child) = self.child.take() {
             let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
             let _ = child.wait();
+            self.cancel.ended(child.id());
         }
     }
 }

@@ -944,3 +944,659 @@ fn service_install_ships_the_backup_timer_when_a_schedule_is_set() {
     assert!(out.status.success(), "{out:?}");
     assert!(!other.join("pgwarden-backup.timer").exists());
 }
+
+/// A copy of `archive` at `to` whose manifest gives its last member a wrong checksum (the
+/// archive's own checksum still matches): found only at the end of the unpacking.
+fn damaged_late(archive: &Path, to: &Path) -> PathBuf {
+    std::fs::copy(archive, to).unwrap();
+    let mut manifest = manifest_of(archive);
+    let files = manifest["files"].as_array_mut().unwrap();
+    let last = files.len() - 1;
+    files[last]["sha256"] = serde_json::Value::String("00".repeat(32));
+    std::fs::write(
+        format!("{}.manifest.json", to.display()),
+        manifest.to_string(),
+    )
+    .unwrap();
+    to.to_path_buf()
+}
+
+#[test]
+fn a_restore_that_fails_late_puts_the_old_cluster_back_and_starts_it() {
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('in the backup')")
+        .unwrap();
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&["backup", archive.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    c.batch_execute("INSERT INTO t VALUES ('old cluster')")
+        .unwrap();
+    drop(c);
+    let damaged = damaged_late(&archive, &dir.path().join("late.tar.zst"));
+
+    let _background = Background {
+        data_dir: data.clone(),
+    };
+    let out = pgw(&[
+        "restore",
+        damaged.to_str().unwrap(),
+        "--data-dir",
+        data_s,
+        "--force",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is damaged") && stderr.contains("is back there"),
+        "{stderr}"
+    );
+    let mut server = server;
+    assert!(
+        server.wait_exit(common::STOP).success(),
+        "stopped for the restore"
+    );
+    // Back in place, under its own name, and started again as it was.
+    assert_eq!(rows_of_t(port), ["in the backup", "old cluster"]);
+    assert!(asides_of(&data).is_empty(), "{:?}", asides_of(&data));
+    let names = names_in(&data);
+    assert!(names.contains(&"pgwarden.json".into()), "{names:?}");
+    assert!(!names.contains(&"pgwarden.creating".into()), "{names:?}");
+}
+
+/// True while `dir` is the root of a filesystem of its own.
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata(dir).unwrap().dev();
+    own != std::fs::metadata(dir.parent().unwrap()).unwrap().dev()
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The directories beside `dir` named `<dir>.before-restore-…`.
+fn asides_of(dir: &Path) -> Vec<PathBuf> {
+    let prefix = format!(
+        "{}.before-restore-",
+        dir.file_name().unwrap().to_string_lossy()
+    );
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Not the state directory of a kept cluster that was started.
+            name.starts_with(&prefix) && !name.ends_with(".pgwarden")
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+fn rows_of_t(port: u16) -> Vec<String> {
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.query("SELECT v FROM t ORDER BY v", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn restore_into_a_mount_point_works_in_place_survives_kill_9_and_keeps_the_old_cluster() {
+    let dir = test_dir();
+    let volume = dir.path().join("volume");
+    // Unmounted on drop, after the servers' guards below (dropped in reverse order).
+    let Some(_tmpfs) = common::Tmpfs::mount(&volume, "1g", 0o755) else {
+        return;
+    };
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    // Big enough that a restore takes a moment, to be killed in the middle of it.
+    c.batch_execute(
+        "CREATE TABLE bulk AS SELECT g AS id, repeat(md5(g::text), 8) AS payload \
+           FROM generate_series(1, 150000) g;
+         CREATE TABLE t (v text); INSERT INTO t VALUES ('in the backup');",
+    )
+    .unwrap();
+    drop(c);
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&[
+        "backup",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    drop(server);
+
+    // 1. Into the empty mount point: in place (no rename over it), a cluster on the volume.
+    let port2 = free_port();
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        archive.display().to_string(),
+        "--data-dir".into(),
+        volume.display().to_string(),
+        "--port".into(),
+        port2.to_string(),
+    ];
+    args.extend(binary_flags());
+    let _restored = Background {
+        data_dir: volume.clone(),
+    };
+    let out = pgw(&common::as_strs(&args));
+    assert!(out.status.success(), "restore into a mount point: {out:?}");
+    assert!(is_mount_point(&volume), "restored on the mount itself");
+    let names = names_in(&volume);
+    for want in ["PG_VERSION", "pgwarden.json", "base"] {
+        assert!(names.contains(&want.to_string()), "{want}: {names:?}");
+    }
+    for gone in ["pgwarden.creating", "pgwarden.json.restoring"] {
+        assert!(!names.contains(&gone.to_string()), "{gone} left: {names:?}");
+    }
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(&volume).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        let pgwarden_uid = nix::unistd::User::from_name("pgwarden")
+            .unwrap()
+            .expect("user pgwarden")
+            .uid
+            .as_raw();
+        assert_eq!(meta.uid(), pgwarden_uid, "the mount root is postgres's own");
+    }
+    assert_eq!(rows_of_t(port2), ["in the backup"]);
+    let mut c = connect(port2, "trader", "trader", "trader").unwrap();
+    c.batch_execute("INSERT INTO t VALUES ('old cluster')")
+        .unwrap();
+    drop(c);
+
+    // 2. `restore --force` over that running cluster, killed (-9) while it unpacks.
+    let mut force = args.clone();
+    force.push("--force".into());
+    let mut restoring = Pgwarden::start(&common::as_strs(&force), &[]);
+    let deadline = Instant::now() + LONG;
+    loop {
+        // Unpacking: marked unfinished, base/ being written, global/ not yet.
+        if volume.join("pgwarden.creating").exists()
+            && volume.join("base").exists()
+            && !volume.join("global").exists()
+        {
+            break;
+        }
+        assert!(
+            !restoring.has_exited(),
+            "the restore ended before it could be killed: {}",
+            restoring.stderr_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the restore never began to unpack"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    restoring.signal(nix::sys::signal::Signal::SIGKILL);
+    restoring.wait_exit(common::STOP);
+    drop(restoring);
+    assert!(is_mount_point(&volume));
+    let left = names_in(&volume);
+    assert!(left.contains(&"pgwarden.creating".into()), "{left:?}");
+    assert!(
+        !left.contains(&"pgwarden.json".into()),
+        "not complete: {left:?}"
+    );
+    let note = std::fs::read_to_string(volume.join("pgwarden.creating")).unwrap();
+    assert!(note.contains("being restored"), "{note}");
+    // The old cluster: whole, beside the mount point (it could not be renamed off it).
+    let asides = asides_of(&volume);
+    assert_eq!(asides.len(), 1, "{asides:?}");
+    let old = asides[0].clone();
+    assert!(note.contains(&old.display().to_string()), "{note}");
+    for want in ["PG_VERSION", "pgwarden.json", "global"] {
+        assert!(old.join(want).exists(), "{want} in {}", old.display());
+    }
+    let partials: Vec<String> = names_in(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(partials.is_empty(), "{partials:?}");
+    // `run` would never start it as a cluster: doctor says what run does with it.
+    let out = pgw(&["doctor", "--data-dir", volume.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("did not finish")
+            || text(&out.stderr).contains("did not finish"),
+        "{out:?}"
+    );
+
+    // 3. The next restore clears the unfinished one (no --force needed) and restores.
+    let out = pgw(&common::as_strs(&args));
+    assert!(out.status.success(), "restore after a kill: {out:?}");
+    assert!(is_mount_point(&volume));
+    assert_eq!(rows_of_t(port2), ["in the backup"]);
+
+    // The kept cluster starts, with what was written after the backup.
+    let port3 = free_port();
+    let mut old_args: Vec<String> = vec![
+        "start".into(),
+        "--data-dir".into(),
+        old.display().to_string(),
+        "--port".into(),
+        port3.to_string(),
+    ];
+    old_args.extend(binary_flags());
+    let _old = Background {
+        data_dir: old.clone(),
+    };
+    let out = pgw(&common::as_strs(&old_args));
+    assert!(out.status.success(), "the kept cluster starts: {out:?}");
+    assert_eq!(rows_of_t(port3), ["in the backup", "old cluster"]);
+
+    // 4. `--force` with a backup whose last member is found damaged only while unpacking: the
+    // old cluster is copied back onto the mount and started again; its copy beside is gone.
+    let damaged = damaged_late(&archive, &dir.path().join("late.tar.zst"));
+    let mut late = force.clone();
+    late[1] = damaged.display().to_string();
+    let out = pgw(&common::as_strs(&late));
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is damaged") && stderr.contains("is back there"),
+        "{stderr}"
+    );
+    assert!(is_mount_point(&volume));
+    assert_eq!(
+        rows_of_t(port2),
+        ["in the backup"],
+        "the old cluster runs again"
+    );
+    assert_eq!(asides_of(&volume).len(), 1, "{:?}", asides_of(&volume));
+    let names = names_in(&volume);
+    assert!(names.contains(&"pgwarden.json".into()), "{names:?}");
+    assert!(!names.contains(&"pgwarden.creating".into()), "{names:?}");
+
+    // 5. `--force` to the end: the output says where the old cluster went, and why there.
+    let out = pgw(&common::as_strs(&force));
+    assert!(out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("the old cluster is kept in"), "{stderr}");
+    assert!(stderr.contains("mount point"), "{stderr}");
+    let asides = asides_of(&volume);
+    assert_eq!(asides.len(), 2, "{asides:?}");
+    assert!(
+        stderr.contains(&asides[1].display().to_string())
+            || stderr.contains(&asides[0].display().to_string())
+    );
+    assert!(is_mount_point(&volume));
+    assert_eq!(rows_of_t(port2), ["in the backup"]);
+}
+
+/// Every entry under `dir`: (relative path, size, mtime in ns, mode, uid), to see that nothing
+/// changed there.
+fn tree_state(dir: &Path) -> Vec<(String, u64, i128, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = entry.path().symlink_metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            out.push((
+                entry
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .display()
+                    .to_string(),
+                meta.len(),
+                meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+                meta.mode(),
+                meta.uid(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_tablespace_is_backed_up_during_writes_and_restored_to_a_mapped_location() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !common::require_root("a tablespace directory owned by the server's user") {
+        return;
+    }
+    let pgwarden_user = nix::unistd::User::from_name("pgwarden")
+        .unwrap()
+        .expect("user pgwarden (.ci/run creates it)");
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let ts1 = dir.path().join("ts1");
+    std::fs::create_dir(&ts1).unwrap();
+    nix::unistd::chown(&ts1, Some(pgwarden_user.uid), Some(pgwarden_user.gid)).unwrap();
+    std::fs::set_permissions(&ts1, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLESPACE ts LOCATION '{}'",
+        ts1.display()
+    ))
+    .unwrap();
+    c.batch_execute(
+        "CREATE TABLE spaced (id bigint PRIMARY KEY, payload text) TABLESPACE ts;
+         INSERT INTO spaced SELECT g, md5(g::text) FROM generate_series(1, 20000) g;",
+    )
+    .unwrap();
+    drop(c);
+
+    // A writer into the tablespace while the backup runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(i64, u64)>>> = Arc::default();
+    let writer = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        std::thread::spawn(move || {
+            let mut c = connect(port, "trader", "trader", "trader").unwrap();
+            let mut id = 20_000i64;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                c.execute("INSERT INTO spaced VALUES ($1, 'written during')", &[&id])
+                    .unwrap();
+                acked.lock().unwrap().push((id, now_ms()));
+            }
+        })
+    };
+    while acked.lock().unwrap().len() < 50 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&[
+        "backup",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "backup with a tablespace: {out:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    common::stop(server, nix::sys::signal::Signal::SIGTERM);
+
+    let manifest = manifest_of(&archive);
+    let spaces = manifest["tablespaces"]
+        .as_array()
+        .expect("tablespaces listed");
+    assert_eq!(spaces.len(), 1, "{manifest}");
+    assert_eq!(spaces[0]["location"], ts1.display().to_string());
+    assert!(
+        manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"]
+                .as_str()
+                .unwrap()
+                .starts_with("pgwarden.tablespaces/")),
+        "the tablespace's files are in the manifest"
+    );
+    let stop_ms = manifest["stop_ms"].as_u64().unwrap();
+    let must_have: Vec<i64> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, at)| *at < stop_ms)
+        .map(|(id, _)| *id)
+        .collect();
+    let original = tree_state(&ts1);
+    assert!(!original.is_empty());
+
+    // Its location is not empty (the original cluster's): refused, nothing written.
+    let refused = dir.path().join("refused");
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        archive.display().to_string(),
+        "--data-dir".into(),
+        refused.display().to_string(),
+        "--port".into(),
+        free_port().to_string(),
+    ];
+    args.extend(binary_flags());
+    let out = pgw(&common::as_strs(&args));
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not empty") && stderr.contains("--tablespace"),
+        "{stderr}"
+    );
+    assert!(
+        !refused.exists(),
+        "a refused restore wrote {}",
+        refused.display()
+    );
+    assert_eq!(
+        tree_state(&ts1),
+        original,
+        "the original location untouched"
+    );
+
+    // Mapped to a new location.
+    let ts2 = dir.path().join("new/ts2");
+    let restored = dir.path().join("restored");
+    let port2 = free_port();
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        archive.display().to_string(),
+        "--data-dir".into(),
+        restored.display().to_string(),
+        "--port".into(),
+        port2.to_string(),
+        "--tablespace".into(),
+        format!("{}={}", ts1.display(), ts2.display()),
+    ];
+    args.extend(binary_flags());
+    let _background = Background {
+        data_dir: restored.clone(),
+    };
+    let out = pgw(&common::as_strs(&args));
+    assert!(out.status.success(), "restore with --tablespace: {out:?}");
+    let mut c2 = connect(port2, "trader", "trader", "trader").unwrap();
+    let present: std::collections::HashSet<i64> = c2
+        .query("SELECT id FROM spaced", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!((1..=20_000).all(|id| present.contains(&id)));
+    let missing: Vec<&i64> = must_have
+        .iter()
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged ids missing",
+        missing.len()
+    );
+    let location: String = c2
+        .query_one(
+            "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(location, ts2.display().to_string());
+    c2.execute("INSERT INTO spaced VALUES (-1, 'after the restore')", &[])
+        .unwrap();
+    c2.batch_execute("CHECKPOINT").unwrap();
+    drop(c2);
+    // Its files are in the new location, the server user's, 0700; the original untouched.
+    let meta = std::fs::metadata(&ts2).unwrap();
+    assert_eq!(meta.uid(), pgwarden_user.uid.as_raw());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    let version_dirs: Vec<String> = names_in(&ts2)
+        .into_iter()
+        .filter(|n| n.starts_with("PG_16_"))
+        .collect();
+    assert_eq!(version_dirs.len(), 1, "{:?}", names_in(&ts2));
+    assert!(tree_state(&ts2).len() > 3, "{:?}", tree_state(&ts2));
+    let oid = spaces[0]["oid"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_link(restored.join("pg_tblspc").join(oid)).unwrap(),
+        ts2
+    );
+    assert_eq!(
+        tree_state(&ts1),
+        original,
+        "the original location untouched"
+    );
+
+    // A restore killed (-9) while it writes the tablespace: the data directory is unfinished
+    // and the tablespace's directory half-written; the next restore removes what it left
+    // (from its journal) and completes.
+    let ts3 = dir.path().join("ts3");
+    let again = dir.path().join("again");
+    let port3 = free_port();
+    let mut args3: Vec<String> = vec![
+        "restore".into(),
+        archive.display().to_string(),
+        "--data-dir".into(),
+        again.display().to_string(),
+        "--port".into(),
+        port3.to_string(),
+        "--tablespace".into(),
+        format!("{}={}", ts1.display(), ts3.display()),
+    ];
+    args3.extend(binary_flags());
+    let _background3 = Background {
+        data_dir: again.clone(),
+    };
+    let mut restoring = Pgwarden::start(&common::as_strs(&args3), &[]);
+    let deadline = Instant::now() + LONG;
+    while !ts3.is_dir() || names_in(&ts3).is_empty() {
+        assert!(
+            !restoring.has_exited(),
+            "the restore ended before it could be killed: {}",
+            restoring.stderr_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the restore never reached the tablespace"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    restoring.signal(nix::sys::signal::Signal::SIGKILL);
+    restoring.wait_exit(common::STOP);
+    drop(restoring);
+    assert!(again.join("pgwarden.creating").exists());
+    assert!(!again.join("pgwarden.json").exists());
+    assert!(
+        !names_in(&ts3).is_empty(),
+        "the half-written tablespace is there"
+    );
+    let out = pgw(&common::as_strs(&args3));
+    assert!(out.status.success(), "restore after a kill: {out:?}");
+    let n: i64 = connect(port3, "trader", "trader", "trader")
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM spaced WHERE id BETWEEN 1 AND 20000",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 20_000);
+    assert_eq!(
+        tree_state(&ts1),
+        original,
+        "the original location untouched"
+    );
+
+    // A snapshot of a cluster with tablespaces is refused, before the server is stopped.
+    let out = pgw(&[
+        "snapshot",
+        "save",
+        "s",
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("tablespaces"), "{out:?}");
+    let mut c2 = connect(port2, "trader", "trader", "trader").unwrap();
+    c2.batch_execute("SELECT 1").unwrap();
+}
+
+#[test]
+fn restore_force_on_a_mount_point_without_room_beside_it_is_refused_with_nothing_changed() {
+    let dir = test_dir();
+    // A small filesystem holding the mount point of a large one: no room for the old cluster's
+    // copy beside the mount point.
+    let parent = dir.path().join("small");
+    let Some(_outer) = common::Tmpfs::mount(&parent, "24m", 0o755) else {
+        return;
+    };
+    let volume = parent.join("volume");
+    let Some(_volume) = common::Tmpfs::mount(&volume, "512m", 0o755) else {
+        return;
+    };
+    let port = free_port();
+    let args = common::run_args_for(
+        &common::npm_archive(),
+        &common::shared_install_dir(),
+        &volume,
+        port,
+    );
+    let server = Pgwarden::start(&common::as_strs(&args), &[]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+        .unwrap();
+    drop(c);
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&[
+        "backup",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        volume.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let before = names_in(&volume);
+
+    let out = pgw(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        volume.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is a mount point") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("help:"), "{stderr}");
+    // Refused before the server was stopped: it still serves, on the same cluster.
+    assert!(!server.has_exited(), "the server was not stopped");
+    assert_eq!(rows_of_t(port), ["kept"]);
+    assert_eq!(names_in(&volume), before);
+    assert!(asides_of(&volume).is_empty());
+    assert!(
+        !names_in(&parent).iter().any(|n| n.ends_with(".partial")),
+        "{:?}",
+        names_in(&parent)
+    );
+    drop(server);
+}

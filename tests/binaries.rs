@@ -806,3 +806,22 @@ fn a_download_killed_midway_leaves_nothing_that_counts_and_is_swept() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(entries(&install_dir), [".lock", PG_VERSION]);
 }
+
+/// A download that fills the disk says so, with the free space and the fix, and leaves
+/// nothing installed (root: a small tmpfs at the install dir).
+#[test]
+fn a_download_that_fills_the_disk_is_named_disk_full() {
+    let dir = common::test_dir();
+    let install_dir = dir.path().join("install");
+    let Some(_tmpfs) = common::Tmpfs::mount(&install_dir, "4m", 0o700) else {
+        return;
+    };
+    let server = MirrorServer::start(theseus_bytes());
+    let out = mirror_install(&server, "good", &install_dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let all = text(&out);
+    assert!(all.contains("disk full while downloading"), "{all}");
+    assert!(all.contains("MB free"), "{all}");
+    assert!(all.contains("install_dir"), "the fix: {all}");
+    assert_nothing_installed(&install_dir);
+}

@@ -542,3 +542,167 @@ fn sigterm_during_a_reconcile_that_cannot_finish_stops_within_the_shutdown_timeo
     );
     eprintln!("stopped {took:?} after SIGTERM during the reconcile");
 }
+
+/// A memory cgroup of its own below this process's, with a limit; its processes are killed
+/// (by pid) and it is removed on drop.
+struct LimitedCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl LimitedCgroup {
+    /// `None` where no child memory cgroup can be made here (skipped, or failed under CI).
+    fn make(name: &str, limit_mb: u64) -> Option<LimitedCgroup> {
+        if !require_root("making a memory cgroup") {
+            return None;
+        }
+        let found = pgwarden::oom::MemoryCgroup::find();
+        let dir = found.as_ref().map(|c| {
+            c.dir
+                .join(format!("pgwarden-test-{}-{name}", std::process::id()))
+        });
+        let made = dir.as_ref().is_some_and(|dir| {
+            let limit = if found.as_ref().unwrap().v1 {
+                "memory.limit_in_bytes"
+            } else {
+                "memory.max"
+            };
+            std::fs::create_dir(dir).is_ok()
+                && std::fs::write(dir.join(limit), (limit_mb << 20).to_string()).is_ok()
+        });
+        if !prerequisite(
+            made,
+            &format!("a child memory cgroup with a limit ({found:?})"),
+        ) {
+            if let Some(dir) = dir {
+                let _ = std::fs::remove_dir(dir);
+            }
+            return None;
+        }
+        Some(LimitedCgroup { dir: dir.unwrap() })
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for LimitedCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let pids = self.pids();
+            if pids.is_empty() && std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("could not remove the test cgroup {}", self.dir.display());
+    }
+}
+
+/// A first launch of pgwarden moved into `cgroup` (before it starts any child): pgwarden, its
+/// port, data dir and postmaster pid.
+fn start_in(cgroup: &LimitedCgroup, dir: &Path) -> (Pgwarden, u16, std::path::PathBuf, i32) {
+    let port = free_port();
+    let pgwarden = start(dir, port, &[]);
+    cgroup.add(pgwarden.pid());
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    let data_dir = dir.join("data");
+    let postmaster = postmaster_pid(&data_dir);
+    assert!(
+        cgroup.pids().contains(&postmaster),
+        "the postmaster is in the cgroup"
+    );
+    (pgwarden, port, data_dir, postmaster)
+}
+
+/// The query that eats memory until the cgroup's limit stops it (a string of up to 900 MiB).
+const EAT_MEMORY: &str =
+    "SELECT length(string_agg(repeat('x', 1048576), '')) FROM generate_series(1, 900)";
+
+fn set_oom_score_adj(pid: i32, adj: i32) {
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string()).unwrap();
+}
+
+/// The kernel's OOM killer, for real: pgwarden runs in a memory cgroup limited to 256 MiB,
+/// a query eats memory, and the kernel kills the postmaster (made its preferred victim, as an
+/// unlucky one would be). pgwarden says it was the OOM killer, with the limit, and restarts.
+#[test]
+fn the_oom_killer_is_named_with_the_limit_and_the_server_restarts() {
+    let Some(cgroup) = LimitedCgroup::make("postmaster-oom", 256) else {
+        return;
+    };
+    let dir = test_dir();
+    let (pgwarden, port, data_dir, postmaster) = start_in(&cgroup, dir.path());
+    // The eating backend is forked first (it keeps the default score, and is the victim once
+    // the postmaster is gone); then the postmaster becomes the preferred victim. (Raising a
+    // score needs no privilege; lowering one needs CAP_SYS_RESOURCE, which CI may lack.)
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    client.batch_execute("SELECT 1").unwrap();
+    set_oom_score_adj(postmaster, 1000);
+    let eater = thread::spawn(move || client.batch_execute(EAT_MEMORY));
+    let line = pgwarden.wait_for_stderr("postgres exited unexpectedly", START);
+    assert!(
+        line.contains("killed by the kernel's OOM killer (memory limit: 256 MiB)"),
+        "{line}"
+    );
+    assert!(!line.contains("sent from outside pgwarden"), "{line}");
+    assert!(
+        eater.join().unwrap().is_err(),
+        "the eating query cannot succeed"
+    );
+    pgwarden.wait_for_stderr("ready again", START);
+    let status = status_json(&data_dir);
+    assert_eq!(status["last_exit"]["oom_killed"], true, "{status}");
+    assert_eq!(status["restarts"], 1, "{status}");
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    client.batch_execute("SELECT 1").unwrap();
+    stop(pgwarden, Signal::SIGTERM);
+}
+
+/// The OOM killer taking a query's backend (its usual victim): the postmaster survives and
+/// restarts every connection itself, which the server logs at LOG level only. pgwarden says
+/// it at the default level as a warning naming the OOM killer, and restarts nothing.
+#[test]
+fn a_backend_killed_by_the_oom_killer_is_a_warning_at_the_default_level() {
+    let Some(cgroup) = LimitedCgroup::make("backend-oom", 256) else {
+        return;
+    };
+    let dir = test_dir();
+    let (pgwarden, port, data_dir, postmaster) = start_in(&cgroup, dir.path());
+    let mut client = connect(port, "trader", "trader", "trader").unwrap();
+    let eaten = client.batch_execute(EAT_MEMORY);
+    assert!(eaten.is_err(), "the eating query cannot succeed");
+    let line = pgwarden.wait_for_stderr("was terminated by signal 9", START);
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains("the kernel's OOM killer, memory limit: 256 MiB"),
+        "{line}"
+    );
+    wait_until("the server accepts again", START, || {
+        connect(port, "trader", "trader", "trader").is_ok()
+    });
+    assert_eq!(
+        postmaster_pid(&data_dir),
+        postmaster,
+        "the postmaster survived"
+    );
+    let status = status_json(&data_dir);
+    assert_eq!(status["restarts"], 0, "{status}");
+    // That kill was the backend's: a later SIGKILL of the postmaster is not blamed on it.
+    kill(Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    let line = pgwarden.wait_for_stderr("postgres exited unexpectedly", START);
+    assert!(line.contains("sent from outside pgwarden"), "{line}");
+    assert!(!line.contains("OOM"), "{line}");
+    stop(pgwarden, Signal::SIGTERM);
+}

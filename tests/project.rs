@@ -1,7 +1,8 @@
 //! The project file and the compose-style day: `pgwarden.toml` found from a subdirectory,
 //! `start` twice, `ls`, `exec`, `restart`, `reload`, `stop` twice, `reset` then `start`; two
 //! projects side by side; names that cannot collide; a changed password followed by `url`,
-//! `psql` and `check --query`.
+//! `psql` and `check --query`; the template filled in the background after a persistent first
+//! launch, which `reset` + `start` copies, and a stop in the middle of that fill.
 //!
 //! Every test has its own data root (`PGWARDEN_DATA_ROOT`) and registry
 //! (`PGWARDEN_RUNTIME_DIR`), so `ls` lists only its own instances, and a guard that stops
@@ -299,6 +300,12 @@ fn a_project_day_from_init_to_reset() {
         psql_value(&world, &src, "SELECT string_agg(x::text, ',') FROM seeded"),
         "42"
     );
+    // With init scripts no template is filled: the fresh cluster came from initdb again.
+    let log = logs(&world, &src);
+    assert!(
+        log.contains(": running initdb") && !log.contains("copying the cached template"),
+        "{log}"
+    );
     let stop = world.pgw(&src, &["stop"]);
     assert_eq!(code(&stop), 0, "{stop:?}");
 }
@@ -516,4 +523,272 @@ fn the_default_level_is_quiet_with_one_timestamp_per_line() {
             "lines with two timestamps: {doubled:#?}"
         );
     }
+}
+
+/// `pgwarden logs` of the instance of the project in `cwd`.
+fn logs(world: &World, cwd: &Path) -> String {
+    let out = world.pgw(cwd, &["logs", "-n", "10000"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    stdout(&out)
+}
+
+/// Polls the instance's log file (what `pgwarden logs` prints) until it has a line containing
+/// `needle`; returns that line.
+fn wait_for_log(state_dir: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let text = std::fs::read_to_string(state_dir.join("pgwarden.log")).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log after {LONG:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The value of `key=` in a log line (up to the next space).
+fn log_field(line: &str, key: &str) -> String {
+    let start = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        + key.len()
+        + 2;
+    line[start..].split(' ').next().unwrap().to_string()
+}
+
+/// A password no other test uses: a template key of this test's own.
+fn own_password(tag: &str) -> String {
+    format!("{tag}-{}-{}", std::process::id(), free_port())
+}
+
+fn system_identifier(client: &mut postgres::Client) -> i64 {
+    client
+        .query_one("SELECT system_identifier FROM pg_control_system()", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn reset_then_start_copies_the_template_filled_after_the_first_launch() {
+    let world = World::new();
+    let port = free_port();
+    let password = own_password("fast");
+    let dir = world.project(
+        "fast",
+        &format!(
+            "port = {port}\nuser = \"fast\"\npassword = \"{password}\"\ndatabase = \"fastdb\"\n"
+        ),
+    );
+    let first = world.pgw(&dir, &["start"]);
+    assert_eq!(code(&first), 0, "{first:?}");
+
+    // The persistent first launch ran initdb; once ready, it saves the template on its own.
+    let state_dir = world.data_root.join("fast/16/data.pgwarden");
+    let saved = wait_for_log(&state_dir, "template cluster saved");
+    let template = PathBuf::from(log_field(&saved, "template"));
+    assert!(
+        template.join(".pgwarden-template-complete").is_file(),
+        "{saved}: no complete template at {template:?}"
+    );
+    let working = template.with_file_name(format!(
+        ".fill-{}",
+        template.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(!working.exists(), "the fill left {working:?}");
+    let log = logs(&world, &dir);
+    assert!(log.contains(": running initdb"), "{log}");
+    assert_eq!(
+        log.matches(": running initdb").count(),
+        1,
+        "the fill's own steps are not info lines:\n{log}"
+    );
+
+    // The user's data, then reset + start.
+    let mut client = common::connect(port, "fast", &password, "fastdb").unwrap();
+    client
+        .batch_execute("CREATE TABLE mine (x int); INSERT INTO mine VALUES (1)")
+        .unwrap();
+    let before = system_identifier(&mut client);
+    drop(client);
+    let reset = world.pgw(&dir, &["reset", "--yes"]);
+    assert_eq!(code(&reset), 0, "{reset:?}");
+    let fresh = world.pgw(&dir, &["start"]);
+    assert_eq!(code(&fresh), 0, "{fresh:?}");
+
+    let log = logs(&world, &dir);
+    assert!(
+        log.contains("copying the cached template cluster") && !log.contains(": running initdb"),
+        "the fresh cluster was not copied from the template:\n{log}"
+    );
+    // The user, password and database work; the table is gone; a cluster of its own.
+    let mut client = common::connect(port, "fast", &password, "fastdb")
+        .expect("user, password and database of the copied cluster");
+    let row = client
+        .query_one(
+            "SELECT current_user::text, current_database()::text, to_regclass('mine') IS NULL",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get(2)),
+        ("fast".to_string(), "fastdb".to_string(), true)
+    );
+    assert_ne!(
+        system_identifier(&mut client),
+        before,
+        "the cluster after the reset is the old one"
+    );
+    client
+        .batch_execute("CREATE TABLE again (x int); INSERT INTO again VALUES (2)")
+        .unwrap();
+    drop(client);
+    assert!(common::connect(port, "fast", "wrong", "fastdb").is_err());
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+/// Fields of /proc/PID/stat after the command name (field 3, the state, is index 0).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// Every live process below `root`, with its start time (against pid reuse) and command line.
+fn descendants(root: i32) -> Vec<(i32, String, String)> {
+    let all: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let fields = stat_fields(pid).filter(|f| f[0] != "Z")?;
+            Some((pid, fields[1].parse().ok()?, fields[19].clone()))
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for (pid, ppid, start) in &all {
+            if *ppid == parent {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                    .unwrap_or_default();
+                found.push((*pid, start.clone(), cmdline));
+                parents.push(*pid);
+            }
+        }
+    }
+    found
+}
+
+/// The I/O scheduling class of `pid` (3: idle).
+fn io_class(pid: i32) -> i64 {
+    // SAFETY: a read-only system call.
+    let value = unsafe { nix::libc::syscall(nix::libc::SYS_ioprio_get, 1, pid) };
+    value >> 13
+}
+
+#[test]
+fn a_stop_during_the_template_fill_cancels_it_and_leaves_nothing() {
+    let dir = test_dir();
+    let port = free_port();
+    let password = own_password("cancel");
+    let envs = [("POSTGRES_PASSWORD", password.as_str())];
+    let data_dir = dir.path().join("data");
+    let mut pgwarden = common::start(dir.path(), port, &envs);
+    pgwarden.wait_ready(LONG);
+
+    // The fill's processes: below pgwarden, not the server's, working in a `.fill-` directory.
+    let server = common::postmaster_pid(&data_dir);
+    let deadline = Instant::now() + LONG;
+    let (fill, working) = loop {
+        let below = descendants(pgwarden.pid() as i32);
+        let server_tree: Vec<i32> = descendants(server).iter().map(|d| d.0).collect();
+        let fill: Vec<(i32, String, String)> = below
+            .into_iter()
+            .filter(|d| d.0 != server && !server_tree.contains(&d.0))
+            .collect();
+        let working = fill.iter().find_map(|(_, _, cmdline)| {
+            let arg = Path::new(cmdline.split(' ').find(|a| a.contains("/.fill-"))?);
+            arg.ancestors()
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(".fill-"))
+                })
+                .map(Path::to_path_buf)
+        });
+        if let Some(working) = working {
+            break (fill, working);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no template fill started after the first launch"
+        );
+        assert!(
+            !pgwarden.stderr_text().contains("template cluster saved"),
+            "the fill ended before it was seen"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    eprintln!("[test] the fill's processes: {fill:#?}, working in {working:?}");
+    assert!(working.is_dir(), "{working:?}");
+    for (pid, _, cmdline) in &fill {
+        if let Some(fields) = stat_fields(*pid) {
+            assert_eq!(fields[16], "19", "not at nice 19: {pid} {cmdline}");
+            assert_eq!(
+                io_class(*pid),
+                3,
+                "not in the idle I/O class: {pid} {cmdline}"
+            );
+        }
+    }
+
+    pgwarden.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        pgwarden.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        pgwarden.stderr_text()
+    );
+    for (pid, start, cmdline) in &fill {
+        let still = stat_fields(*pid).is_some_and(|f| f[0] != "Z" && &f[19] == start);
+        assert!(
+            !still,
+            "a process of the fill survived the stop: {pid} {cmdline}"
+        );
+    }
+    assert!(!working.exists(), "the cancelled fill left {working:?}");
+    let name = working.file_name().unwrap().to_string_lossy().to_string();
+    let template = working.with_file_name(name.trim_start_matches(".fill-"));
+    assert!(
+        !template.join(".pgwarden-template-complete").exists(),
+        "a cancelled fill published {template:?}"
+    );
+    let stderr = pgwarden.stderr_text();
+    assert!(
+        !stderr.contains("WARN") && !stderr.contains("ERROR"),
+        "a cancelled fill is not a failure:\n{stderr}"
+    );
+
+    // The next first launch of these settings runs initdb (nothing torn is copied) and fills.
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::remove_dir_all(dir.path().join("data.pgwarden")).unwrap();
+    let pgwarden = common::start(dir.path(), port, &envs);
+    pgwarden.wait_ready(LONG);
+    pgwarden.wait_for_stderr("template cluster saved", LONG);
+    let stderr = pgwarden.stderr_text();
+    assert!(
+        stderr.contains(": running initdb") && !stderr.contains("copying the cached template"),
+        "{stderr}"
+    );
+    assert!(template.join(".pgwarden-template-complete").is_file());
+    assert!(!working.exists());
+    common::stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
 }

@@ -12,9 +12,12 @@
 //!    `pg_internal.init`, `pgsql_tmp*`). A file that changes while it is read is fine (the WAL
 //!    replay repairs it, full-page writes are on); one that grows is cut at the size it had when
 //!    opened, one that shrinks is padded with zeros, one that vanishes is left out — as
-//!    `pg_basebackup` does;
+//!    `pg_basebackup` does. Tablespaces: the `pg_tblspc/<oid>` links are left out and each
+//!    tablespace's version directory is streamed under its own prefix
+//!    ([`super::tablespaces`]);
 //! 4. `pg_backup_stop(wait_for_archive => false)` returns the stop LSN and the `backup_label`
 //!    and `tablespace_map` contents, which go into the archive (never into the live data dir);
+//!    the map must name exactly the tablespaces copied;
 //! 5. the WAL segments from the start's to the stop's go into the archive's `pg_wal/`.
 //!
 //! The archive is written as `.<name>.partial` beside the target (zstd, fast level, 1 MiB
@@ -23,6 +26,7 @@
 //! under the final name, and the server ends the backup when the session goes.
 
 use super::manifest::{ArchiveSum, FileSum, Manifest};
+use super::tablespaces::{self, Live, TablespaceEntry};
 use crate::config::ADMIN_ROLE;
 use crate::error::{Error, IoContext, Result};
 use sha2::{Digest, Sha256};
@@ -145,17 +149,47 @@ pub fn check_outside(target: &Path, data_dir: &Path) -> Result<()> {
 /// One member of the data directory to copy.
 #[derive(Debug)]
 struct Member {
-    /// Relative to the data directory, `/`-separated.
+    /// The member's name in the archive, `/`-separated.
     rel: String,
+    /// The file or directory it is read from.
+    source: PathBuf,
     dir: bool,
     size: u64,
     mtime: u64,
 }
 
-/// Lists what goes into the backup (directories before their contents), refusing tablespaces.
-fn walk(data_dir: &Path) -> Result<Vec<Member>> {
+/// Lists what goes into the backup (directories before their contents): the data directory,
+/// then each tablespace's version directory under [`tablespaces::PREFIX`].
+fn walk(data_dir: &Path, spaces: &[(Live, String)]) -> Result<Vec<Member>> {
     let mut out = Vec::new();
     walk_into(data_dir, "", &mut out)?;
+    if spaces.is_empty() {
+        return Ok(out);
+    }
+    let dir = |rel: String, source: &Path| Member {
+        rel,
+        source: source.to_path_buf(),
+        dir: true,
+        size: 0,
+        mtime: 0,
+    };
+    out.push(dir(tablespaces::PREFIX.into(), data_dir));
+    for (live, version_dir) in spaces {
+        let root = format!("{}/{}", tablespaces::PREFIX, live.oid);
+        let source = live.location.join(version_dir);
+        if !source.is_dir() {
+            return Err(Error::Backup {
+                what: format!(
+                    "tablespace {} has no directory {} for this cluster; the backup would not restore",
+                    live.oid,
+                    source.display()
+                ),
+            });
+        }
+        out.push(dir(root.clone(), &live.location));
+        out.push(dir(format!("{root}/{version_dir}"), &source));
+        walk_into(&source, &format!("{root}/{version_dir}/"), &mut out)?;
+    }
     Ok(out)
 }
 
@@ -173,7 +207,9 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<Member>) -> Result<()> {
             continue;
         };
         let top = prefix.is_empty();
-        if excluded_anywhere(&name) || (top && EXCLUDE_FILES.contains(&name.as_str())) {
+        if excluded_anywhere(&name)
+            || (top && (EXCLUDE_FILES.contains(&name.as_str()) || name == tablespaces::PREFIX))
+        {
             continue;
         }
         let rel = format!("{prefix}{name}");
@@ -185,6 +221,7 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<Member>) -> Result<()> {
             // pg_wal may be a symlink (a separate WAL directory): it is a directory in the archive.
             out.push(Member {
                 rel: rel.clone(),
+                source: entry.path(),
                 dir: true,
                 size: 0,
                 mtime,
@@ -192,6 +229,7 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<Member>) -> Result<()> {
             if name == "pg_wal" {
                 out.push(Member {
                     rel: format!("{rel}/archive_status"),
+                    source: entry.path(),
                     dir: true,
                     size: 0,
                     mtime,
@@ -200,11 +238,15 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<Member>) -> Result<()> {
             continue;
         }
         if meta.file_type().is_symlink() {
+            // A tablespace's link: recreated from tablespace_map at recovery.
+            if prefix == "pg_tblspc/" {
+                continue;
+            }
             return Err(Error::Backup {
                 what: format!(
-                    "{} is a symbolic link (a tablespace, or a file kept elsewhere); pgwarden backs up only clusters \
-                     without tablespaces\n\
-                     help: move the tablespace's tables back (ALTER TABLE … SET TABLESPACE pg_default) and drop it",
+                    "{} is a symbolic link (a file kept elsewhere); pgwarden backs up the data directory's own \
+                     files and its tablespaces, not links elsewhere\n\
+                     help: move the file back into the data directory",
                     entry.path().display()
                 ),
             });
@@ -212,6 +254,7 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<Member>) -> Result<()> {
         if meta.is_dir() {
             out.push(Member {
                 rel: rel.clone(),
+                source: entry.path(),
                 dir: true,
                 size: 0,
                 mtime,
@@ -220,6 +263,7 @@ fn walk_into(dir: &Path, prefix: &str, out: &mut Vec<Member>) -> Result<()> {
         } else if meta.is_file() {
             out.push(Member {
                 rel,
+                source: entry.path(),
                 dir: false,
                 size: meta.len(),
                 mtime,
@@ -410,12 +454,20 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         .query_one(
             "SELECT current_setting('wal_level'), \
                     (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
-                    (SELECT system_identifier::text FROM pg_control_system())",
+                    (SELECT system_identifier::text FROM pg_control_system()), \
+                    (SELECT catalog_version_no::bigint FROM pg_control_system())",
             &[],
         )
         .map_err(|e| sql_failed("cannot read the server's settings", &e))?;
-    let (wal_level, segment_size, system_identifier): (String, i64, String) =
-        (row.get(0), row.get(1), row.get(2));
+    let (wal_level, segment_size, system_identifier, catalog_version): (String, i64, String, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let version_dir = tablespaces::version_dir(catalog_version);
+    let spaces = |data_dir: &Path| -> Result<Vec<(Live, String)>> {
+        Ok(tablespaces::list_live(data_dir)?
+            .into_iter()
+            .map(|live| (live, version_dir.clone()))
+            .collect())
+    };
     let segment_size = segment_size.max(1) as u64;
     if wal_level == "minimal" {
         return Err(Error::Backup {
@@ -427,7 +479,7 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
 
     // Checked first: the cluster's size (an upper bound of the compressed archive) plus a
     // little WAL must fit on the target's filesystem.
-    let planned = walk(&server.data_dir)?;
+    let planned = walk(&server.data_dir, &spaces(&server.data_dir)?)?;
     let planned_bytes: u64 = planned.iter().map(|m| m.size).sum();
     let needed = planned_bytes + 4 * segment_size;
     if let Some(free) = super::free_space(&dir)
@@ -505,12 +557,15 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
 
     let mut files = Vec::new();
     let mut total_bytes = 0u64;
-    for member in walk(&server.data_dir)? {
+    // Listed after pg_backup_start: the tablespaces its map will name.
+    let live = spaces(&server.data_dir)?;
+    let mut tablespace_bytes = vec![0u64; live.len()];
+    for member in walk(&server.data_dir, &live)? {
         if member.dir {
             append_dir(&mut tar, &member.rel, member.mtime)?;
             continue;
         }
-        let path = server.data_dir.join(&member.rel);
+        let path = member.source.clone();
         let file = match File::open(&path) {
             Ok(f) => f,
             // Removed since the listing (a dropped table): the WAL replay knows.
@@ -520,6 +575,16 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         let size = file.metadata().io("cannot read", &path)?.len();
         let sum = append_reader(&mut tar, &member.rel, size, member.mtime, file)?;
         total_bytes += size;
+        if let Some(i) = live.iter().position(|(l, _)| {
+            member
+                .rel
+                .strip_prefix(tablespaces::PREFIX)
+                .and_then(|r| r.strip_prefix('/'))
+                .and_then(|r| r.strip_prefix(l.oid.as_str()))
+                .is_some_and(|r| r.starts_with('/'))
+        }) {
+            tablespace_bytes[i] += size;
+        }
         bar.inc(size);
         files.push(sum);
     }
@@ -536,6 +601,26 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         .map_err(|e| sql_failed("pg_backup_stop failed", &e))?;
     let (stop_lsn, wal_last, labelfile, spcmapfile): (String, String, String, String) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
+    // The server's map must name exactly the tablespaces copied (one created or dropped
+    // meanwhile would not restore).
+    let mut mapped = tablespaces::parse_map(&spcmapfile).ok_or_else(|| Error::Backup {
+        what: format!(
+            "pg_backup_stop returned a tablespace_map pgwarden cannot read: {spcmapfile:?}"
+        ),
+    })?;
+    mapped.sort();
+    let copied: Vec<(String, String)> = live
+        .iter()
+        .map(|(l, _)| (l.oid.clone(), l.location.to_string_lossy().into_owned()))
+        .collect();
+    if mapped != copied {
+        return Err(Error::Backup {
+            what: format!(
+                "the tablespaces changed while the backup ran (the server lists {mapped:?}, pgwarden copied {copied:?})\n\
+                 help: run the backup again"
+            ),
+        });
+    }
     for (name, text) in [("backup_label", labelfile), ("tablespace_map", spcmapfile)] {
         let sum = append_reader(
             &mut tar,
@@ -635,8 +720,22 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
     super::sync_dir(&dir);
     bar.finish_and_clear();
 
+    let tablespaces: Vec<TablespaceEntry> = live
+        .iter()
+        .zip(&tablespace_bytes)
+        .map(|((l, version_dir), bytes)| TablespaceEntry {
+            oid: l.oid.clone(),
+            location: l.location.to_string_lossy().into_owned(),
+            version_dir: version_dir.clone(),
+            bytes: *bytes,
+        })
+        .collect();
     let manifest = Manifest {
-        format: super::manifest::FORMAT,
+        format: if tablespaces.is_empty() {
+            super::manifest::FORMAT
+        } else {
+            super::manifest::FORMAT_TABLESPACES
+        },
         created_by: concat!("pgwarden ", env!("CARGO_PKG_VERSION")).into(),
         label,
         postgresql_major: std::fs::read_to_string(server.data_dir.join("PG_VERSION"))
@@ -665,6 +764,7 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         files,
         total_bytes,
         wal_segment_size: segment_size,
+        tablespaces,
     };
     manifest.write_for(archive)?;
     Ok(Finished {

@@ -12,8 +12,11 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
-/// Bumped when the layout changes incompatibly.
+/// The layout of a backup without tablespaces (every pgwarden reads it).
 pub const FORMAT: u32 = 1;
+/// The layout of a backup with tablespaces ([`Manifest::tablespaces`]): a pgwarden that knows
+/// only [`FORMAT`] refuses it rather than restoring it without them.
+pub const FORMAT_TABLESPACES: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -44,6 +47,9 @@ pub struct Manifest {
     /// The cluster's WAL segment size, in bytes.
     #[serde(default = "default_segment_size")]
     pub wal_segment_size: u64,
+    /// The tablespaces, whose files are under `pgwarden.tablespaces/<oid>/` in the archive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tablespaces: Vec<super::tablespaces::TablespaceEntry>,
 }
 
 fn default_segment_size() -> u64 {
@@ -83,10 +89,10 @@ impl Manifest {
                 path.display()
             ),
         })?;
-        if manifest.format != FORMAT {
+        if manifest.format != FORMAT && manifest.format != FORMAT_TABLESPACES {
             return Err(Error::Backup {
                 what: format!(
-                    "the manifest {} has format {}; this pgwarden reads format {FORMAT}\n\
+                    "the manifest {} has format {}; this pgwarden reads formats {FORMAT} and {FORMAT_TABLESPACES}\n\
                      help: restore it with the pgwarden version that made it ({})",
                     path.display(),
                     manifest.format,
@@ -170,6 +176,7 @@ mod tests {
             files: vec![],
             total_bytes: 0,
             wal_segment_size: 16 << 20,
+            tablespaces: vec![],
         }
     }
 

@@ -8,7 +8,13 @@
 //!   from the start to the stop LSN kept by a temporary replication slot and put in the archive.
 //! - [`manifest`]: the file beside each archive: the archive's and every member's SHA-256, the
 //!   start/stop LSN and time. A restore checks it before it writes anything.
-//! - [`restore`]: `pgwarden restore` — verify, unpack into a staging sibling, rename into place.
+//! - [`restore`]: `pgwarden restore` — verify and plan everything, then unpack in place.
+//! - [`in_place`]: the data directory restored into itself, atomic by the first launch's
+//!   markers (it may be a mount point); an unfinished restore is recognised and cleared.
+//! - [`aside`]: `restore --force` keeps the cluster it replaces (renamed beside it, or copied
+//!   there from a mount point), and puts it back when the restore fails.
+//! - [`tablespaces`]: tablespaces in backups (their files under a prefix of their own, the
+//!   server's `tablespace_map`) and restores (original or `--tablespace OLD=NEW` locations).
 //! - [`relaunch`]: starting a cluster again after a restore or a snapshot, with the arguments
 //!   and environment its supervisor had (or the restore's own flags).
 //! - [`snapshot`]: dev snapshots — the stopped cluster copied aside by name, swapped back.
@@ -19,7 +25,9 @@
 //! - [`record`]: `<state dir>/backup.json`, the last backup's time, size and result, for
 //!   `status` (and the metrics exporter).
 
+pub mod aside;
 pub mod base;
+pub mod in_place;
 pub mod manifest;
 pub mod record;
 pub mod relaunch;
@@ -27,6 +35,7 @@ pub mod restore;
 pub mod retention;
 pub use crate::config::backup_schedule as schedule;
 pub mod snapshot;
+pub mod tablespaces;
 pub mod wal_archive;
 
 use std::path::Path;

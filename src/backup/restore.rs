@@ -1,22 +1,33 @@
-//! `pgwarden restore`: a base backup back into a data directory, atomically.
+//! `pgwarden restore`: a base backup back into a data directory, atomically, in place.
 //!
-//! 1. The manifest is read and the archive's size and SHA-256 are checked against it before
-//!    anything is written ([`Manifest::verify_archive`]).
-//! 2. The archive is unpacked into a staging sibling `.<name>.restore-<pid>` of the data
-//!    directory. Archives are hostile input: only directories and regular files are accepted,
-//!    every name must be plain and relative, files are created exclusively (`O_EXCL`,
-//!    `O_NOFOLLOW`) in a tree that holds no symlinks, so nothing can land outside the staging
-//!    directory. Every file is hashed as it is written and must match its manifest entry, in
-//!    order, and every manifest entry must be there.
-//! 3. For a point-in-time restore, `recovery.signal` and the recovery settings are added.
-//! 4. The staging directory is flushed (syncfs) and renamed into place; an existing cluster
-//!    (only with `--force`) is first renamed aside to `<name>.before-restore-<time>`.
+//! 1. Before anything is written: the manifest is read and the archive's size and SHA-256 are
+//!    checked against it ([`verify`]); every tablespace's location is decided and checked
+//!    ([`super::tablespaces::plan`]); the free space is checked ([`check_space`]).
+//! 2. [`write`]: an existing cluster (only with `--force`, the server stopped by then) is kept
+//!    aside ([`super::aside`]); an unfinished restore or first launch is cleared. The archive
+//!    is unpacked into the data directory itself, marked unfinished while it is
+//!    ([`super::in_place`]: the same markers as a first launch, so that it also works when the
+//!    data directory is a mount point). Archives are hostile input: only directories and
+//!    regular files are accepted, every name must be plain and relative, files are created
+//!    exclusively (`O_EXCL`, `O_NOFOLLOW`) in trees that hold no symlinks, so nothing can land
+//!    outside the data directory or a tablespace's location. Every file is hashed as it is
+//!    written and must match its manifest entry, in order, and every manifest entry must be
+//!    there.
+//! 3. `tablespace_map` is written with the restore's locations; for a point-in-time restore,
+//!    `recovery.signal` and the recovery settings are added.
+//! 4. Everything is flushed and the data directory marked complete. A failure pgwarden sees
+//!    puts the data directory (and the tablespace locations) back as they were, and the old
+//!    cluster back in place.
 //!
-//! Started, the server finds `backup_label`, replays the WAL in `pg_wal/` from the backup's
-//! checkpoint to its end (past the stop LSN: everything committed before `pg_backup_stop`
-//! returned), and opens.
+//! Started, the server finds `backup_label` (and recreates the `pg_tblspc` links from
+//! `tablespace_map`), replays the WAL in `pg_wal/` from the backup's checkpoint to its end
+//! (past the stop LSN: everything committed before `pg_backup_stop` returned), and opens.
 
+use super::aside::{self, Aside};
+use super::in_place::{self, Found, HELD_MARKER, Target};
 use super::manifest::Manifest;
+use super::tablespaces::{self, Placement, Prepared};
+use crate::cluster::MARKER;
 use crate::error::{Error, IoContext, Result};
 use crate::privilege::RunAs;
 use sha2::{Digest, Sha256};
@@ -50,42 +61,6 @@ pub fn verify(archive: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// True when `dir` exists and has entries.
-pub fn non_empty(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some())
-}
-
-/// The staging directory, removed unless committed.
-pub struct Staging {
-    pub path: PathBuf,
-    committed: bool,
-}
-
-impl Staging {
-    pub fn create(data_dir: &Path, what: &str, run_as: &RunAs) -> Result<Staging> {
-        let parent = data_dir.parent().ok_or_else(|| Error::Backup {
-            what: format!("{} has no parent directory", data_dir.display()),
-        })?;
-        std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
-        let name = data_dir.file_name().unwrap_or_default().to_string_lossy();
-        let path = parent.join(format!(".{name}.{what}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        run_as.own_dir(&path, 0o700)?;
-        Ok(Staging {
-            path,
-            committed: false,
-        })
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 fn give(path: &Path, run_as: &RunAs) -> Result<()> {
     if run_as.switch {
         std::os::unix::fs::lchown(path, Some(run_as.uid.as_raw()), Some(run_as.gid.as_raw()))
@@ -100,8 +75,16 @@ fn give(path: &Path, run_as: &RunAs) -> Result<()> {
     Ok(())
 }
 
-/// Unpacks `archive` into `staging`, checking every file against `manifest`.
-pub fn unpack(archive: &Path, manifest: &Manifest, staging: &Path, run_as: &RunAs) -> Result<()> {
+/// Unpacks `archive` into `data_dir` (its tablespaces into their placements), checking every
+/// file against `manifest`. The cluster's completion marker is held back
+/// ([`super::in_place::HELD_MARKER`]) until [`super::in_place::Target::commit`].
+pub fn unpack(
+    archive: &Path,
+    manifest: &Manifest,
+    data_dir: &Path,
+    placements: &[Placement],
+    run_as: &RunAs,
+) -> Result<()> {
     let bad = |why: String| Error::Backup {
         what: format!(
             "backup {} is damaged: {why}; nothing was changed\nhelp: restore another backup",
@@ -123,7 +106,20 @@ pub fn unpack(archive: &Path, manifest: &Manifest, staging: &Path, run_as: &RunA
         let rel = super::safe_relative(&name)
             .ok_or_else(|| bad(format!("member {name:?} is not a plain relative path")))?
             .to_path_buf();
-        let target = staging.join(&rel);
+        let target = if name == MARKER {
+            data_dir.join(HELD_MARKER)
+        } else if rel.starts_with(tablespaces::PREFIX) {
+            match tablespaces::destination(&rel.to_string_lossy(), placements).map_err(bad)? {
+                Some(target) => target,
+                // The directories that only group the tablespaces: their locations exist.
+                None if entry.header().entry_type() == tar::EntryType::Directory => continue,
+                None => {
+                    return Err(bad(format!("{name} is a file where a directory belongs")));
+                }
+            }
+        } else {
+            data_dir.join(&rel)
+        };
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
                 match std::fs::create_dir(&target) {
@@ -198,11 +194,11 @@ pub fn unpack(archive: &Path, manifest: &Manifest, staging: &Path, run_as: &RunA
 }
 
 /// Adds `recovery.signal` and the settings of a point-in-time recovery to an unpacked backup.
-pub fn configure_recovery(staging: &Path, recovery: &Recovery, run_as: &RunAs) -> Result<()> {
-    let signal = staging.join("recovery.signal");
+pub fn configure_recovery(data_dir: &Path, recovery: &Recovery, run_as: &RunAs) -> Result<()> {
+    let signal = data_dir.join("recovery.signal");
     std::fs::write(&signal, b"").io("cannot write", &signal)?;
     give(&signal, run_as)?;
-    let conf = staging.join("postgresql.auto.conf");
+    let conf = data_dir.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
@@ -220,36 +216,205 @@ pub fn configure_recovery(staging: &Path, recovery: &Recovery, run_as: &RunAs) -
     give(&conf, run_as)
 }
 
-/// Flushes `staging` and renames it to `data_dir`; an existing `data_dir` is first renamed
-/// aside, and that path returned.
-pub fn install(mut staging: Staging, data_dir: &Path) -> Result<Option<PathBuf>> {
-    let handle = std::fs::File::open(&staging.path).io("cannot open", &staging.path)?;
-    nix::unistd::syncfs(&handle).map_err(|e| Error::Backup {
-        what: format!(
-            "cannot flush the restored cluster in {} to disk: {e}",
-            staging.path.display()
-        ),
-    })?;
-    drop(handle);
-    let parent = data_dir.parent().unwrap_or(Path::new("/"));
-    let aside = if non_empty(data_dir) {
-        let name = data_dir.file_name().unwrap_or_default().to_string_lossy();
-        let aside = parent.join(format!(
-            "{name}.before-restore-{}",
-            super::stamp(super::now_ms())
-        ));
-        std::fs::rename(data_dir, &aside).io("cannot move the old cluster aside to", &aside)?;
-        Some(aside)
-    } else {
-        None
-    };
-    if let Err(e) = std::fs::rename(&staging.path, data_dir) {
-        if let Some(aside) = &aside {
-            let _ = std::fs::rename(aside, data_dir);
-        }
-        return Err(e).io("cannot move the restored cluster to", data_dir);
+/// Everything a restore writes, decided and checked beforehand.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub archive: PathBuf,
+    pub manifest: Manifest,
+    pub data_dir: PathBuf,
+    /// What the data directory held when the restore was checked.
+    pub found: Found,
+    pub placements: Vec<Placement>,
+    pub recovery: Option<Recovery>,
+    pub run_as: RunAs,
+    /// The instance's state directory (root's when pgwarden runs as root: trusted), where
+    /// [`JOURNAL`] lists the tablespace directories a restore is writing.
+    pub state_dir: PathBuf,
+}
+
+/// `<state dir>/restore-tablespaces.json`: the tablespace version directories an unfinished
+/// restore was writing, outside the data directory and so not covered by its marker. The next
+/// restore into the still-unfinished data directory removes them (a `run` that cleared it
+/// meanwhile leaves them, and a later restore names them when it refuses the location).
+pub const JOURNAL: &str = "restore-tablespaces.json";
+
+/// The leftovers [`JOURNAL`] lists, when the data directory is still unfinished; only paths
+/// of the form `/…/PG_16_<digits>` are taken.
+pub fn leftovers(state_dir: &Path, found: &Found) -> Vec<PathBuf> {
+    if *found != Found::Unfinished {
+        return Vec::new();
     }
-    staging.committed = true;
-    super::sync_dir(parent);
-    Ok(aside)
+    let Ok(text) = std::fs::read_to_string(state_dir.join(JOURNAL)) else {
+        return Vec::new();
+    };
+    let listed: Vec<PathBuf> = serde_json::from_str(&text).unwrap_or_default();
+    let prefix = format!("PG_{}_", crate::config::MAJOR);
+    listed
+        .into_iter()
+        .filter(|p| {
+            p.is_absolute()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(&prefix))
+                    .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect()
+}
+
+/// Checks that the restored files fit: the data directory's filesystem (for a cluster that is
+/// replaced on a mount point, its files go: they count as free) and each tablespace's; and,
+/// for a mount point whose cluster is replaced, that its copy fits beside it.
+pub fn check_space(job: &Job) -> Result<()> {
+    if job.found == Found::Occupied {
+        aside::check_room(&job.data_dir)?;
+    }
+    let ts_bytes: u64 = job.manifest.tablespaces.iter().map(|t| t.bytes).sum();
+    let mut needs: Vec<(PathBuf, u64, u64)> = vec![(
+        job.data_dir.clone(),
+        job.manifest.total_bytes.saturating_sub(ts_bytes),
+        if job.found == Found::Occupied && in_place::is_mount_point(&job.data_dir) {
+            aside::tree_bytes(&job.data_dir)
+        } else {
+            0
+        },
+    )];
+    for (p, t) in job.placements.iter().zip(&job.manifest.tablespaces) {
+        needs.push((p.to.clone(), t.bytes, 0));
+    }
+    // What an unfinished restore left in the data directory is cleared first.
+    if job.found == Found::Unfinished {
+        needs[0].2 = aside::tree_bytes(&job.data_dir);
+    }
+    for (dir, bytes, freed) in needs {
+        let mut probe = dir.clone();
+        while !probe.exists() && probe.pop() {}
+        if let Some(free) = super::free_space(&probe)
+            && free + freed < bytes + (16 << 20)
+        {
+            return Err(Error::Backup {
+                what: format!(
+                    "not enough space to restore into {}: {} free on its filesystem, the backup holds {} for it; \
+                     nothing was changed\nhelp: free some space there, or restore elsewhere (--data-dir DIR, \
+                     --tablespace OLD=NEW)",
+                    dir.display(),
+                    super::human_bytes(free + freed),
+                    super::human_bytes(bytes)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The note in the creating marker of a data directory being restored.
+fn note(job: &Job, aside: Option<&Aside>) -> String {
+    let mut text = format!(
+        "This data directory is being restored by pgwarden {} from {} (backup ended {}).\n\
+         Without pgwarden.json beside this file the restore is unfinished: `pgwarden restore` clears it\n\
+         and restores again; `pgwarden run` clears it and initialises a new, empty cluster.\n",
+        env!("CARGO_PKG_VERSION"),
+        job.archive.display(),
+        job.manifest.stop_time
+    );
+    if let Some(aside) = aside {
+        text.push_str(&format!(
+            "The cluster that was here is kept in {}.\n",
+            aside.path.display()
+        ));
+    }
+    for p in &job.placements {
+        text.push_str(&format!(
+            "Tablespace {} is being restored into {}.\n",
+            p.oid,
+            p.to.join(&p.version_dir).display()
+        ));
+    }
+    text
+}
+
+/// Writes the restore (the server of the data directory is stopped): keeps an existing
+/// cluster aside, clears an unfinished one, unpacks in place, completes. Returns where the old
+/// cluster went. On failure the old cluster is put back (or the error says where it is).
+pub fn write(job: &Job) -> Result<Option<Aside>> {
+    let aside = match job.found {
+        Found::Occupied => Some(aside::set_aside(
+            &job.data_dir,
+            &|aside| note(job, Some(aside)),
+            &job.run_as,
+        )?),
+        Found::Unfinished => {
+            for dir in leftovers(&job.state_dir, &job.found) {
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).io("cannot remove what an unfinished restore left in", &dir);
+                    }
+                    _ => {}
+                }
+            }
+            in_place::clear_unfinished(&job.data_dir)?;
+            let _ = std::fs::remove_file(job.state_dir.join(JOURNAL));
+            None
+        }
+        Found::Missing | Found::Empty => None,
+    };
+    match write_in_place(job, aside.as_ref()) {
+        Ok(()) => Ok(aside),
+        Err(e) => {
+            let Some(aside) = aside else {
+                return Err(e);
+            };
+            match aside::put_back(&aside, &job.data_dir, &job.run_as) {
+                Ok(()) => Err(Error::Backup {
+                    what: format!(
+                        "{e}\nthe cluster that was in {} is back there",
+                        job.data_dir.display()
+                    ),
+                }),
+                Err(back) => Err(Error::Backup {
+                    what: format!(
+                        "{e}\nthe cluster that was in {} is kept in {} (putting it back failed: {back})",
+                        job.data_dir.display(),
+                        aside.path.display()
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+fn write_in_place(job: &Job, aside: Option<&Aside>) -> Result<()> {
+    let target = Target::begin(&job.data_dir, &note(job, aside), &job.run_as)?;
+    let journal = job.state_dir.join(JOURNAL);
+    if !job.placements.is_empty() {
+        let dirs: Vec<PathBuf> = job
+            .placements
+            .iter()
+            .map(|p| p.to.join(&p.version_dir))
+            .collect();
+        crate::json_file::write(&journal, &dirs, 0o600, crate::json_file::Durability::Sync)?;
+    }
+    let _journal = RemoveOnDrop(journal);
+    let prepared = Prepared::create(&job.placements, &job.run_as)?;
+    unpack(
+        &job.archive,
+        &job.manifest,
+        &job.data_dir,
+        &job.placements,
+        &job.run_as,
+    )?;
+    tablespaces::write_map(&job.data_dir, &job.placements, &job.run_as)?;
+    if let Some(recovery) = &job.recovery {
+        configure_recovery(&job.data_dir, recovery, &job.run_as)?;
+    }
+    prepared.commit()?;
+    target.commit()
+}
+
+/// Removes a file when dropped: the journal, once the restore is complete or put back.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -347,11 +347,21 @@ pub async fn download_with(
             }
             None => progress.insert(Progress::start(what, response.content_length())),
         };
-        let local = |e: std::io::Error| Failure {
-            reason: format!("cannot write the download to disk: {e}"),
-            help: "check free space in the install directory",
-            retry: false,
-            source: None,
+        let free = disk_free(file);
+        let local = |e: std::io::Error| match e.raw_os_error() {
+            Some(nix::libc::ENOSPC) => Failure {
+                reason: format!("disk full while downloading ({})", free()),
+                help: "free some space in the install directory, or point install_dir at a \
+                       filesystem with room",
+                retry: false,
+                source: None,
+            },
+            _ => Failure {
+                reason: format!("cannot write the download to disk: {e}"),
+                help: "check free space in the install directory",
+                retry: false,
+                source: None,
+            },
         };
         file.set_len(0).map_err(local)?;
         file.rewind().map_err(local)?;
@@ -377,6 +387,23 @@ pub async fn download_with(
         progress.finish();
     }
     Ok(digest)
+}
+
+/// The free space of the filesystem that holds `file`, said when a write finds it full.
+fn disk_free(file: &std::fs::File) -> impl Fn() -> String + use<> {
+    let fd = file.try_clone();
+    move || {
+        fd.as_ref()
+            .ok()
+            .and_then(|f| nix::sys::statvfs::fstatvfs(f).ok())
+            .map(|s| {
+                format!(
+                    "{} MB free",
+                    s.blocks_available().saturating_mul(s.fragment_size()) >> 20
+                )
+            })
+            .unwrap_or_else(|| "free space unknown".to_string())
+    }
 }
 
 /// The digest in a sha256sum-style sidecar (`<hex>  <name>` or just `<hex>`), lowercase.

@@ -8,7 +8,8 @@ pub enum SnapshotCommand {
     /// Stop the server, copy the whole cluster aside as NAME, start it again.
     ///
     /// Files are cloned (copy-on-write) on btrfs/XFS, else copied. The snapshot lives in
-    /// <data dir>.snapshots/NAME.
+    /// <data dir>.snapshots/NAME. A cluster with tablespaces is refused (a snapshot holds only
+    /// the data directory): use `pgwarden backup` / `restore` for it.
     #[command(
         after_help = "Examples:\n  pgwarden snapshot save before-migration\n  pgwarden snapshot save seeded --data-dir ./pgdata"
     )]

@@ -32,12 +32,14 @@ mod data_dir;
 mod flush;
 mod settings;
 mod template;
+pub mod template_fill;
 
 pub use data_dir::{CREATING, DataDir, MARKER, STAGING, examine};
 use flush::{BackgroundFlush, flush_to_disk, sync_dir};
 pub use settings::{SETTINGS_FILE, write_server_settings};
 
 use crate::binaries::Install;
+use crate::cancel::Cancel;
 use crate::config::{ADMIN_ROLE, Config};
 use crate::error::{Error, IoContext, Result};
 use crate::init_scripts;
@@ -50,6 +52,18 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 use tracing::{info, warn};
 
+/// A step of making a cluster: an info line for a first launch, a debug line for the
+/// background template fill (the one cancellable maker), which says only when it is done.
+macro_rules! step {
+    ($cancel:expr, $($field:tt)+) => {
+        if $cancel.can_be_cancelled() {
+            tracing::debug!($($field)+)
+        } else {
+            tracing::info!($($field)+)
+        }
+    };
+}
+
 /// A data directory holding a PostgreSQL 16 cluster, ready to be started.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -58,6 +72,10 @@ pub struct Cluster {
     pub socket_dir: PathBuf,
     /// True when this launch created the cluster.
     pub created: bool,
+    /// The template cache entry to fill in the background once the server is ready
+    /// ([`template_fill`]): set when this launch ran initdb for a persistent cluster that the
+    /// cache could hold.
+    pub fill_template: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -82,6 +100,7 @@ pub fn prepare(
     let socket_dir = state_dir.join("socket");
     run_as.own_dir(&socket_dir, 0o700)?;
 
+    let mut fill_template = None;
     let created = match found {
         DataDir::Cluster { ours } => {
             if !ours {
@@ -94,17 +113,17 @@ pub fn prepare(
             false
         }
         DataDir::Missing | DataDir::Empty => {
-            initialise(config, install, run_as, state_dir, &socket_dir)?;
+            fill_template = initialise(config, install, run_as, state_dir, &socket_dir)?;
             true
         }
         DataDir::HalfMade => {
             warn!(
                 data_dir = %data_dir.display(),
-                "an earlier first launch did not finish this cluster ({CREATING} without {MARKER}); \
-                 clearing it and starting over"
+                "an earlier first launch or restore did not finish this cluster ({CREATING} without \
+                 {MARKER}); clearing it and starting over"
             );
             data_dir::clear_half_made(data_dir)?;
-            initialise(config, install, run_as, state_dir, &socket_dir)?;
+            fill_template = initialise(config, install, run_as, state_dir, &socket_dir)?;
             true
         }
     };
@@ -113,6 +132,7 @@ pub fn prepare(
         data_dir: data_dir.clone(),
         socket_dir,
         created,
+        fill_template,
     })
 }
 
@@ -187,13 +207,15 @@ impl Drop for Creation {
     }
 }
 
+/// Creates the cluster; returns the template cache entry a background fill should make (a
+/// persistent, cacheable cluster made by initdb), if any.
 fn initialise(
     config: &Config,
     install: &Install,
     run_as: &RunAs,
     state_dir: &Path,
     socket_dir: &Path,
-) -> Result<()> {
+) -> Result<Option<PathBuf>> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
     let before = std::fs::metadata(data_dir)
@@ -247,13 +269,15 @@ fn initialise(
         info!(template = %template.display(), "copying the cached template cluster instead of running initdb");
         template::copy_tree(&template, &staging, Some(run_as))?;
     } else {
-        run_initdb(config, install, run_as, state_dir, &staging)?;
+        let never = Cancel::never();
+        run_initdb(config, install, run_as, state_dir, &staging, &never)?;
         admin_access::grant_peer_access(&staging, run_as)?;
-        bootstrap(config, install, run_as, &staging, socket_dir)?;
-        // Only throwaway clusters are kept as templates (see template::template_dir).
+        bootstrap(config, install, run_as, &staging, socket_dir, &never)?;
+        // A throwaway cluster is kept as a template right away; a persistent one's template is
+        // made in the background once its server is ready (see template::template_dir).
         if cacheable
             && config.ephemeral
-            && let Err(e) = template::save_template(&staging, &template)
+            && let Err(e) = template::save_template(&staging, &template, run_as)
         {
             warn!(template = %template.display(), "cannot keep a template cluster for later first launches: {e}");
         }
@@ -284,7 +308,7 @@ fn initialise(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "cluster initialised"
     );
-    Ok(())
+    Ok((cacheable && !from_template && !config.ephemeral).then_some(template))
 }
 
 /// Moves the finished cluster's entries from the staging subdirectory up into the data
@@ -324,6 +348,7 @@ fn run_initdb(
     run_as: &RunAs,
     state_dir: &Path,
     target: &Path,
+    cancel: &Cancel,
 ) -> Result<()> {
     // The password goes through a 0600 file owned by the server's user, deleted on drop.
     // No password (only allowed with host_auth_method = trust): no file, as in the image.
@@ -374,8 +399,8 @@ fn run_initdb(
     }
     // After pgwarden's own, so that e.g. `--locale=de_DE.UTF-8` or `-E LATIN1` win.
     command.args(&config.initdb_args);
-    info!(locale, args = ?config.initdb_args, "running initdb");
-    run_checked(command, run_as, "initdb", None)?;
+    step!(cancel, locale, args = ?config.initdb_args, "running initdb");
+    run_checked(command, run_as, "initdb", None, cancel)?;
     drop(pwfile);
     Ok(())
 }
@@ -416,12 +441,13 @@ fn bootstrap(
     run_as: &RunAs,
     target: &Path,
     socket_dir: &Path,
+    cancel: &Cancel,
 ) -> Result<()> {
     let scripts = match &config.init_dir {
         Some(dir) => init_scripts::list(dir)?,
         None => Vec::new(),
     };
-    let server = TempServer::start(config, install, run_as, target, socket_dir)?;
+    let server = TempServer::start(config, install, run_as, target, socket_dir, cancel)?;
     let sql_error = |what: &str, e: postgres::Error| Error::Cluster {
         what: format!("{what}: {}", init_scripts::describe(&e)),
     };
@@ -435,7 +461,7 @@ fn bootstrap(
         ))
         .map_err(|e| sql_error("cannot create pgwarden's administration role", e))?;
     if config.database != "postgres" {
-        info!(database = %config.database, "creating the database");
+        step!(cancel, database = %config.database, "creating the database");
         // FILE_COPY: with fsync off its two checkpoints cost nothing, and it copies template1's
         // ~7 MB once, where WAL_LOG writes them to the WAL and again at the shutdown checkpoint
         // (then syncfs flushes both): 40–75 vs 64–112 ms here on a fresh temporary server.
@@ -473,6 +499,7 @@ fn run_checked(
     run_as: &RunAs,
     what: &str,
     stdin: Option<String>,
+    cancel: &Cancel,
 ) -> Result<()> {
     command
         .env_clear()
@@ -504,14 +531,18 @@ fn run_checked(
             command.get_program().to_string_lossy()
         ),
     })?;
+    cancel.started(child.id());
+    let pid = child.id();
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("piped");
         pipe.write_all(input.as_bytes())
             .io("cannot write to", command.get_program())?;
     }
-    let output = child
-        .wait_with_output()
-        .io("cannot wait for", command.get_program())?;
+    let output = child.wait_with_output();
+    if output.is_ok() {
+        cancel.ended(pid);
+    }
+    let output = output.io("cannot wait for", command.get_program())?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     for line in String::from_utf8_lossy(&output.stdout)
         .lines()

@@ -14,9 +14,10 @@ pub const TEMPLATE_COMPLETE: &str = ".pgwarden-template-complete";
 
 /// The template cluster cache: `<install dir>/templates/<key>`, one per (PostgreSQL version,
 /// user, password, database, encoding, locale). A first launch whose key is cached copies it
-/// instead of running initdb (see BENCHMARKS.md for the figures). Only an ephemeral first
-/// launch saves one (a CI job's throwaway servers are what repeats); a persistent cluster is
-/// made once, and copying and flushing 40 MB more would cost its first launch 0.1–1 s.
+/// instead of running initdb (see BENCHMARKS.md for the figures). An ephemeral first launch
+/// saves one right away (a CI job's throwaway servers are what repeats); a persistent first
+/// launch does not — copying and flushing 40 MB more would cost it 0.1–1 s — but makes one in
+/// the background once its server is ready ([`super::template_fill`]), for `reset` + `start`.
 ///
 /// Copies share the template's database system identifier. PostgreSQL only compares it
 /// between a primary and its physical standbys (and in WAL archives), which a copy never is to
@@ -49,11 +50,8 @@ pub fn template_dir(config: &Config, install: &Install, run_as: &RunAs) -> PathB
 /// Keeps a copy of a freshly initialised cluster (before its marker is written). The copy is
 /// flushed to disk before it is published: a template torn by a power cut would be copied into
 /// every later cluster with these settings.
-pub fn save_template(cluster: &Path, template: &Path) -> Result<()> {
-    let parent = template.parent().expect("templates dir");
-    std::fs::create_dir_all(parent).io("cannot create", parent)?;
-    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))
-        .io("cannot set the mode of", parent)?;
+pub fn save_template(cluster: &Path, template: &Path, run_as: &RunAs) -> Result<()> {
+    let parent = templates_root(template, run_as)?;
     let temp = parent.join(format!(".tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&temp);
     let result = copy_tree(cluster, &temp, None)
@@ -64,6 +62,18 @@ pub fn save_template(cluster: &Path, template: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(&temp);
     }
     result
+}
+
+/// Creates the directory holding the templates: 0700, or 0711 when the server's user is
+/// another one, so that the background fill's initdb (run as that user) can reach its own
+/// working directory in it (every template and working directory inside is 0700).
+pub fn templates_root<'a>(template: &'a Path, run_as: &RunAs) -> Result<&'a Path> {
+    let parent = template.parent().expect("templates dir");
+    std::fs::create_dir_all(parent).io("cannot create", parent)?;
+    let mode = if run_as.switch { 0o711 } else { 0o700 };
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(mode))
+        .io("cannot set the mode of", parent)?;
+    Ok(parent)
 }
 
 /// Copies a directory tree (modes, symlinks), skipping the template marker, and gives every

@@ -1,14 +1,20 @@
-//! `pgwarden restore FILE`: a backup into a new data directory, then start it
-//! ([`crate::backup::restore`]).
+//! `pgwarden restore FILE`: a backup into a data directory — missing, empty (a mount point
+//! too), left unfinished by a killed restore, or, with `--force`, holding a cluster that is
+//! kept aside — then start it ([`crate::backup::restore`]). Everything is checked before the
+//! running server (if any) is stopped; the instance lock is held while the directory is
+//! written.
 
+use crate::backup::in_place::{self, Found};
 use crate::backup::relaunch::{RUN_BOOLEAN_FLAGS, Relaunch};
-use crate::backup::restore::{self, Staging};
+use crate::backup::restore::{self, Job};
+use crate::backup::tablespaces;
 pub use crate::cli::restore::RestoreArgs;
 use crate::commands::common::Instance;
 use crate::commands::stop::{self, StopArgs};
 use crate::config::Config;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
+use crate::instance::InstanceLock;
 use crate::privilege::RunAs;
 
 pub async fn run(args: RestoreArgs) -> Result<i32> {
@@ -41,6 +47,9 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
         manifest.files.len(),
         manifest.stop_time
     );
+    let run_as = RunAs::resolve(config.run_as.as_deref())?;
+    run_as.check_traversable(&data_dir)?;
+    let found = in_place::examine(&data_dir)?;
     let mut relaunch = None;
     if let Some(pid) = instance.supervisor {
         if !args.force {
@@ -54,38 +63,35 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
             });
         }
         relaunch = Some(Relaunch::of_supervisor(pid)?);
-    } else if restore::non_empty(&data_dir) && !args.force {
+    } else if found == Found::Occupied && !args.force {
         return Err(Error::Backup {
             what: format!(
-                "{} holds a cluster already; restoring over it would replace its data\n\
+                "{} holds a cluster (or other files) already; restoring over it would replace its data\n\
                  help: restore into another directory (--data-dir DIR), or pass --force to keep the old one aside",
                 data_dir.display()
             ),
         });
     }
-    let run_as = RunAs::resolve(config.run_as.as_deref())?;
-    run_as.check_traversable(&data_dir)?;
-
-    // Unpacked and checked while the old server still runs; stopped only for the swap.
-    let staging = {
-        let (archive, manifest, data_dir, run_as, recovery) = (
-            archive.clone(),
-            manifest.clone(),
-            data_dir.clone(),
-            run_as.clone(),
-            recovery.clone(),
-        );
-        tokio::task::spawn_blocking(move || -> Result<Staging> {
-            let staging = Staging::create(&data_dir, "restore", &run_as)?;
-            restore::unpack(&archive, &manifest, &staging.path, &run_as)?;
-            if let Some(recovery) = &recovery {
-                restore::configure_recovery(&staging.path, recovery, &run_as)?;
-            }
-            Ok(staging)
-        })
-        .await
-        .expect("the restore thread does not panic")?
+    let leftovers = restore::leftovers(&instance.state_dir, &found);
+    let placements = tablespaces::plan(
+        &manifest.tablespaces,
+        &args.tablespaces,
+        &data_dir,
+        &leftovers,
+        &run_as,
+    )?;
+    let job = Job {
+        archive: archive.clone(),
+        manifest,
+        data_dir: data_dir.clone(),
+        found,
+        placements,
+        recovery,
+        run_as,
+        state_dir: instance.state_dir.clone(),
     };
+    restore::check_space(&job)?;
+
     if instance.supervisor.is_some() {
         stop::run(StopArgs {
             instance: args.run.instance.clone(),
@@ -94,18 +100,52 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
         })
         .await?;
     }
-    let target = data_dir.clone();
-    let aside = tokio::task::spawn_blocking(move || restore::install(staging, &target))
-        .await
-        .expect("the restore thread does not panic")?;
+    // Held while the data directory is written: no `run` may start on it meanwhile.
+    let lock = InstanceLock::acquire(&instance.state_dir, &data_dir)?;
+    let written = {
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || restore::write(&job))
+            .await
+            .expect("the restore thread does not panic")
+    };
+    drop(lock);
+    let aside = match written {
+        Ok(aside) => aside,
+        Err(e) => {
+            // The old cluster is back in place (or the error says where it is): started again.
+            if let Some(relaunch) = &relaunch
+                && crate::cluster::is_initialised(&data_dir)
+                && let Err(again) = relaunch.start().await
+            {
+                eprintln!("pgwarden: the old cluster did not start again: {again}");
+            }
+            return Err(e);
+        }
+    };
     eprintln!(
         "restored: {} into {}{}",
         archive.display(),
         data_dir.display(),
         aside
-            .map(|a| format!(" (the old cluster is in {})", a.display()))
+            .map(|a| format!(
+                " (the old cluster is kept in {}{})",
+                a.path.display(),
+                if a.copied {
+                    ", copied there: the data directory is a mount point"
+                } else {
+                    ""
+                }
+            ))
             .unwrap_or_default()
     );
+    for p in &job.placements {
+        eprintln!(
+            "restored: tablespace {} (was {}) into {}",
+            p.oid,
+            p.from,
+            p.to.display()
+        );
+    }
     if args.no_start {
         return Ok(0);
     }
@@ -116,7 +156,7 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
             1,
             &RUN_BOOLEAN_FLAGS,
             &["--force", "--no-start"],
-            &["--to"],
+            &["--to", "--tablespace"],
         )
     });
     relaunch.start().await?;

@@ -74,6 +74,7 @@ async fn save(args: SnapshotArgs) -> Result<i32> {
             ),
         });
     }
+    snapshot::refuse_tablespaces(&data_dir)?;
     let started = Instant::now();
     let relaunch = stop_for(&instance, &args.run).await?;
     let (dir, name) = (data_dir.clone(), args.snapshot.clone());

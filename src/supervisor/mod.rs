@@ -18,6 +18,7 @@ pub mod machine;
 pub use machine::{Action, Event, Machine, step};
 
 use crate::binaries::{self, Install};
+use crate::cluster::template_fill::TemplateFill;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, Sources};
 use crate::error::{Error, Result};
@@ -118,6 +119,9 @@ pub struct Supervisor {
     install_task: Option<JoinHandle<Result<Install>>>,
     init_task: Option<JoinHandle<Result<Cluster>>>,
     reconcile_task: Option<JoinHandle<()>>,
+    /// The background template fill after a persistent first launch (started at the first
+    /// ready, cancelled by a stop).
+    template_fill: Option<TemplateFill>,
     server: Option<Server>,
     exit: Option<oneshot::Receiver<Exit>>,
     /// The deadlines of the machine's timers.
@@ -188,6 +192,7 @@ impl Supervisor {
             install_task: None,
             init_task: None,
             reconcile_task: None,
+            template_fill: None,
             server: None,
             exit: None,
             timers: HashMap::new(),
@@ -213,6 +218,16 @@ impl Supervisor {
 
     /// Runs until a shutdown is asked for (Ok) or the server cannot be kept up (Err).
     pub async fn run(mut self) -> Result<()> {
+        let result = self.serve().await;
+        // Cancelled at the stop request already; its thread removes its working directory
+        // while the server shuts down, so this wait is short.
+        if let Some(mut fill) = self.template_fill.take() {
+            let _ = tokio::task::spawn_blocking(move || fill.finish(Duration::from_secs(5))).await;
+        }
+        result
+    }
+
+    async fn serve(&mut self) -> Result<()> {
         info!(data_dir = %self.config.data_dir.display(), "pgwarden starting");
         let mut queue: std::collections::VecDeque<Event> = Default::default();
         let first = self.machine.start();
@@ -339,6 +354,12 @@ impl Supervisor {
 
     /// A control signal as an event.
     fn control(&mut self, control: Control) -> Event {
+        if matches!(control, Control::Immediate | Control::Shutdown { .. })
+            && let Some(fill) = &self.template_fill
+        {
+            // A stop never waits for it: its children are killed now.
+            fill.cancel();
+        }
         match control {
             Control::Reload => Event::Reload,
             Control::Immediate => Event::StopNow,
@@ -622,6 +643,17 @@ impl Supervisor {
                 // The one line a user (or a script) waits for; on stdout, unlike the log.
                 println!("{line}");
                 self.notifier.ready(&line);
+                if let (Some(cluster), Some(install)) = (&self.cluster, &self.install)
+                    && let Some(template) = &cluster.fill_template
+                    && !self.stop_seen
+                {
+                    self.template_fill = Some(TemplateFill::start(
+                        &self.config,
+                        install,
+                        &self.run_as,
+                        template.clone(),
+                    ));
+                }
             }
             Notice::Reloading => self.notifier.reloading(),
             Notice::Reloaded => self.notifier.ready("ready (reloaded)"),

@@ -1,0 +1,317 @@
+//! The background template fill: after a persistent first launch that ran initdb, once its
+//! server is ready, the template cache entry for its settings is made, so that `reset` +
+//! `start` copies it (a fraction of a second) instead of running initdb again.
+//!
+//! How: a second initdb and bootstrap — exactly what an ephemeral first launch does before it
+//! saves its template — into a working directory beside the templates, never a copy of the
+//! running cluster: its files change under a copy, and the user may already have written to it.
+//! No moment where that cluster is shut down comes for free: before its first start the launch
+//! would wait for the copy and its flush (0.1–1 s, the reason persistent launches saved no
+//! template), and at a stop the user waits for the stop.
+//!
+//! Rules:
+//! - It never delays readiness (it starts after the ready line) nor a stop: a stop cancels
+//!   it ([`TemplateFill::cancel`] kills its children's process groups by pid, at once), and the
+//!   fill's thread then removes its working directory while the server shuts down.
+//! - Low priority: its thread runs at nice 19 in the idle I/O class, which initdb and the
+//!   temporary server it forks inherit.
+//! - One fill per template key: an exclusive lock next to the templates; the loser skips.
+//! - Only a complete template is ever used: the working directory is renamed to the template's
+//!   name after its marker is written and everything is flushed; a fill that is torn (killed,
+//!   cancelled, failed) leaves a working directory, which no launch copies and the next fill
+//!   of that key removes.
+//! - initdb and the temporary server run as the server's user (`run_as`), in a 0700 working
+//!   directory of that user. Before the result is published, pgwarden takes it over: the
+//!   working directory, then every entry top down, is given to pgwarden's own user (so that
+//!   nothing running as the server's user can change it later), and anything but a plain
+//!   directory, a regular file with one link, or a symlink is refused.
+//! - Failures are one warn line, never fatal; a template made is one info line.
+
+use super::flush::{flush_to_disk, sync_dir};
+use super::template::TEMPLATE_COMPLETE as TEMPLATE_COMPLETE_MARKER;
+use super::{admin_access, bootstrap, run_initdb};
+use crate::binaries::Install;
+use crate::cancel::Cancel;
+use crate::config::Config;
+use crate::error::{Error, IoContext, Result};
+use crate::privilege::RunAs;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// A fill running on a thread of its own.
+pub struct TemplateFill {
+    cancel: Cancel,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How long [`Drop`] waits for a cancelled fill to clean up.
+const CLEAN_UP_WITHIN: Duration = Duration::from_secs(5);
+
+impl TemplateFill {
+    /// Starts filling `template` for `config` (the one the cluster was created with).
+    pub fn start(config: &Config, install: &Install, run_as: &RunAs, template: PathBuf) -> Self {
+        let cancel = Cancel::new();
+        let (config, install, run_as, on_thread) = (
+            config.clone(),
+            install.clone(),
+            run_as.clone(),
+            cancel.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("template-fill".into())
+            .spawn(move || {
+                lower_priority();
+                let started = Instant::now();
+                match fill(&config, &install, &run_as, &template, &on_thread) {
+                    Ok(Filled::Made) => info!(
+                        template = %template.display(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "template cluster saved: after `pgwarden reset`, `start` copies it (no initdb)"
+                    ),
+                    Ok(Filled::AlreadyThere) => debug!("the template cluster exists already"),
+                    Ok(Filled::Busy) => debug!("another pgwarden is filling this template"),
+                    Err(_) if on_thread.is_cancelled() => debug!("template fill cancelled"),
+                    Err(e) => warn!(
+                        "cannot save a template cluster in the background (a reset + start will run initdb): {e}"
+                    ),
+                }
+            });
+        match thread {
+            Ok(thread) => Self {
+                cancel,
+                thread: Some(thread),
+            },
+            Err(e) => {
+                warn!("cannot start the background template fill: {e}");
+                Self {
+                    cancel,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    /// Kills the fill's children and makes it stop at its next step; returns at once.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Cancels (if still running) and waits up to `within` for the fill's thread to finish,
+    /// removing its working directory. False if it had not finished by then (the next fill of
+    /// this key removes what it left).
+    pub fn finish(&mut self, within: Duration) -> bool {
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        self.cancel.cancel();
+        let deadline = Instant::now() + within;
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = thread.join();
+        true
+    }
+}
+
+impl Drop for TemplateFill {
+    fn drop(&mut self) {
+        self.finish(CLEAN_UP_WITHIN);
+    }
+}
+
+enum Filled {
+    Made,
+    AlreadyThere,
+    Busy,
+}
+
+/// The working directory of `template`'s fill: `.fill-<key>` beside it.
+fn working_dir(template: &Path) -> PathBuf {
+    let name = template.file_name().unwrap_or_default().to_string_lossy();
+    template.with_file_name(format!(".fill-{name}"))
+}
+
+fn fill(
+    config: &Config,
+    install: &Install,
+    run_as: &RunAs,
+    template: &Path,
+    cancel: &Cancel,
+) -> Result<Filled> {
+    let root = super::template::templates_root(template, run_as)?;
+    let Some(_lock) = lock(root, template)? else {
+        return Ok(Filled::Busy);
+    };
+    if template.join(TEMPLATE_COMPLETE_MARKER).is_file() {
+        return Ok(Filled::AlreadyThere);
+    }
+    let work = working_dir(template);
+    remove(&work)?;
+    // What initdb and the bootstrap make, as for an ephemeral first launch's template (a
+    // cacheable launch has no init scripts; scripts added since are not the template's).
+    let config = Config {
+        init_dir: None,
+        ..config.clone()
+    };
+    let result = make(&config, install, run_as, template, &work, cancel);
+    // Whatever happened, nothing of this fill stays behind but the template.
+    let _ = remove(&work);
+    result.map(|()| Filled::Made)
+}
+
+fn make(
+    config: &Config,
+    install: &Install,
+    run_as: &RunAs,
+    template: &Path,
+    work: &Path,
+    cancel: &Cancel,
+) -> Result<()> {
+    let cluster = work.join("cluster");
+    run_as.own_dir(work, 0o700)?;
+    run_as.own_dir(&cluster, 0o700)?;
+    let step = |what: &str| {
+        if cancel.is_cancelled() {
+            return Err(Error::Cluster {
+                what: format!("cancelled before {what}"),
+            });
+        }
+        Ok(())
+    };
+    step("initdb")?;
+    // The password file goes into the working directory, which is removed afterwards.
+    run_initdb(config, install, run_as, work, &cluster, cancel)?;
+    admin_access::grant_peer_access(&cluster, run_as)?;
+    step("the bootstrap")?;
+    // The temporary server's socket goes into the working directory, not the instance's socket
+    // directory, where the running server's socket of the same port is.
+    bootstrap(config, install, run_as, &cluster, work, cancel)?;
+    step("taking it over")?;
+    take_over(work, &cluster, run_as)?;
+    std::fs::write(cluster.join(TEMPLATE_COMPLETE_MARKER), b"").io("cannot write", &cluster)?;
+    // Flushed before it is published: a template torn by a power cut would be copied into every
+    // later cluster with these settings.
+    flush_to_disk(work)?;
+    cancel
+        .unless_cancelled(|| std::fs::rename(&cluster, template).io("cannot move", template))
+        .unwrap_or_else(|| {
+            Err(Error::Cluster {
+                what: "cancelled before publishing".into(),
+            })
+        })?;
+    if let Some(root) = template.parent() {
+        sync_dir(root);
+    }
+    Ok(())
+}
+
+/// The exclusive lock of one template key (`.<key>.lock` beside it), or None when another
+/// pgwarden holds it.
+fn lock(root: &Path, template: &Path) -> Result<Option<std::fs::File>> {
+    let name = template.file_name().unwrap_or_default().to_string_lossy();
+    let path = root.join(format!(".{name}.lock"));
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&path)
+        .io("cannot open", &path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).io("cannot lock", &path),
+    }
+}
+
+/// Gives the working directory and everything in it, top down, to pgwarden's own user, once the
+/// server's user has no process left in it: first the working directory itself (0700), which
+/// cuts off every path into it, then each directory before its entries are read. Refuses what
+/// initdb never makes (hard links, devices, fifos, sockets), which could only have been planted.
+fn take_over(work: &Path, cluster: &Path, run_as: &RunAs) -> Result<()> {
+    if !run_as.switch {
+        return Ok(());
+    }
+    give_to_self(work)?;
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o700))
+        .io("cannot set the mode of", work)?;
+    take_over_tree(cluster)
+}
+
+fn take_over_tree(dir: &Path) -> Result<()> {
+    give_to_self(dir)?;
+    for entry in std::fs::read_dir(dir).io("cannot read", dir)? {
+        let path = entry.io("cannot read", dir)?.path();
+        let meta = std::fs::symlink_metadata(&path).io("cannot read", &path)?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            take_over_tree(&path)?;
+        } else if kind.is_symlink() || (kind.is_file() && meta.nlink() == 1) {
+            give_to_self(&path)?;
+        } else {
+            return Err(Error::Cluster {
+                what: format!(
+                    "{} is not what initdb makes (a hard link or a special file); not saving this template",
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn give_to_self(path: &Path) -> Result<()> {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(nix::unistd::geteuid()),
+        Some(nix::unistd::getegid()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::Privilege {
+        what: format!("cannot take over {}: {e}", path.display()),
+    })
+}
+
+/// Removes `path` if it exists (a directory tree: std's removal does not follow symlinks).
+fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).io("cannot remove", path),
+        _ => Ok(()),
+    }
+}
+
+/// Nice 19 and the idle I/O class for the calling thread (both are per thread on Linux, and
+/// inherited by the processes it forks). Best effort.
+fn lower_priority() {
+    const IOPRIO_WHO_PROCESS: nix::libc::c_int = 1;
+    const IOPRIO_CLASS_IDLE: nix::libc::c_int = 3;
+    const IOPRIO_CLASS_SHIFT: nix::libc::c_int = 13;
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: plain system calls on this thread's own id.
+    let (nice, io) = unsafe {
+        (
+            nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid as nix::libc::id_t, 19),
+            nix::libc::syscall(
+                nix::libc::SYS_ioprio_set,
+                IOPRIO_WHO_PROCESS,
+                tid,
+                IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+            ),
+        )
+    };
+    if nice != 0 || io != 0 {
+        debug!(
+            "cannot lower the template fill's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
