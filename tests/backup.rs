@@ -945,6 +945,69 @@ fn service_install_ships_the_backup_timer_when_a_schedule_is_set() {
     assert!(!other.join("pgwarden-backup.timer").exists());
 }
 
+/// A copy of `archive` at `to` whose manifest gives its last member a wrong checksum (the
+/// archive's own checksum still matches): found only at the end of the unpacking.
+fn damaged_late(archive: &Path, to: &Path) -> PathBuf {
+    std::fs::copy(archive, to).unwrap();
+    let mut manifest = manifest_of(archive);
+    let files = manifest["files"].as_array_mut().unwrap();
+    let last = files.len() - 1;
+    files[last]["sha256"] = serde_json::Value::String("00".repeat(32));
+    std::fs::write(
+        format!("{}.manifest.json", to.display()),
+        manifest.to_string(),
+    )
+    .unwrap();
+    to.to_path_buf()
+}
+
+#[test]
+fn a_restore_that_fails_late_puts_the_old_cluster_back_and_starts_it() {
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('in the backup')")
+        .unwrap();
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&["backup", archive.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    c.batch_execute("INSERT INTO t VALUES ('old cluster')")
+        .unwrap();
+    drop(c);
+    let damaged = damaged_late(&archive, &dir.path().join("late.tar.zst"));
+
+    let _background = Background {
+        data_dir: data.clone(),
+    };
+    let out = pgw(&[
+        "restore",
+        damaged.to_str().unwrap(),
+        "--data-dir",
+        data_s,
+        "--force",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is damaged") && stderr.contains("is back there"),
+        "{stderr}"
+    );
+    let mut server = server;
+    assert!(
+        server.wait_exit(common::STOP).success(),
+        "stopped for the restore"
+    );
+    // Back in place, under its own name, and started again as it was.
+    assert_eq!(rows_of_t(port), ["in the backup", "old cluster"]);
+    assert!(asides_of(&data).is_empty(), "{:?}", asides_of(&data));
+    let names = names_in(&data);
+    assert!(names.contains(&"pgwarden.json".into()), "{names:?}");
+    assert!(!names.contains(&"pgwarden.creating".into()), "{names:?}");
+}
+
 /// True while `dir` is the root of a filesystem of its own.
 fn is_mount_point(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -1142,7 +1205,30 @@ fn restore_into_a_mount_point_works_in_place_survives_kill_9_and_keeps_the_old_c
     assert!(out.status.success(), "the kept cluster starts: {out:?}");
     assert_eq!(rows_of_t(port3), ["in the backup", "old cluster"]);
 
-    // 4. `--force` to the end: the output says where the old cluster went, and why there.
+    // 4. `--force` with a backup whose last member is found damaged only while unpacking: the
+    // old cluster is copied back onto the mount and started again; its copy beside is gone.
+    let damaged = damaged_late(&archive, &dir.path().join("late.tar.zst"));
+    let mut late = force.clone();
+    late[1] = damaged.display().to_string();
+    let out = pgw(&common::as_strs(&late));
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is damaged") && stderr.contains("is back there"),
+        "{stderr}"
+    );
+    assert!(is_mount_point(&volume));
+    assert_eq!(
+        rows_of_t(port2),
+        ["in the backup"],
+        "the old cluster runs again"
+    );
+    assert_eq!(asides_of(&volume).len(), 1, "{:?}", asides_of(&volume));
+    let names = names_in(&volume);
+    assert!(names.contains(&"pgwarden.json".into()), "{names:?}");
+    assert!(!names.contains(&"pgwarden.creating".into()), "{names:?}");
+
+    // 5. `--force` to the end: the output says where the old cluster went, and why there.
     let out = pgw(&common::as_strs(&force));
     assert!(out.status.success(), "{out:?}");
     let stderr = text(&out.stderr);
@@ -1378,6 +1464,66 @@ fn a_tablespace_is_backed_up_during_writes_and_restored_to_a_mapped_location() {
         "the original location untouched"
     );
 
+    // A restore killed (-9) while it writes the tablespace: the data directory is unfinished
+    // and the tablespace's directory half-written; the next restore removes what it left
+    // (from its journal) and completes.
+    let ts3 = dir.path().join("ts3");
+    let again = dir.path().join("again");
+    let port3 = free_port();
+    let mut args3: Vec<String> = vec![
+        "restore".into(),
+        archive.display().to_string(),
+        "--data-dir".into(),
+        again.display().to_string(),
+        "--port".into(),
+        port3.to_string(),
+        "--tablespace".into(),
+        format!("{}={}", ts1.display(), ts3.display()),
+    ];
+    args3.extend(binary_flags());
+    let _background3 = Background {
+        data_dir: again.clone(),
+    };
+    let mut restoring = Pgwarden::start(&common::as_strs(&args3), &[]);
+    let deadline = Instant::now() + LONG;
+    while !ts3.is_dir() || names_in(&ts3).is_empty() {
+        assert!(
+            !restoring.has_exited(),
+            "the restore ended before it could be killed: {}",
+            restoring.stderr_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the restore never reached the tablespace"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    restoring.signal(nix::sys::signal::Signal::SIGKILL);
+    restoring.wait_exit(common::STOP);
+    drop(restoring);
+    assert!(again.join("pgwarden.creating").exists());
+    assert!(!again.join("pgwarden.json").exists());
+    assert!(
+        !names_in(&ts3).is_empty(),
+        "the half-written tablespace is there"
+    );
+    let out = pgw(&common::as_strs(&args3));
+    assert!(out.status.success(), "restore after a kill: {out:?}");
+    let n: i64 = connect(port3, "trader", "trader", "trader")
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM spaced WHERE id BETWEEN 1 AND 20000",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 20_000);
+    assert_eq!(
+        tree_state(&ts1),
+        original,
+        "the original location untouched"
+    );
+
     // A snapshot of a cluster with tablespaces is refused, before the server is stopped.
     let out = pgw(&[
         "snapshot",
@@ -1390,4 +1536,67 @@ fn a_tablespace_is_backed_up_during_writes_and_restored_to_a_mapped_location() {
     assert!(text(&out.stderr).contains("tablespaces"), "{out:?}");
     let mut c2 = connect(port2, "trader", "trader", "trader").unwrap();
     c2.batch_execute("SELECT 1").unwrap();
+}
+
+#[test]
+fn restore_force_on_a_mount_point_without_room_beside_it_is_refused_with_nothing_changed() {
+    let dir = test_dir();
+    // A small filesystem holding the mount point of a large one: no room for the old cluster's
+    // copy beside the mount point.
+    let parent = dir.path().join("small");
+    let Some(_outer) = common::Tmpfs::mount(&parent, "24m", 0o755) else {
+        return;
+    };
+    let volume = parent.join("volume");
+    let Some(_volume) = common::Tmpfs::mount(&volume, "512m", 0o755) else {
+        return;
+    };
+    let port = free_port();
+    let args = common::run_args_for(
+        &common::npm_archive(),
+        &common::shared_install_dir(),
+        &volume,
+        port,
+    );
+    let server = Pgwarden::start(&common::as_strs(&args), &[]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+        .unwrap();
+    drop(c);
+    let archive = dir.path().join("b.tar.zst");
+    let out = pgw(&[
+        "backup",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        volume.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let before = names_in(&volume);
+
+    let out = pgw(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--data-dir",
+        volume.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("is a mount point") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("help:"), "{stderr}");
+    // Refused before the server was stopped: it still serves, on the same cluster.
+    assert!(!server.has_exited(), "the server was not stopped");
+    assert_eq!(rows_of_t(port), ["kept"]);
+    assert_eq!(names_in(&volume), before);
+    assert!(asides_of(&volume).is_empty());
+    assert!(
+        !names_in(&parent).iter().any(|n| n.ends_with(".partial")),
+        "{:?}",
+        names_in(&parent)
+    );
+    drop(server);
 }

@@ -59,6 +59,36 @@ pub fn tree_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// For a mount point, whose cluster will be copied beside it: refuses unless the parent's
+/// filesystem has room for it (and 64 MiB more). Called before the server is stopped.
+pub fn check_room(data_dir: &Path) -> Result<()> {
+    if !in_place::is_mount_point(data_dir) {
+        return Ok(());
+    }
+    let parent = data_dir.parent().unwrap_or(Path::new("/"));
+    let needed = tree_bytes(data_dir);
+    if let Some(free) = super::free_space(parent)
+        && free < needed + (64 << 20)
+    {
+        return Err(Error::Backup {
+            what: format!(
+                "{} is a mount point: the cluster on it cannot be renamed aside, so it would be copied beside it \
+                 into {}, but that has {} free and the cluster is {}; nothing was changed\n\
+                 help: free space in {}, or move the old cluster off the volume yourself \
+                 (`pgwarden stop`, then move the contents of {} elsewhere) and restore without --force, \
+                 or restore into another directory (--data-dir DIR)",
+                data_dir.display(),
+                parent.display(),
+                super::human_bytes(free),
+                super::human_bytes(needed),
+                parent.display(),
+                data_dir.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Moves (or, for a mount point, copies) the stopped cluster in `data_dir` aside; afterwards
 /// `data_dir` is missing, or holds only the creating marker (with the `note` for the aside).
 pub fn set_aside(
@@ -81,27 +111,8 @@ pub fn set_aside(
             Err(e) => return Err(e).io("cannot move the old cluster aside to", &path),
         }
     }
+    check_room(data_dir)?;
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
-    let needed = tree_bytes(data_dir);
-    if let Some(free) = super::free_space(parent)
-        && free < needed + (64 << 20)
-    {
-        return Err(Error::Backup {
-            what: format!(
-                "{} is a mount point: the cluster on it cannot be renamed aside, so it would be copied to {}, \
-                 but {} has {} free and the cluster is {}; nothing was changed\n\
-                 help: free space there, or move the old cluster off the volume yourself \
-                 (`pgwarden stop`, then move the contents of {} elsewhere) and restore without --force, \
-                 or restore into another directory (--data-dir DIR)",
-                data_dir.display(),
-                path.display(),
-                parent.display(),
-                super::human_bytes(free),
-                super::human_bytes(needed),
-                data_dir.display()
-            ),
-        });
-    }
     let partial = parent.join(format!(
         ".{}.partial",
         path.file_name().unwrap_or_default().to_string_lossy()

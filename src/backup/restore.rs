@@ -227,11 +227,47 @@ pub struct Job {
     pub placements: Vec<Placement>,
     pub recovery: Option<Recovery>,
     pub run_as: RunAs,
+    /// The instance's state directory (root's when pgwarden runs as root: trusted), where
+    /// [`JOURNAL`] lists the tablespace directories a restore is writing.
+    pub state_dir: PathBuf,
+}
+
+/// `<state dir>/restore-tablespaces.json`: the tablespace version directories an unfinished
+/// restore was writing, outside the data directory and so not covered by its marker. The next
+/// restore into the still-unfinished data directory removes them (a `run` that cleared it
+/// meanwhile leaves them, and a later restore names them when it refuses the location).
+pub const JOURNAL: &str = "restore-tablespaces.json";
+
+/// The leftovers [`JOURNAL`] lists, when the data directory is still unfinished; only paths
+/// of the form `/…/PG_16_<digits>` are taken.
+pub fn leftovers(state_dir: &Path, found: &Found) -> Vec<PathBuf> {
+    if *found != Found::Unfinished {
+        return Vec::new();
+    }
+    let Ok(text) = std::fs::read_to_string(state_dir.join(JOURNAL)) else {
+        return Vec::new();
+    };
+    let listed: Vec<PathBuf> = serde_json::from_str(&text).unwrap_or_default();
+    let prefix = format!("PG_{}_", crate::config::MAJOR);
+    listed
+        .into_iter()
+        .filter(|p| {
+            p.is_absolute()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(&prefix))
+                    .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect()
 }
 
 /// Checks that the restored files fit: the data directory's filesystem (for a cluster that is
-/// replaced on a mount point, its files go: they count as free) and each tablespace's.
+/// replaced on a mount point, its files go: they count as free) and each tablespace's; and,
+/// for a mount point whose cluster is replaced, that its copy fits beside it.
 pub fn check_space(job: &Job) -> Result<()> {
+    if job.found == Found::Occupied {
+        aside::check_room(&job.data_dir)?;
+    }
     let ts_bytes: u64 = job.manifest.tablespaces.iter().map(|t| t.bytes).sum();
     let mut needs: Vec<(PathBuf, u64, u64)> = vec![(
         job.data_dir.clone(),
@@ -244,6 +280,10 @@ pub fn check_space(job: &Job) -> Result<()> {
     )];
     for (p, t) in job.placements.iter().zip(&job.manifest.tablespaces) {
         needs.push((p.to.clone(), t.bytes, 0));
+    }
+    // What an unfinished restore left in the data directory is cleared first.
+    if job.found == Found::Unfinished {
+        needs[0].2 = aside::tree_bytes(&job.data_dir);
     }
     for (dir, bytes, freed) in needs {
         let mut probe = dir.clone();
@@ -303,7 +343,16 @@ pub fn write(job: &Job) -> Result<Option<Aside>> {
             &job.run_as,
         )?),
         Found::Unfinished => {
+            for dir in leftovers(&job.state_dir, &job.found) {
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).io("cannot remove what an unfinished restore left in", &dir);
+                    }
+                    _ => {}
+                }
+            }
             in_place::clear_unfinished(&job.data_dir)?;
+            let _ = std::fs::remove_file(job.state_dir.join(JOURNAL));
             None
         }
         Found::Missing | Found::Empty => None,
@@ -335,6 +384,16 @@ pub fn write(job: &Job) -> Result<Option<Aside>> {
 
 fn write_in_place(job: &Job, aside: Option<&Aside>) -> Result<()> {
     let target = Target::begin(&job.data_dir, &note(job, aside), &job.run_as)?;
+    let journal = job.state_dir.join(JOURNAL);
+    if !job.placements.is_empty() {
+        let dirs: Vec<PathBuf> = job
+            .placements
+            .iter()
+            .map(|p| p.to.join(&p.version_dir))
+            .collect();
+        crate::json_file::write(&journal, &dirs, 0o600, crate::json_file::Durability::Sync)?;
+    }
+    let _journal = RemoveOnDrop(journal);
     let prepared = Prepared::create(&job.placements, &job.run_as)?;
     unpack(
         &job.archive,
@@ -349,4 +408,13 @@ fn write_in_place(job: &Job, aside: Option<&Aside>) -> Result<()> {
     }
     prepared.commit()?;
     target.commit()
+}
+
+/// Removes a file when dropped: the journal, once the restore is complete or put back.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -161,25 +161,33 @@ fn plain_absolute(path: &str) -> Option<PathBuf> {
     ok.then(|| PathBuf::from(trimmed))
 }
 
-/// True when `dir` is missing, or an empty directory (not a symlink).
-fn absent_or_empty(dir: &Path) -> Result<bool> {
+/// True when `dir` is missing, or a directory (not a symlink) holding nothing but `ignored`.
+fn absent_or_empty(dir: &Path, ignored: &[PathBuf]) -> Result<bool> {
     match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(e).io("cannot read", dir),
-        Ok(meta) if meta.is_dir() => Ok(std::fs::read_dir(dir)
-            .io("cannot read", dir)?
-            .next()
-            .is_none()),
+        Ok(meta) if meta.is_dir() => {
+            for entry in std::fs::read_dir(dir).io("cannot read", dir)? {
+                let entry = entry.io("cannot read", dir)?;
+                if !ignored.contains(&entry.path()) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
         Ok(_) => Ok(false),
     }
 }
 
 /// Decides where each tablespace of a backup goes, checking every location before anything
 /// is written: `mappings` are `OLD=NEW` (`--tablespace`), OLD a location of the backup.
+/// `leftovers` (what an unfinished restore into this data directory wrote) do not make a
+/// location "not empty": they are removed first.
 pub fn plan(
     tablespaces: &[TablespaceEntry],
     mappings: &[String],
     data_dir: &Path,
+    leftovers: &[PathBuf],
     run_as: &RunAs,
 ) -> Result<Vec<Placement>> {
     let known = || {
@@ -270,7 +278,7 @@ pub fn plan(
                 t.location
             )));
         }
-        if !absent_or_empty(&to)? {
+        if !absent_or_empty(&to, leftovers)? {
             let mapped_here = to != from;
             return Err(refuse(format!(
                 "tablespace {} would be restored to {}, which is not empty{}; nothing was changed\n\
@@ -354,7 +362,7 @@ impl Prepared {
         };
         for p in placements {
             // Checked again: between the plan and now, someone may have written there.
-            if !absent_or_empty(&p.to)? {
+            if !absent_or_empty(&p.to, &[])? {
                 return Err(refuse(format!(
                     "tablespace location {} is no longer empty; nothing was restored\nhelp: --tablespace {}=/another/directory",
                     p.to.display(),
@@ -470,14 +478,19 @@ mod tests {
         let free = dir.path().join("free");
         let data = dir.path().join("data");
         let backup = [entry("16384", used.to_str().unwrap())];
-        let err = plan(&backup, &[], &data, &me()).unwrap_err().to_string();
+        let err = plan(&backup, &[], &data, &[], &me())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("not empty") && err.contains("--tablespace"),
             "{err}"
         );
         assert!(err.contains("interrupted restore"), "{err}");
+        // What an unfinished restore left there does not count.
+        let leftover = [used.join("PG_16_202307071")];
+        assert!(plan(&backup, &[], &data, &leftover, &me()).is_ok());
         let mapping = format!("{}={}/", used.display(), free.display());
-        let placed = plan(&backup, &[mapping], &data, &me()).unwrap();
+        let placed = plan(&backup, &[mapping], &data, &[], &me()).unwrap();
         assert_eq!(placed[0].to, free);
         assert!(!free.exists(), "planning writes nothing");
         for bad in [
@@ -487,16 +500,19 @@ mod tests {
             format!("{}={}", used.display(), data.join("ts").display()),
         ] {
             assert!(
-                plan(&backup, std::slice::from_ref(&bad), &data, &me()).is_err(),
+                plan(&backup, std::slice::from_ref(&bad), &data, &[], &me()).is_err(),
                 "{bad}"
             );
         }
-        assert!(plan(&[entry("16384", "/a/../etc")], &[], &data, &me()).is_err());
+        assert!(plan(&[entry("16384", "/a/../etc")], &[], &data, &[], &me()).is_err());
         let two = [
             entry("1", free.to_str().unwrap()),
             entry("2", free.join("x").to_str().unwrap()),
         ];
-        assert!(plan(&two, &[], &data, &me()).is_err(), "nested locations");
+        assert!(
+            plan(&two, &[], &data, &[], &me()).is_err(),
+            "nested locations"
+        );
     }
 
     #[test]

@@ -48,8 +48,9 @@ impl DataDir {
             DataDir::Missing => "does not exist yet; `pgwarden run` creates and initialises it",
             DataDir::Empty => "empty; `pgwarden run` initialises a cluster in it",
             DataDir::HalfMade => {
-                "holds a cluster pgwarden began to create and did not finish (a first launch was \
-                 interrupted); `pgwarden run` clears it and initialises it again"
+                "holds a cluster pgwarden began to create and did not finish (a first launch or a \
+                 restore was interrupted); `pgwarden run` clears it and initialises it again \
+                 (`pgwarden restore` clears it and restores)"
             }
             DataDir::Cluster { ours: true } => "PostgreSQL 16 cluster created by pgwarden",
             DataDir::Cluster { ours: false } => {

@@ -119,8 +119,8 @@ pub fn prepare(
         DataDir::HalfMade => {
             warn!(
                 data_dir = %data_dir.display(),
-                "an earlier first launch did not finish this cluster ({CREATING} without {MARKER}); \
-                 clearing it and starting over"
+                "an earlier first launch or restore did not finish this cluster ({CREATING} without \
+                 {MARKER}); clearing it and starting over"
             );
             data_dir::clear_half_made(data_dir)?;
             fill_template = initialise(config, install, run_as, state_dir, &socket_dir)?;

@@ -1,5 +1,8 @@
-//! `pgwarden restore FILE`: a backup into a new data directory, then start it
-//! ([`crate::backup::restore`]).
+//! `pgwarden restore FILE`: a backup into a data directory — missing, empty (a mount point
+//! too), left unfinished by a killed restore, or, with `--force`, holding a cluster that is
+//! kept aside — then start it ([`crate::backup::restore`]). Everything is checked before the
+//! running server (if any) is stopped; the instance lock is held while the directory is
+//! written.
 
 use crate::backup::in_place::{self, Found};
 use crate::backup::relaunch::{RUN_BOOLEAN_FLAGS, Relaunch};
@@ -11,6 +14,7 @@ use crate::commands::stop::{self, StopArgs};
 use crate::config::Config;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
+use crate::instance::InstanceLock;
 use crate::privilege::RunAs;
 
 pub async fn run(args: RestoreArgs) -> Result<i32> {
@@ -68,8 +72,14 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
             ),
         });
     }
-    let placements =
-        tablespaces::plan(&manifest.tablespaces, &args.tablespaces, &data_dir, &run_as)?;
+    let leftovers = restore::leftovers(&instance.state_dir, &found);
+    let placements = tablespaces::plan(
+        &manifest.tablespaces,
+        &args.tablespaces,
+        &data_dir,
+        &leftovers,
+        &run_as,
+    )?;
     let job = Job {
         archive: archive.clone(),
         manifest,
@@ -78,6 +88,7 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
         placements,
         recovery,
         run_as,
+        state_dir: instance.state_dir.clone(),
     };
     restore::check_space(&job)?;
 
@@ -89,12 +100,15 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
         })
         .await?;
     }
+    // Held while the data directory is written: no `run` may start on it meanwhile.
+    let lock = InstanceLock::acquire(&instance.state_dir, &data_dir)?;
     let written = {
         let job = job.clone();
         tokio::task::spawn_blocking(move || restore::write(&job))
             .await
             .expect("the restore thread does not panic")
     };
+    drop(lock);
     let aside = match written {
         Ok(aside) => aside,
         Err(e) => {
