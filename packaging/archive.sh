@@ -20,7 +20,8 @@ stage=target/dist/$name
 rm -rf "$stage" "target/dist/$name.tar.gz"
 mkdir -p "$stage/systemd"
 install -m 0755 "$out/pgwarden" "$stage/pgwarden"
-install -m 0644 packaging/systemd/pgwarden.service packaging/systemd/pgwarden-user.service "$stage/systemd/"
+install -m 0644 packaging/systemd/pgwarden.service packaging/systemd/pgwarden-user.service \
+    packaging/systemd/pgwarden-backup.service packaging/systemd/pgwarden-backup.timer "$stage/systemd/"
 install -m 0644 config.example.toml README.md "$stage/"
 tar -C target/dist --owner=0 --group=0 -czf "target/dist/$name.tar.gz" "$name"
 (cd target/dist && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")

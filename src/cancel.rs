@@ -1,12 +1,13 @@
 //! Cancelling a blocking step that runs child processes (the background template fill of
 //! [`crate::cluster::template_fill`]): the step reports each child it starts and reaps;
-//! [`Cancel::cancel`] kills every child still registered — its whole process group, by pid —
+//! [`Cancel::cancel`] kills every child still registered — its whole process group, by pid,
+//! and the children it has in other groups (a postmaster's children each call `setsid()`) —
 //! and refuses the ones started after it.
 //!
-//! A leaf: [`crate::temp_server`] and [`crate::cluster`] take a `&Cancel` so that a step
-//! nobody cancels (a first launch) passes [`Cancel::never`].
+//! Below [`crate::temp_server`] and [`crate::cluster`], which take a `&Cancel` so that a step
+//! nobody cancels (a first launch) passes [`Cancel::never`]; it uses only [`crate::procfs`].
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -62,7 +63,12 @@ impl Cancel {
         if let Some(mut children) = self.children() {
             children.cancelled = true;
             for group in &children.groups {
+                // Read before the leader dies: then its children are init's.
+                let own = crate::procfs::children(*group as u32);
                 let _ = killpg(Pid::from_raw(*group), Signal::SIGKILL);
+                for child in own {
+                    let _ = kill(Pid::from_raw(child as i32), Signal::SIGKILL);
+                }
             }
         }
     }
@@ -121,6 +127,48 @@ mod tests {
         cancel.started(late.id());
         assert!(!late.wait().unwrap().success());
         cancel.ended(late.id());
+    }
+
+    #[test]
+    fn a_cancel_also_kills_children_in_sessions_of_their_own() {
+        use std::io::BufRead;
+        // sh, and below it a sleep in a new session (as a postmaster's children are).
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "setsid sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(parent.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let grandchild = Pid::from_raw(line.trim().parse().unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while nix::unistd::getsid(Some(grandchild)).ok() != Some(grandchild) {
+            assert!(std::time::Instant::now() < deadline, "no setsid sleep");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let cancel = Cancel::new();
+        cancel.started(parent.id());
+        cancel.cancel();
+        parent.wait().unwrap();
+        cancel.ended(parent.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat"));
+            let gone = stat.map_or(true, |s| {
+                s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z')
+            });
+            if gone {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the setsid child survived"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     #[test]

@@ -22,8 +22,8 @@
 //!   created in place on first launch, atomic by marker (initdb, a [`temp_server`] for the
 //!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache, filled
 //!   in the background after a persistent first launch by [`cluster::template_fill`], which
-//!   [`cancel`] stops by killing its children), its administration role's access — and the
-//!   `[server]` settings file.
+//!   [`cancel`] stops by killing its children, at the low priority of [`background`]), its
+//!   administration role's access — and the `[server]` settings file.
 //! - [`supervisor`]: one event loop; [`supervisor::machine`]'s pure `step` decides, an executor
 //!   acts: runs the [`server`] (with the settings [`launch::effective`] computes from the config
 //!   and the launch), detects readiness with [`probe`] and [`pid_file`], [`reconcile`]s (on the
@@ -39,7 +39,7 @@
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never
 //! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
-//! changes), [`procfs`] (who holds a file or socket open, from /proc), [`paths`] (default
+//! changes), [`procfs`] (who holds a file or socket open, a process's children, from /proc), [`paths`] (default
 //! locations), [`status`] (the supervisor's state and status record, a leaf that the commands
 //! read and the supervisor writes), [`json_file`] (such records written atomically),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
@@ -48,6 +48,7 @@
 //! keeping a replaced cluster aside, snapshots, the WAL archive), and [`commands`], one
 //! module per subcommand.
 
+pub mod background;
 pub mod backup;
 pub mod binaries;
 pub mod cancel;

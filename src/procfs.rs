@@ -1,5 +1,5 @@
 //! What the kernel's /proc says about other processes: who holds a file open, what a process
-//! is called. Best effort: a process that exits while it is read is left out.
+//! is called, its children. Best effort: a process that exits while it is read is left out.
 
 use std::path::Path;
 
@@ -26,6 +26,44 @@ pub fn comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|c| c.trim().to_string())
+}
+
+/// The children of `pid` (every thread's `/proc/PID/task/TID/children`; without that file, a
+/// scan of every process's parent).
+pub fn children(pid: u32) -> Vec<u32> {
+    let listed: Option<Vec<u32>> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .and_then(|tasks| {
+            let mut all = Vec::new();
+            for task in tasks.flatten() {
+                let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+                all.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+            Some(all)
+        });
+    listed.unwrap_or_else(|| {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                let parent: u32 = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (parent == pid).then_some(child)
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

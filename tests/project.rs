@@ -615,8 +615,29 @@ fn reset_then_start_copies_the_template_filled_after_the_first_launch() {
     drop(client);
     let reset = world.pgw(&dir, &["reset", "--yes"]);
     assert_eq!(code(&reset), 0, "{reset:?}");
+    let data_dir = world.data_root.join("fast/16/data");
+    assert!(!data_dir.exists(), "reset left {data_dir:?}");
     let fresh = world.pgw(&dir, &["start"]);
     assert_eq!(code(&fresh), 0, "{fresh:?}");
+    // The old cluster, moved aside by reset, is deleted in the background.
+    let parent = data_dir.parent().unwrap();
+    let aside = || -> Vec<String> {
+        std::fs::read_dir(parent)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".data.pgwarden-deleting-"))
+            .collect()
+    };
+    let deadline = Instant::now() + LONG;
+    while !aside().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the old cluster is still there: {:?}",
+            aside()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let log = logs(&world, &dir);
     assert!(

@@ -10,12 +10,14 @@
 
 #[path = "../../tests/common/archives.rs"]
 mod archives;
+mod backup;
 mod ci;
 mod ctx;
 mod launch;
 mod observe;
 mod peer;
 mod procfs;
+mod reset;
 mod stats;
 
 use ctx::{Ctx, remove};
@@ -41,6 +43,9 @@ struct Options {
     only_lifecycle: bool,
     only_exec: bool,
     only_observe: bool,
+    only_reset: bool,
+    only_backup: bool,
+    backup_runs: usize,
     pgwarden: Option<PathBuf>,
 }
 
@@ -56,6 +61,9 @@ fn options() -> Options {
         only_exec: false,
         only_lifecycle: false,
         only_observe: false,
+        only_reset: false,
+        only_backup: false,
+        backup_runs: 3,
         pgwarden: None,
     };
     let mut args = std::env::args().skip(1);
@@ -80,6 +88,22 @@ fn options() -> Options {
                 o.only_ci = true;
                 o.only_lifecycle = true;
             }
+            "--only-reset" => {
+                o.only_reset = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
+            "--only-backup" => {
+                o.only_backup = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
+            "--backup-runs" => {
+                o.backup_runs = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--backup-runs N");
+            }
             "--runs" => {
                 o.runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N");
             }
@@ -92,7 +116,7 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--pgwarden PATH]\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--backup-runs N] [--pgwarden PATH]\n\
                      --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
@@ -100,6 +124,9 @@ fn options() -> Options {
                      --only-exec       only row 12 (exec --ephemeral -- true)\n\
                      --only-lifecycle  only rows 1-5 and 9 (start, first launch, crash, stop, install memory)\n\
                      --only-observe    only row 13 (the HTTP endpoint scraped every second)\n\
+                     --only-reset      only row 16 (reset --yes + start, template warm)\n\
+                     --only-backup     only rows 14-15 (backup throughput, snapshot restore; needs zstd)\n\
+                     --backup-runs N   runs of row 14, a few hundred MB each (default 3; row 15 takes --runs)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
                 std::process::exit(0);
@@ -148,6 +175,14 @@ fn main() {
     if o.only_exec || (!o.only_ci && !o.only_lifecycle) {
         ci::warm_template_cache(&ctx);
         rows.extend(ci::exec_ephemeral(&ctx, o.runs));
+    }
+    if o.only_backup || (!o.only_ci && !o.only_lifecycle) {
+        ci::warm_template_cache(&ctx);
+        rows.extend(backup::throughput(&ctx, o.backup_runs));
+        rows.extend(backup::snapshot_restore(&ctx, o.runs));
+    }
+    if o.only_reset || (!o.only_ci && !o.only_lifecycle) {
+        rows.extend(reset::reset_and_start(&ctx, o.runs));
     }
 
     println!("\nMachine: {}", procfs::machine());

@@ -14,6 +14,10 @@ pub enum Unit {
     CpuSeconds,
     /// Mebibytes; lower is better.
     MiB,
+    /// Megabytes (10^6 bytes) per second; higher is better.
+    MegabytesPerSecond,
+    /// Megabytes (10^6 bytes); lower is better.
+    Megabytes,
 }
 
 impl Unit {
@@ -24,6 +28,8 @@ impl Unit {
             Unit::Tps => format!("{value:.0} tps"),
             Unit::CpuSeconds => format!("{value:.3} s"),
             Unit::MiB => format!("{value:.1} MiB"),
+            Unit::MegabytesPerSecond => format!("{value:.0} MB/s"),
+            Unit::Megabytes => format!("{value:.1} MB"),
         }
     }
 }

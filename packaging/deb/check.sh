@@ -2,7 +2,10 @@
 # CI check of the Debian package (as root, on Debian 12): build it with cargo-deb, list it,
 # install it, run the service's ExecStart line by hand as systemd would (user pgwarden,
 # STATE_DIRECTORY/CONFIGURATION_DIRECTORY/RUNTIME_DIRECTORY set), reach the server, stop it,
-# remove the package and check the data dir is kept; then purge and check again.
+# take a backup with the backup service's ExecStart line (as root, as its unit runs it), remove the
+# package and check the data dir is kept; then purge and check again. The scheduled-backup units
+# (pgwarden-backup.service + .timer) must be in the package, pass systemd-analyze verify like
+# the main unit, and be left disabled.
 #
 # Two deviations from the service, both to run offline and beside other servers:
 # PGWARDEN_ARCHIVE (the test cache's PostgreSQL package instead of a download) and
@@ -43,6 +46,7 @@ echo "built $deb"
 contents=$(dpkg-deb --contents "$deb")
 echo "$contents"
 for path in ./usr/bin/pgwarden ./usr/lib/systemd/system/pgwarden.service \
+    ./usr/lib/systemd/system/pgwarden-backup.service ./usr/lib/systemd/system/pgwarden-backup.timer \
     ./usr/lib/systemd/user/pgwarden.service ./etc/pgwarden/config.toml \
     ./usr/share/doc/pgwarden/config.example.toml ./usr/share/doc/pgwarden/README.md; do
     grep -q " $path\$" <<<"$contents" || fail "$path is not in the package"
@@ -55,16 +59,33 @@ grep -qx /etc/pgwarden/config.toml <<<"$conffiles" || fail "/etc/pgwarden/config
 if getent passwd pgwarden >/dev/null && userdel pgwarden 2>/dev/null; then
     echo "removed user pgwarden, for postinst to create"
 fi
-dpkg -i "$deb"
+install_log=$(dpkg -i "$deb" 2>&1) || { echo "$install_log"; fail "dpkg -i failed"; }
+echo "$install_log"
+# A maintainer script that stumbles (a command not found, an unbound word) need not fail dpkg.
+! grep -q ': not found\|: [0-9]*: .*: \(Syntax error\|parameter not set\)' <<<"$install_log" \
+    || fail "a maintainer script failed during install (above)"
 getent passwd pgwarden >/dev/null || fail "postinst made no user pgwarden"
 [[ $(stat -c %U:%a /var/lib/pgwarden) == pgwarden:750 ]] || fail "/var/lib/pgwarden: $(stat -c %U:%a /var/lib/pgwarden)"
 [[ $(stat -c %G:%a /etc/pgwarden/config.toml) == pgwarden:640 ]] || fail "config.toml: $(stat -c %G:%a /etc/pgwarden/config.toml)"
 unit=/usr/lib/systemd/system/pgwarden.service
+backup_unit=/usr/lib/systemd/system/pgwarden-backup.service
+timer=/usr/lib/systemd/system/pgwarden-backup.timer
 if command -v systemd-analyze >/dev/null; then
-    complaints=$(systemd-analyze verify "$unit" 2>&1 || true)
-    [[ -z $complaints ]] || fail "systemd-analyze verify $unit: $complaints"
-    echo "systemd-analyze verify $unit: ok"
+    for u in "$unit" "$backup_unit" "$timer"; do
+        complaints=$(systemd-analyze verify "$u" 2>&1 || true)
+        [[ -z $complaints ]] || fail "systemd-analyze verify $u: $complaints"
+        echo "systemd-analyze verify $u: ok"
+    done
 fi
+# Installed, not enabled: no symlink in a .wants directory.
+for wants in /etc/systemd/system/multi-user.target.wants/pgwarden.service \
+    /etc/systemd/system/timers.target.wants/pgwarden-backup.timer; do
+    [[ ! -e $wants && ! -L $wants ]] || fail "$wants: the package enabled a unit"
+done
+grep -qx 'OnCalendar=\*-\*-\* 03:00:00 UTC' "$timer" || fail "$timer: $(grep OnCalendar "$timer")"
+grep -qx 'Persistent=true' "$timer" || fail "$timer has no Persistent=true"
+backup_exec=$(sed -n 's/^ExecStart=//p' "$backup_unit")
+[[ $backup_exec == "/usr/bin/pgwarden backup --config /etc/pgwarden/config.toml" ]] || fail "$backup_unit: ExecStart=$backup_exec"
 
 # ExecStart as the service runs it.
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
@@ -88,6 +109,15 @@ pg_isready -h 127.0.0.1 -p "$port"
     || fail "cannot query the server"
 [[ -f /var/lib/pgwarden/16/data/PG_VERSION ]] || fail "no cluster in /var/lib/pgwarden/16/data"
 [[ $(stat -c %U /var/lib/pgwarden/16/data) == pgwarden ]] || fail "data dir not owned by pgwarden"
+
+# What the timer starts: pgwarden-backup.service's ExecStart, as root (the unit sets no User=),
+# with systemd's bare environment. It must find the service's cluster and back it up.
+# shellcheck disable=SC2086 # ExecStart is split on spaces, as systemd does.
+(cd / && env -i PATH=/usr/bin:/bin $backup_exec) || fail "the backup service's command failed"
+backups=(/var/lib/pgwarden/16/data.backups/backup-*.tar.zst)
+[[ ${#backups[@]} == 1 && -f ${backups[0]} && -f ${backups[0]}.manifest.json ]] \
+    || fail "no backup and manifest in /var/lib/pgwarden/16/data.backups: $(ls -la /var/lib/pgwarden/16/data.backups 2>&1)"
+echo "backup service command: ok (${backups[0]})"
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "pgwarden did not exit 0 on SIGTERM"
 server_pid=
@@ -97,4 +127,9 @@ dpkg -r pgwarden
 [[ -f /var/lib/pgwarden/16/data/PG_VERSION ]] || fail "remove deleted the data dir"
 dpkg -P pgwarden
 [[ -f /var/lib/pgwarden/16/data/PG_VERSION ]] || fail "purge deleted the data dir"
+[[ -f ${backups[0]} ]] || fail "purge deleted the backups"
+for u in pgwarden.service pgwarden-backup.service pgwarden-backup.timer; do
+    [[ ! -e /usr/lib/systemd/system/$u ]] || fail "/usr/lib/systemd/system/$u still there after purge"
+    [[ ! -L /etc/systemd/system/$u ]] || fail "/etc/systemd/system/$u left behind (a mask?) after purge"
+done
 echo "deb check: ok"

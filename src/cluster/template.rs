@@ -57,11 +57,24 @@ pub fn save_template(cluster: &Path, template: &Path, run_as: &RunAs) -> Result<
     let result = copy_tree(cluster, &temp, None)
         .and_then(|()| std::fs::write(temp.join(TEMPLATE_COMPLETE), b"").io("cannot write", &temp))
         .and_then(|()| super::flush::flush_to_disk(&temp))
-        .and_then(|()| std::fs::rename(&temp, template).io("cannot move", template));
+        .and_then(|()| publish(&temp, template));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&temp);
     }
     result
+}
+
+/// Renames a complete, flushed template into place. Another pgwarden may have published the
+/// same template meanwhile (an ephemeral launch beside a background fill): then that one stays
+/// and this copy is not needed.
+pub fn publish(complete: &Path, template: &Path) -> Result<()> {
+    match std::fs::rename(complete, template) {
+        Err(_) if template.join(TEMPLATE_COMPLETE).is_file() => {
+            let _ = std::fs::remove_dir_all(complete);
+            Ok(())
+        }
+        result => result.io("cannot move", template),
+    }
 }
 
 /// Creates the directory holding the templates: 0700, or 0711 when the server's user is

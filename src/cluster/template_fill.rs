@@ -63,7 +63,7 @@ impl TemplateFill {
         let thread = std::thread::Builder::new()
             .name("template-fill".into())
             .spawn(move || {
-                lower_priority();
+                crate::background::lower_this_thread();
                 let started = Instant::now();
                 match fill(&config, &install, &run_as, &template, &on_thread) {
                     Ok(Filled::Made) => info!(
@@ -199,7 +199,7 @@ fn make(
     // later cluster with these settings.
     flush_to_disk(work)?;
     cancel
-        .unless_cancelled(|| std::fs::rename(&cluster, template).io("cannot move", template))
+        .unless_cancelled(|| super::template::publish(&cluster, template))
         .unwrap_or_else(|| {
             Err(Error::Cluster {
                 what: "cancelled before publishing".into(),
@@ -286,32 +286,5 @@ fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).io("cannot remove", path),
         _ => Ok(()),
-    }
-}
-
-/// Nice 19 and the idle I/O class for the calling thread (both are per thread on Linux, and
-/// inherited by the processes it forks). Best effort.
-fn lower_priority() {
-    const IOPRIO_WHO_PROCESS: nix::libc::c_int = 1;
-    const IOPRIO_CLASS_IDLE: nix::libc::c_int = 3;
-    const IOPRIO_CLASS_SHIFT: nix::libc::c_int = 13;
-    let tid = nix::unistd::gettid().as_raw();
-    // SAFETY: plain system calls on this thread's own id.
-    let (nice, io) = unsafe {
-        (
-            nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid as nix::libc::id_t, 19),
-            nix::libc::syscall(
-                nix::libc::SYS_ioprio_set,
-                IOPRIO_WHO_PROCESS,
-                tid,
-                IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
-            ),
-        )
-    };
-    if nice != 0 || io != 0 {
-        debug!(
-            "cannot lower the template fill's priority: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
