@@ -1242,6 +1242,18 @@ fn restore_into_a_mount_point_works_in_place_survives_kill_9_and_keeps_the_old_c
     );
     assert!(is_mount_point(&volume));
     assert_eq!(rows_of_t(port2), ["in the backup"]);
+
+    // A snapshot restore cannot swap a mount point: refused before anything changes.
+    let out = pgw(&[
+        "snapshot",
+        "restore",
+        "any",
+        "--data-dir",
+        volume.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("is a mount point"), "{out:?}");
+    assert_eq!(rows_of_t(port2), ["in the backup"], "still running");
 }
 
 /// Every entry under `dir`: (relative path, size, mtime in ns, mode, uid), to see that nothing

@@ -101,6 +101,17 @@ async fn save(args: SnapshotArgs) -> Result<i32> {
 async fn restore(args: SnapshotArgs) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
     let (instance, data_dir) = locate(&args.run)?;
+    if crate::backup::in_place::is_mount_point(&data_dir) {
+        // Said before anything changes: the swap is one rename, which a mount point refuses.
+        return Err(Error::Backup {
+            what: format!(
+                "{} is a mount point, which a snapshot restore cannot swap out (it exchanges two directories \
+                 with one rename); nothing was changed\n\
+                 help: use `pgwarden backup FILE` and `pgwarden restore FILE --force`, which restore in place",
+                data_dir.display()
+            ),
+        });
+    }
     let started = Instant::now();
     // Copied while the server still runs; it is stopped only for the swap.
     let (dir, name) = (data_dir.clone(), args.snapshot.clone());
@@ -109,7 +120,15 @@ async fn restore(args: SnapshotArgs) -> Result<i32> {
         .expect("the snapshot thread does not panic")?;
     let guard = RemoveOnDrop(Some(staging.clone()));
     let relaunch = stop_for(&instance, &args.run).await?;
-    snapshot::swap_in(&staging, &data_dir)?;
+    if let Err(e) = snapshot::swap_in(&staging, &data_dir) {
+        // Nothing was swapped: the server is started again as it was.
+        if let Some(relaunch) = &relaunch
+            && let Err(again) = relaunch.start().await
+        {
+            eprintln!("pgwarden: the cluster did not start again: {again}");
+        }
+        return Err(e);
+    }
     guard.disarm();
     if !args.no_start {
         let relaunch = relaunch.unwrap_or_else(|| {
