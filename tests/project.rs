@@ -564,6 +564,16 @@ fn own_password(tag: &str) -> String {
     format!("{tag}-{}-{}", std::process::id(), free_port())
 }
 
+/// Removes, on drop, a template this test made for its own settings (the shared cache would
+/// otherwise keep one more with every run).
+struct OwnTemplate(PathBuf);
+
+impl Drop for OwnTemplate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn system_identifier(client: &mut postgres::Client) -> i64 {
     client
         .query_one("SELECT system_identifier FROM pg_control_system()", &[])
@@ -589,6 +599,7 @@ fn reset_then_start_copies_the_template_filled_after_the_first_launch() {
     let state_dir = world.data_root.join("fast/16/data.pgwarden");
     let saved = wait_for_log(&state_dir, "template cluster saved");
     let template = PathBuf::from(log_field(&saved, "template"));
+    let _own = OwnTemplate(template.clone());
     assert!(
         template.join(".pgwarden-template-complete").is_file(),
         "{saved}: no complete template at {template:?}"
@@ -710,6 +721,15 @@ fn descendants(root: i32) -> Vec<(i32, String, String)> {
     found
 }
 
+/// A template key no pgwarden uses (the name of an abandoned fill's directory).
+fn rand_key() -> u128 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    nanos ^ (u128::from(std::process::id()) << 64)
+}
+
 /// The I/O scheduling class of `pid` (3: idle).
 fn io_class(pid: i32) -> i64 {
     // SAFETY: a read-only system call.
@@ -760,6 +780,9 @@ fn a_stop_during_the_template_fill_cancels_it_and_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(5));
     };
     eprintln!("[test] the fill's processes: {fill:#?}, working in {working:?}");
+    let name = working.file_name().unwrap().to_string_lossy().to_string();
+    let template = working.with_file_name(name.trim_start_matches(".fill-"));
+    let _own = OwnTemplate(template.clone());
     assert!(working.is_dir(), "{working:?}");
     for (pid, _, cmdline) in &fill {
         if let Some(fields) = stat_fields(*pid) {
@@ -786,8 +809,6 @@ fn a_stop_during_the_template_fill_cancels_it_and_leaves_nothing() {
         );
     }
     assert!(!working.exists(), "the cancelled fill left {working:?}");
-    let name = working.file_name().unwrap().to_string_lossy().to_string();
-    let template = working.with_file_name(name.trim_start_matches(".fill-"));
     assert!(
         !template.join(".pgwarden-template-complete").exists(),
         "a cancelled fill published {template:?}"
@@ -798,7 +819,11 @@ fn a_stop_during_the_template_fill_cancels_it_and_leaves_nothing() {
         "a cancelled fill is not a failure:\n{stderr}"
     );
 
-    // The next first launch of these settings runs initdb (nothing torn is copied) and fills.
+    // The next first launch of these settings runs initdb (nothing torn is copied) and fills;
+    // it also removes what a fill of other settings left when its pgwarden was killed.
+    let abandoned = working.with_file_name(format!(".fill-{:032x}", rand_key()));
+    std::fs::create_dir_all(abandoned.join("cluster")).unwrap();
+    std::fs::write(abandoned.join("cluster/PG_VERSION"), "16\n").unwrap();
     std::fs::remove_dir_all(&data_dir).unwrap();
     std::fs::remove_dir_all(dir.path().join("data.pgwarden")).unwrap();
     let pgwarden = common::start(dir.path(), port, &envs);
@@ -811,5 +836,9 @@ fn a_stop_during_the_template_fill_cancels_it_and_leaves_nothing() {
     );
     assert!(template.join(".pgwarden-template-complete").is_file());
     assert!(!working.exists());
+    assert!(
+        !abandoned.exists(),
+        "an abandoned fill was not swept: {abandoned:?}"
+    );
     common::stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
 }

@@ -18,8 +18,8 @@
 //! - One fill per template key: an exclusive lock next to the templates; the loser skips.
 //! - Only a complete template is ever used: the working directory is renamed to the template's
 //!   name after its marker is written and everything is flushed; a fill that is torn (killed,
-//!   cancelled, failed) leaves a working directory, which no launch copies and the next fill
-//!   of that key removes.
+//!   cancelled, failed) leaves at most a working directory, which no launch copies and the next
+//!   fill (of any key) removes once that key's lock is free.
 //! - initdb and the temporary server run as the server's user (`run_as`), in a 0700 working
 //!   directory of that user. Before the result is published, pgwarden takes it over: the
 //!   working directory, then every entry top down, is given to pgwarden's own user (so that
@@ -148,6 +148,7 @@ fn fill(
     let Some(_lock) = lock(root, template)? else {
         return Ok(Filled::Busy);
     };
+    sweep(root, template);
     if template.join(TEMPLATE_COMPLETE_MARKER).is_file() {
         return Ok(Filled::AlreadyThere);
     }
@@ -209,6 +210,26 @@ fn make(
         sync_dir(root);
     }
     Ok(())
+}
+
+/// Removes the working directories of other keys' fills that nobody runs (a pgwarden killed in
+/// the middle: only a fill of the same key would remove it otherwise, and that key may never
+/// come again). A working directory whose key's lock is free is nobody's.
+fn sweep(root: &Path, ours: &Path) {
+    let ours = working_dir(ours);
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(key) = name.strip_prefix(".fill-") else {
+            continue;
+        };
+        if entry.path() == ours || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Ok(Some(_free)) = lock(root, &root.join(key)) {
+            debug!(dir = %entry.path().display(), "removing an abandoned template fill");
+            let _ = remove(&entry.path());
+        }
+    }
 }
 
 /// The exclusive lock of one template key (`.<key>.lock` beside it), or None when another
