@@ -433,12 +433,13 @@ pub fn segment_number(name: &str, segment_size: u64) -> Option<u64> {
     Some(hi * (0x1_0000_0000 / segment_size) + lo)
 }
 
-/// zstd worker threads: two where there are two cores or more, else one. This thread reads,
-/// hashes (SHA-256 is then most of its time) and writes; the workers compress. On 2 cores,
-/// a 375 MB backup took 0.73 s with two workers, 0.77 s with one, 0.88 s compressing in this
-/// thread (medians of 8 alternating runs; BENCHMARKS.md, row 14); more would wait for this one.
+/// zstd worker threads: one core is this thread's (reading, SHA-256 of every file and of the
+/// archive, tar), the others compress, two at most. Row 14 of BENCHMARKS.md on 2 cores, quiet:
+/// 403 MB/s compressing in this thread, 644–670 MB/s with one worker, 557–638 with two (this
+/// thread is then the bottleneck, SHA-256 most of its time).
 fn compression_workers() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 2) as u32)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    cores.saturating_sub(1).clamp(1, 2)
 }
 
 /// Takes the backup into `archive` (which must not exist). `progress` draws a bar on a terminal.
@@ -551,7 +552,8 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
     let mut encoder =
         zstd::Encoder::new(writer, 1).io("cannot start compressing into", &partial_path)?;
     // Compression in zstd's worker threads, beside this one (which reads, hashes and writes):
-    // the same zstd format, ~12 MB more memory (its job buffers) whatever the cluster's size.
+    // the same zstd format; ~9 MB more memory per worker (job buffers), whatever the cluster's
+    // size.
     encoder
         .multithread(compression_workers())
         .io("cannot start compressing into", &partial_path)?;
