@@ -42,6 +42,7 @@
 //! changes), [`procfs`] (who holds a file or socket open, a process's children, from /proc), [`paths`] (default
 //! locations), [`status`] (the supervisor's state and status record, a leaf that the commands
 //! read and the supervisor writes), [`json_file`] (such records written atomically),
+//! [`deletion`] (a reset or replaced cluster deleted in the background),
 //! [`initdb_args`] (`initdb_args` read as initdb reads them), [`redact`] (passwords out of
 //! forwarded server lines), [`log_lines`] (quiet by default, `-v`/`-q`), [`logfile`] (the rotated log of `run`), [`conninfo`] (libpq connection strings, for `check`),
 //! [`backup`] (base backups with their tablespaces, restores in place — into a mount point too —
@@ -58,6 +59,7 @@ pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod conninfo;
+pub mod deletion;
 pub mod error;
 pub mod escalation;
 pub mod image_env;

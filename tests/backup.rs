@@ -520,6 +520,27 @@ fn a_snapshot_round_trip_undoes_a_schema_change() {
     assert_eq!(columns, 1, "the added column is gone");
     assert!(c.batch_execute("SELECT * FROM audit").is_err());
     drop(c);
+    // The cluster the snapshot replaced is deleted (in the background); nothing else is left
+    // beside the data directory but the snapshots.
+    let beside = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".data"))
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = Instant::now() + common::STOP;
+    while !beside().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left beside the data dir: {:?}",
+            beside()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let out = pgw(&["snapshot", "ls", "--data-dir", data_s]);
     assert!(text(&out.stdout).contains("before-migration"), "{out:?}");

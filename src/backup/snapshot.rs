@@ -11,7 +11,7 @@
 //! Restoring copies the snapshot into a staging sibling of the data directory (while the
 //! server still runs: the snapshot is never modified), then exchanges the two directories
 //! with one `renameat2(RENAME_EXCHANGE)` — at every moment the data path names a whole
-//! cluster, the old one or the snapshot's — and removes the old one.
+//! cluster, the old one or the snapshot's — and deletes the old one in the background.
 
 use crate::error::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
@@ -311,11 +311,12 @@ pub fn stage(data_dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(staging)
 }
 
-/// Puts the staged copy at `data_dir` in one step, then removes the cluster it replaced.
+/// Puts the staged copy at `data_dir` in one step, then deletes the cluster it replaced in the
+/// background ([`crate::deletion`]): the server's start does not wait for ~1000 unlinks.
 pub fn swap_in(staging: &Path, data_dir: &Path) -> Result<()> {
     if data_dir.exists() {
         exchange(staging, data_dir)?;
-        std::fs::remove_dir_all(staging).io("cannot remove the replaced cluster", staging)?;
+        crate::deletion::delete_beside(staging, data_dir)?;
     } else {
         std::fs::rename(staging, data_dir).io("cannot move the snapshot to", data_dir)?;
     }
