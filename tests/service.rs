@@ -68,6 +68,12 @@ fn user_and_system_units_run_this_binary_and_verify() {
             );
         }
         assert!(unit.contains("Type=notify"));
+        // /run/pgwarden is root's registry: a runtime directory the service user owns there
+        // would make root's pgwarden refuse it.
+        assert!(
+            !unit.lines().any(|l| l.starts_with("RuntimeDirectory=")),
+            "{unit}"
+        );
         match verify(&unit_path, user) {
             Some(complaints) => assert_eq!(complaints, "", "systemd-analyze verify {flag}"),
             None => {

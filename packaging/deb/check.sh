@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI check of the Debian package (as root, on Debian 12): build it with cargo-deb, list it,
 # install it, run the service's ExecStart line by hand as systemd would (user pgwarden,
-# STATE_DIRECTORY/CONFIGURATION_DIRECTORY/RUNTIME_DIRECTORY set), reach the server, stop it,
+# STATE_DIRECTORY/CONFIGURATION_DIRECTORY set), reach the server, stop it,
 # take a backup with the backup service's ExecStart line (as root, as its unit runs it), remove the
 # package and check the data dir is kept; then purge and check again. The scheduled-backup units
 # (pgwarden-backup.service + .timer) must be in the package, pass systemd-analyze verify like
@@ -27,7 +27,7 @@ server_pid=
 cleanup() {
     [[ -n $server_pid ]] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
     dpkg -P pgwarden >/dev/null 2>&1 || true
-    rm -rf /var/lib/pgwarden /etc/pgwarden /run/pgwarden
+    rm -rf /var/lib/pgwarden /etc/pgwarden
     for saved in "$backup"/*; do
         [[ -e $saved ]] || continue
         original=$(basename "$saved" | sed 's/^[^-]*-//; s#_#/#g')
@@ -90,12 +90,11 @@ backup_exec=$(sed -n 's/^ExecStart=//p' "$backup_unit")
 # ExecStart as the service runs it.
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
 [[ $exec_start == "/usr/bin/pgwarden run --config /etc/pgwarden/config.toml" ]] || fail "ExecStart=$exec_start"
-mkdir -p /run/pgwarden && chown pgwarden:pgwarden /run/pgwarden
 log=$(mktemp)
 # shellcheck disable=SC2086 # ExecStart is split on spaces, as systemd does.
 (cd / && exec setpriv --reuid=pgwarden --regid=pgwarden --init-groups --no-new-privs \
     env -i PATH=/usr/bin:/bin STATE_DIRECTORY=/var/lib/pgwarden \
-    CONFIGURATION_DIRECTORY=/etc/pgwarden RUNTIME_DIRECTORY=/run/pgwarden \
+    CONFIGURATION_DIRECTORY=/etc/pgwarden \
     PGWARDEN_ARCHIVE="$archive" PGWARDEN_PORT="$port" $exec_start) >"$log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 600); do
