@@ -22,6 +22,7 @@
 //! back as it was: removed if the restore created it, else emptied with its mode and owner
 //! back. A directory pgwarden did not mark is never cleared.
 
+pub use crate::cluster::empty_except_creating;
 use crate::cluster::{CREATING, MARKER};
 use crate::error::{Error, IoContext, Result};
 use crate::privilege::RunAs;
@@ -101,27 +102,6 @@ pub fn clear_unfinished(data_dir: &Path) -> Result<()> {
     let creating = data_dir.join(CREATING);
     std::fs::remove_file(&creating).io("cannot remove", &creating)?;
     super::sync_dir(data_dir);
-    Ok(())
-}
-
-/// Removes every entry of `dir` but [`CREATING`] (and an empty `lost+found`).
-pub fn empty_except_creating(dir: &Path) -> Result<()> {
-    for path in entries(dir)? {
-        if path.file_name().is_some_and(|n| n == CREATING) {
-            continue;
-        }
-        let removed = match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
-            Ok(_) => std::fs::remove_file(&path),
-            Err(e) => Err(e),
-        };
-        match removed {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).io("cannot clear", dir);
-            }
-            _ => {}
-        }
-    }
     Ok(())
 }
 

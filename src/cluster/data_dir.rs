@@ -200,11 +200,17 @@ pub fn clear_half_made(data_dir: &Path) -> Result<()> {
             data_dir.display()
         )));
     }
-    for name in contents(data_dir)? {
+    empty_except_creating(data_dir)
+}
+
+/// Removes every entry of `dir` but [`CREATING`] (and an empty `lost+found`): what clearing a
+/// half-made cluster (of a first launch, or of a restore) does before its marker goes.
+pub fn empty_except_creating(dir: &Path) -> Result<()> {
+    for name in contents(dir)? {
         if name == CREATING {
             continue;
         }
-        let path = data_dir.join(&name);
+        let path = dir.join(&name);
         let removed = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
             Ok(_) => std::fs::remove_file(&path),
@@ -212,7 +218,7 @@ pub fn clear_half_made(data_dir: &Path) -> Result<()> {
         };
         match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).io("cannot clear the half-made cluster in", data_dir);
+                return Err(e).io("cannot clear the half-made cluster in", dir);
             }
             _ => {}
         }

@@ -34,7 +34,7 @@ mod settings;
 mod template;
 pub mod template_fill;
 
-pub use data_dir::{CREATING, DataDir, MARKER, STAGING, examine};
+pub use data_dir::{CREATING, DataDir, MARKER, STAGING, empty_except_creating, examine};
 use flush::{BackgroundFlush, flush_to_disk, sync_dir};
 pub use settings::{SETTINGS_FILE, write_server_settings};
 
