@@ -14,6 +14,48 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const LONG: Duration = Duration::from_secs(300);
 
+/// Commits ids above `after` one autocommit `insert` (taking the id as $1) at a time, each
+/// recorded with the time its INSERT returned; started once 50 are acknowledged.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(i64, u64)>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(port: u16, after: i64, insert: &'static str) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<(i64, u64)>>> = Arc::default();
+        let thread = {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut c = connect(port, "trader", "trader", "trader").unwrap();
+                let mut id = after;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    c.execute(insert, &[&id]).unwrap();
+                    acked.lock().unwrap().push((id, now_ms()));
+                }
+            })
+        };
+        while acked.lock().unwrap().len() < 50 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Writer {
+            stop,
+            acked,
+            thread,
+        }
+    }
+
+    /// Stops the writer; the acknowledged (id, time) pairs.
+    fn finish(self) -> Vec<(i64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        std::mem::take(&mut *self.acked.lock().unwrap())
+    }
+}
+
 /// Runs a short pgwarden command to completion (not through `run_to_exit`, whose guard would
 /// kill the server of the `--data-dir` it names).
 fn pgw(args: &[&str]) -> Output {
@@ -152,24 +194,7 @@ fn a_backup_taken_during_writes_restores_every_acknowledged_id() {
         .unwrap();
 
     // The writer: one autocommit INSERT per id; an id counts once the INSERT returned.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(i64, u64)>>> = Arc::default();
-    let writer = {
-        let (stop, acked) = (stop.clone(), acked.clone());
-        std::thread::spawn(move || {
-            let mut c = connect(port, "trader", "trader", "trader").unwrap();
-            let mut id = 0i64;
-            while !stop.load(Ordering::Relaxed) {
-                id += 1;
-                c.execute("INSERT INTO ids (id) VALUES ($1)", &[&id])
-                    .unwrap();
-                acked.lock().unwrap().push((id, now_ms()));
-            }
-        })
-    };
-    while acked.lock().unwrap().len() < 50 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let writer = Writer::start(port, 0, "INSERT INTO ids (id) VALUES ($1)");
     let backups = dir.path().join("backups");
     let before_backup = now_ms();
     let out = pgw(&[
@@ -182,13 +207,11 @@ fn a_backup_taken_during_writes_restores_every_acknowledged_id() {
     assert!(text(&out.stdout).starts_with("backup: "), "{out:?}");
     // Writes continue after the backup: they must not matter.
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    let acked = writer.finish();
 
     let archive = only_archive(&backups);
     let manifest = manifest_of(&archive);
     let stop_ms = manifest["stop_ms"].as_u64().unwrap();
-    let acked = acked.lock().unwrap().clone();
     let must_have: Vec<i64> = acked
         .iter()
         .filter(|(_, at)| *at < stop_ms)
@@ -1339,24 +1362,11 @@ fn a_tablespace_is_backed_up_during_writes_and_restored_to_a_mapped_location() {
     drop(c);
 
     // A writer into the tablespace while the backup runs.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(i64, u64)>>> = Arc::default();
-    let writer = {
-        let (stop, acked) = (stop.clone(), acked.clone());
-        std::thread::spawn(move || {
-            let mut c = connect(port, "trader", "trader", "trader").unwrap();
-            let mut id = 20_000i64;
-            while !stop.load(Ordering::Relaxed) {
-                id += 1;
-                c.execute("INSERT INTO spaced VALUES ($1, 'written during')", &[&id])
-                    .unwrap();
-                acked.lock().unwrap().push((id, now_ms()));
-            }
-        })
-    };
-    while acked.lock().unwrap().len() < 50 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let writer = Writer::start(
+        port,
+        20_000,
+        "INSERT INTO spaced VALUES ($1, 'written during')",
+    );
     let archive = dir.path().join("b.tar.zst");
     let out = pgw(&[
         "backup",
@@ -1366,8 +1376,7 @@ fn a_tablespace_is_backed_up_during_writes_and_restored_to_a_mapped_location() {
     ]);
     assert!(out.status.success(), "backup with a tablespace: {out:?}");
     std::thread::sleep(Duration::from_millis(100));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    let acked = writer.finish();
     common::stop(server, nix::sys::signal::Signal::SIGTERM);
 
     let manifest = manifest_of(&archive);
@@ -1389,8 +1398,6 @@ fn a_tablespace_is_backed_up_during_writes_and_restored_to_a_mapped_location() {
     );
     let stop_ms = manifest["stop_ms"].as_u64().unwrap();
     let must_have: Vec<i64> = acked
-        .lock()
-        .unwrap()
         .iter()
         .filter(|(_, at)| *at < stop_ms)
         .map(|(id, _)| *id)
