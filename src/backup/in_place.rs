@@ -23,11 +23,11 @@
 //! back. A directory pgwarden did not mark is never cleared.
 
 pub use crate::cluster::empty_except_creating;
-use crate::cluster::{CREATING, MARKER};
+use crate::cluster::{Before, CREATING, MARKER};
 use crate::error::{Error, IoContext, Result};
 use crate::privilege::RunAs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where the restored cluster's `pgwarden.json` waits until the restore is complete.
@@ -129,8 +129,7 @@ pub fn flush_filesystem(dir: &Path) -> Result<()> {
 /// A data directory being restored into: put back as it was on drop unless committed.
 pub struct Target {
     pub data_dir: PathBuf,
-    /// (mode, uid, gid) of the directory before, when it existed.
-    before: Option<(u32, u32, u32)>,
+    before: Before,
     committed: bool,
 }
 
@@ -138,10 +137,8 @@ impl Target {
     /// Takes `data_dir` (missing, empty, or holding only [`CREATING`]) for a restore: owned by
     /// the server's user, mode 0700, marked [`CREATING`] with `note`.
     pub fn begin(data_dir: &Path, note: &str, run_as: &RunAs) -> Result<Target> {
-        let before = std::fs::metadata(data_dir)
-            .ok()
-            .map(|m| (m.mode() & 0o7777, m.uid(), m.gid()));
-        if before.is_none()
+        let before = Before::of(data_dir);
+        if !before.existed()
             && let Some(parent) = data_dir.parent()
         {
             std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
@@ -177,25 +174,8 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if self.committed {
-            return;
-        }
-        match self.before {
-            None => {
-                let _ = std::fs::remove_dir_all(&self.data_dir);
-            }
-            Some((mode, uid, gid)) => {
-                let _ = empty_except_creating(&self.data_dir);
-                let _ = std::fs::remove_file(self.data_dir.join(CREATING));
-                let _ = nix::unistd::chown(
-                    &self.data_dir,
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(gid)),
-                );
-                let _ =
-                    std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(mode));
-                super::sync_dir(&self.data_dir);
-            }
+        if !self.committed {
+            self.before.put_back(&self.data_dir);
         }
     }
 }
@@ -216,6 +196,7 @@ pub fn is_mount_point(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn me() -> RunAs {
         RunAs::resolve(None)

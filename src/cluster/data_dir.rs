@@ -203,6 +203,47 @@ pub fn clear_half_made(data_dir: &Path) -> Result<()> {
     empty_except_creating(data_dir)
 }
 
+/// A data directory as it was before a creation (first launch or restore) began in it: its
+/// mode, owner and group, or `None` when it did not exist.
+#[derive(Debug, Clone, Copy)]
+pub struct Before(Option<(u32, u32, u32)>);
+
+impl Before {
+    pub fn of(data_dir: &Path) -> Before {
+        Before(
+            std::fs::metadata(data_dir)
+                .ok()
+                .map(|m| (m.mode() & 0o7777, m.uid(), m.gid())),
+        )
+    }
+
+    pub fn existed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Puts `data_dir` back after a creation that did not finish: removed when it did not
+    /// exist, else emptied — only while it carries [`CREATING`], so that a directory pgwarden
+    /// did not mark is never cleared — with its mode and owner back. Best effort (a drop path).
+    pub fn put_back(&self, data_dir: &Path) {
+        let Some((mode, uid, gid)) = self.0 else {
+            let _ = std::fs::remove_dir_all(data_dir);
+            return;
+        };
+        if data_dir.join(CREATING).exists() {
+            let _ = empty_except_creating(data_dir);
+            let _ = std::fs::remove_file(data_dir.join(CREATING));
+        }
+        let _ = nix::unistd::chown(
+            data_dir,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(mode));
+        super::flush::sync_dir(data_dir);
+    }
+}
+
 /// Removes every entry of `dir` but [`CREATING`] (and an empty `lost+found`): what clearing a
 /// half-made cluster (of a first launch, or of a restore) does before its marker goes.
 pub fn empty_except_creating(dir: &Path) -> Result<()> {

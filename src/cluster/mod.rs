@@ -34,7 +34,7 @@ mod settings;
 mod template;
 pub mod template_fill;
 
-pub use data_dir::{CREATING, DataDir, MARKER, STAGING, empty_except_creating, examine};
+pub use data_dir::{Before, CREATING, DataDir, MARKER, STAGING, empty_except_creating, examine};
 use flush::{BackgroundFlush, flush_to_disk, sync_dir};
 pub use settings::{SETTINGS_FILE, write_server_settings};
 
@@ -46,7 +46,7 @@ use crate::init_scripts;
 use crate::privilege::RunAs;
 use crate::temp_server::TempServer;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -159,8 +159,7 @@ pub fn is_initialised(data_dir: &Path) -> bool {
 /// created it, else restores its mode and owner.
 struct Creation {
     data_dir: PathBuf,
-    /// The directory's (mode, uid, gid) before, when it existed.
-    before: Option<(u32, u32, u32)>,
+    before: Before,
     /// `initdb_waldir`, and whether this launch created it (else it was empty).
     waldir: Option<(PathBuf, bool)>,
     committed: bool,
@@ -171,27 +170,12 @@ impl Drop for Creation {
         if self.committed {
             return;
         }
-        match self.before {
-            None => {
-                let _ = std::fs::remove_dir_all(&self.data_dir);
-            }
-            Some((mode, uid, gid)) => {
-                // The completion marker can only be this launch's own while its creating
-                // marker is there (a flush after it failed).
-                if self.data_dir.join(CREATING).exists() {
-                    let _ = std::fs::remove_file(self.data_dir.join(MARKER));
-                }
-                let _ = data_dir::clear_half_made(&self.data_dir);
-                let _ = std::fs::remove_file(self.data_dir.join(CREATING));
-                let _ = nix::unistd::chown(
-                    &self.data_dir,
-                    Some(nix::unistd::Uid::from_raw(uid)),
-                    Some(nix::unistd::Gid::from_raw(gid)),
-                );
-                let _ =
-                    std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(mode));
-            }
+        // The completion marker can only be this launch's own while its creating marker is
+        // there (a flush after it failed).
+        if self.before.existed() && self.data_dir.join(CREATING).exists() {
+            let _ = std::fs::remove_file(self.data_dir.join(MARKER));
         }
+        self.before.put_back(&self.data_dir);
         match &self.waldir {
             Some((dir, true)) => {
                 let _ = std::fs::remove_dir_all(dir);
@@ -218,10 +202,8 @@ fn initialise(
 ) -> Result<Option<PathBuf>> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
-    let before = std::fs::metadata(data_dir)
-        .ok()
-        .map(|m| (m.mode() & 0o7777, m.uid(), m.gid()));
-    if before.is_none()
+    let before = Before::of(data_dir);
+    if !before.existed()
         && let Some(parent) = data_dir.parent()
     {
         std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
