@@ -161,6 +161,23 @@ fn plain_absolute(path: &str) -> Option<PathBuf> {
     ok.then(|| PathBuf::from(trimmed))
 }
 
+/// Whether a location a backup's manifest names (not one the user chose) may be used: an
+/// existing directory of the server's user, or a missing one whose parent is a directory of
+/// that user. Anything else could be a directory a hostile manifest makes or fills as the
+/// server's user wherever root can write (a systemd drop-in directory, say).
+fn server_user_owns(dir: &Path, run_as: &RunAs) -> std::result::Result<(), String> {
+    let (path, what) = match std::fs::symlink_metadata(dir) {
+        Ok(_) => (dir, "it"),
+        Err(_) => (dir.parent().unwrap_or(Path::new("/")), "its parent"),
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() && meta.uid() == run_as.uid.as_raw() => Ok(()),
+        Ok(meta) if meta.is_dir() => Err(format!("{what} is owned by uid {}", meta.uid())),
+        Ok(_) => Err(format!("{what} is not a directory")),
+        Err(_) => Err(format!("{what} does not exist")),
+    }
+}
+
 /// True when `dir` is missing, or a directory (not a symlink) holding nothing but `ignored`.
 fn absent_or_empty(dir: &Path, ignored: &[PathBuf]) -> Result<bool> {
     match std::fs::symlink_metadata(dir) {
@@ -300,6 +317,20 @@ pub fn plan(
                     String::new()
                 }
             )));
+        }
+        if to == from {
+            server_user_owns(&to, run_as).map_err(|why| {
+                refuse(format!(
+                    "tablespace {} would be restored to {}, a location the backup's manifest names: {why}; \
+                     pgwarden writes where a manifest says only into a directory of the server's user {:?} \
+                     (as CREATE TABLESPACE requires), nothing was changed\n\
+                     help: choose the location: --tablespace {}=/a/directory/of/your/choice",
+                    t.oid,
+                    to.display(),
+                    run_as.name,
+                    t.location
+                ))
+            })?;
         }
         run_as.check_traversable(&to)?;
         out.push(Placement {
@@ -475,6 +506,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let used = dir.path().join("used");
         std::fs::create_dir_all(used.join("PG_16_202307071")).unwrap();
+        // Locations a manifest names are used only where the server's user owns them.
+        for owned in [dir.path(), &used] {
+            std::os::unix::fs::chown(owned, Some(me().uid.as_raw()), Some(me().gid.as_raw()))
+                .unwrap();
+        }
         let free = dir.path().join("free");
         let data = dir.path().join("data");
         let backup = [entry("16384", used.to_str().unwrap())];
@@ -505,6 +541,21 @@ mod tests {
             );
         }
         assert!(plan(&[entry("16384", "/a/../etc")], &[], &data, &[], &me()).is_err());
+        // A manifest's location where the server's user owns nothing (here: a new directory
+        // in /, root's) is refused, naming the flag that chooses another.
+        let err = plan(
+            &[entry("16384", "/pgwarden-no-such-tablespace")],
+            &[],
+            &data,
+            &[],
+            &me(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("owned by uid 0") && err.contains("--tablespace"),
+            "{err}"
+        );
         let two = [
             entry("1", free.to_str().unwrap()),
             entry("2", free.join("x").to_str().unwrap()),
