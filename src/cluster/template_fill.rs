@@ -45,6 +45,8 @@ use tracing::{debug, info, warn};
 pub struct TemplateFill {
     cancel: Cancel,
     thread: Option<JoinHandle<()>>,
+    /// Closed when the fill's thread ends (its sender is dropped there).
+    ended: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// How long [`Drop`] waits for a cancelled fill to clean up.
@@ -60,9 +62,11 @@ impl TemplateFill {
             run_as.clone(),
             cancel.clone(),
         );
+        let (ends, ended) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("template-fill".into())
             .spawn(move || {
+                let _ends = ends;
                 crate::background::lower_this_thread();
                 let started = Instant::now();
                 match fill(&config, &install, &run_as, &template, &on_thread) {
@@ -83,12 +87,14 @@ impl TemplateFill {
             Ok(thread) => Self {
                 cancel,
                 thread: Some(thread),
+                ended: Some(ended),
             },
             Err(e) => {
                 warn!("cannot start the background template fill: {e}");
                 Self {
                     cancel,
                     thread: None,
+                    ended: None,
                 }
             }
         }
@@ -107,12 +113,9 @@ impl TemplateFill {
             return true;
         };
         self.cancel.cancel();
-        let deadline = Instant::now() + within;
-        while !thread.is_finished() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        let ended = self.ended.take().map(|ended| ended.recv_timeout(within));
+        if matches!(ended, Some(Err(std::sync::mpsc::RecvTimeoutError::Timeout))) {
+            return false;
         }
         let _ = thread.join();
         true
