@@ -6,7 +6,7 @@
 //! ([`crate::backup::relaunch`]).
 
 use crate::backup::relaunch::{RUN_BOOLEAN_FLAGS, Relaunch};
-use crate::backup::snapshot::{self, RemoveOnDrop};
+use crate::backup::snapshot::{self, RemoveOnDrop, StagingLock};
 use crate::backup::{human_bytes, rfc3339};
 use crate::cli::RunArgs;
 pub use crate::cli::snapshot::{SnapshotArgs, SnapshotCommand, SnapshotListArgs};
@@ -15,6 +15,7 @@ use crate::commands::stop::{self, StopArgs};
 use crate::config::Config;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
+use crate::instance::InstanceLock;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -75,6 +76,8 @@ async fn save(args: SnapshotArgs) -> Result<i32> {
         });
     }
     snapshot::refuse_tablespaces(&data_dir)?;
+    // Taken for its sweep (what a killed restore left) and held: no restore stages meanwhile.
+    let _staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     let started = Instant::now();
     let relaunch = stop_for(&instance, &args.run).await?;
     let (dir, name) = (data_dir.clone(), args.snapshot.clone());
@@ -113,14 +116,23 @@ async fn restore(args: SnapshotArgs) -> Result<i32> {
         });
     }
     let started = Instant::now();
+    // Held until the swap is done: the staging directory is this command's alone.
+    let staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     // Copied while the server still runs; it is stopped only for the swap.
     let (dir, name) = (data_dir.clone(), args.snapshot.clone());
-    let staging = tokio::task::spawn_blocking(move || snapshot::stage(&dir, &name))
-        .await
-        .expect("the snapshot thread does not panic")?;
+    let (staging_lock, staged) = tokio::task::spawn_blocking(move || {
+        let staged = snapshot::stage(&staging_lock, &dir, &name);
+        (staging_lock, staged)
+    })
+    .await
+    .expect("the snapshot thread does not panic");
+    let staging = staged?;
     let guard = RemoveOnDrop(Some(staging.clone()));
     let relaunch = stop_for(&instance, &args.run).await?;
-    if let Err(e) = snapshot::swap_in(&staging, &data_dir) {
+    // Held for the swap: no `run` may start on the data directory meanwhile.
+    let swapped = InstanceLock::acquire(&instance.state_dir, &data_dir)
+        .and_then(|_lock| snapshot::swap_in(&staging, &data_dir));
+    if let Err(e) = swapped {
         // Nothing was swapped: the server is started again as it was.
         if let Some(relaunch) = &relaunch
             && let Err(again) = relaunch.start().await
@@ -130,6 +142,7 @@ async fn restore(args: SnapshotArgs) -> Result<i32> {
         return Err(e);
     }
     guard.disarm();
+    drop(staging_lock);
     if !args.no_start {
         let relaunch = relaunch.unwrap_or_else(|| {
             Relaunch::from_own_args(
@@ -186,7 +199,9 @@ fn ls(args: SnapshotListArgs) -> Result<i32> {
 
 fn rm(args: SnapshotArgs) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
-    let (_, data_dir) = locate(&args.run)?;
+    let (instance, data_dir) = locate(&args.run)?;
+    // Taken for its sweep: what a killed restore left goes too.
+    let _staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     snapshot::remove(&data_dir, &args.snapshot)?;
     eprintln!("snapshot: removed {:?}", args.snapshot);
     Ok(0)
