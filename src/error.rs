@@ -53,6 +53,11 @@ pub enum Error {
     #[error("{what}")]
     Server { what: String },
 
+    /// The background pgwarden of `start`, `restart` or `exec` refused its settings (it exited
+    /// 2): its own error, shown once, and the same exit code.
+    #[error("{what}")]
+    BackgroundRefused { what: String },
+
     /// A backup, restore, snapshot or WAL archive operation failed (nothing was changed).
     #[error("{what}")]
     Backup { what: String },
@@ -104,10 +109,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// The exit code `main` uses: 2 for bad input (like clap's usage errors), 1 otherwise.
+    /// The exit code `main` uses: 2 for bad input (like clap's usage errors) — an invalid
+    /// setting, including one the background pgwarden of `start` refused —, 1 otherwise
+    /// (a runtime condition: a port another process holds, a failed start).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::ConfigRead { .. } => 2,
+            Error::Config { .. } | Error::ConfigRead { .. } | Error::BackgroundRefused { .. } => 2,
             // Like `systemctl status` / LSB: 3 = not running.
             Error::NotRunning { .. } => 3,
             _ => 1,

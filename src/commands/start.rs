@@ -144,6 +144,10 @@ pub(crate) async fn launch(
                     out_path.display()
                 ),
             };
+            // Exit 2 is an invalid setting, whichever process found it.
+            if status.code() == Some(2) {
+                return Err(Error::BackgroundRefused { what });
+            }
             return Err(Error::Server { what });
         }
         if Instant::now() > deadline {
