@@ -247,6 +247,9 @@ fn an_existing_installation_runs_its_programs_as_the_unprivileged_user() {
     let dir = test_dir();
     let markers = open_dir(&dir.path().join("markers"));
     let uids = markers.join("postgres-uids");
+    // Writable by every uid that may run the script, whichever comes first.
+    fs::write(&uids, "").unwrap();
+    fs::set_permissions(&uids, fs::Permissions::from_mode(0o666)).unwrap();
     let install = dir.path().join("pg16");
     fs::create_dir_all(install.join("bin")).unwrap();
     fs::set_permissions(&install, fs::Permissions::from_mode(0o755)).unwrap();
