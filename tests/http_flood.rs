@@ -133,6 +133,25 @@ fn figure(response: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
 }
 
+/// `pgwarden doctor` on the running instance: its stdout. Not through the fixture, whose guard
+/// would kill the running server of the data dir.
+fn doctor(dir: &Path, port: u16) -> String {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .arg("doctor")
+        .arg("--config")
+        .arg(dir.join("pgwarden.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--port", &port.to_string()])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pgwarden doctor");
+    let output = output_within(child, Duration::from_secs(60)).expect("doctor within 60 s");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn start_limited(dir: &Path, port: u16, http: u16) -> Pgwarden {
     let config = dir.join("pgwarden.toml");
     std::fs::write(
@@ -241,6 +260,19 @@ fn an_idle_connection_flood_larger_than_the_open_file_limit_never_starves_the_su
         !stderr.contains("Too many open files"),
         "the supervisor ran out of files:\n{stderr}"
     );
+    // doctor reports the endpoint's state (from the record it keeps, not over HTTP).
+    let doctor = doctor(dir.path(), port);
+    let line = doctor
+        .lines()
+        .find(|l| l.contains("http endpoint:"))
+        .unwrap_or_else(|| panic!("no http endpoint line from doctor:\n{doctor}"));
+    assert!(line.starts_with("warn"), "{line}");
+    assert!(
+        line.contains(&format!("of {cap} connections open")),
+        "{line}"
+    );
+    assert!(line.contains("open-file limit 256"), "{line}");
+    assert!(!line.contains(" 0 refused"), "{line}");
     drop(still_open);
     stop(pgwarden, Signal::SIGTERM);
 }
