@@ -8,10 +8,21 @@
 //!
 //! As systemd recommends for servers (`systemd.exec(5)`, `LimitNOFILE=`), the soft limit is
 //! raised to the hard limit: the default soft limit of 1024 is a guard for programs that use
-//! `select()`, which pgwarden does not. The postmaster inherits the raised limit; PostgreSQL
-//! bounds its own use by `max_files_per_process`.
+//! `select()`, which pgwarden does not. The postmaster gets the limit pgwarden started with back
+//! ([`for_children`]), so the server and what it runs (`archive_command`, extensions) see no
+//! change.
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use std::sync::OnceLock;
+
+/// The (soft, hard) limit before [`raise`] changed it.
+static STARTED_WITH: OnceLock<(u64, u64)> = OnceLock::new();
+
+/// The limit pgwarden started with, for a child to set back between fork and exec, if
+/// [`raise`] changed it.
+pub fn for_children() -> Option<(u64, u64)> {
+    STARTED_WITH.get().copied()
+}
 
 /// The limit in force after [`raise`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +49,10 @@ pub fn raise() -> FdLimit {
             raised_from: None,
         };
     };
-    let original_hard = hard;
+    let (original_soft, original_hard) = (soft, hard);
     let (soft, hard) = (soft.min(UNLIMITED_AS), hard.min(UNLIMITED_AS));
     if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, original_hard).is_ok() {
+        let _ = STARTED_WITH.set((original_soft, original_hard));
         return FdLimit {
             soft: hard,
             hard,
@@ -66,5 +78,9 @@ mod tests {
         assert_eq!(soft.min(UNLIMITED_AS), limit.soft);
         // A second call has nothing left to raise.
         assert_eq!(raise().raised_from, None);
+        // Children get back what the process started with, if it was raised.
+        if let Some(from) = limit.raised_from {
+            assert_eq!(for_children().map(|(soft, _)| soft), Some(from));
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! Issue 23, item 3: any local user can reach the HTTP endpoint; a flood of idle connections
 //! to it must only ever fail the endpoint's own requests, never the supervisor.
 //!
-//! pgwarden runs under a low open-file limit (soft and hard, so that it cannot raise it), and the
-//! test opens many more connections to its endpoint than that limit, each sending a request
-//! line and never finishing it, for longer than the hang detector's window. The server must
+//! pgwarden runs under a low open-file limit (a soft limit of 128 it raises to the hard limit,
+//! 256), and the test opens many more connections to its endpoint than that limit, each sending
+//! a request line and never finishing it, for longer than the hang detector's window. The server must
 //! answer queries all along, a postmaster killed during the flood must be restarted, no hang
 //! verdict may be taken, and pgwarden must not exit. Once the flood stops opening connections
 //! (its sockets still open), the endpoint must have timed the idle ones out and answer again.
@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// pgwarden's open-file limit in this test.
+/// pgwarden's open-file limit in this test: it starts with the soft one and raises it to the
+/// hard one; the postmaster gets the soft one back.
+const FD_SOFT_LIMIT: u64 = 128;
 const FD_LIMIT: u64 = 256;
 /// Idle connections the flood keeps open at any time: well over [`FD_LIMIT`].
 const HELD: usize = 600;
@@ -121,6 +123,20 @@ fn query_answers(port: u16) -> Result<i32, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A process's open-file limit (soft, hard), from /proc.
+fn open_file_limit(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
 /// The figure after `name=` in `/livez`'s endpoint header.
 fn figure(response: &str, name: &str) -> u64 {
     let line = response
@@ -169,7 +185,7 @@ fn start_limited(dir: &Path, port: u16, http: u16) -> Pgwarden {
         "--http-address".to_string(),
         address,
     ]);
-    let pgwarden = Pgwarden::start_with_fd_limit(&as_strs(&args), &[], FD_LIMIT);
+    let pgwarden = Pgwarden::start_with_fd_limit(&as_strs(&args), &[], (FD_SOFT_LIMIT, FD_LIMIT));
     pgwarden.wait_ready(FIRST_LAUNCH);
     pgwarden
 }
@@ -180,8 +196,14 @@ fn an_idle_connection_flood_larger_than_the_open_file_limit_never_starves_the_su
     let (port, http) = (free_port(), free_port());
     let pgwarden = start_limited(dir.path(), port, http);
     let data_dir = dir.path().join("data");
-    let (code, _) = try_get(http, "/livez").expect("/livez before the flood");
+    let (code, response) = try_get(http, "/livez").expect("/livez before the flood");
     assert_eq!(code, 200);
+    // The cap comes from the raised limit, and the server runs with the one pgwarden got.
+    assert_eq!(figure(&response, "cap"), FD_LIMIT / 4, "{response}");
+    assert_eq!(
+        open_file_limit(postmaster_pid(&data_dir)),
+        (FD_SOFT_LIMIT, FD_LIMIT)
+    );
 
     let flood = Flood::start(http);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -196,9 +196,13 @@ impl Pgwarden {
         )
     }
 
-    /// Like [`Pgwarden::start`], with pgwarden's open-file limit (`RLIMIT_NOFILE`, soft and
-    /// hard) set to `limit` before it runs, so that it cannot raise it.
-    pub fn start_with_fd_limit(args: &[&str], envs: &[(&str, &str)], limit: u64) -> Pgwarden {
+    /// Like [`Pgwarden::start`], with pgwarden's open-file limit (`RLIMIT_NOFILE`) set to
+    /// `(soft, hard)` before it runs.
+    pub fn start_with_fd_limit(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        limit: (u64, u64),
+    ) -> Pgwarden {
         Self::spawn(
             Path::new(env!("CARGO_BIN_EXE_pgwarden")),
             None,
@@ -231,7 +235,7 @@ impl Pgwarden {
     fn spawn(
         bin: &Path,
         user: Option<(u32, u32)>,
-        fd_limit: Option<u64>,
+        fd_limit: Option<(u64, u64)>,
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Pgwarden {
@@ -240,12 +244,12 @@ impl Pgwarden {
         if let Some((uid, gid)) = user {
             cmd.uid(uid).gid(gid);
         }
-        if let Some(limit) = fd_limit {
+        if let Some((soft, hard)) = fd_limit {
             use nix::sys::resource::{Resource, setrlimit};
             // SAFETY: setrlimit is async-signal-safe; nothing is allocated between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
-                    setrlimit(Resource::RLIMIT_NOFILE, limit, limit).map_err(std::io::Error::from)
+                    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)
                 });
             }
         }
