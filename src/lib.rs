@@ -34,7 +34,7 @@
 //!
 //! Beside them: [`config::project`] (the `pgwarden.toml` found from the current directory, a layer
 //! between the user's config file and the environment), [`safe_fs`] (a directory nothing
-//! written through it can escape: archive extraction), [`privilege`] (who the children run
+//! written through it can escape: archive extraction), [`privilege`] (who the children — every program of an installation — run
 //! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never
