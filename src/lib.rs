@@ -38,7 +38,8 @@
 //! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never
-//! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
+//! the password), [`fd_limit`] (the open-file limit `run` raises, which bounds the HTTP
+//! endpoint's share in [`observe`]), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`procfs`] (who holds a file or socket open, a process's children, from /proc), [`paths`] (default
 //! locations), [`status`] (the supervisor's state and status record, a leaf that the commands
 //! read and the supervisor writes), [`json_file`] (such records written atomically),
@@ -62,6 +63,7 @@ pub mod conninfo;
 pub mod deletion;
 pub mod error;
 pub mod escalation;
+pub mod fd_limit;
 pub mod image_env;
 pub mod init_scripts;
 pub mod initdb_args;

@@ -99,6 +99,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     check_port(&mut report, &instance, run_as.as_ref());
     check_data_dir(&mut report, &config, run_as.as_ref());
     check_disk(&mut report, &config.data_dir);
+    check_http(&mut report, &instance);
     Ok(if report.failed { 1 } else { 0 })
 }
 
@@ -289,6 +290,53 @@ fn check_port(report: &mut Report, instance: &Instance, run_as: Option<&RunAs>) 
             format!("{}:{} is free", config.listen_address, config.port),
         ),
         Err(e) => report.line(Level::Fail, "port", e.to_string()),
+    }
+}
+
+/// The running endpoint's connections, from the record it keeps in the state directory (read
+/// from the file, so that an endpoint whose connections are all taken is reported too).
+fn check_http(report: &mut Report, instance: &Instance) {
+    let record = crate::observe::endpoint_file::read(&instance.state_dir)
+        .filter(|r| instance.supervisor == Some(r.supervisor_pid));
+    let Some(record) = record else {
+        if let (Some(pid), Some(address)) = (instance.supervisor, instance.config.http_address) {
+            report.line(
+                Level::Warn,
+                "http endpoint",
+                format!(
+                    "{address}: the running pgwarden (pid {pid}) has written no record of it yet"
+                ),
+            );
+        }
+        return;
+    };
+    let f = record.figures;
+    let text = format!(
+        "{}: {} of {} connections open (open-file limit {}); {} refused over the cap, \
+         {} header timeouts, {} idle timeouts, {} too large, {} accept errors",
+        record.address,
+        f.open,
+        f.cap,
+        record.fd_limit,
+        f.refused,
+        f.header_timeouts,
+        f.idle_timeouts,
+        f.too_large,
+        f.accept_errors
+    );
+    if f.refused > 0 || f.accept_errors > 0 {
+        report.line(
+            Level::Warn,
+            "http endpoint",
+            format!(
+                "{text}\nthe endpoint's cap was reached: a client held every connection (the \
+                 supervisor and the server are not affected; the endpoint's own requests failed \
+                 meanwhile); see who connects to {} (ss -tnp)",
+                record.address
+            ),
+        );
+    } else {
+        report.line(Level::Ok, "http endpoint", text);
     }
 }
 

@@ -26,6 +26,15 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
+    // Room for the supervisor's own descriptors beside the HTTP endpoint's bounded share.
+    let fds = crate::fd_limit::raise();
+    if let Some(from) = fds.raised_from {
+        info!(
+            from,
+            to = fds.soft,
+            "raised the open-file limit to its hard limit"
+        );
+    }
     // The same sources `main` loaded `config` from: with the remembered flags.
     let sources = crate::registry::with_remembered_flags(args.sources())?;
     let mut config = config;
@@ -84,7 +93,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     crate::remembered::write(&state_dir, &remembered)?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
-        observe::serve(address, watchers, state_dir.clone()).await?;
+        observe::serve(address, watchers, state_dir.clone(), fds.soft).await?;
     }
 
     Supervisor::new(
