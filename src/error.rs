@@ -41,6 +41,10 @@ pub enum Error {
     )]
     NotRunning { data_dir: PathBuf, hint: String },
 
+    /// A file pgwarden found (a project file, an npmrc) that the trust rule refuses.
+    #[error(transparent)]
+    Untrusted(Box<crate::config::trust::Refusal>),
+
     #[error("{what}")]
     Privilege { what: String },
 
@@ -107,7 +111,7 @@ impl Error {
     /// The exit code `main` uses: 2 for bad input (like clap's usage errors), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::ConfigRead { .. } => 2,
+            Error::Config { .. } | Error::ConfigRead { .. } | Error::Untrusted(_) => 2,
             // Like `systemctl status` / LSB: 3 = not running.
             Error::NotRunning { .. } => 3,
             _ => 1,

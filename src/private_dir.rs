@@ -14,6 +14,7 @@
 //! the marker is not swept (not ours to delete), and sweeping never follows a symlink.
 
 use crate::config::Config;
+use crate::config::trust::owner_name;
 use crate::error::{Error, IoContext, Result};
 use crate::paths;
 use std::fs::File;
@@ -225,14 +226,6 @@ pub fn check_trusted(dir: &Path, what: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The name of the user with id `uid`, or the number.
-fn owner_name(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(user)) => format!("{} (uid {uid})", user.name),
-        _ => format!("uid {uid}"),
-    }
 }
 
 #[cfg(test)]
