@@ -235,6 +235,15 @@ fn a_project_file_another_user_planted_above_the_working_directory_is_refused() 
     ] {
         let out = pgwarden(&work, &args, &refs(&env));
         let all = text(&out);
+        // What the planter wanted did not happen...
+        assert!(
+            !marker.exists(),
+            "{args:?}: the other user's program ran as uid {}",
+            fs::read_to_string(&marker).unwrap_or_default().trim()
+        );
+        assert!(!planted.join("data").exists(), "{args:?} made the data dir");
+        places.assert_nothing_created();
+        // ...and the refusal says why and what to do.
         assert!(!out.status.success(), "{args:?} succeeded: {all}");
         assert!(
             all.contains(&format!(
@@ -250,13 +259,6 @@ fn a_project_file_another_user_planted_above_the_working_directory_is_refused() 
         } else {
             assert!(all.contains("FAIL project"), "{all}");
         }
-        assert!(
-            !marker.exists(),
-            "{args:?}: the other user's program ran as uid {}",
-            fs::read_to_string(&marker).unwrap_or_default().trim()
-        );
-        assert!(!planted.join("data").exists(), "{args:?} made the data dir");
-        places.assert_nothing_created();
     }
 
     // The documented opt-ins read it: the environment, or the user's own config file.
@@ -343,9 +345,16 @@ fn a_project_file_in_a_directory_other_users_can_write_is_refused_naming_the_dir
         assert_eq!(fs::metadata(&open).unwrap().mode() & 0o7777, mode);
         let work = open.join("work");
         root_dir(&work);
-        for args in [vec!["doctor"], vec!["start"]] {
+        let port = common::free_port().to_string();
+        for args in [vec!["doctor"], vec!["start", "--port", &port]] {
             let out = pgwarden(&work, &args, &refs(&places.env()));
             let all = text(&out);
+            assert!(!marker.exists(), "{name} {args:?}: the program ran");
+            assert!(
+                !open.join("data").exists(),
+                "{name} {args:?} made the data dir"
+            );
+            places.assert_nothing_created();
             assert!(!out.status.success(), "{name} {args:?}: {all}");
             assert!(
                 all.contains(&format!(
@@ -355,12 +364,6 @@ fn a_project_file_in_a_directory_other_users_can_write_is_refused_naming_the_dir
                 )),
                 "{name} {args:?}: {all}"
             );
-            assert!(!marker.exists(), "{name} {args:?}: the program ran");
-            assert!(
-                !open.join("data").exists(),
-                "{name} {args:?} made the data dir"
-            );
-            places.assert_nothing_created();
         }
     }
 }
@@ -542,6 +545,16 @@ fn an_npmrc_another_user_planted_above_the_working_directory_is_refused_and_reac
         let args = ["install"];
         let out = pgwarden(&work, &args, &env);
         let all = text(&out);
+        assert!(
+            registry.hits().is_empty(),
+            "{source}: requests reached the other user's registry: {:?}",
+            registry.hits()
+        );
+        assert!(
+            !all.contains(&secret),
+            "{source}: the secret was shown: {all}"
+        );
+        places.assert_nothing_created();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
         assert!(
             all.contains(&format!(
@@ -551,16 +564,6 @@ fn an_npmrc_another_user_planted_above_the_working_directory_is_refused_and_reac
             "{args:?}: {all}"
         );
         assert!(all.contains(&named(&intruder)), "{args:?}: {all}");
-        assert!(
-            !all.contains(&secret),
-            "{source}: the secret was shown: {all}"
-        );
-        assert!(
-            registry.hits().is_empty(),
-            "{source}: requests reached the other user's registry: {:?}",
-            registry.hits()
-        );
-        places.assert_nothing_created();
     }
 
     // The same content in root's own, safe project directory is honoured: the registry is
