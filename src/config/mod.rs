@@ -1,7 +1,8 @@
 //! Configuration: defaults < config file < environment < flags, validated into one [`Config`].
 //!
 //! Nothing after this module reads the environment or the command line: they are turned into
-//! [`Layer`]s here, merged, and checked once, with every problem reported together.
+//! [`Layer`]s here, merged, and checked once, with every problem reported together. Files found
+//! rather than given (the project file, npmrc) are read only through [`trust`].
 
 pub mod backup;
 pub mod backup_schedule;
