@@ -51,6 +51,24 @@ pub enum Error {
     #[error("{what}")]
     Binaries { what: String },
 
+    /// Programs pgwarden would run from a directory another user could have written to (the
+    /// binaries cache, an existing installation): refused before anything in it runs.
+    #[error(
+        "{what} {}: {} {problem}, so another user could have put the programs pgwarden would run there\nhelp: {help}",
+        .dir.display(),
+        .at.display()
+    )]
+    UntrustedPrograms {
+        /// The setting that named the directory (`install_dir`, `binaries`).
+        what: &'static str,
+        dir: PathBuf,
+        /// The directory or file found wanting: `dir` itself, one above it, or one inside.
+        at: PathBuf,
+        /// `is owned by NAME (uid N)`, `is writable by other users (mode M, owner …)`.
+        problem: String,
+        help: String,
+    },
+
     #[error("{what}")]
     Cluster { what: String },
 
@@ -111,7 +129,10 @@ impl Error {
     /// The exit code `main` uses: 2 for bad input (like clap's usage errors), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::ConfigRead { .. } | Error::Untrusted(_) => 2,
+            Error::Config { .. }
+            | Error::ConfigRead { .. }
+            | Error::Untrusted(_)
+            | Error::UntrustedPrograms { .. } => 2,
             // Like `systemctl status` / LSB: 3 = not running.
             Error::NotRunning { .. } => 3,
             _ => 1,

@@ -36,7 +36,7 @@
 //! between the user's config file and the environment), [`config::trust`] (the one rule, and the
 //! one way to read, every file pgwarden finds rather than is given: the project file, npmrc;
 //! another user's is refused naming it), [`safe_fs`] (a directory nothing
-//! written through it can escape: archive extraction), [`privilege`] (who the children run
+//! written through it can escape: archive extraction), [`privilege`] (who the children — every program of an installation — run
 //! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never

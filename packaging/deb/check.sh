@@ -10,7 +10,12 @@
 # Two deviations from the service, both to run offline and beside other servers:
 # PGWARDEN_ARCHIVE (the test cache's PostgreSQL package instead of a download) and
 # PGWARDEN_PORT (a free port instead of 5433).
-# An existing /var/lib/pgwarden or /etc/pgwarden is moved aside and put back afterwards.
+#
+# The machine is left as it was: everything from `dpkg -i` on runs in a private mount namespace
+# where /etc, /usr and /var are overlays whose writes land in a scratch directory that is deleted
+# afterwards (the package, its system user, the dpkg database, /var/lib/pgwarden, /etc/pgwarden).
+# The machine's own /var/lib/pgwarden and /etc/pgwarden are never moved or written; a listing of
+# them taken before and after must match.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -18,22 +23,31 @@ archive=${1:?usage: check.sh NPM_ARCHIVE}
 port=${PGWARDEN_DEB_CHECK_PORT:-25433}
 fail() { echo "deb check FAILED: $*" >&2; exit 1; }
 
-dpkg -s pgwarden >/dev/null 2>&1 && fail "a pgwarden package is already installed here"
-backup=$(mktemp -d /var/tmp/pgwarden-deb-check.XXXXXX)
-for d in /var/lib/pgwarden /etc/pgwarden; do
-    [[ -e $d ]] && mv "$d" "$backup/$(basename "$d")-$(echo "$d" | tr / _)"
+if [[ -z ${PGWARDEN_DEB_CHECK_SCRATCH:-} ]]; then
+    # Outside the namespace: a listing of the real directories, the namespace, the same listing.
+    listing() { { find /var/lib/pgwarden /etc/pgwarden -printf '%p %U:%G %m %s %T@\n' 2>/dev/null || true; } | sort | sha256sum; }
+    before=$(listing)
+    scratch=$(mktemp -d /tmp/pgwarden-deb-check.XXXXXX)
+    status=0
+    PGWARDEN_DEB_CHECK_SCRATCH=$scratch unshare --mount --propagation private --fork \
+        bash "${BASH_SOURCE[0]}" "$@" || status=$?
+    rm -rf "$scratch"
+    [[ $(listing) == "$before" ]] || fail "the machine's /var/lib/pgwarden or /etc/pgwarden changed"
+    exit "$status"
+fi
+
+# Inside the namespace: /etc, /usr and /var as overlays on the scratch directory.
+for d in etc usr var; do
+    mkdir -p "$PGWARDEN_DEB_CHECK_SCRATCH/$d/upper" "$PGWARDEN_DEB_CHECK_SCRATCH/$d/work"
+    mount -t overlay "overlay-$d" \
+        -o "lowerdir=/$d,upperdir=$PGWARDEN_DEB_CHECK_SCRATCH/$d/upper,workdir=$PGWARDEN_DEB_CHECK_SCRATCH/$d/work" "/$d"
 done
+dpkg -s pgwarden >/dev/null 2>&1 && fail "a pgwarden package is already installed here"
+# A fresh machine as the package sees it (this hides the real directories, it does not touch them).
+rm -rf /var/lib/pgwarden /etc/pgwarden
 server_pid=
 cleanup() {
     [[ -n $server_pid ]] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-    dpkg -P pgwarden >/dev/null 2>&1 || true
-    rm -rf /var/lib/pgwarden /etc/pgwarden
-    for saved in "$backup"/*; do
-        [[ -e $saved ]] || continue
-        original=$(basename "$saved" | sed 's/^[^-]*-//; s#_#/#g')
-        mv "$saved" "$original"
-    done
-    rmdir "$backup"
 }
 trap cleanup EXIT
 

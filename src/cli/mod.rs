@@ -205,7 +205,8 @@ pub struct SourceArgs {
     pub mirror: Option<String>,
 
     /// Use an existing PostgreSQL 16 installation in place (the directory holding bin/postgres),
-    /// e.g. /usr/lib/postgresql/16. It is validated, never modified.
+    /// e.g. /usr/lib/postgresql/16. It is validated, never modified; it (and every directory
+    /// above it, and everything in it) must be owned by root or you and writable by no one else.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["archive"])]
     pub binaries: Option<PathBuf>,
 

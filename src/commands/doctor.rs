@@ -15,7 +15,6 @@ use crate::preflight;
 use crate::privilege::RunAs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
@@ -91,8 +90,19 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         }
     };
 
-    let install = binaries::installed_for(&config.source, &config.install_dir, &config.version);
-    check_binaries(&mut report, &config, install.as_ref());
+    // An existing installation another user could have written to is refused here, before
+    // anything in it runs (its --version, ldd).
+    let install =
+        match binaries::installed_for(&config.source, &config.install_dir, &config.version) {
+            Ok(install) => {
+                check_binaries(&mut report, &config, install.as_ref());
+                install
+            }
+            Err(e) => {
+                report.line(Level::Fail, "binaries", e.to_string());
+                None
+            }
+        };
     check_timezone(&mut report, install.as_ref());
     check_locale(&mut report);
     check_port(&mut report, &instance, run_as.as_ref());
@@ -180,9 +190,7 @@ fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install
         missing.extend(unresolved_libraries(&path));
     }
     if missing.is_empty() {
-        let runs = Command::new(install.bin("postgres"))
-            .arg("--version")
-            .output();
+        let runs = install.command("postgres").arg("--version").output();
         match runs {
             Ok(out) if out.status.success() => report.line(
                 Level::Ok,
@@ -221,9 +229,12 @@ fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install
     }
 }
 
-/// The `ldd` lines saying "not found" (empty when ldd is not available).
+/// The `ldd` lines saying "not found" (empty when ldd is not available). ldd may run the
+/// program it is asked about (through the interpreter the binary names), so it runs as the
+/// installation's programs do, never as root.
 fn unresolved_libraries(binary: &Path) -> Vec<String> {
-    let Ok(out) = Command::new("ldd").arg(binary).output() else {
+    let mut ldd = binaries::program_command(Path::new("ldd"));
+    let Ok(out) = ldd.arg(binary).output() else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)

@@ -4,6 +4,12 @@
 //! With `--ephemeral`, a throwaway server is started first (a free port and a name of its own
 //! unless given) and removed after CMD — the model of pg_virtualenv and pg_tmp. A Ctrl-C reaches
 //! CMD (it shares the terminal) and this command still removes the throwaway server after it.
+//!
+//! CMD runs as the caller: it is the caller's own command, so it gets the caller's rights, and
+//! pgwarden only adds the connection variables. PATH is the caller's, unchanged: the
+//! installation's `bin/` is never put on it, so no program of the installation (which pgwarden
+//! never runs as root) is found by name — `pgwarden psql` runs the installation's psql, as the
+//! unprivileged user.
 
 pub use crate::cli::exec::ExecArgs;
 use crate::commands::common::Instance;

@@ -32,6 +32,9 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     if let Some(warning) = image_env::trust_warning(&config.host_auth_method) {
         warn!(listen_address = %config.listen_address, "{warning}");
     }
+    // Before anything is created (a user, the state dir): an installation another user could
+    // have written to.
+    crate::binaries::check_source(&config.source)?;
     let run_as = if args.create_user {
         RunAs::resolve_or_create(config.run_as.as_deref())?
     } else {

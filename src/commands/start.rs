@@ -50,6 +50,8 @@ pub async fn start_verb(args: StartArgs, verb: &str) -> Result<i32> {
         wait_until_ready(&mut instance, deadline).await?;
         eprintln!("running: {}", instance.url(false)?);
     } else {
+        // Refused here, before a background run is launched that would create the state dir.
+        crate::binaries::check_source(&config.source)?;
         let run_args = run_arguments(std::env::args_os().skip(1), verb);
         launch(&config, run_args, deadline, timeout).await?;
         instance.refresh();

@@ -3,7 +3,7 @@
 //! pgwarden often runs as root (CI runners, the system service), and some files it reads are
 //! found by looking around the working directory: the project file `pgwarden.toml` in the
 //! nearest parent ([`super::project`]), npm's `.npmrc` beside the nearest `package.json` and the
-//! user's and the global npmrc ([`super::npmrc`]). A user who can write any directory above
+//! user's and the global npmrc (`super::npmrc`). A user who can write any directory above
 //! root's working directory (`/tmp/x` while root works in `/tmp/x/y`) could otherwise choose
 //! root's settings: which program runs as `postgres`, where the cluster and its backups go,
 //! which registry receives root's token (issue 23 tried each of these). PyPI's `pip.conf` /
