@@ -41,6 +41,10 @@ pub enum Error {
     )]
     NotRunning { data_dir: PathBuf, hint: String },
 
+    /// A file pgwarden found (a project file, an npmrc) that the trust rule refuses.
+    #[error(transparent)]
+    Untrusted(Box<crate::config::trust::Refusal>),
+
     #[error("{what}")]
     Privilege { what: String },
 
@@ -134,6 +138,7 @@ impl Error {
         match self {
             Error::Config { .. }
             | Error::ConfigRead { .. }
+            | Error::Untrusted(_)
             | Error::UntrustedPrograms { .. }
             | Error::BackgroundRefused { .. } => 2,
             // Like `systemctl status` / LSB: 3 = not running.

@@ -33,7 +33,9 @@
 //!   is explained from its own lines ([`server_log`]) and the cgroup's OOM count ([`oom`]).
 //!
 //! Beside them: [`config::project`] (the `pgwarden.toml` found from the current directory, a layer
-//! between the user's config file and the environment), [`safe_fs`] (a directory nothing
+//! between the user's config file and the environment), [`config::trust`] (the one rule, and the
+//! one way to read, every file pgwarden finds rather than is given: the project file, npmrc;
+//! another user's is refused naming it), [`safe_fs`] (a directory nothing
 //! written through it can escape: archive extraction), [`privilege`] (who the children — every program of an installation — run
 //! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),

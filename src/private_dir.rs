@@ -14,6 +14,8 @@
 //! the marker is not swept (not ours to delete), and sweeping never follows a symlink.
 
 use crate::config::Config;
+/// `name (uid N)` of an owner (one spelling for every refusal).
+pub use crate::config::trust::owner_name;
 use crate::error::{Error, IoContext, Result};
 use crate::paths;
 use std::fs::File;
@@ -239,14 +241,6 @@ pub fn foreign_or_writable(meta: &std::fs::Metadata, check_mode: bool) -> Option
         ))
     } else {
         None
-    }
-}
-
-/// The name of the user with id `uid`, or the number.
-pub fn owner_name(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(user)) => format!("{} (uid {uid})", user.name),
-        _ => format!("uid {uid}"),
     }
 }
 

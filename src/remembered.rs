@@ -90,7 +90,7 @@ impl Remembered {
             named: config.named,
             data_dir: config.data_dir.clone(),
             ephemeral: config.ephemeral,
-            project_file: config.project_file.clone(),
+            project_file: config.project_file().map(Path::to_path_buf),
             config_file: config.config_file.clone(),
             listen_address: config.listen_address,
             port: config.port,

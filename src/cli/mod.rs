@@ -41,13 +41,20 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// The project directory: use DIR/pgwarden.toml [default: the current directory or its
-    /// nearest parent with a pgwarden.toml].
+    /// nearest parent with a pgwarden.toml, read only if it and every directory above it are
+    /// yours or root's and writable by no one else, or its directory is in PGWARDEN_TRUSTED_DIRS
+    /// or `trusted_dirs` of your config file].
     #[arg(long, value_name = "DIR", conflicts_with = "file")]
     pub project_dir: Option<PathBuf>,
 
-    /// The project file to use instead of searching for pgwarden.toml.
+    /// The project file to use instead of searching for pgwarden.toml (read whoever owns it:
+    /// you chose it).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
+
+    /// No project file: do not search for pgwarden.toml (-f and --project-dir still name one).
+    #[arg(long, env = "PGWARDEN_NO_PROJECT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_project: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -60,6 +67,7 @@ impl Cli {
         match (&self.project_dir, &self.file) {
             (Some(dir), _) => Choice::Dir(dir.clone()),
             (None, Some(file)) => Choice::File(file.clone()),
+            (None, None) if self.no_project => Choice::None,
             (None, None) => Choice::Search,
         }
     }

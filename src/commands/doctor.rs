@@ -8,8 +8,9 @@ use crate::binaries::{self, Install};
 pub use crate::cli::doctor::DoctorArgs;
 use crate::cluster::{self, DataDir};
 use crate::commands::common::Instance;
-use crate::config::Config;
-use crate::error::Result;
+use crate::config::project::Chosen;
+use crate::config::{Config, ProjectInUse, trust};
+use crate::error::{Error, Result};
 use crate::preflight;
 use crate::privilege::RunAs;
 use std::os::unix::fs::MetadataExt;
@@ -46,6 +47,10 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     let mut report = Report { failed: false };
     let config = match Config::load(&args.instance.sources_with(&args.binaries)) {
         Ok(config) => config,
+        Err(e @ Error::Untrusted(_)) => {
+            report.line(Level::Fail, "project", e.to_string());
+            return Ok(1);
+        }
         Err(e) => {
             report.line(Level::Fail, "config", e.to_string());
             return Ok(1);
@@ -54,11 +59,15 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     report.line(
         Level::Ok,
         "config",
-        match &config.config_file {
-            Some(file) => format!("{} (valid)", file.display()),
-            None => "defaults and environment (no config file)".to_string(),
+        match (&config.config_file, &config.project) {
+            (Some(file), _) => format!("{} (valid)", file.display()),
+            (None, Some(_)) => "the project file, defaults and environment (no config file)".into(),
+            (None, None) => "defaults and environment (no config file)".to_string(),
         },
     );
+    if let Some(project) = &config.project {
+        check_project(&mut report, project);
+    }
     let instance = Instance::from_config(config.clone())?;
 
     let run_as = match RunAs::resolve(config.run_as.as_deref()) {
@@ -101,6 +110,42 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     check_disk(&mut report, &config.data_dir);
     check_http(&mut report, &instance);
     Ok(if report.failed { 1 } else { 0 })
+}
+
+/// The project file in use, its owner, and why pgwarden read it; one another user owns (named
+/// with `-f`: the user's choice) is a warning.
+fn check_project(report: &mut Report, project: &ProjectInUse) {
+    let owner = trust::owner_name(project.owner);
+    let me = nix::unistd::geteuid().as_raw();
+    let (level, why) = match &project.chosen {
+        Chosen::Found => (
+            Level::Ok,
+            "found from the working directory; it and the directories above it are yours or \
+             root's and writable by no one else"
+                .to_string(),
+        ),
+        Chosen::OptedIn(dir) => (
+            Level::Ok,
+            format!(
+                "found from the working directory, read because you trust {} ({} or `{}`)",
+                dir.display(),
+                trust::TRUSTED_DIRS_ENV,
+                trust::TRUSTED_DIRS_KEY
+            ),
+        ),
+        Chosen::Named if project.owner != me && project.owner != 0 => (
+            Level::Warn,
+            "named with -f / --project-dir; another user owns it and could change what pgwarden \
+             does"
+                .to_string(),
+        ),
+        Chosen::Named => (Level::Ok, "named with -f / --project-dir".to_string()),
+    };
+    report.line(
+        level,
+        "project",
+        format!("{} (owner {owner}; {why})", project.file.display()),
+    );
 }
 
 fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install>) {
