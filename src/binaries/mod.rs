@@ -13,6 +13,7 @@ mod existing;
 pub mod export;
 mod fetch;
 mod github;
+pub mod locked;
 mod mirror;
 pub mod npm;
 mod progress;

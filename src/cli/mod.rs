@@ -285,6 +285,11 @@ pub struct BinaryFlags {
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
 
+    /// Install exactly what the project's pgwarden.lock names, and fail (exit 2) rather than
+    /// resolve anew or write the lock (PGWARDEN_LOCKED=1; `locked = true` in a config file).
+    #[arg(long)]
+    pub locked: bool,
+
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -295,6 +300,7 @@ impl BinaryFlags {
             archive: self.archive.clone(),
             install_dir: self.install_dir.clone(),
             version: self.version.clone(),
+            locked: self.locked.then_some(true),
             ..layer
         })
     }

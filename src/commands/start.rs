@@ -52,6 +52,7 @@ pub async fn start_verb(args: StartArgs, verb: &str) -> Result<i32> {
     } else {
         // Refused here, before a background run is launched that would create the state dir.
         crate::binaries::check_source(&config.source)?;
+        crate::binaries::locked::check(&config.source, &config.version, &config.lock)?;
         let run_args = run_arguments(std::env::args_os().skip(1), verb);
         launch(&config, run_args, deadline, timeout).await?;
         instance.refresh();
