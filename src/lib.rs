@@ -91,6 +91,7 @@ pub mod remembered;
 pub mod safe_fs;
 pub mod server;
 pub mod server_log;
+pub mod shims;
 pub mod signals;
 pub mod sql_script;
 pub mod status;
