@@ -359,3 +359,46 @@ fn a_lock_file_another_user_owns_or_anyone_may_write_is_refused() {
     assert_eq!(installed(&fresh), Vec::<String>::new());
     assert_eq!(fs::read_to_string(project.lock()).unwrap(), lock);
 }
+
+#[test]
+fn doctor_shows_the_lock_and_the_client_tools_a_server_only_install_lacks() {
+    let (project, lock) = locked_project();
+    let archive = common::npm_archive().display().to_string();
+    let out = project.pgw(&["doctor", "--archive", &archive]);
+    let all = text(&out);
+    let line = |tag: &str| {
+        all.lines()
+            .find(|l| l.starts_with(tag))
+            .unwrap_or_else(|| panic!("no {tag:?} line: {all}"))
+            .to_string()
+    };
+    let lock_line = line("ok   lock:");
+    assert!(lock_line.contains(&field(&lock, "sha256")), "{all}");
+    assert!(lock_line.contains("the installation matches"), "{all}");
+    // The npm package is server-only: every client tool is missing, and the help says where
+    // they come from.
+    let tools = line("warn client tools:");
+    assert!(
+        tools.contains("has none; lacks psql pg_dump pg_restore"),
+        "{all}"
+    );
+    assert!(
+        all.contains("help: the theseus-rs build of PostgreSQL"),
+        "{all}"
+    );
+
+    // Another cache holding other bytes of the locked version: doctor says so.
+    let other = project.root.join("binaries-other");
+    common::make_dir_0755(&other);
+    let theseus = common::theseus_archive().display().to_string();
+    let out = project.pgw_with(&["--no-project", "install", "--archive", &theseus], &other);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = project.pgw_with(&["doctor", "--archive", &archive], &other);
+    let all = text(&out);
+    assert!(all.contains("FAIL lock:"), "{all}");
+    assert!(all.contains("was unpacked from other bytes"), "{all}");
+    // And an install there refuses rather than use them.
+    let out = project.pgw_with(&["install", "--archive", &archive], &other);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("cached sha256:"), "{}", text(&out));
+}
