@@ -33,7 +33,10 @@
 //!   is explained from its own lines ([`server_log`]) and the cgroup's OOM count ([`oom`]).
 //!
 //! Beside them: [`config::project`] (the `pgwarden.toml` found from the current directory, a layer
-//! between the user's config file and the environment), [`config::trust`] (the one rule, and the
+//! between the user's config file and the environment), [`config::lock_file`] (its
+//! `pgwarden.lock`: the archive a project installed, which [`binaries::locked`] pins every later
+//! install to), [`shims`] (the installation's programs first on `exec`'s PATH, run as its user,
+//! never as root), [`config::trust`] (the one rule, and the
 //! one way to read, every file pgwarden finds rather than is given: the project file, npmrc;
 //! another user's is refused naming it), [`safe_fs`] (a directory nothing
 //! written through it can escape: archive extraction), [`privilege`] (who the children — every program of an installation — run
