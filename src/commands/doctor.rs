@@ -45,7 +45,10 @@ impl Report {
 
 pub fn run(args: DoctorArgs) -> Result<i32> {
     let mut report = Report { failed: false };
-    let config = match Config::load(&args.instance.sources_with(&args.binaries)) {
+    // The settings `run` would use: with the flags the instance was last started with.
+    let sources =
+        crate::registry::with_remembered_flags(args.instance.sources_with(&args.binaries));
+    let config = match sources.and_then(|sources| Config::load(&sources)) {
         Ok(config) => config,
         Err(e) => {
             report.line(Level::Fail, "config", e.to_string());
@@ -55,9 +58,15 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     report.line(
         Level::Ok,
         "config",
-        match &config.config_file {
-            Some(file) => format!("{} (valid)", file.display()),
-            None => "defaults and environment (no config file)".to_string(),
+        match (&config.config_file, &config.project_file) {
+            (Some(file), Some(project)) => format!(
+                "{} and the project file {} (valid)",
+                file.display(),
+                project.display()
+            ),
+            (None, Some(project)) => format!("the project file {} (valid)", project.display()),
+            (Some(file), None) => format!("{} (valid)", file.display()),
+            (None, None) => "defaults and environment (no config file)".to_string(),
         },
     );
     let instance = Instance::from_config(config.clone())?;
@@ -284,6 +293,11 @@ fn check_port(report: &mut Report, instance: &Instance, run_as: Option<&RunAs>) 
 /// The very checks `run` makes before it touches the data directory ([`cluster::check`]).
 fn check_data_dir(report: &mut Report, config: &Config, run_as: Option<&RunAs>) {
     let dir = &config.data_dir;
+    // `run`'s own first check, before it creates anything beside the data directory.
+    if let Err(e) = crate::private_dir::check_state_dir_creatable(config) {
+        report.line(Level::Fail, "data dir", e.to_string());
+        return;
+    }
     let Some(run_as) = run_as else {
         report.line(
             Level::Warn,

@@ -5,26 +5,26 @@
 //! written.
 
 use crate::backup::in_place::{self, Found};
-use crate::backup::relaunch::{RUN_BOOLEAN_FLAGS, Relaunch};
+use crate::backup::relaunch::Relaunch;
 use crate::backup::restore::{self, Job};
 use crate::backup::tablespaces;
+use crate::cli::LogFormat;
 pub use crate::cli::restore::RestoreArgs;
 use crate::commands::common::Instance;
-use crate::commands::stop::{self, StopArgs};
-use crate::config::Config;
+use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
 use crate::privilege::RunAs;
 
-pub async fn run(args: RestoreArgs) -> Result<i32> {
-    let config = Config::load(&args.run.sources())?;
+pub async fn run(args: RestoreArgs, log_format: LogFormat) -> Result<i32> {
+    let instance = Instance::resolve(args.run.sources())?;
+    let config = instance.config.clone();
     if config.ephemeral {
         return Err(Error::Backup {
             what: "restore needs a persistent data directory, not --ephemeral".into(),
         });
     }
-    let instance = Instance::from_config(config.clone())?;
     let data_dir = instance
         .status
         .as_ref()
@@ -93,12 +93,10 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
     restore::check_space(&job)?;
 
     if instance.supervisor.is_some() {
-        stop::run(StopArgs {
-            instance: args.run.instance.clone(),
-            mode: ShutdownMode::Fast,
-            timeout: None,
-        })
-        .await?;
+        println!(
+            "{}",
+            stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
+        );
     }
     // Held while the data directory is written: no `run` may start on it meanwhile.
     let lock = InstanceLock::acquire(&instance.state_dir, &data_dir)?;
@@ -150,14 +148,11 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
         return Ok(0);
     }
     let relaunch = relaunch.unwrap_or_else(|| {
-        Relaunch::from_own_args(
-            std::env::args_os().skip(1),
-            "restore",
-            1,
-            &RUN_BOOLEAN_FLAGS,
-            &["--force", "--no-start"],
-            &["--to", "--tablespace"],
-        )
+        Relaunch::of_command_line(args.run.command_line(
+            "start",
+            log_format,
+            config.project_file.as_deref(),
+        ))
     });
     relaunch.start().await?;
     Ok(0)

@@ -239,7 +239,7 @@ impl Layer {
     }
 
     /// Overrides `self` with every value `top` sets.
-    fn merge(mut self, mut top: Layer) -> Layer {
+    pub fn merge(mut self, mut top: Layer) -> Layer {
         let top_names_source = top.names_source();
         // The source keys go together: the layer that names a source names all of it, its pin
         // included, so a `--mirror` flag replaces a file's `archive` (and the file's `sha256`
@@ -424,6 +424,9 @@ impl Layer {
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
     pub config_file: Option<PathBuf>,
+    /// The flags the instance was last started with ([`crate::remembered`]): above the files,
+    /// below the environment and this command line's flags.
+    pub remembered: Layer,
     pub flags: Layer,
     /// `--system`: the system layout's defaults (`/etc/pgwarden`, `/var/lib/pgwarden`) even when
     /// not root.
@@ -519,14 +522,20 @@ impl Config {
         {
             *p = paths::absolute(p);
         }
-        let merged = file_layer.merge(env_layer).merge(flags);
+        let flag_addresses_data_dir = flags.name.is_none() && flags.data_dir.is_some();
+        let merged = file_layer
+            .merge(sources.remembered.clone())
+            .merge(env_layer)
+            .merge(flags);
+        // A data directory named on the command line addresses that directory: a name from a
+        // lower layer (a project's, the environment's) does not tie it to that name's instance.
+        let named = merged.name.is_some() && !flag_addresses_data_dir;
         let config_dir = config_file
             .as_deref()
             .unwrap_or(&defaults.config_file)
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let named = merged.name.is_some();
         let max_unpacked_mb = merged.max_unpacked_mb;
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let mut npm_problems = Vec::new();
@@ -872,6 +881,7 @@ mod tests {
         };
         Config::load_with(
             &Sources {
+                remembered: Layer::default(),
                 config_file,
                 flags,
                 system: false,
@@ -965,6 +975,7 @@ mod tests {
         let defaults = DefaultPaths::system();
         let err = Config::load_with(
             &Sources {
+                remembered: Layer::default(),
                 config_file: Some(PathBuf::from("/nonexistent/pgwarden.toml")),
                 flags: Layer::default(),
                 system: false,
