@@ -253,4 +253,33 @@ mod tests {
         let source = PasswordSource::Key { file };
         assert_eq!(source.read(&|_| None).unwrap().expose(), "s3cret");
     }
+
+    #[test]
+    fn a_launch_keeps_the_flags_it_was_given_and_those_it_remembered() {
+        let remembered = Flags {
+            port: Some(5821),
+            http_address: Some("127.0.0.1:9187".into()),
+            archive: Some("/a.tgz".into()),
+            sha256: Some("ab".repeat(32)),
+            ..Flags::default()
+        };
+        let sources = config::Sources {
+            remembered: remembered.layer(),
+            flags: Layer {
+                port: Some(5900),
+                binaries: Some("/usr/lib/postgresql/16".into()),
+                ..Layer::default()
+            },
+            ..config::Sources::default()
+        };
+        let kept = Flags::of(&sources.remembered.clone().merge(sources.flags.clone()));
+        assert_eq!(kept.port, Some(5900));
+        assert_eq!(kept.http_address.as_deref(), Some("127.0.0.1:9187"));
+        // A new source replaces the remembered one with its pin: never both.
+        assert_eq!(kept.binaries, Some("/usr/lib/postgresql/16".into()));
+        assert_eq!((kept.archive, kept.sha256), (None, None));
+        // Files written before every flag was kept still read.
+        let old: Flags = serde_json::from_str(r#"{"port":5821,"listen_address":null}"#).unwrap();
+        assert_eq!(old.port, Some(5821));
+    }
 }

@@ -1232,4 +1232,86 @@ mod tests {
         let c = load(None, &[("POSTGRES_PASSWORD", "hunter2")], Layer::default()).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }
+
+    /// A project whose file is `toml`, and the defaults of a machine where nothing else exists.
+    fn in_project(toml: &str) -> (tempfile::TempDir, project::Project, DefaultPaths) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgwarden.toml");
+        std::fs::write(&file, toml).unwrap();
+        let project = project::Project {
+            file,
+            dir: dir.path().to_path_buf(),
+            default_name: "shop".into(),
+        };
+        let defaults = DefaultPaths {
+            config_file: dir.path().join("none/config.toml"),
+            data_root: dir.path().join("data-root"),
+        };
+        (dir, project, defaults)
+    }
+
+    #[test]
+    fn a_data_dir_flag_addresses_that_dir_and_not_the_projects_name() {
+        let (_dir, project, defaults) = in_project("port = 6000\n");
+        let load = |flags: Layer| {
+            let sources = Sources {
+                flags,
+                ..Sources::default()
+            };
+            Config::load_in(&sources, Some(&project), &|_| None, &defaults).unwrap()
+        };
+        let plain = load(Layer::default());
+        assert!(plain.named && plain.name == "shop");
+        let by_dir = load(Layer {
+            data_dir: Some("/srv/copy".into()),
+            ..Layer::default()
+        });
+        assert!(!by_dir.named, "{by_dir:?}");
+        let both = load(Layer {
+            data_dir: Some("/srv/copy".into()),
+            name: Some("copy".into()),
+            ..Layer::default()
+        });
+        assert!(both.named && both.name == "copy");
+    }
+
+    #[test]
+    fn remembered_flags_sit_between_the_project_file_and_the_environment() {
+        let (_dir, project, defaults) = in_project("port = 6000\n");
+        let remembered = Layer {
+            port: Some(6001),
+            http_address: Some("127.0.0.1:9187".into()),
+            ..Layer::default()
+        };
+        let load = |env: &[(&str, &str)], flags: Layer| {
+            let env: HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let sources = Sources {
+                remembered: remembered.clone(),
+                flags,
+                ..Sources::default()
+            };
+            Config::load_in(
+                &sources,
+                Some(&project),
+                &|k| env.get(k).cloned(),
+                &defaults,
+            )
+            .unwrap()
+        };
+        let c = load(&[], Layer::default());
+        assert_eq!(c.port, 6001);
+        assert_eq!(c.http_address.map(|a| a.port()), Some(9187));
+        assert_eq!(
+            load(&[("PGWARDEN_PORT", "6002")], Layer::default()).port,
+            6002
+        );
+        let flagged = Layer {
+            port: Some(6003),
+            ..Layer::default()
+        };
+        assert_eq!(load(&[("PGWARDEN_PORT", "6002")], flagged).port, 6003);
+    }
 }
