@@ -41,17 +41,44 @@ pub enum Error {
     )]
     NotRunning { data_dir: PathBuf, hint: String },
 
+    /// A file pgwarden found (a project file, an npmrc) that the trust rule refuses.
+    #[error(transparent)]
+    Untrusted(Box<crate::config::trust::Refusal>),
+
     #[error("{what}")]
     Privilege { what: String },
 
     #[error("{what}")]
     Binaries { what: String },
 
+    /// Programs pgwarden would run from a directory another user could have written to (the
+    /// binaries cache, an existing installation): refused before anything in it runs.
+    #[error(
+        "{what} {}: {} {problem}, so another user could have put the programs pgwarden would run there\nhelp: {help}",
+        .dir.display(),
+        .at.display()
+    )]
+    UntrustedPrograms {
+        /// The setting that named the directory (`install_dir`, `binaries`).
+        what: &'static str,
+        dir: PathBuf,
+        /// The directory or file found wanting: `dir` itself, one above it, or one inside.
+        at: PathBuf,
+        /// `is owned by NAME (uid N)`, `is writable by other users (mode M, owner …)`.
+        problem: String,
+        help: String,
+    },
+
     #[error("{what}")]
     Cluster { what: String },
 
     #[error("{what}")]
     Server { what: String },
+
+    /// The background pgwarden of `start`, `restart` or `exec` refused its settings (it exited
+    /// 2): its own error, shown once, and the same exit code.
+    #[error("{what}")]
+    BackgroundRefused { what: String },
 
     /// A backup, restore, snapshot or WAL archive operation failed (nothing was changed).
     #[error("{what}")]
@@ -104,10 +131,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// The exit code `main` uses: 2 for bad input (like clap's usage errors), 1 otherwise.
+    /// The exit code `main` uses: 2 for bad input (like clap's usage errors) — an invalid
+    /// setting, including one the background pgwarden of `start` refused —, 1 otherwise
+    /// (a runtime condition: a port another process holds, a failed start).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::ConfigRead { .. } => 2,
+            Error::Config { .. }
+            | Error::ConfigRead { .. }
+            | Error::Untrusted(_)
+            | Error::UntrustedPrograms { .. }
+            | Error::BackgroundRefused { .. } => 2,
             // Like `systemctl status` / LSB: 3 = not running.
             Error::NotRunning { .. } => 3,
             _ => 1,

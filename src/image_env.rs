@@ -30,6 +30,10 @@ pub struct ImageEnv {
     pub user: Option<String>,
     pub password: Option<String>,
     pub database: Option<String>,
+    /// The files `user` and `database` were read from (`X_FILE`), named in messages instead of
+    /// their content.
+    pub user_file: Option<PathBuf>,
+    pub database_file: Option<PathBuf>,
     pub initdb_args: Option<String>,
     pub initdb_waldir: Option<PathBuf>,
     pub host_auth_method: Option<String>,
@@ -39,10 +43,18 @@ pub struct ImageEnv {
 impl ImageEnv {
     pub fn read(env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> ImageEnv {
         let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        let from_file = |name: &str, value: &Option<String>| {
+            value.as_ref()?;
+            set(&format!("{name}_FILE")).map(PathBuf::from)
+        };
+        let user = file_env(&set, "POSTGRES_USER", problems);
+        let database = file_env(&set, "POSTGRES_DB", problems);
         ImageEnv {
-            user: file_env(&set, "POSTGRES_USER", problems),
+            user_file: from_file("POSTGRES_USER", &user),
+            database_file: from_file("POSTGRES_DB", &database),
+            user,
             password: file_env(&set, "POSTGRES_PASSWORD", problems),
-            database: file_env(&set, "POSTGRES_DB", problems),
+            database,
             initdb_args: set("POSTGRES_INITDB_ARGS"),
             initdb_waldir: set("POSTGRES_INITDB_WALDIR").map(PathBuf::from),
             host_auth_method: set("POSTGRES_HOST_AUTH_METHOD"),
@@ -235,6 +247,49 @@ mod tests {
 
     fn error(dir: &Path, file: Option<&str>, env: &[(&str, &str)]) -> String {
         load(dir, file, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_error_about_a_value_read_from_a_file_never_shows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "TOPSECRET\"x\n").unwrap();
+        let long = dir.path().join("long");
+        std::fs::write(&long, "TOPSECRET".repeat(10)).unwrap();
+        let from_config = error(
+            dir.path(),
+            Some(&format!(
+                "user_file = {:?}\ndatabase_file = {:?}\n",
+                secret.display().to_string(),
+                long.display().to_string()
+            )),
+            &[],
+        );
+        let from_env = error(
+            dir.path(),
+            None,
+            &[
+                ("POSTGRES_USER_FILE", &secret.display().to_string()),
+                ("POSTGRES_DB_FILE", &long.display().to_string()),
+            ],
+        );
+        for err in [from_config, from_env] {
+            assert!(!err.contains("TOPSECRET"), "{err}");
+            assert!(
+                err.contains(&format!("user (read from {})", secret.display())),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!(
+                    "database (read from {}) is 90 bytes",
+                    long.display()
+                )),
+                "{err}"
+            );
+        }
+        // A value typed in the environment is still quoted, to be found and fixed.
+        let err = error(dir.path(), None, &[("POSTGRES_USER", "a\"b")]);
+        assert!(err.contains("user \"a\\\"b\""), "{err}");
     }
 
     #[test]

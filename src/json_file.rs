@@ -8,6 +8,10 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// The mode of every state record (status, remembered settings, backup record): no state file
+/// is readable by other users.
+pub const PRIVATE: u32 = 0o600;
+
 /// How far the write must go before the rename.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

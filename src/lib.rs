@@ -33,12 +33,15 @@
 //!   is explained from its own lines ([`server_log`]) and the cgroup's OOM count ([`oom`]).
 //!
 //! Beside them: [`config::project`] (the `pgwarden.toml` found from the current directory, a layer
-//! between the user's config file and the environment), [`safe_fs`] (a directory nothing
-//! written through it can escape: archive extraction), [`privilege`] (who the children run
+//! between the user's config file and the environment), [`config::trust`] (the one rule, and the
+//! one way to read, every file pgwarden finds rather than is given: the project file, npmrc;
+//! another user's is refused naming it), [`safe_fs`] (a directory nothing
+//! written through it can escape: archive extraction), [`privilege`] (who the children — every program of an installation — run
 //! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other
 //! user can have prepared), [`registry`] (instances by name, names exclusive while they run),
 //! [`remembered`] (the settings an instance was started with, in its state directory, never
-//! the password), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
+//! the password), [`fd_limit`] (the open-file limit `run` raises, which bounds the HTTP
+//! endpoint's share in [`observe`]), [`connection`] (the one `postgres://` URL builder), [`preflight`] (checks before anything
 //! changes), [`procfs`] (who holds a file or socket open, a process's children, from /proc), [`paths`] (default
 //! locations), [`status`] (the supervisor's state and status record, a leaf that the commands
 //! read and the supervisor writes), [`json_file`] (such records written atomically),
@@ -62,6 +65,7 @@ pub mod conninfo;
 pub mod deletion;
 pub mod error;
 pub mod escalation;
+pub mod fd_limit;
 pub mod image_env;
 pub mod init_scripts;
 pub mod initdb_args;

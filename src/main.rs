@@ -25,6 +25,8 @@ fn main() -> ExitCode {
     let log_file = run_config
         .as_ref()
         .and_then(|loaded| loaded.as_ref().ok())
+        // A run refused for its installation's owner creates nothing, not even its log.
+        .filter(|config| pgwarden::binaries::check_source(&config.source).is_ok())
         .and_then(pgwarden::logfile::for_run);
     let verbosity = match &cli.command {
         Command::Run(args) => args.verbosity,

@@ -5,7 +5,9 @@ use crate::error::{Error, Result};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 
 /// Fails with [`Error::PortInUse`] (naming the holder when /proc tells) if `address:port` cannot
-/// be bound. The listener is dropped at once; postgres binds the port itself moments later.
+/// be bound: a runtime condition (exit 1), while an address this machine lacks or a privileged
+/// port this user may not bind is an invalid setting ([`Error::Config`], exit 2). The listener is dropped at once; postgres
+/// binds the port itself moments later.
 pub fn check_port_free(address: IpAddr, port: u16) -> Result<()> {
     match TcpListener::bind(SocketAddr::new(address, port)) {
         Ok(_) => Ok(()),
@@ -17,6 +19,13 @@ pub fn check_port_free(address: IpAddr, port: u16) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err(Error::Config {
             problems: vec![format!(
                 "listen_address {address}: no network interface on this machine has that address"
+            )],
+        }),
+        // Not root, and a port below the unprivileged start: no retry can bind it.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Error::Config {
+            problems: vec![format!(
+                "port {port} on {address} cannot be bound by this user ({e}): it is a privileged \
+                 port; use a port of 1024 or more"
             )],
         }),
         Err(e) => Err(Error::Server {

@@ -14,6 +14,8 @@
 //! the marker is not swept (not ours to delete), and sweeping never follows a symlink.
 
 use crate::config::Config;
+/// `name (uid N)` of an owner (one spelling for every refusal).
+pub use crate::config::trust::owner_name;
 use crate::error::{Error, IoContext, Result};
 use crate::paths;
 use std::fs::File;
@@ -228,46 +230,53 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
 /// `dir` (or, while it does not exist yet, the directory it will be made in) and every
 /// directory above it are owned by the effective user or root, and none is writable by
 /// others — except a sticky one above (like `/tmp`), where others cannot rename what is ours.
-pub fn check_trusted(dir: &Path, what: &str) -> Result<()> {
-    let me = nix::unistd::geteuid().as_raw();
-    let Some(existing) = dir.ancestors().find(|a| a.exists()) else {
-        return Ok(());
+pub fn check_trusted(dir: &Path, what: &'static str) -> Result<()> {
+    match untrusted_ancestor(dir)? {
+        None => Ok(()),
+        Some((at, problem)) => Err(Error::UntrustedPrograms {
+            what,
+            dir: dir.to_path_buf(),
+            at,
+            problem,
+            help: "use a directory only you (or root) can write to".to_string(),
+        }),
+    }
+}
+
+/// The first of `path` (or, while it does not exist yet, the directory it will be made in)
+/// and the directories above it, symlinks resolved, that another user could write to, and
+/// why; `None` when there is none. Writable means: owned by someone other than the effective
+/// user or root, or writable by group or others — a sticky directory above (like `/tmp`)
+/// excepted, since others cannot rename or remove what is not theirs in it.
+pub fn untrusted_ancestor(path: &Path) -> Result<Option<(std::path::PathBuf, String)>> {
+    let Some(existing) = path.ancestors().find(|a| a.exists()) else {
+        return Ok(None);
     };
     let canonical = existing.canonicalize().io("cannot resolve", existing)?;
     for (depth, at) in canonical.ancestors().enumerate() {
         let meta = std::fs::metadata(at).io("cannot read", at)?;
-        let others_write = meta.mode() & 0o022 != 0;
         let sticky = meta.mode() & 0o1000 != 0;
-        let problem = if meta.uid() != me && meta.uid() != 0 {
-            Some(format!("is owned by {}", owner_name(meta.uid())))
-        } else if others_write && (depth == 0 || !sticky) {
-            Some(format!(
-                "is writable by other users (mode {:o}, owner {})",
-                meta.mode() & 0o7777,
-                owner_name(meta.uid())
-            ))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(Error::Privilege {
-                what: format!(
-                    "{what} {}: {} {problem}, so another user could replace what pgwarden keeps                      there (and it would run it)
-                     help: use a directory only you (or root) can write to",
-                    dir.display(),
-                    at.display()
-                ),
-            });
+        if let Some(problem) = foreign_or_writable(&meta, depth == 0 || !sticky) {
+            return Ok(Some((at.to_path_buf(), problem)));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
-/// The name of the user with id `uid`, or the number.
-fn owner_name(uid: u32) -> String {
-    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(user)) => format!("{} (uid {uid})", user.name),
-        _ => format!("uid {uid}"),
+/// Why another user could change what `meta` describes: its owner is neither the effective user
+/// nor root, or (when `check_mode`) group or others may write to it.
+pub fn foreign_or_writable(meta: &std::fs::Metadata, check_mode: bool) -> Option<String> {
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        Some(format!("is owned by {}", owner_name(meta.uid())))
+    } else if check_mode && meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "is writable by other users (mode {:o}, owner {})",
+            meta.mode() & 0o7777,
+            owner_name(meta.uid())
+        ))
+    } else {
+        None
     }
 }
 

@@ -1,4 +1,4 @@
-//! Who initdb and postgres run as.
+//! Who initdb, postgres and every other program of an installation run as.
 //!
 //! PostgreSQL refuses to run as root. Started as root, pgwarden runs its children as an
 //! unprivileged user (`run_as`, default `pgwarden`, else Debian's `postgres`) and gives it the data
@@ -133,6 +133,42 @@ impl RunAs {
         }
     }
 
+    /// Who runs a program of a PostgreSQL installation — its `postgres --version`, `psql`, `ldd`
+    /// on its binaries — whatever the source (cache, archive, `--binaries DIR`): the one rule.
+    /// Not root: the current user. Root: `run_as` (the user the server runs as), or, before that
+    /// user exists (`pgwarden install` before the first `run --create-user`), `nobody`. Never
+    /// root: an installation's programs are another party's code, which must not get root's
+    /// rights even when a check of their owner passed.
+    pub fn for_installation(configured: Option<&str>) -> RunAs {
+        let euid = nix::unistd::geteuid();
+        if !euid.is_root() {
+            let name = User::from_uid(euid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| euid.to_string());
+            return RunAs {
+                name,
+                uid: euid,
+                gid: nix::unistd::getegid(),
+                switch: false,
+            };
+        }
+        Self::for_root(configured).unwrap_or_else(|_| {
+            let (uid, gid) = User::from_name("nobody")
+                .ok()
+                .flatten()
+                .map(|u| (u.uid, u.gid))
+                .unwrap_or((Uid::from_raw(65534), Gid::from_raw(65534)));
+            RunAs {
+                name: "nobody".to_string(),
+                uid,
+                gid,
+                switch: true,
+            }
+        })
+    }
+
     /// Makes a command run as this user (drops supplementary groups, then setgid, then setuid:
     /// std does exactly that when `uid` is set while running as root).
     pub fn apply(&self, command: &mut tokio::process::Command) {
@@ -208,6 +244,18 @@ impl RunAs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn installation_programs_never_run_as_root() {
+        let user = RunAs::for_installation(None);
+        assert!(!user.uid.is_root(), "{user:?}");
+        // A run_as naming root, or no one, still gives an unprivileged user.
+        for configured in ["root", "no-such-user-pgwarden-test"] {
+            let user = RunAs::for_installation(Some(configured));
+            assert!(!user.uid.is_root(), "{configured}: {user:?}");
+            assert_eq!(user.switch, nix::unistd::geteuid().is_root(), "{user:?}");
+        }
+    }
 
     #[test]
     fn non_root_runs_as_itself() {

@@ -5,6 +5,11 @@
 //! SQLSTATE other than 57P03, means the server is up and accepting; `57P03` (cannot_connect_now:
 //! starting up, shutting down, recovering) means it is rejecting; anything else means no
 //! response. The connection is closed before authenticating, so no password is needed.
+//!
+//! A probe that cannot even open its socket because pgwarden itself is out of descriptors or
+//! memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) made no attempt: it says nothing about the
+//! server, and is reported as [`PingStatus::NoAttempt`], never as "no response" (which the
+//! supervisor would count towards a hang).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +26,8 @@ pub enum PingStatus {
     Rejecting,
     /// Nothing answered, or not as PostgreSQL (exit 2).
     NoResponse,
-    /// The parameters were unusable, so no attempt was made (exit 3).
+    /// No attempt was made (exit 3): the parameters were unusable, or pgwarden could not open
+    /// a socket ([`is_own_exhaustion`]).
     NoAttempt,
 }
 
@@ -57,11 +63,32 @@ pub async fn ping(addr: SocketAddr, user: &str, database: &str, timeout: Duratio
 }
 
 async fn ping_inner(addr: SocketAddr, user: &str, database: &str) -> PingStatus {
-    let Ok(stream) = TcpStream::connect(addr).await else {
-        return PingStatus::NoResponse;
+    let stream = match TcpStream::connect(addr).await {
+        Ok(stream) => stream,
+        Err(e) => return failed_connect(&e),
     };
     let _ = stream.set_nodelay(true);
     ping_stream(stream, user, database).await
+}
+
+/// Whether `e` is pgwarden's own lack of resources (descriptors, buffers, memory) rather than
+/// anything the other side did.
+pub fn is_own_exhaustion(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|code| {
+        [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+            .iter()
+            .any(|errno| *errno as i32 == code)
+    })
+}
+
+/// A connect that failed: no attempt when pgwarden could not make one, else no response.
+fn failed_connect(e: &std::io::Error) -> PingStatus {
+    if is_own_exhaustion(e) {
+        PingStatus::NoAttempt
+    } else {
+        PingStatus::NoResponse
+    }
 }
 
 /// Where a server may listen: a TCP address, or a Unix socket file (`DIR/.s.PGSQL.PORT`).
@@ -106,11 +133,11 @@ pub async fn ping_endpoint(
                     let _ = stream.set_nodelay(true);
                     ping_encrypted(stream, user, database, encryption).await
                 }
-                Err(_) => PingStatus::NoResponse,
+                Err(e) => failed_connect(&e),
             },
             Endpoint::Unix(path) => match UnixStream::connect(path).await {
                 Ok(stream) => ping_encrypted(stream, user, database, encryption).await,
-                Err(_) => PingStatus::NoResponse,
+                Err(e) => failed_connect(&e),
             },
         }
     };
@@ -302,6 +329,19 @@ mod tests {
         let http = b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec();
         assert_eq!(answer(http).await, PingStatus::NoResponse);
         assert_eq!(answer(vec![]).await, PingStatus::NoResponse);
+    }
+
+    /// A probe that cannot open a socket (the process's descriptors are all taken) made no
+    /// attempt: it is not the server's silence.
+    #[test]
+    fn out_of_descriptors_is_no_attempt_not_no_response() {
+        let emfile = std::io::Error::from_raw_os_error(nix::errno::Errno::EMFILE as i32);
+        let enfile = std::io::Error::from_raw_os_error(nix::errno::Errno::ENFILE as i32);
+        let refused = std::io::Error::from_raw_os_error(nix::errno::Errno::ECONNREFUSED as i32);
+        assert_eq!(failed_connect(&emfile), PingStatus::NoAttempt);
+        assert_eq!(failed_connect(&enfile), PingStatus::NoAttempt);
+        assert_eq!(failed_connect(&refused), PingStatus::NoResponse);
+        assert!(!is_own_exhaustion(&std::io::Error::other("x")));
     }
 
     #[tokio::test]

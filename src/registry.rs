@@ -1,5 +1,6 @@
 //! The registry of instances, by name: `<registry dir>/<key>` is a symlink to the instance's
-//! state directory, and `<key>.lock` is flocked by the pgwarden that runs it.
+//! state directory, and `<key>.lock` is flocked by the pgwarden that runs it (and removed by
+//! it at stop, while still held: [`lock_name`] says why that is safe).
 //!
 //! It lets commands find an instance whose data directory they cannot derive from the config
 //! (an ephemeral one, a project's, or one started with flags the command was not given), and it
@@ -18,12 +19,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::instance;
 use crate::paths;
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// This process's entry: the name's lock, held while it runs.
 #[derive(Debug)]
 pub struct Registration {
-    _lock: File,
+    /// Flocked until dropped; its file is removed just before (see [`lock_name`]).
+    lock: File,
+    lock_path: PathBuf,
     pub key: String,
     /// A throwaway instance's entry goes with it (its state directory is removed anyway).
     remove_on_drop: Option<PathBuf>,
@@ -34,6 +38,10 @@ impl Drop for Registration {
         if let Some(link) = &self.remove_on_drop {
             let _ = std::fs::remove_file(link);
         }
+        // Removed while still held: a start that opened this file meanwhile finds it unlinked
+        // once it gets the lock, and opens the path again.
+        let _ = std::fs::remove_file(&self.lock_path);
+        let _ = self.lock.unlock();
     }
 }
 
@@ -59,20 +67,14 @@ pub fn register(config: &Config, state_dir: &Path) -> Result<Registration> {
     crate::private_dir::ensure(&dir, 0o700)?;
     let key = key(config);
     let lock_path = dir.join(format!("{key}.lock"));
-    let lock = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .io("cannot open", &lock_path)?;
+    let lock = lock_name(&lock_path)?;
     let link = dir.join(&key);
     let linked = std::fs::read_link(&link).ok();
     let other = linked.clone().filter(|t| t != state_dir);
     // Held: the name runs elsewhere. Not held but the linked instance runs: it was started
     // by a pgwarden that did not lock names; also elsewhere.
-    let busy = lock.try_lock().is_err() || other.as_deref().and_then(instance::holder).is_some();
-    if busy {
+    let busy = lock.is_none() || other.as_deref().and_then(instance::holder).is_some();
+    let Some(lock) = lock.filter(|_| !busy) else {
         let other = other.or(linked).unwrap_or_else(|| state_dir.to_path_buf());
         let pid = instance::holder(&other).map_or_else(|| "unknown".into(), |p| p.to_string());
         return Err(name_taken(
@@ -81,15 +83,54 @@ pub fn register(config: &Config, state_dir: &Path) -> Result<Registration> {
             &pid,
             &config.data_dir,
         ));
-    }
+    };
     let temp = dir.join(format!(".{key}.{}", std::process::id()));
     let _ = std::fs::remove_file(&temp);
     std::os::unix::fs::symlink(state_dir, &temp).io("cannot create", &temp)?;
     std::fs::rename(&temp, &link).io("cannot create", &link)?;
     Ok(Registration {
-        _lock: lock,
+        lock,
+        lock_path,
         key,
         remove_on_drop: config.ephemeral.then_some(link),
+    })
+}
+
+/// The name's lock at `path`, flocked by this process; `None` when another holds it.
+///
+/// The lock file is removed at stop ([`Registration`]'s drop, while still holding it), so a
+/// lock taken on a file that was unlinked meanwhile would lock nothing: after `try_lock`, the
+/// path must still name the very file locked, else the open is retried on the new file.
+fn lock_name(path: &Path) -> Result<Option<File>> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..100 {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(path)
+            .io("cannot open", path)?;
+        if file.try_lock().is_err() {
+            return Ok(None);
+        }
+        let held = file.metadata().io("cannot read", path)?;
+        match std::fs::symlink_metadata(path) {
+            Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok(Some(file)),
+            // Removed (or replaced) by the pgwarden that stopped just before the lock was
+            // taken: that file locks nothing any more.
+            _ => continue,
+        }
+    }
+    Err(Error::Server {
+        what: format!(
+            "cannot lock {}: it is removed and created again continually
+             help: another program is deleting files in {}; stop it",
+            path.display(),
+            path.parent().unwrap_or(Path::new("/")).display()
+        ),
     })
 }
 
@@ -219,6 +260,30 @@ pub fn adopt(config: &mut Config) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_lock_is_removed_at_stop_and_a_stale_open_never_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.lock");
+        let held = lock_name(&path).unwrap().expect("free");
+        assert!(lock_name(&path).unwrap().is_none(), "held elsewhere");
+        // A start that opened the file just before the stop removed it...
+        let stale = File::open(&path).unwrap();
+        let registration = Registration {
+            lock: held,
+            lock_path: path.clone(),
+            key: "shop".into(),
+            remove_on_drop: None,
+        };
+        drop(registration);
+        assert!(!path.exists(), "removed at stop");
+        // ...gets its flock, but the name's lock is the new file: one holder only.
+        stale.try_lock().unwrap();
+        let new = lock_name(&path).unwrap().expect("the new file is free");
+        assert!(path.exists());
+        assert!(lock_name(&path).unwrap().is_none());
+        drop((stale, new));
+    }
 
     #[test]
     fn unnamed_instances_with_their_own_data_dir_are_keyed_by_it() {

@@ -151,7 +151,7 @@ impl Remembered {
             named: config.named,
             data_dir: config.data_dir.clone(),
             ephemeral: config.ephemeral,
-            project_file: config.project_file.clone(),
+            project_file: config.project_file().map(Path::to_path_buf),
             config_file: config.config_file.clone(),
             listen_address: config.listen_address,
             port: config.port,
@@ -194,13 +194,15 @@ impl Remembered {
     }
 }
 
-/// Writes `settings.json` into `state_dir` atomically (0644: no secret is in it).
+/// Writes `settings.json` into `state_dir` atomically, 0600: no secret is in it, but where the
+/// password comes from, the project and the paths are nobody else's business (no state file is
+/// readable by other users).
 pub fn write(state_dir: &Path, remembered: &Remembered) -> Result<()> {
     let path = state_dir.join(FILE);
     crate::json_file::write(
         &path,
         remembered,
-        0o644,
+        crate::json_file::PRIVATE,
         crate::json_file::Durability::Rename,
     )
 }

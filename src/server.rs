@@ -102,9 +102,20 @@ impl Server {
         // as long as the process. std applies uid/gid before this hook, so the setting survives
         // the switch to the unprivileged user (a credential change clears it).
         let parent = nix::unistd::getpid();
-        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+        // The open-file limit pgwarden started with, not the one it raised for itself.
+        let fd_limit = crate::fd_limit::for_children();
+        // SAFETY: prctl, getppid and setrlimit are async-signal-safe; nothing else runs between
+        // fork and exec.
         unsafe {
             command.pre_exec(move || {
+                if let Some((soft, hard)) = fd_limit {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        soft,
+                        hard,
+                    )
+                    .map_err(std::io::Error::from)?;
+                }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGINT).map_err(std::io::Error::from)?;
                 if nix::unistd::getppid() != parent {
                     // pgwarden died before the hook ran: do not start an orphan.

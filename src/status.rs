@@ -175,7 +175,12 @@ impl StatusFile {
 }
 
 fn write_atomically(path: &Path, status: &Status) -> Result<()> {
-    crate::json_file::write(path, status, 0o600, crate::json_file::Durability::Rename)
+    crate::json_file::write(
+        path,
+        status,
+        crate::json_file::PRIVATE,
+        crate::json_file::Durability::Rename,
+    )
 }
 
 /// Reads a status file; `None` if it is missing or unreadable.

@@ -1640,3 +1640,249 @@ fn restore_force_on_a_mount_point_without_room_beside_it_is_refused_with_nothing
     );
     drop(server);
 }
+
+/// The rows of `batches`, by batch.
+fn batches_of(port: u16) -> Vec<(i32, i64)> {
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.query(
+        "SELECT batch, count(*) FROM batches GROUP BY batch ORDER BY batch",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[test]
+fn a_to_time_recovery_cannot_use_is_refused_before_the_running_server_is_touched() {
+    let dir = test_dir();
+    let archive = archive_dir(dir.path());
+    let archive_s = archive.display().to_string();
+    let env = [("PGWARDEN_WAL_ARCHIVE", archive_s.as_str())];
+    let port = free_port();
+    let server = common::start(dir.path(), port, &env);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute(
+        "CREATE TABLE batches (batch int, n int); \
+         INSERT INTO batches SELECT 1, g FROM generate_series(1, 10) g",
+    )
+    .unwrap();
+    let backup = dir.path().join("base.tar.zst");
+    let out = pgw(&["backup", backup.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    // An hour before the backup ended, as PostgreSQL writes it.
+    let stop_ms = manifest_of(&backup)["stop_ms"].as_u64().unwrap();
+    let hour_before: String = c
+        .query_one(
+            "SELECT to_char(to_timestamp($1::float8 / 1000 - 3600) AT TIME ZONE 'UTC', \
+             'YYYY-MM-DD HH24:MI:SS') || '+00'",
+            &[&(stop_ms as f64)],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute("INSERT INTO batches SELECT 2, g FROM generate_series(1, 10) g")
+        .unwrap();
+    archive_now(&mut c);
+    drop(c);
+    let before = batches_of(port);
+    assert_eq!(before, [(1, 10), (2, 10)]);
+    let postmaster = common::postmaster_pid(&data);
+
+    for (value, rule) in [
+        ("garbage", "four-digit year"),
+        ("2026-13-45 99:99:99", "month 13 is out of range"),
+        ("2026-02-30 10:00:00", "day 30 is out of range"),
+        ("2026-12-01 24:30:00", "hour 24"),
+        ("now", "special time values"),
+        ("infinity", "special time values"),
+        ("today", "special time values"),
+        ("epoch", "special time values"),
+        ("2026-12-01 10:00:00 Mars/Olympus", "not an abbreviation"),
+        (hour_before.as_str(), "is before the end of this backup"),
+        ("2999-01-01 00:00:00+00", "is after what the archive holds"),
+    ] {
+        let out = pgw_env(
+            &[
+                "restore",
+                backup.to_str().unwrap(),
+                "--data-dir",
+                data_s,
+                "--force",
+                "--to",
+                value,
+            ],
+            &env,
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--to {value:?}: {out:?}");
+        assert!(
+            stderr.contains(&format!("--to {value:?}")) && stderr.contains(rule),
+            "--to {value:?} names the value and {rule:?}: {stderr}"
+        );
+        // Untouched: the same supervisor and postmaster, the same rows, nothing set aside.
+        assert!(!server.has_exited(), "--to {value:?} stopped the server");
+        assert_eq!(common::postmaster_pid(&data), postmaster, "--to {value:?}");
+        assert_eq!(batches_of(port), before, "--to {value:?}");
+        assert!(asides_of(&data).is_empty(), "--to {value:?}");
+    }
+    common::stop(server, nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn a_restore_whose_server_cannot_reach_its_target_puts_the_old_cluster_back_and_starts_it() {
+    let dir = test_dir();
+    let archive = archive_dir(dir.path());
+    let archive_s = archive.display().to_string();
+    let env = [("PGWARDEN_WAL_ARCHIVE", archive_s.as_str())];
+    let port = free_port();
+    let mut server = common::start(dir.path(), port, &env);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE batches (batch int, n int)")
+        .unwrap();
+    let backup = dir.path().join("base.tar.zst");
+    let out = pgw(&["backup", backup.to_str().unwrap(), "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    c.batch_execute("INSERT INTO batches SELECT 1, g FROM generate_series(1, 10) g")
+        .unwrap();
+    // A target after the last commit the archive will hold, but before its newest segment is
+    // archived: it passes every check made up front, and recovery ends before reaching it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let after_last_commit = server_now(&mut c);
+    std::thread::sleep(Duration::from_millis(1100));
+    archive_now(&mut c);
+    drop(c);
+    let before = batches_of(port);
+
+    let _background = Background {
+        data_dir: data.clone(),
+    };
+    let out = pgw_env(
+        &[
+            "restore",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            data_s,
+            "--force",
+            "--to",
+            &after_last_commit,
+        ],
+        &env,
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("did not start")
+            && stderr.contains("the restore was undone")
+            && stderr.contains("is back there and runs again"),
+        "{stderr}"
+    );
+    assert!(
+        server.wait_exit(common::STOP).success(),
+        "stopped for the restore"
+    );
+    // The old cluster, under its own name, running again with its rows; nothing left aside.
+    assert_eq!(batches_of(port), before);
+    assert!(asides_of(&data).is_empty(), "{:?}", asides_of(&data));
+    let names = names_in(&data);
+    assert!(names.contains(&"pgwarden.json".into()), "{names:?}");
+    assert!(!names.contains(&"pgwarden.creating".into()), "{names:?}");
+    assert!(!names.contains(&"recovery.signal".into()), "{names:?}");
+}
+
+/// The staging directories of snapshot restores beside `data` (`.data.snapshot…`).
+fn snapshot_staging_of(data: &Path) -> Vec<String> {
+    names_in(data.parent().unwrap())
+        .into_iter()
+        .filter(|n| n.starts_with(".data.snapshot"))
+        .collect()
+}
+
+#[test]
+fn killed_snapshot_restores_leave_no_copy_once_a_later_snapshot_command_ran() {
+    let dir = test_dir();
+    let port = free_port();
+    let mut server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('snapshotted')")
+        .unwrap();
+    drop(c);
+    let _background = Background {
+        data_dir: data.clone(),
+    };
+    let out = pgw(&["snapshot", "save", "s1", "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        server.wait_exit(common::STOP).success(),
+        "stopped for the save"
+    );
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("INSERT INTO t VALUES ('after the snapshot')")
+        .unwrap();
+    drop(c);
+
+    for round in 1..=3 {
+        let mut restore = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+            .args(["snapshot", "restore", "s1", "--data-dir", data_s])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed once its copy is under way (the server still runs meanwhile).
+        let deadline = Instant::now() + LONG;
+        while snapshot_staging_of(&data).is_empty() {
+            assert!(
+                restore.try_wait().unwrap().is_none(),
+                "round {round}: the restore ended before its copy could be seen"
+            );
+            assert!(Instant::now() < deadline, "round {round}: no copy began");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        restore.kill().unwrap();
+        restore.wait().unwrap();
+        assert!(
+            !snapshot_staging_of(&data).is_empty(),
+            "round {round}: the kill left the copy, as a kill does"
+        );
+        assert_eq!(
+            rows_of_t(port),
+            ["after the snapshot", "snapshotted"],
+            "round {round}: the running server is untouched"
+        );
+    }
+    // The next snapshot command clears what the killed ones left, then does its own work.
+    let out = pgw(&["snapshot", "restore", "s1", "--data-dir", data_s]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(snapshot_staging_of(&data), Vec::<String>::new());
+    assert_eq!(rows_of_t(port), ["snapshotted"]);
+}
+
+#[test]
+fn settings_and_backup_records_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = test_dir();
+    let port = free_port();
+    let server = start_server(dir.path(), port);
+    let data = dir.path().join("data");
+    let out = pgw(&["backup", "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let state = dir.path().join("data.pgwarden");
+    for name in ["settings.json", "backup.json"] {
+        let mode = std::fs::metadata(state.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+    }
+    drop(server);
+}

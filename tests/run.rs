@@ -439,3 +439,61 @@ fn a_data_dir_where_pgwarden_cannot_write_is_a_clear_error() {
     assert!(stderr.contains("help: "), "{stderr}");
     assert!(!dir.path().join("data").exists());
 }
+
+#[test]
+fn a_privileged_port_is_an_invalid_setting_for_run_and_start_alike() {
+    let dir = test_dir();
+    let mut args = run_args(dir.path(), 1);
+    let output = run_to_exit(&as_strs(&args), &[], START);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "run --port 1: {stderr}");
+    assert!(stderr.contains("port 1 is privileged"), "{stderr}");
+    // `start` reports the error of the `run` it puts in the background, with its exit code.
+    args[0] = "start".into();
+    let output = run_to_exit(&as_strs(&args), &[], START);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "start --port 1: {stderr}");
+    assert!(stderr.contains("port 1 is privileged"), "{stderr}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "the data dir must not be created"
+    );
+}
+
+#[test]
+fn the_registry_keeps_no_lock_file_after_a_stop() {
+    let dir = test_dir();
+    let runtime = dir.path().join("runtime");
+    let runtime_s = runtime.display().to_string();
+    let env = [("PGWARDEN_RUNTIME_DIR", runtime_s.as_str())];
+    let locks = || -> Vec<String> {
+        std::fs::read_dir(&runtime)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".lock"))
+            .collect()
+    };
+    for round in 1..=2 {
+        let port = free_port();
+        let pgwarden = start(dir.path(), port, &env);
+        pgwarden.wait_ready(FIRST_LAUNCH);
+        assert_eq!(
+            locks().len(),
+            1,
+            "round {round}: the name is locked while it runs"
+        );
+        stop(pgwarden, Signal::SIGTERM);
+        assert_eq!(
+            locks(),
+            Vec::<String>::new(),
+            "round {round}: after the stop"
+        );
+        // The entry itself stays: the name still finds its data.
+        assert_eq!(
+            std::fs::read_dir(&runtime).unwrap().count(),
+            1,
+            "round {round}"
+        );
+    }
+}

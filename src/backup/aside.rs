@@ -14,7 +14,8 @@
 //! A kill while copying leaves the old cluster where it was (and a `.….partial` copy beside
 //! it); after the copy, a kill leaves it complete aside and the data directory marked
 //! unfinished. When the restore fails afterwards (disk full, a damaged member), [`put_back`]
-//! returns the old cluster to the data directory.
+//! returns the old cluster to the data directory; when it was written but its server does not
+//! start (recovery cannot reach its target), [`undo`] removes it and does the same.
 
 use super::in_place::{self, flush_filesystem, mark_creating};
 use super::snapshot::{self, RemoveOnDrop};
@@ -167,6 +168,51 @@ pub fn put_back(aside: &Aside, data_dir: &Path, run_as: &RunAs) -> Result<()> {
     std::fs::remove_dir_all(&aside.path).io("cannot remove the copy", &aside.path)
 }
 
+/// Undoes a restore that was written but whose server did not start (recovery could not reach
+/// its target, say): the restored cluster in `data_dir` and its tablespace directories
+/// (`restored_tablespaces`) are removed and the old cluster is put back ([`put_back`]). The
+/// server of `data_dir` must be stopped and its instance lock held.
+///
+/// The data directory is marked [`crate::cluster::CREATING`] (and its completion marker
+/// removed) before it is emptied: killed from there on, it is an unfinished directory that
+/// `run` and `restore` clear, and the old cluster is whole aside.
+pub fn undo(
+    aside: &Aside,
+    data_dir: &Path,
+    restored_tablespaces: &[PathBuf],
+    run_as: &RunAs,
+) -> Result<()> {
+    mark_creating(
+        data_dir,
+        &format!(
+            "pgwarden is undoing a restore whose server did not start.\n\
+             The cluster that was here is kept in {}.\n",
+            aside.path.display()
+        ),
+        run_as,
+    )?;
+    let marker = data_dir.join(MARKER);
+    if marker.exists() {
+        std::fs::remove_file(&marker).io("cannot remove", &marker)?;
+        super::sync_dir(data_dir);
+    }
+    for dir in restored_tablespaces {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).io("cannot remove the restored tablespace", dir);
+            }
+            _ => {}
+        }
+    }
+    in_place::empty_except_creating(data_dir)?;
+    if !aside.copied {
+        // Renamed back over the emptied directory; the copy's way re-marks it itself.
+        let creating = data_dir.join(crate::cluster::CREATING);
+        std::fs::remove_file(&creating).io("cannot remove", &creating)?;
+    }
+    put_back(aside, data_dir, run_as)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +242,34 @@ mod tests {
         put_back(&aside, &data, &me).unwrap();
         assert!(data.join("PG_VERSION").is_file());
         assert!(!aside.path.exists());
+    }
+
+    #[test]
+    fn a_restore_whose_server_did_not_start_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("PG_VERSION"), "16\n").unwrap();
+        std::fs::write(data.join("old-row"), "kept").unwrap();
+        let me = RunAs::resolve(None)
+            .or_else(|_| RunAs::resolve(Some("nobody")))
+            .unwrap();
+        let aside = set_aside(&data, &|_| "n".into(), &me).unwrap();
+        // The restore, complete, with a tablespace of its own elsewhere.
+        std::fs::create_dir_all(data.join("base/1")).unwrap();
+        std::fs::write(data.join(MARKER), "{}").unwrap();
+        std::fs::write(data.join("restored"), "new").unwrap();
+        let ts = dir.path().join("ts/PG_16_202307071");
+        std::fs::create_dir_all(&ts).unwrap();
+        undo(&aside, &data, std::slice::from_ref(&ts), &me).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(data.join("old-row")).unwrap(),
+            "kept"
+        );
+        assert!(!data.join("restored").exists());
+        assert!(!data.join(crate::cluster::CREATING).exists());
+        assert!(!aside.path.exists());
+        assert!(!ts.exists());
+        assert!(dir.path().join("ts").exists(), "the location itself stays");
     }
 }

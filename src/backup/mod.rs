@@ -9,6 +9,8 @@
 //! - [`manifest`]: the file beside each archive: the archive's and every member's SHA-256, the
 //!   start/stop LSN and time. A restore checks it before it writes anything.
 //! - [`restore`]: `pgwarden restore` — verify and plan everything, then unpack in place.
+//! - [`target_time`]: `restore --to TIME` read as PostgreSQL reads `recovery_target_time`,
+//!   before anything is stopped.
 //! - [`in_place`]: the data directory restored into itself, atomic by the first launch's
 //!   markers (it may be a mount point); an unfinished restore is recognised and cleared.
 //! - [`aside`]: `restore --force` keeps the cluster it replaces (renamed beside it, or copied
@@ -36,6 +38,7 @@ pub mod retention;
 pub use crate::config::backup_schedule as schedule;
 pub mod snapshot;
 pub mod tablespaces;
+pub mod target_time;
 pub mod wal_archive;
 
 use std::path::Path;

@@ -107,7 +107,13 @@ pub fn note(state_dir: &Path, outcome: std::result::Result<SuccessfulBackup, Str
 fn write(state_dir: &Path, record: &BackupRecord) -> crate::error::Result<()> {
     std::fs::create_dir_all(state_dir).io("cannot create", state_dir)?;
     let path = state_dir.join(FILE);
-    crate::json_file::write(&path, record, 0o644, crate::json_file::Durability::Rename)
+    // Its errors name paths and servers' messages: no state file is readable by other users.
+    crate::json_file::write(
+        &path,
+        record,
+        crate::json_file::PRIVATE,
+        crate::json_file::Durability::Rename,
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@
 //! Restoring copies the snapshot into a staging sibling of the data directory (while the
 //! server still runs: the snapshot is never modified), then exchanges the two directories
 //! with one `renameat2(RENAME_EXCHANGE)` — at every moment the data path names a whole
-//! cluster, the old one or the snapshot's — and deletes the old one in the background.
+//! cluster, the old one or the snapshot's — and deletes the old one in the background. The
+//! staging directory has one name per data directory ([`staging_path`]), owned by whoever
+//! holds [`StagingLock`]; a restore killed while copying leaves it, and the next snapshot
+//! command removes it.
 
 use crate::error::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
@@ -287,9 +290,124 @@ pub fn list(data_dir: &Path) -> Vec<SnapshotMeta> {
     out
 }
 
-/// Copies snapshot `name` into a staging sibling of `data_dir`, ready for [`swap_in`];
+/// `<state dir>/snapshot-staging.lock`: flocked by the snapshot command that owns the staging
+/// directory ([`staging_path`]) for as long as it runs.
+pub const STAGING_LOCK: &str = "snapshot-staging.lock";
+
+/// `.<data dir name>.snapshot-staging` beside the data directory: one name per data directory,
+/// not per process, so that whatever a killed restore left there is found and removed by the
+/// next snapshot command ([`StagingLock::acquire`]).
+pub fn staging_path(data_dir: &Path) -> PathBuf {
+    let base = data_dir.file_name().unwrap_or_default().to_string_lossy();
+    data_dir.with_file_name(format!(".{base}.snapshot-staging"))
+}
+
+/// The right to use [`staging_path`]: an exclusive flock on [`STAGING_LOCK`] in the instance's
+/// state directory, held by one snapshot command at a time. Not the instance lock: the staging
+/// copy is made while the supervisor, which holds that one, still runs.
+#[derive(Debug)]
+pub struct StagingLock {
+    _file: std::fs::File,
+    pub staging: PathBuf,
+}
+
+impl StagingLock {
+    /// Takes the lock without waiting (refusing, with the holder's pid, while another snapshot
+    /// command holds it), then removes what an earlier, killed snapshot restore left: the
+    /// staging directory, and the `.<name>.snapshot-<pid>` ones of older pgwardens whose
+    /// process is gone.
+    pub fn acquire(state_dir: &Path, data_dir: &Path) -> Result<StagingLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        crate::private_dir::ensure(state_dir, crate::private_dir::private_mode())?;
+        let path = state_dir.join(STAGING_LOCK);
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .io("cannot open lock file", &path)?;
+        if file.try_lock().is_err() {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(Error::Backup {
+                what: format!(
+                    "another snapshot command (pid {}) is working on {}; nothing was changed
+                     help: wait for it to finish, then try again",
+                    Some(pid.trim())
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or("unknown"),
+                    data_dir.display()
+                ),
+            });
+        }
+        file.set_len(0).io("cannot write lock file", &path)?;
+        file.rewind().io("cannot write lock file", &path)?;
+        writeln!(file, "{}", std::process::id()).io("cannot write lock file", &path)?;
+        let staging = staging_path(data_dir);
+        for leftover in std::iter::once(staging.clone()).chain(legacy_staging(data_dir)) {
+            match std::fs::remove_dir_all(&leftover) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).io(
+                        "cannot remove what a killed snapshot restore left in",
+                        &leftover,
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(StagingLock {
+            _file: file,
+            staging,
+        })
+    }
+}
+
+/// Copies whose writer is gone: `.<name>.snapshot-<pid>` beside the data directory (restores
+/// of pgwardens before the staging directory had one name) and `.<snapshot>.partial-<pid>` in
+/// the snapshots directory (a killed save), whose pid no longer runs.
+fn legacy_staging(data_dir: &Path) -> Vec<PathBuf> {
+    let base = data_dir.file_name().unwrap_or_default().to_string_lossy();
+    let mut out = dead_pid_dirs(
+        data_dir.parent().unwrap_or(Path::new("/")),
+        &format!(".{base}.snapshot-"),
+    );
+    out.extend(
+        dead_pid_dirs(&snapshots_dir(data_dir), ".")
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(".partial-"))
+            }),
+    );
+    out
+}
+
+/// The directories in `parent` named `<prefix>…<pid>` (the pid after the last `-`) whose pid
+/// no longer runs.
+fn dead_pid_dirs(parent: &Path, prefix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let pid = name.strip_prefix(prefix)?.rsplit('-').next()?;
+            let gone = !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && !Path::new("/proc").join(pid).exists();
+            let dir = e.file_type().ok()?.is_dir();
+            (gone && dir).then(|| e.path())
+        })
+        .collect()
+}
+
+/// Copies snapshot `name` into the staging directory `lock` owns, ready for [`swap_in`];
 /// refuses a snapshot of another major version.
-pub fn stage(data_dir: &Path, name: &str) -> Result<PathBuf> {
+pub fn stage(lock: &StagingLock, data_dir: &Path, name: &str) -> Result<PathBuf> {
     let (path, meta) = find(data_dir, name)?;
     let major = crate::config::MAJOR.to_string();
     if meta.postgresql_major != major {
@@ -301,9 +419,7 @@ pub fn stage(data_dir: &Path, name: &str) -> Result<PathBuf> {
             ),
         });
     }
-    let parent = data_dir.parent().unwrap_or(Path::new("/"));
-    let base = data_dir.file_name().unwrap_or_default().to_string_lossy();
-    let staging = parent.join(format!(".{base}.snapshot-{}", std::process::id()));
+    let staging = lock.staging.clone();
     let _ = std::fs::remove_dir_all(&staging);
     let guard = RemoveOnDrop(Some(staging.clone()));
     copy_tree(&path.join("data"), &staging)?;
@@ -373,8 +489,23 @@ mod tests {
         assert_eq!(meta.files, 2);
         assert!(save(&data, "s1").is_err(), "no overwrite");
         std::fs::write(data.join("base/1/100"), "after").unwrap();
-        let staging = stage(&data, "s1").unwrap();
+        let state = dir.path().join("data.pgwarden");
+        // What a killed restore left (this name, and an older pgwarden's pid-named one).
+        std::fs::create_dir_all(staging_path(&data).join("base")).unwrap();
+        let legacy = dir.path().join(".data.snapshot-999999999");
+        std::fs::create_dir(&legacy).unwrap();
+        let killed_save = snapshots_dir(&data).join(".s2.partial-999999999");
+        std::fs::create_dir_all(&killed_save).unwrap();
+        let lock = StagingLock::acquire(&state, &data).unwrap();
+        assert!(!legacy.exists());
+        assert!(!killed_save.exists());
+        assert!(!staging_path(&data).exists());
+        let err = StagingLock::acquire(&state, &data).unwrap_err().to_string();
+        assert!(err.contains("another snapshot command"), "{err}");
+        let staging = stage(&lock, &data, "s1").unwrap();
+        assert_eq!(staging, staging_path(&data));
         swap_in(&staging, &data).unwrap();
+        drop(lock);
         assert_eq!(
             std::fs::read_to_string(data.join("base/1/100")).unwrap(),
             "before"
@@ -388,7 +519,8 @@ mod tests {
         // Another major version is refused.
         std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
         save(&data, "old").unwrap();
-        let err = stage(&data, "old").unwrap_err().to_string();
+        let lock = StagingLock::acquire(&state, &data).unwrap();
+        let err = stage(&lock, &data, "old").unwrap_err().to_string();
         assert!(err.contains("PostgreSQL 15"), "{err}");
     }
 }

@@ -12,29 +12,77 @@
 //!   attempt sweeps it.
 //!
 //! `restore --to TIME` writes `recovery.signal` and `restore_command = pgwarden archive-wal
-//! --from DIR %f %p`, `recovery_target_time`, `recovery_target_action = 'promote'`.
+//! --from DIR %f %p`, `recovery_target_time`, `recovery_target_action = 'promote'`, once the
+//! time is read ([`super::target_time`]) and known to lie between the backup's end and the
+//! moment the newest segment was archived ([`recovery_for`]), before anything is stopped.
 
+use super::manifest::Manifest;
 use super::restore::Recovery;
+use super::target_time::{self, TargetTime};
 use crate::config::Config;
 use crate::config::backup::restore_command;
 use crate::error::{Error, IoContext, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// The recovery settings for `restore --to TIME`.
-pub fn recovery_for(config: &Config, time: &str) -> Result<Recovery> {
+/// Reads a `--to` value ([`super::target_time`]); refused (exit 2) naming the value and the rule.
+pub fn parse_target(time: &str) -> Result<TargetTime> {
+    target_time::parse(time).map_err(|why| Error::Config {
+        problems: vec![format!("--to {time:?}: {why}")],
+    })
+}
+
+/// The recovery settings for `restore --to TIME` from the backup `manifest`, refused (exit 2)
+/// when the archive cannot take recovery to `target`: a time before the backup's end (recovery
+/// cannot stop before the backup is consistent) or after the newest segment in the WAL archive
+/// was archived ([`newest_archived`]: no WAL written after that moment is there, so recovery
+/// would end before it reached the target, and the restored server would not start).
+pub fn recovery_for(config: &Config, time: &str, manifest: &Manifest) -> Result<Recovery> {
+    let target = parse_target(time)?;
     let Some(archive) = &config.backup.wal_archive else {
-        return Err(Error::Backup {
-            what:
+        return Err(Error::Config {
+            problems: vec![
                 "restore --to needs the WAL archive: set wal_archive = \"DIR\" in the config (or \
-                   PGWARDEN_WAL_ARCHIVE) to the archive the server wrote"
+                 PGWARDEN_WAL_ARCHIVE) to the archive the server wrote"
                     .into(),
+            ],
         });
     };
-    if time.trim().is_empty() || time.contains(['\'', '\n', '\\']) {
+    let at = |ms: i64| super::rfc3339(ms.max(0) as u64);
+    if target.unix_ms() < manifest.stop_ms as i64 {
         return Err(Error::Config {
             problems: vec![format!(
-                "--to {time:?}: give a PostgreSQL timestamp, e.g. '2026-12-01 14:05:00+00'"
+                "--to {time:?} ({}) is before the end of this backup ({}): recovery cannot stop before \
+                 the backup is consistent; nothing was changed\n\
+                 help: give a time after {}, or restore an older backup",
+                at(target.unix_ms()),
+                manifest.stop_time,
+                manifest.stop_time
+            )],
+        });
+    }
+    let newest = newest_archived(archive)?;
+    let too_late = match &newest {
+        None => true,
+        Some((_, ms)) => target.unix_ms() > *ms,
+    };
+    if too_late {
+        let what = match &newest {
+            None => format!("the WAL archive {} holds no segment", archive.display()),
+            Some((name, ms)) => format!(
+                "the newest segment in the WAL archive {} ({name}) was archived at {}: WAL written \
+                 after that is not in the archive",
+                archive.display(),
+                at(*ms)
+            ),
+        };
+        return Err(Error::Config {
+            problems: vec![format!(
+                "--to {time:?} ({}) is after what the archive holds: {what}, so recovery could not \
+                 reach that time and the restored server would not start; nothing was changed\n\
+                 help: give an earlier time; to restore up to now, first archive the running server's \
+                 current segment (`pgwarden psql -c 'SELECT pg_switch_wal()'`)",
+                at(target.unix_ms())
             )],
         });
     }
@@ -42,9 +90,42 @@ pub fn recovery_for(config: &Config, time: &str) -> Result<Recovery> {
         what: format!("cannot find the pgwarden binary: {e}"),
     })?;
     Ok(Recovery {
-        target_time: time.to_string(),
+        target_time: target.for_postgres(),
         restore_command: restore_command(&exe, archive),
     })
+}
+
+/// The newest WAL segment in `archive` (a name of 24 hex digits) and when it was archived (its
+/// modification time, in ms: [`push`] writes each segment as a new file once the server has
+/// finished it, so no record in the archive is later than that); `None` when there is none.
+pub fn newest_archived(archive: &Path) -> Result<Option<(String, i64)>> {
+    let mut newest: Option<(String, i64)> = None;
+    let entries = std::fs::read_dir(archive).map_err(|e| Error::Backup {
+        what: format!(
+            "cannot read the WAL archive {} ({e}); nothing was changed\n\
+             help: check wal_archive in the config, and that this user can read it",
+            archive.display()
+        ),
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let Some(ms) = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+        else {
+            continue;
+        };
+        if newest.as_ref().is_none_or(|(_, n)| ms > *n) {
+            newest = Some((name, ms));
+        }
+    }
+    Ok(newest)
 }
 
 /// A WAL file name PostgreSQL hands to archive/restore commands: a plain name.

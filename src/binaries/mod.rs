@@ -24,6 +24,7 @@ pub use mirror::{asset_name, exact_version};
 
 use crate::config::{MAJOR, NpmSettings, Theseus};
 use crate::error::{Error, IoContext, Result};
+use crate::privilege::RunAs;
 use semver::{Version, VersionReq};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -43,6 +44,12 @@ pub struct Install {
 impl Install {
     pub fn bin(&self, program: &str) -> PathBuf {
         self.dir.join("bin").join(program)
+    }
+
+    /// A command for one of its programs (`psql`, `postgres`), set to run as [`program_user`]:
+    /// never as root.
+    pub fn command(&self, program: &str) -> std::process::Command {
+        program_command(&self.bin(program))
     }
 
     /// `16.14` (how PostgreSQL itself names its releases).
@@ -81,6 +88,31 @@ pub fn provenance(install: &Install) -> String {
     format!("{origin}: {from}{server_only}")
 }
 
+/// Who runs the programs of an installation: [`RunAs::for_installation`] with the configured
+/// `run_as` — the unprivileged user when pgwarden is root, whatever the source. The server,
+/// initdb and init scripts run as the `RunAs` that `run` resolved, the same user.
+pub fn program_user() -> RunAs {
+    RunAs::for_installation(policy::current().run_as.as_deref())
+}
+
+/// A command for `program` (of an installation, or one that reads its binaries, like `ldd`),
+/// set to run as [`program_user`].
+pub fn program_command(program: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    program_user().apply_std(&mut command);
+    command
+}
+
+/// Refuses, before anything is created, a source whose programs another user could have put
+/// there: an existing installation (`--binaries`) must pass [`existing::check_owner`]. `run`
+/// asks this first; [`ensure`] asks again right before anything in it runs.
+pub fn check_source(source: &Source) -> Result<()> {
+    match source {
+        Source::Existing(dir) if dir.is_dir() => existing::check_owner(dir),
+        _ => Ok(()),
+    }
+}
+
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
 pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -> Result<Install> {
     if !matches!(source, Source::Existing(_)) {
@@ -98,6 +130,7 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
         }
         Source::Existing(dir) => {
             let dir = dir.clone();
+            // Checks the owner first: nothing in it runs before that.
             let install = blocking(move || existing::validate(&dir)).await?;
             check_requirement(&install, version, &source.describe())?;
             Ok(install)
@@ -153,11 +186,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 /// The installation `source` would use without installing anything: an existing installation
-/// in place (if it validates), else the newest complete one in the cache satisfying `req`.
-pub fn installed_for(source: &Source, install_dir: &Path, req: &VersionReq) -> Option<Install> {
+/// in place (`Err` when it is refused or does not validate), else the newest complete one in
+/// the cache satisfying `req`.
+pub fn installed_for(
+    source: &Source,
+    install_dir: &Path,
+    req: &VersionReq,
+) -> Result<Option<Install>> {
     match source {
-        Source::Existing(dir) => existing::validate(dir).ok(),
-        _ => find_installed(install_dir, req),
+        Source::Existing(dir) => existing::validate(dir).map(Some),
+        _ => Ok(find_installed(install_dir, req)),
     }
 }
 
@@ -402,7 +440,7 @@ fn commit_unpacked(
     // Not yet trusted: as root, its `postgres --version` runs as the unprivileged user.
     std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
         .io("cannot set the mode of", staging.path())?;
-    let version = validation_version(&staging.path().join("bin/postgres"))?;
+    let version = postgres_version(&staging.path().join("bin/postgres"))?;
     if version.major != MAJOR {
         return Err(Error::Binaries {
             what: format!(
@@ -457,41 +495,24 @@ fn commit_unpacked(
     Ok((Install { dir, version }, unpacked.sha256))
 }
 
-/// [`postgres_version`] of binaries just unpacked: when pgwarden is root, run as `run_as` (or,
-/// when that user does not exist yet, as `nobody`), never as root.
-fn validation_version(postgres: &Path) -> Result<Version> {
-    let mut command = std::process::Command::new(postgres);
-    if nix::unistd::geteuid().is_root() {
-        use std::os::unix::process::CommandExt;
-        let configured = policy::current().run_as;
-        let (uid, gid) = match crate::privilege::RunAs::resolve(configured.as_deref()) {
-            Ok(run_as) => (run_as.uid.as_raw(), run_as.gid.as_raw()),
-            Err(_) => nix::unistd::User::from_name("nobody")
-                .ok()
-                .flatten()
-                .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
-                .unwrap_or((65534, 65534)),
-        };
-        debug!(
-            uid,
-            "checking the new binaries' version as an unprivileged user"
-        );
-        // std drops the supplementary groups when it sets uid as root.
-        command.uid(uid).gid(gid);
-        return version_of(command, postgres).map_err(|e| Error::Binaries {
-            what: format!(
-                "{e}\n(run as uid {uid}, not root: the archive is not trusted yet)\n\
-                 help: that user must be able to reach {}; choose an install_dir it can enter",
-                postgres.display()
-            ),
-        });
-    }
-    version_of(command, postgres)
-}
-
-/// Runs `postgres --version` (`postgres (PostgreSQL) 16.14`) and parses the version.
+/// Runs `postgres --version` (`postgres (PostgreSQL) 16.14`) and parses the version. As
+/// [`program_user`]: when pgwarden is root, as the unprivileged user, never as root — binaries
+/// just unpacked are not trusted yet, and an existing installation is someone else's code.
 pub fn postgres_version(postgres: &Path) -> Result<Version> {
-    version_of(std::process::Command::new(postgres), postgres)
+    let user = program_user();
+    if !user.switch {
+        return version_of(std::process::Command::new(postgres), postgres);
+    }
+    debug!(uid = user.uid.as_raw(), user = %user.name, "checking the binaries' version as an unprivileged user");
+    version_of(program_command(postgres), postgres).map_err(|e| Error::Binaries {
+        what: format!(
+            "{e}\n(run as {} (uid {}), not root: pgwarden runs no program of an installation as root)\n\
+             help: that user must be able to reach {}; choose a directory it can enter",
+            user.name,
+            user.uid,
+            postgres.display()
+        ),
+    })
 }
 
 fn version_of(mut command: std::process::Command, postgres: &Path) -> Result<Version> {

@@ -7,7 +7,9 @@
 //! the newest revision of the newest match wins. The tarball (which may live on another host
 //! than the document, as proxies rewrite them) is streamed into the install directory, checked
 //! against `dist.integrity` (sha512) and the `--sha256` pin, and unpacked like a local npm
-//! archive. A registry token is sent only to URLs under its `//host/path/`.
+//! archive. A registry token is sent only to URLs under its `//host/path/`. The registry, and so
+//! the document the integrity comes from, is one a trusted configuration chose: an npmrc another
+//! user could have written is refused before it is parsed (`config::trust`).
 
 use super::fetch::{self, Extras};
 use crate::config::{NPM_SCOPE, Net, NpmSettings, Secret};

@@ -42,13 +42,20 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// The project directory: use DIR/pgwarden.toml [default: the current directory or its
-    /// nearest parent with a pgwarden.toml].
+    /// nearest parent with a pgwarden.toml, read only if it and every directory above it are
+    /// yours or root's and writable by no one else, or its directory is in PGWARDEN_TRUSTED_DIRS
+    /// or `trusted_dirs` of your config file].
     #[arg(long, value_name = "DIR", conflicts_with = "file")]
     pub project_dir: Option<PathBuf>,
 
-    /// The project file to use instead of searching for pgwarden.toml.
+    /// The project file to use instead of searching for pgwarden.toml (read whoever owns it:
+    /// you chose it).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
+
+    /// No project file: do not search for pgwarden.toml (-f and --project-dir still name one).
+    #[arg(long, env = "PGWARDEN_NO_PROJECT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_project: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -61,6 +68,7 @@ impl Cli {
         match (&self.project_dir, &self.file) {
             (Some(dir), _) => Choice::Dir(dir.clone()),
             (None, Some(file)) => Choice::File(file.clone()),
+            (None, None) if self.no_project => Choice::None,
             (None, None) => Choice::Search,
         }
     }
@@ -72,6 +80,25 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// The global options a background pgwarden is given again, as this command line chose them.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    pub log_format: LogFormat,
+    /// How the project file was chosen (a search, `--project-dir`, `-f`, `--no-project`): the
+    /// child chooses the same way, its trust rule included, from the same working directory.
+    pub project: crate::config::project::Choice,
+}
+
+impl Cli {
+    /// The options every background pgwarden this command starts is given again.
+    pub fn globals(&self) -> Globals {
+        Globals {
+            log_format: self.log_format,
+            project: self.project_choice(),
+        }
+    }
 }
 
 impl LogFormat {
@@ -209,7 +236,8 @@ pub struct SourceArgs {
     pub mirror: Option<String>,
 
     /// Use an existing PostgreSQL 16 installation in place (the directory holding bin/postgres),
-    /// e.g. /usr/lib/postgresql/16. It is validated, never modified.
+    /// e.g. /usr/lib/postgresql/16. It is validated, never modified; it (and every directory
+    /// above it, and everything in it) must be owned by root or you and writable by no one else.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["archive"])]
     pub binaries: Option<PathBuf>,
 
@@ -463,20 +491,25 @@ impl RunArgs {
     /// The command line of a pgwarden in the background that runs these settings: `verb`
     /// (`run`; `start` for one that returns once the server is ready) with one flag per value
     /// set, built from the parsed values — never a filtered copy of this process's own argv,
-    /// whose other words (`restore FILE -v`, `exec -- CMD`) a filter gets wrong. The project
-    /// file is the one this command resolved (`project_file`), so that the child cannot find
-    /// another. The child inherits the working directory, against which relative paths resolve.
-    pub fn command_line(
-        &self,
-        verb: &str,
-        log_format: LogFormat,
-        project_file: Option<&Path>,
-    ) -> Vec<OsString> {
-        let mut out: Vec<OsString> = vec!["--log-format".into(), log_format.flag_value().into()];
-        if let Some(file) = project_file {
-            let mut word = OsString::from("--file=");
-            word.push(file);
+    /// whose other words (`restore FILE -v`, `exec -- CMD`) a filter gets wrong. The child
+    /// inherits the working directory, against which relative paths resolve and from which it
+    /// finds the same project file.
+    pub fn command_line(&self, verb: &str, globals: &Globals) -> Vec<OsString> {
+        use crate::config::project::Choice;
+        let mut out: Vec<OsString> = vec![
+            "--log-format".into(),
+            globals.log_format.flag_value().into(),
+        ];
+        let mut joined = |flag: &str, value: &Path| {
+            let mut word = OsString::from(format!("{flag}="));
+            word.push(value);
             out.push(word);
+        };
+        match &globals.project {
+            Choice::Search => {}
+            Choice::Dir(dir) => joined("--project-dir", dir),
+            Choice::File(file) => joined("--file", file),
+            Choice::None => out.push("--no-project".into()),
         }
         out.push(verb.into());
         // `--flag=VALUE`, one word: a value that starts with `-` stays a value.
@@ -596,13 +629,23 @@ mod tests {
             init_dir: Some("init.d".into()),
             http_address: Some("127.0.0.1:9187".into()),
         };
-        let project = Path::new("/p/pgwarden.toml");
-        for verb in ["run", "start"] {
-            let line = run.command_line(verb, LogFormat::Json, Some(project));
+        use crate::config::project::Choice;
+        let choices = [
+            Choice::Search,
+            Choice::Dir("/p".into()),
+            Choice::File("/p/pgwarden.toml".into()),
+            Choice::None,
+        ];
+        for (verb, project) in ["run", "start"].iter().cycle().zip(choices) {
+            let globals = Globals {
+                log_format: LogFormat::Json,
+                project: project.clone(),
+            };
+            let line = run.command_line(verb, &globals);
             let cli = Cli::try_parse_from(std::iter::once(OsString::from("pgwarden")).chain(line))
                 .unwrap();
             assert_eq!(cli.log_format, LogFormat::Json);
-            assert_eq!(cli.file.as_deref(), Some(project));
+            assert_eq!(cli.project_choice(), project);
             let parsed = match cli.command {
                 Command::Run(args) => args,
                 Command::Start(args) => args.run,
@@ -625,7 +668,11 @@ mod tests {
             },
             ..RunArgs::default()
         };
-        let line = quiet.command_line("run", LogFormat::Text, None);
+        let globals = Globals {
+            log_format: LogFormat::Text,
+            project: Choice::Search,
+        };
+        let line = quiet.command_line("run", &globals);
         let cli =
             Cli::try_parse_from(std::iter::once(OsString::from("pgwarden")).chain(line)).unwrap();
         let Command::Run(parsed) = cli.command else {

@@ -8,13 +8,13 @@ use crate::binaries::{self, Install};
 pub use crate::cli::doctor::DoctorArgs;
 use crate::cluster::{self, DataDir};
 use crate::commands::common::Instance;
-use crate::config::Config;
-use crate::error::Result;
+use crate::config::project::Chosen;
+use crate::config::{Config, ProjectInUse, trust};
+use crate::error::{Error, Result};
 use crate::preflight;
 use crate::privilege::RunAs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {
@@ -50,6 +50,10 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         crate::registry::with_remembered_flags(args.instance.sources_with(&args.binaries));
     let config = match sources.and_then(|sources| Config::load(&sources)) {
         Ok(config) => config,
+        Err(e @ Error::Untrusted(_)) => {
+            report.line(Level::Fail, "project", e.to_string());
+            return Ok(1);
+        }
         Err(e) => {
             report.line(Level::Fail, "config", e.to_string());
             return Ok(1);
@@ -58,17 +62,15 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     report.line(
         Level::Ok,
         "config",
-        match (&config.config_file, &config.project_file) {
-            (Some(file), Some(project)) => format!(
-                "{} and the project file {} (valid)",
-                file.display(),
-                project.display()
-            ),
-            (None, Some(project)) => format!("the project file {} (valid)", project.display()),
-            (Some(file), None) => format!("{} (valid)", file.display()),
+        match (&config.config_file, &config.project) {
+            (Some(file), _) => format!("{} (valid)", file.display()),
+            (None, Some(_)) => "the project file, defaults and environment (no config file)".into(),
             (None, None) => "defaults and environment (no config file)".to_string(),
         },
     );
+    if let Some(project) = &config.project {
+        check_project(&mut report, project);
+    }
     let instance = Instance::from_config(config.clone())?;
 
     let run_as = match RunAs::resolve(config.run_as.as_deref()) {
@@ -91,14 +93,62 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         }
     };
 
-    let install = binaries::installed_for(&config.source, &config.install_dir, &config.version);
-    check_binaries(&mut report, &config, install.as_ref());
+    // An existing installation another user could have written to is refused here, before
+    // anything in it runs (its --version, ldd).
+    let install =
+        match binaries::installed_for(&config.source, &config.install_dir, &config.version) {
+            Ok(install) => {
+                check_binaries(&mut report, &config, install.as_ref());
+                install
+            }
+            Err(e) => {
+                report.line(Level::Fail, "binaries", e.to_string());
+                None
+            }
+        };
     check_timezone(&mut report, install.as_ref());
     check_locale(&mut report);
     check_port(&mut report, &instance, run_as.as_ref());
     check_data_dir(&mut report, &config, run_as.as_ref());
     check_disk(&mut report, &config.data_dir);
+    check_http(&mut report, &instance);
     Ok(if report.failed { 1 } else { 0 })
+}
+
+/// The project file in use, its owner, and why pgwarden read it; one another user owns (named
+/// with `-f`: the user's choice) is a warning.
+fn check_project(report: &mut Report, project: &ProjectInUse) {
+    let owner = trust::owner_name(project.owner);
+    let me = nix::unistd::geteuid().as_raw();
+    let (level, why) = match &project.chosen {
+        Chosen::Found => (
+            Level::Ok,
+            "found from the working directory; it and the directories above it are yours or \
+             root's and writable by no one else"
+                .to_string(),
+        ),
+        Chosen::OptedIn(dir) => (
+            Level::Ok,
+            format!(
+                "found from the working directory, read because you trust {} ({} or `{}`)",
+                dir.display(),
+                trust::TRUSTED_DIRS_ENV,
+                trust::TRUSTED_DIRS_KEY
+            ),
+        ),
+        Chosen::Named if project.owner != me && project.owner != 0 => (
+            Level::Warn,
+            "named with -f / --project-dir; another user owns it and could change what pgwarden \
+             does"
+                .to_string(),
+        ),
+        Chosen::Named => (Level::Ok, "named with -f / --project-dir".to_string()),
+    };
+    report.line(
+        level,
+        "project",
+        format!("{} (owner {owner}; {why})", project.file.display()),
+    );
 }
 
 fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install>) {
@@ -144,9 +194,7 @@ fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install
         missing.extend(unresolved_libraries(&path));
     }
     if missing.is_empty() {
-        let runs = Command::new(install.bin("postgres"))
-            .arg("--version")
-            .output();
+        let runs = install.command("postgres").arg("--version").output();
         match runs {
             Ok(out) if out.status.success() => report.line(
                 Level::Ok,
@@ -185,9 +233,12 @@ fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install
     }
 }
 
-/// The `ldd` lines saying "not found" (empty when ldd is not available).
+/// The `ldd` lines saying "not found" (empty when ldd is not available). ldd may run the
+/// program it is asked about (through the interpreter the binary names), so it runs as the
+/// installation's programs do, never as root.
 fn unresolved_libraries(binary: &Path) -> Vec<String> {
-    let Ok(out) = Command::new("ldd").arg(binary).output() else {
+    let mut ldd = binaries::program_command(Path::new("ldd"));
+    let Ok(out) = ldd.arg(binary).output() else {
         return Vec::new();
     };
     String::from_utf8_lossy(&out.stdout)
@@ -287,6 +338,53 @@ fn check_port(report: &mut Report, instance: &Instance, run_as: Option<&RunAs>) 
             format!("{}:{} is free", config.listen_address, config.port),
         ),
         Err(e) => report.line(Level::Fail, "port", e.to_string()),
+    }
+}
+
+/// The running endpoint's connections, from the record it keeps in the state directory (read
+/// from the file, so that an endpoint whose connections are all taken is reported too).
+fn check_http(report: &mut Report, instance: &Instance) {
+    let record = crate::observe::endpoint_file::read(&instance.state_dir)
+        .filter(|r| instance.supervisor == Some(r.supervisor_pid));
+    let Some(record) = record else {
+        if let (Some(pid), Some(address)) = (instance.supervisor, instance.config.http_address) {
+            report.line(
+                Level::Warn,
+                "http endpoint",
+                format!(
+                    "{address}: the running pgwarden (pid {pid}) has written no record of it yet"
+                ),
+            );
+        }
+        return;
+    };
+    let f = record.figures;
+    let text = format!(
+        "{}: {} of {} connections open (open-file limit {}); {} refused over the cap, \
+         {} header timeouts, {} idle timeouts, {} too large, {} accept errors",
+        record.address,
+        f.open,
+        f.cap,
+        record.fd_limit,
+        f.refused,
+        f.header_timeouts,
+        f.idle_timeouts,
+        f.too_large,
+        f.accept_errors
+    );
+    if f.refused > 0 || f.accept_errors > 0 {
+        report.line(
+            Level::Warn,
+            "http endpoint",
+            format!(
+                "{text}\nthe endpoint's cap was reached: a client held every connection (the \
+                 supervisor and the server are not affected; the endpoint's own requests failed \
+                 meanwhile); see who connects to {} (ss -tnp)",
+                record.address
+            ),
+        );
+    } else {
+        report.line(Level::Ok, "http endpoint", text);
     }
 }
 

@@ -4,8 +4,14 @@
 //! With `--ephemeral`, a throwaway server is started first (a free port and a name of its own
 //! unless given) and removed after CMD — the model of pg_virtualenv and pg_tmp. A Ctrl-C reaches
 //! CMD (it shares the terminal) and this command still removes the throwaway server after it.
+//!
+//! CMD runs as the caller: it is the caller's own command, so it gets the caller's rights, and
+//! pgwarden only adds the connection variables. PATH is the caller's, unchanged: the
+//! installation's `bin/` is never put on it, so no program of the installation (which pgwarden
+//! never runs as root) is found by name — `pgwarden psql` runs the installation's psql, as the
+//! unprivileged user.
 
-use crate::cli::LogFormat;
+use crate::cli::Globals;
 pub use crate::cli::exec::ExecArgs;
 use crate::commands::common::Instance;
 use crate::commands::start;
@@ -16,7 +22,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub async fn run(mut args: ExecArgs, log_format: LogFormat) -> Result<i32> {
+pub async fn run(mut args: ExecArgs, globals: &Globals) -> Result<i32> {
     if !args.run.ephemeral {
         let instance = Instance::load(&args.run.instance)?;
         instance.require_running()?;
@@ -33,9 +39,7 @@ pub async fn run(mut args: ExecArgs, log_format: LogFormat) -> Result<i32> {
         args.run.instance.port = Some(0);
     }
     let config = Config::load(&args.run.sources())?;
-    let run_args = args
-        .run
-        .command_line("run", log_format, config.project_file.as_deref());
+    let run_args = args.run.command_line("run", globals);
     let launched = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
     let instance = Instance::at(config, launched.state_dir);
     let result = run_command(&instance, &args.command).await;

@@ -4,14 +4,18 @@ pub use crate::cli::init::InitArgs;
 use crate::config::project::{self, FILE_NAME, STARTER};
 use crate::error::{Error, IoContext, Result};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 pub fn run(args: InitArgs) -> Result<i32> {
     let dir = crate::paths::absolute(&args.dir.unwrap_or_else(|| PathBuf::from(".")));
     let path = dir.join(FILE_NAME);
+    // 0644 whatever the umask (a user-private-group umask of 002 would make it group-writable):
+    // a project file others can write is refused when found (config::trust).
     let mut file = match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o644)
         .open(&path)
     {
         Ok(file) => file,
@@ -26,6 +30,8 @@ pub fn run(args: InitArgs) -> Result<i32> {
         }
         Err(e) => return Err(e).io("cannot create", &path),
     };
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .io("cannot set the mode of", &path)?;
     file.write_all(STARTER.as_bytes())
         .io("cannot write", &path)?;
     let name = project::name_for(&dir);

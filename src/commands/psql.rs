@@ -1,7 +1,10 @@
 //! `pgwarden psql [args…]`: psql, connected to the running server.
 //!
 //! The installed binaries' psql when the install has one, else the first psql on PATH. The
-//! connection goes through PGHOST/PGPORT/PGUSER/PGDATABASE/PGPASSWORD in psql's environment
+//! installation's psql is one of its programs, so it runs as they all do
+//! ([`binaries::program_user`]: the unprivileged user when pgwarden is root); a psql from PATH is
+//! the caller's own program, run as the caller, as `pgwarden exec` runs the caller's command.
+//! The connection goes through PGHOST/PGPORT/PGUSER/PGDATABASE/PGPASSWORD in psql's environment
 //! (never on its command line, where `ps` would show the password); arguments are passed on
 //! unchanged, so they can override any of it. pgwarden replaces itself with psql (exec), so
 //! Ctrl-C and the exit code are psql's own.
@@ -16,8 +19,10 @@ use std::path::PathBuf;
 pub fn run(args: PsqlArgs) -> Result<i32> {
     let instance = Instance::load(&args.instance)?;
     instance.require_running()?;
-    let psql = find_psql(&instance)?;
-    let mut command = std::process::Command::new(&psql);
+    let (psql, mut command) = match find_psql(&instance)? {
+        Psql::Installed(install) => (install.bin("psql"), install.command("psql")),
+        Psql::OnPath(path) => (path.clone(), std::process::Command::new(path)),
+    };
     command.args(&args.args);
     for (key, value) in variables(&instance, true)? {
         if key != "DATABASE_URL" {
@@ -31,19 +36,27 @@ pub fn run(args: PsqlArgs) -> Result<i32> {
     })
 }
 
-fn find_psql(instance: &Instance) -> Result<PathBuf> {
-    let installed =
-        binaries::find_installed(&instance.config.install_dir, &instance.config.version)
-            .map(|install| install.bin("psql"));
-    if let Some(psql) = installed.as_ref().filter(|p| p.is_file()) {
-        return Ok(psql.clone());
+/// Which psql runs.
+enum Psql {
+    /// The installation's own (the one `binaries` names, an existing installation included).
+    Installed(binaries::Install),
+    /// The first on the caller's PATH.
+    OnPath(PathBuf),
+}
+
+fn find_psql(instance: &Instance) -> Result<Psql> {
+    let config = &instance.config;
+    let install = binaries::installed_for(&config.source, &config.install_dir, &config.version)?;
+    let installed = install.as_ref().map(|install| install.bin("psql"));
+    if let Some(install) = install.filter(|i| i.bin("psql").is_file()) {
+        return Ok(Psql::Installed(install));
     }
     let on_path = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join("psql"))
             .find(|p| is_executable(p))
     });
-    on_path.ok_or_else(|| Error::Server {
+    on_path.map(Psql::OnPath).ok_or_else(|| Error::Server {
         what: format!(
             "no psql found: the PostgreSQL install{} has none, and there is no psql on PATH\n\
              help: install the PostgreSQL client (Debian/Ubuntu: `apt install postgresql-client`), or connect with `pgwarden url`",

@@ -1,14 +1,18 @@
 //! `pgwarden restore FILE`: a backup into a data directory — missing, empty (a mount point
 //! too), left unfinished by a killed restore, or, with `--force`, holding a cluster that is
 //! kept aside — then start it ([`crate::backup::restore`]). Everything is checked before the
-//! running server (if any) is stopped; the instance lock is held while the directory is
-//! written.
+//! running server (if any) is stopped — the backup, the space, the tablespaces, and the `--to`
+//! time ([`crate::backup::target_time`], [`crate::backup::wal_archive::recovery_for`]); the
+//! instance lock is held while the directory is written. With `--force`, a restore that fails
+//! later — while writing, or because the restored server does not start — puts the old
+//! cluster back and starts it again when it ran ([`crate::backup::aside::undo`]).
 
+use crate::backup::aside::{self, Aside};
 use crate::backup::in_place::{self, Found};
 use crate::backup::relaunch::Relaunch;
 use crate::backup::restore::{self, Job};
 use crate::backup::tablespaces;
-use crate::cli::LogFormat;
+use crate::cli::Globals;
 pub use crate::cli::restore::RestoreArgs;
 use crate::commands::common::Instance;
 use crate::commands::stop;
@@ -16,8 +20,10 @@ use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
 use crate::privilege::RunAs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub async fn run(args: RestoreArgs, log_format: LogFormat) -> Result<i32> {
+pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
     let instance = Instance::resolve(args.run.sources())?;
     let config = instance.config.clone();
     if config.ephemeral {
@@ -31,10 +37,10 @@ pub async fn run(args: RestoreArgs, log_format: LogFormat) -> Result<i32> {
         .map(|s| s.data_dir.clone())
         .unwrap_or_else(|| config.data_dir.clone());
     let archive = crate::paths::absolute(&args.file);
-    let recovery = match &args.to {
-        None => None,
-        Some(time) => Some(crate::backup::wal_archive::recovery_for(&config, time)?),
-    };
+    // A time PostgreSQL could not use is refused before anything else is even read.
+    if let Some(time) = &args.to {
+        crate::backup::wal_archive::parse_target(time)?;
+    }
 
     // Checked before anything changes.
     let verify_path = archive.clone();
@@ -47,6 +53,12 @@ pub async fn run(args: RestoreArgs, log_format: LogFormat) -> Result<i32> {
         manifest.files.len(),
         manifest.stop_time
     );
+    let recovery = match &args.to {
+        None => None,
+        Some(time) => Some(crate::backup::wal_archive::recovery_for(
+            &config, time, &manifest,
+        )?),
+    };
     let run_as = RunAs::resolve(config.run_as.as_deref())?;
     run_as.check_traversable(&data_dir)?;
     let found = in_place::examine(&data_dir)?;
@@ -98,33 +110,30 @@ pub async fn run(args: RestoreArgs, log_format: LogFormat) -> Result<i32> {
             stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
         );
     }
-    // Held while the data directory is written: no `run` may start on it meanwhile.
-    let lock = InstanceLock::acquire(&instance.state_dir, &data_dir)?;
-    let written = {
+    // From here on the old cluster is stopped: every failure starts it again (put back first
+    // where the restore had set it aside), and says so.
+    let written = async {
+        // Held while the data directory is written: no `run` may start on it meanwhile.
+        let lock = InstanceLock::acquire(&instance.state_dir, &data_dir)?;
         let job = job.clone();
-        tokio::task::spawn_blocking(move || restore::write(&job))
+        let written = tokio::task::spawn_blocking(move || restore::write(&job))
             .await
-            .expect("the restore thread does not panic")
-    };
-    drop(lock);
+            .expect("the restore thread does not panic");
+        drop(lock);
+        written
+    }
+    .await;
     let aside = match written {
         Ok(aside) => aside,
-        Err(e) => {
-            // The old cluster is back in place (or the error says where it is): started again.
-            if let Some(relaunch) = &relaunch
-                && crate::cluster::is_initialised(&data_dir)
-                && let Err(again) = relaunch.start().await
-            {
-                eprintln!("pgwarden: the old cluster did not start again: {again}");
-            }
-            return Err(e);
-        }
+        // The old cluster is back in place (or the error says where it is): started again.
+        Err(e) => return Err(start_old_again(e, relaunch.as_ref(), &data_dir).await),
     };
     eprintln!(
         "restored: {} into {}{}",
         archive.display(),
         data_dir.display(),
         aside
+            .as_ref()
             .map(|a| format!(
                 " (the old cluster is kept in {}{})",
                 a.path.display(),
@@ -147,13 +156,90 @@ pub async fn run(args: RestoreArgs, log_format: LogFormat) -> Result<i32> {
     if args.no_start {
         return Ok(0);
     }
-    let relaunch = relaunch.unwrap_or_else(|| {
-        Relaunch::of_command_line(args.run.command_line(
-            "start",
-            log_format,
-            config.project_file.as_deref(),
-        ))
-    });
-    relaunch.start().await?;
+    let relaunch = relaunch
+        .unwrap_or_else(|| Relaunch::of_command_line(args.run.command_line("start", globals)));
+    let old_ran = instance.supervisor.is_some();
+    if let Err(e) = relaunch.start().await {
+        let Some(aside) = aside.filter(|_| args.force) else {
+            return Err(e);
+        };
+        return Err(undo(e, &job, &aside, old_ran.then_some(&relaunch)).await);
+    }
     Ok(0)
+}
+
+/// After a restore that failed while writing (and put the old cluster back, or said where it
+/// is): the old cluster's server is started again when one ran, and the error says so.
+async fn start_old_again(e: Error, relaunch: Option<&Relaunch>, data_dir: &Path) -> Error {
+    let Some(relaunch) = relaunch else {
+        return e;
+    };
+    if !crate::cluster::is_initialised(data_dir) {
+        return e;
+    }
+    match relaunch.start().await {
+        Ok(()) => Error::Backup {
+            what: format!("{e}\nthe old cluster's server runs again"),
+        },
+        Err(again) => Error::Backup {
+            what: format!("{e}\nthe old cluster's server did not start again: {again}"),
+        },
+    }
+}
+
+/// The restored cluster did not start (`e`): its server is stopped if anything is left of it,
+/// the restore undone ([`aside::undo`]: the old cluster back in place) and the old cluster's
+/// server started again when one ran (`restart`).
+async fn undo(e: Error, job: &Job, aside: &Aside, restart: Option<&Relaunch>) -> Error {
+    let data_dir = &job.data_dir;
+    let undone = async {
+        if let Some(pid) = crate::server::survivor(data_dir) {
+            crate::server::stop_survivor(pid, data_dir, Duration::from_secs(30)).await;
+        }
+        let _lock = InstanceLock::acquire(&job.state_dir, data_dir)?;
+        let (aside, data_dir, run_as) = (aside.clone(), data_dir.clone(), job.run_as.clone());
+        let tablespaces: Vec<PathBuf> = job
+            .placements
+            .iter()
+            .map(|p| p.to.join(&p.version_dir))
+            .collect();
+        tokio::task::spawn_blocking(move || aside::undo(&aside, &data_dir, &tablespaces, &run_as))
+            .await
+            .expect("the undo thread does not panic")
+    }
+    .await;
+    let failed = format!(
+        "the restored cluster in {} did not start: {}",
+        data_dir.display(),
+        e.to_string().lines().next().unwrap_or_default()
+    );
+    let what = match (undone, restart) {
+        (Err(back), _) => format!(
+            "{failed}\nundoing the restore failed: {back}\nthe cluster that was in {} is kept in {}\n\
+             help: stop anything running on {}, move it away, and move {} back to {}",
+            data_dir.display(),
+            aside.path.display(),
+            data_dir.display(),
+            aside.path.display(),
+            data_dir.display()
+        ),
+        (Ok(()), None) => format!(
+            "{failed}\nthe restore was undone: the cluster that was in {} is back there (not started: \
+             it was not running)",
+            data_dir.display()
+        ),
+        (Ok(()), Some(restart)) => match restart.start().await {
+            Ok(()) => format!(
+                "{failed}\nthe restore was undone: the cluster that was in {} is back there and runs \
+                 again",
+                data_dir.display()
+            ),
+            Err(again) => format!(
+                "{failed}\nthe restore was undone: the cluster that was in {} is back there, but did \
+                 not start again: {again}",
+                data_dir.display()
+            ),
+        },
+    };
+    Error::Backup { what }
 }

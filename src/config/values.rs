@@ -11,26 +11,60 @@
 //!   with "password authentication failed".
 //! - Control characters in names make logs and connection strings ambiguous; NUL cannot reach
 //!   PostgreSQL at all.
+//!
+//! A message names a value by [`shown`]: its text when it was typed (a flag, a variable, a
+//! key), only the file it came from when it was read from one (`user_file`,
+//! `POSTGRES_USER_FILE`). A file's content is never echoed: a config file could point
+//! `user_file` at `/root/secret`, and the error would have shown it.
 
-/// Adds a problem for each value PostgreSQL or initdb cannot take.
-pub fn check(user: &str, password: &str, database: &str, problems: &mut Vec<String>) {
-    if let Some(bad) = user.chars().find(|c| matches!(c, '"' | '\'' | '\\')) {
+use std::path::Path;
+
+/// How messages name a value: `user "alice"`, or `user (read from /run/secrets/user)`.
+pub fn shown(key: &str, value: &str, file: Option<&Path>) -> String {
+    match file {
+        Some(file) => format!("{key} (read from {})", file.display()),
+        None if value.is_empty() => key.to_string(),
+        None => format!("{key} {value:?}"),
+    }
+}
+
+/// A value and how messages name it ([`shown`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Value<'a> {
+    pub text: &'a str,
+    pub shown: &'a str,
+}
+
+impl<'a> Value<'a> {
+    pub fn new(text: &'a str, shown: &'a str) -> Self {
+        Value { text, shown }
+    }
+}
+
+/// Adds a problem for each value PostgreSQL or initdb cannot take. Messages name the user and
+/// the database by their [`Value::shown`], never quote a character of them.
+pub fn check(user: Value, password: &str, database: Value, problems: &mut Vec<String>) {
+    if user.text.contains(['"', '\'', '\\']) {
         problems.push(format!(
-            "user {user:?} contains {bad:?}, which initdb cannot quote in the superuser's name\n    \
-             help: choose a POSTGRES_USER / user without quotes or backslashes"
+            "{} contains a quote or a backslash (\", ' or \\), which initdb cannot quote in the \
+             superuser's name\n    \
+             help: choose a POSTGRES_USER / user without quotes or backslashes",
+            user.shown
         ));
     }
-    if user.starts_with("pg_") {
+    if user.text.starts_with("pg_") {
         problems.push(format!(
-            "user {user:?} starts with \"pg_\", which PostgreSQL reserves for its own roles\n    \
-             help: choose another POSTGRES_USER / user"
+            "{} starts with \"pg_\", which PostgreSQL reserves for its own roles\n    \
+             help: choose another POSTGRES_USER / user",
+            user.shown
         ));
     }
-    for (key, value) in [("user", user), ("database", database)] {
-        if value.chars().any(|c| c.is_control() && c != '\0') {
+    for value in [user, database] {
+        if value.text.chars().any(|c| c.is_control() && c != '\0') {
             problems.push(format!(
-                "{key} {value:?} contains a control character (a newline, a tab, …)\n    \
-                 help: use printable characters only"
+                "{} contains a control character (a newline, a tab, …)\n    \
+                 help: use printable characters only",
+                value.shown
             ));
         }
     }
@@ -55,8 +89,40 @@ mod tests {
 
     fn problems(user: &str, password: &str, database: &str) -> Vec<String> {
         let mut problems = Vec::new();
-        check(user, password, database, &mut problems);
+        let (user_shown, database_shown) =
+            (shown("user", user, None), shown("database", database, None));
+        check(
+            Value::new(user, &user_shown),
+            password,
+            Value::new(database, &database_shown),
+            &mut problems,
+        );
         problems
+    }
+
+    #[test]
+    fn a_value_read_from_a_file_is_named_by_the_file_never_by_its_content() {
+        let file = Path::new("/root/secret");
+        for (user, database) in [
+            ("TOPSECRET\"quoted", "TOPSECRET\ttab"),
+            ("pg_TOPSECRET", "TOPSECRET\n"),
+        ] {
+            let user_shown = shown("user", user, Some(file));
+            let database_shown = shown("database", database, Some(file));
+            let mut found = Vec::new();
+            check(
+                Value::new(user, &user_shown),
+                "TOPSECRET",
+                Value::new(database, &database_shown),
+                &mut found,
+            );
+            assert_eq!(found.len(), 2, "{found:?}");
+            for problem in &found {
+                assert!(problem.contains("(read from /root/secret)"), "{problem}");
+                assert!(!problem.contains("TOPSECRET"), "{problem}");
+                assert!(!problem.contains("quoted"), "{problem}");
+            }
+        }
     }
 
     #[test]

@@ -1,10 +1,16 @@
-//! The HTTP server: `GET /livez`, `/readyz`, `/metrics` (axum on the supervisor's runtime).
+//! The HTTP server: `GET /livez`, `/readyz`, `/metrics` (axum on the supervisor's runtime, its
+//! connections bounded by [`super::connections`]).
 //!
 //! Every handler reads the latest values from the watch channels (never waits on the
 //! supervisor), so it answers even while the supervisor is busy; only `/metrics` may wait, for
 //! the server's statistics, at most [`super::pg_stats::TIMEOUT`].
+//!
+//! `/livez` also reports the endpoint's own connections (open, cap, refused over the cap,
+//! timeouts), in its `X-Pgwarden-Http` header and on a second line of its body; its status
+//! code says only whether the supervisor's loop runs.
 
 use super::Watchers;
+use super::connections::{self, Bounds, Counters};
 use super::health;
 use super::metrics::{self, Scrape};
 use super::pg_stats::{Cache, Target};
@@ -22,14 +28,20 @@ struct App {
     cache: Cache,
     /// Where the backup record is.
     state_dir: PathBuf,
+    /// The connections' figures.
+    counters: Arc<Counters>,
 }
 
+/// The name of `/livez`'s header with the endpoint's figures.
+pub const FIGURES_HEADER: &str = "x-pgwarden-http";
+
 /// The endpoint's routes.
-pub fn router(watchers: Watchers, state_dir: PathBuf) -> Router {
+pub fn router(watchers: Watchers, state_dir: PathBuf, counters: Arc<Counters>) -> Router {
     let app = Arc::new(App {
         watchers,
         cache: Cache::default(),
         state_dir,
+        counters,
     });
     Router::new()
         .route("/livez", get(livez))
@@ -38,25 +50,46 @@ pub fn router(watchers: Watchers, state_dir: PathBuf) -> Router {
         .with_state(app)
 }
 
-/// Serves until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, watchers: Watchers, state_dir: PathBuf) {
-    if let Err(e) = axum::serve(listener, router(watchers, state_dir)).await {
-        tracing::error!("the HTTP endpoint stopped: {e}");
-    }
+/// Serves until the process ends, within `bounds`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    watchers: Watchers,
+    state_dir: PathBuf,
+    bounds: Bounds,
+    counters: Arc<Counters>,
+) {
+    let router = router(watchers, state_dir, counters.clone());
+    connections::serve(listener, router, bounds, counters).await;
 }
 
 async fn livez(State(app): State<Arc<App>>) -> Response {
     let pulse = *app.watchers.pulse.borrow();
-    if health::is_live(&pulse, Instant::now()) {
-        (StatusCode::OK, "live\n").into_response()
+    let figures = app.counters.figures();
+    let endpoint = format!(
+        "http endpoint: {} of {} connections open; {} refused over the cap, {} header timeouts, \
+         {} idle timeouts, {} too large\n",
+        figures.open,
+        figures.cap,
+        figures.refused,
+        figures.header_timeouts,
+        figures.idle_timeouts,
+        figures.too_large
+    );
+    let (code, verdict) = if health::is_live(&pulse, Instant::now()) {
+        (StatusCode::OK, "live\n".to_string())
     } else {
         let silent = pulse.beat.elapsed().as_secs();
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not live: the supervisor's loop has not run for {silent}s\n"),
         )
-            .into_response()
-    }
+    };
+    (
+        code,
+        [(FIGURES_HEADER, figures.to_string())],
+        verdict + &endpoint,
+    )
+        .into_response()
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -86,6 +119,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
                 ready: false,
                 server: Default::default(),
                 backup: None,
+                endpoint: Some(app.counters.figures()),
             });
             return ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response();
         }
@@ -102,6 +136,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         ready,
         server,
         backup,
+        endpoint: Some(app.counters.figures()),
     });
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -11,11 +11,17 @@
 //! - `pgwarden_build_info{version,postgresql_version}`: 1;
 //! - once `pgwarden backup` has run: `pgwarden_backup_last_success_timestamp_seconds` and
 //!   `pgwarden_backup_last_success_size_bytes` (after a first success), and
-//!   `pgwarden_backup_last_attempt_failed` (0/1).
+//!   `pgwarden_backup_last_attempt_failed` (0/1);
+//! - the endpoint's own connections ([`super::connections`]): `pgwarden_http_connections`
+//!   (open now), `pgwarden_http_connections_max` (the cap), and the counters
+//!   `pgwarden_http_connections_refused_total` (closed at once over the cap),
+//!   `pgwarden_http_timeouts_total{kind="header"|"idle"}`,
+//!   `pgwarden_http_requests_too_large_total` and `pgwarden_http_accept_errors_total`.
 //!
 //! The server's ([`super::pg_stats`]): `pg_up`, and while it is 1, the rest.
 
 use super::Record;
+use super::connections::Figures;
 use super::pg_stats::{Kind, Sample};
 use crate::backup::record::BackupRecord;
 use prometheus_client::collector::Collector;
@@ -37,6 +43,8 @@ pub struct Scrape {
     pub server: Arc<Sample>,
     /// The backup record, if a backup was ever attempted.
     pub backup: Option<BackupRecord>,
+    /// The endpoint's connections.
+    pub endpoint: Option<Figures>,
 }
 
 /// The scrape in the Prometheus text format.
@@ -163,6 +171,10 @@ impl Collector for Scrape {
             )?;
         }
 
+        if let Some(endpoint) = &self.endpoint {
+            encode_endpoint(&mut encoder, endpoint)?;
+        }
+
         gauge(
             &mut encoder,
             "pg_up",
@@ -187,6 +199,54 @@ impl Collector for Scrape {
         }
         Ok(())
     }
+}
+
+fn encode_endpoint(
+    encoder: &mut DescriptorEncoder,
+    figures: &Figures,
+) -> Result<(), std::fmt::Error> {
+    gauge(
+        encoder,
+        "pgwarden_http_connections",
+        "Connections open to this HTTP endpoint",
+        figures.open as i64,
+    )?;
+    gauge(
+        encoder,
+        "pgwarden_http_connections_max",
+        "The cap on connections open to this HTTP endpoint",
+        figures.cap as i64,
+    )?;
+    counter(
+        encoder,
+        "pgwarden_http_connections_refused",
+        "Connections closed at once because the cap was reached",
+        figures.refused,
+    )?;
+    let mut timeouts = encoder.encode_descriptor(
+        "pgwarden_http_timeouts",
+        "Connections closed by a timeout: a request's headers too slow (header), nothing moving (idle)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (kind, value) in [
+        ("header", figures.header_timeouts),
+        ("idle", figures.idle_timeouts),
+    ] {
+        ConstCounter::new(value).encode(timeouts.encode_family(&[("kind", kind)])?)?;
+    }
+    counter(
+        encoder,
+        "pgwarden_http_requests_too_large",
+        "Requests refused (431) because their line and headers were too long",
+        figures.too_large,
+    )?;
+    counter(
+        encoder,
+        "pgwarden_http_accept_errors",
+        "Failed accepts (e.g. out of descriptors), each followed by a pause",
+        figures.accept_errors,
+    )
 }
 
 fn encode_value(
@@ -250,6 +310,15 @@ mod tests {
                     stop_lsn: "0/1".into(),
                 }),
             }),
+            endpoint: Some(Figures {
+                open: 2,
+                cap: 64,
+                refused: 5,
+                header_timeouts: 3,
+                idle_timeouts: 1,
+                too_large: 4,
+                accept_errors: 0,
+            }),
         });
         for line in [
             "pgwarden_state{state=\"ready\"} 1\n",
@@ -265,6 +334,13 @@ mod tests {
             "pgwarden_backup_last_success_timestamp_seconds 1700000099.5\n",
             "pgwarden_backup_last_success_size_bytes 4096\n",
             "pgwarden_backup_last_attempt_failed 0\n",
+            "pgwarden_http_connections 2\n",
+            "pgwarden_http_connections_max 64\n",
+            "pgwarden_http_connections_refused_total 5\n",
+            "pgwarden_http_timeouts_total{kind=\"header\"} 3\n",
+            "pgwarden_http_timeouts_total{kind=\"idle\"} 1\n",
+            "pgwarden_http_requests_too_large_total 4\n",
+            "pgwarden_http_accept_errors_total 0\n",
             "# TYPE pg_stat_database_xact_commit untyped\n",
             "pg_stat_database_xact_commit{datid=\"5\",datname=\"trader\"} 42",
             "pg_stat_bgwriter_checkpoints_timed_total 7",

@@ -12,8 +12,13 @@
 //! The parts: [`health`] decides live/ready from those two values, [`pg_stats`] queries the
 //! server (as [`crate::config::ADMIN_ROLE`] over the private socket, with a timeout and a
 //! cache), [`metrics`] encodes both (and the last backup, from [`crate::backup::record`]) in the
-//! Prometheus text format, and [`http`] serves them.
+//! Prometheus text format, and [`http`] serves them, on connections bounded by [`connections`]
+//! (a cap derived from the open-file limit, timeouts, a request-size bound) so that the
+//! endpoint, which any local user can reach, can only ever fail its own requests;
+//! [`endpoint_file`] keeps its figures in the state directory for `pgwarden doctor`.
 
+pub mod connections;
+pub mod endpoint_file;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -131,11 +136,14 @@ impl Observer {
 }
 
 /// Binds `address` (an error names it and what to do) and serves the endpoint in a task for
-/// the rest of the process. `state_dir` holds the backup record ([`crate::backup::record`]).
+/// the rest of the process, within the bounds for pgwarden's open-file limit `fd_limit`.
+/// `state_dir` holds the backup record ([`crate::backup::record`]) and the endpoint's own
+/// ([`endpoint_file`]).
 pub async fn serve(
     address: SocketAddr,
     watchers: Watchers,
     state_dir: std::path::PathBuf,
+    fd_limit: u64,
 ) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -146,8 +154,20 @@ pub async fn serve(
             )],
         })?;
     let bound = listener.local_addr().unwrap_or(address);
-    tokio::spawn(http::serve(listener, watchers, state_dir));
-    tracing::info!(address = %bound, "serving /livez, /readyz and /metrics");
+    let bounds = connections::Bounds::for_fd_limit(fd_limit);
+    let counters = Arc::new(connections::Counters::new(bounds.cap));
+    tokio::spawn(endpoint_file::keep_written(
+        state_dir.clone(),
+        bound,
+        fd_limit,
+        counters.clone(),
+    ));
+    tokio::spawn(http::serve(listener, watchers, state_dir, bounds, counters));
+    tracing::info!(
+        address = %bound,
+        max_connections = bounds.cap,
+        "serving /livez, /readyz and /metrics"
+    );
     Ok(bound)
 }
 

@@ -16,6 +16,10 @@
 //! `backoff_initial` to `backoff_max`; both are reset once the server has been ready for
 //! `stable_after`. Only failed starts (exits before the server ever accepted a connection)
 //! count: `max_failures` of them within `failure_window` end pgwarden.
+//!
+//! The hang verdict: a ready server that answered no health probe for `hang_after` is killed
+//! and restarted. A probe that pgwarden could not even make (out of descriptors itself) is no
+//! evidence against the server: it restarts the window instead ([`Event::Unprobed`]).
 
 use crate::config::{ShutdownMode, Supervision};
 use crate::escalation::{self, Rung};
@@ -75,6 +79,10 @@ pub enum Event {
     Health {
         answered: bool,
     },
+    /// A health probe could not be made at all: pgwarden itself is out of descriptors or
+    /// memory ([`crate::probe::is_own_exhaustion`]). It says nothing about the server, so it
+    /// never counts towards a hang.
+    Unprobed,
     /// The postmaster is gone (and what was left of it).
     Exited(ExitReport),
     /// A timer the machine armed went off.
@@ -245,6 +253,8 @@ pub struct Machine {
     reload_when_ready: bool,
     /// A stop came during first launch, which is not interrupted: stop once it is done.
     stop_pending: bool,
+    /// The last health probe could not be made (logged once per such spell).
+    unprobed: bool,
 }
 
 impl Machine {
@@ -269,6 +279,7 @@ impl Machine {
             reread_before_spawn: false,
             reload_when_ready: false,
             stop_pending: false,
+            unprobed: false,
         }
     }
 
@@ -619,6 +630,7 @@ pub fn step(m: &mut Machine, event: Event) -> Vec<Action> {
             }
         }
         Event::Health { answered } if state == Ready => {
+            m.unprobed = false;
             let hung = m.run.as_ref().is_some_and(|r| r.hung);
             if answered && !hung {
                 out.push(Action::Arm(Timer::Hang, m.policy.supervision.hang_after));
@@ -630,6 +642,22 @@ pub fn step(m: &mut Machine, event: Event) -> Vec<Action> {
             }
         }
         Event::Health { .. } => {}
+        Event::Unprobed if state == Ready => {
+            // The hang window starts again: a verdict needs probes that reached the server.
+            let hung = m.run.as_ref().is_some_and(|r| r.hung);
+            if !hung {
+                out.push(Action::Arm(Timer::Hang, m.policy.supervision.hang_after));
+            }
+            if !std::mem::replace(&mut m.unprobed, true) {
+                out.push(Action::Log(
+                    Level::Warn,
+                    "pgwarden could not open a socket to probe postgres (it is out of file \
+                     descriptors or memory itself): no hang verdict until a probe reaches the server"
+                        .into(),
+                ));
+            }
+        }
+        Event::Unprobed => {}
         Event::Exited(report) => {
             if matches!(state, Starting | Ready | Stopping) {
                 m.exited(report, &mut out);
@@ -642,6 +670,10 @@ pub fn step(m: &mut Machine, event: Event) -> Vec<Action> {
         Event::Timer(Timer::Stable) if state == Ready => {
             m.next_backoff = m.policy.supervision.backoff_initial;
             m.crashes_since_stable = 0;
+        }
+        Event::Timer(Timer::Hang) if state == Ready && m.unprobed => {
+            // The window ran out while pgwarden could not probe: no verdict, a new window.
+            out.push(Action::Arm(Timer::Hang, m.policy.supervision.hang_after));
         }
         Event::Timer(Timer::Hang) if state == Ready => {
             if let Some(run) = m.run.as_mut() {

@@ -439,6 +439,8 @@ impl Supervisor {
             Probing::Readiness => {
                 (result.status == PingStatus::Accepting).then_some(Event::Accepting)
             }
+            // pgwarden could not open a socket: not the server's silence.
+            Probing::Health if result.status == PingStatus::NoAttempt => Some(Event::Unprobed),
             Probing::Health => Some(Event::Health {
                 answered: result.status != PingStatus::NoResponse,
             }),

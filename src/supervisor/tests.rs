@@ -782,6 +782,46 @@ fn a_hang_is_killed_through_the_escalation_and_restarted_as_a_crash() {
 }
 
 #[test]
+fn probes_pgwarden_could_not_make_never_lead_to_a_hang_verdict() {
+    // Out of descriptors itself (an HTTP flood before the endpoint was bounded), pgwarden
+    // cannot open the probe's socket: that is not the server's silence.
+    let mut m = ready();
+    let hang_after = Duration::from_secs(30);
+    let first = run(&mut m, vec![Event::Unprobed]);
+    assert!(
+        has(&first, &Action::Arm(Timer::Hang, hang_after)),
+        "{first:?}"
+    );
+    let warnings = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(
+                |a| matches!(a, Action::Log(Level::Warn, text) if text.contains("no hang verdict")),
+            )
+            .count()
+    };
+    assert_eq!(warnings(&first), 1, "{first:?}");
+    let again = run(&mut m, vec![Event::Unprobed, Event::Unprobed]);
+    assert_eq!(warnings(&again), 0, "said once per spell: {again:?}");
+    assert!(has(&again, &Action::Arm(Timer::Hang, hang_after)));
+    // Even if the window runs out meanwhile, no verdict: a new window.
+    let timer = run(&mut m, vec![Event::Timer(Timer::Hang)]);
+    assert_eq!(timer, [Action::Arm(Timer::Hang, hang_after)]);
+    assert!(!has(&timer, &Action::Escalate(escalation::hang())));
+    assert_eq!(m.state(), Ready);
+    assert_eq!(
+        run(&mut m, vec![Event::WatchdogTick]),
+        [Action::Notify(Notice::Watchdog)],
+        "not hung"
+    );
+    // Once a probe reaches the server again, silence counts: the verdict comes as before.
+    let silent = run(&mut m, vec![Event::Health { answered: false }]);
+    assert!(!has(&silent, &Action::Arm(Timer::Hang, hang_after)));
+    let actions = run(&mut m, vec![Event::Timer(Timer::Hang)]);
+    assert!(has(&actions, &Action::Escalate(escalation::hang())));
+}
+
+#[test]
 fn the_watchdog_is_pinged_from_ready_1_on() {
     let mut m = starting(Timing::Skip);
     assert_eq!(run(&mut m, vec![Event::WatchdogTick]), []);

@@ -187,12 +187,34 @@ impl Pgwarden {
     /// which `POSTGRES_{USER,PASSWORD,DB}` and `PGWARDEN_*` were removed and
     /// to which `NO_COLOR=1` was added.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
-        Self::spawn(Path::new(env!("CARGO_BIN_EXE_pgwarden")), None, args, envs)
+        Self::spawn(
+            Path::new(env!("CARGO_BIN_EXE_pgwarden")),
+            None,
+            None,
+            args,
+            envs,
+        )
+    }
+
+    /// Like [`Pgwarden::start`], with pgwarden's open-file limit (`RLIMIT_NOFILE`) set to
+    /// `(soft, hard)` before it runs.
+    pub fn start_with_fd_limit(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        limit: (u64, u64),
+    ) -> Pgwarden {
+        Self::spawn(
+            Path::new(env!("CARGO_BIN_EXE_pgwarden")),
+            None,
+            Some(limit),
+            args,
+            envs,
+        )
     }
 
     /// Like [`Pgwarden::start`], for another pgwarden executable (e.g. a `bundled` build).
     pub fn start_bin(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> Pgwarden {
-        Self::spawn(bin, None, args, envs)
+        Self::spawn(bin, None, None, args, envs)
     }
 
     /// Like [`Pgwarden::start`], but as the (unprivileged) `user`, from a copy of the binary in a
@@ -204,6 +226,7 @@ impl Pgwarden {
         Self::spawn(
             &reachable_binary(),
             Some((account.uid.as_raw(), account.gid.as_raw())),
+            None,
             args,
             envs,
         )
@@ -212,6 +235,7 @@ impl Pgwarden {
     fn spawn(
         bin: &Path,
         user: Option<(u32, u32)>,
+        fd_limit: Option<(u64, u64)>,
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Pgwarden {
@@ -219,6 +243,15 @@ impl Pgwarden {
         let mut cmd = Command::new(&bin);
         if let Some((uid, gid)) = user {
             cmd.uid(uid).gid(gid);
+        }
+        if let Some((soft, hard)) = fd_limit {
+            use nix::sys::resource::{Resource, setrlimit};
+            // SAFETY: setrlimit is async-signal-safe; nothing is allocated between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)
+                });
+            }
         }
         cmd.args(args)
             .stdin(Stdio::null())
