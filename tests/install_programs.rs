@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{free_port, require_root, run_to_exit, test_dir};
+use common::{INTRUDER, as_intruder, free_port, intruder, require_root, run_to_exit, test_dir};
 use nix::sys::signal::Signal;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -16,39 +16,7 @@ use std::process::Output;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const INTRUDER: &str = "pgwintruder";
 const PG_VERSION_LINE: &str = "postgres (PostgreSQL) 16.4";
-
-/// A second local user, made with useradd once (as root).
-fn intruder() -> nix::unistd::User {
-    static MADE: std::sync::Once = std::sync::Once::new();
-    MADE.call_once(|| {
-        if nix::unistd::User::from_name(INTRUDER).unwrap().is_none() {
-            let _ = std::process::Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                ])
-                .arg(INTRUDER)
-                .status();
-        }
-    });
-    nix::unistd::User::from_name(INTRUDER)
-        .unwrap()
-        .expect("useradd made the second user")
-}
-
-/// Runs a shell script as the intruder.
-fn as_intruder(script: &str) {
-    intruder();
-    let status = std::process::Command::new("runuser")
-        .args(["-u", INTRUDER, "--", "sh", "-c", script])
-        .status()
-        .unwrap();
-    assert!(status.success(), "as {INTRUDER}: {script}: {status}");
-}
 
 fn text(output: &Output) -> String {
     format!(

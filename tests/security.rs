@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{as_strs, free_port, run_args, run_to_exit, test_dir};
+use common::{INTRUDER, as_intruder, as_strs, free_port, run_args, run_to_exit, test_dir};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -442,41 +442,13 @@ fn archive_modes_are_normalised_and_validation_runs_unprivileged() {
 // Directories another local user could have made; modes of what pgwarden creates
 // ---------------------------------------------------------------------------
 
-const INTRUDER: &str = "pgwintruder";
-
-/// A second local user, made with useradd once (as root).
+/// The second local user (root only: these tests need it).
 fn intruder() -> nix::unistd::User {
-    static MADE: std::sync::Once = std::sync::Once::new();
     assert!(
         common::is_root(),
         "these tests need root: they create a second user and run pgwarden as root"
     );
-    MADE.call_once(|| {
-        if nix::unistd::User::from_name(INTRUDER).unwrap().is_none() {
-            let _ = std::process::Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                ])
-                .arg(INTRUDER)
-                .status();
-        }
-    });
-    nix::unistd::User::from_name(INTRUDER)
-        .unwrap()
-        .expect("useradd made the second user")
-}
-
-/// Runs a shell script as the intruder.
-fn as_intruder(script: &str) {
-    intruder();
-    let status = std::process::Command::new("runuser")
-        .args(["-u", INTRUDER, "--", "sh", "-c", script])
-        .status()
-        .unwrap();
-    assert!(status.success(), "as {INTRUDER}: {script}: {status}");
+    common::intruder()
 }
 
 fn ephemeral_root(name: &str) -> PathBuf {

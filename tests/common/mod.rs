@@ -71,6 +71,10 @@ mod prerequisites;
 #[allow(unused_imports)] // not every test file needs them
 pub use prerequisites::*;
 
+mod intruder;
+#[allow(unused_imports)] // not every test file needs them
+pub use intruder::*;
+
 // ---------------------------------------------------------------------------
 // Places
 // ---------------------------------------------------------------------------
