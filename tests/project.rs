@@ -1108,29 +1108,6 @@ fn up_and_down_start_and_stop_the_project() {
     assert_eq!(code(&again), 0, "{again:?}");
 }
 
-const NORMAL_USER: &str = "pgwnormal";
-
-/// A second, unprivileged local user, made with useradd once (as root).
-fn normal_user() -> nix::unistd::User {
-    static MADE: std::sync::Once = std::sync::Once::new();
-    MADE.call_once(|| {
-        if nix::unistd::User::from_name(NORMAL_USER).unwrap().is_none() {
-            let _ = std::process::Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                ])
-                .arg(NORMAL_USER)
-                .status();
-        }
-    });
-    nix::unistd::User::from_name(NORMAL_USER)
-        .unwrap()
-        .expect("useradd made the second user")
-}
-
 /// A normal user's data dir below a directory only root can write to (`/var/lib/...` on a
 /// real machine): `run` refuses it with a `help:` line, and `doctor` fails it with the same
 /// words before anything is tried.
@@ -1139,7 +1116,8 @@ fn doctor_and_run_agree_on_a_data_dir_that_cannot_be_created() {
     if !common::require_root("to run pgwarden as a second, unprivileged user") {
         return;
     }
-    let user = normal_user();
+    // The second user, here as any unprivileged user.
+    let user = common::intruder();
     let world = World::new();
     let locked = world.root.join("locked");
     std::fs::create_dir(&locked).unwrap();
@@ -1172,7 +1150,10 @@ fn doctor_and_run_agree_on_a_data_dir_that_cannot_be_created() {
             .stderr(std::process::Stdio::piped());
         let out = common::output_within(command.spawn().unwrap(), LONG)
             .unwrap_or_else(|| panic!("pgwarden {args:?} did not exit within {LONG:?}"));
-        eprintln!("[test] (as {NORMAL_USER}) pgwarden {args:?} -> {out:?}");
+        eprintln!(
+            "[test] (as {}) pgwarden {args:?} -> {out:?}",
+            common::INTRUDER
+        );
         out
     };
 
