@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::Response;
-use common::{PG_VERSION, Pgwarden, run_to_exit};
+use common::{HttpServer, PG_VERSION, Pgwarden, run_to_exit};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -18,7 +18,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -79,17 +78,12 @@ struct Served {
 /// `truncated` (half the archive, with that half's digest), `missing` (404), `stall` (headers
 /// and 1 MiB, then nothing), `flaky` (the first archive request breaks off after 1 MiB).
 struct MirrorServer {
-    port: u16,
+    server: HttpServer,
     hits: Arc<Mutex<Vec<String>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl MirrorServer {
     fn start(archive: Bytes) -> MirrorServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(Mutex::new(Vec::new()));
         let digests = (sha256(&archive), sha256(&archive[..archive.len() / 2]));
         let state = Served {
@@ -97,32 +91,14 @@ impl MirrorServer {
             digests,
             hits: Arc::clone(&hits),
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = axum::Router::new().fallback(serve).with_state(state);
-                tokio::select! {
-                    result = axum::serve(listener, app) => result.unwrap(),
-                    _ = stopped => {}
-                }
-            });
-            // Dropping the runtime cancels connections still open (the stalled one).
-        });
         MirrorServer {
-            port,
+            server: HttpServer::start(axum::Router::new().fallback(serve).with_state(state)),
             hits,
-            stop: Some(stop),
-            thread: Some(thread),
         }
     }
 
     fn url(&self, mode: &str) -> String {
-        format!("http://127.0.0.1:{}/{mode}", self.port)
+        format!("http://127.0.0.1:{}/{mode}", self.server.port)
     }
 
     /// How many requests for the archive itself (not its .sha256) `mode` served.
@@ -133,13 +109,6 @@ impl MirrorServer {
             .iter()
             .filter(|h| h.starts_with(&format!("{mode}/")) && h.ends_with(".tar.gz"))
             .count()
-    }
-}
-
-impl Drop for MirrorServer {
-    fn drop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = self.thread.take().unwrap().join();
     }
 }
 
@@ -430,7 +399,7 @@ fn mirror_refused_and_tls_failures_are_named() {
     let out = install(
         &[
             "--mirror",
-            &format!("https://127.0.0.1:{}/good", server.port),
+            &format!("https://127.0.0.1:{}/good", server.server.port),
             "--version",
             PG_VERSION,
             "--install-dir",

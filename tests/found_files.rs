@@ -10,7 +10,7 @@
 //! root the tests say they are skipped, and fail under CI.
 
 mod common;
-use common::as_intruder;
+use common::{HttpServer, as_intruder};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -23,7 +23,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -361,46 +360,9 @@ struct Served {
     hits: Arc<Mutex<Vec<Hit>>>,
 }
 
-/// An HTTP server on 127.0.0.1, recording every request; stopped on drop.
-struct Server {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(served: Served) -> Server {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = axum::Router::new().fallback(serve).with_state(served);
-                tokio::select! {
-                    result = axum::serve(listener, app) => result.unwrap(),
-                    _ = stopped => {}
-                }
-            });
-        });
-        Server {
-            port,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = self.thread.take().unwrap().join();
-    }
+/// An HTTP server on 127.0.0.1 recording every request (this file's handler), stopped on drop.
+fn start_server(served: Served) -> HttpServer {
+    HttpServer::start(axum::Router::new().fallback(serve).with_state(served))
 }
 
 async fn serve(State(served): State<Served>, uri: Uri, headers: HeaderMap) -> Response {
@@ -431,8 +393,8 @@ async fn serve(State(served): State<Served>, uri: Uri, headers: HeaderMap) -> Re
 /// A registry on 127.0.0.1 whose document puts the real package's tarball on another host
 /// (`localhost`, another port), as registry proxies do.
 struct Registry {
-    registry: Server,
-    _tarballs: Server,
+    registry: HttpServer,
+    _tarballs: HttpServer,
     hits: Arc<Mutex<Vec<Hit>>>,
 }
 
@@ -444,7 +406,7 @@ impl Registry {
             base64::engine::general_purpose::STANDARD.encode(Sha512::digest(&tarball))
         );
         let hits = Arc::new(Mutex::new(Vec::new()));
-        let tarballs = Server::start(Served {
+        let tarballs = start_server(Served {
             name: "tarballs",
             body: Arc::new(Mutex::new(tarball)),
             hits: Arc::clone(&hits),
@@ -461,7 +423,7 @@ impl Registry {
                 }
             }},
         });
-        let registry = Server::start(Served {
+        let registry = start_server(Served {
             name: "registry",
             body: Arc::new(Mutex::new(document.to_string().into())),
             hits: Arc::clone(&hits),

@@ -10,14 +10,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use base64::Engine;
-use common::{PG_VERSION, run_to_exit};
+use common::{HttpServer, PG_VERSION, run_to_exit};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256, Sha512};
 use std::fs;
 use std::path::Path;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -60,51 +59,14 @@ struct Served {
 /// Document paths: `/<mode>/@embedded-postgres%2flinux-x64`; tarballs: `/<mode>/-/<file>.tgz`.
 /// Modes: `good`; `corrupt` (a flipped byte, the good integrity); `missing` (tarball 404);
 /// `stall` (1 MiB, then nothing); `flaky` (the first tarball request breaks off after 1 MiB).
-struct Server {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(served: Served) -> Server {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let app = axum::Router::new().fallback(serve).with_state(served);
-                tokio::select! {
-                    result = axum::serve(listener, app) => result.unwrap(),
-                    _ = stopped => {}
-                }
-            });
-        });
-        Server {
-            port,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = self.thread.take().unwrap().join();
-    }
+fn start_server(served: Served) -> HttpServer {
+    HttpServer::start(axum::Router::new().fallback(serve).with_state(served))
 }
 
 /// The registry and the tarball host, serving the real PostgreSQL 16 npm package.
 struct Registry {
-    registry: Server,
-    _cdn: Server,
+    registry: HttpServer,
+    _cdn: HttpServer,
     tarball: Bytes,
     hits: Arc<Mutex<Vec<Hit>>>,
 }
@@ -122,9 +84,9 @@ impl Registry {
             tarball_base: Arc::clone(&base),
             hits: Arc::clone(&hits),
         };
-        let cdn = Server::start(served("cdn"));
+        let cdn = start_server(served("cdn"));
         *base.lock().unwrap() = format!("http://localhost:{}", cdn.port);
-        let registry = Server::start(served("registry"));
+        let registry = start_server(served("registry"));
         Registry {
             registry,
             _cdn: cdn,

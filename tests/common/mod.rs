@@ -75,6 +75,10 @@ mod intruder;
 #[allow(unused_imports)] // not every test file needs them
 pub use intruder::*;
 
+mod http_server;
+#[allow(unused_imports)] // not every test file needs it
+pub use http_server::*;
+
 // ---------------------------------------------------------------------------
 // Places
 // ---------------------------------------------------------------------------
