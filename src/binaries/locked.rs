@@ -305,7 +305,11 @@ fn mismatch(error: Error, entry: &Entry, lock: &Path) -> Error {
             expected,
             actual,
             ..
-        } if expected == entry.sha256 => mismatch_error(&what, entry, &actual, lock),
+        } if expected == entry.sha256 => {
+            // The sources word a pin as `--sha256`; here the pin is the lock's.
+            let what = what.split(" (--sha256").next().unwrap_or(&what);
+            mismatch_error(what, entry, &actual, lock)
+        }
         other => other,
     }
 }
@@ -314,7 +318,7 @@ fn mismatch_error(what: &str, entry: &Entry, actual: &str, lock: &Path) -> Error
     Error::Locked {
         what: format!(
             "{what} is not the archive {} names; nothing was installed\n  \
-             locked sha256: {}  (PostgreSQL {}, {} from {})\n  actual sha256: {actual}\n\
+             locked sha256: {}  (PostgreSQL {}, first installed from {})\n  actual sha256: {actual}\n\
              help: the file is damaged, or the source serves other bytes than the project locked \
              (a theseus release and the npm package of one version differ); install from a \
              source that holds the locked archive, or, if the change is intended, delete the \
@@ -322,7 +326,6 @@ fn mismatch_error(what: &str, entry: &Entry, actual: &str, lock: &Path) -> Error
             lock.display(),
             entry.sha256,
             entry.version,
-            entry.source,
             entry.location,
         ),
     }
