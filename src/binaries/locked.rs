@@ -11,7 +11,7 @@
 //!
 //! Every source records into the lock the same way: from the install record that
 //! `commit_unpacked` writes (origin, source, sha256 of the archive as downloaded). A new source
-//! kind needs one arm in [`pin`].
+//! kind needs one arm in `pin`.
 
 use super::{Install, Source};
 use crate::config::lock_file::{self, Entry, ProjectLock};

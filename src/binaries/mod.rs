@@ -18,6 +18,7 @@ mod mirror;
 pub mod npm;
 mod progress;
 pub mod reach;
+pub mod shims;
 
 pub use crate::config::install_policy as policy;
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
@@ -25,7 +26,7 @@ pub use mirror::{asset_name, exact_version};
 
 use crate::config::{MAJOR, NpmSettings, Theseus};
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use semver::{Version, VersionReq};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -154,7 +155,7 @@ pub fn check_source(source: &Source) -> Result<()> {
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
 pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -> Result<Install> {
     if !matches!(source, Source::Existing(_)) {
-        crate::private_dir::check_trusted(install_dir, "install_dir")?;
+        crate::instance::private_dir::check_trusted(install_dir, "install_dir")?;
     }
     match source {
         Source::Archive { path, sha256 } => {
@@ -277,7 +278,7 @@ fn lock(install_dir: &Path) -> Result<InstallLock> {
     std::fs::create_dir_all(install_dir).io("cannot create install directory", install_dir)?;
     let _ = std::fs::set_permissions(install_dir, std::fs::Permissions::from_mode(0o755));
     // Again now that it exists: made by someone else between the first check and here?
-    crate::private_dir::check_trusted(install_dir, "install_dir")?;
+    crate::instance::private_dir::check_trusted(install_dir, "install_dir")?;
     let path = install_dir.join(".lock");
     let file = File::options()
         .create(true)

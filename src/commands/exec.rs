@@ -8,11 +8,12 @@
 //! CMD runs as the caller: it is the caller's own command, so it gets the caller's rights, and
 //! pgwarden adds the connection variables and puts the installation's programs first on PATH,
 //! so that `pg_dump`, `pg_restore`, `psql`, `pgbench` are the server's version. Not its `bin/`
-//! itself: a private directory of [`crate::shims`], which run each program as the installation's
+//! itself: a private directory of [`crate::binaries::shims`], which run each program as the installation's
 //! user (the unprivileged one when pgwarden is root — nothing of an installation runs as root),
 //! as the caller otherwise.
 
 use crate::binaries;
+use crate::binaries::shims::Shims;
 use crate::cli::Globals;
 pub use crate::cli::exec::ExecArgs;
 use crate::commands::common::Instance;
@@ -20,7 +21,6 @@ use crate::commands::start;
 use crate::commands::url::variables;
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
-use crate::shims::Shims;
 use std::ffi::OsString;
 use std::time::Duration;
 use tokio::time::Instant;

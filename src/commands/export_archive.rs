@@ -14,7 +14,7 @@ pub async fn export_archive(args: ExportArgs) -> Result<i32> {
         &config.lock,
     )
     .await?;
-    let file = crate::paths::absolute(&args.file);
+    let file = crate::os::paths::absolute(&args.file);
     let sha256 = {
         let (install, file) = (install.clone(), file.clone());
         tokio::task::spawn_blocking(move || binaries::export::export(&install, &file))

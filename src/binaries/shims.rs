@@ -4,7 +4,7 @@
 //! `pgwarden exec -- pg_dump > dump.sql` must run the server's own `pg_dump` (Debian 12's 15.x
 //! refuses a 16 server: "aborting because of server version mismatch"), so the installation's
 //! `bin/` belongs first on CMD's `PATH`. But CMD runs as the caller — often root — and nothing
-//! of an installation runs as root ([`crate::privilege::RunAs::for_installation`]). So `PATH`
+//! of an installation runs as root ([`crate::os::privilege::RunAs::for_installation`]). So `PATH`
 //! gets a private directory of *shims* instead: one symlink per program of the installation's
 //! `bin/`, each pointing at the pgwarden binary itself. Started through such a name, pgwarden
 //! does nothing but [`run_if_shim`]: it becomes the installation's program of that name
@@ -22,7 +22,7 @@
 
 use crate::binaries::Install;
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
