@@ -51,6 +51,8 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         RunAs::resolve(config.run_as.as_deref())?
     };
 
+    // A cluster to take over is refused (exit 2) before anything is created.
+    cluster::take_over::check_source(&config)?;
     let state_dir = registry::adopt(&mut config)?;
     crate::instance::private_dir::prepare_state_dir(&config)?;
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
