@@ -116,62 +116,20 @@ impl Walk<'_> {
             }
             SFlag::S_IFREG => self.file(dir, name, &here, to),
             SFlag::S_IFLNK => self.link(dir, name, &here, to),
-            _ => Err(refused(format!(
-                "{} is a special file (a device, FIFO or socket); a PostgreSQL cluster holds none\n\
-                 help: remove it from the directory (with the container stopped), then start again",
-                self.at(&here).display()
-            ))),
+            _ => Err(special(&self.at(&here))),
         }
     }
 
     /// A symlink PostgreSQL makes (`pg_wal`, `pg_tblspc/OID`) to a directory inside the
-    /// source: copied as that directory. Any other symlink is refused.
+    /// source: copied as that directory. Any other symlink is refused ([`judge_link`]).
     fn link(&mut self, dir: &OwnedFd, name: &OsStr, here: &Path, to: &Path) -> Result<()> {
         let target = readlinkat(dir, name)
             .map_err(std::io::Error::from)
             .io("cannot read", self.at(here))?;
-        let target = PathBuf::from(target);
-        let postgres_makes_it =
-            here == Path::new("pg_wal") || here.parent() == Some(Path::new("pg_tblspc"));
-        if !postgres_makes_it {
-            return Err(refused(format!(
-                "{} is a symlink (to {}), where PostgreSQL makes none; pgwarden copies no symlinks\n\
-                 help: replace it by what it points to (with the container stopped), then start again",
-                self.at(here).display(),
-                target.display()
-            )));
-        }
-        let Some(inside) = self.inside(here, &target) else {
-            return Err(refused(format!(
-                "{} is a symlink to {}, outside the cluster's directory {}; pgwarden copies only what \
-                 is inside it (a separate WAL directory or a tablespace of the container's is not \
-                 reachable here)\n\
-                 help: move that directory into the cluster's directory (with the container \
-                 stopped: `mv` it and `ln -sfn` the link to its new place), or make a base backup \
-                 of the container's server and `pgwarden restore` it",
-                self.at(here).display(),
-                target.display(),
-                self.source.display()
-            )));
-        };
+        let inside = judge_link(self.source, here, Path::new(&target))?;
         let opened = self.open_beneath(&inside)?;
         self.make_dir(to)?;
         self.dir(&opened, &inside, to)
-    }
-
-    /// The path inside the source that a symlink at `here` with contents `target` names,
-    /// judged by the real directories on the way (no `..` above the source, no symlink on the
-    /// way), or `None` when it names something outside.
-    fn inside(&self, here: &Path, target: &Path) -> Option<PathBuf> {
-        let canonical_root = std::fs::canonicalize(self.source).ok()?;
-        let joined = if target.is_absolute() {
-            target.to_path_buf()
-        } else {
-            self.source.join(here.parent()?).join(target)
-        };
-        let canonical = std::fs::canonicalize(&joined).ok()?;
-        let relative = canonical.strip_prefix(&canonical_root).ok()?;
-        (!relative.as_os_str().is_empty()).then(|| relative.to_path_buf())
     }
 
     /// Opens the directory at `relative` below the source root, one name at a time without
@@ -256,6 +214,78 @@ impl Walk<'_> {
     }
 }
 
+/// Checks the whole tree as [`copy`] will, without copying: every symlink and special file
+/// refused there is refused here, before anything is made.
+pub fn check(source: &Path) -> Result<()> {
+    fn walk(source: &Path, relative: &Path) -> Result<()> {
+        let dir = source.join(relative);
+        for entry in std::fs::read_dir(&dir).io("cannot read", &dir)? {
+            let entry = entry.io("cannot read", &dir)?;
+            let here = relative.join(entry.file_name());
+            let path = source.join(&here);
+            let kind = entry.file_type().io("cannot read", &path)?;
+            if kind.is_dir() {
+                walk(source, &here)?;
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path).io("cannot read", &path)?;
+                judge_link(source, &here, &target)?;
+            } else if !kind.is_file() {
+                return Err(special(&path));
+            }
+        }
+        Ok(())
+    }
+    walk(source, Path::new(""))
+}
+
+/// Where a symlink at `here` (relative to `source`) with contents `target` may be followed:
+/// only one PostgreSQL makes (`pg_wal`, `pg_tblspc/OID`) naming a directory inside the
+/// source, judged by the real directories on the way; returns that directory, relative.
+fn judge_link(source: &Path, here: &Path, target: &Path) -> Result<PathBuf> {
+    let postgres_makes_it =
+        here == Path::new("pg_wal") || here.parent() == Some(Path::new("pg_tblspc"));
+    if !postgres_makes_it {
+        return Err(refused(format!(
+            "{} is a symlink (to {}), where PostgreSQL makes none; pgwarden copies no symlinks\n\
+             help: replace it by what it points to (with the container stopped), then start again",
+            source.join(here).display(),
+            target.display()
+        )));
+    }
+    let inside = || -> Option<PathBuf> {
+        let canonical_root = std::fs::canonicalize(source).ok()?;
+        let joined = if target.is_absolute() {
+            target.to_path_buf()
+        } else {
+            source.join(here.parent()?).join(target)
+        };
+        let canonical = std::fs::canonicalize(&joined).ok()?;
+        let relative = canonical.strip_prefix(&canonical_root).ok()?;
+        (!relative.as_os_str().is_empty() && canonical.is_dir()).then(|| relative.to_path_buf())
+    };
+    inside().ok_or_else(|| {
+        refused(format!(
+            "{} is a symlink to {}, outside the cluster's directory {}; pgwarden copies only what \
+             is inside it (a separate WAL directory or a tablespace of the container's is not \
+             reachable here)\n\
+             help: move that directory into the cluster's directory (with the container \
+             stopped: `mv` it and `ln -sfn` the link to its new place), or make a base backup \
+             of the container's server and `pgwarden restore` it",
+            source.join(here).display(),
+            target.display(),
+            source.display()
+        ))
+    })
+}
+
+fn special(path: &Path) -> Error {
+    refused(format!(
+        "{} is a special file (a device, FIFO or socket); a PostgreSQL cluster holds none\n\
+         help: remove it from the directory (with the container stopped), then start again",
+        path.display()
+    ))
+}
+
 /// `ioctl(FICLONE)`: `_IOW(0x94, 9, int)`.
 const FICLONE: nix::libc::c_ulong = 0x4004_9409;
 
@@ -296,6 +326,7 @@ mod tests {
         let dir = tree();
         let (s, c) = (dir.path().join("source"), dir.path().join("copy"));
         std::os::unix::fs::symlink("wal", s.join("pg_wal")).unwrap();
+        check(&s).unwrap();
         let copied = copy(&s, &c, &me()).unwrap();
         // PG_VERSION, base/1/1259, wal/… and pg_wal/… (the linked directory, copied at both).
         assert_eq!(copied.files, 4);
@@ -333,6 +364,8 @@ mod tests {
             let dir = tree();
             let (s, c) = (dir.path().join("source"), dir.path().join("copy"));
             std::os::unix::fs::symlink(&target, s.join(link)).unwrap();
+            let checked = check(&s).unwrap_err().to_string();
+            assert!(checked.contains(link), "{checked}");
             let err = copy(&s, &c, &me()).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{link}: {err}");
             let text = err.to_string();

@@ -155,6 +155,7 @@ fn examine_source(source: &Path, data_dir: &Path, recover: bool) -> Result<State
             control.state.describe()
         )));
     }
+    read_only_copy::check(source)?;
     Ok(control.state)
 }
 
