@@ -12,19 +12,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    pgwarden::config::project::choose(cli.project_choice());
     // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
-    // It lives in the instance's state directory, so `run`'s config is loaded here, once.
-    let run_config = match &cli.command {
-        Command::Run(args) => Some(
-            pgwarden::instance::registry::with_remembered_flags(args.sources())
-                .and_then(|sources| pgwarden::config::Config::load(&sources)),
-        ),
+    // It lives in the instance's state directory, so `run`'s instance is resolved here, once.
+    let run_instance = match &cli.command {
+        Command::Run(args) => Some(pgwarden::instance::resolve::resolve(
+            cli.globals().sources(args.sources()),
+        )),
         _ => None,
     };
-    let log_file = run_config
+    let log_file = run_instance
         .as_ref()
-        .and_then(|loaded| loaded.as_ref().ok())
+        .and_then(|resolved| resolved.as_ref().ok())
+        .map(|resolved| &resolved.config)
         // A run refused for its installation's owner creates nothing, not even its log.
         .filter(|config| pgwarden::binaries::check_source(&config.source).is_ok())
         .and_then(pgwarden::instance::logfile::for_run);
@@ -41,7 +40,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    match runtime.block_on(pgwarden::commands::dispatch(cli, run_config)) {
+    match runtime.block_on(pgwarden::commands::dispatch(cli, run_instance)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(error) => {
             eprintln!("error: {error}");

@@ -101,6 +101,16 @@ impl Cli {
     }
 }
 
+impl Globals {
+    /// `sources` with this command line's project choice.
+    pub fn sources(&self, sources: Sources) -> Sources {
+        Sources {
+            project: self.project.clone(),
+            ..sources
+        }
+    }
+}
+
 impl LogFormat {
     fn flag_value(self) -> &'static str {
         match self {
@@ -297,6 +307,7 @@ impl BinariesArgs {
             config_file: self.config.clone(),
             flags: self.binaries.apply(Layer::default()),
             system: false,
+            project: Default::default(),
         }
     }
 }
@@ -413,6 +424,7 @@ impl InstanceArgs {
             config_file: self.config.clone(),
             flags: self.layer(),
             system: self.system,
+            project: Default::default(),
         }
     }
 
@@ -423,6 +435,7 @@ impl InstanceArgs {
             config_file: self.config.clone(),
             flags: binaries.apply(self.layer()),
             system: self.system,
+            project: Default::default(),
         }
     }
 
@@ -580,6 +593,7 @@ impl RunArgs {
                 ..self.instance.layer()
             }),
             system: self.instance.system,
+            project: Default::default(),
         }
     }
 }

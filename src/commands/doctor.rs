@@ -5,6 +5,7 @@
 //! changed: no install, no initdb, no directory created.
 
 use crate::binaries::{self, Install};
+use crate::cli::Globals;
 pub use crate::cli::doctor::DoctorArgs;
 use crate::cluster::{self, DataDir};
 use crate::commands::common::Instance;
@@ -43,14 +44,14 @@ impl Report {
     }
 }
 
-pub fn run(args: DoctorArgs) -> Result<i32> {
+pub fn run(args: DoctorArgs, globals: &Globals) -> Result<i32> {
     let mut report = Report { failed: false };
     // The settings `run` would use: with the flags the instance was last started with.
-    let sources = crate::instance::registry::with_remembered_flags(
-        args.instance.sources_with(&args.binaries),
+    let resolved = crate::instance::resolve::resolve(
+        globals.sources(args.instance.sources_with(&args.binaries)),
     );
-    let config = match sources.and_then(|sources| Config::load(&sources)) {
-        Ok(config) => config,
+    let resolved = match resolved {
+        Ok(resolved) => resolved,
         Err(e @ Error::Untrusted(_)) => {
             report.line(Level::Fail, "project", e.to_string());
             return Ok(1);
@@ -60,6 +61,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
             return Ok(1);
         }
     };
+    let config = resolved.config.clone();
     report.line(
         Level::Ok,
         "config",
@@ -72,7 +74,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     if let Some(project) = &config.project {
         check_project(&mut report, project);
     }
-    let instance = Instance::from_config(config.clone())?;
+    let instance = resolved.observe();
 
     let run_as = match RunAs::resolve(config.run_as.as_deref()) {
         Ok(run_as) => {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 pub async fn run(mut args: ExecArgs, globals: &Globals) -> Result<i32> {
     if !args.run.ephemeral {
-        let instance = Instance::load(&args.run.instance)?;
+        let instance = Instance::load(globals, &args.run.instance)?;
         instance.require_running()?;
         return run_command(&instance, &args.command).await;
     }
@@ -38,7 +38,7 @@ pub async fn run(mut args: ExecArgs, globals: &Globals) -> Result<i32> {
     if args.run.instance.port.is_none() {
         args.run.instance.port = Some(0);
     }
-    let config = Config::load(&args.run.sources())?;
+    let config = Config::load(&globals.sources(args.run.sources()))?;
     let run_args = args.run.command_line("run", globals);
     let launched = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
     let instance = Instance::at(config, launched.state_dir);

@@ -2,12 +2,13 @@
 //! what the cache holds.
 
 use crate::binaries;
+use crate::cli::Globals;
 use crate::cli::InstallArgs;
 use crate::config::Config;
 use crate::error::Result;
 
-pub async fn install(args: InstallArgs) -> Result<i32> {
-    let config = Config::load(&args.binaries.sources())?;
+pub async fn install(args: InstallArgs, globals: &Globals) -> Result<i32> {
+    let config = Config::load(&globals.sources(args.binaries.sources()))?;
     if args.list {
         list(&config);
         return Ok(0);

@@ -10,14 +10,15 @@
 //! Ctrl-C and the exit code are psql's own.
 
 use crate::binaries;
+use crate::cli::Globals;
 pub use crate::cli::psql::PsqlArgs;
 use crate::commands::common::Instance;
 use crate::commands::url::variables;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
-pub fn run(args: PsqlArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+pub fn run(args: PsqlArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     instance.require_running()?;
     let (psql, mut command) = match find_psql(&instance)? {
         Psql::Installed(install) => (install.bin("psql"), install.command("psql")),

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::resolve(args.run.sources())?;
+    let instance = Instance::resolve(globals, args.run.sources())?;
     let config = instance.config.clone();
     if config.ephemeral {
         return Err(Error::Backup {

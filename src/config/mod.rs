@@ -498,6 +498,8 @@ pub struct Sources {
     /// `--system`: the system layout's defaults (`/etc/pgwarden`, `/var/lib/pgwarden`) even when
     /// not root.
     pub system: bool,
+    /// How the command line chose the project file (a search by default).
+    pub project: project::Choice,
 }
 
 impl Config {
@@ -513,7 +515,7 @@ impl Config {
         }
         Self::load_in(
             sources,
-            Some(&project::chosen()),
+            Some(&sources.project),
             &|key| std::env::var(key).ok(),
             &defaults,
         )
@@ -993,6 +995,7 @@ mod tests {
                 config_file,
                 flags,
                 system: false,
+                project: Default::default(),
             },
             &|k| env.get(k).cloned(),
             &defaults,
@@ -1087,6 +1090,7 @@ mod tests {
                 config_file: Some(PathBuf::from("/nonexistent/pgwarden.toml")),
                 flags: Layer::default(),
                 system: false,
+                project: Default::default(),
             },
             &|_| None,
             &defaults,
