@@ -98,17 +98,21 @@ pub fn run(args: DoctorArgs, globals: &Globals) -> Result<i32> {
 
     // An existing installation another user could have written to is refused here, before
     // anything in it runs (its --version, ldd).
-    let install =
-        match binaries::installed_for(&config.source, &config.install_dir, &config.version) {
-            Ok(install) => {
-                check_binaries(&mut report, &config, install.as_ref());
-                install
-            }
-            Err(e) => {
-                report.line(Level::Fail, "binaries", e.to_string());
-                None
-            }
-        };
+    let install = match binaries::installed_for(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.install_policy,
+    ) {
+        Ok(install) => {
+            check_binaries(&mut report, &config, install.as_ref());
+            install
+        }
+        Err(e) => {
+            report.line(Level::Fail, "binaries", e.to_string());
+            None
+        }
+    };
     check_timezone(&mut report, install.as_ref());
     check_locale(&mut report);
     check_port(&mut report, &instance, run_as.as_ref());
@@ -194,10 +198,13 @@ fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install
             missing.push(format!("{} is missing", path.display()));
             continue;
         }
-        missing.extend(unresolved_libraries(&path));
+        missing.extend(unresolved_libraries(&path, &config.install_policy));
     }
     if missing.is_empty() {
-        let runs = install.command("postgres").arg("--version").output();
+        let runs = install
+            .command("postgres", &config.install_policy)
+            .arg("--version")
+            .output();
         match runs {
             Ok(out) if out.status.success() => report.line(
                 Level::Ok,
@@ -239,8 +246,8 @@ fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install
 /// The `ldd` lines saying "not found" (empty when ldd is not available). ldd may run the
 /// program it is asked about (through the interpreter the binary names), so it runs as the
 /// installation's programs do, never as root.
-fn unresolved_libraries(binary: &Path) -> Vec<String> {
-    let mut ldd = binaries::program_command(Path::new("ldd"));
+fn unresolved_libraries(binary: &Path, policy: &binaries::Policy) -> Vec<String> {
+    let mut ldd = binaries::program_command(Path::new("ldd"), policy);
     let Ok(out) = ldd.arg(binary).output() else {
         return Vec::new();
     };

@@ -8,7 +8,13 @@ use crate::error::Result;
 
 pub async fn export_archive(args: ExportArgs, globals: &Globals) -> Result<i32> {
     let config = Config::load(&globals.sources(args.binaries.sources()))?;
-    let install = binaries::ensure(&config.source, &config.install_dir, &config.version).await?;
+    let install = binaries::ensure(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.install_policy,
+    )
+    .await?;
     let file = crate::os::paths::absolute(&args.file);
     let sha256 = {
         let (install, file) = (install.clone(), file.clone());

@@ -13,7 +13,13 @@ pub async fn install(args: InstallArgs, globals: &Globals) -> Result<i32> {
         list(&config);
         return Ok(0);
     }
-    let install = binaries::ensure(&config.source, &config.install_dir, &config.version).await?;
+    let install = binaries::ensure(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.install_policy,
+    )
+    .await?;
     println!(
         "installed: PostgreSQL {} in {}",
         install.version,

@@ -21,7 +21,10 @@ pub fn run(args: PsqlArgs, globals: &Globals) -> Result<i32> {
     let instance = Instance::load(globals, &args.instance)?;
     instance.require_running()?;
     let (psql, mut command) = match find_psql(&instance)? {
-        Psql::Installed(install) => (install.bin("psql"), install.command("psql")),
+        Psql::Installed(install) => (
+            install.bin("psql"),
+            install.command("psql", &instance.config.install_policy),
+        ),
         Psql::OnPath(path) => (path.clone(), std::process::Command::new(path)),
     };
     command.args(&args.args);
@@ -47,7 +50,12 @@ enum Psql {
 
 fn find_psql(instance: &Instance) -> Result<Psql> {
     let config = &instance.config;
-    let install = binaries::installed_for(&config.source, &config.install_dir, &config.version)?;
+    let install = binaries::installed_for(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.install_policy,
+    )?;
     let installed = install.as_ref().map(|install| install.bin("psql"));
     if let Some(install) = install.filter(|i| i.bin("psql").is_file()) {
         return Ok(Psql::Installed(install));

@@ -106,6 +106,8 @@ pub struct Config {
     pub source: Source,
     /// The unprivileged user that runs initdb and postgres when pgwarden is started as root.
     pub run_as: Option<String>,
+    /// What an install may do (unpacked size, the user of an untrusted `postgres --version`).
+    pub install_policy: install_policy::Policy,
     /// How long a shutdown may take before pgwarden escalates to an immediate one.
     pub shutdown_timeout: Duration,
     /// How SIGTERM/SIGINT stop the server.
@@ -199,7 +201,7 @@ pub struct Layer {
     pub download_timeout: Option<String>,
     /// Further attempts after a transient download failure.
     pub download_retries: Option<u32>,
-    /// The most an archive may unpack to, in MB (see `binaries::policy`).
+    /// The most an archive may unpack to, in MB (see `binaries::Policy`).
     pub max_unpacked_mb: Option<u64>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
@@ -668,11 +670,8 @@ impl Config {
             chosen: p.chosen,
         });
         config.password_source = password_source;
+        config.install_policy = install_policy::Policy::new(max_unpacked_mb, config.run_as.clone());
         if problems.is_empty() {
-            install_policy::configure(
-                max_unpacked_mb.unwrap_or(install_policy::DEFAULT_MAX_UNPACKED_MB),
-                config.run_as.clone(),
-            );
             Ok(config)
         } else {
             Err(Error::Config { problems })
@@ -889,6 +888,7 @@ fn resolve(
         install_dir: layer.install_dir.unwrap_or_else(|| defaults.install_dir()),
         version,
         source,
+        install_policy: Default::default(),
         run_as,
         shutdown_timeout,
         shutdown_mode,

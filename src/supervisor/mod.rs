@@ -473,14 +473,15 @@ impl Supervisor {
     ) -> Option<Result<()>> {
         match action {
             Action::Install => {
-                let (source, dir, version) = (
+                let (source, dir, version, policy) = (
                     self.config.source.clone(),
                     self.config.install_dir.clone(),
                     self.config.version.clone(),
+                    self.config.install_policy.clone(),
                 );
                 let run_as = self.run_as.clone();
                 self.install_task = Some(tokio::spawn(async move {
-                    let install = binaries::ensure(&source, &dir, &version).await?;
+                    let install = binaries::ensure(&source, &dir, &version, &policy).await?;
                     run_as.check_traversable(&install.dir)?;
                     Ok(install)
                 }));
