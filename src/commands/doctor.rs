@@ -76,7 +76,13 @@ pub fn run(args: DoctorArgs, globals: &Globals) -> Result<i32> {
     }
     let instance = resolved.observe();
 
-    let run_as = match RunAs::resolve(config.run_as.as_deref()) {
+    let run_as = crate::instance::server_user::server_user(
+        config.run_as.as_deref(),
+        &config.data_dir,
+        config.ephemeral,
+        false,
+    );
+    let run_as = match run_as {
         Ok(run_as) => {
             let how = if run_as.switch {
                 "started as root: initdb and postgres run as"

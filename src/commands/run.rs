@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::instance::launch::Launch;
 use crate::instance::preflight;
 use crate::instance::resolve::Resolved;
+use crate::instance::server_user::server_user;
 use crate::observe::{self, Observer};
-use crate::os::privilege::RunAs;
 use crate::supervisor::Supervisor;
 use crate::supervisor::notify::Notifier;
 use crate::supervisor::server;
@@ -39,11 +39,12 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
     // Before anything is created (a user, the state dir): an installation another user could
     // have written to.
     crate::binaries::check_source(&config.source)?;
-    let run_as = if args.create_user {
-        RunAs::resolve_or_create(config.run_as.as_deref())?
-    } else {
-        RunAs::resolve(config.run_as.as_deref())?
-    };
+    let run_as = server_user(
+        config.run_as.as_deref(),
+        &config.data_dir,
+        config.ephemeral,
+        args.create_user,
+    )?;
 
     // The state directory, the instance lock, the name, and a throwaway root removed on every
     // way out of this function.
