@@ -74,6 +74,56 @@ impl Cli {
     }
 }
 
+impl Command {
+    /// The sources of the instance this command addresses (what it resolves), `None` for the
+    /// commands that address none (`install`, `ls`, `init`, …). The commands build these same
+    /// sources from their arguments; the instance stage's tests resolve them side by side.
+    pub fn instance_sources(&self) -> Option<Sources> {
+        use db::DbCommand;
+        use snapshot::SnapshotCommand;
+        Some(match self {
+            Command::Run(args) => args.sources(),
+            Command::Start(args) | Command::Restart(args) => args.run.sources(),
+            Command::Exec(args) => args.run.sources(),
+            Command::Restore(args) => args.run.sources(),
+            Command::Snapshot(
+                SnapshotCommand::Save(args)
+                | SnapshotCommand::Restore(args)
+                | SnapshotCommand::Rm(args),
+            ) => args.run.sources(),
+            Command::Snapshot(SnapshotCommand::Ls(args)) => args.instance.sources(),
+            Command::Doctor(args) => args.instance.sources_with(&args.binaries),
+            Command::Check(args) => InstanceArgs {
+                config: args.config.clone(),
+                data_dir: args.data_dir.clone(),
+                name: args.name.clone(),
+                system: args.system,
+                ..InstanceArgs::default()
+            }
+            .sources(),
+            Command::Wait(args) => args.instance.sources(),
+            Command::Status(args) => args.instance.sources(),
+            Command::Url(args) => args.instance.sources(),
+            Command::Env(args) => args.instance.sources(),
+            Command::Psql(args) => args.instance.sources(),
+            Command::Logs(args) => args.instance.sources(),
+            Command::Stop(args) => args.instance.sources(),
+            Command::Backup(args) => args.instance.sources(),
+            Command::Reload(args) => args.instance.sources(),
+            Command::Reset(args) => args.instance.sources(),
+            Command::Db(DbCommand::Create(args)) => args.instance.sources(),
+            Command::Db(DbCommand::Drop(args)) => args.instance.sources(),
+            Command::Install(_)
+            | Command::ExportArchive(_)
+            | Command::Completions(_)
+            | Command::ArchiveWal(_)
+            | Command::Ls(_)
+            | Command::Init(_)
+            | Command::Service(_) => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.

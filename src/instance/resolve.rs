@@ -191,6 +191,7 @@ mod tests {
     use super::*;
     use crate::config::Layer;
     use crate::os::paths::DefaultPaths;
+    use std::path::Path;
 
     fn loaded(ephemeral: bool, port: u16) -> Config {
         let sources = Sources {
@@ -259,5 +260,189 @@ mod tests {
             assert_eq!(changed.len(), 1, "edit {i}: {changed:?}");
             assert_eq!(keep_fixed(kept, &running).1.len(), 0, "edit {i} undone");
         }
+    }
+
+    /// Set in the child process [`every_command_resolves_the_instance_start_left`] runs itself
+    /// in: the temporary home of its registry, data and config, whose environment it owns.
+    const CHILD_HOME: &str = "PGWARDEN_RESOLVE_TEST_HOME";
+
+    /// `start --port N …; stop; <command> …` for every command that addresses an instance, by
+    /// name, by data directory, the default instance, and inside a project (with and without
+    /// a data directory): each resolves the state directory, data directory and port that the
+    /// start left. The start and stop are what `run` does to the registry and the state
+    /// directory (claim, remembered settings, release), without a server.
+    ///
+    /// The environment (registry, data root, config file, working directory) is the process's,
+    /// so the test runs again in a child process of its own, with an environment it sets.
+    #[test]
+    fn every_command_resolves_the_instance_start_left() {
+        let Some(home) = std::env::var_os(CHILD_HOME) else {
+            let home = tempfile::tempdir().unwrap();
+            let output = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "instance::resolve::tests::every_command_resolves_the_instance_start_left",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env(CHILD_HOME, home.path())
+                .env("HOME", home.path().join("home"))
+                .env("XDG_RUNTIME_DIR", home.path().join("xdg"))
+                .env(paths::RUNTIME_DIR_ENV, home.path().join("run"))
+                .env(paths::DATA_ROOT_ENV, home.path().join("data"))
+                .env("PGWARDEN_CONFIG", home.path().join("config.toml"))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "the child ran the test: {text}");
+            return;
+        };
+        let home = std::path::PathBuf::from(home);
+        std::fs::write(home.join("config.toml"), "").unwrap();
+        let outside = home.join("outside");
+        let project = home.join("shop-project");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        std::fs::write(project.join("pgwarden.toml"), "").unwrap();
+        let data = home.join("own").join("data");
+        let data = data.display().to_string();
+
+        let named_data = home.join("named").join("data");
+        let named_data = named_data.display().to_string();
+        // (working directory, start's instance flags, the commands' instance flags, port)
+        let cases: [(&Path, Vec<&str>, Vec<&str>, &str); 6] = [
+            (
+                &outside,
+                vec!["--name", "shop"],
+                vec!["--name", "shop"],
+                "5801",
+            ),
+            (
+                &outside,
+                vec!["--data-dir", &data],
+                vec!["--data-dir", &data],
+                "5802",
+            ),
+            (&outside, vec![], vec![], "5803"),
+            (&project.join("src"), vec![], vec![], "5804"),
+            (
+                &project,
+                vec!["--data-dir", &data],
+                vec!["--data-dir", &data],
+                "5805",
+            ),
+            // The name finds the data directory it was started with.
+            (
+                &outside,
+                vec!["--name", "stock", "--data-dir", &named_data],
+                vec!["--name", "stock"],
+                "5806",
+            ),
+        ];
+        for (cwd, start_flags, flags, port) in cases {
+            std::env::set_current_dir(cwd).unwrap();
+            let started = start_and_stop(&start_flags, port);
+            for command in COMMANDS {
+                // The flags go before a `--` (exec's command follows it).
+                let split = command.iter().position(|a| *a == "--");
+                let (head, tail) = command.split_at(split.unwrap_or(command.len()));
+                let line: Vec<&str> = ["pgwarden"]
+                    .iter()
+                    .chain(head)
+                    .chain(flags.iter())
+                    .chain(tail)
+                    .copied()
+                    .collect();
+                let resolved = resolve_line(&line);
+                let case = format!("{line:?} in {}", cwd.display());
+                assert_eq!(resolved.state_dir, started.state_dir, "{case}");
+                assert_eq!(resolved.config.data_dir, started.config.data_dir, "{case}");
+                assert_eq!(resolved.config.port.to_string(), port, "{case}");
+            }
+        }
+    }
+
+    /// Every command that addresses an instance, without its instance flags.
+    const COMMANDS: [&[&str]; 20] = [
+        &["run"],
+        &["start"],
+        &["up"],
+        &["restart"],
+        &["stop"],
+        &["down"],
+        &["status"],
+        &["url"],
+        &["env"],
+        &["wait"],
+        &["logs"],
+        &["psql"],
+        &["check"],
+        &["doctor"],
+        &["reload"],
+        &["reset"],
+        &["backup"],
+        &["snapshot", "ls"],
+        &["db", "create", "other"],
+        &["exec", "--", "true"],
+    ];
+
+    fn resolve_line(line: &[&str]) -> Resolved {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(line).unwrap();
+        let sources = cli
+            .command
+            .instance_sources()
+            .expect("addresses an instance");
+        resolve(cli.globals().sources(sources)).unwrap()
+    }
+
+    /// What `pgwarden start --port PORT FLAGS` then `stop` leave behind.
+    fn start_and_stop(flags: &[&str], port: &str) -> Resolved {
+        let line: Vec<&str> = ["pgwarden", "run", "--port", port]
+            .into_iter()
+            .chain(flags.iter().copied())
+            .collect();
+        let resolved = resolve_line(&line);
+        let claim = resolved.claim().unwrap();
+        let mut remembered = remembered::Remembered::of(&resolved.config, &resolved.sources);
+        remembered.port = resolved.config.port;
+        remembered::write(&claim.state_dir, &remembered).unwrap();
+        drop(claim);
+        assert_eq!(lock::holder(&resolved.state_dir), None, "stopped");
+        resolved
+    }
+
+    /// Nothing after `main` reads argv, and `config` keeps no process-global state: the
+    /// instance is decided from the values passed down (issue 24).
+    #[test]
+    fn no_argv_outside_main_and_no_global_state_in_config() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.clone()];
+        let mut offenders = Vec::new();
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let rel = path.strip_prefix(&src).unwrap();
+            let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+            for line in code {
+                // Spelt in two halves so that this line is not found.
+                let argv = [concat!("args", "_os()"), concat!("env::", "args()")]
+                    .iter()
+                    .any(|a| line.contains(a));
+                let global = line.trim_start().starts_with("static ")
+                    || line.contains(" static ") && !line.contains("'static");
+                if (argv && rel != Path::new("main.rs")) || (global && rel.starts_with("config")) {
+                    offenders.push(format!("{}: {}", rel.display(), line.trim()));
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "{offenders:#?}");
     }
 }
