@@ -2,15 +2,18 @@
 
 use clap::Parser;
 use pgwarden::cli::{Cli, Command, LogFormat};
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // The one place argv is read.
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage_error(e, &args),
     };
     // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
     // It lives in the instance's state directory, so `run`'s instance is resolved here, once.
@@ -54,17 +57,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// clap's own exit (help, version, usage errors), except that `check` exits 3 on a usage error
-/// as pg_isready does ("no attempt"), so that 1 is never mistaken for "rejecting".
-fn usage_error(e: clap::Error) -> ExitCode {
+/// clap's own message (help, version, usage errors), and the exit code
+/// [`pgwarden::cli::usage_exit_code`] decides.
+fn usage_error(e: clap::Error, args: &[OsString]) -> ExitCode {
     let _ = e.print();
-    let is_check = std::env::args().nth(1).as_deref() == Some("check");
-    let code = if is_check && e.use_stderr() {
-        3
-    } else {
-        e.exit_code()
-    };
-    ExitCode::from(code as u8)
+    ExitCode::from(pgwarden::cli::usage_exit_code(&e, args) as u8)
 }
 
 fn init_tracing(

@@ -74,6 +74,24 @@ impl Cli {
     }
 }
 
+/// The exit code of a command line clap refused: clap's own (2 for a usage error, 0 for
+/// `--help` and `--version`), except that `check` exits 3 on a usage error as pg_isready does
+/// ("no attempt"), so that 1 is never mistaken for "rejecting". The subcommand is the one clap
+/// finds in `args` (global options before it included), not whatever `args[1]` is.
+pub fn usage_exit_code(e: &clap::Error, args: &[OsString]) -> i32 {
+    use clap::CommandFactory;
+    let subcommand = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()
+        .and_then(|m| m.subcommand_name().map(str::to_string));
+    if subcommand.as_deref() == Some("check") && e.use_stderr() {
+        crate::pg::probe::PingStatus::NoAttempt.exit_code()
+    } else {
+        e.exit_code()
+    }
+}
+
 impl Command {
     /// The sources of the instance this command addresses (what it resolves), `None` for the
     /// commands that address none (`install`, `ls`, `init`, …). The commands build these same
@@ -779,5 +797,24 @@ mod tests {
         assert_eq!(sources.flags.data_dir, Some(PathBuf::from("d")));
         assert_eq!(sources.flags.archive, Some(PathBuf::from("a.tgz")));
         assert_eq!(sources.flags.install_dir, Some(PathBuf::from("i")));
+    }
+
+    #[test]
+    fn a_refused_command_line_exits_as_clap_does_but_check_exits_3() {
+        let code = |line: &[&str]| {
+            let args: Vec<OsString> = line.iter().map(OsString::from).collect();
+            let e = Cli::try_parse_from(&args).expect_err("refused");
+            usage_exit_code(&e, &args)
+        };
+        assert_eq!(code(&["pgwarden", "check", "--bogus"]), 3);
+        // Global options before the subcommand: still check.
+        assert_eq!(
+            code(&["pgwarden", "--log-format", "json", "check", "--bogus"]),
+            3
+        );
+        assert_eq!(code(&["pgwarden", "-f", "x.toml", "check", "--bogus"]), 3);
+        assert_eq!(code(&["pgwarden", "status", "--bogus"]), 2);
+        assert_eq!(code(&["pgwarden", "--bogus"]), 2);
+        assert_eq!(code(&["pgwarden", "check", "--help"]), 0);
     }
 }
