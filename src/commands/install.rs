@@ -1,7 +1,8 @@
 //! `pgwarden install`: obtain and verify the binaries without running anything; `--list` shows
-//! what the cache holds.
+//! what the cache holds. In a project, the install follows (or writes) its `pgwarden.lock`.
 
 use crate::binaries;
+use crate::binaries::locked::Outcome;
 use crate::cli::Globals;
 use crate::cli::InstallArgs;
 use crate::config::Config;
@@ -13,10 +14,11 @@ pub async fn install(args: InstallArgs, globals: &Globals) -> Result<i32> {
         list(&config);
         return Ok(0);
     }
-    let install = binaries::ensure(
+    let (install, outcome) = binaries::locked::ensure(
         &config.source,
         &config.install_dir,
         &config.version,
+        &config.lock,
         &config.install_policy,
     )
     .await?;
@@ -25,6 +27,17 @@ pub async fn install(args: InstallArgs, globals: &Globals) -> Result<i32> {
         install.version,
         install.dir.display()
     );
+    match outcome {
+        Outcome::Unlocked => {}
+        Outcome::Verified { lock } => println!("verified against {}", lock.display()),
+        Outcome::Written { lock, entry } => println!(
+            "locked: PostgreSQL {} (sha256 {}, from {}) in {}",
+            entry.version,
+            entry.sha256,
+            entry.source,
+            lock.display()
+        ),
+    }
     Ok(0)
 }
 

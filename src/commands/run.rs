@@ -39,6 +39,7 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
     // Before anything is created (a user, the state dir): an installation another user could
     // have written to.
     crate::binaries::check_source(&config.source)?;
+    crate::binaries::locked::check(&config.source, &config.version, &config.lock)?;
     let run_as = server_user(
         config.run_as.as_deref(),
         &config.data_dir,

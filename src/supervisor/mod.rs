@@ -480,8 +480,10 @@ impl Supervisor {
                     self.config.install_policy.clone(),
                 );
                 let run_as = self.run_as.clone();
+                let lock = self.config.lock.clone();
                 self.install_task = Some(tokio::spawn(async move {
-                    let install = binaries::ensure(&source, &dir, &version, &policy).await?;
+                    let (install, _) =
+                        binaries::locked::ensure(&source, &dir, &version, &lock, &policy).await?;
                     run_as.check_traversable(&install.dir)?;
                     Ok(install)
                 }));
