@@ -19,8 +19,9 @@ pub use crate::cli::exec::ExecArgs;
 use crate::commands::common::Instance;
 use crate::commands::start;
 use crate::commands::url::variables;
-use crate::config::{self, Config};
+use crate::config;
 use crate::error::{Error, Result};
+use crate::instance::resolve::resolve;
 use std::ffi::OsString;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -41,7 +42,7 @@ pub async fn run(mut args: ExecArgs, globals: &Globals) -> Result<i32> {
     if args.run.instance.port.is_none() {
         args.run.instance.port = Some(0);
     }
-    let config = Config::load(&globals.sources(args.run.sources()))?;
+    let config = resolve(globals.sources(args.run.sources()))?.config;
     let run_args = args.run.command_line("run", globals);
     let launched = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
     let instance = Instance::at(config, launched.state_dir);
