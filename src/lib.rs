@@ -14,8 +14,9 @@
 //! - [`config`]: defaults < user file < project file < remembered < environment < flags,
 //!   validated into a [`config::Config`] (the image's variables, the binaries' source, the trust
 //!   rule for every file pgwarden finds rather than is given).
-//! - [`instance`]: which instance: its lock, name registry, remembered flags, state directory,
-//!   status record, log file, the checks before anything changes.
+//! - [`instance`]: which instance, decided once ([`instance::resolve`]: `run` claims it, the
+//!   other commands observe it): its lock, name registry, remembered flags, state directory,
+//!   server user, status record, log file, the checks before anything changes.
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose,
 //!   pinned to the project's `pgwarden.lock` ([`binaries::locked`]; the file is
 //!   [`config::lock_file`]); [`binaries::shims`] put its programs first on `exec`'s PATH.
