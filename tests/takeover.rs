@@ -93,10 +93,13 @@ impl Container {
                  GRANT SELECT ON items TO shopper;"
             ))
             .unwrap();
-        // ALTER SYSTEM runs outside a transaction block: one statement per call.
+        // ALTER SYSTEM runs outside a transaction block: one statement per call. The recorded
+        // collation version made another's, as when the image's glibc (Debian 12: 2.36)
+        // differs from the host's.
         for statement in [
             "ALTER SYSTEM SET listen_addresses = '*'",
             "ALTER SYSTEM SET work_mem = '7MB'",
+            "UPDATE pg_database SET datcollversion = '2.36-container' WHERE datname = 'postgres'",
         ] {
             client.batch_execute(statement).unwrap();
         }
@@ -209,8 +212,12 @@ fn tree_hash(root: &Path) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn password_env() -> [(&'static str, &'static str); 1] {
-    [("POSTGRES_PASSWORD", IMAGE_PASSWORD)]
+/// The container's variables (the image's default user).
+fn password_env() -> [(&'static str, &'static str); 2] {
+    [
+        ("POSTGRES_USER", "postgres"),
+        ("POSTGRES_PASSWORD", IMAGE_PASSWORD),
+    ]
 }
 
 /// `run --data-from SOURCE` for a data directory in `dir`, with `extra` arguments.
@@ -261,6 +268,20 @@ fn a_containers_cluster_is_served_with_its_rows_and_roles_under_pgwardens_rules(
     );
     let pgwarden = Pgwarden::start(&as_strs(&args), &password_env());
     pgwarden.wait_ready(FIRST_LAUNCH);
+    // The collation check names the index on the text column, not the one on the integer.
+    let warning = pgwarden.wait_for_stderr("2.36-container", Duration::from_secs(5));
+    assert!(
+        warning.contains("\"postgres\"") && warning.contains("items_name"),
+        "{warning}"
+    );
+    assert!(!warning.contains("items_pkey"), "{warning}");
+    assert!(
+        pgwarden
+            .stderr_text()
+            .contains("ALTER DATABASE \"postgres\" REFRESH COLLATION VERSION"),
+        "{}",
+        pgwarden.stderr_text()
+    );
 
     let mut admin = common::connect(port, "postgres", IMAGE_PASSWORD, "postgres").unwrap();
     let names: Vec<String> = admin
@@ -424,4 +445,33 @@ fn a_symlink_out_of_the_cluster_is_refused() {
         dir = container.dir.display()
     ));
     assert_refused(&container, "outside the cluster's directory");
+}
+
+#[test]
+fn a_configured_password_the_containers_role_refuses_is_not_set_over_it() {
+    if !require_root("the container's files belong to a second local user") {
+        return;
+    }
+    let top = test_dir();
+    let container = Container::new(top.path());
+    let before = tree_hash(&container.data);
+    let dir = test_dir();
+    let args = run_from(dir.path(), free_port(), &container.data, &[]);
+    let out = run_to_exit(
+        &as_strs(&args),
+        &[
+            ("POSTGRES_USER", "postgres"),
+            ("POSTGRES_PASSWORD", "not-the-containers"),
+        ],
+        FIRST_LAUNCH,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("has another password than the one pgwarden is configured with"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("help: set password"), "{stderr}");
+    assert!(!dir.path().join("data").exists(), "a data dir was left");
+    assert_eq!(tree_hash(&container.data), before, "the source changed");
 }

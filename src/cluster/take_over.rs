@@ -435,7 +435,7 @@ impl StaleCollation {
         format!(
             "database {:?}: its collation version is {} (the container's C library), this system's is \
              {}; text may sort differently, and {indexes}\n\
-             help: in `pgwarden psql -d {}`: REINDEX each of them (REINDEX DATABASE {db} rebuilds \
+             help: in `pgwarden psql -- -d {}`: REINDEX each of them (REINDEX DATABASE {db} rebuilds \
              all), then ALTER DATABASE {db} REFRESH COLLATION VERSION",
             self.database, self.recorded, self.actual, self.database
         )
