@@ -14,6 +14,8 @@
 //! - [`config`]: defaults < user file < project file < remembered < environment < flags,
 //!   validated into a [`config::Config`] (the image's variables, the binaries' source, the trust
 //!   rule for every file pgwarden finds rather than is given).
+//! - [`compose`]: `init --from-compose`: a docker compose project's postgres service → the
+//!   project file (find, parse, interpolate, map, write).
 //! - [`instance`]: which instance: its lock, name registry, remembered flags, state directory,
 //!   status record, log file, the checks before anything changes.
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose,
@@ -35,6 +37,7 @@ pub mod binaries;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod compose;
 pub mod config;
 pub mod error;
 pub mod instance;
