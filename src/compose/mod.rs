@@ -14,6 +14,9 @@ pub mod map;
 pub mod parse;
 pub mod write;
 
+#[cfg(test)]
+mod tests;
+
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
