@@ -706,6 +706,10 @@ fn map_identity(
     }
     if let Some((_, origin)) = env.get("POSTGRES_PASSWORD") {
         let place = match origin {
+            Origin::Compose { raw } if raw.is_empty() => format!(
+                "passed through from your environment (or the project's .env) by the service's `environment` of {}",
+                project.file.path.display()
+            ),
             Origin::Compose { raw } => {
                 let names = interpolate::names(raw);
                 if names.is_empty() {

@@ -226,6 +226,11 @@ fn a_password_is_never_copied_and_its_place_is_named() {
             &[("db.env", "POSTGRES_PASSWORD=hunter2envfile\n")],
             "in the env_file",
         ),
+        (
+            "    environment:\n      - POSTGRES_PASSWORD\n",
+            &[(".env", "POSTGRES_PASSWORD=hunter2passed\n")],
+            "passed through from your environment",
+        ),
     ];
     for (body, files, place) in table {
         let plan = plan_of(&service(body), files);
