@@ -16,8 +16,9 @@
 //!   rule for every file pgwarden finds rather than is given).
 //! - [`compose`]: `init --from-compose`: a docker compose project's postgres service → the
 //!   project file (find, parse, interpolate, map, write).
-//! - [`instance`]: which instance: its lock, name registry, remembered flags, state directory,
-//!   status record, log file, the checks before anything changes.
+//! - [`instance`]: which instance, decided once ([`instance::resolve`]: `run` claims it, the
+//!   other commands observe it): its lock, name registry, remembered flags, state directory,
+//!   server user, status record, log file, the checks before anything changes.
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose,
 //!   pinned to the project's `pgwarden.lock` ([`binaries::locked`]; the file is
 //!   [`config::lock_file`]); [`binaries::shims`] put its programs first on `exec`'s PATH.
