@@ -235,6 +235,7 @@ mod tests {
         };
         Config::load_with(
             &Sources {
+                remembered: Layer::default(),
                 config_file,
                 flags: Layer::default(),
                 system: false,

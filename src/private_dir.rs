@@ -57,16 +57,7 @@ pub fn ensure(dir: &Path, mode: u32) -> Result<Made> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(Error::Privilege {
-                what: format!(
-                    "cannot create {}: permission denied\n\
-                     help: pgwarden keeps its lock, status and log beside the data directory, so \
-                     it must be able to write to {}; choose a --data-dir in a directory you can \
-                     write to, or run pgwarden as a user who can",
-                    dir.display(),
-                    dir.parent().unwrap_or(dir).display()
-                ),
-            });
+            return Err(cannot_create(dir, dir.parent().unwrap_or(dir)));
         }
         Err(e) => return Err(e).io("cannot create directory", dir),
     }
@@ -110,6 +101,7 @@ pub fn ensure(dir: &Path, mode: u32) -> Result<Made> {
 /// first, with the marker). The data directory's parent is created as before when missing (it
 /// is the user's choice of place).
 pub fn prepare_state_dir(config: &Config) -> Result<()> {
+    check_state_dir_creatable(config)?;
     let mode = private_mode();
     if config.ephemeral {
         let root = paths::ephemeral_root(&config.name);
@@ -124,6 +116,50 @@ pub fn prepare_state_dir(config: &Config) -> Result<()> {
     }
     ensure(&paths::state_dir(&config.data_dir), mode)?;
     Ok(())
+}
+
+/// The check `run` makes before it creates anything beside a persistent data directory, and
+/// `doctor` makes in its place (so that doctor fails whatever run would refuse): the state
+/// directory (`<data dir>.pgwarden`) exists, or the nearest of its ancestors that exists is
+/// writable and searchable by this user, who must create it and the missing directories above.
+/// An existing state directory's owner and mode are checked by [`ensure`] when it is used.
+pub fn check_state_dir_creatable(config: &Config) -> Result<()> {
+    if config.ephemeral {
+        return Ok(());
+    }
+    let state_dir = paths::state_dir(&config.data_dir);
+    if std::fs::symlink_metadata(&state_dir).is_ok() {
+        return Ok(());
+    }
+    let Some(nearest) = state_dir
+        .ancestors()
+        .skip(1)
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+    else {
+        return Ok(());
+    };
+    use nix::unistd::AccessFlags;
+    match nix::unistd::access(nearest, AccessFlags::W_OK | AccessFlags::X_OK) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(cannot_create(&state_dir, nearest)),
+    }
+}
+
+/// `dir` cannot be made because `writable_needed` is not writable by this user.
+fn cannot_create(dir: &Path, writable_needed: &Path) -> Error {
+    let me = nix::unistd::geteuid().as_raw();
+    Error::Privilege {
+        what: format!(
+            "cannot create {}: {} is not writable by {} (permission denied)\n\
+             help: pgwarden keeps its lock, status and log beside the data directory, so it must \
+             be able to write to {}; choose a --data-dir in a directory you can write to, or run \
+             pgwarden as a user who can",
+            dir.display(),
+            writable_needed.display(),
+            owner_name(me),
+            writable_needed.display()
+        ),
+    }
 }
 
 fn write_marker(root: &Path) -> Result<()> {

@@ -141,9 +141,10 @@ pub fn lookup(key: &str) -> Option<PathBuf> {
         .filter(|target| target.is_dir())
 }
 
-/// `sources` with the port and listen address the instance was last started with on the command
-/// line, where neither this command line nor the environment sets them (`start --port 5821`,
-/// `stop`, `start` comes back on 5821).
+/// `sources` with the flags the instance was last started with ([`crate::remembered::Flags`])
+/// as their `remembered` layer, below the environment and this command line (`start --port
+/// 5821 --http-address …`, `stop`, `start` comes back on 5821 with its HTTP endpoint). A
+/// throwaway instance remembers nothing.
 pub fn with_remembered_flags(sources: Sources) -> Result<Sources> {
     let config = Config::load(&sources)?;
     if config.ephemeral {
@@ -152,15 +153,13 @@ pub fn with_remembered_flags(sources: Sources) -> Result<Sources> {
     let Some(r) = crate::remembered::read(&locate(&config)?) else {
         return Ok(sources);
     };
-    let mut sources = sources;
-    let unset = |key: &str| std::env::var_os(key).is_none_or(|v| v.is_empty());
-    if sources.flags.port.is_none() && unset("PGWARDEN_PORT") {
-        sources.flags.port = r.flags.port;
+    if r.ephemeral {
+        return Ok(sources);
     }
-    if sources.flags.listen_address.is_none() && unset("PGWARDEN_LISTEN_ADDRESS") {
-        sources.flags.listen_address = r.flags.listen_address;
-    }
-    Ok(sources)
+    Ok(Sources {
+        remembered: r.flags.layer(),
+        ..sources
+    })
 }
 
 /// The state directory of the instance `config` addresses: the named data directory's when one

@@ -5,8 +5,9 @@
 //! the password came from (a file, an environment variable, a config key, the default) — never
 //! the password itself. `url`, `env`, `psql`, `check` and `exec` connect with these, so that a
 //! command run without the flags or environment the server was started with still reaches it
-//! as it runs; `start` and `restart` reuse the port, user and database of the last launch that
-//! the command line does not override.
+//! as it runs; `start` and `restart` reuse every flag of the last launch ([`Flags`]) that the
+//! environment and the command line do not override, so that a plain `restart` or a later
+//! `start` gets the same instance.
 
 use crate::config::{self, Config, Layer, Secret};
 use crate::error::{Error, IoContext, Result};
@@ -75,16 +76,76 @@ pub struct Remembered {
     pub flags: Flags,
 }
 
-/// The flags a launch was given that the next launch reuses.
+/// The flags a launch was given that the next launch reuses: every setting flag of `start`
+/// except the ones that find the instance (`--name`, `--data-dir`, `--config`, `--system`:
+/// the registry links a name to its data directory) and `--ephemeral` (a throwaway instance is
+/// asked for each time). A flag given once stays until another value is given (or `pgwarden
+/// reset` forgets the instance); the environment and the command line override it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Flags {
     pub port: Option<u16>,
     pub listen_address: Option<String>,
+    pub http_address: Option<String>,
+    pub run_as: Option<String>,
+    pub init_dir: Option<PathBuf>,
+    pub archive: Option<PathBuf>,
+    pub install_dir: Option<PathBuf>,
+    pub version: Option<String>,
+    pub mirror: Option<String>,
+    pub binaries: Option<PathBuf>,
+    pub npm_registry: Option<String>,
+    pub sha256: Option<String>,
+    pub download_timeout: Option<String>,
+}
+
+impl Flags {
+    /// The remembered part of a command line's `layer`, its paths made absolute (a later
+    /// command may run elsewhere).
+    pub fn of(layer: &Layer) -> Flags {
+        let absolute = |p: &Option<PathBuf>| p.as_deref().map(crate::paths::absolute);
+        Flags {
+            port: layer.port,
+            listen_address: layer.listen_address.clone(),
+            http_address: layer.http_address.clone(),
+            run_as: layer.run_as.clone(),
+            init_dir: absolute(&layer.init_dir),
+            archive: absolute(&layer.archive),
+            install_dir: absolute(&layer.install_dir),
+            version: layer.version.clone(),
+            mirror: layer.mirror.clone(),
+            binaries: absolute(&layer.binaries),
+            npm_registry: layer.npm_registry.clone(),
+            sha256: layer.sha256.clone(),
+            download_timeout: layer.download_timeout.clone(),
+        }
+    }
+
+    /// These flags as a config layer (the one between the files and the environment).
+    pub fn layer(&self) -> Layer {
+        Layer {
+            port: self.port,
+            listen_address: self.listen_address.clone(),
+            http_address: self.http_address.clone(),
+            run_as: self.run_as.clone(),
+            init_dir: self.init_dir.clone(),
+            archive: self.archive.clone(),
+            install_dir: self.install_dir.clone(),
+            version: self.version.clone(),
+            mirror: self.mirror.clone(),
+            binaries: self.binaries.clone(),
+            npm_registry: self.npm_registry.clone(),
+            sha256: self.sha256.clone(),
+            download_timeout: self.download_timeout.clone(),
+            ..Layer::default()
+        }
+    }
 }
 
 impl Remembered {
-    /// What `config` (with its port chosen) says; `flags` is the command line's layer.
-    pub fn of(config: &Config, flags: &Layer) -> Remembered {
+    /// What `config` (with its port chosen) says; `sources` are what it was loaded from: the
+    /// remembered flags it was given, overridden by its command line's.
+    pub fn of(config: &Config, sources: &config::Sources) -> Remembered {
         Remembered {
             name: config.name.clone(),
             named: config.named,
@@ -97,10 +158,7 @@ impl Remembered {
             user: config.user.clone(),
             database: config.database.clone(),
             password: config.password_source.clone(),
-            flags: Flags {
-                port: flags.port,
-                listen_address: flags.listen_address.clone(),
-            },
+            flags: Flags::of(&sources.remembered.clone().merge(sources.flags.clone())),
         }
     }
 
@@ -196,5 +254,34 @@ mod tests {
         std::fs::write(&file, "password = \"s3cret\"\n").unwrap();
         let source = PasswordSource::Key { file };
         assert_eq!(source.read(&|_| None).unwrap().expose(), "s3cret");
+    }
+
+    #[test]
+    fn a_launch_keeps_the_flags_it_was_given_and_those_it_remembered() {
+        let remembered = Flags {
+            port: Some(5821),
+            http_address: Some("127.0.0.1:9187".into()),
+            archive: Some("/a.tgz".into()),
+            sha256: Some("ab".repeat(32)),
+            ..Flags::default()
+        };
+        let sources = config::Sources {
+            remembered: remembered.layer(),
+            flags: Layer {
+                port: Some(5900),
+                binaries: Some("/usr/lib/postgresql/16".into()),
+                ..Layer::default()
+            },
+            ..config::Sources::default()
+        };
+        let kept = Flags::of(&sources.remembered.clone().merge(sources.flags.clone()));
+        assert_eq!(kept.port, Some(5900));
+        assert_eq!(kept.http_address.as_deref(), Some("127.0.0.1:9187"));
+        // A new source replaces the remembered one with its pin: never both.
+        assert_eq!(kept.binaries, Some("/usr/lib/postgresql/16".into()));
+        assert_eq!((kept.archive, kept.sha256), (None, None));
+        // Files written before every flag was kept still read.
+        let old: Flags = serde_json::from_str(r#"{"port":5821,"listen_address":null}"#).unwrap();
+        assert_eq!(old.port, Some(5821));
     }
 }

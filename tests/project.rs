@@ -842,3 +842,340 @@ fn a_stop_during_the_template_fill_cancels_it_and_leaves_nothing() {
     );
     common::stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
 }
+
+// ---------------------------------------------------------------------------
+// Which instance a command addresses, decided once (issue 24): the symptoms users met
+// ---------------------------------------------------------------------------
+
+/// The port in a `DATABASE_URL=postgres://…@127.0.0.1:PORT/…` line.
+fn url_port(line: &str) -> u16 {
+    let after = line
+        .split_once("@127.0.0.1:")
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .1;
+    after[..after.find('/').expect("a path after the port")]
+        .parse()
+        .unwrap_or_else(|e| panic!("no port in {line:?}: {e}"))
+}
+
+/// The status code of `GET path` on 127.0.0.1:`port`, or the connection error.
+fn http_status(port: u16, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The only `*.tar.zst` in `dir`.
+fn only_backup(dir: &Path) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(found.len(), 1, "one backup expected in {dir:?}: {found:?}");
+    found[0].clone()
+}
+
+/// The README's CI recipe on a machine where an instance of the same name ran before: the
+/// printed URL carries the port the throwaway server listens on, not the `0` it was asked for.
+#[test]
+fn a_port_0_start_after_a_stopped_instance_of_the_same_name_prints_the_real_port() {
+    let world = World::new();
+    let port = free_port().to_string();
+    let first = world.pgw(&world.root, &["start", "--name", "ci", "--port", &port]);
+    assert_eq!(code(&first), 0, "{first:?}");
+    let stop = world.pgw(&world.root, &["stop", "--name", "ci"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+
+    let throwaway = world.pgw(
+        &world.root,
+        &[
+            "start",
+            "--ephemeral",
+            "--port",
+            "0",
+            "--name",
+            "ci",
+            "--with-password",
+        ],
+    );
+    assert_eq!(code(&throwaway), 0, "{throwaway:?}");
+    let line = stdout(&throwaway);
+    assert!(
+        line.starts_with("DATABASE_URL=postgres://trader:trader@127.0.0.1:"),
+        "{throwaway:?}"
+    );
+    let listening = url_port(&line);
+    assert_ne!(listening, 0, "{throwaway:?}");
+    // What a CI job does with it: connect.
+    let check = world.pgw(
+        &world.root,
+        &["check", "--port", &listening.to_string(), "--query"],
+    );
+    assert_eq!(code(&check), 0, "nothing accepts on {listening}: {check:?}");
+    let url = world.pgw(&world.root, &["url", "--name", "ci"]);
+    assert_eq!(url_port(&stdout(&url)), listening, "{url:?}");
+    let stop = world.pgw(&world.root, &["stop", "--name", "ci"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+/// `restart` without flags restarts the instance as `start` was told: its HTTP endpoint too.
+#[test]
+fn a_plain_restart_keeps_the_http_address_start_was_given() {
+    let world = World::new();
+    let port = free_port().to_string();
+    let http = free_port();
+    let http_address = format!("127.0.0.1:{http}");
+    let start = world.pgw(
+        &world.root,
+        &[
+            "start",
+            "--name",
+            "web",
+            "--port",
+            &port,
+            "--http-address",
+            &http_address,
+        ],
+    );
+    assert_eq!(code(&start), 0, "{start:?}");
+    assert_eq!(http_status(http, "/livez").unwrap(), 200);
+
+    let restart = world.pgw(&world.root, &["restart", "--name", "web"]);
+    assert_eq!(code(&restart), 0, "{restart:?}");
+    assert_eq!(url_port(&stdout(&restart)), port.parse::<u16>().unwrap());
+    let after = http_status(http, "/livez");
+    assert!(
+        matches!(after, Ok(200)),
+        "/livez after a plain restart: {after:?} ({restart:?})"
+    );
+
+    // A stop and a later plain start: the same instance again.
+    assert_eq!(code(&world.pgw(&world.root, &["stop", "--name", "web"])), 0);
+    let again = world.pgw(&world.root, &["start", "--name", "web"]);
+    assert_eq!(code(&again), 0, "{again:?}");
+    assert!(matches!(http_status(http, "/livez"), Ok(200)), "{again:?}");
+    assert_eq!(code(&world.pgw(&world.root, &["stop", "--name", "web"])), 0);
+}
+
+/// `restore -v FILE` starts the restored cluster (its relaunch was once `start FILE`, which
+/// clap refused after the restore had replaced the data).
+#[test]
+fn restore_with_verbose_relaunches_the_restored_cluster() {
+    let world = World::new();
+    let port = free_port().to_string();
+    let start = world.pgw(&world.root, &["start", "--name", "src", "--port", &port]);
+    assert_eq!(code(&start), 0, "{start:?}");
+    let made = world.pgw(
+        &world.root,
+        &[
+            "exec",
+            "--name",
+            "src",
+            "--",
+            "psql",
+            "-XAtc",
+            "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)",
+        ],
+    );
+    assert_eq!(code(&made), 0, "{made:?}");
+    let backups = world.root.join("backups");
+    let backup = world.pgw(
+        &world.root,
+        &[
+            "backup",
+            &format!("{}/", backups.display()),
+            "--name",
+            "src",
+        ],
+    );
+    assert_eq!(code(&backup), 0, "{backup:?}");
+    let file = only_backup(&backups);
+
+    let other_port = free_port().to_string();
+    let restore = world.pgw(
+        &world.root,
+        &[
+            "restore",
+            "-v",
+            file.to_str().unwrap(),
+            "--name",
+            "dst",
+            "--port",
+            &other_port,
+        ],
+    );
+    assert_eq!(code(&restore), 0, "{restore:?}");
+    let read = world.pgw(
+        &world.root,
+        &[
+            "exec",
+            "--name",
+            "dst",
+            "--",
+            "psql",
+            "-XAtc",
+            "SELECT x FROM kept",
+        ],
+    );
+    assert_eq!((code(&read), stdout(&read)), (0, "42".into()), "{read:?}");
+    let url = world.pgw(&world.root, &["url", "--name", "dst"]);
+    assert_eq!(url_port(&stdout(&url)).to_string(), other_port, "{url:?}");
+}
+
+/// Inside a project, `--data-dir X` addresses X: `restore FILE --data-dir X` restores and
+/// starts it beside the project's own instance, and `stop --data-dir X` stops it (both were
+/// refused with a help line about a `--name` the user never gave).
+#[test]
+fn a_data_dir_flag_inside_a_project_addresses_that_data_dir() {
+    let world = World::new();
+    let port = free_port();
+    let shop = world.project("shop", &format!("port = {port}\n"));
+    let start = world.pgw(&shop, &["start"]);
+    assert_eq!(code(&start), 0, "{start:?}");
+    let backups = world.root.join("backups");
+    let backup = world.pgw(&shop, &["backup", &format!("{}/", backups.display())]);
+    assert_eq!(code(&backup), 0, "{backup:?}");
+    let file = only_backup(&backups);
+
+    let copy = world.root.join("copy/data");
+    let copy_port = free_port().to_string();
+    let restore = world.pgw(
+        &shop,
+        &[
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            copy.to_str().unwrap(),
+            "--port",
+            &copy_port,
+        ],
+    );
+    assert_eq!(code(&restore), 0, "{restore:?}");
+    assert!(copy.join("PG_VERSION").is_file(), "{restore:?}");
+    let status = world.pgw(&shop, &["status", "--data-dir", copy.to_str().unwrap()]);
+    assert_eq!(code(&status), 0, "{status:?}");
+
+    let stop = world.pgw(&shop, &["stop", "--data-dir", copy.to_str().unwrap()]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    assert!(stdout(&stop).starts_with("stopped: "), "{stop:?}");
+    // The project's own instance was not touched.
+    let check = world.pgw(&shop, &["check", "--query"]);
+    assert_eq!(code(&check), 0, "{check:?}");
+    let status = world.pgw(&shop, &["status", "--data-dir", copy.to_str().unwrap()]);
+    assert_ne!(code(&status), 0, "{status:?}");
+}
+
+/// compose's own verbs: `up` starts, `down` stops, and `--help` lists them.
+#[test]
+fn up_and_down_start_and_stop_the_project() {
+    let world = World::new();
+    let port = free_port();
+    let shop = world.project("shop", &format!("port = {port}\n"));
+    let help = world.pgw(&shop, &["--help"]);
+    // Words only: clap wraps the alias onto the next line where the text is long.
+    let words = stdout(&help)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(words.contains("[alias: up]"), "{help:?}");
+    assert!(words.contains("[alias: down]"), "{help:?}");
+    let up = world.pgw(&shop, &["up"]);
+    assert_eq!(code(&up), 0, "{up:?}");
+    assert_eq!(
+        stdout(&up),
+        format!("DATABASE_URL=postgres://trader@127.0.0.1:{port}/trader")
+    );
+    assert_eq!(code(&world.pgw(&shop, &["check"])), 0);
+    let down = world.pgw(&shop, &["down"]);
+    assert_eq!(code(&down), 0, "{down:?}");
+    assert!(stdout(&down).starts_with("stopped: "), "{down:?}");
+    assert_ne!(code(&world.pgw(&shop, &["check"])), 0);
+    // Idempotent, like compose's.
+    let again = world.pgw(&shop, &["down"]);
+    assert_eq!(code(&again), 0, "{again:?}");
+}
+
+/// A normal user's data dir below a directory only root can write to (`/var/lib/...` on a
+/// real machine): `run` refuses it with a `help:` line, and `doctor` fails it with the same
+/// words before anything is tried.
+#[test]
+fn doctor_and_run_agree_on_a_data_dir_that_cannot_be_created() {
+    if !common::require_root("to run pgwarden as a second, unprivileged user") {
+        return;
+    }
+    // The second user, here as any unprivileged user.
+    let user = common::intruder();
+    let world = World::new();
+    let locked = world.root.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    common::set_mode(&locked, 0o755);
+    let home = world.root.join("home");
+    std::fs::create_dir(&home).unwrap();
+    nix::unistd::chown(&home, Some(user.uid), Some(user.gid)).unwrap();
+    // Never unpacked: both refuse before they would install anything.
+    std::fs::write(home.join("archive.tgz"), "").unwrap();
+    let data_dir = locked.join("app/data");
+    let as_user = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"));
+        use std::os::unix::process::CommandExt;
+        command
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .current_dir(&home)
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            .env("PGWARDEN_RUNTIME_DIR", home.join("runtime"))
+            .env("PGWARDEN_INSTALL_DIR", home.join("binaries"))
+            .env("PGWARDEN_ARCHIVE", home.join("archive.tgz"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = common::output_within(command.spawn().unwrap(), LONG)
+            .unwrap_or_else(|| panic!("pgwarden {args:?} did not exit within {LONG:?}"));
+        eprintln!(
+            "[test] (as {}) pgwarden {args:?} -> {out:?}",
+            common::INTRUDER
+        );
+        out
+    };
+
+    let run = as_user(&["run"]);
+    assert_ne!(code(&run), 0, "{run:?}");
+    let error = stderr(&run);
+    assert!(error.contains("cannot create"), "{run:?}");
+    assert!(error.contains(locked.to_str().unwrap()), "{run:?}");
+    assert!(
+        error.contains("help: "),
+        "run's error has no help line: {run:?}"
+    );
+    assert!(!locked.join("app").exists());
+
+    let doctor = as_user(&["doctor"]);
+    assert_eq!(code(&doctor), 1, "{doctor:?}");
+    let report = stdout(&doctor);
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("FAIL data dir: "))
+        .unwrap_or_else(|| panic!("doctor passed the data dir run refuses: {doctor:?}"));
+    assert!(line.contains("cannot create"), "{doctor:?}");
+    assert!(line.contains(locked.to_str().unwrap()), "{doctor:?}");
+    assert!(report.contains("help: "), "{doctor:?}");
+}

@@ -4,8 +4,8 @@
 //! becomes `start`, so that it goes to the background and this command returns once it is
 //! ready), the same environment (`POSTGRES_PASSWORD` and friends: without them the reconcile
 //! would put the defaults back) and the same working directory (relative paths), read from
-//! `/proc/<pid>` before it is stopped. Otherwise the command's own flags are passed to
-//! `pgwarden start`. Either way through the ordinary `start` path: nothing here reaches into
+//! `/proc/<pid>` before it is stopped. Otherwise `pgwarden start` gets the command line built
+//! from the command's own parsed flags ([`crate::cli::RunArgs::command_line`]). Either way through the ordinary `start` path: nothing here reaches into
 //! the supervisor.
 
 use crate::error::{Error, Result};
@@ -72,56 +72,9 @@ impl Relaunch {
         })
     }
 
-    /// This command's own arguments for `pgwarden start`: the subcommand word (`word`) becomes
-    /// `start`, its first `positionals` positional arguments and the flags only it knows
-    /// (`drop_flags` take no value, `drop_valued` take one) are left out.
-    pub fn from_own_args(
-        argv: impl Iterator<Item = OsString>,
-        word: &str,
-        positionals: usize,
-        boolean_flags: &[&str],
-        drop_flags: &[&str],
-        drop_valued: &[&str],
-    ) -> Relaunch {
-        let mut args = Vec::new();
-        let mut seen_word = false;
-        let mut dropped = 0;
-        let mut iter = argv.peekable();
-        while let Some(arg) = iter.next() {
-            let text = arg.to_string_lossy().into_owned();
-            if !seen_word {
-                if text == word {
-                    seen_word = true;
-                    args.push(OsString::from("start"));
-                } else {
-                    args.push(arg);
-                }
-                continue;
-            }
-            if let Some(flag) = text.strip_prefix("--") {
-                let name = flag.split('=').next().unwrap_or_default();
-                let inline = flag.contains('=');
-                let full = format!("--{name}");
-                if drop_flags.contains(&full.as_str()) {
-                    continue;
-                }
-                let takes_value = !inline && !boolean_flags.contains(&full.as_str());
-                if drop_valued.contains(&full.as_str()) {
-                    if takes_value {
-                        iter.next();
-                    }
-                    continue;
-                }
-                args.push(arg);
-                if takes_value && let Some(value) = iter.next() {
-                    args.push(value);
-                }
-            } else if dropped < positionals {
-                dropped += 1;
-            } else {
-                args.push(arg);
-            }
-        }
+    /// `pgwarden ARGS`, the command line of a `start` built from a command's parsed flags
+    /// ([`crate::cli::RunArgs::command_line`]), in this process's environment and directory.
+    pub fn of_command_line(args: Vec<OsString>) -> Relaunch {
         Relaunch {
             args,
             env: None,
@@ -161,66 +114,5 @@ impl Relaunch {
             });
         }
         Ok(())
-    }
-}
-
-/// The boolean flags of `run` (they take no value).
-pub const RUN_BOOLEAN_FLAGS: [&str; 5] = [
-    "--system",
-    "--ephemeral",
-    "--create-user",
-    "--with-password",
-    "--help",
-];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_arguments_become_start_arguments() {
-        let argv = [
-            "--log-format",
-            "json",
-            "restore",
-            "--data-dir",
-            "d",
-            "backup.tar.zst",
-            "--force",
-            "--to",
-            "2026-01-01 00:00",
-            "--port=7",
-            "--system",
-            "--archive",
-            "a.tgz",
-        ]
-        .map(OsString::from);
-        let r = Relaunch::from_own_args(
-            argv.into_iter(),
-            "restore",
-            1,
-            &RUN_BOOLEAN_FLAGS,
-            &["--force", "--no-start"],
-            &["--to"],
-        );
-        let args: Vec<String> = r
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            args,
-            [
-                "--log-format",
-                "json",
-                "start",
-                "--data-dir",
-                "d",
-                "--port=7",
-                "--system",
-                "--archive",
-                "a.tgz"
-            ]
-        );
     }
 }

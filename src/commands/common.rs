@@ -2,7 +2,7 @@
 //! where) its supervisor runs.
 
 use crate::cli::InstanceArgs;
-use crate::config::{Config, Secret};
+use crate::config::{Config, Secret, Sources};
 use crate::error::{Error, Result};
 use crate::instance;
 use crate::registry;
@@ -26,13 +26,28 @@ pub struct Instance {
 
 impl Instance {
     pub fn load(args: &InstanceArgs) -> Result<Instance> {
-        Self::from_config(Config::load(&args.sources())?)
+        Self::resolve(args.sources())
+    }
+
+    /// The one way a command decides which instance it addresses, with which settings: the
+    /// command line's `sources` with the flags the instance was last started with
+    /// ([`registry::with_remembered_flags`]), loaded and validated once, then located
+    /// ([`registry::locate`]).
+    pub fn resolve(sources: Sources) -> Result<Instance> {
+        let sources = registry::with_remembered_flags(sources)?;
+        Self::from_config(Config::load(&sources)?)
     }
 
     pub fn from_config(config: Config) -> Result<Instance> {
         // The registered instance of this name when no data dir was named (an ephemeral one,
         // or one started with other flags), else the configured data dir's.
         let state_dir = registry::locate(&config)?;
+        Ok(Self::at(config, state_dir))
+    }
+
+    /// The instance whose state directory is `state_dir` (the one a background `run` was just
+    /// started for: its name may have pointed elsewhere before, e.g. at a stopped instance).
+    pub fn at(config: Config, state_dir: PathBuf) -> Instance {
         let mut instance = Instance {
             remembered: remembered::read(&state_dir),
             config,
@@ -41,7 +56,7 @@ impl Instance {
             status: None,
         };
         instance.refresh();
-        Ok(instance)
+        instance
     }
 
     /// Looks again at the lock and the status file.

@@ -45,7 +45,10 @@ impl Report {
 
 pub fn run(args: DoctorArgs) -> Result<i32> {
     let mut report = Report { failed: false };
-    let config = match Config::load(&args.instance.sources_with(&args.binaries)) {
+    // The settings `run` would use: with the flags the instance was last started with.
+    let sources =
+        crate::registry::with_remembered_flags(args.instance.sources_with(&args.binaries));
+    let config = match sources.and_then(|sources| Config::load(&sources)) {
         Ok(config) => config,
         Err(e @ Error::Untrusted(_)) => {
             report.line(Level::Fail, "project", e.to_string());
@@ -388,6 +391,11 @@ fn check_http(report: &mut Report, instance: &Instance) {
 /// The very checks `run` makes before it touches the data directory ([`cluster::check`]).
 fn check_data_dir(report: &mut Report, config: &Config, run_as: Option<&RunAs>) {
     let dir = &config.data_dir;
+    // `run`'s own first check, before it creates anything beside the data directory.
+    if let Err(e) = crate::private_dir::check_state_dir_creatable(config) {
+        report.line(Level::Fail, "data dir", e.to_string());
+        return;
+    }
     let Some(run_as) = run_as else {
         report.line(
             Level::Warn,

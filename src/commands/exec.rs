@@ -11,6 +11,7 @@
 //! never runs as root) is found by name — `pgwarden psql` runs the installation's psql, as the
 //! unprivileged user.
 
+use crate::cli::Globals;
 pub use crate::cli::exec::ExecArgs;
 use crate::commands::common::Instance;
 use crate::commands::start;
@@ -21,7 +22,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub async fn run(mut args: ExecArgs) -> Result<i32> {
+pub async fn run(mut args: ExecArgs, globals: &Globals) -> Result<i32> {
     if !args.run.ephemeral {
         let instance = Instance::load(&args.run.instance)?;
         instance.require_running()?;
@@ -30,24 +31,19 @@ pub async fn run(mut args: ExecArgs) -> Result<i32> {
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
     })?;
-    let mut run_args = start::run_arguments(std::env::args_os().skip(1), "exec");
     // A throwaway server of its own: two `exec --ephemeral` side by side must not meet.
     if args.run.instance.name.is_none() {
-        let name = format!("exec-{}", std::process::id());
-        run_args.extend(["--name".into(), name.clone().into()]);
-        args.run.instance.name = Some(name);
+        args.run.instance.name = Some(format!("exec-{}", std::process::id()));
     }
     if args.run.instance.port.is_none() {
-        run_args.extend(["--port".into(), "0".into()]);
         args.run.instance.port = Some(0);
     }
     let config = Config::load(&args.run.sources())?;
-    let pid = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
-    let result = match Instance::from_config(config) {
-        Ok(instance) => run_command(&instance, &args.command).await,
-        Err(e) => Err(e),
-    };
-    stop_throwaway(pid).await;
+    let run_args = args.run.command_line("run", globals);
+    let launched = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
+    let instance = Instance::at(config, launched.state_dir);
+    let result = run_command(&instance, &args.command).await;
+    stop_throwaway(launched.pid).await;
     result
 }
 

@@ -36,6 +36,7 @@ pub use crate::instance::BACKGROUND_ENV;
 /// Runs the command. `run_config` is `run`'s config when `main` loaded it already (to find
 /// the log file); `run` loads it here otherwise.
 pub async fn dispatch(cli: Cli, run_config: Option<Result<Config>>) -> Result<i32> {
+    let globals = cli.globals();
     match cli.command {
         Command::Run(args) => {
             let config = run_config.unwrap_or_else(|| Config::load(&args.sources()))?;
@@ -43,8 +44,8 @@ pub async fn dispatch(cli: Cli, run_config: Option<Result<Config>>) -> Result<i3
         }
         Command::Backup(args) => backup::run(args).await,
         Command::ArchiveWal(args) => archive_wal::run(args),
-        Command::Restore(args) => restore::run(args).await,
-        Command::Snapshot(command) => snapshot::run(command).await,
+        Command::Restore(args) => restore::run(args, &globals).await,
+        Command::Snapshot(command) => snapshot::run(command, &globals).await,
         Command::Check(args) => check::run(args).await,
         Command::Db(command) => db::run(command).await,
         Command::Wait(args) => wait::run(args).await,
@@ -56,13 +57,13 @@ pub async fn dispatch(cli: Cli, run_config: Option<Result<Config>>) -> Result<i3
         Command::Stop(args) => stop::run(args).await,
         Command::Doctor(args) => doctor::run(args),
         Command::Completions(args) => completions::run(args),
-        Command::Start(args) => start::start(args).await,
+        Command::Start(args) => start::start(args, &globals).await,
         Command::Init(args) => init::run(args),
         Command::Ls(args) => ls::run(args),
-        Command::Restart(args) => restart::run(args).await,
+        Command::Restart(args) => restart::run(args, &globals).await,
         Command::Reload(args) => reload::run(args).await,
         Command::Reset(args) => reset::run(args).await,
-        Command::Exec(args) => exec::run(args).await,
+        Command::Exec(args) => exec::run(args, &globals).await,
         Command::Install(args) => install::install(args).await,
         Command::ExportArchive(args) => export_archive::export_archive(args).await,
         Command::Service(crate::cli::ServiceCommand::Install(args)) => {

@@ -9,13 +9,13 @@
 
 use crate::backup::aside::{self, Aside};
 use crate::backup::in_place::{self, Found};
-use crate::backup::relaunch::{RUN_BOOLEAN_FLAGS, Relaunch};
+use crate::backup::relaunch::Relaunch;
 use crate::backup::restore::{self, Job};
 use crate::backup::tablespaces;
+use crate::cli::Globals;
 pub use crate::cli::restore::RestoreArgs;
 use crate::commands::common::Instance;
-use crate::commands::stop::{self, StopArgs};
-use crate::config::Config;
+use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
@@ -23,14 +23,14 @@ use crate::privilege::RunAs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub async fn run(args: RestoreArgs) -> Result<i32> {
-    let config = Config::load(&args.run.sources())?;
+pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::resolve(args.run.sources())?;
+    let config = instance.config.clone();
     if config.ephemeral {
         return Err(Error::Backup {
             what: "restore needs a persistent data directory, not --ephemeral".into(),
         });
     }
-    let instance = Instance::from_config(config.clone())?;
     let data_dir = instance
         .status
         .as_ref()
@@ -105,12 +105,10 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
     restore::check_space(&job)?;
 
     if instance.supervisor.is_some() {
-        stop::run(StopArgs {
-            instance: args.run.instance.clone(),
-            mode: ShutdownMode::Fast,
-            timeout: None,
-        })
-        .await?;
+        println!(
+            "{}",
+            stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
+        );
     }
     // From here on the old cluster is stopped: every failure starts it again (put back first
     // where the restore had set it aside), and says so.
@@ -158,16 +156,8 @@ pub async fn run(args: RestoreArgs) -> Result<i32> {
     if args.no_start {
         return Ok(0);
     }
-    let relaunch = relaunch.unwrap_or_else(|| {
-        Relaunch::from_own_args(
-            std::env::args_os().skip(1),
-            "restore",
-            1,
-            &RUN_BOOLEAN_FLAGS,
-            &["--force", "--no-start"],
-            &["--to", "--tablespace"],
-        )
-    });
+    let relaunch = relaunch
+        .unwrap_or_else(|| Relaunch::of_command_line(args.run.command_line("start", globals)));
     let old_ran = instance.supervisor.is_some();
     if let Err(e) = relaunch.start().await {
         let Some(aside) = aside.filter(|_| args.force) else {

@@ -88,7 +88,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         preflight::check_port_free(config.listen_address, config.port)?;
         Launch { port: config.port }
     };
-    let mut remembered = crate::remembered::Remembered::of(&config, &sources.flags);
+    let mut remembered = crate::remembered::Remembered::of(&config, &sources);
     remembered.port = launch.port;
     crate::remembered::write(&state_dir, &remembered)?;
     let (observer, watchers) = Observer::new();

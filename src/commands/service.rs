@@ -174,6 +174,7 @@ fn write_backup_timer(
     system: bool,
 ) -> Result<bool> {
     let sources = crate::config::Sources {
+        remembered: Default::default(),
         config_file: config
             .map(Path::to_path_buf)
             .or_else(|| system.then(|| PathBuf::from(SYSTEM_CONFIG))),

@@ -5,24 +5,23 @@
 //! swap (restore), and started again with the arguments and environment it had
 //! ([`crate::backup::relaunch`]).
 
-use crate::backup::relaunch::{RUN_BOOLEAN_FLAGS, Relaunch};
+use crate::backup::relaunch::Relaunch;
 use crate::backup::snapshot::{self, RemoveOnDrop, StagingLock};
 use crate::backup::{human_bytes, rfc3339};
-use crate::cli::RunArgs;
 pub use crate::cli::snapshot::{SnapshotArgs, SnapshotCommand, SnapshotListArgs};
+use crate::cli::{Globals, RunArgs};
 use crate::commands::common::{Instance, human_duration};
-use crate::commands::stop::{self, StopArgs};
-use crate::config::Config;
+use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
 use crate::instance::InstanceLock;
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub async fn run(command: SnapshotCommand) -> Result<i32> {
+pub async fn run(command: SnapshotCommand, globals: &Globals) -> Result<i32> {
     match command {
         SnapshotCommand::Save(args) => save(args).await,
-        SnapshotCommand::Restore(args) => restore(args).await,
+        SnapshotCommand::Restore(args) => restore(args, globals).await,
         SnapshotCommand::Ls(args) => ls(args),
         SnapshotCommand::Rm(args) => rm(args),
     }
@@ -30,13 +29,12 @@ pub async fn run(command: SnapshotCommand) -> Result<i32> {
 
 /// The instance and its data directory (the running supervisor's, else the configured one).
 fn locate(run: &RunArgs) -> Result<(Instance, PathBuf)> {
-    let config = Config::load(&run.sources())?;
-    if config.ephemeral {
+    let instance = Instance::resolve(run.sources())?;
+    if instance.config.ephemeral {
         return Err(Error::Backup {
             what: "snapshots need a persistent data directory, not --ephemeral".into(),
         });
     }
-    let instance = Instance::from_config(config)?;
     let data_dir = instance
         .status
         .as_ref()
@@ -46,17 +44,15 @@ fn locate(run: &RunArgs) -> Result<(Instance, PathBuf)> {
 }
 
 /// Stops the running supervisor (if any) and says how to start it again.
-async fn stop_for(instance: &Instance, run: &RunArgs) -> Result<Option<Relaunch>> {
+async fn stop_for(instance: &Instance) -> Result<Option<Relaunch>> {
     let Some(pid) = instance.supervisor else {
         return Ok(None);
     };
     let relaunch = Relaunch::of_supervisor(pid)?;
-    stop::run(StopArgs {
-        instance: run.instance.clone(),
-        mode: ShutdownMode::Fast,
-        timeout: None,
-    })
-    .await?;
+    println!(
+        "{}",
+        stop::stop_instance(instance, ShutdownMode::Fast, None).await?
+    );
     Ok(Some(relaunch))
 }
 
@@ -79,7 +75,7 @@ async fn save(args: SnapshotArgs) -> Result<i32> {
     // Taken for its sweep (what a killed restore left) and held: no restore stages meanwhile.
     let _staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     let started = Instant::now();
-    let relaunch = stop_for(&instance, &args.run).await?;
+    let relaunch = stop_for(&instance).await?;
     let (dir, name) = (data_dir.clone(), args.snapshot.clone());
     let saved = tokio::task::spawn_blocking(move || snapshot::save(&dir, &name))
         .await
@@ -101,7 +97,7 @@ async fn save(args: SnapshotArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn restore(args: SnapshotArgs) -> Result<i32> {
+async fn restore(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
     let (instance, data_dir) = locate(&args.run)?;
     if crate::backup::in_place::is_mount_point(&data_dir) {
@@ -128,7 +124,7 @@ async fn restore(args: SnapshotArgs) -> Result<i32> {
     .expect("the snapshot thread does not panic");
     let staging = staged?;
     let guard = RemoveOnDrop(Some(staging.clone()));
-    let relaunch = stop_for(&instance, &args.run).await?;
+    let relaunch = stop_for(&instance).await?;
     // Held for the swap: no `run` may start on the data directory meanwhile.
     let swapped = InstanceLock::acquire(&instance.state_dir, &data_dir)
         .and_then(|_lock| snapshot::swap_in(&staging, &data_dir));
@@ -144,16 +140,8 @@ async fn restore(args: SnapshotArgs) -> Result<i32> {
     guard.disarm();
     drop(staging_lock);
     if !args.no_start {
-        let relaunch = relaunch.unwrap_or_else(|| {
-            Relaunch::from_own_args(
-                std::env::args_os().skip(1),
-                "snapshot",
-                2,
-                &RUN_BOOLEAN_FLAGS,
-                &["--no-start"],
-                &[],
-            )
-        });
+        let relaunch = relaunch
+            .unwrap_or_else(|| Relaunch::of_command_line(args.run.command_line("start", globals)));
         relaunch.start().await?;
     }
     eprintln!(

@@ -1,12 +1,13 @@
 //! `pgwarden start`: `pgwarden run` in the background, returning once the server is ready.
 //!
-//! The background pgwarden is this same binary with the same arguments (`start` replaced by
-//! `run`), in a session of its own, its stdout and its warnings and errors appended to
+//! The background pgwarden is this same binary running `run` with the command line
+//! [`RunArgs::command_line`](crate::cli::RunArgs::command_line) builds from the parsed flags (never
+//! a filtered copy of this process's argv), in a session of its own, its stdout and its warnings and errors appended to
 //! `<state dir>/pgwarden.out` (the full log goes to the rotated `pgwarden.log`). This
 //! command follows that file until the `ready:` line appears (then prints the URL and exits 0)
 //! or the background pgwarden exits (then prints its error and exits non-zero).
 
-use crate::cli::StartArgs;
+use crate::cli::{Globals, StartArgs};
 use crate::commands::common::Instance;
 use crate::config::{self, Config};
 use crate::error::{Error, IoContext, Result};
@@ -14,23 +15,19 @@ use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub async fn start(args: StartArgs) -> Result<i32> {
-    start_verb(args, "start").await
-}
-
-/// `start`, or the start half of `restart` (`verb` is the word replaced by `run`).
-pub async fn start_verb(args: StartArgs, verb: &str) -> Result<i32> {
-    let sources = crate::registry::with_remembered_flags(args.run.sources())?;
-    let config = Config::load(&sources)?;
+/// `start` (and `up`), or the start half of `restart`.
+pub async fn start(args: StartArgs, globals: &Globals) -> Result<i32> {
+    let mut instance = Instance::resolve(args.run.sources())?;
+    let config = instance.config.clone();
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
     })?;
     let deadline = Instant::now() + timeout;
-    let mut instance = Instance::from_config(config.clone())?;
     if instance.running() {
         // Like compose's `up -d`: nothing to do, unless what runs is not what is asked for.
         if let Some(running) = instance.running_settings() {
@@ -52,9 +49,11 @@ pub async fn start_verb(args: StartArgs, verb: &str) -> Result<i32> {
     } else {
         // Refused here, before a background run is launched that would create the state dir.
         crate::binaries::check_source(&config.source)?;
-        let run_args = run_arguments(std::env::args_os().skip(1), verb);
-        launch(&config, run_args, deadline, timeout).await?;
-        instance.refresh();
+        let run_args = args.run.command_line("run", globals);
+        let launched = launch(&config, run_args, deadline, timeout).await?;
+        // The instance just started, not the one its name pointed at before (a stopped one of
+        // the same name, with another port).
+        instance = Instance::at(config, launched.state_dir);
     }
     println!("DATABASE_URL={}", instance.url(args.with_password)?);
     Ok(0)
@@ -80,14 +79,21 @@ async fn wait_until_ready(instance: &mut Instance, deadline: Instant) -> Result<
     }
 }
 
+/// A background pgwarden whose server is ready.
+pub(crate) struct Launched {
+    pub pid: u32,
+    /// Its instance's state directory (where its status file says the port it listens on).
+    pub state_dir: PathBuf,
+}
+
 /// Puts `pgwarden RUN_ARGS` in the background for `config`'s instance and returns once its
-/// `ready:` line is out (printed on stderr), with the background pgwarden's pid.
+/// `ready:` line is out (printed on stderr).
 pub(crate) async fn launch(
     config: &Config,
     run_args: Vec<OsString>,
     deadline: Instant,
     timeout: Duration,
-) -> Result<u32> {
+) -> Result<Launched> {
     let mut config = config.clone();
     let state_dir = crate::registry::adopt(&mut config)?;
     crate::private_dir::prepare_state_dir(&config)?;
@@ -132,7 +138,10 @@ pub(crate) async fn launch(
         let _ = reader.read_to_string(&mut output);
         if let Some(line) = output.lines().find(|l| l.starts_with("ready: ")) {
             eprintln!("{line}");
-            return Ok(child.id());
+            return Ok(Launched {
+                pid: child.id(),
+                state_dir,
+            });
         }
         if let Ok(Some(status)) = child.try_wait() {
             let _ = reader.read_to_string(&mut output);
@@ -171,35 +180,6 @@ pub(crate) async fn launch(
     }
 }
 
-/// This command's arguments for the background `run`: the subcommand word `verb` becomes `run`,
-/// the options only `start` knows are dropped, and so is everything from a `--` on (`exec`'s
-/// command).
-pub(crate) fn run_arguments(args: impl Iterator<Item = OsString>, verb: &str) -> Vec<OsString> {
-    let mut out = Vec::new();
-    let mut replaced = false;
-    let mut skip_value = false;
-    for arg in args {
-        if skip_value {
-            skip_value = false;
-            continue;
-        }
-        let text = arg.to_string_lossy();
-        if replaced && text == "--" {
-            break;
-        }
-        if !replaced && text == verb {
-            out.push(OsString::from("run"));
-            replaced = true;
-        } else if replaced && text == "--timeout" {
-            skip_value = true;
-        } else if replaced && (text.starts_with("--timeout=") || text == "--with-password") {
-        } else {
-            out.push(arg);
-        }
-    }
-    out
-}
-
 /// The error a pgwarden printed last (`error: …` to the end of its output), without the prefix.
 fn final_error(output: &str) -> Option<String> {
     let start = output
@@ -227,29 +207,5 @@ mod tests {
             Some("port busy\nhelp: use another")
         );
         assert_eq!(final_error("INFO ready\n"), None);
-    }
-
-    #[test]
-    fn start_arguments_become_run_arguments() {
-        let args = [
-            "--log-format",
-            "json",
-            "start",
-            "--ephemeral",
-            "--timeout",
-            "5s",
-            "--port",
-            "0",
-            "--with-password",
-        ]
-        .map(OsString::from);
-        let run: Vec<String> = run_arguments(args.into_iter(), "start")
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            run,
-            ["--log-format", "json", "run", "--ephemeral", "--port", "0"]
-        );
     }
 }

@@ -277,7 +277,7 @@ impl Layer {
     }
 
     /// Overrides `self` with every value `top` sets.
-    fn merge(mut self, mut top: Layer) -> Layer {
+    pub fn merge(mut self, mut top: Layer) -> Layer {
         let top_names_source = top.names_source();
         // The source keys go together: the layer that names a source names all of it, its pin
         // included, so a `--mirror` flag replaces a file's `archive` (and the file's `sha256`
@@ -501,6 +501,9 @@ impl Layer {
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
     pub config_file: Option<PathBuf>,
+    /// The flags the instance was last started with ([`crate::remembered`]): above the files,
+    /// below the environment and this command line's flags.
+    pub remembered: Layer,
     pub flags: Layer,
     /// `--system`: the system layout's defaults (`/etc/pgwarden`, `/var/lib/pgwarden`) even when
     /// not root.
@@ -623,14 +626,20 @@ impl Config {
         {
             *p = paths::absolute(p);
         }
-        let merged = file_layer.merge(env_layer).merge(flags);
+        let flag_addresses_data_dir = flags.name.is_none() && flags.data_dir.is_some();
+        let merged = file_layer
+            .merge(sources.remembered.clone())
+            .merge(env_layer)
+            .merge(flags);
+        // A data directory named on the command line addresses that directory: a name from a
+        // lower layer (a project's, the environment's) does not tie it to that name's instance.
+        let named = merged.name.is_some() && !flag_addresses_data_dir;
         let config_dir = config_file
             .as_deref()
             .unwrap_or(&defaults.config_file)
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let named = merged.name.is_some();
         let max_unpacked_mb = merged.max_unpacked_mb;
         let mut npm_problems = Vec::new();
         let npm = npmrc::read(env, &cwd, &trust, &mut npm_problems);
@@ -1004,6 +1013,7 @@ mod tests {
         };
         Config::load_with(
             &Sources {
+                remembered: Layer::default(),
                 config_file,
                 flags,
                 system: false,
@@ -1097,6 +1107,7 @@ mod tests {
         let defaults = DefaultPaths::system();
         let err = Config::load_with(
             &Sources {
+                remembered: Layer::default(),
                 config_file: Some(PathBuf::from("/nonexistent/pgwarden.toml")),
                 flags: Layer::default(),
                 system: false,
@@ -1352,5 +1363,84 @@ mod tests {
     fn password_is_not_in_debug_output() {
         let c = load(None, &[("POSTGRES_PASSWORD", "hunter2")], Layer::default()).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// A project `shop` whose file is `toml` (named with `-f`), and the defaults of a machine
+    /// where nothing else exists.
+    fn in_project(toml: &str) -> (tempfile::TempDir, project::Choice, DefaultPaths) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("shop")).unwrap();
+        let file = dir.path().join("shop/pgwarden.toml");
+        std::fs::write(&file, toml).unwrap();
+        let defaults = DefaultPaths {
+            config_file: dir.path().join("none/config.toml"),
+            data_root: dir.path().join("data-root"),
+        };
+        (dir, project::Choice::File(file), defaults)
+    }
+
+    #[test]
+    fn a_data_dir_flag_addresses_that_dir_and_not_the_projects_name() {
+        let (_dir, project, defaults) = in_project("port = 6000\n");
+        let load = |flags: Layer| {
+            let sources = Sources {
+                flags,
+                ..Sources::default()
+            };
+            Config::load_in(&sources, Some(&project), &|_| None, &defaults).unwrap()
+        };
+        let plain = load(Layer::default());
+        assert!(plain.named && plain.name == "shop");
+        let by_dir = load(Layer {
+            data_dir: Some("/srv/copy".into()),
+            ..Layer::default()
+        });
+        assert!(!by_dir.named, "{by_dir:?}");
+        let both = load(Layer {
+            data_dir: Some("/srv/copy".into()),
+            name: Some("copy".into()),
+            ..Layer::default()
+        });
+        assert!(both.named && both.name == "copy");
+    }
+
+    #[test]
+    fn remembered_flags_sit_between_the_project_file_and_the_environment() {
+        let (_dir, project, defaults) = in_project("port = 6000\n");
+        let remembered = Layer {
+            port: Some(6001),
+            http_address: Some("127.0.0.1:9187".into()),
+            ..Layer::default()
+        };
+        let load = |env: &[(&str, &str)], flags: Layer| {
+            let env: HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let sources = Sources {
+                remembered: remembered.clone(),
+                flags,
+                ..Sources::default()
+            };
+            Config::load_in(
+                &sources,
+                Some(&project),
+                &|k| env.get(k).cloned(),
+                &defaults,
+            )
+            .unwrap()
+        };
+        let c = load(&[], Layer::default());
+        assert_eq!(c.port, 6001);
+        assert_eq!(c.http_address.map(|a| a.port()), Some(9187));
+        assert_eq!(
+            load(&[("PGWARDEN_PORT", "6002")], Layer::default()).port,
+            6002
+        );
+        let flagged = Layer {
+            port: Some(6003),
+            ..Layer::default()
+        };
+        assert_eq!(load(&[("PGWARDEN_PORT", "6002")], flagged).port, 6003);
     }
 }
