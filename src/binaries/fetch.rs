@@ -201,7 +201,8 @@ fn status_failure(status: reqwest::StatusCode) -> Failure {
         ),
         401 | 403 => (
             "the server refused access to this file (for an npm registry: a token for it in \
-             ~/.npmrc, `//HOST/PATH/:_authToken=...`)",
+             ~/.npmrc, `//HOST/PATH/:_authToken=...`; for a package index: credentials in its URL \
+             or a `machine HOST login USER password PASS` line in ~/.netrc)",
             false,
         ),
         408 | 429 | 500..=599 => ("the server had a problem; try again later", true),

