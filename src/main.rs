@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     // It lives in the instance's state directory, so `run`'s config is loaded here, once.
     let run_config = match &cli.command {
         Command::Run(args) => Some(
-            pgwarden::registry::with_remembered_flags(args.sources())
+            pgwarden::instance::registry::with_remembered_flags(args.sources())
                 .and_then(|sources| pgwarden::config::Config::load(&sources)),
         ),
         _ => None,
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         .and_then(|loaded| loaded.as_ref().ok())
         // A run refused for its installation's owner creates nothing, not even its log.
         .filter(|config| pgwarden::binaries::check_source(&config.source).is_ok())
-        .and_then(pgwarden::logfile::for_run);
+        .and_then(pgwarden::instance::logfile::for_run);
     let verbosity = match &cli.command {
         Command::Run(args) => args.verbosity,
         Command::Start(args) | Command::Restart(args) => args.run.verbosity,
@@ -71,7 +71,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn init_tracing(
     format: LogFormat,
     verbosity: pgwarden::cli::Verbosity,
-    log_file: Option<pgwarden::logfile::RotatingFile>,
+    log_file: Option<pgwarden::instance::logfile::RotatingFile>,
 ) {
     use pgwarden::log_lines;
     // RUST_LOG, when set, decides for stderr and the file alike.

@@ -555,7 +555,7 @@ impl LimitedCgroup {
         if !require_root("making a memory cgroup") {
             return None;
         }
-        let found = pgwarden::oom::MemoryCgroup::find();
+        let found = pgwarden::postmaster::oom::MemoryCgroup::find();
         let dir = found.as_ref().map(|c| {
             c.dir
                 .join(format!("pgwarden-test-{}-{name}", std::process::id()))

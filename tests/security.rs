@@ -784,7 +784,7 @@ fn initdb_args_parse_like_the_real_initdb() {
         ]
         .iter()
         .any(|m| real_text.contains(m));
-        let parsed = pgwarden::initdb_args::parse(&words);
+        let parsed = pgwarden::pg::initdb_args::parse(&words);
         assert_eq!(
             parsed.is_err(),
             getopt_refused,

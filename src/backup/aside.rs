@@ -21,7 +21,7 @@ use super::in_place::{self, flush_filesystem, mark_creating};
 use super::snapshot::{self, RemoveOnDrop};
 use crate::cluster::MARKER;
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use std::path::{Path, PathBuf};
 
 /// Where the old cluster went, and how.

@@ -116,7 +116,7 @@ pub fn resolve_target(target: Option<&Path>, backup_dir: &Path, now_ms: u64) -> 
             t.to_path_buf()
         }
     };
-    Ok(crate::paths::absolute(&path))
+    Ok(crate::os::paths::absolute(&path))
 }
 
 /// Refuses a target inside the data directory (it would be copied into itself, and a restore

@@ -25,7 +25,7 @@
 pub use crate::cluster::empty_except_creating;
 use crate::cluster::{Before, CREATING, MARKER};
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

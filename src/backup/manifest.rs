@@ -106,7 +106,7 @@ impl Manifest {
     /// Writes the manifest of `archive` durably (temp file, fsync, rename).
     pub fn write_for(&self, archive: &Path) -> Result<()> {
         let path = super::manifest_path(archive);
-        crate::json_file::write(&path, self, 0o644, crate::json_file::Durability::Sync)
+        crate::os::json_file::write(&path, self, 0o644, crate::os::json_file::Durability::Sync)
     }
 
     /// Checks the archive file's size and SHA-256 against the manifest, reading it once.

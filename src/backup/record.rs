@@ -108,11 +108,11 @@ fn write(state_dir: &Path, record: &BackupRecord) -> crate::error::Result<()> {
     std::fs::create_dir_all(state_dir).io("cannot create", state_dir)?;
     let path = state_dir.join(FILE);
     // Its errors name paths and servers' messages: no state file is readable by other users.
-    crate::json_file::write(
+    crate::os::json_file::write(
         &path,
         record,
-        crate::json_file::PRIVATE,
-        crate::json_file::Durability::Rename,
+        crate::os::json_file::PRIVATE,
+        crate::os::json_file::Durability::Rename,
     )
 }
 

@@ -53,7 +53,7 @@ impl Relaunch {
                     std::ffi::OsStr::from_bytes(&bytes[eq + 1..]).to_os_string(),
                 ))
             })
-            .filter(|(k, _)| k != crate::instance::BACKGROUND_ENV)
+            .filter(|(k, _)| k != crate::instance::lock::BACKGROUND_ENV)
             .collect();
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
         let mut args: Vec<OsString> = argv.into_iter().skip(1).collect();

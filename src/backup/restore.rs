@@ -29,7 +29,7 @@ use super::manifest::Manifest;
 use super::tablespaces::{self, Placement, Prepared};
 use crate::cluster::MARKER;
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -391,7 +391,12 @@ fn write_in_place(job: &Job, aside: Option<&Aside>) -> Result<()> {
             .iter()
             .map(|p| p.to.join(&p.version_dir))
             .collect();
-        crate::json_file::write(&journal, &dirs, 0o600, crate::json_file::Durability::Sync)?;
+        crate::os::json_file::write(
+            &journal,
+            &dirs,
+            0o600,
+            crate::os::json_file::Durability::Sync,
+        )?;
     }
     let _journal = RemoveOnDrop(journal);
     let prepared = Prepared::create(&job.placements, &job.run_as)?;

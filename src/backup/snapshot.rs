@@ -319,7 +319,10 @@ impl StagingLock {
     pub fn acquire(state_dir: &Path, data_dir: &Path) -> Result<StagingLock> {
         use std::io::{Read, Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
-        crate::private_dir::ensure(state_dir, crate::private_dir::private_mode())?;
+        crate::instance::private_dir::ensure(
+            state_dir,
+            crate::instance::private_dir::private_mode(),
+        )?;
         let path = state_dir.join(STAGING_LOCK);
         let mut file = std::fs::File::options()
             .read(true)
@@ -428,11 +431,11 @@ pub fn stage(lock: &StagingLock, data_dir: &Path, name: &str) -> Result<PathBuf>
 }
 
 /// Puts the staged copy at `data_dir` in one step, then deletes the cluster it replaced in the
-/// background ([`crate::deletion`]): the server's start does not wait for ~1000 unlinks.
+/// background ([`crate::os::deletion`]): the server's start does not wait for ~1000 unlinks.
 pub fn swap_in(staging: &Path, data_dir: &Path) -> Result<()> {
     if data_dir.exists() {
         exchange(staging, data_dir)?;
-        crate::deletion::delete_beside(staging, data_dir)?;
+        crate::os::deletion::delete_beside(staging, data_dir)?;
     } else {
         std::fs::rename(staging, data_dir).io("cannot move the snapshot to", data_dir)?;
     }

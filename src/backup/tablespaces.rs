@@ -15,7 +15,7 @@
 //!   server's user, mode 0700.
 
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -248,7 +248,7 @@ pub fn plan(
         }
         mapped.push((old, new));
     }
-    let data = crate::paths::absolute(data_dir);
+    let data = crate::os::paths::absolute(data_dir);
     let mut out: Vec<Placement> = Vec::new();
     for t in tablespaces {
         let (Some(from), true, true) = (

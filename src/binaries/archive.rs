@@ -19,7 +19,7 @@
 //! group or other write), and the unpacked size is bounded ([`super::policy`]).
 
 use crate::error::{Error, IoContext, Result};
-use crate::safe_fs::{Beneath, Refusal, link_stays_inside};
+use crate::os::safe_fs::{Beneath, Refusal, link_stays_inside};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufReader, Read, Write};

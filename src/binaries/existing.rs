@@ -3,7 +3,7 @@
 //!
 //! Its programs run with the rights of whoever starts pgwarden's children, and a `binaries`
 //! setting can name any directory, so before anything in it runs the installation must pass the
-//! binaries cache's ownership rule ([`crate::private_dir::untrusted_ancestor`]: it and every
+//! binaries cache's ownership rule ([`crate::instance::private_dir::untrusted_ancestor`]: it and every
 //! directory above it owned by root or the current user and writable by no one else) — and,
 //! because pgwarden did not write what is inside it as it writes the cache, so must everything in
 //! it (a root-owned directory whose `bin/` another user owns is no safer), symlinks judged where
@@ -13,7 +13,7 @@
 use super::{Install, postgres_version};
 use crate::config::MAJOR;
 use crate::error::{Error, IoContext, Result};
-use crate::private_dir::{foreign_or_writable, untrusted_ancestor};
+use crate::instance::private_dir::{foreign_or_writable, untrusted_ancestor};
 use std::path::{Path, PathBuf};
 
 /// Checks that `dir` holds a runnable PostgreSQL 16 (`bin/postgres --version`, `bin/initdb`)

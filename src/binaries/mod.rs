@@ -28,7 +28,7 @@ pub use mirror::{asset_name, exact_version};
 
 use crate::config::{MAJOR, NpmSettings, PypiSettings, Theseus};
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use semver::{Version, VersionReq};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -137,7 +137,7 @@ pub fn check_source(source: &Source) -> Result<()> {
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
 pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -> Result<Install> {
     if !matches!(source, Source::Existing(_)) {
-        crate::private_dir::check_trusted(install_dir, "install_dir")?;
+        crate::instance::private_dir::check_trusted(install_dir, "install_dir")?;
     }
     match source {
         Source::Archive { path, sha256 } => {
@@ -293,7 +293,7 @@ fn lock(install_dir: &Path) -> Result<InstallLock> {
     std::fs::create_dir_all(install_dir).io("cannot create install directory", install_dir)?;
     let _ = std::fs::set_permissions(install_dir, std::fs::Permissions::from_mode(0o755));
     // Again now that it exists: made by someone else between the first check and here?
-    crate::private_dir::check_trusted(install_dir, "install_dir")?;
+    crate::instance::private_dir::check_trusted(install_dir, "install_dir")?;
     let path = install_dir.join(".lock");
     let file = File::options()
         .create(true)

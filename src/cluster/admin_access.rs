@@ -1,11 +1,11 @@
 //! How pgwarden reaches its administration role [`ADMIN_ROLE`] in a cluster it creates: one
 //! line at the top of `pg_hba.conf`, `local all pgwarden_admin peer map=pgwarden`, and
 //! `pg_ident.conf` mapping the OS users that run pgwarden (`root`, and the server's own user)
-//! to it. Only connections asking for that role are affected; [`crate::reconcile`] uses it.
+//! to it. Only connections asking for that role are affected; [`crate::supervisor::reconcile`] uses it.
 
 use crate::config::ADMIN_ROLE;
 use crate::error::{IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use std::path::Path;
 
 /// The pg_ident map name.

@@ -12,7 +12,7 @@
 
 use crate::config::MAJOR;
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 

@@ -3,9 +3,9 @@
 //!
 //! First launch runs initdb (UTF8, scram-sha-256 for TCP *and* the Unix socket, the configured
 //! user as superuser, its password through a 0600 file removed afterwards), then starts a
-//! temporary server on the Unix socket only ([`crate::temp_server`]) that creates pgwarden's
-//! administration role (its access set up by `admin_access`, used by [`crate::reconcile`]) and the configured database and runs the init
-//! scripts ([`crate::init_scripts`]).
+//! temporary server on the Unix socket only ([`crate::postmaster::temp_server`]) that creates pgwarden's
+//! administration role (its access set up by `admin_access`, used by [`crate::supervisor::reconcile`]) and the configured database and runs the init
+//! scripts ([`crate::cluster::init_scripts`]).
 //!
 //! Where: always inside the data directory itself, which may be missing (created), or an
 //! existing empty directory — a mount point in particular (a disk, a volume, a tmpfs), which
@@ -30,6 +30,7 @@
 mod admin_access;
 mod data_dir;
 mod flush;
+pub mod init_scripts;
 mod settings;
 mod template;
 pub mod template_fill;
@@ -39,12 +40,11 @@ use flush::{BackgroundFlush, flush_to_disk, sync_dir};
 pub use settings::{SETTINGS_FILE, write_server_settings};
 
 use crate::binaries::Install;
-use crate::cancel::Cancel;
 use crate::config::{ADMIN_ROLE, Config};
 use crate::error::{Error, IoContext, Result};
-use crate::init_scripts;
-use crate::privilege::RunAs;
-use crate::temp_server::TempServer;
+use crate::os::cancel::Cancel;
+use crate::os::privilege::RunAs;
+use crate::postmaster::temp_server::TempServer;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

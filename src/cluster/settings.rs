@@ -2,7 +2,7 @@
 //! (SIGHUP) applies them: settings given as `postgres -c` could not change on reload.
 
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -5,7 +5,7 @@ use super::locale;
 use crate::binaries::Install;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::privilege::RunAs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

@@ -31,10 +31,10 @@ use super::flush::{flush_to_disk, sync_dir};
 use super::template::TEMPLATE_COMPLETE as TEMPLATE_COMPLETE_MARKER;
 use super::{admin_access, bootstrap, run_initdb};
 use crate::binaries::Install;
-use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
-use crate::privilege::RunAs;
+use crate::os::cancel::Cancel;
+use crate::os::privilege::RunAs;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -67,7 +67,7 @@ impl TemplateFill {
             .name("template-fill".into())
             .spawn(move || {
                 let _ends = ends;
-                crate::background::lower_this_thread();
+                crate::os::background::lower_this_thread();
                 let started = Instant::now();
                 match fill(&config, &install, &run_as, &template, &on_thread) {
                     Ok(Filled::Made) => info!(

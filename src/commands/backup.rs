@@ -13,7 +13,7 @@ pub async fn run(args: BackupArgs) -> Result<i32> {
     let status = instance.status.clone().ok_or_else(|| Error::Backup {
         what: "the running pgwarden has written no status yet; wait until it is ready (`pgwarden wait`)".into(),
     })?;
-    if status.state != crate::status::State::Ready {
+    if status.state != crate::instance::status::State::Ready {
         return Err(Error::Backup {
             what: format!(
                 "the server is {} ({}), not ready; a backup needs a running server\nhelp: `pgwarden wait`, then try again",

@@ -11,9 +11,9 @@
 use crate::cli::InstanceArgs;
 pub use crate::cli::check::CheckArgs;
 use crate::commands::common::Instance;
-use crate::conninfo::{self, Settings};
 use crate::error::Result;
-use crate::probe::{self, Encryption, Endpoint, PingStatus};
+use crate::pg::conninfo::{self, Settings};
+use crate::pg::probe::{self, Encryption, Endpoint, PingStatus};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 

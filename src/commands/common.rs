@@ -4,10 +4,10 @@
 use crate::cli::InstanceArgs;
 use crate::config::{Config, Secret, Sources};
 use crate::error::{Error, Result};
-use crate::instance;
-use crate::registry;
-use crate::remembered::{self, PasswordSource, Remembered};
-use crate::status::{self, Status};
+use crate::instance::lock;
+use crate::instance::registry;
+use crate::instance::remembered::{self, PasswordSource, Remembered};
+use crate::instance::status::{self, Status};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -61,7 +61,7 @@ impl Instance {
 
     /// Looks again at the lock and the status file.
     pub fn refresh(&mut self) {
-        self.supervisor = instance::holder(&self.state_dir);
+        self.supervisor = lock::holder(&self.state_dir);
         // Read after the lock: a status file from before the current supervisor is ignored.
         self.status = self
             .supervisor
@@ -135,7 +135,7 @@ impl Instance {
     /// The connection URL, with the password when `with_password`.
     pub fn url(&self, with_password: bool) -> Result<String> {
         let password = with_password.then(|| self.password()).transpose()?;
-        Ok(crate::connection::database_url(
+        Ok(crate::pg::connection::database_url(
             self.user(),
             password.as_ref().map(Secret::expose),
             self.address(),

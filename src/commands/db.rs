@@ -46,7 +46,7 @@ async fn create(args: CreateArgs) -> Result<i32> {
         .transpose()?;
     println!(
         "{}",
-        crate::connection::database_url(
+        crate::pg::connection::database_url(
             instance.user(),
             password.as_ref().map(|p| p.expose()),
             instance.address(),

@@ -11,8 +11,8 @@ use crate::commands::common::Instance;
 use crate::config::project::Chosen;
 use crate::config::{Config, ProjectInUse, trust};
 use crate::error::{Error, Result};
-use crate::preflight;
-use crate::privilege::RunAs;
+use crate::instance::preflight;
+use crate::os::privilege::RunAs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -46,8 +46,9 @@ impl Report {
 pub fn run(args: DoctorArgs) -> Result<i32> {
     let mut report = Report { failed: false };
     // The settings `run` would use: with the flags the instance was last started with.
-    let sources =
-        crate::registry::with_remembered_flags(args.instance.sources_with(&args.binaries));
+    let sources = crate::instance::registry::with_remembered_flags(
+        args.instance.sources_with(&args.binaries),
+    );
     let config = match sources.and_then(|sources| Config::load(&sources)) {
         Ok(config) => config,
         Err(e @ Error::Untrusted(_)) => {
@@ -392,7 +393,7 @@ fn check_http(report: &mut Report, instance: &Instance) {
 fn check_data_dir(report: &mut Report, config: &Config, run_as: Option<&RunAs>) {
     let dir = &config.data_dir;
     // `run`'s own first check, before it creates anything beside the data directory.
-    if let Err(e) = crate::private_dir::check_state_dir_creatable(config) {
+    if let Err(e) = crate::instance::private_dir::check_state_dir_creatable(config) {
         report.line(Level::Fail, "data dir", e.to_string());
         return;
     }

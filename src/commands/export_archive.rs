@@ -8,7 +8,7 @@ use crate::error::Result;
 pub async fn export_archive(args: ExportArgs) -> Result<i32> {
     let config = Config::load(&args.binaries.sources())?;
     let install = binaries::ensure(&config.source, &config.install_dir, &config.version).await?;
-    let file = crate::paths::absolute(&args.file);
+    let file = crate::os::paths::absolute(&args.file);
     let sha256 = {
         let (install, file) = (install.clone(), file.clone());
         tokio::task::spawn_blocking(move || binaries::export::export(&install, &file))

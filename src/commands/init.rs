@@ -8,7 +8,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 pub fn run(args: InitArgs) -> Result<i32> {
-    let dir = crate::paths::absolute(&args.dir.unwrap_or_else(|| PathBuf::from(".")));
+    let dir = crate::os::paths::absolute(&args.dir.unwrap_or_else(|| PathBuf::from(".")));
     let path = dir.join(FILE_NAME);
     // 0644 whatever the umask (a user-private-group umask of 002 would make it group-writable):
     // a project file others can write is refused when found (config::trust).

@@ -1,9 +1,9 @@
-//! `pgwarden logs [-f] [-n N]`: the log file `pgwarden run` keeps (see [`crate::logfile`]).
+//! `pgwarden logs [-f] [-n N]`: the log file `pgwarden run` keeps (see [`crate::instance::logfile`]).
 
 pub use crate::cli::logs::LogsArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, IoContext, Result};
-use crate::logfile;
+use crate::instance::logfile;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 

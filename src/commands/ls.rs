@@ -7,10 +7,10 @@
 pub use crate::cli::ls::LsArgs;
 use crate::commands::common::human_duration;
 use crate::error::Result;
-use crate::instance;
-use crate::registry::{self, Entry};
-use crate::remembered;
-use crate::status;
+use crate::instance::lock;
+use crate::instance::registry::{self, Entry};
+use crate::instance::remembered;
+use crate::instance::status;
 use serde_json::json;
 
 /// What `ls` shows of one instance.
@@ -83,7 +83,8 @@ pub fn run(args: LsArgs) -> Result<i32> {
 /// This user's entries; as root, also those of the other users' registries.
 fn all_entries() -> Vec<Entry> {
     let mut entries = registry::entries();
-    if nix::unistd::geteuid().is_root() && std::env::var_os(crate::paths::RUNTIME_DIR_ENV).is_none()
+    if nix::unistd::geteuid().is_root()
+        && std::env::var_os(crate::os::paths::RUNTIME_DIR_ENV).is_none()
     {
         let mut others: Vec<std::path::PathBuf> = Vec::new();
         for (base, prefix) in [("/run/user", ""), ("/tmp", "pgwarden-")] {
@@ -105,7 +106,7 @@ fn all_entries() -> Vec<Entry> {
 
 fn row(entry: &Entry) -> Row {
     let settings = remembered::read(&entry.state_dir);
-    let pid = instance::holder(&entry.state_dir);
+    let pid = lock::holder(&entry.state_dir);
     let status =
         pid.and_then(|pid| status::read(&entry.state_dir).filter(|s| s.supervisor_pid == pid));
     let now = status::now_ms();
@@ -133,7 +134,7 @@ fn row(entry: &Entry) -> Row {
             .and_then(|r| r.project_file.as_ref())
             .map(|p| p.display().to_string()),
         url: status.as_ref().map(|s| {
-            crate::connection::database_url(
+            crate::pg::connection::database_url(
                 &s.user,
                 None,
                 std::net::SocketAddr::new(s.listen_address, s.port),

@@ -31,7 +31,7 @@ use crate::cli::{Cli, Command};
 
 use crate::config::Config;
 use crate::error::Result;
-pub use crate::instance::BACKGROUND_ENV;
+pub use crate::instance::lock::BACKGROUND_ENV;
 
 /// Runs the command. `run_config` is `run`'s config when `main` loaded it already (to find
 /// the log file); `run` loads it here otherwise.

@@ -5,7 +5,7 @@
 //! not create (no `pgwarden.json` marker in it: an existing cluster someone pointed pgwarden at)
 //! unless `--force`.
 //!
-//! The cluster is deleted in the background ([`crate::deletion`]), so that `reset` returns at
+//! The cluster is deleted in the background ([`crate::os::deletion`]), so that `reset` returns at
 //! once and the next `start` (which copies the template cluster the background fill made:
 //! [`crate::cluster::template_fill`]) does not wait for it.
 
@@ -42,11 +42,11 @@ pub async fn run(args: ResetArgs) -> Result<i32> {
         stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
     );
     if exists {
-        crate::deletion::delete_cluster(&data_dir)?;
+        crate::os::deletion::delete_cluster(&data_dir)?;
     }
-    let state_dir = crate::paths::state_dir(&data_dir);
+    let state_dir = crate::os::paths::state_dir(&data_dir);
     if state_dir.exists() {
-        crate::deletion::remove(&state_dir)?;
+        crate::os::deletion::remove(&state_dir)?;
     }
     println!(
         "reset: deleted {}{}; `pgwarden start` makes a fresh cluster",

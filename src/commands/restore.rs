@@ -18,8 +18,8 @@ use crate::commands::common::Instance;
 use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
-use crate::instance::InstanceLock;
-use crate::privilege::RunAs;
+use crate::instance::lock::InstanceLock;
+use crate::os::privilege::RunAs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
         .as_ref()
         .map(|s| s.data_dir.clone())
         .unwrap_or_else(|| config.data_dir.clone());
-    let archive = crate::paths::absolute(&args.file);
+    let archive = crate::os::paths::absolute(&args.file);
     // A time PostgreSQL could not use is refused before anything else is even read.
     if let Some(time) = &args.to {
         crate::backup::wal_archive::parse_target(time)?;
@@ -193,8 +193,8 @@ async fn start_old_again(e: Error, relaunch: Option<&Relaunch>, data_dir: &Path)
 async fn undo(e: Error, job: &Job, aside: &Aside, restart: Option<&Relaunch>) -> Error {
     let data_dir = &job.data_dir;
     let undone = async {
-        if let Some(pid) = crate::server::survivor(data_dir) {
-            crate::server::stop_survivor(pid, data_dir, Duration::from_secs(30)).await;
+        if let Some(pid) = crate::supervisor::server::survivor(data_dir) {
+            crate::supervisor::server::stop_survivor(pid, data_dir, Duration::from_secs(30)).await;
         }
         let _lock = InstanceLock::acquire(&job.state_dir, data_dir)?;
         let (aside, data_dir, run_as) = (aside.clone(), data_dir.clone(), job.run_as.clone());

@@ -3,19 +3,19 @@
 use crate::cli::RunArgs;
 use crate::cluster;
 use crate::config::Config;
+use crate::config::image_env;
 use crate::error::{Error, Result};
-use crate::image_env;
-use crate::instance::InstanceLock;
-use crate::launch::Launch;
-use crate::notify::Notifier;
+use crate::instance::launch::Launch;
+use crate::instance::lock::InstanceLock;
+use crate::instance::preflight;
+use crate::instance::registry;
 use crate::observe::{self, Observer};
-use crate::paths;
-use crate::preflight;
-use crate::privilege::RunAs;
-use crate::registry;
-use crate::server;
-use crate::signals;
+use crate::os::paths;
+use crate::os::privilege::RunAs;
 use crate::supervisor::Supervisor;
+use crate::supervisor::notify::Notifier;
+use crate::supervisor::server;
+use crate::supervisor::signals;
 use std::path::PathBuf;
 use tracing::{info, warn};
 
@@ -27,7 +27,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         what: format!("cannot install signal handlers: {e}"),
     })?;
     // Room for the supervisor's own descriptors beside the HTTP endpoint's bounded share.
-    let fds = crate::fd_limit::raise();
+    let fds = crate::os::fd_limit::raise();
     if let Some(from) = fds.raised_from {
         info!(
             from,
@@ -36,7 +36,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         );
     }
     // The same sources `main` loaded `config` from: with the remembered flags.
-    let sources = crate::registry::with_remembered_flags(args.sources())?;
+    let sources = crate::instance::registry::with_remembered_flags(args.sources())?;
     let mut config = config;
     if let Some(warning) = image_env::trust_warning(&config.host_auth_method) {
         warn!(listen_address = %config.listen_address, "{warning}");
@@ -51,7 +51,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     };
 
     let state_dir = registry::adopt(&mut config)?;
-    crate::private_dir::prepare_state_dir(&config)?;
+    crate::instance::private_dir::prepare_state_dir(&config)?;
     let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
     // The name next: refused while it runs with another data directory.
     let _registration = registry::register(&config, &state_dir)?;
@@ -88,9 +88,9 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         preflight::check_port_free(config.listen_address, config.port)?;
         Launch { port: config.port }
     };
-    let mut remembered = crate::remembered::Remembered::of(&config, &sources);
+    let mut remembered = crate::instance::remembered::Remembered::of(&config, &sources);
     remembered.port = launch.port;
-    crate::remembered::write(&state_dir, &remembered)?;
+    crate::instance::remembered::write(&state_dir, &remembered)?;
     let (observer, watchers) = Observer::new();
     if let Some(address) = config.http_address {
         observe::serve(address, watchers, state_dir.clone(), fds.soft).await?;
@@ -111,7 +111,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
 }
 
 /// Sweeps what a killed earlier run of this throwaway instance left (its durability settings
-/// are added by [`crate::launch::effective`]).
+/// are added by [`crate::instance::launch::effective`]).
 fn prepare_throwaway(config: &Config) -> Result<()> {
     if config.data_dir.exists() {
         warn!(data_dir = %config.data_dir.display(), "removing a throwaway cluster left by an earlier run");
@@ -138,7 +138,7 @@ impl Throwaway {
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        if let Err(e) = crate::private_dir::remove_throwaway(&self.0)
+        if let Err(e) = crate::instance::private_dir::remove_throwaway(&self.0)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             warn!(dir = %self.0.display(), "cannot remove the throwaway cluster: {e}");

@@ -4,7 +4,7 @@
 
 use crate::cli::ServiceInstallArgs;
 use crate::error::{Error, IoContext, Result};
-use crate::paths;
+use crate::os::paths;
 use std::path::{Path, PathBuf};
 
 /// The units, as shipped in `packaging/systemd/`.

@@ -14,7 +14,7 @@ use crate::commands::common::{Instance, human_duration};
 use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
-use crate::instance::InstanceLock;
+use crate::instance::lock::InstanceLock;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -64,7 +64,7 @@ async fn wait_until_ready(instance: &mut Instance, deadline: Instant) -> Result<
     loop {
         instance.refresh();
         match &instance.status {
-            Some(status) if status.state == crate::status::State::Ready => return Ok(()),
+            Some(status) if status.state == crate::instance::status::State::Ready => return Ok(()),
             _ if !instance.running() => return Err(instance.not_running()),
             Some(status) if Instant::now() > deadline => {
                 return Err(Error::Server {
@@ -95,10 +95,10 @@ pub(crate) async fn launch(
     timeout: Duration,
 ) -> Result<Launched> {
     let mut config = config.clone();
-    let state_dir = crate::registry::adopt(&mut config)?;
-    crate::private_dir::prepare_state_dir(&config)?;
+    let state_dir = crate::instance::registry::adopt(&mut config)?;
+    crate::instance::private_dir::prepare_state_dir(&config)?;
     let out_path = state_dir.join("pgwarden.out");
-    let out = crate::private_dir::open_append(&out_path).io("cannot open", &out_path)?;
+    let out = crate::instance::private_dir::open_append(&out_path).io("cannot open", &out_path)?;
     let offset = out.metadata().io("cannot read", &out_path)?.len();
     // Read through our own handle: a throwaway instance's directory, this file included, is
     // removed when the background pgwarden exits, and its last words are what we must show.

@@ -3,7 +3,7 @@
 pub use crate::cli::status::StatusArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::Result;
-use crate::status::now_ms;
+use crate::instance::status::now_ms;
 use serde_json::json;
 
 pub fn run(args: StatusArgs) -> Result<i32> {

@@ -2,7 +2,7 @@
 //!
 //! The supervisor is found through the instance lock (its holder's pid), signalled the way a
 //! terminal or systemd would (SIGTERM: shutdown; a second signal: immediate shutdown, see
-//! [`crate::signals`]), and waited for until it has released the lock, which it does only
+//! [`crate::supervisor::signals`]), and waited for until it has released the lock, which it does only
 //! after its postgres is gone. `smart` is requested through the state directory's stop-request
 //! file, which the supervisor reads when the SIGTERM arrives.
 
@@ -10,8 +10,8 @@ pub use crate::cli::stop::StopArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::config::ShutdownMode;
 use crate::error::{Error, IoContext, Result};
-use crate::instance;
-use crate::status::STOP_REQUEST;
+use crate::instance::lock;
+use crate::instance::status::STOP_REQUEST;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::time::Duration;
@@ -57,7 +57,7 @@ pub async fn stop_instance(
         .timeout
         .unwrap_or(instance.config.shutdown_timeout + Duration::from_secs(30));
     let deadline = started + limit;
-    while instance::holder(&instance.state_dir) == Some(pid) {
+    while lock::holder(&instance.state_dir) == Some(pid) {
         if Instant::now() >= deadline {
             return Err(Error::Server {
                 what: format!(

@@ -8,8 +8,8 @@
 pub use crate::cli::wait::WaitArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, Result};
-use crate::probe::{self, PingStatus};
-use crate::status::State;
+use crate::instance::status::State;
+use crate::pg::probe::{self, PingStatus};
 use std::time::Duration;
 use tokio::time::Instant;
 

@@ -28,7 +28,7 @@ pub fn resolve(
     problems: &mut Vec<String>,
 ) -> BackupConfig {
     let absolute = |key: &str, p: PathBuf, problems: &mut Vec<String>| {
-        let p = crate::paths::absolute(&p);
+        let p = crate::os::paths::absolute(&p);
         if p.to_string_lossy().contains(['\'', '\n', '%']) {
             problems.push(format!(
                 "{key} {}: a path with quotes, % or newlines cannot be used in archive_command",

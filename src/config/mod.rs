@@ -22,14 +22,14 @@ pub use source::{
 pub use supervision::{ShutdownMode, Supervision, SupervisionLayer};
 
 pub mod http_address;
+pub mod image_env;
 mod password_source;
 pub mod project;
 pub mod trust;
 pub use password_source::PasswordSource;
 
 use crate::error::{Error, Result};
-use crate::image_env;
-use crate::paths::{self, DefaultPaths};
+use crate::os::paths::{self, DefaultPaths};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,7 +52,7 @@ pub const DEFAULT_INSTANCE: &str = "default";
 /// reconcile the configured role, password and database at every start.
 pub const ADMIN_ROLE: &str = "pgwarden_admin";
 
-pub use crate::image_env::AUTH_METHODS;
+pub use image_env::AUTH_METHODS;
 
 /// A password: never printed by `Debug`, never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -155,7 +155,7 @@ impl Config {
 
     /// The connection URL, with the password only when asked; names percent-encoded.
     pub fn url_with_password(&self, with_password: bool) -> String {
-        crate::connection::database_url(
+        crate::pg::connection::database_url(
             &self.user,
             with_password.then(|| self.password.expose()),
             std::net::SocketAddr::new(self.listen_address, self.port),
@@ -164,7 +164,7 @@ impl Config {
     }
 }
 
-pub use crate::connection::percent_encode;
+pub use crate::pg::connection::percent_encode;
 
 /// One source of settings. Every field is optional; later layers override earlier ones.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -501,7 +501,7 @@ impl Layer {
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
     pub config_file: Option<PathBuf>,
-    /// The flags the instance was last started with ([`crate::remembered`]): above the files,
+    /// The flags the instance was last started with ([`crate::instance::remembered`]): above the files,
     /// below the environment and this command line's flags.
     pub remembered: Layer,
     pub flags: Layer,

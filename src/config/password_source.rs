@@ -1,4 +1,4 @@
-//! Where the configured password came from (remembered by [`crate::remembered`]).
+//! Where the configured password came from (remembered by [`crate::instance::remembered`]).
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

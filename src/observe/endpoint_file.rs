@@ -32,7 +32,12 @@ pub fn read(state_dir: &Path) -> Option<EndpointRecord> {
 }
 
 fn write(path: &Path, record: &EndpointRecord) -> crate::error::Result<()> {
-    crate::json_file::write(path, record, 0o600, crate::json_file::Durability::Rename)
+    crate::os::json_file::write(
+        path,
+        record,
+        0o600,
+        crate::os::json_file::Durability::Rename,
+    )
 }
 
 /// Writes the record now, then whenever the figures changed, for the rest of the process.
@@ -58,7 +63,7 @@ pub async fn keep_written(
             address,
             fd_limit,
             figures,
-            updated_at_ms: crate::status::now_ms(),
+            updated_at_ms: crate::instance::status::now_ms(),
         };
         match write(&path, &record) {
             Ok(()) => {

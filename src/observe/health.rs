@@ -35,7 +35,8 @@ pub fn is_live(pulse: &Pulse, now: Instant) -> bool {
 }
 
 pub fn is_ready(record: Option<&Record>, pulse: &Pulse, now: Instant) -> bool {
-    let ready_state = record.is_some_and(|r| r.status.state == crate::status::State::Ready);
+    let ready_state =
+        record.is_some_and(|r| r.status.state == crate::instance::status::State::Ready);
     let probed = pulse
         .probe
         .is_some_and(|p| p.accepting && now.saturating_duration_since(p.at) <= p.valid_for);

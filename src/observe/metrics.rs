@@ -87,7 +87,7 @@ impl Collector for Scrape {
             None,
             MetricType::Gauge,
         )?;
-        for name in crate::status::State::ALL.map(crate::status::State::name) {
+        for name in crate::instance::status::State::ALL.map(crate::instance::status::State::name) {
             let labels = [("state", name)];
             let value = i64::from(name == state);
             ConstGauge::new(value).encode(family.encode_family(&labels)?)?;

@@ -5,7 +5,7 @@
 //! of a second daemon (postgres_exporter) to install and supervise. The supervisor feeds this
 //! module through two `tokio::sync::watch` channels and never waits on it:
 //! - the status record ([`Record`]): sent at the one place the supervisor writes `status.json`
-//!   ([`crate::status::StatusFile`]), with what this module derives from the transitions;
+//!   ([`crate::instance::status::StatusFile`]), with what this module derives from the transitions;
 //! - the pulse ([`health::Pulse`]): a heartbeat from the supervisor's loop, and the result of
 //!   its last readiness probe.
 //!
@@ -26,7 +26,7 @@ pub mod pg_stats;
 
 pub use crate::config::http_address::{EXAMPLE_ADDRESS, resolve_address};
 use crate::error::{Error, Result};
-use crate::status::Status;
+use crate::instance::status::Status;
 use health::{Probe, Pulse};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -173,8 +173,8 @@ pub async fn serve(
 
 /// A last exit for unit tests: SIGKILL from outside.
 #[cfg(test)]
-pub(crate) fn sample_exit() -> crate::status::LastExit {
-    crate::status::LastExit {
+pub(crate) fn sample_exit() -> crate::instance::status::LastExit {
+    crate::instance::status::LastExit {
         code: None,
         signal: Some(9),
         from_outside: true,
@@ -188,7 +188,7 @@ pub(crate) fn sample_exit() -> crate::status::LastExit {
 #[cfg(test)]
 pub(crate) fn sample_status() -> Status {
     Status {
-        state: crate::status::State::Ready,
+        state: crate::instance::status::State::Ready,
         cause: "accepting connections".into(),
         supervisor_pid: 1,
         postmaster_pid: Some(2),
@@ -249,11 +249,14 @@ mod tests {
         let (observer, watchers) = Observer::new();
         let mut listen = observer.status_listener();
         let mut status = sample_status();
-        status.state = crate::status::State::Starting;
+        status.state = crate::instance::status::State::Starting;
         status.failed_starts = 2;
         listen(&status);
         let record = watchers.record.borrow().clone().unwrap();
         assert_eq!(record.failed_starts, 2);
-        assert_eq!(record.status.state, crate::status::State::Starting);
+        assert_eq!(
+            record.status.state,
+            crate::instance::status::State::Starting
+        );
     }
 }

@@ -22,9 +22,9 @@
 //! evidence against the server: it restarts the window instead ([`Event::Unprobed`]).
 
 use crate::config::{ShutdownMode, Supervision};
-use crate::escalation::{self, Rung};
-use crate::reconcile::Timing;
-use crate::status::{LastExit, State};
+use crate::instance::status::{LastExit, State};
+use crate::postmaster::escalation::{self, Rung};
+use crate::supervisor::reconcile::Timing;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -80,7 +80,7 @@ pub enum Event {
         answered: bool,
     },
     /// A health probe could not be made at all: pgwarden itself is out of descriptors or
-    /// memory ([`crate::probe::is_own_exhaustion`]). It says nothing about the server, so it
+    /// memory ([`crate::pg::probe::is_own_exhaustion`]). It says nothing about the server, so it
     /// never counts towards a hang.
     Unprobed,
     /// The postmaster is gone (and what was left of it).
@@ -550,7 +550,7 @@ fn last_exit(report: &ExitReport) -> LastExit {
     });
     let oom_killed = report.oom_killed && signal == Some(Signal::SIGKILL as i32);
     let from_outside = signal.is_some() && !own && !report.signalled_by_us && !oom_killed;
-    let mut text = crate::server::describe_exit(status);
+    let mut text = crate::supervisor::server::describe_exit(status);
     if oom_killed {
         text.push_str(&format!(
             ", killed by the kernel's OOM killer (memory limit: {})",

@@ -14,6 +14,10 @@
 //! published: the file, and the listener that feeds the HTTP endpoint).
 
 pub mod machine;
+pub mod notify;
+pub mod reconcile;
+pub mod server;
+pub mod signals;
 
 pub use machine::{Action, Event, Machine, step};
 
@@ -22,18 +26,17 @@ use crate::cluster::template_fill::TemplateFill;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, Sources};
 use crate::error::{Error, Result};
-use crate::launch::{self, Launch};
-use crate::notify::Notifier;
+use crate::instance::launch::{self, Launch};
+use crate::instance::status::{self, State, Status, StatusFile};
 use crate::observe::Observer;
-use crate::pid_file;
-use crate::privilege::RunAs;
-use crate::probe::{self, PingStatus};
-use crate::reconcile;
-use crate::server::{Exit, Server};
-use crate::signals::Control;
-use crate::status::{self, State, Status, StatusFile};
+use crate::os::privilege::RunAs;
+use crate::pg::probe::{self, PingStatus};
+use crate::postmaster::pid_file;
 use machine::{ExitReport, Finish, Level, Notice, Policy, Probing, Timer};
 use nix::sys::signal::Signal;
+use notify::Notifier;
+use server::{Exit, Server};
+use signals::Control;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -702,7 +705,7 @@ fn report(exit: Exit) -> ExitReport {
         signalled_by_us: exit.signalled_by_us,
         oom_killed: exit.oom_killed,
         memory_limit: if exit.oom_killed {
-            crate::oom::memory_limit()
+            crate::postmaster::oom::memory_limit()
         } else {
             String::new()
         },

@@ -3,9 +3,9 @@
 
 use super::machine::*;
 use crate::config::{ShutdownMode, Supervision};
-use crate::escalation;
-use crate::reconcile::Timing;
-use crate::status::State::{self, *};
+use crate::instance::status::State::{self, *};
+use crate::postmaster::escalation;
+use crate::supervisor::reconcile::Timing;
 use nix::sys::signal::Signal;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;

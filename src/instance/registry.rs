@@ -16,8 +16,8 @@
 
 use crate::config::{Config, Sources};
 use crate::error::{Error, IoContext, Result};
-use crate::instance;
-use crate::paths;
+use crate::instance::lock;
+use crate::os::paths;
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -64,7 +64,7 @@ pub fn is_name(key: &str) -> bool {
 /// when its name already runs with another data directory.
 pub fn register(config: &Config, state_dir: &Path) -> Result<Registration> {
     let dir = paths::registry_dir();
-    crate::private_dir::ensure(&dir, 0o700)?;
+    crate::instance::private_dir::ensure(&dir, 0o700)?;
     let key = key(config);
     let lock_path = dir.join(format!("{key}.lock"));
     let lock = lock_name(&lock_path)?;
@@ -73,10 +73,10 @@ pub fn register(config: &Config, state_dir: &Path) -> Result<Registration> {
     let other = linked.clone().filter(|t| t != state_dir);
     // Held: the name runs elsewhere. Not held but the linked instance runs: it was started
     // by a pgwarden that did not lock names; also elsewhere.
-    let busy = lock.is_none() || other.as_deref().and_then(instance::holder).is_some();
+    let busy = lock.is_none() || other.as_deref().and_then(lock::holder).is_some();
     let Some(lock) = lock.filter(|_| !busy) else {
         let other = other.or(linked).unwrap_or_else(|| state_dir.to_path_buf());
-        let pid = instance::holder(&other).map_or_else(|| "unknown".into(), |p| p.to_string());
+        let pid = lock::holder(&other).map_or_else(|| "unknown".into(), |p| p.to_string());
         return Err(name_taken(
             &config.name,
             &data_dir_of(&other),
@@ -141,7 +141,7 @@ pub fn lookup(key: &str) -> Option<PathBuf> {
         .filter(|target| target.is_dir())
 }
 
-/// `sources` with the flags the instance was last started with ([`crate::remembered::Flags`])
+/// `sources` with the flags the instance was last started with ([`crate::instance::remembered::Flags`])
 /// as their `remembered` layer, below the environment and this command line (`start --port
 /// 5821 --http-address …`, `stop`, `start` comes back on 5821 with its HTTP endpoint). A
 /// throwaway instance remembers nothing.
@@ -150,7 +150,7 @@ pub fn with_remembered_flags(sources: Sources) -> Result<Sources> {
     if config.ephemeral {
         return Ok(sources);
     }
-    let Some(r) = crate::remembered::read(&locate(&config)?) else {
+    let Some(r) = crate::instance::remembered::read(&locate(&config)?) else {
         return Ok(sources);
     };
     if r.ephemeral {
@@ -171,7 +171,7 @@ pub fn locate(config: &Config) -> Result<PathBuf> {
         if config.named
             && let Some(registered) = lookup(&config.name)
             && registered != derived
-            && instance::holder(&registered).is_some()
+            && lock::holder(&registered).is_some()
         {
             return Err(Error::Server {
                 what: format!(
@@ -191,7 +191,7 @@ pub fn locate(config: &Config) -> Result<PathBuf> {
 
 /// The data directory of the instance whose state directory is `state_dir`.
 pub fn data_dir_of(state_dir: &Path) -> PathBuf {
-    if let Some(r) = crate::remembered::read(state_dir) {
+    if let Some(r) = crate::instance::remembered::read(state_dir) {
         return r.data_dir;
     }
     let name = state_dir.file_name().unwrap_or_default().to_string_lossy();
@@ -249,7 +249,7 @@ pub fn adopt(config: &mut Config) -> Result<PathBuf> {
     let state_dir = locate(config)?;
     if !config.data_dir_explicit
         && !config.ephemeral
-        && let Some(r) = crate::remembered::read(&state_dir)
+        && let Some(r) = crate::instance::remembered::read(&state_dir)
         && paths::state_dir(&r.data_dir) == state_dir
     {
         config.data_dir = r.data_dir;
@@ -290,7 +290,7 @@ mod tests {
         let mut config = crate::config::Config::load_with(
             &Default::default(),
             &|_| None,
-            &crate::paths::DefaultPaths::system(),
+            &crate::os::paths::DefaultPaths::system(),
         )
         .unwrap();
         assert_eq!(key(&config), "default");

@@ -3,7 +3,7 @@
 //! `<state dir>/status.json`, rewritten on every state transition through a temp file and a
 //! rename, so a reader sees the old or the new file, never half of one. The file says who wrote
 //! it (the supervisor's pid), but whether that supervisor still runs is decided by the instance
-//! lock ([`crate::instance::holder`]), never by the file's existence: a killed supervisor leaves
+//! lock ([`crate::instance::lock::holder`]), never by the file's existence: a killed supervisor leaves
 //! its last status behind. No secret is written here; the file is private to its owner (0600).
 //!
 //! The same directory holds the stop request: `pgwarden stop --mode smart` writes the wanted
@@ -175,11 +175,11 @@ impl StatusFile {
 }
 
 fn write_atomically(path: &Path, status: &Status) -> Result<()> {
-    crate::json_file::write(
+    crate::os::json_file::write(
         path,
         status,
-        crate::json_file::PRIVATE,
-        crate::json_file::Durability::Rename,
+        crate::os::json_file::PRIVATE,
+        crate::os::json_file::Durability::Rename,
     )
 }
 

@@ -8,7 +8,7 @@
 //!   an empty variable counts as unset, as in the image's `file_env`;
 //! - a file's trailing newlines are stripped (the shell's `$(< file)` does that), nothing else;
 //! - `POSTGRES_INITDB_ARGS` is split on whitespace, without quoting (the image expands it
-//!   unquoted), then read as initdb reads it ([`crate::initdb_args`]); options that would fight
+//!   unquoted), then read as initdb reads it ([`crate::pg::initdb_args`]); options that would fight
 //!   pgwarden's own (`--pgdata`, `--username`, `--pwfile`, `--auth*`, `--waldir`), in any
 //!   spelling, are refused with the key to use instead;
 //! - `POSTGRES_HOST_AUTH_METHOD=trust` is refused unless the server listens on loopback only,
@@ -140,7 +140,7 @@ pub fn initdb_args(given: Option<&str>, problems: &mut Vec<String>) -> Vec<Strin
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    problems.extend(crate::initdb_args::problems(&args));
+    problems.extend(crate::pg::initdb_args::problems(&args));
     args
 }
 
@@ -214,7 +214,7 @@ pub fn init_dir(
 mod tests {
     use crate::config::{Config, Layer, Sources};
     use crate::error::Result;
-    use crate::paths::DefaultPaths;
+    use crate::os::paths::DefaultPaths;
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
 

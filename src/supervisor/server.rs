@@ -16,10 +16,10 @@ use crate::binaries::Install;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::escalation::{self, Rung, Target};
-use crate::pid_file::PidFile;
-use crate::privilege::RunAs;
-use crate::server_log::{self, LogTail};
+use crate::os::privilege::RunAs;
+use crate::postmaster::escalation::{self, Rung, Target};
+use crate::postmaster::pid_file::PidFile;
+use crate::postmaster::server_log::{self, LogTail};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ impl Server {
             .arg("-c")
             .arg("logging_collector=off");
         if !config.server.contains_key("log_line_prefix") {
-            // Tells the postmaster's own lines from the clients' (crate::server_log).
+            // Tells the postmaster's own lines from the clients' (crate::postmaster::server_log).
             command
                 .arg("-c")
                 .arg(format!("log_line_prefix={}", server_log::LINE_PREFIX));
@@ -103,7 +103,7 @@ impl Server {
         // the switch to the unprivileged user (a credential change clears it).
         let parent = nix::unistd::getpid();
         // The open-file limit pgwarden started with, not the one it raised for itself.
-        let fd_limit = crate::fd_limit::for_children();
+        let fd_limit = crate::os::fd_limit::for_children();
         // SAFETY: prctl, getppid and setrlimit are async-signal-safe; nothing else runs between
         // fork and exec.
         unsafe {
@@ -136,7 +136,7 @@ impl Server {
         run_as.apply(&mut command);
         // The OOM kills accounted for so far: a backend's is the forwarder's to name, so that
         // only a later one can be blamed for the postmaster's SIGKILL.
-        let oom_seen: OomSeen = Arc::new(std::sync::Mutex::new(crate::oom::kills()));
+        let oom_seen: OomSeen = Arc::new(std::sync::Mutex::new(crate::postmaster::oom::kills()));
         let mut child = command.spawn().map_err(|e| Error::Server {
             what: format!("cannot start {}: {e}", install.bin("postgres").display()),
         })?;
@@ -232,7 +232,7 @@ impl Keeper {
             signalled_by_us: self.signalled,
             oom_killed,
             explanation: log.explain(self.pid.as_raw()),
-            at_ms: crate::status::now_ms(),
+            at_ms: crate::instance::status::now_ms(),
         });
     }
 }
@@ -320,7 +320,7 @@ impl Target for Stray<'_> {
     }
 }
 
-/// Shuts down a postmaster pgwarden did not start ([`crate::escalation`]: SIGINT for `timeout`,
+/// Shuts down a postmaster pgwarden did not start ([`crate::postmaster::escalation`]: SIGINT for `timeout`,
 /// SIGQUIT, SIGKILL of its group); returns once its pid is gone for good — postgres itself
 /// refuses to start while the old pid exists, even as a zombie.
 pub async fn stop_survivor(pid: Pid, data_dir: &Path, timeout: Duration) {
@@ -406,7 +406,7 @@ type OomSeen = Arc<std::sync::Mutex<Option<u64>>>;
 
 /// Whether the OOM kill count grew since `seen`, which it then becomes.
 fn grew(seen: &mut Option<u64>) -> bool {
-    let now = crate::oom::kills();
+    let now = crate::postmaster::oom::kills();
     let grew = matches!((*seen, now), (Some(before), Some(now)) if now > before);
     *seen = now;
     grew
@@ -422,7 +422,7 @@ fn forward(
         use crate::log_lines::{Loudness, loudness, process_killed};
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            let line = crate::redact::password_literals(&line).into_owned();
+            let line = crate::pg::redact::password_literals(&line).into_owned();
             let shown = crate::log_lines::without_timestamp(&line);
             // A server process SIGKILLed while the cgroup's OOM count grew: say who did it.
             let oom = process_killed(&line) == Some(Signal::SIGKILL as i32)
@@ -434,7 +434,7 @@ fn forward(
                 (_, true) => tracing::warn!(
                     target: "postgres",
                     "{shown} (the kernel's OOM killer, memory limit: {})",
-                    crate::oom::memory_limit()
+                    crate::postmaster::oom::memory_limit()
                 ),
                 (Loudness::Error, _) => tracing::error!(target: "postgres", "{shown}"),
                 (Loudness::Warn, _) => tracing::warn!(target: "postgres", "{shown}"),

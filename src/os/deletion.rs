@@ -57,7 +57,7 @@ pub fn delete_beside(dir: &Path, data_dir: &Path) -> Result<()> {
             Ok(())
         });
     }
-    crate::background::lower_command(&mut rm);
+    crate::os::background::lower_command(&mut rm);
     if rm.spawn().is_err() {
         for path in doomed {
             remove(&path)?;

@@ -23,9 +23,9 @@ pub fn paths(state_dir: &Path) -> (PathBuf, PathBuf) {
 /// The log file for `pgwarden run` with this config, or `None` when the state directory
 /// cannot be written (logging then goes to stderr only).
 pub fn for_run(config: &crate::config::Config) -> Option<RotatingFile> {
-    let state_dir = crate::paths::state_dir(&config.data_dir);
+    let state_dir = crate::os::paths::state_dir(&config.data_dir);
     // A state dir that is not ours is refused by `run` itself, with the reason.
-    crate::private_dir::prepare_state_dir(config).ok()?;
+    crate::instance::private_dir::prepare_state_dir(config).ok()?;
     match RotatingFile::open(&state_dir) {
         Ok(file) => Some(file),
         Err(e) => {
@@ -78,7 +78,7 @@ impl RotatingFile {
 /// Mode 0600 (PostgreSQL's `log_file_mode` default: lines may quote SQL), never through a
 /// symlink.
 fn open_append(path: &Path) -> io::Result<File> {
-    crate::private_dir::open_append(path)
+    crate::instance::private_dir::open_append(path)
 }
 
 impl Write for RotatingFile {

@@ -8,13 +8,13 @@
 //! always uses this server, scripts or not.
 
 use crate::binaries::Install;
-use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::escalation::{self, Target};
-use crate::pid_file;
-use crate::privilege::RunAs;
-use crate::server_log::LogTail;
+use crate::os::cancel::Cancel;
+use crate::os::privilege::RunAs;
+use crate::postmaster::escalation::{self, Target};
+use crate::postmaster::pid_file;
+use crate::postmaster::server_log::LogTail;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
@@ -107,7 +107,7 @@ impl TempServer {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
-                let line = crate::redact::password_literals(&line).into_owned();
+                let line = crate::pg::redact::password_literals(&line).into_owned();
                 tracing::debug!(target: "postgres", "{line}");
                 sink.push(line);
             }
@@ -193,7 +193,7 @@ impl TempServer {
         config.connect(postgres::NoTls)
     }
 
-    /// Fast shutdown, waiting for the server to exit ([`crate::escalation`]: SIGINT, then
+    /// Fast shutdown, waiting for the server to exit ([`crate::postmaster::escalation`]: SIGINT, then
     /// SIGQUIT, then SIGKILL of the group).
     pub fn stop(mut self) -> Result<()> {
         let Some(child) = self.child.take() else {

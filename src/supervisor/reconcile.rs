@@ -16,7 +16,7 @@
 //! Then, after the first ready probe, over the Unix socket as that role:
 //! 1. the role: created (superuser, as the image makes it) if missing;
 //! 2. its password: the configured password is checked against the stored verifier
-//!    (`pg_authid.rolpassword`) here, without a second login ([`crate::verifier`]); if it does
+//!    (`pg_authid.rolpassword`) here, without a second login ([`crate::pg::verifier`]); if it does
 //!    not match, the password is set — as a SCRAM verifier computed here, so the clear text
 //!    never reaches the server's log. A stored format pgwarden cannot read is checked by a
 //!    login with the configured password (or, under `trust`, where a login proves nothing, set);
@@ -30,7 +30,7 @@
 use crate::cluster::{Cluster, quote_identifier};
 use crate::config::{ADMIN_ROLE, Config};
 use crate::error::{Error, Result};
-use crate::verifier::{self, Verdict};
+use crate::pg::verifier::{self, Verdict};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -161,7 +161,7 @@ async fn connect(
 /// Does the work; returns what it found and did, for the log.
 pub async fn reconcile(config: &Config, cluster: &Cluster) -> Result<String> {
     let failed = |what: &str, e: tokio_postgres::Error| Error::Server {
-        what: format!("{what}: {}", crate::init_scripts::describe(&e)),
+        what: format!("{what}: {}", crate::cluster::init_scripts::describe(&e)),
     };
     let admin = connect(cluster, config.port, ADMIN_ROLE, None, "postgres")
         .await

@@ -4,8 +4,8 @@
 //! and the children it has in other groups (a postmaster's children each call `setsid()`) —
 //! and refuses the ones started after it.
 //!
-//! Below [`crate::temp_server`] and [`crate::cluster`], which take a `&Cancel` so that a step
-//! nobody cancels (a first launch) passes [`Cancel::never`]; it uses only [`crate::procfs`].
+//! Below [`crate::postmaster::temp_server`] and [`crate::cluster`], which take a `&Cancel` so that a step
+//! nobody cancels (a first launch) passes [`Cancel::never`]; it uses only [`crate::os::procfs`].
 
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -64,7 +64,7 @@ impl Cancel {
             children.cancelled = true;
             for group in &children.groups {
                 // Read before the leader dies: then its children are init's.
-                let own = crate::procfs::children(*group as u32);
+                let own = crate::os::procfs::children(*group as u32);
                 let _ = killpg(Pid::from_raw(*group), Signal::SIGKILL);
                 for child in own {
                     let _ = kill(Pid::from_raw(child as i32), Signal::SIGKILL);

@@ -59,7 +59,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 mod tests {
     use super::*;
     use crate::config::{Layer, Sources};
-    use crate::paths::DefaultPaths;
+    use crate::os::paths::DefaultPaths;
 
     fn loaded(ephemeral: bool, port: u16) -> Config {
         let sources = Sources {

@@ -17,7 +17,7 @@ use crate::config::Config;
 /// `name (uid N)` of an owner (one spelling for every refusal).
 pub use crate::config::trust::owner_name;
 use crate::error::{Error, IoContext, Result};
-use crate::paths;
+use crate::os::paths;
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;

@@ -100,10 +100,11 @@ pub fn port_holder(port: u16) -> Option<String> {
         return None;
     }
     let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    let holders =
-        crate::procfs::fd_holders(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()));
+    let holders = crate::os::procfs::fd_holders(|target| {
+        wanted.iter().any(|w| target.as_os_str() == w.as_str())
+    });
     if let Some(&pid) = holders.first() {
-        let name = crate::procfs::comm(pid).unwrap_or_else(|| "?".into());
+        let name = crate::os::procfs::comm(pid).unwrap_or_else(|| "?".into());
         return Some(format!("pid {pid} ({name})"));
     }
     Some("another process".into())

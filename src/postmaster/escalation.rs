@@ -5,7 +5,7 @@
 //! Each [`Rung`] sends its signal to the postmaster only (graceful signals are the postmaster's
 //! to pass on) and waits up to its time; past the last rung, [`Target::kill_all`] SIGKILLs the
 //! group and every process working in the data directory (postgres children `setsid()`, see
-//! [`crate::server`]). A hurry request (a second stop request) cuts the current wait short.
+//! [`crate::supervisor::server`]). A hurry request (a second stop request) cuts the current wait short.
 
 use nix::sys::signal::Signal;
 use std::future::Future;

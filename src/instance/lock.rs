@@ -1,7 +1,7 @@
 //! One supervisor per data directory: an exclusive flock held for pgwarden's whole life.
 //!
 //! The lock file lives in the instance's state directory (beside the data directory, see
-//! [`crate::paths::state_dir`]) and holds the holder's pid, so that a second pgwarden can say
+//! [`crate::os::paths::state_dir`]) and holds the holder's pid, so that a second pgwarden can say
 //! who is already there. The kernel drops an flock when its holder dies, whatever the cause, so
 //! a killed pgwarden never leaves a stale lock behind.
 //!
@@ -71,7 +71,7 @@ impl InstanceLock {
             let pid = pid.trim().to_string();
             let live = pid.parse::<i32>().is_ok_and(live_and_well);
             if live || Instant::now() >= deadline {
-                let others = crate::procfs::fd_holders(|target| target == path);
+                let others = crate::os::procfs::fd_holders(|target| target == path);
                 if !live && !others.is_empty() {
                     tracing::warn!(
                         ?others,

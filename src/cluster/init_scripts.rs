@@ -7,7 +7,7 @@
 //! the next launch starts over with a fresh cluster and runs every script again.
 //!
 //! - SQL runs through pgwarden's own client, statement by statement, as psql would send it
-//!   (see [`crate::sql_script`]), so a failure names the line: the statement's first line, moved
+//!   (see [`crate::pg::sql_script`]), so a failure names the line: the statement's first line, moved
 //!   by the server's error position when it reports one, or the data line of a failing `COPY`.
 //! - `.sh` files run as the server's user: executable ones directly, others with `bash` (the
 //!   image sources them; its shell functions such as `docker_process_sql` do not exist here).
@@ -19,9 +19,9 @@
 use crate::binaries::Install;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::privilege::RunAs;
-use crate::sql_script::{Item, Splitter, line_of_position};
-use crate::temp_server::TempServer;
+use crate::os::privilege::RunAs;
+use crate::pg::sql_script::{Item, Splitter, line_of_position};
+use crate::postmaster::temp_server::TempServer;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -105,7 +105,7 @@ impl Flags {
     /// The remembered part of a command line's `layer`, its paths made absolute (a later
     /// command may run elsewhere).
     pub fn of(layer: &Layer) -> Flags {
-        let absolute = |p: &Option<PathBuf>| p.as_deref().map(crate::paths::absolute);
+        let absolute = |p: &Option<PathBuf>| p.as_deref().map(crate::os::paths::absolute);
         Flags {
             port: layer.port,
             listen_address: layer.listen_address.clone(),
@@ -205,11 +205,11 @@ impl Remembered {
 /// readable by other users).
 pub fn write(state_dir: &Path, remembered: &Remembered) -> Result<()> {
     let path = state_dir.join(FILE);
-    crate::json_file::write(
+    crate::os::json_file::write(
         &path,
         remembered,
-        crate::json_file::PRIVATE,
-        crate::json_file::Durability::Rename,
+        crate::os::json_file::PRIVATE,
+        crate::os::json_file::Durability::Rename,
     )
 }
 

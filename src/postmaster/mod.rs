@@ -1,0 +1,13 @@
+//! A postgres process: spawn, log, stop — no policy about when.
+//!
+//! - [`temp_server`]: a server on the Unix socket only, for the first launch and its scripts.
+//! - [`escalation`]: the stop of a postmaster, signal after signal.
+//! - [`pid_file`]: `postmaster.pid` read as PostgreSQL writes it.
+//! - [`server_log`]: a postmaster's end explained from its own lines.
+//! - [`oom`]: the cgroup's OOM count.
+
+pub mod escalation;
+pub mod oom;
+pub mod pid_file;
+pub mod server_log;
+pub mod temp_server;
