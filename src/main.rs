@@ -8,6 +8,11 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
+    // Started through a shim of `pgwarden exec`: become the installation's program.
+    if let Some(error) = pgwarden::binaries::shims::run_if_shim() {
+        eprintln!("error: {error}");
+        return ExitCode::from(127);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

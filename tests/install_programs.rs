@@ -303,19 +303,9 @@ fn an_existing_installation_runs_its_programs_as_the_unprivileged_user() {
     );
 }
 
-/// `pgwarden psql` with an installation that has a psql (a copy of the npm package's, which has
-/// none, plus a psql that records who ran it and with which connection settings, then runs the
-/// system's psql if there is one): it runs as the server's unprivileged user, and the settings it
-/// was given reach the server. `pgwarden exec` puts no program of the installation on PATH.
-#[test]
-fn pgwarden_psql_runs_the_installations_psql_as_the_unprivileged_user() {
-    if !require_root("pgwarden runs as root and must drop to the pgwarden user") {
-        return;
-    }
-    let dir = test_dir();
-    let markers = open_dir(&dir.path().join("markers"));
-    let seen = markers.join("psql-saw");
-    // The cache: a version directory whose entries lead to the shared install, with its record.
+/// A cache in `dir` whose version directory leads to the shared install's (installed from the
+/// npm package first), `bin/` a directory of its own so that a test can add programs to it.
+fn cache_beside_the_shared_install(dir: &Path) -> PathBuf {
     let shared = common::shared_install_dir();
     let out = run_to_exit(
         &[
@@ -330,7 +320,7 @@ fn pgwarden_psql_runs_the_installations_psql_as_the_unprivileged_user() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let real = shared.join(common::PG_VERSION);
-    let cache = dir.path().join("cache");
+    let cache = dir.join("cache");
     let version = cache.join(common::PG_VERSION);
     fs::create_dir_all(version.join("bin")).unwrap();
     for d in [&cache, &version, &version.join("bin")] {
@@ -348,9 +338,26 @@ fn pgwarden_psql_runs_the_installations_psql_as_the_unprivileged_user() {
             .unwrap();
     }
     assert!(
-        !version.join("bin/psql").exists(),
-        "the npm package has a psql now"
+        !version.join("bin/psql").exists() && !version.join("bin/pg_dump").exists(),
+        "the npm package has client programs now"
     );
+    cache
+}
+
+/// `pgwarden psql` with an installation that has a psql (a copy of the npm package's, which has
+/// none, plus a psql that records who ran it and with which connection settings, then runs the
+/// system's psql if there is one): it runs as the server's unprivileged user, and the settings it
+/// was given reach the server. `pgwarden exec`'s `psql` is that same psql, run the same way.
+#[test]
+fn pgwarden_psql_runs_the_installations_psql_as_the_unprivileged_user() {
+    if !require_root("pgwarden runs as root and must drop to the pgwarden user") {
+        return;
+    }
+    let dir = test_dir();
+    let markers = open_dir(&dir.path().join("markers"));
+    let seen = markers.join("psql-saw");
+    let cache = cache_beside_the_shared_install(dir.path());
+    let version = cache.join(common::PG_VERSION);
     write_script(
         &version.join("bin/psql"),
         &format!(
@@ -428,7 +435,8 @@ fn pgwarden_psql_runs_the_installations_psql_as_the_unprivileged_user() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{said}");
     }
 
-    // exec runs the caller's command as the caller, from the caller's PATH only.
+    // exec runs the caller's command as the caller; the installation's psql, first on its
+    // PATH, runs as the server's user, not as root — and its bin/ itself is not on PATH.
     fs::remove_file(&seen).unwrap();
     let mut args = vec!["exec"];
     args.extend(instance);
@@ -436,7 +444,7 @@ fn pgwarden_psql_runs_the_installations_psql_as_the_unprivileged_user() {
         "--",
         "sh",
         "-c",
-        "echo \"PATH=$PATH\"; psql -Atc 'select 1'",
+        "echo \"PATH=$PATH\"; echo \"caller=$(id -u)\"; psql -Atc 'select 1'",
     ]);
     let out = run_to_exit(&args, &envs, TIMEOUT);
     let said = text(&out);
@@ -445,7 +453,120 @@ fn pgwarden_psql_runs_the_installations_psql_as_the_unprivileged_user() {
         .find(|l| l.starts_with("PATH="))
         .unwrap_or_else(|| panic!("no PATH line: {said}"));
     assert!(!path_line.contains(&cache_text), "{path_line}");
-    assert!(!seen.exists(), "exec ran the installation's psql: {said}");
+    assert!(
+        said.contains("caller=0"),
+        "CMD did not run as the caller: {said}"
+    );
+    let record = fs::read_to_string(&seen)
+        .unwrap_or_else(|e| panic!("exec's psql is not the installation's ({e}): {said}"));
+    let uid: u32 = record.lines().next().unwrap().parse().unwrap();
+    assert_eq!(uid, server_uid, "exec's psql ran as uid {uid}: {said}");
+
+    common::stop(server, Signal::SIGTERM);
+}
+
+/// `pgwarden exec -- pg_dump > dump.sql` with an installation that has a pg_dump (the npm
+/// package's programs plus a pg_dump that records who ran it, fails with code 5 when asked to,
+/// and otherwise writes the rows of a table to stdout through the system's psql): the
+/// installation's program runs as the server's unprivileged user, its stdout reaches the
+/// caller's file, and its exit code comes back through CMD and exec.
+#[test]
+fn exec_runs_the_installations_pg_dump_as_the_unprivileged_user_with_stdout_and_exit_code() {
+    if !require_root("pgwarden runs as root and must drop to the pgwarden user") {
+        return;
+    }
+    let have_psql = common::prerequisite(
+        Path::new("/usr/bin/psql").exists(),
+        "a system psql (the recording pg_dump reads the table through it)",
+    );
+    if !have_psql {
+        return;
+    }
+    let dir = test_dir();
+    let markers = open_dir(&dir.path().join("markers"));
+    let seen = markers.join("pg_dump-saw");
+    let cache = cache_beside_the_shared_install(dir.path());
+    write_script(
+        &cache.join(common::PG_VERSION).join("bin/pg_dump"),
+        &format!(
+            "id -u > '{}'\n[ \"$1\" = --fail ] && exit 5\n\
+             exec /usr/bin/psql -XAt -c 'select id, word from dumped order by id'\n",
+            seen.display()
+        ),
+    );
+
+    let port = free_port();
+    let data = dir.path().join("data");
+    let (data_text, cache_text, port_text) = (
+        data.display().to_string(),
+        cache.display().to_string(),
+        port.to_string(),
+    );
+    let name = format!("exec-dump-{}", std::process::id());
+    let server = common::Pgwarden::start(
+        &[
+            "run",
+            "--install-dir",
+            &cache_text,
+            "--data-dir",
+            &data_text,
+            "--port",
+            &port_text,
+            "--name",
+            &name,
+        ],
+        &[("POSTGRES_PASSWORD", "s3cret")],
+    );
+    server.wait_ready(common::FIRST_LAUNCH);
+    let server_uid = common::uid_of_process(common::postmaster_pid(&data));
+    assert_ne!(server_uid, 0);
+    let mut client = common::connect(port, "trader", "s3cret", "trader").unwrap();
+    client
+        .batch_execute(
+            "create table dumped (id int, word text);
+             insert into dumped values (1, 'alpha'), (2, 'beta');",
+        )
+        .unwrap();
+
+    let envs = [
+        ("PGWARDEN_INSTALL_DIR", cache_text.as_str()),
+        ("POSTGRES_PASSWORD", "s3cret"),
+    ];
+    let exec = |command: &str| {
+        let args = [
+            "exec",
+            "--data-dir",
+            &data_text,
+            "--port",
+            &port_text,
+            "--name",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            command,
+        ];
+        run_to_exit(&args, &envs, TIMEOUT)
+    };
+    // root's own file, written by root's shell from the unprivileged program's stdout.
+    let dump = dir.path().join("dump.sql");
+    let out = exec(&format!("pg_dump > '{}'", dump.display()));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        fs::read_to_string(&dump).unwrap(),
+        "1|alpha\n2|beta\n",
+        "{}",
+        text(&out)
+    );
+    let uid: u32 = fs::read_to_string(&seen).unwrap().trim().parse().unwrap();
+    assert_eq!(
+        uid, server_uid,
+        "pg_dump ran as uid {uid}, not the server's user"
+    );
+
+    // The program's exit code, through CMD, is exec's.
+    let out = exec("pg_dump --fail");
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
 
     common::stop(server, Signal::SIGTERM);
 }

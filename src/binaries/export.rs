@@ -3,7 +3,9 @@
 //! `FILE.sha256`, to carry to a machine without network access and install with
 //! `--archive FILE --sha256 $(cut -d' ' -f1 FILE.sha256)`.
 //!
-//! Symlinks stay symlinks. Both files are written to temporary siblings and renamed into place,
+//! The whole toolset goes: every program of `bin/` (the client tools — psql, pg_dump,
+//! pg_restore, pgbench, … — of an installation that has them), the libraries, `share/` with the
+//! extensions, and `include/`. Symlinks stay symlinks. Both files are written to temporary siblings and renamed into place,
 //! the archive first, so a reader never sees a half-written one.
 
 use super::{Install, asset_name};

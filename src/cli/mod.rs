@@ -328,6 +328,11 @@ pub struct BinaryFlags {
     #[arg(long, value_name = "VERSION")]
     pub version: Option<String>,
 
+    /// Install exactly what the project's pgwarden.lock names, and fail (exit 2) rather than
+    /// resolve anew or write the lock (PGWARDEN_LOCKED=1; `locked = true` in a config file).
+    #[arg(long)]
+    pub locked: bool,
+
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -338,6 +343,7 @@ impl BinaryFlags {
             archive: self.archive.clone(),
             install_dir: self.install_dir.clone(),
             version: self.version.clone(),
+            locked: self.locked.then_some(true),
             ..layer
         })
     }
@@ -567,6 +573,7 @@ impl RunArgs {
             (instance.system, "--system"),
             (*create_user, "--create-user"),
             (*ephemeral, "--ephemeral"),
+            (binaries.locked, "--locked"),
             (verbosity.quiet, "--quiet"),
         ];
         for (set, flag) in switches {
@@ -627,6 +634,7 @@ mod tests {
                 archive: Some("-a.tgz".into()),
                 install_dir: Some("i".into()),
                 version: Some("16.4".into()),
+                locked: true,
                 source: SourceArgs {
                     mirror: None,
                     binaries: None,

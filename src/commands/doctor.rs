@@ -100,6 +100,10 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         match binaries::installed_for(&config.source, &config.install_dir, &config.version) {
             Ok(install) => {
                 check_binaries(&mut report, &config, install.as_ref());
+                if let Some(install) = &install {
+                    check_client_tools(&mut report, install);
+                }
+                check_lock(&mut report, &config);
                 install
             }
             Err(e) => {
@@ -231,6 +235,102 @@ fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install
                 missing.join("; ")
             ),
         );
+    }
+}
+
+/// Which client programs the installation has (they are first on `pgwarden exec`'s PATH), and
+/// in one line how to get the missing ones.
+fn check_client_tools(report: &mut Report, install: &Install) {
+    let (present, missing) = binaries::client_tools(install);
+    if missing.is_empty() {
+        report.line(
+            Level::Ok,
+            "client tools",
+            format!("{} (first on `pgwarden exec`'s PATH)", present.join(" ")),
+        );
+        return;
+    }
+    let has = if present.is_empty() {
+        "none".to_string()
+    } else {
+        present.join(" ")
+    };
+    report.line(
+        Level::Warn,
+        "client tools",
+        format!(
+            "has {has}; lacks {}\nhelp: {}",
+            missing.join(" "),
+            binaries::client_tools_hint(install)
+        ),
+    );
+}
+
+/// The project's lock file: what it names for this platform, and whether the installation in
+/// use was unpacked from those bytes.
+fn check_lock(report: &mut Report, config: &Config) {
+    let Some(path) = &config.lock.path else {
+        return;
+    };
+    if matches!(config.source, binaries::Source::Existing(_)) {
+        report.line(
+            Level::Ok,
+            "lock",
+            format!(
+                "{} does not apply to an existing installation used in place",
+                path.display()
+            ),
+        );
+        return;
+    }
+    let platform = binaries::locked::platform();
+    let Some(entry) = config.lock.lock.as_ref().and_then(|l| l.entry(&platform)) else {
+        let level = if config.lock.locked {
+            Level::Fail
+        } else {
+            Level::Ok
+        };
+        report.line(
+            level,
+            "lock",
+            format!(
+                "{} has no entry for {platform} yet; the next install writes it",
+                path.display()
+            ),
+        );
+        return;
+    };
+    let locked = format!(
+        "{} locks PostgreSQL {} (sha256 {}, from {})",
+        path.display(),
+        entry.version,
+        entry.sha256,
+        entry.source
+    );
+    let exact = semver::VersionReq::parse(&format!("={}", entry.version)).expect("checked");
+    let install = binaries::find_installed(&config.install_dir, &exact);
+    let digest = install
+        .as_ref()
+        .and_then(binaries::record)
+        .and_then(|r| r.sha256);
+    match (install, digest) {
+        (None, _) => report.line(Level::Ok, "lock", format!("{locked}; not installed yet")),
+        (Some(_), Some(d)) if d == entry.sha256 => report.line(
+            Level::Ok,
+            "lock",
+            format!("{locked}; the installation matches"),
+        ),
+        (Some(install), d) => report.line(
+            Level::Fail,
+            "lock",
+            format!(
+                "{locked}, but {} was unpacked from other bytes (sha256 {})\nhelp: use another \
+                 --install-dir for this project, or remove {} when no server uses it",
+                install.dir.display(),
+                d.as_deref().unwrap_or("none recorded"),
+                install.dir.display()
+            ),
+        ),
     }
 }
 

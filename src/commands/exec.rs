@@ -6,11 +6,14 @@
 //! CMD (it shares the terminal) and this command still removes the throwaway server after it.
 //!
 //! CMD runs as the caller: it is the caller's own command, so it gets the caller's rights, and
-//! pgwarden only adds the connection variables. PATH is the caller's, unchanged: the
-//! installation's `bin/` is never put on it, so no program of the installation (which pgwarden
-//! never runs as root) is found by name — `pgwarden psql` runs the installation's psql, as the
-//! unprivileged user.
+//! pgwarden adds the connection variables and puts the installation's programs first on PATH,
+//! so that `pg_dump`, `pg_restore`, `psql`, `pgbench` are the server's version. Not its `bin/`
+//! itself: a private directory of [`crate::binaries::shims`], which run each program as the installation's
+//! user (the unprivileged one when pgwarden is root — nothing of an installation runs as root),
+//! as the caller otherwise.
 
+use crate::binaries;
+use crate::binaries::shims::Shims;
 use crate::cli::Globals;
 pub use crate::cli::exec::ExecArgs;
 use crate::commands::common::Instance;
@@ -57,6 +60,8 @@ async fn run_command(instance: &Instance, command: &[OsString]) -> Result<i32> {
     for (key, value) in variables(instance, true)? {
         child.env(key, value);
     }
+    // Kept until CMD has ended: its programs are found through it.
+    let shims = installation_first_on_path(instance, &mut child)?;
     // Ctrl-C goes to CMD (same terminal); this process outlives it to clean up.
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
@@ -72,6 +77,7 @@ async fn run_command(instance: &Instance, command: &[OsString]) -> Result<i32> {
             _ = async { match interrupt.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
         }
     };
+    drop(shims);
     let status = status.map_err(|e| Error::Server {
         what: format!("cannot wait for {}: {e}", program.to_string_lossy()),
     })?;
@@ -79,6 +85,30 @@ async fn run_command(instance: &Instance, command: &[OsString]) -> Result<i32> {
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Puts shims of the instance's installation's programs first on `child`'s PATH (the caller's
+/// PATH after them); `None` when the installation cannot be found, PATH then left as it is.
+fn installation_first_on_path(
+    instance: &Instance,
+    child: &mut tokio::process::Command,
+) -> Result<Option<Shims>> {
+    let config = &instance.config;
+    let install =
+        match binaries::installed_for(&config.source, &config.install_dir, &config.version) {
+            Ok(Some(install)) => install,
+            Ok(None) | Err(_) => {
+                tracing::warn!(
+                    "the installation's programs are not found; CMD runs with your PATH"
+                );
+                return Ok(None);
+            }
+        };
+    let shims = Shims::create(&install, binaries::program_user())?;
+    for (key, value) in shims.environment(std::env::var_os("PATH")) {
+        child.env(key, value);
+    }
+    Ok(Some(shims))
 }
 
 /// Stops the throwaway server's pgwarden (which removes the cluster) and waits until it is gone.

@@ -7,7 +7,13 @@ use crate::error::Result;
 
 pub async fn export_archive(args: ExportArgs) -> Result<i32> {
     let config = Config::load(&args.binaries.sources())?;
-    let install = binaries::ensure(&config.source, &config.install_dir, &config.version).await?;
+    let (install, _) = binaries::locked::ensure(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.lock,
+    )
+    .await?;
     let file = crate::os::paths::absolute(&args.file);
     let sha256 = {
         let (install, file) = (install.clone(), file.clone());

@@ -1,7 +1,8 @@
 //! `pgwarden install`: obtain and verify the binaries without running anything; `--list` shows
-//! what the cache holds.
+//! what the cache holds. In a project, the install follows (or writes) its `pgwarden.lock`.
 
 use crate::binaries;
+use crate::binaries::locked::Outcome;
 use crate::cli::InstallArgs;
 use crate::config::Config;
 use crate::error::Result;
@@ -12,12 +13,29 @@ pub async fn install(args: InstallArgs) -> Result<i32> {
         list(&config);
         return Ok(0);
     }
-    let install = binaries::ensure(&config.source, &config.install_dir, &config.version).await?;
+    let (install, outcome) = binaries::locked::ensure(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.lock,
+    )
+    .await?;
     println!(
         "installed: PostgreSQL {} in {}",
         install.version,
         install.dir.display()
     );
+    match outcome {
+        Outcome::Unlocked => {}
+        Outcome::Verified { lock } => println!("verified against {}", lock.display()),
+        Outcome::Written { lock, entry } => println!(
+            "locked: PostgreSQL {} (sha256 {}, from {}) in {}",
+            entry.version,
+            entry.sha256,
+            entry.source,
+            lock.display()
+        ),
+    }
     Ok(0)
 }
 

@@ -44,6 +44,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     // Before anything is created (a user, the state dir): an installation another user could
     // have written to.
     crate::binaries::check_source(&config.source)?;
+    crate::binaries::locked::check(&config.source, &config.version, &config.lock)?;
     let run_as = if args.create_user {
         RunAs::resolve_or_create(config.run_as.as_deref())?
     } else {

@@ -49,6 +49,7 @@ pub async fn start(args: StartArgs, globals: &Globals) -> Result<i32> {
     } else {
         // Refused here, before a background run is launched that would create the state dir.
         crate::binaries::check_source(&config.source)?;
+        crate::binaries::locked::check(&config.source, &config.version, &config.lock)?;
         let run_args = args.run.command_line("run", globals);
         let launched = launch(&config, run_args, deadline, timeout).await?;
         // The instance just started, not the one its name pointed at before (a stopped one of

@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod backup_schedule;
 pub mod install_policy;
+pub mod lock_file;
 mod npmrc;
 pub mod pip_conf;
 mod source;
@@ -80,6 +81,9 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The project file (`pgwarden.toml`) whose instance this is, if any.
     pub project: Option<ProjectInUse>,
+    /// The project's `pgwarden.lock` (read with the project file) and whether `--locked` holds
+    /// the install to it.
+    pub lock: lock_file::ProjectLock,
     /// Whether the instance has a name (flag, env, a file's `name`, or its project's directory):
     /// an unnamed instance with its own data dir is not reached by a command that names none.
     pub named: bool,
@@ -206,6 +210,8 @@ pub struct Layer {
     pub download_retries: Option<u32>,
     /// The most an archive may unpack to, in MB (see `binaries::policy`).
     pub max_unpacked_mb: Option<u64>,
+    /// Install only what the project's `pgwarden.lock` names; fail rather than resolve anew.
+    pub locked: Option<bool>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
@@ -323,6 +329,7 @@ impl Layer {
             download_timeout: top.download_timeout.or(self.download_timeout),
             download_retries: top.download_retries.or(self.download_retries),
             max_unpacked_mb: top.max_unpacked_mb.or(self.max_unpacked_mb),
+            locked: top.locked.or(self.locked),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),
@@ -480,6 +487,7 @@ impl Layer {
                     None
                 }
             }),
+            locked: image_env::parse_bool_env(env, "PGWARDEN_LOCKED", problems),
             initdb_args: image.initdb_args,
             initdb_waldir: image.initdb_waldir,
             host_auth_method: image.host_auth_method,
@@ -576,6 +584,10 @@ impl Config {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         let project = match project {
             Some(choice) => project::find(choice, &cwd, &trust)?,
+            None => None,
+        };
+        let lock = match &project {
+            Some(project) => Some(read_lock(project, &trust)?),
             None => None,
         };
         if let Some(project) = &project {
@@ -685,6 +697,10 @@ impl Config {
             chosen: p.chosen,
         });
         config.password_source = password_source;
+        if let Some((path, lock)) = lock {
+            config.lock.path = Some(path);
+            config.lock.lock = lock;
+        }
         if problems.is_empty() {
             install_policy::configure(
                 max_unpacked_mb.unwrap_or(install_policy::DEFAULT_MAX_UNPACKED_MB),
@@ -695,6 +711,31 @@ impl Config {
             Err(Error::Config { problems })
         }
     }
+}
+
+/// The project's `pgwarden.lock`, beside its `pgwarden.toml`, and its content if it exists: read
+/// through the trust rule when the project was found by searching (the lock's own owner and
+/// mode, and the directories above it), as given when the project was named (`-f`,
+/// `--project-dir`).
+fn read_lock(
+    project: &project::Project,
+    trust: &trust::Trust,
+) -> Result<(PathBuf, Option<lock_file::Lock>)> {
+    let path = project.dir.join(lock_file::FILE_NAME);
+    let text = match project.chosen {
+        project::Chosen::Named => match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(Error::ConfigRead { path, source }),
+        },
+        project::Chosen::Found | project::Chosen::OptedIn(_) => {
+            trust.read(&path, lock_file::FOUND)?.map(|found| found.text)
+        }
+    };
+    let lock = text
+        .map(|text| lock_file::Lock::parse(&text, &path))
+        .transpose()?;
+    Ok((path, lock))
 }
 
 /// Where a file's layer takes the password from, if it sets one.
@@ -897,6 +938,10 @@ fn resolve(
     Config {
         config_file,
         project: None,
+        lock: lock_file::ProjectLock {
+            locked: layer.locked.unwrap_or(false),
+            ..Default::default()
+        },
         named: false,
         password_source: PasswordSource::Default,
         listen_address,

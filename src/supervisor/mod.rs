@@ -478,8 +478,10 @@ impl Supervisor {
                     self.config.version.clone(),
                 );
                 let run_as = self.run_as.clone();
+                let lock = self.config.lock.clone();
                 self.install_task = Some(tokio::spawn(async move {
-                    let install = binaries::ensure(&source, &dir, &version).await?;
+                    let (install, _) =
+                        binaries::locked::ensure(&source, &dir, &version, &lock).await?;
                     run_as.check_traversable(&install.dir)?;
                     Ok(install)
                 }));

