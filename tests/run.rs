@@ -264,6 +264,56 @@ fn as_root_postgres_runs_as_the_unprivileged_user() {
 }
 
 #[test]
+fn as_root_an_existing_cluster_runs_as_its_owner_unless_run_as_names_another() {
+    if !require_root("postgres must be switched to the cluster's owner") {
+        return;
+    }
+    // A cluster made while another unprivileged user was the one to run it (an older
+    // default, or PGWARDEN_RUN_AS, which is not remembered as a flag).
+    let owner = intruder();
+    let dir = test_dir();
+    let data_dir = dir.path().join("data");
+    let port = free_port();
+    let pgwarden = start(dir.path(), port, &[("PGWARDEN_RUN_AS", INTRUDER)]);
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    assert_eq!(
+        std::fs::metadata(&data_dir).unwrap().uid(),
+        owner.uid.as_raw()
+    );
+    stop(pgwarden, Signal::SIGTERM);
+
+    // Without run_as, with a `pgwarden` user present: it runs as the cluster's owner, as
+    // Debian's pg_ctlcluster does, instead of refusing the data directory.
+    assert!(nix::unistd::User::from_name("pgwarden").unwrap().is_some());
+    let pgwarden = start(dir.path(), port, &[]);
+    pgwarden.wait_ready(START);
+    assert_eq!(
+        uid_of_process(postmaster_pid(&data_dir)),
+        owner.uid.as_raw()
+    );
+    connect(port, "trader", "trader", "trader").unwrap();
+    stop(pgwarden, Signal::SIGTERM);
+
+    // run_as names another user: that one, and the cluster it does not own is refused,
+    // naming the owner and the fix, and left as it was.
+    let mut args = run_args(dir.path(), port);
+    args.extend(["--run-as".to_string(), "pgwarden".to_string()]);
+    let output = run_to_exit(&as_strs(&args), &[], START);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("is owned by uid {}", owner.uid))
+            && stderr.contains("but postgres runs as pgwarden")
+            && stderr.contains("help:"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::metadata(&data_dir).unwrap().uid(),
+        owner.uid.as_raw()
+    );
+}
+
+#[test]
 fn as_a_normal_user_postgres_runs_as_that_user() {
     if !require_root("this test switches to the pgwarden user") {
         return;

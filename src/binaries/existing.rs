@@ -10,7 +10,7 @@
 //! they lead. `/usr/lib/postgresql/16` from a package passes. Even then its `postgres --version`
 //! runs as the unprivileged user ([`super::postgres_version`]), never as root.
 
-use super::{Install, postgres_version};
+use super::{Install, Policy, postgres_version};
 use crate::config::MAJOR;
 use crate::error::{Error, IoContext, Result};
 use crate::instance::private_dir::{foreign_or_writable, untrusted_ancestor};
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// Checks that `dir` holds a runnable PostgreSQL 16 (`bin/postgres --version`, `bin/initdb`)
 /// that no other user could have written to.
-pub fn validate(dir: &Path) -> Result<Install> {
+pub fn validate(dir: &Path, policy: &Policy) -> Result<Install> {
     let refuse = |why: String, help: &str| Error::Binaries {
         what: format!(
             "{} is not a usable PostgreSQL {MAJOR} installation: {why}\nhelp: {help}",
@@ -40,7 +40,7 @@ pub fn validate(dir: &Path) -> Result<Install> {
              then --binaries /usr/lib/postgresql/16)",
         ));
     }
-    let version = postgres_version(&postgres)?;
+    let version = postgres_version(&postgres, policy)?;
     if version.major != MAJOR {
         return Err(refuse(
             format!(

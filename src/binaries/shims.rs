@@ -96,10 +96,10 @@ pub fn programs(bin: &Path) -> Vec<String> {
 
 /// When this process was started through a shim (its name is a program of [`BIN_ENV`]'s
 /// directory, which is set), becomes that program and never returns; an error if that fails.
-/// `None` otherwise: an ordinary `pgwarden` command line.
-pub fn run_if_shim() -> Option<Error> {
+/// `None` otherwise: an ordinary `pgwarden` command line. `args` is this process's argv.
+pub fn run_if_shim(args: &[OsString]) -> Option<Error> {
     let bin = PathBuf::from(std::env::var_os(BIN_ENV)?);
-    let argv0 = std::env::args_os().next()?;
+    let argv0 = args.first()?;
     let name = Path::new(&argv0).file_name()?.to_str()?.to_string();
     if name == "pgwarden" || name.starts_with("pgwarden-") {
         return None;
@@ -110,7 +110,7 @@ pub fn run_if_shim() -> Option<Error> {
     }
     let user = RunAs::for_installation(std::env::var(USER_ENV).ok().as_deref());
     let mut command = std::process::Command::new(&program);
-    command.args(std::env::args_os().skip(1));
+    command.args(&args[1..]);
     user.apply_std(&mut command);
     use std::os::unix::process::CommandExt;
     let error = command.exec();

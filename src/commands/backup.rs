@@ -2,13 +2,14 @@
 //! ([`crate::backup::base`]), recorded in `<state dir>/backup.json` for `status`.
 
 use crate::backup::{base, human_bytes, now_ms, record};
+use crate::cli::Globals;
 pub use crate::cli::backup::BackupArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::{Error, Result};
 use std::io::IsTerminal;
 
-pub async fn run(args: BackupArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+pub async fn run(args: BackupArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     instance.require_running()?;
     let status = instance.status.clone().ok_or_else(|| Error::Backup {
         what: "the running pgwarden has written no status yet; wait until it is ready (`pgwarden wait`)".into(),

@@ -8,6 +8,7 @@
 //! configured), not libpq's socket directory and 5432, and libpq's PG* environment variables
 //! are not read.
 
+use crate::cli::Globals;
 use crate::cli::InstanceArgs;
 pub use crate::cli::check::CheckArgs;
 use crate::commands::common::Instance;
@@ -44,7 +45,7 @@ struct Target {
     port: String,
 }
 
-pub async fn run(args: CheckArgs) -> Result<i32> {
+pub async fn run(args: CheckArgs, globals: &Globals) -> Result<i32> {
     let settings = match args.dbname.as_deref().filter(|d| conninfo::is_conninfo(d)) {
         Some(text) => match conninfo::parse(text) {
             Ok(settings) => Some(settings),
@@ -63,7 +64,7 @@ pub async fn run(args: CheckArgs) -> Result<i32> {
         system: args.system,
         ..InstanceArgs::default()
     };
-    let instance = match Instance::load(&instance) {
+    let instance = match Instance::load(globals, &instance) {
         Ok(instance) => instance,
         Err(e) => {
             eprintln!("pgwarden check: error: {e}");

@@ -7,22 +7,22 @@
 //! took a third of `FILE_COPY`'s time, whose two checkpoints flush to disk, and on a throwaway
 //! one (fsync off) the two are within a few milliseconds (BENCHMARKS.md, row 11).
 
-use crate::cli::InstanceArgs;
 pub use crate::cli::db::{CreateArgs, DbCommand, DropArgs, Strategy};
+use crate::cli::{Globals, InstanceArgs};
 use crate::cluster::quote_identifier;
 use crate::commands::common::Instance;
 use crate::error::{Error, Result};
 use tokio_postgres::error::SqlState;
 
-pub async fn run(command: DbCommand) -> Result<i32> {
+pub async fn run(command: DbCommand, globals: &Globals) -> Result<i32> {
     match command {
-        DbCommand::Create(args) => create(args).await,
-        DbCommand::Drop(args) => drop_database(args).await,
+        DbCommand::Create(args) => create(args, globals).await,
+        DbCommand::Drop(args) => drop_database(args, globals).await,
     }
 }
 
-async fn create(args: CreateArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+async fn create(args: CreateArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     instance.require_running()?;
     let client = connect(&instance).await?;
     let mut sql = format!("CREATE DATABASE {}", quote_identifier(&args.database));
@@ -56,8 +56,8 @@ async fn create(args: CreateArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn drop_database(args: DropArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+async fn drop_database(args: DropArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     instance.require_running()?;
     if args.database == instance.database() && !args.yes {
         confirm_main(&args.database)?;

@@ -5,6 +5,7 @@
 //! changed: no install, no initdb, no directory created.
 
 use crate::binaries::{self, Install};
+use crate::cli::Globals;
 pub use crate::cli::doctor::DoctorArgs;
 use crate::cluster::{self, DataDir};
 use crate::commands::common::Instance;
@@ -43,14 +44,14 @@ impl Report {
     }
 }
 
-pub fn run(args: DoctorArgs) -> Result<i32> {
+pub fn run(args: DoctorArgs, globals: &Globals) -> Result<i32> {
     let mut report = Report { failed: false };
     // The settings `run` would use: with the flags the instance was last started with.
-    let sources = crate::instance::registry::with_remembered_flags(
-        args.instance.sources_with(&args.binaries),
+    let resolved = crate::instance::resolve::resolve(
+        globals.sources(args.instance.sources_with(&args.binaries)),
     );
-    let config = match sources.and_then(|sources| Config::load(&sources)) {
-        Ok(config) => config,
+    let resolved = match resolved {
+        Ok(resolved) => resolved,
         Err(e @ Error::Untrusted(_)) => {
             report.line(Level::Fail, "project", e.to_string());
             return Ok(1);
@@ -60,6 +61,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
             return Ok(1);
         }
     };
+    let config = resolved.config.clone();
     report.line(
         Level::Ok,
         "config",
@@ -72,9 +74,15 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
     if let Some(project) = &config.project {
         check_project(&mut report, project);
     }
-    let instance = Instance::from_config(config.clone())?;
+    let instance = resolved.observe();
 
-    let run_as = match RunAs::resolve(config.run_as.as_deref()) {
+    let run_as = crate::instance::server_user::server_user(
+        config.run_as.as_deref(),
+        &config.data_dir,
+        config.ephemeral,
+        false,
+    );
+    let run_as = match run_as {
         Ok(run_as) => {
             let how = if run_as.switch {
                 "started as root: initdb and postgres run as"
@@ -96,21 +104,25 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
 
     // An existing installation another user could have written to is refused here, before
     // anything in it runs (its --version, ldd).
-    let install =
-        match binaries::installed_for(&config.source, &config.install_dir, &config.version) {
-            Ok(install) => {
-                check_binaries(&mut report, &config, install.as_ref());
-                if let Some(install) = &install {
-                    check_client_tools(&mut report, install);
-                }
-                check_lock(&mut report, &config);
-                install
+    let install = match binaries::installed_for(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.install_policy,
+    ) {
+        Ok(install) => {
+            check_binaries(&mut report, &config, install.as_ref());
+            if let Some(install) = &install {
+                check_client_tools(&mut report, install);
             }
-            Err(e) => {
-                report.line(Level::Fail, "binaries", e.to_string());
-                None
-            }
-        };
+            check_lock(&mut report, &config);
+            install
+        }
+        Err(e) => {
+            report.line(Level::Fail, "binaries", e.to_string());
+            None
+        }
+    };
     check_timezone(&mut report, install.as_ref());
     check_locale(&mut report);
     check_port(&mut report, &instance, run_as.as_ref());
@@ -196,10 +208,13 @@ fn check_binaries(report: &mut Report, config: &Config, install: Option<&Install
             missing.push(format!("{} is missing", path.display()));
             continue;
         }
-        missing.extend(unresolved_libraries(&path));
+        missing.extend(unresolved_libraries(&path, &config.install_policy));
     }
     if missing.is_empty() {
-        let runs = install.command("postgres").arg("--version").output();
+        let runs = install
+            .command("postgres", &config.install_policy)
+            .arg("--version")
+            .output();
         match runs {
             Ok(out) if out.status.success() => report.line(
                 Level::Ok,
@@ -337,8 +352,8 @@ fn check_lock(report: &mut Report, config: &Config) {
 /// The `ldd` lines saying "not found" (empty when ldd is not available). ldd may run the
 /// program it is asked about (through the interpreter the binary names), so it runs as the
 /// installation's programs do, never as root.
-fn unresolved_libraries(binary: &Path) -> Vec<String> {
-    let mut ldd = binaries::program_command(Path::new("ldd"));
+fn unresolved_libraries(binary: &Path, policy: &binaries::Policy) -> Vec<String> {
+    let mut ldd = binaries::program_command(Path::new("ldd"), policy);
     let Ok(out) = ldd.arg(binary).output() else {
         return Vec::new();
     };

@@ -19,15 +19,16 @@ pub use crate::cli::exec::ExecArgs;
 use crate::commands::common::Instance;
 use crate::commands::start;
 use crate::commands::url::variables;
-use crate::config::{self, Config};
+use crate::config;
 use crate::error::{Error, Result};
+use crate::instance::resolve::resolve;
 use std::ffi::OsString;
 use std::time::Duration;
 use tokio::time::Instant;
 
 pub async fn run(mut args: ExecArgs, globals: &Globals) -> Result<i32> {
     if !args.run.ephemeral {
-        let instance = Instance::load(&args.run.instance)?;
+        let instance = Instance::load(globals, &args.run.instance)?;
         instance.require_running()?;
         return run_command(&instance, &args.command).await;
     }
@@ -41,7 +42,7 @@ pub async fn run(mut args: ExecArgs, globals: &Globals) -> Result<i32> {
     if args.run.instance.port.is_none() {
         args.run.instance.port = Some(0);
     }
-    let config = Config::load(&args.run.sources())?;
+    let config = resolve(globals.sources(args.run.sources()))?.config;
     let run_args = args.run.command_line("run", globals);
     let launched = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
     let instance = Instance::at(config, launched.state_dir);
@@ -94,17 +95,19 @@ fn installation_first_on_path(
     child: &mut tokio::process::Command,
 ) -> Result<Option<Shims>> {
     let config = &instance.config;
-    let install =
-        match binaries::installed_for(&config.source, &config.install_dir, &config.version) {
-            Ok(Some(install)) => install,
-            Ok(None) | Err(_) => {
-                tracing::warn!(
-                    "the installation's programs are not found; CMD runs with your PATH"
-                );
-                return Ok(None);
-            }
-        };
-    let shims = Shims::create(&install, binaries::program_user())?;
+    let install = match binaries::installed_for(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.install_policy,
+    ) {
+        Ok(Some(install)) => install,
+        Ok(None) | Err(_) => {
+            tracing::warn!("the installation's programs are not found; CMD runs with your PATH");
+            return Ok(None);
+        }
+    };
+    let shims = Shims::create(&install, binaries::program_user(&config.install_policy))?;
     for (key, value) in shims.environment(std::env::var_os("PATH")) {
         child.env(key, value);
     }

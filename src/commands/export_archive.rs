@@ -2,16 +2,18 @@
 
 use crate::binaries;
 use crate::cli::ExportArgs;
+use crate::cli::Globals;
 use crate::config::Config;
 use crate::error::Result;
 
-pub async fn export_archive(args: ExportArgs) -> Result<i32> {
-    let config = Config::load(&args.binaries.sources())?;
+pub async fn export_archive(args: ExportArgs, globals: &Globals) -> Result<i32> {
+    let config = Config::load(&globals.sources(args.binaries.sources()))?;
     let (install, _) = binaries::locked::ensure(
         &config.source,
         &config.install_dir,
         &config.version,
         &config.lock,
+        &config.install_policy,
     )
     .await?;
     let file = crate::os::paths::absolute(&args.file);

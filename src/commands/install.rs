@@ -3,12 +3,13 @@
 
 use crate::binaries;
 use crate::binaries::locked::Outcome;
+use crate::cli::Globals;
 use crate::cli::InstallArgs;
 use crate::config::Config;
 use crate::error::Result;
 
-pub async fn install(args: InstallArgs) -> Result<i32> {
-    let config = Config::load(&args.binaries.sources())?;
+pub async fn install(args: InstallArgs, globals: &Globals) -> Result<i32> {
+    let config = Config::load(&globals.sources(args.binaries.sources()))?;
     if args.list {
         list(&config);
         return Ok(0);
@@ -18,6 +19,7 @@ pub async fn install(args: InstallArgs) -> Result<i32> {
         &config.install_dir,
         &config.version,
         &config.lock,
+        &config.install_policy,
     )
     .await?;
     println!(

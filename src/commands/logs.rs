@@ -1,5 +1,6 @@
 //! `pgwarden logs [-f] [-n N]`: the log file `pgwarden run` keeps (see [`crate::instance::logfile`]).
 
+use crate::cli::Globals;
 pub use crate::cli::logs::LogsArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, IoContext, Result};
@@ -7,8 +8,8 @@ use crate::instance::logfile;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-pub async fn run(args: LogsArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+pub async fn run(args: LogsArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     let (current, _) = logfile::paths(&instance.state_dir);
     if !current.exists() && !args.follow {
         return Err(Error::Server {

@@ -29,43 +29,45 @@ pub mod wait;
 
 use crate::cli::{Cli, Command};
 
-use crate::config::Config;
 use crate::error::Result;
 pub use crate::instance::lock::BACKGROUND_ENV;
+use crate::instance::resolve::{Resolved, resolve};
 
-/// Runs the command. `run_config` is `run`'s config when `main` loaded it already (to find
-/// the log file); `run` loads it here otherwise.
-pub async fn dispatch(cli: Cli, run_config: Option<Result<Config>>) -> Result<i32> {
+/// Runs the command. `run_instance` is `run`'s instance when `main` resolved it already (to
+/// find the log file); `run` resolves it here otherwise.
+pub async fn dispatch(cli: Cli, run_instance: Option<Result<Resolved>>) -> Result<i32> {
     let globals = cli.globals();
+    let globals = &globals;
     match cli.command {
         Command::Run(args) => {
-            let config = run_config.unwrap_or_else(|| Config::load(&args.sources()))?;
-            run::run(args, config).await.map(|()| 0)
+            let resolved =
+                run_instance.unwrap_or_else(|| resolve(globals.sources(args.sources())))?;
+            run::run(args, resolved).await.map(|()| 0)
         }
-        Command::Backup(args) => backup::run(args).await,
+        Command::Backup(args) => backup::run(args, globals).await,
         Command::ArchiveWal(args) => archive_wal::run(args),
-        Command::Restore(args) => restore::run(args, &globals).await,
-        Command::Snapshot(command) => snapshot::run(command, &globals).await,
-        Command::Check(args) => check::run(args).await,
-        Command::Db(command) => db::run(command).await,
-        Command::Wait(args) => wait::run(args).await,
-        Command::Status(args) => status::run(args),
-        Command::Url(args) => url::url(args),
-        Command::Env(args) => url::env(args),
-        Command::Psql(args) => psql::run(args),
-        Command::Logs(args) => logs::run(args).await,
-        Command::Stop(args) => stop::run(args).await,
-        Command::Doctor(args) => doctor::run(args),
+        Command::Restore(args) => restore::run(args, globals).await,
+        Command::Snapshot(command) => snapshot::run(command, globals).await,
+        Command::Check(args) => check::run(args, globals).await,
+        Command::Db(command) => db::run(command, globals).await,
+        Command::Wait(args) => wait::run(args, globals).await,
+        Command::Status(args) => status::run(args, globals),
+        Command::Url(args) => url::url(args, globals),
+        Command::Env(args) => url::env(args, globals),
+        Command::Psql(args) => psql::run(args, globals),
+        Command::Logs(args) => logs::run(args, globals).await,
+        Command::Stop(args) => stop::run(args, globals).await,
+        Command::Doctor(args) => doctor::run(args, globals),
         Command::Completions(args) => completions::run(args),
-        Command::Start(args) => start::start(args, &globals).await,
+        Command::Start(args) => start::start(args, globals).await,
         Command::Init(args) => init::run(args),
         Command::Ls(args) => ls::run(args),
-        Command::Restart(args) => restart::run(args, &globals).await,
-        Command::Reload(args) => reload::run(args).await,
-        Command::Reset(args) => reset::run(args).await,
-        Command::Exec(args) => exec::run(args, &globals).await,
-        Command::Install(args) => install::install(args).await,
-        Command::ExportArchive(args) => export_archive::export_archive(args).await,
+        Command::Restart(args) => restart::run(args, globals).await,
+        Command::Reload(args) => reload::run(args, globals).await,
+        Command::Reset(args) => reset::run(args, globals).await,
+        Command::Exec(args) => exec::run(args, globals).await,
+        Command::Install(args) => install::install(args, globals).await,
+        Command::ExportArchive(args) => export_archive::export_archive(args, globals).await,
         Command::Service(crate::cli::ServiceCommand::Install(args)) => {
             service::install(&args).map(|()| 0)
         }

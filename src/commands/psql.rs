@@ -10,17 +10,21 @@
 //! Ctrl-C and the exit code are psql's own.
 
 use crate::binaries;
+use crate::cli::Globals;
 pub use crate::cli::psql::PsqlArgs;
 use crate::commands::common::Instance;
 use crate::commands::url::variables;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
-pub fn run(args: PsqlArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+pub fn run(args: PsqlArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     instance.require_running()?;
     let (psql, mut command) = match find_psql(&instance)? {
-        Psql::Installed(install) => (install.bin("psql"), install.command("psql")),
+        Psql::Installed(install) => (
+            install.bin("psql"),
+            install.command("psql", &instance.config.install_policy),
+        ),
         Psql::OnPath(path) => (path.clone(), std::process::Command::new(path)),
     };
     command.args(&args.args);
@@ -46,7 +50,12 @@ enum Psql {
 
 fn find_psql(instance: &Instance) -> Result<Psql> {
     let config = &instance.config;
-    let install = binaries::installed_for(&config.source, &config.install_dir, &config.version)?;
+    let install = binaries::installed_for(
+        &config.source,
+        &config.install_dir,
+        &config.version,
+        &config.install_policy,
+    )?;
     let installed = install.as_ref().map(|install| install.bin("psql"));
     if let Some(install) = install.filter(|i| i.bin("psql").is_file()) {
         return Ok(Psql::Installed(install));

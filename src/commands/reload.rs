@@ -5,6 +5,7 @@
 //! postgres, see [`crate::supervisor`]); applied means the server's `pg_conf_load_time()`
 //! moved past the value read before the signal.
 
+use crate::cli::Globals;
 pub use crate::cli::reload::ReloadArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, Result};
@@ -13,8 +14,8 @@ use nix::unistd::Pid;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub async fn run(args: ReloadArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+pub async fn run(args: ReloadArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     let pid = instance.require_running()?;
     let client = crate::commands::db::connect(&instance).await?;
     let loaded = || async {

@@ -9,6 +9,7 @@
 //! once and the next `start` (which copies the template cluster the background fill made:
 //! [`crate::cluster::template_fill`]) does not wait for it.
 
+use crate::cli::Globals;
 pub use crate::cli::reset::ResetArgs;
 use crate::cluster::MARKER;
 use crate::commands::common::Instance;
@@ -17,8 +18,8 @@ use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
 use std::path::Path;
 
-pub async fn run(args: ResetArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+pub async fn run(args: ResetArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     let data_dir = instance
         .remembered
         .as_ref()

@@ -8,7 +8,7 @@ use crate::config::ShutdownMode;
 use crate::error::Result;
 
 pub async fn run(args: StartArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::resolve(args.run.sources())?;
+    let instance = Instance::resolve(globals, args.run.sources())?;
     eprintln!(
         "{}",
         stop::stop_instance(&instance, ShutdownMode::Fast, None).await?

@@ -19,12 +19,11 @@ use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
 use crate::instance::lock::InstanceLock;
-use crate::os::privilege::RunAs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::resolve(args.run.sources())?;
+    let instance = Instance::resolve(globals, args.run.sources())?;
     let config = instance.config.clone();
     if config.ephemeral {
         return Err(Error::Backup {
@@ -59,7 +58,12 @@ pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
             &config, time, &manifest,
         )?),
     };
-    let run_as = RunAs::resolve(config.run_as.as_deref())?;
+    let run_as = crate::instance::server_user::server_user(
+        config.run_as.as_deref(),
+        &data_dir,
+        false,
+        false,
+    )?;
     run_as.check_traversable(&data_dir)?;
     let found = in_place::examine(&data_dir)?;
     let mut relaunch = None;

@@ -6,22 +6,19 @@ use crate::config::Config;
 use crate::config::image_env;
 use crate::error::{Error, Result};
 use crate::instance::launch::Launch;
-use crate::instance::lock::InstanceLock;
 use crate::instance::preflight;
-use crate::instance::registry;
+use crate::instance::resolve::Resolved;
+use crate::instance::server_user::server_user;
 use crate::observe::{self, Observer};
-use crate::os::paths;
-use crate::os::privilege::RunAs;
 use crate::supervisor::Supervisor;
 use crate::supervisor::notify::Notifier;
 use crate::supervisor::server;
 use crate::supervisor::signals;
-use std::path::PathBuf;
 use tracing::{info, warn};
 
-/// Runs the server with `config`, loaded once from `args.sources()` by `main` (before logging
-/// starts: the log file lives in the instance's state directory); SIGHUP loads it again.
-pub async fn run(args: RunArgs, config: Config) -> Result<()> {
+/// Runs the server of the instance `resolved`, resolved once by `main` (before logging starts:
+/// the log file lives in the instance's state directory); SIGHUP loads its sources again.
+pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
     // First, so that a signal during install or initdb is kept and acted on afterwards.
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
@@ -35,9 +32,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
             "raised the open-file limit to its hard limit"
         );
     }
-    // The same sources `main` loaded `config` from: with the remembered flags.
-    let sources = crate::instance::registry::with_remembered_flags(args.sources())?;
-    let mut config = config;
+    let config = &resolved.config;
     if let Some(warning) = image_env::trust_warning(&config.host_auth_method) {
         warn!(listen_address = %config.listen_address, "{warning}");
     }
@@ -45,20 +40,17 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
     // have written to.
     crate::binaries::check_source(&config.source)?;
     crate::binaries::locked::check(&config.source, &config.version, &config.lock)?;
-    let run_as = if args.create_user {
-        RunAs::resolve_or_create(config.run_as.as_deref())?
-    } else {
-        RunAs::resolve(config.run_as.as_deref())?
-    };
+    let run_as = server_user(
+        config.run_as.as_deref(),
+        &config.data_dir,
+        config.ephemeral,
+        args.create_user,
+    )?;
 
-    let state_dir = registry::adopt(&mut config)?;
-    crate::instance::private_dir::prepare_state_dir(&config)?;
-    let _lock = InstanceLock::acquire(&state_dir, &config.data_dir)?;
-    // The name next: refused while it runs with another data directory.
-    let _registration = registry::register(&config, &state_dir)?;
-    // Only once the lock is ours: removes a throwaway cluster on every way out of this function
-    // (dropped before the lock is released).
-    let _throwaway = config.ephemeral.then(|| Throwaway::new(&config));
+    // The state directory, the instance lock, the name, and a throwaway root removed on every
+    // way out of this function.
+    let claim = resolved.claim()?;
+    let state_dir = claim.state_dir.clone();
     // A postmaster left running by a pgwarden that was killed: we hold the lock, so it is
     // nobody's. Shut it down cleanly and start our own (adopting it would leave a server we
     // cannot `wait` for, whose exit we could only poll).
@@ -77,8 +69,8 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
             server::stop_survivor(pid, &dir, config.shutdown_timeout).await;
         }
     }
-    if config.ephemeral {
-        prepare_throwaway(&config)?;
+    if claim.is_throwaway() {
+        prepare_throwaway(config)?;
     }
     preflight::check_port_unprivileged(config.port, &run_as.name)?;
     let launch = if config.port == 0 {
@@ -89,7 +81,7 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         preflight::check_port_free(config.listen_address, config.port)?;
         Launch { port: config.port }
     };
-    let mut remembered = crate::instance::remembered::Remembered::of(&config, &sources);
+    let mut remembered = crate::instance::remembered::Remembered::of(config, &resolved.sources);
     remembered.port = launch.port;
     crate::instance::remembered::write(&state_dir, &remembered)?;
     let (observer, watchers) = Observer::new();
@@ -97,6 +89,9 @@ pub async fn run(args: RunArgs, config: Config) -> Result<()> {
         observe::serve(address, watchers, state_dir.clone(), fds.soft).await?;
     }
 
+    let Resolved {
+        sources, config, ..
+    } = resolved;
     Supervisor::new(
         sources,
         config,
@@ -126,23 +121,4 @@ fn prepare_throwaway(config: &Config) -> Result<()> {
          it is removed when pgwarden exits — for throwaway data only"
     );
     Ok(())
-}
-
-/// The directory of a throwaway cluster, removed on drop.
-struct Throwaway(PathBuf);
-
-impl Throwaway {
-    fn new(config: &Config) -> Throwaway {
-        Throwaway(paths::ephemeral_root(&config.name))
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        if let Err(e) = crate::instance::private_dir::remove_throwaway(&self.0)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(dir = %self.0.display(), "cannot remove the throwaway cluster: {e}");
-        }
-    }
 }

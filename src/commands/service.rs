@@ -180,6 +180,7 @@ fn write_backup_timer(
             .or_else(|| system.then(|| PathBuf::from(SYSTEM_CONFIG))),
         flags: crate::config::Layer::default(),
         system,
+        project: Default::default(),
     };
     let Some(schedule) = crate::config::Config::load(&sources)
         .ok()

@@ -20,16 +20,16 @@ use std::time::Instant;
 
 pub async fn run(command: SnapshotCommand, globals: &Globals) -> Result<i32> {
     match command {
-        SnapshotCommand::Save(args) => save(args).await,
+        SnapshotCommand::Save(args) => save(args, globals).await,
         SnapshotCommand::Restore(args) => restore(args, globals).await,
-        SnapshotCommand::Ls(args) => ls(args),
-        SnapshotCommand::Rm(args) => rm(args),
+        SnapshotCommand::Ls(args) => ls(args, globals),
+        SnapshotCommand::Rm(args) => rm(args, globals),
     }
 }
 
 /// The instance and its data directory (the running supervisor's, else the configured one).
-fn locate(run: &RunArgs) -> Result<(Instance, PathBuf)> {
-    let instance = Instance::resolve(run.sources())?;
+fn locate(run: &RunArgs, globals: &Globals) -> Result<(Instance, PathBuf)> {
+    let instance = Instance::resolve(globals, run.sources())?;
     if instance.config.ephemeral {
         return Err(Error::Backup {
             what: "snapshots need a persistent data directory, not --ephemeral".into(),
@@ -56,9 +56,9 @@ async fn stop_for(instance: &Instance) -> Result<Option<Relaunch>> {
     Ok(Some(relaunch))
 }
 
-async fn save(args: SnapshotArgs) -> Result<i32> {
+async fn save(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
-    let (instance, data_dir) = locate(&args.run)?;
+    let (instance, data_dir) = locate(&args.run, globals)?;
     if snapshot::snapshots_dir(&data_dir)
         .join(&args.snapshot)
         .exists()
@@ -99,7 +99,7 @@ async fn save(args: SnapshotArgs) -> Result<i32> {
 
 async fn restore(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
-    let (instance, data_dir) = locate(&args.run)?;
+    let (instance, data_dir) = locate(&args.run, globals)?;
     if crate::backup::in_place::is_mount_point(&data_dir) {
         // Said before anything changes: the swap is one rename, which a mount point refuses.
         return Err(Error::Backup {
@@ -153,8 +153,8 @@ async fn restore(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
     Ok(0)
 }
 
-fn ls(args: SnapshotListArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+fn ls(args: SnapshotListArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     let data_dir = instance
         .status
         .as_ref()
@@ -185,9 +185,9 @@ fn ls(args: SnapshotListArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn rm(args: SnapshotArgs) -> Result<i32> {
+fn rm(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
-    let (instance, data_dir) = locate(&args.run)?;
+    let (instance, data_dir) = locate(&args.run, globals)?;
     // Taken for its sweep: what a killed restore left goes too.
     let _staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     snapshot::remove(&data_dir, &args.snapshot)?;

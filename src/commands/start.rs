@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 /// `start` (and `up`), or the start half of `restart`.
 pub async fn start(args: StartArgs, globals: &Globals) -> Result<i32> {
-    let mut instance = Instance::resolve(args.run.sources())?;
+    let mut instance = Instance::resolve(globals, args.run.sources())?;
     let config = instance.config.clone();
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
@@ -95,9 +95,10 @@ pub(crate) async fn launch(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Launched> {
-    let mut config = config.clone();
-    let state_dir = crate::instance::registry::adopt(&mut config)?;
-    crate::instance::private_dir::prepare_state_dir(&config)?;
+    // `config` is resolved: its registered data directory adopted, whose state directory the
+    // background run claims.
+    let state_dir = crate::os::paths::state_dir(&config.data_dir);
+    crate::instance::private_dir::prepare_state_dir(config)?;
     let out_path = state_dir.join("pgwarden.out");
     let out = crate::instance::private_dir::open_append(&out_path).io("cannot open", &out_path)?;
     let offset = out.metadata().io("cannot read", &out_path)?.len();

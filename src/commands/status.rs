@@ -1,13 +1,14 @@
 //! `pgwarden status [--json]`: the running supervisor's own account, from its status file.
 
+use crate::cli::Globals;
 pub use crate::cli::status::StatusArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::Result;
 use crate::instance::status::now_ms;
 use serde_json::json;
 
-pub fn run(args: StatusArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     let data_dir = instance.config.data_dir.display().to_string();
     let Some(pid) = instance.supervisor else {
         if args.json {

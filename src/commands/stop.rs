@@ -6,6 +6,7 @@
 //! after its postgres is gone. `smart` is requested through the state directory's stop-request
 //! file, which the supervisor reads when the SIGTERM arrives.
 
+use crate::cli::Globals;
 pub use crate::cli::stop::StopArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::config::ShutdownMode;
@@ -17,8 +18,8 @@ use nix::unistd::Pid;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub async fn run(args: StopArgs) -> Result<i32> {
-    let instance = Instance::load(&args.instance)?;
+pub async fn run(args: StopArgs, globals: &Globals) -> Result<i32> {
+    let instance = Instance::load(globals, &args.instance)?;
     println!(
         "{}",
         stop_instance(&instance, args.mode, args.timeout).await?

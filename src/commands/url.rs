@@ -4,19 +4,20 @@
 //! (with a note on stderr, so that stdout stays usable). The password is only printed when
 //! asked for.
 
+use crate::cli::Globals;
 use crate::cli::InstanceArgs;
 pub use crate::cli::url::{EnvArgs, UrlArgs};
 use crate::commands::common::Instance;
 use crate::error::Result;
 
-pub fn url(args: UrlArgs) -> Result<i32> {
-    let instance = load(&args.instance)?;
+pub fn url(args: UrlArgs, globals: &Globals) -> Result<i32> {
+    let instance = load(&args.instance, globals)?;
     println!("{}", instance.url(args.with_password)?);
     Ok(0)
 }
 
-pub fn env(args: EnvArgs) -> Result<i32> {
-    let instance = load(&args.instance)?;
+pub fn env(args: EnvArgs, globals: &Globals) -> Result<i32> {
+    let instance = load(&args.instance, globals)?;
     for (key, value) in variables(&instance, args.with_password)? {
         if args.shell {
             println!("export {key}={}", shell_quote(&value));
@@ -27,8 +28,8 @@ pub fn env(args: EnvArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn load(args: &InstanceArgs) -> Result<Instance> {
-    let instance = Instance::load(args)?;
+fn load(args: &InstanceArgs, globals: &Globals) -> Result<Instance> {
+    let instance = Instance::load(globals, args)?;
     if !instance.running() {
         eprintln!(
             "note: no pgwarden is running for {}; these are the configured settings",

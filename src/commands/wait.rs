@@ -5,6 +5,7 @@
 //! status file is polled (a small read), the server is probed only once it says ready, so no
 //! "the database system is starting up" lines land in the server's log.
 
+use crate::cli::Globals;
 pub use crate::cli::wait::WaitArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, Result};
@@ -16,8 +17,8 @@ use tokio::time::Instant;
 /// How often the lock and status file are looked at.
 const POLL: Duration = Duration::from_millis(5);
 
-pub async fn run(args: WaitArgs) -> Result<i32> {
-    let mut instance = Instance::load(&args.instance)?;
+pub async fn run(args: WaitArgs, globals: &Globals) -> Result<i32> {
+    let mut instance = Instance::load(globals, &args.instance)?;
     let deadline = Instant::now() + args.timeout;
     loop {
         instance.refresh();

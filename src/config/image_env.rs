@@ -239,6 +239,7 @@ mod tests {
                 config_file,
                 flags: Layer::default(),
                 system: false,
+                project: Default::default(),
             },
             &|k| env.get(k).cloned(),
             &defaults,

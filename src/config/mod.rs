@@ -112,6 +112,8 @@ pub struct Config {
     pub source: Source,
     /// The unprivileged user that runs initdb and postgres when pgwarden is started as root.
     pub run_as: Option<String>,
+    /// What an install may do (unpacked size, the user of an untrusted `postgres --version`).
+    pub install_policy: install_policy::Policy,
     /// How long a shutdown may take before pgwarden escalates to an immediate one.
     pub shutdown_timeout: Duration,
     /// How SIGTERM/SIGINT stop the server.
@@ -208,7 +210,7 @@ pub struct Layer {
     pub download_timeout: Option<String>,
     /// Further attempts after a transient download failure.
     pub download_retries: Option<u32>,
-    /// The most an archive may unpack to, in MB (see `binaries::policy`).
+    /// The most an archive may unpack to, in MB (see `binaries::Policy`).
     pub max_unpacked_mb: Option<u64>,
     /// Install only what the project's `pgwarden.lock` names; fail rather than resolve anew.
     pub locked: Option<bool>,
@@ -516,6 +518,8 @@ pub struct Sources {
     /// `--system`: the system layout's defaults (`/etc/pgwarden`, `/var/lib/pgwarden`) even when
     /// not root.
     pub system: bool,
+    /// How the command line chose the project file (a search by default).
+    pub project: project::Choice,
 }
 
 impl Config {
@@ -531,7 +535,7 @@ impl Config {
         }
         Self::load_in(
             sources,
-            Some(&project::chosen()),
+            Some(&sources.project),
             &|key| std::env::var(key).ok(),
             &defaults,
         )
@@ -697,15 +701,12 @@ impl Config {
             chosen: p.chosen,
         });
         config.password_source = password_source;
+        config.install_policy = install_policy::Policy::new(max_unpacked_mb, config.run_as.clone());
         if let Some((path, lock)) = lock {
             config.lock.path = Some(path);
             config.lock.lock = lock;
         }
         if problems.is_empty() {
-            install_policy::configure(
-                max_unpacked_mb.unwrap_or(install_policy::DEFAULT_MAX_UNPACKED_MB),
-                config.run_as.clone(),
-            );
             Ok(config)
         } else {
             Err(Error::Config { problems })
@@ -956,6 +957,7 @@ fn resolve(
         install_dir: layer.install_dir.unwrap_or_else(|| defaults.install_dir()),
         version,
         source,
+        install_policy: Default::default(),
         run_as,
         shutdown_timeout,
         shutdown_mode,
@@ -1062,6 +1064,7 @@ mod tests {
                 config_file,
                 flags,
                 system: false,
+                project: Default::default(),
             },
             &|k| env.get(k).cloned(),
             &defaults,
@@ -1156,6 +1159,7 @@ mod tests {
                 config_file: Some(PathBuf::from("/nonexistent/pgwarden.toml")),
                 flags: Layer::default(),
                 system: false,
+                project: Default::default(),
             },
             &|_| None,
             &defaults,

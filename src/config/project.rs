@@ -18,12 +18,11 @@ use super::trust::{Kind, Trust};
 use crate::error::{Error, Result};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 /// The project file's name.
 pub const FILE_NAME: &str = "pgwarden.toml";
 
-/// How the command line chose the project (set once by `main`, read by [`crate::config`]).
+/// How the command line chose the project (carried by [`crate::config::Sources`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Choice {
     /// The current directory or its nearest parent with a `pgwarden.toml`.
@@ -70,18 +69,6 @@ pub enum Chosen {
     OptedIn(PathBuf),
     /// Named by `-f` or `--project-dir`.
     Named,
-}
-
-static CHOICE: OnceLock<Choice> = OnceLock::new();
-
-/// Records the command line's choice for this process (first call wins).
-pub fn choose(choice: Choice) {
-    let _ = CHOICE.set(choice);
-}
-
-/// The command line's choice for this process (searching, unless `main` recorded another).
-pub fn chosen() -> Choice {
-    CHOICE.get().cloned().unwrap_or_default()
 }
 
 /// Finds the project `choice` names, searching from `cwd`; a found file must pass `trust`.

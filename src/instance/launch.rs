@@ -39,22 +39,6 @@ pub fn effective(loaded: &Config, launch: &Launch) -> Config {
     config
 }
 
-/// The settings whose change a reload cannot apply, named as the config names them.
-pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    [
-        ("listen_address", old.listen_address != new.listen_address),
-        ("port", old.port != new.port),
-        ("data_dir", old.data_dir != new.data_dir),
-        (
-            "user/password/database",
-            old.user != new.user || old.password != new.password || old.database != new.database,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(key, changed)| changed.then_some(key))
-    .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,8 +74,9 @@ mod tests {
         // A reload re-reads the same sources: the same result, and no port "change".
         let reloaded = effective(&loaded(true, 0), &Launch { port: 40000 });
         assert_eq!(reloaded.server, run.server);
-        assert!(needs_restart(&file, &loaded(true, 0)).is_empty());
-        assert_eq!(needs_restart(&file, &loaded(true, 5999)), ["port"]);
+        let fixed = |new| crate::instance::resolve::keep_fixed(new, &file).1;
+        assert!(fixed(loaded(true, 0)).is_empty());
+        assert_eq!(fixed(loaded(true, 5999)), ["port"]);
     }
 
     #[test]

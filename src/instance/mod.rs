@@ -1,5 +1,8 @@
 //! The instance: which one this is, where its state lives, and who holds it.
 //!
+//! - [`resolve`]: which instance a command addresses, with which settings, decided once;
+//!   `run` claims it, the commands that only read [`observe`] it.
+//! - [`server_user`]: who the server runs as (as root, an existing cluster's owner).
 //! - [`lock`]: one supervisor per data directory (an flock held for pgwarden's whole life).
 //! - [`registry`]: instances by name, names exclusive while they run.
 //! - [`remembered`]: the settings an instance was started with, in its state directory, never
@@ -14,8 +17,11 @@
 pub mod launch;
 pub mod lock;
 pub mod logfile;
+pub mod observe;
 pub mod preflight;
 pub mod private_dir;
 pub mod registry;
 pub mod remembered;
+pub mod resolve;
+pub mod server_user;
 pub mod status;

@@ -14,7 +14,7 @@
 //! reached by a command that names neither it nor its data directory — a bare `pgwarden stop`
 //! reaches only the unnamed instance in the default place.
 
-use crate::config::{Config, Sources};
+use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::instance::lock;
 use crate::os::paths;
@@ -141,27 +141,6 @@ pub fn lookup(key: &str) -> Option<PathBuf> {
         .filter(|target| target.is_dir())
 }
 
-/// `sources` with the flags the instance was last started with ([`crate::instance::remembered::Flags`])
-/// as their `remembered` layer, below the environment and this command line (`start --port
-/// 5821 --http-address …`, `stop`, `start` comes back on 5821 with its HTTP endpoint). A
-/// throwaway instance remembers nothing.
-pub fn with_remembered_flags(sources: Sources) -> Result<Sources> {
-    let config = Config::load(&sources)?;
-    if config.ephemeral {
-        return Ok(sources);
-    }
-    let Some(r) = crate::instance::remembered::read(&locate(&config)?) else {
-        return Ok(sources);
-    };
-    if r.ephemeral {
-        return Ok(sources);
-    }
-    Ok(Sources {
-        remembered: r.flags.layer(),
-        ..sources
-    })
-}
-
 /// The state directory of the instance `config` addresses: the named data directory's when one
 /// was given explicitly (refused when a name was given too and that name runs elsewhere), else
 /// the registered one for its key, else the configured data directory's.
@@ -240,21 +219,6 @@ fn name_taken(name: &str, running: &Path, pid: &str, wanted: &Path) -> Error {
             wanted.display()
         ),
     }
-}
-
-/// For `run`: the state directory of the instance `config` names, with `config.data_dir` set
-/// to the data directory its name is registered with (when the command line named no data
-/// directory and the registered one is consistent with its state directory).
-pub fn adopt(config: &mut Config) -> Result<PathBuf> {
-    let state_dir = locate(config)?;
-    if !config.data_dir_explicit
-        && !config.ephemeral
-        && let Some(r) = crate::instance::remembered::read(&state_dir)
-        && paths::state_dir(&r.data_dir) == state_dir
-    {
-        config.data_dir = r.data_dir;
-    }
-    Ok(paths::state_dir(&config.data_dir))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Who initdb, postgres and every other program of an installation run as.
 //!
 //! PostgreSQL refuses to run as root. Started as root, pgwarden runs its children as an
-//! unprivileged user (`run_as`, default `pgwarden`, else Debian's `postgres`) and gives it the data
-//! directory. Started as anyone else, the children run as that user and `run_as` must be unset or
+//! unprivileged user (`run_as`; by default an existing cluster's owner, see
+//! [`crate::instance::server_user`], else `pgwarden`, else Debian's `postgres`) and gives it the
+//! data directory. Started as anyone else, the children run as that user and `run_as` must be unset or
 //! name that same user.
 
 use crate::error::{Error, IoContext, Result};

@@ -27,6 +27,7 @@ use crate::cluster::{self, Cluster};
 use crate::config::{Config, Sources};
 use crate::error::{Error, Result};
 use crate::instance::launch::{self, Launch};
+use crate::instance::resolve;
 use crate::instance::status::{self, State, Status, StatusFile};
 use crate::observe::Observer;
 use crate::os::privilege::RunAs;
@@ -472,16 +473,17 @@ impl Supervisor {
     ) -> Option<Result<()>> {
         match action {
             Action::Install => {
-                let (source, dir, version) = (
+                let (source, dir, version, policy) = (
                     self.config.source.clone(),
                     self.config.install_dir.clone(),
                     self.config.version.clone(),
+                    self.config.install_policy.clone(),
                 );
                 let run_as = self.run_as.clone();
                 let lock = self.config.lock.clone();
                 self.install_task = Some(tokio::spawn(async move {
                     let (install, _) =
-                        binaries::locked::ensure(&source, &dir, &version, &lock).await?;
+                        binaries::locked::ensure(&source, &dir, &version, &lock, &policy).await?;
                     run_as.check_traversable(&install.dir)?;
                     Ok(install)
                 }));
@@ -600,27 +602,24 @@ impl Supervisor {
         None
     }
 
-    /// A queued or immediate SIGHUP: re-read the config; the effective settings (with the
-    /// launch's port and profile) go to the settings file. An invalid config is reported and the
-    /// running settings kept.
+    /// A queued or immediate SIGHUP: the instance's sources loaded again as at start
+    /// ([`resolve::reload`], which keeps what only a restart of pgwarden changes); the effective
+    /// settings (with the launch's port and profile) go to the settings file. An invalid config
+    /// is reported and the running settings kept.
     fn apply_config(&mut self, queue: &mut std::collections::VecDeque<Event>) {
-        let new = match Config::load(&self.sources) {
-            Ok(new) => new,
+        let new = match resolve::reload(&self.sources, &self.loaded) {
+            Ok((new, fixed)) => {
+                for key in fixed {
+                    warn!("reload: {key} changed; it takes effect when pgwarden is restarted");
+                }
+                new
+            }
             Err(e) => {
                 error!("reload: the config is invalid, keeping the running settings:\n{e}");
                 return;
             }
         };
-        for key in launch::needs_restart(&self.loaded, &new) {
-            warn!("reload: {key} changed; it takes effect when pgwarden is restarted");
-        }
-        let mut effective = launch::effective(&new, &self.launch);
-        // What only a restart of pgwarden changes stays as it was.
-        effective.listen_address = self.config.listen_address;
-        effective.data_dir = self.config.data_dir.clone();
-        effective.user = self.config.user.clone();
-        effective.password = self.config.password.clone();
-        effective.database = self.config.database.clone();
+        let effective = launch::effective(&new, &self.launch);
         if let Some(cluster) = &self.cluster {
             match cluster::write_server_settings(&cluster.data_dir, &effective.server, &self.run_as)
             {
