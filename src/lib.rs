@@ -15,6 +15,8 @@
 //!   validated into a [`config::Config`] (the image's variables, the binaries' source with npm's
 //!   and pip's own configuration, the trust rule for every file pgwarden finds rather than is
 //!   given).
+//! - [`compose`]: `init --from-compose`: a docker compose project's postgres service → the
+//!   project file (find, parse, interpolate, map, write).
 //! - [`instance`]: which instance, decided once ([`instance::resolve`]: `run` claims it, the
 //!   other commands observe it): its lock, name registry, remembered flags, state directory,
 //!   server user, status record, log file, the checks before anything changes.
@@ -39,6 +41,7 @@ pub mod binaries;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod compose;
 pub mod config;
 pub mod error;
 pub mod instance;

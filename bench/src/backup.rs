@@ -19,7 +19,7 @@ use crate::ctx::{Ctx, remove};
 use crate::launch::{self, Pgwarden, Postgres, block_on, ping, time_command};
 use crate::stats::{Row, Unit, ms};
 use crate::turns;
-use pgwarden::probe::PingStatus;
+use pgwarden::pg::probe::PingStatus;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! user the servers run as, a scratch directory, ports.
 
 use crate::archives;
-use pgwarden::privilege::RunAs;
+use pgwarden::os::privilege::RunAs;
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +54,7 @@ impl Ctx {
             },
             &install_dir,
             &req,
+            &pgwarden::binaries::Policy::default(),
         ))
         .unwrap_or_else(|e| panic!("installing {}: {e}", archive.display()));
         let bin = install.dir.join("bin");

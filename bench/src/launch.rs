@@ -6,7 +6,7 @@
 use crate::ctx::Ctx;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use pgwarden::probe::{self, PingStatus};
+use pgwarden::pg::probe::{self, PingStatus};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -296,7 +296,10 @@ impl Postgres {
         let _ = kill(pid, Signal::SIGKILL);
         let _ = self.child.take().expect("running").wait();
         // What any restarter must do first: the old backends hold the shared memory.
-        block_on(pgwarden::server::clear_remains(pid, &self.data_dir));
+        block_on(pgwarden::supervisor::server::clear_remains(
+            pid,
+            &self.data_dir,
+        ));
         std::thread::sleep(delay);
         self.respawn(ctx);
         wait_accepting(self.port, Duration::from_millis(1)) - t0

@@ -26,7 +26,7 @@ use launch::{
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use pgwarden::probe::PingStatus;
+use pgwarden::pg::probe::PingStatus;
 use stats::{Row, Unit, ms};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

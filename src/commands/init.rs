@@ -8,6 +8,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 pub fn run(args: InitArgs) -> Result<i32> {
+    if let Some(file) = &args.from_compose {
+        return from_compose(file.as_deref(), args.service.as_deref());
+    }
     let dir = crate::os::paths::absolute(&args.dir.unwrap_or_else(|| PathBuf::from(".")));
     let path = dir.join(FILE_NAME);
     // 0644 whatever the umask (a user-private-group umask of 002 would make it group-writable):
@@ -38,5 +41,42 @@ pub fn run(args: InitArgs) -> Result<i32> {
     println!("created: {} (instance {name:?})", path.display());
     println!("next:    pgwarden start     # from this directory or any below it");
     println!("         pgwarden url | psql | exec -- CMD | stop | reset");
+    Ok(0)
+}
+
+/// `init --from-compose [FILE] [--service NAME]`: write the file, then print what was carried
+/// over, what pgwarden handles itself, what was not carried over and what is left to do.
+fn from_compose(file: Option<&std::path::Path>, service: Option<&str>) -> Result<i32> {
+    let cwd = std::env::current_dir().io("cannot read the working directory", ".")?;
+    let env = |name: &str| std::env::var(name).ok();
+    let written = crate::compose::init(file, service, &cwd, &env)?;
+    let plan = &written.plan;
+    println!(
+        "created: {} from the service {:?} of {}",
+        written.path.display(),
+        plan.service,
+        plan.compose_file.display()
+    );
+    let carried: Vec<String> = plan
+        .keys
+        .iter()
+        .chain(&plan.server)
+        .map(|e| format!("{} ({})", e.key, e.comment))
+        .collect();
+    for (title, lines) in [
+        ("carried over", &carried),
+        ("handled by pgwarden", &plan.handled),
+        ("not carried over", &plan.not_carried),
+        ("to do", &plan.actions),
+    ] {
+        if lines.is_empty() {
+            continue;
+        }
+        println!("{title}:");
+        for line in lines.iter() {
+            println!("  - {line}");
+        }
+    }
+    println!("next:    pgwarden start     # from this directory or any below it");
     Ok(0)
 }
