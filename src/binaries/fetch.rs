@@ -44,7 +44,7 @@ pub fn client_with(net: &Net, extras: &Extras) -> Result<reqwest::Client> {
         let pem = std::fs::read(file).map_err(|e| Error::Fetch {
             what: format!(
                 "cannot read the CA certificates in {}: {e}
-                 help: fix or remove `cafile` in your npmrc / NODE_EXTRA_CA_CERTS",
+                 help: fix or remove it: npm's `cafile` / NODE_EXTRA_CA_CERTS, or pip's `cert` / PIP_CERT",
                 file.display()
             ),
             source: None,
@@ -52,7 +52,7 @@ pub fn client_with(net: &Net, extras: &Extras) -> Result<reqwest::Client> {
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Fetch {
             what: format!(
                 "{} holds no PEM certificates
-                 help: fix or remove `cafile` in your npmrc / NODE_EXTRA_CA_CERTS",
+                 help: fix or remove it: npm's `cafile` / NODE_EXTRA_CA_CERTS, or pip's `cert` / PIP_CERT",
                 file.display()
             ),
             source: Some(e),
@@ -64,8 +64,8 @@ pub fn client_with(net: &Net, extras: &Extras) -> Result<reqwest::Client> {
     if let Some(proxy) = extras.proxy {
         let proxy = reqwest::Proxy::all(proxy)
             .map_err(|e| Error::Fetch {
-                what: "the npm configuration's https-proxy/proxy is not a URL
-                       help: fix `https-proxy` in your npmrc"
+                what: "the configured proxy is not a URL
+                       help: fix `https-proxy`/`proxy` in your npmrc, or `proxy` in pip.conf (PIP_PROXY)"
                     .to_string(),
                 source: Some(e),
             })?
@@ -201,7 +201,8 @@ fn status_failure(status: reqwest::StatusCode) -> Failure {
         ),
         401 | 403 => (
             "the server refused access to this file (for an npm registry: a token for it in \
-             ~/.npmrc, `//HOST/PATH/:_authToken=...`)",
+             ~/.npmrc, `//HOST/PATH/:_authToken=...`; for a package index: credentials in its URL \
+             or a `machine HOST login USER password PASS` line in ~/.netrc)",
             false,
         ),
         408 | 429 | 500..=599 => ("the server had a problem; try again later", true),

