@@ -131,6 +131,7 @@ impl Command {
             Command::Reset(args) => args.instance.sources(),
             Command::Db(DbCommand::Create(args)) => args.instance.sources(),
             Command::Db(DbCommand::Drop(args)) => args.instance.sources(),
+            Command::Db(DbCommand::ReindexCollations(args)) => args.instance.sources(),
             Command::Install(_)
             | Command::ExportArchive(_)
             | Command::Completions(_)

@@ -29,6 +29,7 @@
 //! An existing cluster is never re-initialised.
 
 mod admin_access;
+pub mod collation;
 mod data_dir;
 mod flush;
 pub mod init_scripts;

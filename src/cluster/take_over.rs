@@ -28,10 +28,11 @@
 //! configured password on the configured role: a configured password the role does not
 //! accept is refused here rather than silently replacing the container's. Where the
 //! container's C library sorted text differently from this system's (`datcollversion` against
-//! `pg_database_collation_actual_version()`), the indexes on collatable columns are listed
-//! with what to run.
+//! `pg_database_collation_actual_version()`, and per collation: [`collation::survey`]), the
+//! indexes on collatable columns are listed with the command that rebuilds them,
+//! `pgwarden db reindex-collations`.
 
-use super::{Creation, admin_access, quote_identifier};
+use super::{Creation, admin_access, collation, quote_identifier};
 use crate::binaries::Install;
 use crate::cluster::data_dir::{self, DataDir};
 use crate::cluster::read_only_copy;
@@ -342,11 +343,20 @@ fn bootstrap(
     client
         .batch_execute(&statement)
         .map_err(|e| sql_error("cannot create pgwarden's administration role", e))?;
-    let stale = stale_collations(&mut client, &server, &role)?;
+    let stale = collation::survey(&mut client, None, |database| {
+        server
+            .connect(&role, "", database)
+            .map_err(|e| Error::Cluster {
+                what: format!(
+                    "cannot connect to database {database:?} of the copy: {}",
+                    super::init_scripts::describe(&e)
+                ),
+            })
+    })?;
     drop(client);
     server.stop()?;
     for database in &stale {
-        warn!("{}", database.describe());
+        warn!("{}", describe_stale(database));
     }
     Ok(())
 }
@@ -411,82 +421,20 @@ fn check_configured_password(client: &mut postgres::Client, config: &Config) -> 
     Ok(())
 }
 
-/// A database whose recorded collation version differs from what this system's C library
-/// reports, with the indexes whose order depends on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct StaleCollation {
-    database: String,
-    recorded: String,
-    actual: String,
-    indexes: Vec<String>,
-}
-
-impl StaleCollation {
-    fn describe(&self) -> String {
-        let db = quote_identifier(&self.database);
-        let indexes = if self.indexes.is_empty() {
-            "no index on a collatable column".to_string()
-        } else {
-            format!(
-                "indexes on collatable columns, to rebuild: {}",
-                self.indexes.join(", ")
-            )
-        };
-        format!(
-            "database {:?}: its collation version is {} (the container's C library), this system's is \
-             {}; text may sort differently, and {indexes}\n\
-             help: in `pgwarden psql -- -d {}`: REINDEX each of them (REINDEX DATABASE {db} rebuilds \
-             all), then ALTER DATABASE {db} REFRESH COLLATION VERSION",
-            self.database, self.recorded, self.actual, self.database
-        )
-    }
-}
-
-fn stale_collations(
-    client: &mut postgres::Client,
-    server: &TempServer,
-    role: &str,
-) -> Result<Vec<StaleCollation>> {
-    let sql_error = |e: postgres::Error| Error::Cluster {
-        what: format!(
-            "cannot compare collation versions: {}",
-            super::init_scripts::describe(&e)
-        ),
-    };
-    let rows = client
-        .query(
-            "SELECT datname, datcollversion, pg_database_collation_actual_version(oid) \
-             FROM pg_database WHERE datallowconn AND datcollversion IS DISTINCT FROM \
-             pg_database_collation_actual_version(oid) ORDER BY datname",
-            &[],
-        )
-        .map_err(sql_error)?;
-    let mut stale = Vec::new();
-    for row in rows {
-        let database: String = row.get(0);
-        let recorded: Option<String> = row.get(1);
-        let actual: Option<String> = row.get(2);
-        let mut db = server.connect(role, "", &database).map_err(sql_error)?;
-        let indexes = db
-            .query(
-                "SELECT DISTINCT a.attrelid::regclass::text FROM pg_attribute a \
-                 JOIN pg_index i ON i.indexrelid = a.attrelid \
-                 WHERE a.attcollation NOT IN (0, 'pg_catalog.\"C\"'::regcollation, \
-                 'pg_catalog.\"POSIX\"'::regcollation) ORDER BY 1",
-                &[],
-            )
-            .map_err(sql_error)?
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect();
-        stale.push(StaleCollation {
-            database,
-            recorded: recorded.unwrap_or_else(|| "none".into()),
-            actual: actual.unwrap_or_else(|| "none".into()),
-            indexes,
-        });
-    }
-    Ok(stale)
+/// The take-over's warning for one database with a stale collation ([`collation::survey`]):
+/// what differs, the indexes whose order depends on it, and the command that rebuilds them.
+fn describe_stale(stale: &collation::Stale) -> String {
+    format!(
+        "database {:?}: {} (the container's C library and this system's); text may sort \
+         differently, and these indexes on collatable columns need rebuilding: {}\n\
+         help: once pgwarden serves the cluster, run `pgwarden db reindex-collations` (--dry-run \
+         lists what it would do): it runs REINDEX on them, then ALTER DATABASE {} REFRESH \
+         COLLATION VERSION",
+        stale.database,
+        stale.summary(),
+        stale.index_list(),
+        quote_identifier(&stale.database),
+    )
 }
 
 fn refused(what: String) -> Error {
@@ -512,19 +460,31 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_collation_names_the_indexes_and_the_statements() {
-        let stale = StaleCollation {
+    fn a_stale_collation_names_the_indexes_and_the_command() {
+        let stale = collation::Stale {
             database: "shop".into(),
-            recorded: "2.36".into(),
-            actual: "2.39".into(),
-            indexes: vec!["items_name_idx".into(), "public.t_pkey".into()],
+            default: Some(collation::Versions {
+                recorded: "2.36".into(),
+                actual: "2.39".into(),
+            }),
+            collations: vec![],
+            indexes: vec![
+                collation::Qualified {
+                    schema: "public".into(),
+                    name: "items_name_idx".into(),
+                },
+                collation::Qualified {
+                    schema: "public".into(),
+                    name: "t_pkey".into(),
+                },
+            ],
         };
-        let text = stale.describe();
+        let text = describe_stale(&stale);
         for needle in [
             "2.36",
             "2.39",
-            "items_name_idx, public.t_pkey",
-            "REINDEX",
+            "public.items_name_idx, public.t_pkey",
+            "pgwarden db reindex-collations",
             "ALTER DATABASE \"shop\" REFRESH COLLATION VERSION",
         ] {
             assert!(text.contains(needle), "{needle}: {text}");

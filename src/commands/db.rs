@@ -1,4 +1,5 @@
 //! `pgwarden db create NAME [--template T]` / `pgwarden db drop NAME`: per-test databases.
+//! (`pgwarden db reindex-collations` is [`super::db_reindex_collations`].)
 //!
 //! A CI job that wants one database per test prepares a template once (migrated, seeded) and
 //! clones it per test. Cloning uses `CREATE DATABASE … TEMPLATE … STRATEGY`: `FILE_COPY`
@@ -18,6 +19,9 @@ pub async fn run(command: DbCommand, globals: &Globals) -> Result<i32> {
     match command {
         DbCommand::Create(args) => create(args, globals).await,
         DbCommand::Drop(args) => drop_database(args, globals).await,
+        DbCommand::ReindexCollations(args) => {
+            super::db_reindex_collations::run(args, globals).await
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod check;
 mod common;
 pub mod completions;
 pub mod db;
+mod db_reindex_collations;
 pub mod doctor;
 pub mod exec;
 mod export_archive;

@@ -69,3 +69,21 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+/// Whether the C library has the locale `name` (as `locale -a` spells it, e.g. `en_US.utf8`);
+/// else skipped, or failed under CI (`.ci/run` generates `en_US.UTF-8`).
+pub fn require_locale(name: &str) -> bool {
+    let listed = Command::new("locale")
+        .arg("-a")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == name)
+        })
+        .unwrap_or(false);
+    prerequisite(
+        listed,
+        &format!("the locale {name} (`localedef -i en_US -f UTF-8 en_US.UTF-8`)"),
+    )
+}
