@@ -17,7 +17,9 @@
 //! the command runs, in order: every REINDEX first, the refreshes last, so that a failure half
 //! way leaves the versions stale and the next run does the rest.
 //!
-//! Not covered: a partial index whose predicate (not its key) compares text, and databases
+//! A version recorded as none (a cluster upgraded from before PostgreSQL 15) is not stale:
+//! PostgreSQL does not warn about it, and refuses to refresh it ("invalid collation version
+//! change"). Not covered: a partial index whose predicate (not its key) compares text, and databases
 //! that refuse connections (`template0`: no user indexes; a database made from it copies its
 //! recorded version and is found by the next run).
 
@@ -153,6 +155,7 @@ pub fn survey(
     let rows = maintenance
         .query(
             "SELECT datname, datcollversion, pg_database_collation_actual_version(oid), \
+             datcollversion IS NOT NULL AND \
              datcollversion IS DISTINCT FROM pg_database_collation_actual_version(oid) \
              FROM pg_database WHERE datallowconn AND ($1::text IS NULL OR datname = $1) \
              ORDER BY datname",
@@ -208,7 +211,8 @@ fn survey_database(
                WHERE c.oid NOT IN ('pg_catalog.default'::regcollation, \
                                    'pg_catalog.\"C\"'::regcollation, \
                                    'pg_catalog.\"POSIX\"'::regcollation)) s \
-             WHERE in_use AND recorded IS DISTINCT FROM actual ORDER BY nspname, collname",
+             WHERE in_use AND recorded IS NOT NULL AND recorded IS DISTINCT FROM actual \
+             ORDER BY nspname, collname",
             &[],
         )
         .map_err(|e| (database.clone(), e))?;
