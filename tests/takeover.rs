@@ -475,3 +475,86 @@ fn a_configured_password_the_containers_role_refuses_is_not_set_over_it() {
     assert!(!dir.path().join("data").exists(), "a data dir was left");
     assert_eq!(tree_hash(&container.data), before, "the source changed");
 }
+
+/// The whole move off Docker in two commands: a compose project whose postgres:16 service keeps
+/// its data in a bind mount (the container's cluster), `init --from-compose` writes
+/// `pgwarden.toml` with that directory as `data_from`, and the first `run` of the project takes
+/// the cluster over: the container's rows and roles served on the compose file's port, on
+/// loopback, and the container's directory as it was.
+#[test]
+fn init_from_compose_then_run_takes_over_the_services_bind_mounted_cluster() {
+    if !require_root("the container's files belong to a second local user") {
+        return;
+    }
+    let top = test_dir();
+    let container = Container::new(top.path());
+    let before = tree_hash(&container.data);
+    let project = top.path().join("shop");
+    std::fs::create_dir(&project).unwrap();
+    common::set_mode(&project, 0o755);
+    let port = free_port();
+    let compose = project.join("compose.yaml");
+    std::fs::write(
+        &compose,
+        format!(
+            "services:\n  db:\n    image: postgres:16\n    ports: [\"127.0.0.1:{port}:5432\"]\n    \
+             environment:\n      POSTGRES_USER: postgres\n    \
+             volumes:\n      - {}:/var/lib/postgresql/data\n",
+            container.data.display()
+        ),
+    )
+    .unwrap();
+    let out = run_to_exit(
+        &["init", "--from-compose", compose.to_str().unwrap()],
+        &[],
+        FIRST_LAUNCH,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let written = std::fs::read_to_string(project.join("pgwarden.toml")).unwrap();
+    assert!(written.contains("data_from"), "{written}");
+
+    let state = test_dir();
+    let (data_root, runtime) = (state.path().join("data"), state.path().join("run"));
+    for dir in [&data_root, &runtime] {
+        std::fs::create_dir(dir).unwrap();
+        common::set_mode(dir, 0o755);
+    }
+    let (archive, install) = (npm_archive(), shared_install_dir());
+    let pgwarden = Pgwarden::start(
+        &[
+            "--project-dir",
+            project.to_str().unwrap(),
+            "run",
+            "--archive",
+            archive.to_str().unwrap(),
+            "--install-dir",
+            install.to_str().unwrap(),
+        ],
+        &[
+            ("PGWARDEN_DATA_ROOT", data_root.to_str().unwrap()),
+            ("PGWARDEN_RUNTIME_DIR", runtime.to_str().unwrap()),
+            ("POSTGRES_PASSWORD", IMAGE_PASSWORD),
+        ],
+    );
+    pgwarden.wait_ready(FIRST_LAUNCH);
+    let mut shopper = common::connect(port, "shopper", SHOPPER_PASSWORD, "postgres").unwrap();
+    let names: Vec<String> = shopper
+        .query("SELECT name FROM items ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["apple", "pear", "plum"]);
+    let listen: String = shopper
+        .query_one("SHOW listen_addresses", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(listen, "127.0.0.1");
+    drop(shopper);
+    common::stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        tree_hash(&container.data),
+        before,
+        "the container's directory changed"
+    );
+}
