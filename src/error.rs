@@ -77,6 +77,10 @@ pub enum Error {
     #[error("{what}")]
     Cluster { what: String },
 
+    /// A cluster to take over (`data_from`) that pgwarden refuses: exit 2, nothing made.
+    #[error("{what}")]
+    TakeOver { what: String },
+
     #[error("{what}")]
     Server { what: String },
 
@@ -146,6 +150,7 @@ impl Error {
             | Error::Untrusted(_)
             | Error::UntrustedPrograms { .. }
             | Error::Locked { .. }
+            | Error::TakeOver { .. }
             | Error::BackgroundRefused { .. } => 2,
             // Like `systemctl status` / LSB: 3 = not running.
             Error::NotRunning { .. } => 3,

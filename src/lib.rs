@@ -26,6 +26,7 @@
 //!   pinned to the project's `pgwarden.lock` ([`binaries::locked`]; the file is
 //!   [`config::lock_file`]); [`binaries::shims`] put its programs first on `exec`'s PATH.
 //! - [`cluster`]: the data directory — created atomically on first launch (initdb, init scripts),
+//!   or taken over from a container's stopped cluster ([`cluster::take_over`], `data_from`),
 //!   templates, its settings file and its administration role's access.
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],
 //!   reconciling role and database, signals in, systemd notifications out.

@@ -570,3 +570,69 @@ fn exec_runs_the_installations_pg_dump_as_the_unprivileged_user_with_stdout_and_
 
     common::stop(server, Signal::SIGTERM);
 }
+
+/// The compose user's daily `docker compose exec db pg_dump …`: with the full toolset (the PyPI
+/// wheel, the theseus build), `pgwarden exec -- pg_dump -Fc` writes a real custom-format dump of
+/// the running server (the server's version: Debian's pg_dump 15 would refuse it), and `pgwarden
+/// exec -- pg_restore` loads it into a new database, which then holds the same rows. As root, both
+/// programs run as the unprivileged user and the dump lands in root's file through root's shell.
+#[test]
+fn exec_pg_dump_and_pg_restore_of_the_installation_round_trip_the_rows() {
+    if !require_root("pgwarden runs as root and must drop to the pgwarden user") {
+        return;
+    }
+    let dir = test_dir();
+    let wheel = common::pypi_wheel();
+    let install = common::cache_dir().join("install-pypi");
+    common::make_dir_0755(&install);
+    let port = free_port();
+    let data = dir.path().join("data");
+    let args = common::run_args_for(&wheel, &install, &data, port);
+    let server = common::Pgwarden::start(&common::as_strs(&args), &[]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let mut client = common::connect(port, "trader", "trader", "trader").unwrap();
+    client
+        .batch_execute(
+            "create table trades (id int primary key, symbol text, qty numeric);
+             insert into trades select g, 'SYM' || g % 7, g * 1.5 from generate_series(1, 500) g;",
+        )
+        .unwrap();
+    client.batch_execute("create database restored").unwrap();
+
+    let (install_text, data_text) = (install.display().to_string(), data.display().to_string());
+    let envs = [("PGWARDEN_INSTALL_DIR", install_text.as_str())];
+    let exec = |command: &str| {
+        let args = ["exec", "--data-dir", &data_text, "--", "sh", "-c", command];
+        run_to_exit(&args, &envs, TIMEOUT)
+    };
+    let dump = dir.path().join("trades.dump");
+    let out = exec(&format!(
+        "pg_dump --version && pg_dump -Fc > '{}'",
+        dump.display()
+    ));
+    assert!(out.status.success(), "exec -- pg_dump: {}", text(&out));
+    assert!(
+        text(&out).contains("pg_dump (PostgreSQL) 16."),
+        "exec's pg_dump is not the server's version: {}",
+        text(&out)
+    );
+    let bytes = fs::read(&dump).unwrap();
+    assert!(bytes.starts_with(b"PGDMP"), "not a custom-format dump");
+    let out = exec(&format!(
+        "pg_restore --no-owner -d restored < '{}'",
+        dump.display()
+    ));
+    assert!(out.status.success(), "exec -- pg_restore: {}", text(&out));
+
+    let mut restored = common::connect(port, "trader", "trader", "restored").unwrap();
+    let row = restored
+        .query_one("select count(*), sum(qty)::text from trades", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 500);
+    let original: String = client
+        .query_one("select sum(qty)::text from trades", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(row.get::<_, String>(1), original);
+    common::stop(server, Signal::SIGTERM);
+}

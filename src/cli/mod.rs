@@ -579,6 +579,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub init_dir: Option<PathBuf>,
 
+    /// First launch only: copy this stopped PostgreSQL 16 cluster (a container's data
+    /// directory) instead of initialising a new one; the directory itself is never modified.
+    #[arg(long, value_name = "DIR")]
+    pub data_from: Option<PathBuf>,
+
+    /// With --data-from: take over a cluster that was not shut down cleanly, letting
+    /// PostgreSQL recover it in the copy.
+    #[arg(long)]
+    pub recover: bool,
+
     /// Serve /livez, /readyz and Prometheus /metrics on this IP:PORT, e.g. 127.0.0.1:9187
     /// [default: off]. A non-loopback address needs `http_allow_remote = true` in the config.
     #[arg(long, value_name = "IP:PORT")]
@@ -628,6 +638,8 @@ impl RunArgs {
             create_user,
             ephemeral,
             init_dir,
+            data_from,
+            recover,
             http_address,
         } = self;
         value("--config", path(&instance.config));
@@ -649,11 +661,13 @@ impl RunArgs {
         );
         value("--run-as", text(run_as));
         value("--init-dir", path(init_dir));
+        value("--data-from", path(data_from));
         value("--http-address", text(http_address));
         let switches = [
             (instance.system, "--system"),
             (*create_user, "--create-user"),
             (*ephemeral, "--ephemeral"),
+            (*recover, "--recover"),
             (binaries.locked, "--locked"),
             (verbosity.quiet, "--quiet"),
         ];
@@ -676,6 +690,8 @@ impl RunArgs {
                 run_as: self.run_as.clone(),
                 ephemeral: self.ephemeral.then_some(true),
                 init_dir: self.init_dir.clone(),
+                data_from: self.data_from.clone(),
+                data_from_recover: self.recover.then_some(true),
                 http_address: self.http_address.clone(),
                 ..self.instance.layer()
             }),
@@ -730,6 +746,8 @@ mod tests {
             create_user: true,
             ephemeral: true,
             init_dir: Some("init.d".into()),
+            data_from: Some("/srv/pgdata".into()),
+            recover: true,
             http_address: Some("127.0.0.1:9187".into()),
         };
         use crate::config::project::Choice;

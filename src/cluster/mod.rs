@@ -5,7 +5,8 @@
 //! user as superuser, its password through a 0600 file removed afterwards), then starts a
 //! temporary server on the Unix socket only ([`crate::postmaster::temp_server`]) that creates pgwarden's
 //! administration role (its access set up by `admin_access`, used by [`crate::supervisor::reconcile`]) and the configured database and runs the init
-//! scripts ([`crate::cluster::init_scripts`]).
+//! scripts ([`crate::cluster::init_scripts`]). Or, with `data_from`, it copies a container's
+//! stopped cluster instead ([`take_over`]), under the same markers.
 //!
 //! Where: always inside the data directory itself, which may be missing (created), or an
 //! existing empty directory — a mount point in particular (a disk, a volume, a tmpfs), which
@@ -31,7 +32,9 @@ mod admin_access;
 mod data_dir;
 mod flush;
 pub mod init_scripts;
+mod read_only_copy;
 mod settings;
+pub mod take_over;
 mod template;
 pub mod template_fill;
 
@@ -70,7 +73,9 @@ pub struct Cluster {
     pub data_dir: PathBuf,
     /// Private directory (0700, owned by the server's user) for the server's Unix socket.
     pub socket_dir: PathBuf,
-    /// True when this launch created the cluster.
+    /// True when this launch created the cluster with initdb, from this configuration. A
+    /// cluster taken over ([`take_over`]) is not: its roles were made by the container, so the
+    /// reconcile checks them before the ready line.
     pub created: bool,
     /// The template cache entry to fill in the background once the server is ready
     /// ([`template_fill`]): set when this launch ran initdb for a persistent cluster that the
@@ -85,6 +90,9 @@ struct Marker<'a> {
     user: &'a str,
     database: &'a str,
     created_unix: u64,
+    /// The directory a taken-over cluster was copied from ([`take_over`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    taken_over_from: Option<String>,
 }
 
 /// Finds or creates the cluster for `config` with the binaries of `install`, as `run_as`.
@@ -112,10 +120,16 @@ pub fn prepare(
             }
             false
         }
-        DataDir::Missing | DataDir::Empty => {
-            fill_template = initialise(config, install, run_as, state_dir, &socket_dir)?;
-            true
-        }
+        DataDir::Missing | DataDir::Empty => match &config.data_from {
+            Some(source) => {
+                take_over::take_over(config, install, run_as, &socket_dir, source)?;
+                false
+            }
+            None => {
+                fill_template = initialise(config, install, run_as, state_dir, &socket_dir)?;
+                true
+            }
+        },
         DataDir::HalfMade => {
             warn!(
                 data_dir = %data_dir.display(),
@@ -123,8 +137,16 @@ pub fn prepare(
                  {MARKER}); clearing it and starting over"
             );
             data_dir::clear_half_made(data_dir)?;
-            fill_template = initialise(config, install, run_as, state_dir, &socket_dir)?;
-            true
+            match &config.data_from {
+                Some(source) => {
+                    take_over::take_over(config, install, run_as, &socket_dir, source)?;
+                    false
+                }
+                None => {
+                    fill_template = initialise(config, install, run_as, state_dir, &socket_dir)?;
+                    true
+                }
+            }
         }
     };
     write_server_settings(data_dir, &config.server, run_as)?;
@@ -140,7 +162,9 @@ pub fn prepare(
 /// directory ([`examine`]) and, for a new cluster, the separate WAL directory.
 pub fn check(config: &Config, run_as: &RunAs) -> Result<DataDir> {
     let found = examine(&config.data_dir, run_as)?;
+    take_over::check_source(config)?;
     if !matches!(found, DataDir::Cluster { .. })
+        && config.data_from.is_none()
         && let Some(waldir) = &config.initdb_waldir
     {
         check_waldir(waldir, run_as)?;
@@ -163,6 +187,75 @@ struct Creation {
     /// `initdb_waldir`, and whether this launch created it (else it was empty).
     waldir: Option<(PathBuf, bool)>,
     committed: bool,
+}
+
+impl Creation {
+    /// Marks the data directory as being created ([`CREATING`], made first) and makes the
+    /// empty staging subdirectory the new cluster is built in; returns the guard that puts
+    /// everything back unless [`Creation::commit`] is reached, and the staging directory.
+    fn begin(config: &Config, run_as: &RunAs) -> Result<(Creation, PathBuf)> {
+        let data_dir = &config.data_dir;
+        let before = Before::of(data_dir);
+        if !before.existed()
+            && let Some(parent) = data_dir.parent()
+        {
+            std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
+        }
+        let creation = Creation {
+            data_dir: data_dir.clone(),
+            before,
+            waldir: None,
+            committed: false,
+        };
+        run_as.own_dir(data_dir, 0o700)?;
+        write_owned(
+            &data_dir.join(CREATING),
+            concat!(
+                "This cluster is being created by pgwarden ",
+                env!("CARGO_PKG_VERSION"),
+                ". Without pgwarden.json beside this file it is unfinished,\n\
+                 and the next `pgwarden run` clears this directory and initialises it again.\n"
+            ),
+            run_as,
+        )?;
+        if !config.ephemeral {
+            sync_dir(data_dir);
+        }
+        let staging = data_dir.join(STAGING);
+        run_as.own_dir(&staging, 0o700)?;
+        Ok((creation, staging))
+    }
+
+    /// Moves the finished cluster up from `staging`, makes it durable, writes the completion
+    /// marker and removes the creating marker.
+    fn commit(
+        &mut self,
+        config: &Config,
+        install: &Install,
+        run_as: &RunAs,
+        staging: &Path,
+        taken_over_from: Option<&Path>,
+    ) -> Result<()> {
+        let data_dir = &config.data_dir;
+        // initdb and the temporary server wrote without fsync (and a template copy is plain
+        // file copies): one syncfs() makes the cluster (and a separate WAL directory) durable
+        // before the completion marker says it is complete. A throwaway cluster needs no
+        // durability.
+        publish(staging, data_dir)?;
+        if !config.ephemeral {
+            flush_to_disk(data_dir)?;
+            if let Some((waldir, _)) = &self.waldir {
+                flush_to_disk(waldir)?;
+            }
+        }
+        write_marker(config, install, run_as, data_dir, taken_over_from)?;
+        if !config.ephemeral {
+            flush_to_disk(data_dir)?;
+        }
+        self.committed = true;
+        let creating = data_dir.join(CREATING);
+        std::fs::remove_file(&creating).io("cannot remove", creating)
+    }
 }
 
 impl Drop for Creation {
@@ -202,34 +295,7 @@ fn initialise(
 ) -> Result<Option<PathBuf>> {
     let started = Instant::now();
     let data_dir = &config.data_dir;
-    let before = Before::of(data_dir);
-    if !before.existed()
-        && let Some(parent) = data_dir.parent()
-    {
-        std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
-    }
-    let mut creation = Creation {
-        data_dir: data_dir.clone(),
-        before,
-        waldir: None,
-        committed: false,
-    };
-    run_as.own_dir(data_dir, 0o700)?;
-    write_owned(
-        &data_dir.join(CREATING),
-        concat!(
-            "This cluster is being created by pgwarden ",
-            env!("CARGO_PKG_VERSION"),
-            ". Without pgwarden.json beside this file it is unfinished,\n\
-             and the next `pgwarden run` clears this directory and initialises it again.\n"
-        ),
-        run_as,
-    )?;
-    if !config.ephemeral {
-        sync_dir(data_dir);
-    }
-    let staging = data_dir.join(STAGING);
-    run_as.own_dir(&staging, 0o700)?;
+    let (mut creation, staging) = Creation::begin(config, run_as)?;
     if let Some(waldir) = &config.initdb_waldir {
         creation.waldir = Some((waldir.clone(), prepare_waldir(waldir, run_as)?));
     }
@@ -266,23 +332,7 @@ fn initialise(
     }
     drop(background);
 
-    // initdb and the temporary server wrote without fsync (and a template copy is plain file
-    // copies): one syncfs() makes the cluster (and a separate WAL directory) durable before
-    // the completion marker says it is complete. A throwaway cluster needs no durability.
-    publish(&staging, data_dir)?;
-    if !config.ephemeral {
-        flush_to_disk(data_dir)?;
-        if let Some(waldir) = &config.initdb_waldir {
-            flush_to_disk(waldir)?;
-        }
-    }
-    write_marker(config, install, run_as, data_dir)?;
-    if !config.ephemeral {
-        flush_to_disk(data_dir)?;
-    }
-    creation.committed = true;
-    let creating = data_dir.join(CREATING);
-    std::fs::remove_file(&creating).io("cannot remove", creating)?;
+    creation.commit(config, install, run_as, &staging, None)?;
     info!(
         data_dir = %data_dir.display(),
         database = %config.database,
@@ -459,8 +509,15 @@ fn bootstrap(
     server.stop()
 }
 
-fn write_marker(config: &Config, install: &Install, run_as: &RunAs, target: &Path) -> Result<()> {
+fn write_marker(
+    config: &Config,
+    install: &Install,
+    run_as: &RunAs,
+    target: &Path,
+    taken_over_from: Option<&Path>,
+) -> Result<()> {
     let marker = Marker {
+        taken_over_from: taken_over_from.map(|p| p.display().to_string()),
         initialized_by: concat!("pgwarden ", env!("CARGO_PKG_VERSION")),
         postgresql: install.version.to_string(),
         user: &config.user,

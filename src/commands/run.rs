@@ -47,6 +47,8 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
         args.create_user,
     )?;
 
+    // A cluster to take over is refused (exit 2) before anything is created.
+    cluster::take_over::check_source(config)?;
     // The state directory, the instance lock, the name, and a throwaway root removed on every
     // way out of this function.
     let claim = resolved.claim()?;

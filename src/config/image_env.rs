@@ -394,6 +394,27 @@ mod tests {
     }
 
     #[test]
+    fn data_from_is_resolved_against_the_file_and_the_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load(dir.path(), None, &[]).unwrap();
+        assert_eq!(c.data_from, None);
+        assert!(!c.data_from_recover);
+        let c = load(dir.path(), Some("data_from = \"docker/pgdata\"\n"), &[]).unwrap();
+        assert_eq!(c.data_from, Some(dir.path().join("docker/pgdata")));
+        let c = load(
+            dir.path(),
+            Some("data_from = \"docker/pgdata\"\n"),
+            &[
+                ("PGWARDEN_DATA_FROM", "/srv/volume/_data"),
+                ("PGWARDEN_DATA_FROM_RECOVER", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.data_from, Some(PathBuf::from("/srv/volume/_data")));
+        assert!(c.data_from_recover);
+    }
+
+    #[test]
     fn waldir_must_be_absolute() {
         let dir = tempfile::tempdir().unwrap();
         let c = load(dir.path(), None, &[("POSTGRES_INITDB_WALDIR", "/srv/wal")]).unwrap();

@@ -131,6 +131,13 @@ pub struct Config {
     pub host_auth_method: String,
     /// The init-scripts directory (`/docker-entrypoint-initdb.d`), when there is one.
     pub init_dir: Option<PathBuf>,
+    /// A stopped PostgreSQL 16 cluster (a container's data directory) that the first launch
+    /// copies instead of running initdb (`data_from` / `PGWARDEN_DATA_FROM` / `--data-from`;
+    /// [`crate::cluster::take_over`]). Never modified.
+    pub data_from: Option<PathBuf>,
+    /// Take over a `data_from` cluster that was not shut down cleanly: PostgreSQL recovers it
+    /// in the copy (`--recover`).
+    pub data_from_recover: bool,
     /// Make sure the configured role, password and database exist at every start.
     pub reconcile: bool,
     /// The health and metrics endpoint (`http_address`); `None` = off ([`crate::observe`]).
@@ -222,6 +229,9 @@ pub struct Layer {
     pub initdb_waldir: Option<PathBuf>,
     pub host_auth_method: Option<String>,
     pub init_dir: Option<PathBuf>,
+    /// The cluster to take over on first launch (see [`Config::data_from`]).
+    pub data_from: Option<PathBuf>,
+    pub data_from_recover: Option<bool>,
     pub reconcile: Option<bool>,
     /// `/livez`, `/readyz`, `/metrics` on this `IP:PORT` (off when unset).
     pub http_address: Option<String>,
@@ -355,6 +365,8 @@ impl Layer {
             initdb_waldir: top.initdb_waldir.or(self.initdb_waldir),
             host_auth_method: top.host_auth_method.or(self.host_auth_method),
             init_dir: top.init_dir.or(self.init_dir),
+            data_from: top.data_from.or(self.data_from),
+            data_from_recover: top.data_from_recover.or(self.data_from_recover),
             reconcile: top.reconcile.or(self.reconcile),
             http_address: top.http_address.or(self.http_address),
             http_allow_remote: top.http_allow_remote.or(self.http_allow_remote),
@@ -419,6 +431,7 @@ impl Layer {
             &mut layer.database_file,
             &mut layer.initdb_waldir,
             &mut layer.init_dir,
+            &mut layer.data_from,
             &mut layer.wal_archive,
             &mut layer.backup_dir,
         ]
@@ -494,6 +507,14 @@ impl Layer {
             initdb_waldir: image.initdb_waldir,
             host_auth_method: image.host_auth_method,
             init_dir: env("PGWARDEN_INIT_DIR").map(PathBuf::from),
+            data_from: env("PGWARDEN_DATA_FROM")
+                .filter(|v| !v.is_empty())
+                .map(|v| paths::absolute(Path::new(&v))),
+            data_from_recover: image_env::parse_bool_env(
+                env,
+                "PGWARDEN_DATA_FROM_RECOVER",
+                problems,
+            ),
             reconcile: image_env::parse_bool_env(env, "PGWARDEN_RECONCILE", problems),
             http_address: env("PGWARDEN_HTTP_ADDRESS"),
             wal_archive: env("PGWARDEN_WAL_ARCHIVE").map(PathBuf::from),
@@ -636,6 +657,7 @@ impl Config {
             &mut flags.archive,
             &mut flags.binaries,
             &mut flags.init_dir,
+            &mut flags.data_from,
         ]
         .into_iter()
         .flatten()
@@ -971,6 +993,8 @@ fn resolve(
             problems,
         ),
         init_dir: image_env::init_dir(layer.init_dir, config_dir, problems),
+        data_from: layer.data_from,
+        data_from_recover: layer.data_from_recover.unwrap_or(false),
         reconcile: layer.reconcile.unwrap_or(true),
         http_address,
         backup,

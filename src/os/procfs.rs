@@ -21,6 +21,27 @@ pub fn fd_holders(matches: impl Fn(&Path) -> bool) -> Vec<u32> {
         .collect()
 }
 
+/// The pids of the processes whose working directory is `dir` (the same directory: device
+/// and inode, so that a process in a container, whose `/proc/PID/cwd` names the path inside
+/// it, is found too). PostgreSQL's processes all work in their data directory.
+pub fn working_in(dir: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(wanted) = std::fs::metadata(dir).map(|m| (m.dev(), m.ino())) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cwd = std::fs::metadata(entry.path().join("cwd")).ok()?;
+            ((cwd.dev(), cwd.ino()) == wanted).then_some(pid)
+        })
+        .collect()
+}
+
 /// A process's command name (`/proc/PID/comm`).
 pub fn comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))

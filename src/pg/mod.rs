@@ -2,6 +2,7 @@
 //! the rest of pgwarden.
 //!
 //! - [`connection`]: the one `postgres://` URL builder.
+//! - [`control_file`]: `global/pg_control`: written by this architecture and build? shut down cleanly?
 //! - [`conninfo`]: libpq connection strings, for `check`.
 //! - [`probe`]: pg_isready over the wire protocol.
 //! - [`sql_script`]: an init script split into statements.
@@ -11,6 +12,7 @@
 
 pub mod connection;
 pub mod conninfo;
+pub mod control_file;
 pub mod initdb_args;
 pub mod probe;
 pub mod redact;
