@@ -31,7 +31,7 @@ const ROWS: u32 = 1_800_000;
 /// for the compressor to find) and 91 bytes of repeated text per row, as real tables mix both.
 /// Each its own statement (VACUUM runs outside a transaction block); frozen and checkpointed,
 /// so that the files do not change between the runs.
-const FILL: [&str; 3] = [
+pub(crate) const FILL: [&str; 3] = [
     "CREATE TABLE bench_backup AS \
      SELECT g AS id, \
             decode(md5('a' || g) || md5('b' || g) || md5('c' || g), 'hex') AS noise, \

@@ -109,14 +109,27 @@ pub struct Pgwarden {
 impl Pgwarden {
     /// `pgwarden run` with the harness's empty config, as the harness's user (root switches).
     pub fn spawn(ctx: &Ctx, install_dir: &Path, data_dir: &Path, port: u16) -> Pgwarden {
+        let source = [std::ffi::OsStr::new("--archive"), ctx.archive.as_os_str()];
+        Pgwarden::spawn_from(ctx, &ctx.config, &source, install_dir, data_dir, port)
+    }
+
+    /// `pgwarden run --config CONFIG SOURCE…` (the source flags, if any, else what the config
+    /// file says); its stderr goes to `<data_dir>.pgwarden.log` ([`Pgwarden::log`]).
+    pub fn spawn_from(
+        ctx: &Ctx,
+        config: &Path,
+        source: &[&std::ffi::OsStr],
+        install_dir: &Path,
+        data_dir: &Path,
+        port: u16,
+    ) -> Pgwarden {
         let log = data_dir.with_extension("pgwarden.log");
         let mut command = pgwarden_command(ctx);
         command
             .arg("run")
             .arg("--config")
-            .arg(&ctx.config)
-            .arg("--archive")
-            .arg(&ctx.archive)
+            .arg(config)
+            .args(source)
             .arg("--install-dir")
             .arg(install_dir)
             .arg("--data-dir")
@@ -152,12 +165,13 @@ impl Pgwarden {
     pub fn wait_ready(&mut self) -> Instant {
         match self.ready.recv_timeout(LIMIT) {
             Ok(at) => at,
-            Err(_) => {
-                let log = std::fs::read_to_string(self.data_dir.with_extension("pgwarden.log"))
-                    .unwrap_or_default();
-                panic!("pgwarden did not get ready; its log:\n{log}");
-            }
+            Err(_) => panic!("pgwarden did not get ready; its log:\n{}", self.log()),
         }
+    }
+
+    /// What pgwarden wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("pgwarden.log")).unwrap_or_default()
     }
 
     /// SIGTERM, then the time until pgwarden has exited.

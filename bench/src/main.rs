@@ -7,6 +7,9 @@
 //! theseus layout, cached like the integration tests' fixture), then runs each row's variants
 //! in turn — A B C, B C A, … — so that drift on a shared machine falls on all of them alike, and
 //! prints one markdown table of medians and ratios (pgwarden / anchor). See BENCHMARKS.md.
+//!
+//! Row 17 (`--only-pypi`) is the exception to "offline": it installs from the real package
+//! registries, so it runs only when asked for (registry.rs).
 
 #[path = "../../tests/common/archives.rs"]
 mod archives;
@@ -17,6 +20,7 @@ mod launch;
 mod observe;
 mod peer;
 mod procfs;
+mod registry;
 mod reset;
 mod stats;
 
@@ -45,6 +49,8 @@ struct Options {
     only_observe: bool,
     only_reset: bool,
     only_backup: bool,
+    only_pypi: bool,
+    only_dump: bool,
     backup_runs: usize,
     pgwarden: Option<PathBuf>,
 }
@@ -63,6 +69,8 @@ fn options() -> Options {
         only_observe: false,
         only_reset: false,
         only_backup: false,
+        only_pypi: false,
+        only_dump: false,
         backup_runs: 3,
         pgwarden: None,
     };
@@ -98,6 +106,16 @@ fn options() -> Options {
                 o.only_ci = true;
                 o.only_lifecycle = true;
             }
+            "--only-pypi" => {
+                o.only_pypi = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
+            "--only-dump" => {
+                o.only_dump = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
             "--backup-runs" => {
                 o.backup_runs = args
                     .next()
@@ -116,7 +134,7 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--backup-runs N] [--pgwarden PATH]\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--only-pypi] [--only-dump] [--backup-runs N] [--pgwarden PATH]\n\
                      --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
@@ -126,6 +144,8 @@ fn options() -> Options {
                      --only-observe    only row 13 (the HTTP endpoint scraped every second)\n\
                      --only-reset      only row 16 (reset --yes + start, template warm)\n\
                      --only-backup     only rows 14-15 (backup throughput, snapshot restore; needs zstd)\n\
+                     --only-pypi       only row 17 (cold install from the package index vs npm; network, not in a full run)\n\
+                     --only-dump       only row 18 (exec -- pg_dump -Fc vs the same pg_dump directly, ~100 MB database)\n\
                      --backup-runs N   runs of row 14, a few hundred MB each (default 3; row 15 takes --runs)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
@@ -183,6 +203,13 @@ fn main() {
     }
     if o.only_reset || (!o.only_ci && !o.only_lifecycle) {
         rows.extend(reset::reset_and_start(&ctx, o.runs));
+    }
+    // Only on request: it downloads from the real registries (see registry.rs).
+    if o.only_pypi {
+        rows.extend(registry::cold_install(&ctx, o.runs));
+    }
+    if o.only_dump || (!o.only_ci && !o.only_lifecycle) {
+        rows.extend(registry::exec_pg_dump(&ctx, o.runs));
     }
 
     println!("\nMachine: {}", procfs::machine());
