@@ -40,12 +40,14 @@ pub fn effective(loaded: &Config, launch: &Launch) -> Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Layer, Sources};
     use crate::os::paths::DefaultPaths;
 
-    fn loaded(ephemeral: bool, port: u16) -> Config {
+    /// A config from flags alone (`--ephemeral`, `--port`), defaults elsewhere: also the reload
+    /// tests' (instance::resolve).
+    pub(crate) fn loaded(ephemeral: bool, port: u16) -> Config {
         let sources = Sources {
             flags: Layer {
                 ephemeral: Some(ephemeral),

@@ -189,25 +189,8 @@ pub fn keep_fixed(mut new: Config, running: &Config) -> (Config, Vec<&'static st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Layer;
-    use crate::os::paths::DefaultPaths;
+    use crate::instance::launch::tests::loaded;
     use std::path::Path;
-
-    fn loaded(ephemeral: bool, port: u16) -> Config {
-        let sources = Sources {
-            flags: Layer {
-                ephemeral: Some(ephemeral),
-                port: Some(port),
-                ..Layer::default()
-            },
-            ..Sources::default()
-        };
-        let defaults = DefaultPaths {
-            config_file: "/nonexistent/pgwarden.toml".into(),
-            data_root: "/srv/pg".into(),
-        };
-        Config::load_with(&sources, &|_| None, &defaults).unwrap()
-    }
 
     #[test]
     fn a_reload_keeps_every_fixed_setting_and_names_the_ones_it_was_asked_to_change() {
