@@ -114,17 +114,14 @@ fn a_system_unit_for_a_binary_the_service_user_cannot_run_is_refused() {
     common::set_mode(&exe, 0o755);
     common::set_mode(&private, 0o700);
     let unit_dir = dir.path().join("units");
-    let out = common::output_within(
-        std::process::Command::new(&exe)
-            .args(["service", "install", "--system", "--unit-dir"])
-            .arg(&unit_dir)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-        Duration::from_secs(60),
-    )
-    .expect("service install exits");
+    let mut command = std::process::Command::new(&exe);
+    command
+        .args(["service", "install", "--system", "--unit-dir"])
+        .arg(&unit_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = common::output_within(spawn_fresh_copy(&mut command), Duration::from_secs(60))
+        .expect("service install exits");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
     assert!(stderr.contains("cannot execute"), "{stderr}");
@@ -134,4 +131,20 @@ fn a_system_unit_for_a_binary_the_service_user_cannot_run_is_refused() {
         !unit_dir.join("pgwarden.service").exists(),
         "a unit was written"
     );
+}
+
+/// Spawns a binary this test process has just written. Another test thread that forks while the
+/// copy's write descriptor is open holds it open in its child until that child execs, and exec of
+/// a file open for writing fails with ETXTBSY ("Text file busy"): retried for a moment.
+fn spawn_fresh_copy(command: &mut std::process::Command) -> std::process::Child {
+    let mut tries = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.expect("spawn the copied pgwarden"),
+        }
+    }
 }
