@@ -15,41 +15,21 @@ const LONG: Duration = Duration::from_secs(180);
 /// `pgwarden ARGS` in `cwd`, to completion, with this test's data root and registry and only
 /// `envs` of pgwarden's and the image's variables.
 fn pgwarden(root: &Path, cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"));
-    command.args(args).current_dir(cwd);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("PGWARDEN_")
-            || key.starts_with("POSTGRES_")
-            || key == "PGDATA"
-            || key == "PGPORT"
-        {
-            command.env_remove(key);
-        }
-    }
     let data_root = root.join("data-root");
     let runtime = root.join("runtime");
     for dir in [&data_root, &runtime] {
         std::fs::create_dir_all(dir).unwrap();
         common::set_mode(dir, 0o755);
     }
-    command
-        .env("NO_COLOR", "1")
-        .env("PGWARDEN_DATA_ROOT", &data_root)
-        .env("PGWARDEN_RUNTIME_DIR", &runtime)
-        .env("PGWARDEN_ARCHIVE", common::npm_archive())
-        .env("PGWARDEN_INSTALL_DIR", common::shared_install_dir())
-        .envs(envs.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let out = common::output_within(command.spawn().unwrap(), LONG)
-        .unwrap_or_else(|| panic!("pgwarden {args:?} did not exit within {LONG:?}"));
-    eprintln!(
-        "[test] (in {}) pgwarden {} -> {out:?}",
-        cwd.display(),
-        args.join(" ")
-    );
-    out
+    let (archive, install) = (common::npm_archive(), common::shared_install_dir());
+    let mut all = vec![
+        ("PGWARDEN_DATA_ROOT", data_root.to_str().unwrap()),
+        ("PGWARDEN_RUNTIME_DIR", runtime.to_str().unwrap()),
+        ("PGWARDEN_ARCHIVE", archive.to_str().unwrap()),
+        ("PGWARDEN_INSTALL_DIR", install.to_str().unwrap()),
+    ];
+    all.extend_from_slice(envs);
+    common::run_in(cwd, args, &all, LONG)
 }
 
 fn text(out: &Output) -> String {

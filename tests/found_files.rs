@@ -21,7 +21,7 @@ use sha2::{Digest, Sha512};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,32 +58,7 @@ fn root_dir(path: &Path) {
 
 /// `pgwarden ARGS` as root in `cwd`, to completion, with only `envs` of pgwarden's variables.
 fn pgwarden(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgwarden"));
-    command.args(args).current_dir(cwd);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("PGWARDEN_")
-            || key.starts_with("POSTGRES_")
-            || key.starts_with("NPM_CONFIG_")
-            || key.starts_with("npm_config_")
-            || key == "PGDATA"
-        {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("NO_COLOR", "1")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = common::output_within(command.spawn().unwrap(), TIMEOUT)
-        .unwrap_or_else(|| panic!("pgwarden {args:?} did not exit within {TIMEOUT:?}"));
-    eprintln!(
-        "[test] (in {}) pgwarden {} -> {out:?}",
-        cwd.display(),
-        args.join(" ")
-    );
-    out
+    common::run_in(cwd, args, envs, TIMEOUT)
 }
 
 fn text(out: &Output) -> String {

@@ -735,20 +735,8 @@ fn theseus_archive_from_the_wheel(dest: &Path) {
 
 /// `pgwarden ARGS` in `cwd` (where a project is found), to completion.
 fn pgwarden_in(cwd: &Path, args: &[&str], envs: &[(String, String)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgwarden"));
-    command.args(args).current_dir(cwd);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("PGWARDEN_") || key.starts_with("POSTGRES_") || key == "PGDATA" {
-            command.env_remove(key);
-        }
-    }
-    command.envs(envs.iter().map(|(k, v)| (k, v)));
-    let child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    common::output_within(child, TIMEOUT).expect("pgwarden finished in time")
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    common::run_in(cwd, args, &envs, TIMEOUT)
 }
 
 #[test]

@@ -491,6 +491,38 @@ pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> O
     }
 }
 
+/// `pgwarden ARGS` in `cwd` (a project, a directory with files to be found), to completion, with
+/// only `envs` of pgwarden's, the image's and npm's variables and `NO_COLOR=1`.
+pub fn run_in(cwd: &Path, args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgwarden"));
+    command.args(args).current_dir(cwd);
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if ["PGWARDEN_", "POSTGRES_", "NPM_CONFIG_", "npm_config_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || name == "PGDATA"
+            || name == "PGPORT"
+        {
+            command.env_remove(&key);
+        }
+    }
+    command
+        .env("NO_COLOR", "1")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = output_within(command.spawn().unwrap(), timeout)
+        .unwrap_or_else(|| panic!("pgwarden {args:?} did not exit within {timeout:?}"));
+    eprintln!(
+        "[test] (in {}) pgwarden {} -> {out:?}",
+        cwd.display(),
+        args.join(" ")
+    );
+    out
+}
+
 /// A copy of the pgwarden binary in a 0755 directory of the cache, made once per test process.
 fn reachable_binary() -> PathBuf {
     static COPY: OnceLock<PathBuf> = OnceLock::new();
