@@ -37,6 +37,7 @@ pub mod restore;
 pub mod retention;
 pub use crate::config::backup_schedule as schedule;
 pub mod snapshot;
+pub mod snapshot_spare;
 pub mod tablespaces;
 pub mod target_time;
 pub mod wal_archive;

@@ -38,6 +38,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The largest snapshot that gets a spare copy by default, in MB.
+pub const DEFAULT_SPARE_MAX_MB: u64 = 1024;
+
 /// The only PostgreSQL major version pgwarden runs.
 pub const MAJOR: u64 = 16;
 
@@ -140,6 +143,13 @@ pub struct Config {
     pub data_from_recover: bool,
     /// Make sure the configured role, password and database exist at every start.
     pub reconcile: bool,
+    /// Spare clusters (`spare`, `--no-spare`, `PGWARDEN_SPARE`; on by default): after a launch
+    /// is ready, the next cluster a `reset` or a `snapshot restore` needs is prepared in the
+    /// background, so that the command is a rename ([`crate::cluster::spare`]).
+    pub spare: bool,
+    /// No snapshot larger than this many MB gets a spare copy (`spare_max_mb`): a spare
+    /// doubles a snapshot's disk use.
+    pub spare_max_mb: u64,
     /// The health and metrics endpoint (`http_address`); `None` = off ([`crate::observe`]).
     pub http_address: Option<std::net::SocketAddr>,
     /// Backups: the WAL archive, the backup directory, retention and schedule.
@@ -221,6 +231,10 @@ pub struct Layer {
     pub max_unpacked_mb: Option<u64>,
     /// Install only what the project's `pgwarden.lock` names; fail rather than resolve anew.
     pub locked: Option<bool>,
+    /// Spare clusters prepared in the background (see [`Config::spare`]).
+    pub spare: Option<bool>,
+    /// The largest snapshot that gets a spare copy, in MB (see [`Config::spare_max_mb`]).
+    pub spare_max_mb: Option<u64>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
@@ -342,6 +356,8 @@ impl Layer {
             download_retries: top.download_retries.or(self.download_retries),
             max_unpacked_mb: top.max_unpacked_mb.or(self.max_unpacked_mb),
             locked: top.locked.or(self.locked),
+            spare: top.spare.or(self.spare),
+            spare_max_mb: top.spare_max_mb.or(self.spare_max_mb),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),
@@ -503,6 +519,14 @@ impl Layer {
                 }
             }),
             locked: image_env::parse_bool_env(env, "PGWARDEN_LOCKED", problems),
+            spare: image_env::parse_bool_env(env, "PGWARDEN_SPARE", problems),
+            spare_max_mb: env("PGWARDEN_SPARE_MAX_MB").and_then(|v| match v.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!("PGWARDEN_SPARE_MAX_MB={v:?}: {e} (a number of MB)"));
+                    None
+                }
+            }),
             initdb_args: image.initdb_args,
             initdb_waldir: image.initdb_waldir,
             host_auth_method: image.host_auth_method,
@@ -996,6 +1020,8 @@ fn resolve(
         data_from: layer.data_from,
         data_from_recover: layer.data_from_recover.unwrap_or(false),
         reconcile: layer.reconcile.unwrap_or(true),
+        spare: layer.spare.unwrap_or(true),
+        spare_max_mb: layer.spare_max_mb.unwrap_or(DEFAULT_SPARE_MAX_MB),
         http_address,
         backup,
     }
