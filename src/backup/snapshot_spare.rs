@@ -154,3 +154,36 @@ pub fn remove_all(data_dir: &Path) {
     }
     remove_orphans(data_dir);
 }
+
+/// The disk use of a data directory's spares (`status`, `ls`).
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct SpareUse {
+    /// How many spares are ready (the reset spare and the snapshots').
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl SpareUse {
+    /// What `status` prints: `2 ready, 94.1 MB` or `none`.
+    pub fn describe(&self) -> String {
+        if self.count == 0 {
+            "none".into()
+        } else {
+            format!("{} ready, {}", self.count, super::human_bytes(self.bytes))
+        }
+    }
+}
+
+/// The spares of `data_dir` that are ready: its reset spare and its snapshots'.
+pub fn disk_use(data_dir: &Path) -> SpareUse {
+    let reset = spare::record(&spare::reset::path(data_dir));
+    let mut out = SpareUse::default();
+    for record in reset
+        .into_iter()
+        .chain(list(data_dir).into_iter().map(|(_, r)| r))
+    {
+        out.count += 1;
+        out.bytes += record.bytes;
+    }
+    out
+}

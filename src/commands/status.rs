@@ -50,6 +50,10 @@ pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
             "last_backup".into(),
             json!(crate::backup::record::read(&instance.state_dir)),
         );
+        object.insert(
+            "spares".into(),
+            json!(crate::backup::snapshot_spare::disk_use(&status.data_dir)),
+        );
         println!("{value}");
         return Ok(0);
     }
@@ -105,6 +109,10 @@ pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
             crate::backup::record::read(&instance.state_dir).as_ref(),
             now
         )
+    );
+    println!(
+        "  spares:         {}",
+        crate::backup::snapshot_spare::disk_use(&status.data_dir).describe()
     );
     Ok(0)
 }
