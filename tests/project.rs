@@ -1536,3 +1536,43 @@ fn a_kill_during_the_spare_preparation_leaves_nothing_used_or_growing() {
     assert_eq!(spares_beside(), vec![".data.spare".to_string()]);
     common::stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
 }
+
+#[test]
+fn a_spare_another_user_made_is_neither_used_nor_deleted() {
+    if !common::require_root("a second user plants the spare") {
+        return;
+    }
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, password, _template) =
+        project_with_a_spare(&world, "planted", port);
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    // A whole, valid-looking spare — but the second user's (where the data directory's parent
+    // is shared, they could have made it first, with a cluster of their choosing).
+    let spare = reset_spare(&data_dir);
+    let intruder = common::intruder();
+    let chown = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", intruder.uid, intruder.gid))
+        .arg(&spare)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let planted = inode(&spare.join("cluster/PG_VERSION"));
+    let log = reset_and_start(&world, &dir, &state_dir);
+    assert!(
+        !log.contains("the cluster from spare") && log.contains("not pgwarden's own"),
+        "{log}"
+    );
+    assert_ne!(inode(&data_dir.join("PG_VERSION")), planted);
+    common::connect(port, "sp", &password, "spdb").expect("a fresh cluster");
+    wait_for_log(&state_dir, "no spare cluster");
+    assert_eq!(
+        inode(&spare.join("cluster/PG_VERSION")),
+        planted,
+        "the other user's directory was deleted or replaced"
+    );
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
