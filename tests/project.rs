@@ -586,10 +586,11 @@ fn reset_then_start_copies_the_template_filled_after_the_first_launch() {
     let world = World::new();
     let port = free_port();
     let password = own_password("fast");
+    // No spare: this is the template's path (the spare's tests are below).
     let dir = world.project(
         "fast",
         &format!(
-            "port = {port}\nuser = \"fast\"\npassword = \"{password}\"\ndatabase = \"fastdb\"\n"
+            "port = {port}\nuser = \"fast\"\npassword = \"{password}\"\ndatabase = \"fastdb\"\nspare = false\n"
         ),
     );
     let first = world.pgw(&dir, &["start"]);

@@ -144,7 +144,7 @@ pub fn make(
     copy: impl FnOnce(&Path) -> Result<u64>,
     cancel: &Cancel,
 ) -> Result<Made> {
-    sweep_work_dirs(spare);
+    sweep_work_dirs(spare, Sweep::AllButOurs);
     match read(spare) {
         Ok(record) if record.origin.differs(origin).is_none() => return Ok(Made::AlreadyThere),
         Ok(record) => {
@@ -328,17 +328,31 @@ pub fn drop_stale(spare: &Path, why: &str) {
     }
 }
 
-/// Removes what killed makers of `spare` left: every `<spare>.work-<pid>` but this process's.
-fn sweep_work_dirs(spare: &Path) {
+/// Which working directories [`sweep_work_dirs`] removes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    /// Every one but this process's: the maker (the instance lock's holder) is the only one.
+    AllButOurs,
+    /// Those whose pid no longer runs (another command, beside a running maker).
+    Dead,
+}
+
+/// Removes what killed makers of `spare` left (`<spare>.work-<pid>`).
+fn sweep_work_dirs(spare: &Path, which: Sweep) {
     let (Some(parent), Some(name)) = (spare.parent(), spare.file_name()) else {
         return;
     };
     let prefix = format!("{}.work-", name.to_string_lossy());
     let ours = work_dir(spare);
     for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix)
-            && entry.path() != ours
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let running = || Path::new("/proc").join(pid).exists();
+        if entry.path() != ours
             && entry.file_type().is_ok_and(|t| t.is_dir())
+            && (which == Sweep::AllButOurs || !running())
         {
             debug!(dir = %entry.path().display(), "removing what a killed spare maker left");
             let _ = remove(&entry.path());
@@ -348,7 +362,7 @@ fn sweep_work_dirs(spare: &Path) {
 
 /// Removes the spare `spare` and what a killed maker of it left, if pgwarden's own.
 pub fn discard(spare: &Path) -> Result<()> {
-    sweep_work_dirs(spare);
+    sweep_work_dirs(spare, Sweep::Dead);
     match read(spare) {
         Err(Unusable::Missing) | Err(Unusable::Refused(_)) => Ok(()),
         _ => remove(spare),
