@@ -1577,3 +1577,38 @@ fn a_spare_another_user_made_is_neither_used_nor_deleted() {
     let stop = world.pgw(&dir, &["stop"]);
     assert_eq!(code(&stop), 0, "{stop:?}");
 }
+
+#[test]
+fn spare_false_makes_none_and_removes_the_ones_there_are() {
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, password, _template) =
+        project_with_a_spare(&world, "off", port);
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    std::fs::write(
+        dir.join("pgwarden.toml"),
+        format!(
+            "port = {port}\nuser = \"sp\"\npassword = \"{password}\"\ndatabase = \"spdb\"\nspare = false\n"
+        ),
+    )
+    .unwrap();
+    let start = world.pgw(&dir, &["start"]);
+    assert_eq!(code(&start), 0, "{start:?}");
+    let spare = reset_spare(&data_dir);
+    let deadline = Instant::now() + LONG;
+    while spare.exists() {
+        assert!(Instant::now() < deadline, "spare = false left {spare:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = world.pgw(&dir, &["status"]);
+    assert!(stdout(&status).contains("spares:         none"), "{status:?}");
+    let log = reset_and_start(&world, &dir, &state_dir);
+    assert!(
+        log.contains("copying the cached template") && !log.contains("the cluster from spare"),
+        "{log}"
+    );
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    assert!(!spare.exists(), "a launch with spare = false made one");
+}
