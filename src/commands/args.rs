@@ -91,7 +91,7 @@ impl Command {
         Some(match self {
             Command::Run(args) => args.sources(),
             Command::Start(args) | Command::Restart(args) => args.run.sources(),
-            Command::Exec(args) => args.run.sources(),
+            Command::Exec(args) => args.run_args().sources(),
             Command::Restore(args) => args.run.sources(),
             Command::Snapshot(
                 SnapshotCommand::Save(args)

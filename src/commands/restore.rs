@@ -71,8 +71,7 @@ pub struct RestoreArgs {
     pub run: RunArgs,
 }
 
-pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::resolve(globals, args.run.sources())?;
+pub async fn run(args: RestoreArgs, instance: Instance, globals: &Globals) -> Result<i32> {
     let config = instance.config.clone();
     if config.ephemeral {
         return Err(Error::Backup {

@@ -1,6 +1,5 @@
 //! `pgwarden status [--json]`: the running supervisor's own account, from its status file.
 
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::Result;
@@ -27,8 +26,7 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub fn run(args: StatusArgs, instance: Instance) -> Result<i32> {
     let data_dir = instance.config.data_dir.display().to_string();
     let Some(pid) = instance.supervisor else {
         if args.json {
