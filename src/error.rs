@@ -125,6 +125,28 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A member of a backup archive that cannot be written (nothing is left under the final
+    /// name).
+    #[error(
+        "cannot write {member} into the backup archive\nhelp: check the free space and the target's disk"
+    )]
+    ArchiveWrite {
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Two directories that cannot be swapped in one step (`renameat2(RENAME_EXCHANGE)`).
+    #[error(
+        "cannot exchange {a} and {b}\nhelp: both must be on the same filesystem (Linux ≥ 3.15)"
+    )]
+    Exchange {
+        a: PathBuf,
+        b: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
     /// The running pgwarden's own binary cannot be found (to run it again).
     #[error("cannot find the pgwarden binary")]
     CurrentExe(#[source] std::io::Error),
@@ -221,14 +243,24 @@ impl Error {
 }
 
 impl Error {
-    /// The message and its causes on one line, `: `-joined, for a log line or a status record
-    /// (`main` prints an error it returns with its causes as "caused by:" lines instead).
+    /// The message with its causes `: `-joined after its first line (a `help:` line stays
+    /// last), for a log line, a status record or another error's text (`main` prints an error
+    /// it returns with its causes as "caused by:" lines instead).
     pub fn with_causes(&self) -> String {
-        let mut text = self.to_string();
+        let message = self.to_string();
+        let (first, rest) = match message.split_once('\n') {
+            Some((first, rest)) => (first.to_string(), Some(rest)),
+            None => (message.clone(), None),
+        };
+        let mut text = first;
         let mut source = std::error::Error::source(self);
         while let Some(cause) = source {
             text.push_str(&format!(": {cause}"));
             source = cause.source();
+        }
+        if let Some(rest) = rest {
+            text.push('\n');
+            text.push_str(rest);
         }
         text
     }
@@ -335,6 +367,19 @@ mod tests {
         assert_eq!(
             error.with_causes(),
             format!("cannot give /srv/pg/data to pgwarden: {cause}")
+        );
+    }
+
+    #[test]
+    fn the_cause_goes_before_the_help_line() {
+        let error = Error::ArchiveWrite {
+            member: "base/1/1259".into(),
+            source: std::io::Error::other("no space left"),
+        };
+        assert_eq!(
+            error.with_causes(),
+            "cannot write base/1/1259 into the backup archive: no space left\n\
+             help: check the free space and the target's disk"
         );
     }
 

@@ -383,11 +383,10 @@ fn append_dir(tar: &mut Archive, rel: &str, mtime: u64) -> Result<()> {
         .map_err(|e| write_failed(rel, e))
 }
 
-fn write_failed(rel: &str, e: std::io::Error) -> Error {
-    Error::Backup {
-        what: format!(
-            "cannot write {rel} into the backup archive: {e}\nhelp: check the free space and the target's disk"
-        ),
+fn write_failed(rel: &str, source: std::io::Error) -> Error {
+    Error::ArchiveWrite {
+        member: rel.to_string(),
+        source,
     }
 }
 

@@ -77,9 +77,9 @@ pub fn usage_exit_code(e: &clap::Error, args: &[OsString]) -> i32 {
 }
 
 impl Command {
-    /// The sources of the instance this command addresses (what it resolves), `None` for the
-    /// commands that address none (`install`, `ls`, `init`, …). The commands build these same
-    /// sources from their arguments; the instance stage's tests resolve them side by side.
+    /// The sources of the instance this command addresses, `None` for the commands that address
+    /// none (`install`, `ls`, `init`, …): what [`super::dispatch`] resolves, once, and hands to
+    /// the verb. The instance stage's tests resolve them side by side.
     pub fn instance_sources(&self) -> Option<Sources> {
         use db::DbCommand;
         use snapshot::SnapshotCommand;

@@ -275,10 +275,14 @@ async fn start_old_again(e: Error, relaunch: Option<&Relaunch>, data_dir: &Path)
     }
     match relaunch.start().await {
         Ok(()) => Error::Backup {
-            what: format!("{e}\nthe old cluster's server runs again"),
+            what: format!("{}\nthe old cluster's server runs again", e.with_causes()),
         },
         Err(again) => Error::Backup {
-            what: format!("{e}\nthe old cluster's server did not start again: {again}"),
+            what: format!(
+                "{}\nthe old cluster's server did not start again: {}",
+                e.with_causes(),
+                again.with_causes()
+            ),
         },
     }
 }
@@ -311,8 +315,9 @@ async fn undo(e: Error, job: &Job, aside: &Aside, restart: Option<&Relaunch>) ->
     );
     let what = match (undone, restart) {
         (Err(back), _) => format!(
-            "{failed}\nundoing the restore failed: {back}\nthe cluster that was in {} is kept in {}\n\
+            "{failed}\nundoing the restore failed: {}\nthe cluster that was in {} is kept in {}\n\
              help: stop anything running on {}, move it away, and move {} back to {}",
+            back.with_causes(),
             data_dir.display(),
             aside.path.display(),
             data_dir.display(),
@@ -332,8 +337,9 @@ async fn undo(e: Error, job: &Job, aside: &Aside, restart: Option<&Relaunch>) ->
             ),
             Err(again) => format!(
                 "{failed}\nthe restore was undone: the cluster that was in {} is back there, but did \
-                 not start again: {again}",
-                data_dir.display()
+                 not start again: {}",
+                data_dir.display(),
+                again.with_causes()
             ),
         },
     };
