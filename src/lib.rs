@@ -52,3 +52,4 @@ pub mod os;
 pub mod pg;
 pub mod postmaster;
 pub mod supervisor;
+pub mod upgrade;

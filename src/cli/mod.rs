@@ -18,6 +18,7 @@ pub mod restore;
 pub mod snapshot;
 pub mod status;
 pub mod stop;
+pub mod upgrade;
 pub mod url;
 pub mod wait;
 
@@ -132,6 +133,7 @@ impl Command {
             Command::Db(DbCommand::Create(args)) => args.instance.sources(),
             Command::Db(DbCommand::Drop(args)) => args.instance.sources(),
             Command::Db(DbCommand::ReindexCollations(args)) => args.instance.sources(),
+            Command::Upgrade(args) => args.instance.sources(),
             Command::Install(_)
             | Command::ExportArchive(_)
             | Command::Completions(_)
@@ -287,6 +289,9 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Write a commented pgwarden.toml (the project file) into this directory.
     Init(init::InitArgs),
+
+    /// Upgrade the cluster to a later major version (pg_upgrade), undoably: --rollback, --finish.
+    Upgrade(upgrade::UpgradeArgs),
 
     /// Install pgwarden as a systemd service.
     #[command(subcommand)]

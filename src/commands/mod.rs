@@ -25,6 +25,7 @@ pub mod snapshot;
 mod start;
 pub mod status;
 pub mod stop;
+pub mod upgrade;
 pub mod url;
 pub mod wait;
 
@@ -69,6 +70,7 @@ pub async fn dispatch(cli: Cli, run_instance: Option<Result<Resolved>>) -> Resul
         Command::Exec(args) => exec::run(args, globals).await,
         Command::Install(args) => install::install(args, globals).await,
         Command::ExportArchive(args) => export_archive::export_archive(args, globals).await,
+        Command::Upgrade(args) => upgrade::run(args, globals).await,
         Command::Service(crate::cli::ServiceCommand::Install(args)) => {
             service::install(&args).map(|()| 0)
         }

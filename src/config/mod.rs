@@ -38,8 +38,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The only PostgreSQL major version pgwarden runs.
+/// The PostgreSQL major version pgwarden runs by default (the `postgres:16` service it replaces).
 pub const MAJOR: u64 = 16;
+
+/// Every major version pgwarden installs and runs: [`MAJOR`], the one before it (an older
+/// container's volume comes to 16 by `pgwarden upgrade`) and the one after it (the way off 16,
+/// by the same command). A cluster runs with binaries of its own major only.
+pub const MAJORS: [u64; 3] = [15, 16, 17];
 
 /// The seed service's defaults (`postgres:16` on 127.0.0.1:5433, everything `trader`).
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1";
@@ -544,6 +549,11 @@ pub struct Sources {
 }
 
 impl Config {
+    /// The major version of the binaries this configuration asks for (`version`'s).
+    pub fn major(&self) -> u64 {
+        self.version.comparators.first().map_or(MAJOR, |c| c.major)
+    }
+
     /// Loads and validates the configuration from the real environment.
     pub fn load(sources: &Sources) -> Result<Config> {
         let mut defaults = if sources.system {
@@ -1015,7 +1025,7 @@ fn check_identifier(shown: &str, value: &str, problems: &mut Vec<String>) {
     }
 }
 
-/// `16`, `16.4` or `16.4.0` (exact). Any major but 16 is refused.
+/// `16`, `16.4` or `16.4.0` (exact). A major not in [`MAJORS`] is refused.
 fn parse_version(text: &str, problems: &mut Vec<String>) -> semver::VersionReq {
     let fallback = || semver::VersionReq::parse(&format!("={MAJOR}")).expect("valid");
     let parts: Vec<&str> = text.trim().split('.').collect();
@@ -1030,9 +1040,10 @@ fn parse_version(text: &str, problems: &mut Vec<String>) -> semver::VersionReq {
         ));
         return fallback();
     }
-    if parts[0] != MAJOR.to_string() {
+    if !MAJORS.iter().any(|m| parts[0] == m.to_string()) {
         problems.push(format!(
-            "version {text:?}: pgwarden runs PostgreSQL {MAJOR} only (the postgres:16 service it replaces)"
+            "version {text:?}: pgwarden runs PostgreSQL {} (default {MAJOR}, the postgres:16 service it replaces)",
+            majors_text()
         ));
         return fallback();
     }
@@ -1040,6 +1051,13 @@ fn parse_version(text: &str, problems: &mut Vec<String>) -> semver::VersionReq {
         problems.push(format!("version {text:?}: {e}"));
         fallback()
     })
+}
+
+/// "15, 16 or 17".
+pub fn majors_text() -> String {
+    let (last, rest) = MAJORS.split_last().expect("not empty");
+    let rest: Vec<String> = rest.iter().map(u64::to_string).collect();
+    format!("{} or {last}", rest.join(", "))
 }
 
 /// `250ms`, `30s`, `5m`, or a bare number of seconds.
@@ -1152,13 +1170,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_all_reported() {
-        let file = "listen_address = \"localhost:1\"\nversion = \"15\"\npassword = \"\"\n";
+        let file = "listen_address = \"localhost:1\"\nversion = \"18\"\npassword = \"\"\n";
         let text = load(Some(file), &[("PGWARDEN_PORT", "abc")], Layer::default())
             .unwrap_err()
             .to_string();
         for needle in [
             "listen_address",
-            "version \"15\"",
+            "version \"18\"",
             "password is empty",
             "PGWARDEN_PORT",
         ] {
@@ -1276,14 +1294,17 @@ mod tests {
     }
 
     #[test]
-    fn versions_other_than_16_are_refused() {
+    fn versions_other_than_15_16_and_17_are_refused() {
         let mut problems = vec![];
         assert!(parse_version("16.4.0", &mut problems).matches(&semver::Version::new(16, 4, 0)));
         assert!(parse_version("16", &mut problems).matches(&semver::Version::new(16, 14, 0)));
+        assert!(parse_version("17", &mut problems).matches(&semver::Version::new(17, 10, 0)));
         assert!(problems.is_empty());
-        parse_version("17", &mut problems);
+        parse_version("18", &mut problems);
+        parse_version("14.2", &mut problems);
         parse_version("latest", &mut problems);
-        assert_eq!(problems.len(), 2);
+        assert_eq!(problems.len(), 3);
+        assert!(problems[0].contains("15, 16 or 17"), "{problems:?}");
     }
 
     #[test]

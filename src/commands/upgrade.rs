@@ -1,0 +1,148 @@
+//! `pgwarden upgrade VERSION | --rollback | --finish`: the steps of [`crate::upgrade`] in order,
+//! with the stop and start of the instance between them.
+
+use crate::cli::Globals;
+use crate::cli::RunArgs;
+pub use crate::cli::upgrade::UpgradeArgs;
+use crate::commands::common::{Instance, ask_yes_no};
+use crate::config::{self, ShutdownMode};
+use crate::error::{Error, Result};
+use crate::instance::resolve::resolve;
+use crate::upgrade::{self, Request, state::Mode};
+use tokio::time::Instant;
+
+pub async fn run(args: UpgradeArgs, globals: &Globals) -> Result<i32> {
+    let resolved = resolve(globals.sources(args.instance.sources()))?;
+    if args.finish {
+        let record = upgrade::finish::finish(&resolved.state_dir)?;
+        println!(
+            "finished: the upgrade from PostgreSQL {} to {}; the old cluster ({}) is deleted",
+            record.from,
+            record.to,
+            record.kept_dir.display()
+        );
+        return Ok(0);
+    }
+    if args.rollback {
+        return rollback(&args, globals, resolved).await;
+    }
+    let request = Request {
+        version: args.version.clone().expect("clap requires one action"),
+        source: args.source_layer(),
+        mode: match (args.copy, args.clone, args.link) {
+            (true, _, _) => Some(Mode::Copy),
+            (_, true, _) => Some(Mode::Clone),
+            (_, _, true) => Some(Mode::Link),
+            _ => None,
+        },
+    };
+    eprintln!(
+        "pre-flight: checking the upgrade to PostgreSQL {} (the server runs on meanwhile)",
+        request.version
+    );
+    let prepared = upgrade::prepare(&resolved, &request).await?;
+    let record = &prepared.record;
+    eprintln!(
+        "pre-flight passed: PostgreSQL {} → {} ({}); stopping the server",
+        record.from,
+        record.to,
+        record.mode.flag()
+    );
+    if record.mode == Mode::Link {
+        eprintln!(
+            "warning: --link: once PostgreSQL {} has started, the old cluster cannot be put back \
+             (no --rollback); restore a backup if you need it",
+            record.to
+        );
+    }
+    let instance = resolved.observe();
+    super::stop::stop_instance(&instance, ShutdownMode::Fast, None).await?;
+    eprintln!(
+        "pg_upgrade {}: {} → {}",
+        record.mode.flag(),
+        record.from,
+        record.to
+    );
+    let done = upgrade::perform(prepared).await?;
+    let record = &done.record;
+    let instance = start_again(&args, globals).await?;
+    let updated = upgrade::after_start::update_extensions(&instance).await?;
+    if !updated.is_empty() {
+        eprintln!("extensions updated: {}", updated.join(", "));
+    }
+    let log = upgrade::after_start::analyze_in_background(&instance, &done.new, &done.run_as)?;
+    eprintln!(
+        "analyze: vacuumdb --analyze-in-stages runs in the background (log: {})",
+        log.display()
+    );
+    println!(
+        "upgraded: PostgreSQL {} → {}; the old cluster is kept at {} (`pgwarden upgrade --rollback` \
+         puts it back, `pgwarden upgrade --finish` deletes it)",
+        record.from,
+        record.to,
+        record.kept_dir.display()
+    );
+    Ok(0)
+}
+
+async fn rollback(
+    args: &UpgradeArgs,
+    globals: &Globals,
+    resolved: crate::instance::resolve::Resolved,
+) -> Result<i32> {
+    let record = upgrade::rollback::check(&resolved.state_dir)?;
+    let question = format!(
+        "Roll back to PostgreSQL {} as it was at the upgrade? Every write made on {} since is lost.",
+        record.from, record.to
+    );
+    if !args.yes {
+        match ask_yes_no(&question) {
+            Some(true) => {}
+            Some(false) => {
+                eprintln!("not rolled back");
+                return Ok(1);
+            }
+            None => {
+                return Err(Error::UpgradeRefused {
+                    what: format!(
+                        "{question}\nhelp: pass --yes to confirm (stdin is not a terminal to ask on)"
+                    ),
+                });
+            }
+        }
+    }
+    let state_dir = resolved.state_dir.clone();
+    let instance = resolved.observe();
+    super::stop::stop_instance(&instance, ShutdownMode::Fast, None).await?;
+    {
+        let _lock = crate::instance::lock::InstanceLock::acquire(&state_dir, &record.data_dir)?;
+        upgrade::rollback::roll_back(&state_dir, record.clone())?;
+    }
+    start_again(args, globals).await?;
+    println!(
+        "rolled back: PostgreSQL {} runs on the cluster as it was at the upgrade; the upgraded one is deleted",
+        record.from
+    );
+    Ok(0)
+}
+
+/// Starts the instance again in the background (its remembered flags now name the version the
+/// cluster is of) and returns it, observed, once it is ready.
+async fn start_again(args: &UpgradeArgs, globals: &Globals) -> Result<Instance> {
+    let run = RunArgs {
+        instance: args.instance.clone(),
+        ..RunArgs::default()
+    };
+    let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
+        problems: vec![format!("--timeout: {e}")],
+    })?;
+    let instance = Instance::resolve(globals, run.sources())?;
+    super::start::launch(
+        &instance.config,
+        run.command_line("run", globals),
+        Instant::now() + timeout,
+        timeout,
+    )
+    .await?;
+    Instance::resolve(globals, run.sources())
+}
