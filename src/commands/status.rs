@@ -50,6 +50,14 @@ pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
             "last_backup".into(),
             json!(crate::backup::record::read(&instance.state_dir)),
         );
+        object.insert(
+            "upgrade".into(),
+            json!(
+                crate::upgrade::state::read(&instance.state_dir)
+                    .ok()
+                    .flatten()
+            ),
+        );
         println!("{value}");
         return Ok(0);
     }
@@ -106,5 +114,12 @@ pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
             now
         )
     );
+    if let Some(line) = crate::upgrade::state::read(&instance.state_dir)
+        .ok()
+        .flatten()
+        .map(|record| record.describe())
+    {
+        println!("  upgrade         {line}");
+    }
     Ok(0)
 }

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 pub async fn run(args: UpgradeArgs, globals: &Globals) -> Result<i32> {
     let resolved = resolve(globals.sources(args.instance.sources()))?;
     if args.finish {
+        let _lock = upgrade::UpgradeLock::acquire(&resolved.state_dir)?;
         let record = upgrade::finish::finish(&resolved.state_dir)?;
         println!(
             "finished: the upgrade from PostgreSQL {} to {}; the old cluster ({}) is deleted",
@@ -90,6 +91,7 @@ async fn rollback(
     globals: &Globals,
     resolved: crate::instance::resolve::Resolved,
 ) -> Result<i32> {
+    let _lock = upgrade::UpgradeLock::acquire(&resolved.state_dir)?;
     let record = upgrade::rollback::check(&resolved.state_dir)?;
     let question = format!(
         "Roll back to PostgreSQL {} as it was at the upgrade? Every write made on {} since is lost.",

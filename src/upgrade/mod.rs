@@ -72,6 +72,35 @@ pub fn work_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("upgrade")
 }
 
+/// One upgrade command at a time per instance: an flock on `<state dir>/upgrade.lock`, held
+/// by `upgrade`, `--rollback` and `--finish` for their whole run (released when the process
+/// dies, however). A record in phase `preparing` found with this lock taken is a killed
+/// upgrade's: its preparation is undone.
+pub struct UpgradeLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl UpgradeLock {
+    pub fn acquire(state_dir: &Path) -> Result<UpgradeLock> {
+        let path = state_dir.join("upgrade.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .io("cannot open", &path)?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| Error::UpgradeRefused {
+                what: format!(
+                    "another `pgwarden upgrade` works on this instance ({} is locked)\n\
+                     help: wait until it is done",
+                    path.display()
+                ),
+            })?;
+        Ok(UpgradeLock { _lock: lock })
+    }
+}
+
 /// What `pgwarden upgrade VERSION` was asked.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -88,6 +117,7 @@ pub struct Request {
 /// server still running as before.
 pub struct Prepared {
     pub record: Record,
+    lock: UpgradeLock,
     pub state_dir: PathBuf,
     old: Install,
     new: Install,
@@ -121,17 +151,20 @@ pub async fn prepare(resolved: &Resolved, request: &Request) -> Result<Prepared>
         });
     }
     let state_dir = instance.state_dir.clone();
-    if let Some(record) = state::read(&state_dir)? {
-        return Err(under_way(&record));
+    if !state_dir.join(remembered::FILE).is_file() {
+        return Err(never_ran(&config.data_dir));
+    }
+    let lock = UpgradeLock::acquire(&state_dir)?;
+    match state::read(&state_dir)? {
+        Some(record) if record.phase == Phase::Preparing => {
+            tracing::warn!(new_dir = %record.new_dir.display(), "an earlier upgrade was killed while preparing; removing what it made");
+            switch::undo_preparation(&state_dir, &record).await?;
+        }
+        Some(record) => return Err(under_way(&record)),
+        None => {}
     }
     let Some(settings) = remembered::read(&state_dir) else {
-        return Err(Error::UpgradeRefused {
-            what: format!(
-                "no instance has run on {} yet (no remembered settings)\n\
-                 help: `pgwarden start` it once; an upgrade starts from a cluster pgwarden has run",
-                config.data_dir.display()
-            ),
-        });
+        return Err(never_ran(&config.data_dir));
     };
     let cluster_major = cluster_major(&config.data_dir)?;
     let old = binaries::installed_for(
@@ -220,6 +253,7 @@ pub async fn prepare(resolved: &Resolved, request: &Request) -> Result<Prepared>
     match made {
         Ok(mode) => Ok(Prepared {
             record: Record { mode, ..record },
+            lock,
             state_dir,
             old,
             new,
@@ -294,6 +328,7 @@ fn make_new_cluster(
 pub async fn perform(prepared: Prepared) -> Result<Done> {
     let Prepared {
         record,
+        lock: _lock,
         state_dir,
         old,
         new,
@@ -301,7 +336,8 @@ pub async fn perform(prepared: Prepared) -> Result<Done> {
         install_user,
         ..
     } = prepared;
-    let _lock = crate::instance::lock::InstanceLock::acquire(&state_dir, &record.data_dir)?;
+    let _instance_lock =
+        crate::instance::lock::InstanceLock::acquire(&state_dir, &record.data_dir)?;
     let work = work_dir(&state_dir);
     let upgraded = pg_upgrade::Run {
         old: &old,
@@ -490,6 +526,17 @@ async fn read_facts(
     })
     .await
     .expect("the facts task panicked")
+}
+
+fn never_ran(data_dir: &Path) -> Error {
+    Error::UpgradeRefused {
+        what: format!(
+            "no instance has run on {} yet (no remembered settings)\n\
+             help: `pgwarden start` it once (with the flags that name it: --name, --data-dir); \
+             an upgrade starts from a cluster pgwarden has run",
+            data_dir.display()
+        ),
+    }
 }
 
 /// The refusal of a second upgrade while one awaits `--finish` or `--rollback` (or was

@@ -84,6 +84,51 @@ pub struct Record {
     pub switched_unix: Option<u64>,
 }
 
+impl Record {
+    /// The `status` line: "upgraded from 16.14.0 on 2026-12-07 14:45 UTC, rollback available
+    /// (`pgwarden upgrade --rollback`; `--finish` deletes DIR)".
+    pub fn describe(&self) -> String {
+        let on = self
+            .switched_unix
+            .map(|t| format!(" on {}", utc_minute(t)))
+            .unwrap_or_default();
+        match (self.phase, self.mode) {
+            (Phase::Upgraded, Mode::Link) => format!(
+                "upgraded from {}{on} with --link: no rollback; `pgwarden upgrade --finish` removes {}",
+                self.from,
+                self.kept_dir.display()
+            ),
+            (Phase::Upgraded, _) => format!(
+                "upgraded from {}{on}, rollback available (`pgwarden upgrade --rollback`; \
+                 `pgwarden upgrade --finish` deletes {})",
+                self.from,
+                self.kept_dir.display()
+            ),
+            (phase, _) => format!(
+                "an upgrade from {} to {} was interrupted ({phase:?}); the next start completes or undoes it",
+                self.from, self.to
+            ),
+        }
+    }
+}
+
+/// `2026-12-07 14:45 UTC` for seconds since the epoch (civil from days, Howard Hinnant's
+/// algorithm: no time zone database needed for UTC).
+fn utc_minute(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let (hour, minute) = ((unix % 86_400) / 3600, (unix % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
+}
+
 /// The new and kept directories' paths for `data_dir`: `<name>.upgrade-17`, `<name>.pg16`,
 /// `<name>.pg17-discarded`. Siblings, so that the switch is renames within one filesystem.
 pub fn sibling(data_dir: &Path, suffix: &str) -> PathBuf {
@@ -162,6 +207,13 @@ pub fn restore_lock(file: &LockFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_switch_time_is_shown_in_utc() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_minute(1_796_654_700), "2026-12-07 14:45 UTC");
+        assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00 UTC");
+    }
 
     #[test]
     fn siblings_sit_beside_the_data_directory() {

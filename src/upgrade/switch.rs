@@ -74,7 +74,16 @@ pub async fn recover(state_dir: &Path) -> Result<Recovered> {
 /// in the old one (`--link` renames its `global/pg_control` to `pg_control.old` before linking).
 pub async fn undo_preparation(state_dir: &Path, record: &Record) -> Result<()> {
     // A killed pg_upgrade's servers outlive it (pg_ctl detaches them): stopped first, cleanly.
-    for dir in [&record.new_dir, &record.data_dir] {
+    // A postgres on the old cluster is one only while no other pgwarden supervises it: a
+    // refused pre-flight undoes its preparation beside the server that runs on.
+    let supervised =
+        crate::instance::lock::holder(state_dir).is_some_and(|pid| pid != std::process::id());
+    let dirs = if supervised {
+        vec![&record.new_dir]
+    } else {
+        vec![&record.new_dir, &record.data_dir]
+    };
+    for dir in dirs {
         if let Some(pid) = crate::supervisor::server::survivor(dir) {
             warn!(pid = pid.as_raw(), dir = %dir.display(), "a postgres started by the interrupted upgrade still runs; shutting it down");
             crate::supervisor::server::stop_survivor(pid, dir, std::time::Duration::from_secs(60))
