@@ -369,6 +369,33 @@ fn a_15_cluster_comes_to_16_with_every_row() {
     assert!(pg.server_version().starts_with("16.14"));
 }
 
+/// `--link`: warned, upgraded with every row, and then no rollback (exit 2, naming --link and
+/// the way out); `--finish` removes what is left of the old cluster.
+#[test]
+fn a_linked_upgrade_warns_and_refuses_a_rollback() {
+    let pg = Instance::new();
+    pg.start_16_with_data();
+    let before = pg.contents();
+    let out = pg.upgrade_17(&["--link"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(text(&out).contains("warning: --link"), "{out:?}");
+    assert!(pg.server_version().starts_with("17.10"));
+    assert_eq!(pg.contents(), before);
+
+    let out = pg.pgw(&["upgrade", "--rollback", "--yes"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        text(&out).contains("--link") && text(&out).contains("help:"),
+        "{out:?}"
+    );
+    assert!(pg.server_version().starts_with("17.10"));
+    assert_eq!(pg.siblings(), ["data", "data.pg16", "data.pgwarden"]);
+    let out = pg.pgw(&["upgrade", "--finish"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(pg.siblings(), ["data", "data.pgwarden"]);
+    assert_eq!(pg.contents(), before);
+}
+
 /// The 17 installation minus `pg_trgm.so`, used in place (`--binaries`): pg_upgrade's check
 /// names the library; nothing is made, the server runs on with the same postmaster.
 #[test]
