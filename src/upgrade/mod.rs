@@ -522,6 +522,9 @@ async fn read_facts(
             })
             .and_then(|mut client| new_cluster::Facts::read(&mut client));
         server.stop()?;
+        // The temporary server runs with fsync off: its shutdown checkpoint made durable now,
+        // before anything relies on the old cluster being as it was.
+        crate::cluster::flush_to_disk(&config.data_dir)?;
         facts
     })
     .await

@@ -84,6 +84,16 @@ pub fn programs(old: &Install, new: &Install) -> Result<()> {
 /// directories the upgrade makes beside it are free.
 pub fn directories(data_dir: &Path, siblings: &[&Path]) -> Result<()> {
     let parent = data_dir.parent().unwrap_or(Path::new("/"));
+    if std::fs::symlink_metadata(data_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(refuse(format!(
+            "the data directory {} is a symbolic link; the upgrade switches clusters by renaming \
+             the data directory, which would move the link, not the cluster\n\
+             help: point --data-dir at the directory it leads to ({})",
+            data_dir.display(),
+            std::fs::canonicalize(data_dir)
+                .map_or_else(|_| "its target".to_string(), |p| p.display().to_string())
+        )));
+    }
     let (Ok(dir), Ok(up)) = (std::fs::metadata(data_dir), std::fs::metadata(parent)) else {
         return Err(refuse(format!(
             "cannot read {} or its parent",
@@ -237,5 +247,10 @@ mod tests {
         std::fs::create_dir_all(&kept).unwrap();
         let err = directories(&data, &[&kept]).unwrap_err();
         assert!(err.to_string().contains("data.pg16 exists"), "{err}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        let err = directories(&link, &[]).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(err.exit_code(), 2);
     }
 }
