@@ -344,8 +344,8 @@ fn pgwarden_killed_during_an_upgrade_or_rollback_leaves_a_cluster_that_starts_wi
     assert!(text(&out).contains("no upgrade to roll back"), "{out:?}");
 }
 
-/// An older container's volume: a 15 cluster (run with `--version 15`), brought to 16 by the
-/// same machinery, and a plain `start` then on 16 with every row.
+/// An older container's volume: a 15 cluster (run with `--version 15`, then stopped), brought to
+/// 16 by the same machinery, and a plain `start` then on 16 with every row.
 #[test]
 fn a_15_cluster_comes_to_16_with_every_row() {
     let pg = Instance::new();
@@ -354,6 +354,9 @@ fn a_15_cluster_comes_to_16_with_every_row() {
     assert!(pg.server_version().starts_with("15.19"));
     let before = pg.contents();
 
+    // Stopped: the old cluster's settings are read through a temporary server, pg_upgrade's
+    // check is not a live one, and the upgraded server is started all the same.
+    assert_eq!(pg.pgw(&["stop"], &[]).status.code(), Some(0));
     let wheel_16 = common::pypi_wheel().display().to_string();
     let out = pg.pgw(&["upgrade", "16", "--archive", &wheel_16], &[]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
