@@ -85,16 +85,14 @@ impl Relaunch {
     /// Runs `pgwarden start …` and waits for it (it returns once the server is ready, having
     /// printed `DATABASE_URL=…` on stdout).
     pub async fn start(&self) -> Result<()> {
-        let mut exe = std::env::current_exe().map_err(|e| Error::Backup {
-            what: format!("cannot find the pgwarden binary: {e}"),
-        })?;
+        let mut exe = std::env::current_exe().map_err(Error::CurrentExe)?;
         // Replaced on disk while this ran (an upgrade): the new binary at the same path.
         if !exe.exists()
             && let Some(path) = exe.to_str().and_then(|p| p.strip_suffix(" (deleted)"))
         {
             exe = PathBuf::from(path);
         }
-        let mut command = tokio::process::Command::new(exe);
+        let mut command = tokio::process::Command::new(&exe);
         command.args(&self.args).stdin(std::process::Stdio::null());
         if let Some(env) = &self.env {
             command.env_clear().envs(env.iter().cloned());
@@ -102,8 +100,10 @@ impl Relaunch {
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
-        let status = command.status().await.map_err(|e| Error::Backup {
-            what: format!("cannot run `pgwarden start`: {e}"),
+        let status = command.status().await.map_err(|source| Error::Spawn {
+            what: "`pgwarden start`".into(),
+            program: exe.clone(),
+            source,
         })?;
         if !status.success() {
             return Err(Error::Backup {

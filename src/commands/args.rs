@@ -63,10 +63,9 @@ impl Cli {
     }
 }
 
-/// The exit code of a command line clap refused: clap's own (2 for a usage error, 0 for
-/// `--help` and `--version`), except that `check` exits 3 on a usage error as pg_isready does
-/// ("no attempt"), so that 1 is never mistaken for "rejecting". The subcommand is the one clap
-/// finds in `args` (global options before it included), not whatever `args[1]` is.
+/// The exit code of a command line clap refused ([`crate::error::usage_exit_code`] decides it),
+/// for the subcommand clap finds in `args` (global options before it included), not whatever
+/// `args[1]` is.
 pub fn usage_exit_code(e: &clap::Error, args: &[OsString]) -> i32 {
     use clap::CommandFactory;
     let subcommand = Cli::command()
@@ -74,24 +73,20 @@ pub fn usage_exit_code(e: &clap::Error, args: &[OsString]) -> i32 {
         .try_get_matches_from(args)
         .ok()
         .and_then(|m| m.subcommand_name().map(str::to_string));
-    if subcommand.as_deref() == Some("check") && e.use_stderr() {
-        crate::pg::probe::PingStatus::NoAttempt.exit_code()
-    } else {
-        e.exit_code()
-    }
+    crate::error::usage_exit_code(e, subcommand.as_deref())
 }
 
 impl Command {
-    /// The sources of the instance this command addresses (what it resolves), `None` for the
-    /// commands that address none (`install`, `ls`, `init`, …). The commands build these same
-    /// sources from their arguments; the instance stage's tests resolve them side by side.
+    /// The sources of the instance this command addresses, `None` for the commands that address
+    /// none (`install`, `ls`, `init`, …): what [`super::dispatch`] resolves, once, and hands to
+    /// the verb. The instance stage's tests resolve them side by side.
     pub fn instance_sources(&self) -> Option<Sources> {
         use db::DbCommand;
         use snapshot::SnapshotCommand;
         Some(match self {
             Command::Run(args) => args.sources(),
             Command::Start(args) | Command::Restart(args) => args.run.sources(),
-            Command::Exec(args) => args.run.sources(),
+            Command::Exec(args) => args.run_args().sources(),
             Command::Restore(args) => args.run.sources(),
             Command::Snapshot(
                 SnapshotCommand::Save(args)
@@ -796,5 +791,10 @@ mod tests {
         assert_eq!(code(&["pgwarden", "status", "--bogus"]), 2);
         assert_eq!(code(&["pgwarden", "--bogus"]), 2);
         assert_eq!(code(&["pgwarden", "check", "--help"]), 0);
+        assert_eq!(
+            crate::error::EXIT_CHECK_NO_ATTEMPT,
+            crate::pg::probe::PingStatus::NoAttempt.exit_code(),
+            "check's usage error is pg_isready's no attempt"
+        );
     }
 }

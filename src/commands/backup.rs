@@ -2,7 +2,6 @@
 //! ([`crate::backup::base`]), recorded in `<state dir>/backup.json` for `status`.
 
 use crate::backup::{base, human_bytes, now_ms, record};
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::{Error, Result};
@@ -30,8 +29,7 @@ pub struct BackupArgs {
     pub instance: InstanceArgs,
 }
 
-pub async fn run(args: BackupArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub async fn run(args: BackupArgs, instance: Instance) -> Result<i32> {
     instance.require_running()?;
     let status = instance.status.clone().ok_or_else(|| Error::Backup {
         what: "the running pgwarden has written no status yet; wait until it is ready (`pgwarden wait`)".into(),

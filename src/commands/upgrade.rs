@@ -6,7 +6,7 @@ use crate::commands::{Globals, InstanceArgs, RunArgs, SourceArgs};
 use crate::config::Layer;
 use crate::config::{self, ShutdownMode};
 use crate::error::{Error, Result};
-use crate::instance::resolve::resolve;
+use crate::instance::resolve::{Resolved, resolve};
 use crate::upgrade::{self, Request, state::Mode};
 use clap::{ArgGroup, Args};
 use std::path::PathBuf;
@@ -88,8 +88,7 @@ impl UpgradeArgs {
     }
 }
 
-pub async fn run(args: UpgradeArgs, globals: &Globals) -> Result<i32> {
-    let resolved = resolve(globals.sources(args.instance.sources()))?;
+pub async fn run(args: UpgradeArgs, resolved: Resolved, globals: &Globals) -> Result<i32> {
     if args.finish {
         let _lock = upgrade::UpgradeLock::acquire(&resolved.state_dir)?;
         let record = upgrade::finish::finish(&resolved.state_dir)?;
@@ -215,13 +214,13 @@ async fn start_again(args: &UpgradeArgs, globals: &Globals) -> Result<Instance> 
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
     })?;
-    let instance = Instance::resolve(globals, run.sources())?;
+    let resolved = resolve(globals.sources(run.sources()))?;
     super::start::launch(
-        &instance.config,
+        &resolved.config,
         run.command_line("run", globals),
         Instant::now() + timeout,
         timeout,
     )
     .await?;
-    Instance::resolve(globals, run.sources())
+    Ok(resolve(globals.sources(run.sources()))?.observe())
 }
