@@ -5,8 +5,15 @@
 //! ready), the same environment (`POSTGRES_PASSWORD` and friends: without them the reconcile
 //! would put the defaults back) and the same working directory (relative paths), read from
 //! `/proc/<pid>` before it is stopped. Otherwise `pgwarden start` gets the command line built
-//! from the command's own parsed flags ([`crate::commands::RunArgs::command_line`]). Either way through the ordinary `start` path: nothing here reaches into
-//! the supervisor.
+//! from the command's own parsed flags ([`crate::commands::RunArgs::command_line`]). Either way
+//! through the ordinary `start` path: nothing here reaches into the supervisor.
+//!
+//! Why `/proc` and not the remembered settings of the state directory
+//! ([`crate::instance::remembered`]): those hold the flags and where the password came from,
+//! never the environment's values (`POSTGRES_PASSWORD`, `POSTGRES_USER`, …, secrets that are
+//! written nowhere), nor the flags that are asked for each time (`--ephemeral`,
+//! `--create-user`, `--data-from`); a relaunch from them would reconcile the role back to the
+//! defaults.
 
 use crate::error::{Error, Result};
 use std::ffi::OsString;

@@ -738,6 +738,81 @@ mod tests {
         assert_eq!(format!("{parsed:?}"), format!("{quiet:?}"));
     }
 
+    /// `dispatch` hands every verb that addresses an instance the one it resolved from
+    /// `instance_sources`: each of those verbs has sources, the others none.
+    #[test]
+    fn every_verb_that_addresses_an_instance_has_its_sources() {
+        let addressing: [&[&str]; 27] = [
+            &["run"],
+            &["start"],
+            &["restart"],
+            &["stop"],
+            &["status"],
+            &["url"],
+            &["env"],
+            &["wait"],
+            &["logs"],
+            &["psql"],
+            &["check"],
+            &["doctor"],
+            &["reload"],
+            &["reset"],
+            &["backup"],
+            &["restore", "b.tar.zst"],
+            &["snapshot", "save", "s"],
+            &["snapshot", "restore", "s"],
+            &["snapshot", "rm", "s"],
+            &["snapshot", "ls"],
+            &["db", "create", "d"],
+            &["db", "drop", "d"],
+            &["db", "reindex-collations"],
+            &["exec", "--", "true"],
+            &["exec", "--ephemeral", "--", "true"],
+            &["up"],
+            &["down"],
+        ];
+        let parse = |line: &[&str]| {
+            Cli::try_parse_from(std::iter::once(&"pgwarden").chain(line))
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+        };
+        for line in addressing {
+            assert!(parse(line).command.instance_sources().is_some(), "{line:?}");
+        }
+        for line in [
+            &["install"][..],
+            &["export-archive", "x.tgz"],
+            &["completions", "bash"],
+            &["archive-wal", "--to", "/a", "000000010000000000000001", "p"],
+            &["ls"],
+            &["ps"],
+            &["init"],
+            &["service", "install"],
+        ] {
+            assert!(parse(line).command.instance_sources().is_none(), "{line:?}");
+        }
+    }
+
+    /// A throwaway `exec` gets a name of its own and any free port, in the sources `dispatch`
+    /// resolves and in the command line of its background server alike.
+    #[test]
+    fn a_throwaway_exec_has_its_own_name_and_a_free_port() {
+        let cli = Cli::try_parse_from(["pgwarden", "exec", "--ephemeral", "--", "true"]).unwrap();
+        let Command::Exec(args) = &cli.command else {
+            panic!("expected exec");
+        };
+        let sources = cli.command.instance_sources().unwrap();
+        assert_eq!(sources.flags.port, Some(0));
+        let name = format!("exec-{}", std::process::id());
+        assert_eq!(sources.flags.name.as_deref(), Some(name.as_str()));
+        let line = args.run_args().command_line("run", &cli.globals());
+        assert!(line.contains(&OsString::from(format!("--name={name}"))));
+        assert!(line.contains(&OsString::from("--port=0")));
+        // Not a throwaway: the instance flags as given.
+        let cli = Cli::try_parse_from(["pgwarden", "exec", "--", "true"]).unwrap();
+        let sources = cli.command.instance_sources().unwrap();
+        assert_eq!((sources.flags.port, sources.flags.name), (None, None));
+    }
+
     #[test]
     fn up_and_down_are_start_and_stop() {
         let up = Cli::try_parse_from(["pgwarden", "up", "--port", "7"]).unwrap();
