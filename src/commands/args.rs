@@ -742,7 +742,7 @@ mod tests {
     /// `instance_sources`: each of those verbs has sources, the others none.
     #[test]
     fn every_verb_that_addresses_an_instance_has_its_sources() {
-        let addressing: [&[&str]; 27] = [
+        let addressing: [&[&str]; 30] = [
             &["run"],
             &["start"],
             &["restart"],
@@ -770,6 +770,9 @@ mod tests {
             &["exec", "--ephemeral", "--", "true"],
             &["up"],
             &["down"],
+            &["upgrade", "17"],
+            &["upgrade", "--rollback"],
+            &["upgrade", "--finish"],
         ];
         let parse = |line: &[&str]| {
             Cli::try_parse_from(std::iter::once(&"pgwarden").chain(line))
