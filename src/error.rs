@@ -84,6 +84,16 @@ pub enum Error {
     #[error("{what}")]
     Server { what: String },
 
+    /// `pgwarden upgrade` refused before it changed anything (a pre-flight check, a version,
+    /// an upgrade already under way): exit 2, the old cluster as it was.
+    #[error("{what}")]
+    UpgradeRefused { what: String },
+
+    /// A step of `pgwarden upgrade` (or its rollback or finish) failed; the message says in
+    /// which state it left the clusters.
+    #[error("{what}")]
+    Upgrade { what: String },
+
     /// The background pgwarden of `start`, `restart` or `exec` refused its settings (it exited
     /// 2): its own error, shown once, and the same exit code.
     #[error("{what}")]
@@ -235,6 +245,7 @@ impl Error {
             | Error::UntrustedPrograms { .. }
             | Error::Locked { .. }
             | Error::TakeOver { .. }
+            | Error::UpgradeRefused { .. }
             | Error::BackgroundRefused { .. } => EXIT_INVALID,
             Error::NotRunning { .. } => EXIT_NOT_RUNNING,
             _ => EXIT_FAILURE,

@@ -1,4 +1,5 @@
-//! pgwarden: a native, supervised PostgreSQL 16 server that replaces a `postgres:16` container.
+//! pgwarden: a native, supervised PostgreSQL 16 server that replaces a `postgres:16` container
+//! (15 and 17 too, for `pgwarden upgrade`).
 //!
 //! # Layout
 //! The data flows in one direction, each stage passing one plain value to the next:
@@ -35,6 +36,9 @@
 //!   reconciling role and database, signals in, systemd notifications out.
 //! - [`postmaster`]: a postgres process — temporary server, stop escalation, `postmaster.pid`, its log.
 //! - [`backup`]: base backups, restores in place, snapshots, the WAL archive.
+//! - [`upgrade`]: `pgwarden upgrade`: a later major version by pg_upgrade into a new cluster
+//!   beside the old one, switched by renames under a durable record that `run` completes or
+//!   undoes after a kill ([`upgrade::switch::recover`]); `--rollback` and `--finish`.
 //! - [`observe`]: the health and metrics endpoint.
 //! - [`pg`]: PostgreSQL formats, no policy: URLs, conninfo, probe, SQL scripts, initdb args, verifiers.
 //! - [`os`]: the operating system: paths, /proc, privilege, private files, background work.
@@ -55,3 +59,4 @@ pub mod os;
 pub mod pg;
 pub mod postmaster;
 pub mod supervisor;
+pub mod upgrade;

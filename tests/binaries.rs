@@ -769,14 +769,14 @@ fn existing_installation_is_used_in_place_and_not_modified() {
 }
 
 #[test]
-fn existing_15_installation_is_refused() {
+fn existing_14_installation_is_refused() {
     let dir = common::test_dir();
-    let fake = dir.path().join("pg15");
+    let fake = dir.path().join("pg14");
     fs::create_dir_all(fake.join("bin")).unwrap();
     for (name, script) in [
         (
             "postgres",
-            "#!/bin/sh\necho 'postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)'\n",
+            "#!/bin/sh\necho 'postgres (PostgreSQL) 14.8 (Debian 14.8-0+deb12u1)'\n",
         ),
         ("initdb", "#!/bin/sh\nexit 1\n"),
     ] {
@@ -789,7 +789,7 @@ fn existing_15_installation_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let all = text(&out);
     assert!(
-        all.contains("PostgreSQL 15.8") && all.contains("16 only"),
+        all.contains("PostgreSQL 14.8") && all.contains("15, 16 or 17"),
         "{out:?}"
     );
     assert_eq!(snapshot(&fake), before);

@@ -399,9 +399,9 @@ fn bad_config_is_an_error_naming_file_and_key() {
 #[test]
 fn another_major_version_is_refused() {
     let dir = test_dir();
-    // An archive whose postgres says it is 15.
-    let fake = dir.path().join("pg15.tar.gz");
-    let script = b"#!/bin/sh\necho 'postgres (PostgreSQL) 15.8'\n";
+    // An archive whose postgres says it is 14 (pgwarden runs 15, 16 and 17).
+    let fake = dir.path().join("pg14.tar.gz");
+    let script = b"#!/bin/sh\necho 'postgres (PostgreSQL) 14.8'\n";
     {
         let gz = flate2::write::GzEncoder::new(
             std::fs::File::create(&fake).unwrap(),
@@ -415,7 +415,7 @@ fn another_major_version_is_refused() {
             header.set_cksum();
             tar.append_data(
                 &mut header,
-                format!("postgresql-15.8.0-x/{name}"),
+                format!("postgresql-14.8.0-x/{name}"),
                 &script[..],
             )
             .unwrap();
@@ -436,8 +436,8 @@ fn another_major_version_is_refused() {
     );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("PostgreSQL 15.8.0"), "{stderr}");
-    assert!(stderr.contains("PostgreSQL 16 only"), "{stderr}");
+    assert!(stderr.contains("PostgreSQL 14.8.0"), "{stderr}");
+    assert!(stderr.contains("PostgreSQL 15, 16 or 17"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(&install)
         .unwrap()
         .flatten()

@@ -23,6 +23,7 @@ mod procfs;
 mod registry;
 mod reset;
 mod stats;
+mod upgrade;
 
 use ctx::{Ctx, remove};
 use launch::{
@@ -51,6 +52,7 @@ struct Options {
     only_backup: bool,
     only_pypi: bool,
     only_dump: bool,
+    only_upgrade: bool,
     backup_runs: usize,
     pgwarden: Option<PathBuf>,
 }
@@ -71,6 +73,7 @@ fn options() -> Options {
         only_backup: false,
         only_pypi: false,
         only_dump: false,
+        only_upgrade: false,
         backup_runs: 3,
         pgwarden: None,
     };
@@ -116,6 +119,11 @@ fn options() -> Options {
                 o.only_ci = true;
                 o.only_lifecycle = true;
             }
+            "--only-upgrade" => {
+                o.only_upgrade = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
             "--backup-runs" => {
                 o.backup_runs = args
                     .next()
@@ -134,7 +142,7 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--only-pypi] [--only-dump] [--backup-runs N] [--pgwarden PATH]\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--only-pypi] [--only-dump] [--only-upgrade] [--backup-runs N] [--pgwarden PATH]\n\
                      --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
@@ -146,6 +154,7 @@ fn options() -> Options {
                      --only-backup     only rows 14-15 (backup throughput, snapshot restore; needs zstd)\n\
                      --only-pypi       only row 17 (cold install from the package index vs npm; network, not in a full run)\n\
                      --only-dump       only row 18 (exec -- pg_dump -Fc vs the same pg_dump directly, ~100 MB database)\n\
+                     --only-upgrade    only row 19 (upgrade 17 --copy vs pg_upgrade by hand, ~100 MB cluster; downtime)\n\
                      --backup-runs N   runs of row 14, a few hundred MB each (default 3; row 15 takes --runs)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
@@ -210,6 +219,9 @@ fn main() {
     }
     if o.only_dump || (!o.only_ci && !o.only_lifecycle) {
         rows.extend(registry::exec_pg_dump(&ctx, o.runs));
+    }
+    if o.only_upgrade || (!o.only_ci && !o.only_lifecycle) {
+        rows.extend(upgrade::upgrade_copy(&ctx, o.runs));
     }
 
     println!("\nMachine: {}", procfs::machine());

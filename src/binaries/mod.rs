@@ -28,7 +28,7 @@ pub use crate::config::install_policy::Policy;
 pub use crate::config::{Net, Source, THESEUS_DOWNLOADS};
 pub use mirror::{asset_name, exact_version};
 
-use crate::config::{MAJOR, NpmSettings, PypiSettings, Theseus};
+use crate::config::{MAJORS, NpmSettings, PypiSettings, Theseus, majors_text};
 use crate::error::{Error, IoContext, Result};
 use crate::os::privilege::RunAs;
 use semver::{Version, VersionReq};
@@ -567,11 +567,12 @@ fn commit_unpacked(
     std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
         .io("cannot set the mode of", staging.path())?;
     let version = postgres_version(&staging.path().join("bin/postgres"), policy)?;
-    if version.major != MAJOR {
+    if !MAJORS.contains(&version.major) {
         return Err(Error::Binaries {
             what: format!(
-                "{what} contains PostgreSQL {version}; pgwarden runs PostgreSQL {MAJOR} only\n\
-                 help: use a PostgreSQL {MAJOR} archive"
+                "{what} contains PostgreSQL {version}; pgwarden runs PostgreSQL {}\n\
+                 help: use a PostgreSQL 16 archive (or 15 or 17 for `pgwarden upgrade`)",
+                majors_text()
             ),
         });
     }

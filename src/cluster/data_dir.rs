@@ -10,7 +10,6 @@
 //! launch was killed or the machine went down): the next launch clears it and starts over. A
 //! directory pgwarden did not mark is never cleared.
 
-use crate::config::MAJOR;
 use crate::error::{Error, IoContext, Result};
 use crate::os::privilege::RunAs;
 use std::os::unix::fs::MetadataExt;
@@ -63,8 +62,8 @@ impl DataDir {
 
 /// Every check on the data directory, as `run` makes them before it changes anything:
 /// reachable by the server's user, not a foreign non-empty directory, and, for a cluster, the
-/// right major version, owner and mode.
-pub fn examine(data_dir: &Path, run_as: &RunAs) -> Result<DataDir> {
+/// right major version (`major`, the binaries'), owner and mode.
+pub fn examine(data_dir: &Path, run_as: &RunAs, major: u64) -> Result<DataDir> {
     run_as.check_traversable(data_dir)?;
     let found = inspect(data_dir)?;
     match &found {
@@ -73,7 +72,7 @@ pub fn examine(data_dir: &Path, run_as: &RunAs) -> Result<DataDir> {
         DataDir::Cluster { .. } => {
             // Every problem at once, so that one fix-and-retry fixes them all.
             let problems: Vec<String> = [
-                check_major(data_dir),
+                check_major(data_dir, major),
                 check_owner(data_dir, run_as, false),
                 check_mode(data_dir),
             ]
@@ -143,12 +142,13 @@ fn pg_version(data_dir: &Path) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The cluster is of the major version pgwarden runs.
-fn check_major(data_dir: &Path) -> Result<()> {
+/// The cluster is of the major version of the binaries that would run it (`major`).
+fn check_major(data_dir: &Path, major: u64) -> Result<()> {
     match pg_version(data_dir) {
-        Some(major) if major != MAJOR.to_string() => Err(cluster_error(format!(
-            "data directory {} holds a PostgreSQL {major} cluster; pgwarden runs PostgreSQL {MAJOR}\n\
-             help: upgrade the cluster with pg_upgrade, or point --data-dir at another directory",
+        Some(found) if found != major.to_string() => Err(cluster_error(format!(
+            "data directory {} holds a PostgreSQL {found} cluster, but the binaries asked for are PostgreSQL {major}\n\
+             help: `pgwarden upgrade {major}` upgrades the cluster (from 15 or 16); or ask for its own \
+             version (--version {found}); or point --data-dir at another directory",
             data_dir.display()
         ))),
         _ => Ok(()),
@@ -329,8 +329,11 @@ mod tests {
     fn another_major_and_a_wrong_mode_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("PG_VERSION"), "15\n").unwrap();
-        let err = examine(dir.path(), &me()).unwrap_err().to_string();
+        let err = examine(dir.path(), &me(), 16).unwrap_err().to_string();
         assert!(err.contains("PostgreSQL 15 cluster"), "{err}");
+        assert!(err.contains("pgwarden upgrade 16"), "{err}");
+        examine(dir.path(), &me(), 15).unwrap_err(); // the mode, not the major
+        assert!(check_major(dir.path(), 15).is_ok());
         std::fs::write(dir.path().join("PG_VERSION"), "16\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -41,7 +41,8 @@ mod template;
 pub mod template_fill;
 
 pub use data_dir::{Before, CREATING, DataDir, MARKER, STAGING, empty_except_creating, examine};
-use flush::{BackgroundFlush, flush_to_disk, sync_dir};
+use flush::BackgroundFlush;
+pub use flush::{flush_to_disk, sync_dir};
 pub use settings::{SETTINGS_FILE, write_server_settings};
 
 use crate::binaries::Install;
@@ -179,7 +180,7 @@ fn cacheable(config: &Config) -> Result<bool> {
 /// Every check `run` makes before it changes anything, and `doctor` makes too: the data
 /// directory ([`examine`]) and, for a new cluster, the separate WAL directory.
 pub fn check(config: &Config, run_as: &RunAs) -> Result<DataDir> {
-    let found = examine(&config.data_dir, run_as)?;
+    let found = examine(&config.data_dir, run_as, config.major())?;
     take_over::check_source(config)?;
     if !matches!(found, DataDir::Cluster { .. })
         && config.data_from.is_none()

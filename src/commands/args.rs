@@ -7,7 +7,7 @@ use super::service::ServiceCommand;
 use super::start::StartArgs;
 use super::{
     archive_wal, backup, check, completions, db, doctor, exec, init, logs, ls, psql, reload, reset,
-    restore, snapshot, status, stop, url, wait,
+    restore, snapshot, status, stop, upgrade, url, wait,
 };
 
 use crate::config::{Layer, Sources};
@@ -116,6 +116,7 @@ impl Command {
             Command::Db(DbCommand::Create(args)) => args.instance.sources(),
             Command::Db(DbCommand::Drop(args)) => args.instance.sources(),
             Command::Db(DbCommand::ReindexCollations(args)) => args.instance.sources(),
+            Command::Upgrade(args) => args.instance.sources(),
             Command::Install(_)
             | Command::ExportArchive(_)
             | Command::Completions(_)
@@ -272,6 +273,9 @@ pub enum Command {
     /// Write a commented pgwarden.toml (the project file) into this directory.
     Init(init::InitArgs),
 
+    /// Upgrade the cluster to a later major version (pg_upgrade), undoably: --rollback, --finish.
+    Upgrade(upgrade::UpgradeArgs),
+
     /// Install pgwarden as a systemd service.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -316,7 +320,7 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    fn apply(&self, layer: Layer) -> Layer {
+    pub(crate) fn apply(&self, layer: Layer) -> Layer {
         Layer {
             mirror: self.mirror.clone(),
             binaries: self.binaries.clone(),
@@ -747,7 +751,7 @@ mod tests {
     /// `instance_sources`: each of those verbs has sources, the others none.
     #[test]
     fn every_verb_that_addresses_an_instance_has_its_sources() {
-        let addressing: [&[&str]; 27] = [
+        let addressing: [&[&str]; 30] = [
             &["run"],
             &["start"],
             &["restart"],
@@ -775,6 +779,9 @@ mod tests {
             &["exec", "--ephemeral", "--", "true"],
             &["up"],
             &["down"],
+            &["upgrade", "17"],
+            &["upgrade", "--rollback"],
+            &["upgrade", "--finish"],
         ];
         let parse = |line: &[&str]| {
             Cli::try_parse_from(std::iter::once(&"pgwarden").chain(line))

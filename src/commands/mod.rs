@@ -31,6 +31,7 @@ pub mod snapshot;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod upgrade;
 pub mod url;
 pub mod wait;
 
@@ -84,6 +85,7 @@ pub async fn dispatch(cli: Cli, run_instance: Option<Result<Resolved>>) -> Resul
         Command::Exec(args) => exec::run(args, addressed.take()?, globals).await,
         Command::Install(args) => install::install(args, globals).await,
         Command::ExportArchive(args) => export_archive::export_archive(args, globals).await,
+        Command::Upgrade(args) => upgrade::run(args, addressed.take()?, globals).await,
         Command::Service(service::ServiceCommand::Install(args)) => {
             service::install(&args).map(|()| 0)
         }

@@ -71,6 +71,15 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
             server::stop_survivor(pid, &dir, config.shutdown_timeout).await;
         }
     }
+    // An upgrade a killed pgwarden left half done is completed or undone first; when that
+    // changed the version the instance runs, its settings are loaded again.
+    let recovered = crate::upgrade::switch::recover(&state_dir).await?;
+    let resolved = if recovered.changed_version() {
+        crate::instance::resolve::resolve(resolved.sources.clone())?
+    } else {
+        resolved
+    };
+    let config = &resolved.config;
     if claim.is_throwaway() {
         prepare_throwaway(config)?;
     }

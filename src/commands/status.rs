@@ -87,8 +87,8 @@ fn preparing(instance: &Instance, pid: u32, json: bool) {
     }
 }
 
-/// The status record with `running`, the times, the URL, the last backup and the spares' disk
-/// use, as one object.
+/// The status record with `running`, the times, the URL, the last backup, the spares' disk
+/// use and an upgrade awaiting `--finish` or `--rollback`, as one object.
 fn print_json(instance: &Instance, status: &Status, times: &Times, url: &str) {
     let mut value = serde_json::to_value(status).expect("status serialises");
     let object = value.as_object_mut().expect("an object");
@@ -103,6 +103,14 @@ fn print_json(instance: &Instance, status: &Status, times: &Times, url: &str) {
     object.insert(
         "spares".into(),
         json!(crate::backup::snapshot_spare::disk_use(&status.data_dir)),
+    );
+    object.insert(
+        "upgrade".into(),
+        json!(
+            crate::upgrade::state::read(&instance.state_dir)
+                .ok()
+                .flatten()
+        ),
     );
     println!("{value}");
 }
@@ -167,4 +175,10 @@ fn print_text(instance: &Instance, status: &Status, times: &Times, url: &str) {
         "  spares          {}",
         crate::backup::snapshot_spare::disk_use(&status.data_dir).describe()
     );
+    if let Some(record) = crate::upgrade::state::read(&instance.state_dir)
+        .ok()
+        .flatten()
+    {
+        println!("  upgrade         {}", record.describe());
+    }
 }

@@ -46,11 +46,23 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The only PostgreSQL major version pgwarden runs.
+/// The PostgreSQL major version pgwarden runs by default (the `postgres:16` service it replaces).
 pub const MAJOR: u64 = 16;
 
 /// The largest snapshot that gets a spare copy by default, in MB.
 pub const DEFAULT_SPARE_MAX_MB: u64 = 1024;
+
+/// Every major version pgwarden installs and runs: [`MAJOR`], the one before it (an older
+/// container's volume comes to 16 by `pgwarden upgrade`) and the one after it (the way off 16,
+/// by the same command). A cluster runs with binaries of its own major only.
+pub const MAJORS: [u64; 3] = [15, 16, 17];
+
+/// "15, 16 or 17".
+pub fn majors_text() -> String {
+    let (last, rest) = MAJORS.split_last().expect("not empty");
+    let rest: Vec<String> = rest.iter().map(u64::to_string).collect();
+    format!("{} or {last}", rest.join(", "))
+}
 
 /// The seed service's defaults (`postgres:16` on 127.0.0.1:5433, everything `trader`).
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1";
@@ -177,6 +189,11 @@ pub struct ProjectInUse {
 }
 
 impl Config {
+    /// The major version of the binaries this configuration asks for (`version`'s).
+    pub fn major(&self) -> u64 {
+        self.version.comparators.first().map_or(MAJOR, |c| c.major)
+    }
+
     /// The project file in use, if any.
     pub fn project_file(&self) -> Option<&Path> {
         self.project.as_ref().map(|p| p.file.as_path())
@@ -293,13 +310,13 @@ mod tests {
 
     #[test]
     fn bad_values_are_all_reported() {
-        let file = "listen_address = \"localhost:1\"\nversion = \"15\"\npassword = \"\"\n";
+        let file = "listen_address = \"localhost:1\"\nversion = \"18\"\npassword = \"\"\n";
         let text = load(Some(file), &[("PGWARDEN_PORT", "abc")], Layer::default())
             .unwrap_err()
             .to_string();
         for needle in [
             "listen_address",
-            "version \"15\"",
+            "version \"18\"",
             "password is empty",
             "PGWARDEN_PORT",
         ] {
@@ -417,14 +434,17 @@ mod tests {
     }
 
     #[test]
-    fn versions_other_than_16_are_refused() {
+    fn versions_other_than_15_16_and_17_are_refused() {
         let mut problems = vec![];
         assert!(parse_version("16.4.0", &mut problems).matches(&semver::Version::new(16, 4, 0)));
         assert!(parse_version("16", &mut problems).matches(&semver::Version::new(16, 14, 0)));
+        assert!(parse_version("17", &mut problems).matches(&semver::Version::new(17, 10, 0)));
         assert!(problems.is_empty());
-        parse_version("17", &mut problems);
+        parse_version("18", &mut problems);
+        parse_version("14.2", &mut problems);
         parse_version("latest", &mut problems);
-        assert_eq!(problems.len(), 2);
+        assert_eq!(problems.len(), 3);
+        assert!(problems[0].contains("15, 16 or 17"), "{problems:?}");
     }
 
     #[test]

