@@ -126,7 +126,10 @@ impl Command {
             Command::Psql(args) => args.instance.sources(),
             Command::Logs(args) => args.instance.sources(),
             Command::Stop(args) => args.instance.sources(),
-            Command::Backup(args) => args.instance.sources(),
+            Command::Backup(args) => match &args.command {
+                Some(backup::BackupCommand::Verify(verify)) => verify.instance.sources(),
+                None => args.instance.sources(),
+            },
             Command::Reload(args) => args.instance.sources(),
             Command::Reset(args) => args.instance.sources(),
             Command::Db(DbCommand::Create(args)) => args.instance.sources(),

@@ -50,6 +50,10 @@ pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
             "last_backup".into(),
             json!(crate::backup::record::read(&instance.state_dir)),
         );
+        object.insert(
+            "last_verify".into(),
+            json!(crate::backup::verify::record::read(&instance.state_dir)),
+        );
         println!("{value}");
         return Ok(0);
     }
@@ -103,6 +107,13 @@ pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
         "  last backup     {}",
         crate::backup::record::describe(
             crate::backup::record::read(&instance.state_dir).as_ref(),
+            now
+        )
+    );
+    println!(
+        "  last verify     {}",
+        crate::backup::verify::record::describe(
+            crate::backup::verify::record::read(&instance.state_dir).as_ref(),
             now
         )
     );

@@ -37,10 +37,33 @@ pub struct TempServer {
     log: LogTail,
     /// Told the postmaster's pid when it starts and when it is reaped.
     cancel: Cancel,
+    /// What the server is for, in its errors: "first launch", "verification".
+    purpose: &'static str,
 }
 
 impl TempServer {
     pub fn start(
+        config: &Config,
+        install: &Install,
+        run_as: &RunAs,
+        data_dir: &Path,
+        socket_dir: &Path,
+        cancel: &Cancel,
+    ) -> Result<TempServer> {
+        Self::start_for(
+            "first launch",
+            config,
+            install,
+            run_as,
+            data_dir,
+            socket_dir,
+            cancel,
+        )
+    }
+
+    /// [`TempServer::start`] for `purpose` (named in its errors).
+    pub fn start_for(
+        purpose: &'static str,
         config: &Config,
         install: &Install,
         run_as: &RunAs,
@@ -119,6 +142,7 @@ impl TempServer {
             port: config.port,
             log,
             cancel: cancel.clone(),
+            purpose,
         };
         server.wait_ready()?;
         tracing::debug!(
@@ -145,7 +169,8 @@ impl TempServer {
                 self.child = None;
                 return Err(Error::Cluster {
                     what: format!(
-                        "the temporary server for first launch exited ({status}): {}",
+                        "the temporary server for {} exited ({status}): {}",
+                        self.purpose,
                         self.last_error()
                     ),
                 });
@@ -153,7 +178,8 @@ impl TempServer {
             if Instant::now() >= deadline {
                 return Err(Error::Cluster {
                     what: format!(
-                        "the temporary server for first launch was not ready after {}s: {}",
+                        "the temporary server for {} was not ready after {}s: {}",
+                        self.purpose,
                         START_TIMEOUT.as_secs(),
                         self.last_error()
                     ),
@@ -208,11 +234,15 @@ impl TempServer {
         match escalated.status {
             Some(status) if status.success() && escalated.rungs == 1 => Ok(()),
             _ if escalated.rungs > 1 => Err(Error::Cluster {
-                what: "the temporary server for first launch did not stop in time".into(),
+                what: format!(
+                    "the temporary server for {} did not stop in time",
+                    self.purpose
+                ),
             }),
             status => Err(Error::Cluster {
                 what: format!(
-                    "the temporary server for first launch failed to stop cleanly ({}): {}",
+                    "the temporary server for {} failed to stop cleanly ({}): {}",
+                    self.purpose,
                     status.map_or_else(|| "unknown status".into(), |s| s.to_string()),
                     self.last_error()
                 ),
