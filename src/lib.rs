@@ -4,17 +4,18 @@
 //! The data flows in one direction, each stage passing one plain value to the next:
 //!
 //! ```text
-//! cli ──▶ config ──▶ instance ──▶ binaries ──▶ cluster ──▶ supervisor ──▶ postmaster
-//!         Config     state dir,   Install      Cluster     state machine  a postgres process
-//!                    lock, name
+//! commands ──▶ config ──▶ instance ──▶ binaries ──▶ cluster ──▶ supervisor ──▶ postmaster
+//!              Config     state dir,   Install      Cluster     state machine  a postgres process
+//!                         lock, name
 //! ```
 //! One folder per stage; no folder imports one that imports it back (but [`error`], the crate's
 //! vocabulary):
-//! - [`cli`]: the command line, `clap` arguments only; [`commands`]: one module per verb.
+//! - [`commands`]: the command line, one file per verb (its `clap` arguments and its `run`);
+//!   what verbs share (`Cli`, `Command`, the flag groups) in [`commands::args`].
 //! - [`config`]: defaults < user file < project file < remembered < environment < flags,
-//!   validated into a [`config::Config`] (the image's variables, the binaries' source with npm's
-//!   and pip's own configuration, the trust rule for every file pgwarden finds rather than is
-//!   given).
+//!   validated into a [`config::Config`] (files by job: layers → load → validate; the image's
+//!   variables, the binaries' source with npm's and pip's own configuration, the trust rule for
+//!   every file pgwarden finds rather than is given).
 //! - [`compose`]: `init --from-compose`: a docker compose project's postgres service → the
 //!   project file (find, parse, interpolate, map, write).
 //! - [`instance`]: which instance, decided once ([`instance::resolve`]: `run` claims it, the
@@ -39,7 +40,6 @@
 
 pub mod backup;
 pub mod binaries;
-pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod compose;

@@ -1,7 +1,7 @@
 //! Thin entry point: parse the command line, set up logging, run, print the error once.
 
 use clap::Parser;
-use pgwarden::cli::{Cli, Command, LogFormat};
+use pgwarden::commands::{Cli, Command, LogFormat};
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -63,15 +63,15 @@ fn main() -> ExitCode {
 }
 
 /// clap's own message (help, version, usage errors), and the exit code
-/// [`pgwarden::cli::usage_exit_code`] decides.
+/// [`pgwarden::commands::usage_exit_code`] decides.
 fn usage_error(e: clap::Error, args: &[OsString]) -> ExitCode {
     let _ = e.print();
-    ExitCode::from(pgwarden::cli::usage_exit_code(&e, args) as u8)
+    ExitCode::from(pgwarden::commands::usage_exit_code(&e, args) as u8)
 }
 
 fn init_tracing(
     format: LogFormat,
-    verbosity: pgwarden::cli::Verbosity,
+    verbosity: pgwarden::commands::Verbosity,
     log_file: Option<pgwarden::instance::logfile::RotatingFile>,
 ) {
     use pgwarden::log_lines;

@@ -466,7 +466,11 @@ fn a_configured_password_the_containers_role_refuses_is_not_set_over_it() {
         FIRST_LAUNCH,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a refused take-over is a refused input: {out:?}"
+    );
     assert!(
         stderr.contains("has another password than the one pgwarden is configured with"),
         "{stderr}"

@@ -5,7 +5,7 @@
 //! ready), the same environment (`POSTGRES_PASSWORD` and friends: without them the reconcile
 //! would put the defaults back) and the same working directory (relative paths), read from
 //! `/proc/<pid>` before it is stopped. Otherwise `pgwarden start` gets the command line built
-//! from the command's own parsed flags ([`crate::cli::RunArgs::command_line`]). Either way through the ordinary `start` path: nothing here reaches into
+//! from the command's own parsed flags ([`crate::commands::RunArgs::command_line`]). Either way through the ordinary `start` path: nothing here reaches into
 //! the supervisor.
 
 use crate::error::{Error, Result};
@@ -73,7 +73,7 @@ impl Relaunch {
     }
 
     /// `pgwarden ARGS`, the command line of a `start` built from a command's parsed flags
-    /// ([`crate::cli::RunArgs::command_line`]), in this process's environment and directory.
+    /// ([`crate::commands::RunArgs::command_line`]), in this process's environment and directory.
     pub fn of_command_line(args: Vec<OsString>) -> Relaunch {
         Relaunch {
             args,

@@ -2,19 +2,84 @@
 //! ([`crate::backup::base`]), recorded in `<state dir>/backup.json` for `status`. With
 //! `--scheduled` (the backup timer) and `backup_verify` on, the drill follows: the new backup
 //! verified ([`crate::backup::verify`]), a failure a WARN line and exit 1 (the backup is kept).
-//! `pgwarden backup verify [FILE]`: [`verify`].
+//! `pgwarden backup verify [FILE]` runs in [`crate::commands::backup_verify`].
 
 use crate::backup::{base, human_bytes, now_ms, record, verify};
-use crate::cli::Globals;
-pub use crate::cli::backup::{BackupArgs, BackupCommand, VerifyArgs};
+use crate::commands::Globals;
+use crate::commands::InstanceArgs;
+use crate::commands::backup_verify::request_for;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::{Error, Result};
+use clap::{Args, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+#[derive(Debug, Clone, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    long_about = "Takes an online, consistent base backup of the running cluster while it serves \
+writes (PostgreSQL's low-level backup API; no pg_basebackup needed): a zstd-compressed tar of the \
+data directory with backup_label, tablespace_map and every WAL segment from the backup's start to \
+its stop, plus FILE.manifest.json with the SHA-256 of the archive and of every file in it, and the \
+start and stop LSN and time. The backup holds every transaction committed before it ended. \
+Restore it with `pgwarden restore FILE`.",
+    after_help = "Examples:\n  pgwarden backup                              # into <data dir>.backups/backup-<time>.tar.zst\n  pgwarden backup /srv/backups/                # a dated file in that directory\n  pgwarden backup ./before-migration.tar.zst"
+)]
+pub struct BackupArgs {
+    /// A file ending in .tar.zst, or a directory for a dated file [default: backup_dir, else
+    /// <data dir>.backups/]. Backups into backup_dir are followed by the retention (backup_keep).
+    #[arg(value_name = "FILE|DIR")]
+    pub target: Option<PathBuf>,
+
+    /// As the backup timer runs it: the backup is verified afterwards when `backup_verify` is on
+    /// (the default), and the result recorded for `status` and /metrics.
+    #[arg(long)]
+    pub scheduled: bool,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BackupCommand {
+    /// Prove a backup by restoring it: restore into a throwaway server, replay, amcheck every
+    /// database.
+    #[command(
+        long_about = "Proves a backup by restoring it, beside the running server and without \
+touching it: checks the archive against its manifest, restores it into a throwaway directory \
+(in /dev/shm when it fits in memory with room to spare, else the temp directory; refused up front \
+when it fits nowhere), replays its WAL to the backup's end in a throwaway server (Unix socket only, \
+fsync off, small memory, no archiving, nice 19 and idle I/O) — with --to TIME on through the WAL \
+archive —, then checks every database with amcheck: verify_heapam on every table (the catalog \
+included: every page read) and bt_index_check on every B-tree index (heapallindexed for tables up \
+to 1 GiB). Prints what it checked; on failure names the step and each damaged relation. Exit 0 \
+only when all is sound. The result is recorded for `status` and /metrics.",
+        after_help = "Examples:\n  pgwarden backup verify                         # the newest backup in the backup directory\n  pgwarden backup verify ./before-migration.tar.zst\n  pgwarden backup verify --to '2026-12-01 13:30:00+00'"
+    )]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The backup (.tar.zst, its manifest beside it) [default: the newest complete backup in
+    /// backup_dir, else <data dir>.backups/].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Replay on through the WAL archive (wal_archive) to this time, as `restore --to` does.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
+
 pub async fn run(args: BackupArgs, globals: &Globals) -> Result<i32> {
     if let Some(BackupCommand::Verify(verify_args)) = args.command {
-        return verify(verify_args, globals).await;
+        return crate::commands::backup_verify::run(verify_args, globals).await;
     }
     let instance = Instance::load(globals, &args.instance)?;
     instance.require_running()?;
@@ -115,108 +180,4 @@ async fn drill(instance: &Instance, archive: PathBuf) -> Result<i32> {
             Ok(1)
         }
     }
-}
-
-/// `pgwarden backup verify [FILE] [--to TIME]`.
-async fn verify(args: VerifyArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
-    if let Some(time) = &args.to {
-        crate::backup::wal_archive::parse_target(time)?;
-    }
-    let archive = match &args.file {
-        Some(file) => crate::os::paths::absolute(file),
-        None => newest_backup(&instance)?,
-    };
-    let recovery = match &args.to {
-        None => None,
-        Some(time) => {
-            let manifest = crate::backup::manifest::Manifest::read_for(&archive)?;
-            Some(crate::backup::wal_archive::recovery_for(
-                &instance.config,
-                time,
-                &manifest,
-            )?)
-        }
-    };
-    let request = request_for(&instance, archive.clone(), recovery)?;
-    let outcome = tokio::task::spawn_blocking(move || verify::run(request))
-        .await
-        .expect("the verify thread does not panic");
-    verify::note(&instance.state_dir, &archive, &outcome);
-    match outcome {
-        Ok(verified) => {
-            println!(
-                "{}",
-                verify::summary(&archive, &verified, args.to.as_deref())
-            );
-            Ok(0)
-        }
-        Err(failed) => Err(failed.to_error(&archive)),
-    }
-}
-
-/// The data directory of the instance: the running server's, else the configured one.
-fn data_dir_of(instance: &Instance) -> PathBuf {
-    instance
-        .status
-        .as_ref()
-        .map(|s| s.data_dir.clone())
-        .unwrap_or_else(|| instance.config.data_dir.clone())
-}
-
-/// The newest complete backup in the backup directory.
-fn newest_backup(instance: &Instance) -> Result<PathBuf> {
-    let dir = instance
-        .config
-        .backup
-        .dir
-        .clone()
-        .unwrap_or_else(|| base::default_dir(&data_dir_of(instance)));
-    crate::backup::retention::list(&dir)
-        .pop()
-        .map(|(path, _)| path)
-        .ok_or_else(|| Error::Backup {
-            what: format!(
-                "no complete backup (an archive with its manifest) in {}\n\
-                 help: name one: `pgwarden backup verify FILE`, or take one: `pgwarden backup`",
-                dir.display()
-            ),
-        })
-}
-
-/// What verifying `archive` for `instance` needs: its installation and the server's user.
-fn request_for(
-    instance: &Instance,
-    archive: PathBuf,
-    recovery: Option<crate::backup::restore::Recovery>,
-) -> Result<verify::Request> {
-    let config = &instance.config;
-    let install = crate::binaries::installed_for(
-        &config.source,
-        &config.install_dir,
-        &config.version,
-        &config.install_policy,
-    )?
-    .ok_or_else(|| Error::Backup {
-        what: format!(
-            "no PostgreSQL {} installation in {} to restore the backup with\n\
-             help: `pgwarden install` with the flags the server runs with, or name them here \
-             (--config, --data-dir of the instance whose settings name it)",
-            config.version,
-            config.install_dir.display()
-        ),
-    })?;
-    let run_as = crate::instance::server_user::server_user(
-        config.run_as.as_deref(),
-        &data_dir_of(instance),
-        false,
-        false,
-    )?;
-    Ok(verify::Request {
-        archive,
-        recovery,
-        config: config.clone(),
-        install,
-        run_as,
-    })
 }

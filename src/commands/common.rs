@@ -1,7 +1,7 @@
 //! What the daily commands share: finding the instance a command addresses and whether (and
 //! where) its supervisor runs.
 
-use crate::cli::{Globals, InstanceArgs};
+use crate::commands::{Globals, InstanceArgs};
 use crate::config::Sources;
 use crate::error::Result;
 pub use crate::instance::observe::Instance;

@@ -14,10 +14,10 @@
 //! nothing left behind on failure. Each database's versions are refreshed only after all its
 //! indexes were rebuilt, so a failure leaves them stale and the next run does the rest.
 
-use crate::cli::Globals;
-use crate::cli::db::ReindexCollationsArgs;
 use crate::cluster::collation::{self, Reindex, Stale, Statement};
+use crate::commands::Globals;
 use crate::commands::common::Instance;
+use crate::commands::db::ReindexCollationsArgs;
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use std::net::SocketAddr;

@@ -5,17 +5,34 @@
 //! changed: no install, no initdb, no directory created.
 
 use crate::binaries::{self, Install};
-use crate::cli::Globals;
-pub use crate::cli::doctor::DoctorArgs;
 use crate::cluster::{self, DataDir};
+use crate::commands::Globals;
 use crate::commands::common::Instance;
+use crate::commands::{BinaryFlags, InstanceArgs};
 use crate::config::project::Chosen;
 use crate::config::{Config, ProjectInUse, trust};
 use crate::error::{Error, Result};
 use crate::instance::preflight;
 use crate::os::privilege::RunAs;
+use clap::Args;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Checks what the server needs, without changing anything: the user postgres runs as, \
+the binaries and their shared libraries, timezone data, a UTF-8 locale, the port, the data directory's \
+owner, mode and PG_VERSION, and free disk space. One line per check; exit 1 if any fails.",
+    after_help = "Examples:\n  pgwarden doctor\n  pgwarden doctor --data-dir /srv/pg --port 5544"
+)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// The same source flags as `run`, so doctor checks the binaries run would use.
+    #[command(flatten)]
+    pub binaries: BinaryFlags,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Level {

@@ -1,10 +1,22 @@
 //! `pgwarden export-archive FILE`: the installed binaries as a theseus-layout archive + `.sha256`.
 
 use crate::binaries;
-use crate::cli::ExportArgs;
-use crate::cli::Globals;
+use crate::commands::BinariesArgs;
+use crate::commands::Globals;
 use crate::config::Config;
 use crate::error::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExportArgs {
+    /// The archive to write (FILE.sha256 is written beside it).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    #[command(flatten)]
+    pub binaries: BinariesArgs,
+}
 
 pub async fn export_archive(args: ExportArgs, globals: &Globals) -> Result<i32> {
     let config = Config::load(&globals.sources(args.binaries.sources()))?;

@@ -3,10 +3,21 @@
 
 use crate::binaries;
 use crate::binaries::locked::Outcome;
-use crate::cli::Globals;
-use crate::cli::InstallArgs;
+use crate::commands::BinariesArgs;
+use crate::commands::Globals;
 use crate::config::Config;
 use crate::error::Result;
+use clap::Args;
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub binaries: BinariesArgs,
+
+    /// List the installed versions instead of installing.
+    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "npm_registry", "pypi_index", "sha256"])]
+    pub list: bool,
+}
 
 pub async fn install(args: InstallArgs, globals: &Globals) -> Result<i32> {
     let config = Config::load(&globals.sources(args.binaries.sources()))?;

@@ -1,12 +1,33 @@
 //! `pgwarden logs [-f] [-n N]`: the log file `pgwarden run` keeps (see [`crate::instance::logfile`]).
 
-use crate::cli::Globals;
-pub use crate::cli::logs::LogsArgs;
+use crate::commands::Globals;
+use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, IoContext, Result};
 use crate::instance::logfile;
+use clap::Args;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Shows the log pgwarden keeps beside the data directory (<data dir>.pgwarden/pgwarden.log, \
+rotated at 10 MiB): the supervisor's events and every server log line. Works while pgwarden runs and \
+after it stopped.",
+    after_help = "Examples:\n  pgwarden logs -n 50\n  pgwarden logs -f"
+)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Keep printing new lines as they are written (until Ctrl-C).
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Only the last N lines.
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
+}
 
 pub async fn run(args: LogsArgs, globals: &Globals) -> Result<i32> {
     let instance = Instance::load(globals, &args.instance)?;

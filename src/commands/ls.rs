@@ -4,14 +4,27 @@
 //! state is its lock's (running or not) and its status file's; stopped instances stay listed
 //! until their state directory is gone (`pgwarden reset`).
 
-pub use crate::cli::ls::LsArgs;
 use crate::commands::common::human_duration;
 use crate::error::Result;
 use crate::instance::lock;
 use crate::instance::registry::{self, Entry};
 use crate::instance::remembered;
 use crate::instance::status;
+use clap::Args;
 use serde_json::json;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Lists the pgwarden instances of this user (as root: of every user): NAME (`-` for \
+an unnamed one with a data directory of its own), STATE (ready, starting, …, stopped), PORT, DATA DIR, \
+UPTIME and PROJECT (the pgwarden.toml it belongs to).",
+    after_help = "Examples:\n  pgwarden ls\n  pgwarden ls --json | jq -r '.[] | select(.running) | .url'"
+)]
+pub struct LsArgs {
+    /// One JSON array of objects.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// What `ls` shows of one instance.
 #[derive(Debug)]

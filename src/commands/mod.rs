@@ -1,34 +1,44 @@
-//! One module per subcommand; each takes its clap args and returns the process exit code.
+//! The command line, one file per verb: each holds its clap `Args` and its `run`, which returns
+//! the process exit code. [`args`] holds what several verbs share: [`Cli`] (the global options),
+//! the [`Command`] enum of verbs, the flag groups ([`InstanceArgs`], [`RunArgs`],
+//! [`BinaryFlags`], [`Verbosity`], …), the [`Globals`] a background pgwarden is given again, and
+//! [`usage_exit_code`]. They are turned into [`crate::config::Sources`] at once; nothing after
+//! `config` reads clap's values.
 
 pub mod archive_wal;
+pub mod args;
 pub mod backup;
+pub mod backup_verify;
 pub mod check;
-mod common;
+pub mod common;
 pub mod completions;
 pub mod db;
-mod db_reindex_collations;
+pub mod db_reindex_collations;
 pub mod doctor;
 pub mod exec;
-mod export_archive;
+pub mod export_archive;
 pub mod init;
-mod install;
+pub mod install;
 pub mod logs;
 pub mod ls;
 pub mod psql;
 pub mod reload;
 pub mod reset;
-mod restart;
+pub mod restart;
 pub mod restore;
-mod run;
-mod service;
+pub mod run;
+pub mod service;
 pub mod snapshot;
-mod start;
+pub mod start;
 pub mod status;
 pub mod stop;
 pub mod url;
 pub mod wait;
 
-use crate::cli::{Cli, Command};
+pub use args::{
+    BinariesArgs, BinaryFlags, Cli, Command, Globals, InstanceArgs, LogFormat, RunArgs, SourceArgs,
+    Verbosity, usage_exit_code,
+};
 
 use crate::error::Result;
 pub use crate::instance::lock::BACKGROUND_ENV;
@@ -69,7 +79,7 @@ pub async fn dispatch(cli: Cli, run_instance: Option<Result<Resolved>>) -> Resul
         Command::Exec(args) => exec::run(args, globals).await,
         Command::Install(args) => install::install(args, globals).await,
         Command::ExportArchive(args) => export_archive::export_archive(args, globals).await,
-        Command::Service(crate::cli::ServiceCommand::Install(args)) => {
+        Command::Service(service::ServiceCommand::Install(args)) => {
             service::install(&args).map(|()| 0)
         }
     }

@@ -10,12 +10,34 @@
 //! Ctrl-C and the exit code are psql's own.
 
 use crate::binaries;
-use crate::cli::Globals;
-pub use crate::cli::psql::PsqlArgs;
+use crate::commands::Globals;
+use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::commands::url::variables;
 use crate::error::{Error, Result};
+use clap::Args;
+use std::ffi::OsString;
 use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Runs psql against the running server with the right host, port, user, database and \
+password. Arguments after the pgwarden flags go to psql unchanged (use `--` before psql flags that \
+pgwarden also has, such as --port).",
+    after_help = "Examples:\n  pgwarden psql\n  pgwarden psql -c 'select version()'\n  pgwarden psql -- -d postgres -f schema.sql"
+)]
+pub struct PsqlArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Arguments for psql.
+    #[arg(
+        value_name = "PSQL_ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<OsString>,
+}
 
 pub fn run(args: PsqlArgs, globals: &Globals) -> Result<i32> {
     let instance = Instance::load(globals, &args.instance)?;

@@ -5,14 +5,33 @@
 //! postgres, see [`crate::supervisor`]); applied means the server's `pg_conf_load_time()`
 //! moved past the value read before the signal.
 
-use crate::cli::Globals;
-pub use crate::cli::reload::ReloadArgs;
+use crate::commands::Globals;
+use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
+use crate::config::parse_duration;
 use crate::error::{Error, Result};
+use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::time::Duration;
 use tokio::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Makes the running server reread its configuration: pgwarden rewrites the [server] \
+settings from the config and project files and sends the server SIGHUP, and this command returns \
+once the server has reloaded (pg_conf_load_time() moved). Settings that need a restart are named \
+in the log; apply them with `pgwarden restart`.",
+    after_help = "Examples:\n  pgwarden reload\n  pgwarden reload --name shop"
+)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// How long to wait until the reload is applied.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+}
 
 pub async fn run(args: ReloadArgs, globals: &Globals) -> Result<i32> {
     let instance = Instance::load(globals, &args.instance)?;

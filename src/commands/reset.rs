@@ -9,14 +9,36 @@
 //! once and the next `start` (which copies the template cluster the background fill made:
 //! [`crate::cluster::template_fill`]) does not wait for it.
 
-use crate::cli::Globals;
-pub use crate::cli::reset::ResetArgs;
 use crate::cluster::MARKER;
+use crate::commands::Globals;
+use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::commands::stop;
 use crate::config::ShutdownMode;
 use crate::error::{Error, Result};
+use clap::Args;
 use std::path::Path;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Stops the instance if it runs, then deletes its data directory (the cluster) and \
+pgwarden's state beside it (lock, status, remembered settings, logs). The next `pgwarden start` \
+creates a fresh cluster, with the init scripts run again. Asks for confirmation on a terminal; \
+elsewhere --yes is required. A data directory that pgwarden did not create is refused unless --force.",
+    after_help = "Examples:\n  pgwarden reset            # in a project directory: its instance\n  pgwarden reset --yes && pgwarden start\n  pgwarden reset --name ci-7 --yes"
+)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// Do not ask.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Also delete a data directory that pgwarden did not create.
+    #[arg(long)]
+    pub force: bool,
+}
 
 pub async fn run(args: ResetArgs, globals: &Globals) -> Result<i32> {
     let instance = Instance::load(globals, &args.instance)?;

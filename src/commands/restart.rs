@@ -1,8 +1,9 @@
 //! `pgwarden restart`: stop the instance if it runs, then `start` it again with the settings
 //! it was started with (and whatever this command line changes).
 
-use crate::cli::{Globals, StartArgs};
+use crate::commands::Globals;
 use crate::commands::common::Instance;
+use crate::commands::start::StartArgs;
 use crate::commands::{start, stop};
 use crate::config::ShutdownMode;
 use crate::error::Result;

@@ -1,7 +1,7 @@
 //! `pgwarden run`: config → binaries → cluster → supervisor, in the foreground.
 
-use crate::cli::RunArgs;
 use crate::cluster;
+use crate::commands::RunArgs;
 use crate::config::Config;
 use crate::config::image_env;
 use crate::error::{Error, Result};

@@ -2,10 +2,43 @@
 //! binary's path in `ExecStart`, then says which commands start it. It changes nothing else:
 //! no `systemctl` is run, no user is created.
 
-use crate::cli::ServiceInstallArgs;
 use crate::error::{Error, IoContext, Result};
 use crate::os::paths;
+use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write a systemd unit that runs `pgwarden run` with this binary, and say what to run next.
+    ///
+    /// As root (or with --system): /etc/systemd/system/pgwarden.service, running as the system
+    /// user `pgwarden` with /etc/pgwarden/config.toml and data in /var/lib/pgwarden.
+    /// With --user: ~/.config/systemd/user/pgwarden.service for `systemctl --user`.
+    #[command(
+        after_help = "Examples:\n  sudo pgwarden service install            # system service\n  pgwarden service install --user          # user service on a developer machine\n  pgwarden service install --user --config ~/pg/config.toml"
+    )]
+    Install(ServiceInstallArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServiceInstallArgs {
+    /// A user unit (`systemctl --user`) instead of a system unit.
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+
+    /// A system unit even when not root (the default for root).
+    #[arg(long)]
+    pub system: bool,
+
+    /// The config file the service uses. Default: /etc/pgwarden/config.toml (system);
+    /// none (the user default, ~/.config/pgwarden/config.toml) for --user.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Write the unit into this directory instead of systemd's.
+    #[arg(long, value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
+}
 
 /// The units, as shipped in `packaging/systemd/`.
 pub const SYSTEM_UNIT: &str = include_str!("../../packaging/systemd/pgwarden.service");

@@ -1,16 +1,17 @@
 //! `pgwarden start`: `pgwarden run` in the background, returning once the server is ready.
 //!
 //! The background pgwarden is this same binary running `run` with the command line
-//! [`RunArgs::command_line`](crate::cli::RunArgs::command_line) builds from the parsed flags (never
+//! [`RunArgs::command_line`](crate::commands::RunArgs::command_line) builds from the parsed flags (never
 //! a filtered copy of this process's argv), in a session of its own, its stdout and its warnings and errors appended to
 //! `<state dir>/pgwarden.out` (the full log goes to the rotated `pgwarden.log`). This
 //! command follows that file until the `ready:` line appears (then prints the URL and exits 0)
 //! or the background pgwarden exits (then prints its error and exits non-zero).
 
-use crate::cli::{Globals, StartArgs};
 use crate::commands::common::Instance;
+use crate::commands::{Globals, RunArgs};
 use crate::config::{self, Config};
 use crate::error::{Error, IoContext, Result};
+use clap::Args;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,6 +20,20 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// How long to wait for the server to accept connections.
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub timeout: String,
+
+    /// Put the password into the printed DATABASE_URL.
+    #[arg(long)]
+    pub with_password: bool,
+}
 
 /// `start` (and `up`), or the start half of `restart`.
 pub async fn start(args: StartArgs, globals: &Globals) -> Result<i32> {

