@@ -378,3 +378,65 @@ fn kill_9_of_a_verify_leaves_no_server_and_the_next_verify_sweeps_its_directory(
     assert!(verify_dirs_of(pid).is_empty(), "{:?}", verify_dirs_of(pid));
     drop(server);
 }
+
+#[test]
+fn names_another_user_planted_where_verifications_go_neither_stop_the_server_nor_lose_files() {
+    if !common::require_root("a second local user plants the directories") {
+        return;
+    }
+    let dir = test_dir();
+    let (port, http) = (free_port(), free_port());
+    let server = start_server(dir.path(), port, http);
+    let [flag, data] = data_flags(dir.path());
+    let out = pgw(&["backup", &flag, &data]);
+    assert!(out.status.success(), "{out:?}");
+    let before = uptime(port);
+    let postmaster = common::postmaster_pid(&dir.path().join("data"));
+
+    // Named as a killed verification's directory (a pid that cannot run) would be: a symlink to
+    // the directory that holds the running cluster (`…/data`), and a directory of the other
+    // user whose `data` is such a symlink.
+    let uid = nix::unistd::geteuid().as_raw();
+    let base = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let link = base.join(format!("pgwarden-verify-{uid}-999999998"));
+    let planted = base.join(format!("pgwarden-verify-{uid}-999999999"));
+    let _ = std::fs::remove_file(&link);
+    let _ = std::fs::remove_dir_all(&planted);
+    common::intruder();
+    // The test directory must be reachable by the other user for its symlinks to resolve.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    common::as_intruder(&format!(
+        "ln -s '{}' '{}' && mkdir '{}' && touch '{}/.pgwarden-throwaway' && ln -s '{}' '{}/data'",
+        dir.path().display(),
+        link.display(),
+        planted.display(),
+        planted.display(),
+        dir.path().join("data").display(),
+        planted.display()
+    ));
+
+    let out = pgw(&["backup", "verify", &flag, &data]);
+    let kept = (
+        link.symlink_metadata().is_ok(),
+        planted.join("data").symlink_metadata().is_ok(),
+    );
+    let _ = std::fs::remove_file(&link);
+    let _ = std::fs::remove_dir_all(&planted);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        common::process_alive(postmaster),
+        "the running server was killed"
+    );
+    assert_eq!(uptime(port), before, "the running server was disturbed");
+    assert_eq!(kept, (true, true), "another user's entries were removed");
+    assert!(dir.path().join("data/PG_VERSION").is_file());
+    drop(server);
+}

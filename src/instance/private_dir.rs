@@ -208,6 +208,14 @@ fn check_marker(root: &Path) -> Result<()> {
     })
 }
 
+/// True for a throwaway root of ours: a real directory (not a symlink) owned by the effective
+/// user, holding our marker. Anything else under a throwaway's name may be another user's trap.
+pub fn is_own_throwaway(root: &Path) -> bool {
+    std::fs::symlink_metadata(root)
+        .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw())
+        && check_marker(root).is_ok()
+}
+
 /// Removes a throwaway root: only a real directory (not a symlink) of ours that holds our
 /// marker; symlinks inside are removed, never followed.
 pub fn remove_throwaway(root: &Path) -> std::io::Result<()> {

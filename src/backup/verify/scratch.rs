@@ -7,7 +7,9 @@
 //! Removed on drop. A verify killed with SIGKILL cannot remove it, and its server dies with it
 //! (the postmaster is started with a parent-death signal, see
 //! [`crate::postmaster::temp_server`]); the next verify sweeps what is left ([`sweep`]): roots of
-//! this user whose pid is gone, after killing any process still working in their cluster.
+//! this user whose pid is gone — only real directories of this user holding the marker, never
+//! anything else found under the name —, after killing any process still working in their
+//! cluster.
 
 use crate::error::{Error, Result};
 use crate::instance::private_dir;
@@ -180,7 +182,17 @@ pub fn sweep() -> Vec<PathBuf> {
                 continue;
             }
             let root = entry.path();
-            for orphan in crate::os::procfs::working_in(&root.join("data")) {
+            // Only a real directory of ours with our marker, and its real `data` directory:
+            // another user can plant anything under this name in /dev/shm, e.g. a symlink to
+            // the directory of a running cluster, whose processes would then be killed.
+            let data = root.join("data");
+            let own = private_dir::is_own_throwaway(&root)
+                && std::fs::symlink_metadata(&data).is_ok_and(|m| m.is_dir());
+            if !own {
+                tracing::debug!(dir = %root.display(), "not swept: not a verification directory of ours");
+                continue;
+            }
+            for orphan in crate::os::procfs::working_in(&data) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(orphan as i32),
                     nix::sys::signal::Signal::SIGKILL,
