@@ -51,6 +51,11 @@ pub fn settings(server: &BTreeMap<String, String>, scratch: &Scratch) -> BTreeMa
     let mut out = server.clone();
     out.remove("archive_command");
     out.remove("archive_library");
+    // Commands a backup's postgresql.auto.conf may name are not run by the throwaway (with
+    // --to, restore_command comes from pgwarden's own recovery settings, which stay).
+    for key in ["archive_cleanup_command", "recovery_end_command"] {
+        out.insert(key.to_string(), String::new());
+    }
     let hba = scratch.root.join("pg_hba.conf");
     for (key, value) in [
         ("archive_mode", "off".to_string()),

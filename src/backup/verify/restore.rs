@@ -31,6 +31,11 @@ pub fn restore(
     }
     restore::unpack(archive, manifest, &data_dir, &placements, run_as)?;
     tablespaces::write_map(&data_dir, &placements, run_as)?;
+    // The throwaway replays the backup as a crash recovery (or, with --to, a point-in-time
+    // one): signal files an archive may hold would make it a standby that never opens.
+    for signal in ["standby.signal", "recovery.signal"] {
+        let _ = std::fs::remove_file(data_dir.join(signal));
+    }
     if let Some(recovery) = recovery {
         restore::configure_recovery(&data_dir, recovery, run_as)?;
     }
