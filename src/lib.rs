@@ -32,7 +32,8 @@
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],
 //!   reconciling role and database, signals in, systemd notifications out.
 //! - [`postmaster`]: a postgres process — temporary server, stop escalation, `postmaster.pid`, its log.
-//! - [`backup`]: base backups, restores in place, snapshots, the WAL archive.
+//! - [`backup`]: base backups, restores in place, verification by a restore into a throwaway
+//!   server (`backup verify`, the drills), snapshots, the WAL archive.
 //! - [`observe`]: the health and metrics endpoint.
 //! - [`pg`]: PostgreSQL formats, no policy: URLs, conninfo, probe, SQL scripts, initdb args, verifiers.
 //! - [`os`]: the operating system: paths, /proc, privilege, private files, background work.

@@ -25,8 +25,14 @@ fn pgw(args: &[&str]) -> Output {
 
 /// [`pgw`], and the pid the command ran as.
 fn pgw_pid(args: &[&str]) -> (Output, u32) {
+    pgw_env(args, &[])
+}
+
+/// [`pgw_pid`] with more environment.
+fn pgw_env(args: &[&str], envs: &[(&str, &str)]) -> (Output, u32) {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
         .args(args)
+        .envs(envs.iter().copied())
         .env_remove("POSTGRES_PASSWORD")
         .env_remove("POSTGRES_USER")
         .env_remove("POSTGRES_DB")
@@ -438,5 +444,92 @@ fn names_another_user_planted_where_verifications_go_neither_stop_the_server_nor
     assert_eq!(uptime(port), before, "the running server was disturbed");
     assert_eq!(kept, (true, true), "another user's entries were removed");
     assert!(dir.path().join("data/PG_VERSION").is_file());
+    drop(server);
+}
+
+/// Switches to a new WAL segment and waits until the one holding everything so far is archived.
+fn archive_now(c: &mut postgres::Client) -> String {
+    let name: String = c
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT pg_switch_wal()").unwrap();
+    let deadline = Instant::now() + LONG;
+    loop {
+        let last: Option<String> = c
+            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+            .unwrap()
+            .get(0);
+        if last.as_ref().is_some_and(|l| *l >= name) {
+            return name;
+        }
+        assert!(Instant::now() < deadline, "{name} was not archived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn verify_to_a_time_replays_through_the_wal_archive_and_fails_when_a_segment_is_gone() {
+    let dir = test_dir();
+    let archive = dir.path().join("wal-archive");
+    std::fs::create_dir(&archive).unwrap();
+    if common::is_root() {
+        let user = nix::unistd::User::from_name("pgwarden")
+            .unwrap()
+            .expect("user pgwarden");
+        nix::unistd::chown(&archive, Some(user.uid), Some(user.gid)).unwrap();
+    }
+    let archive_s = archive.display().to_string();
+    let env = [("PGWARDEN_WAL_ARCHIVE", archive_s.as_str())];
+    let port = free_port();
+    let server = common::start(dir.path(), port, &env);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let [flag, data] = data_flags(dir.path());
+    let backup = dir.path().join("base.tar.zst");
+    let backup_s = backup.display().to_string();
+    let (out, _) = pgw_env(&["backup", &backup_s, &flag, &data], &env);
+    assert!(out.status.success(), "{out:?}");
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE later AS SELECT g FROM generate_series(1, 1000) g")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let to: String = c
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    std::thread::sleep(Duration::from_millis(1100));
+    c.batch_execute("INSERT INTO later VALUES (0)").unwrap();
+    let segment = archive_now(&mut c);
+    // A later segment in the archive too: the time is within what the archive covers.
+    c.batch_execute("INSERT INTO later VALUES (-1)").unwrap();
+    archive_now(&mut c);
+
+    let (out, _) = pgw_env(
+        &["backup", "verify", &backup_s, "--to", &to, &flag, &data],
+        &env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains(&format!("replayed through the WAL archive to {to}")),
+        "{out:?}"
+    );
+
+    // The segment holding the table's creation gone from the archive: the replay cannot reach
+    // the time.
+    std::fs::remove_file(archive.join(&segment)).unwrap();
+    let (out, _) = pgw_env(
+        &["backup", "verify", &backup_s, "--to", &to, &flag, &data],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("at the replay step"), "{stderr}");
+    assert!(
+        stderr.contains("recovery ended before configured recovery target was reached"),
+        "{stderr}"
+    );
     drop(server);
 }

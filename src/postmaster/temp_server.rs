@@ -189,12 +189,74 @@ impl TempServer {
         }
     }
 
-    /// The server's own last error ([`LogTail::explain`]).
+    /// Waits until the server lets `user` into `database`: a server in archive recovery with
+    /// `hot_standby` off counts as ready in its pid file before it does, and refuses connections
+    /// (57P03) until the recovery has ended. Its exit meanwhile (a recovery that failed) is an
+    /// error with the server's own last error.
+    pub fn wait_accepting(&mut self, user: &str, database: &str) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.cancel.ended(child.id());
+                self.child = None;
+                return Err(Error::Cluster {
+                    what: format!(
+                        "the temporary server for {} exited ({status}): {}",
+                        self.purpose,
+                        self.last_error()
+                    ),
+                });
+            }
+            match self.connect(user, "", database) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.as_db_error().is_some_and(|d| {
+                        *d.code() == postgres::error::SqlState::CANNOT_CONNECT_NOW
+                    }) => {}
+                // No answer (the socket gone with a server shutting down after a failed
+                // recovery): the next turn sees its exit.
+                Err(e) if e.as_db_error().is_none() => {}
+                Err(e) => {
+                    return Err(Error::Cluster {
+                        what: format!(
+                            "cannot connect to the temporary server for {} as {user}: {e}",
+                            self.purpose
+                        ),
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Cluster {
+                    what: format!(
+                        "the temporary server for {} did not accept connections after {}s: {}",
+                        self.purpose,
+                        START_TIMEOUT.as_secs(),
+                        self.last_error()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's own last error ([`LogTail::explain`], else its last FATAL or PANIC line,
+    /// else its last line).
     pub fn last_error(&self) -> String {
         let pid = self.pid().map_or(0, |p| p as i32);
+        let lines = self.log.lines();
         self.log
             .explain(pid)
-            .or_else(|| self.log.lines().pop())
+            // A server that shut itself down ends with "database system is shut down": the
+            // reason is its last FATAL or PANIC line before that.
+            .or_else(|| {
+                lines
+                    .iter()
+                    .rev()
+                    .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+                    .cloned()
+            })
+            .or_else(|| lines.last().cloned())
             .unwrap_or_else(|| "(no output)".to_string())
     }
 

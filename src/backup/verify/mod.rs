@@ -98,8 +98,9 @@ impl Failed {
             }
             Step::Space => "",
             Step::Replay => {
-                "help: this backup cannot be restored to a consistent state; take a new one \
-                 (`pgwarden backup`) and keep this one for inspection"
+                "help: this backup (with --to, and the WAL archive up to that time) cannot be \
+                 replayed to a consistent state; take a new backup (`pgwarden backup`) and keep \
+                 this one for inspection"
             }
             Step::Check => {
                 "help: the damage was in the files as they were copied: check the running server \

@@ -96,7 +96,7 @@ fn write_hba(scratch: &Scratch, run_as: &RunAs) -> Result<()> {
 }
 
 /// Starts the throwaway server on the restored cluster; returns once it accepts connections
-/// (the replay is done).
+/// (the replay is done, and with `--to` the promotion).
 pub fn start(
     config: &Config,
     install: &Install,
@@ -108,7 +108,7 @@ pub fn start(
     let mut config = config.clone();
     config.port = PORT;
     config.server = settings(&config.server, scratch);
-    TempServer::start_for(
+    let mut server = TempServer::start_for(
         "verification",
         &config,
         install,
@@ -116,7 +116,10 @@ pub fn start(
         &scratch.data_dir(),
         &scratch.socket_dir(),
         cancel,
-    )
+    )?;
+    // With --to, the recovery goes on after the pid file says ready (hot_standby is off).
+    server.wait_accepting(crate::config::ADMIN_ROLE, "template1")?;
+    Ok(server)
 }
 
 #[cfg(test)]
