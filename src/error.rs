@@ -43,7 +43,7 @@ pub enum Error {
 
     /// A file pgwarden found (a project file, an npmrc) that the trust rule refuses.
     #[error(transparent)]
-    Untrusted(Box<crate::config::trust::Refusal>),
+    Untrusted(Box<Refusal>),
 
     #[error("{what}")]
     Privilege { what: String },
@@ -93,6 +93,74 @@ pub enum Error {
     #[error("{what}")]
     Backup { what: String },
 
+    /// A file or directory that cannot be handed to the server's user (`chown`).
+    #[error("cannot give {path} to {user}")]
+    GiveTo {
+        path: PathBuf,
+        user: String,
+        #[source]
+        source: nix::Error,
+    },
+
+    /// Writes that cannot be flushed to disk (syncfs reports the filesystem's write-back
+    /// errors).
+    #[error(
+        "cannot flush {what} {dir} to disk\nhelp: check the disk and the kernel log (dmesg), then try again"
+    )]
+    Flush {
+        /// What is flushed, before the directory: `the new cluster in`.
+        what: &'static str,
+        dir: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
+    /// A program pgwarden runs that cannot be started.
+    #[error("cannot run {what} ({program})")]
+    Spawn {
+        /// What the program is for: `initdb`, `` `pgwarden start` ``.
+        what: String,
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A member of a backup archive that cannot be written (nothing is left under the final
+    /// name).
+    #[error(
+        "cannot write {member} into the backup archive\nhelp: check the free space and the target's disk"
+    )]
+    ArchiveWrite {
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Two directories that cannot be swapped in one step (`renameat2(RENAME_EXCHANGE)`).
+    #[error(
+        "cannot exchange {a} and {b}\nhelp: both must be on the same filesystem (Linux ≥ 3.15)"
+    )]
+    Exchange {
+        a: PathBuf,
+        b: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
+    /// The running pgwarden's own binary cannot be found (to run it again).
+    #[error("cannot find the pgwarden binary")]
+    CurrentExe(#[source] std::io::Error),
+
+    /// An address the server would listen on that cannot be bound, for another reason than a
+    /// process holding it ([`Error::PortInUse`]).
+    #[error("cannot bind {address}:{port}")]
+    Bind {
+        address: std::net::IpAddr,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{action} {path}")]
     Io {
         action: &'static str,
@@ -139,10 +207,26 @@ pub enum Error {
     },
 }
 
+/// The exit codes of a pgwarden that failed, decided here and nowhere else: an [`Error`]'s
+/// ([`Error::exit_code`]), a command line clap refused ([`usage_exit_code`]), a shim that
+/// cannot become its program ([`EXIT_CANNOT_EXEC`]). What a verb that succeeded reports
+/// (`status` 3 when nothing runs, `check`'s pg_isready codes) is that verb's outcome, not here.
+pub const EXIT_FAILURE: i32 = 1;
+/// Bad input: an invalid setting, a refused file or command line (clap's usage code too).
+pub const EXIT_INVALID: i32 = 2;
+/// Like `systemctl status` / LSB: not running.
+pub const EXIT_NOT_RUNNING: i32 = 3;
+/// `check`'s usage error: pg_isready's "no attempt" (`PingStatus::NoAttempt`), so that 1 is
+/// never mistaken for "rejecting".
+pub const EXIT_CHECK_NO_ATTEMPT: i32 = 3;
+/// A shim of `pgwarden exec` that cannot run its program, as a shell's "command not found".
+pub const EXIT_CANNOT_EXEC: i32 = 127;
+
 impl Error {
     /// The exit code `main` uses: 2 for bad input (like clap's usage errors) — an invalid
-    /// setting, including one the background pgwarden of `start` refused —, 1 otherwise
-    /// (a runtime condition: a port another process holds, a failed start).
+    /// setting, including one the background pgwarden of `start` refused —, 3 when no
+    /// supervisor runs, 1 otherwise (a runtime condition: a port another process holds, a
+    /// failed start).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. }
@@ -151,13 +235,100 @@ impl Error {
             | Error::UntrustedPrograms { .. }
             | Error::Locked { .. }
             | Error::TakeOver { .. }
-            | Error::BackgroundRefused { .. } => 2,
-            // Like `systemctl status` / LSB: 3 = not running.
-            Error::NotRunning { .. } => 3,
-            _ => 1,
+            | Error::BackgroundRefused { .. } => EXIT_INVALID,
+            Error::NotRunning { .. } => EXIT_NOT_RUNNING,
+            _ => EXIT_FAILURE,
         }
     }
 }
+
+impl Error {
+    /// The message with its causes `: `-joined after its first line (a `help:` line stays
+    /// last), for a log line, a status record or another error's text (`main` prints an error
+    /// it returns with its causes as "caused by:" lines instead).
+    pub fn with_causes(&self) -> String {
+        let message = self.to_string();
+        let (first, rest) = match message.split_once('\n') {
+            Some((first, rest)) => (first.to_string(), Some(rest)),
+            None => (message.clone(), None),
+        };
+        let mut text = first;
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        if let Some(rest) = rest {
+            text.push('\n');
+            text.push_str(rest);
+        }
+        text
+    }
+}
+
+/// The exit code of a command line clap refused, `subcommand` being the one clap finds in it:
+/// clap's own (2 for a usage error, 0 for `--help` and `--version`), except that `check` exits
+/// [`EXIT_CHECK_NO_ATTEMPT`] on a usage error as pg_isready does.
+pub fn usage_exit_code(e: &clap::Error, subcommand: Option<&str>) -> i32 {
+    if subcommand == Some("check") && e.use_stderr() {
+        EXIT_CHECK_NO_ATTEMPT
+    } else {
+        e.exit_code()
+    }
+}
+
+/// What kind of found file is read, for the messages of [`crate::config::trust`]'s rule.
+#[derive(Debug, Clone, Copy)]
+pub struct FoundKind {
+    /// `project file`, `npm configuration`.
+    pub what: &'static str,
+    /// The other ways out, for the help line (`-f FILE`, `--no-project`, …).
+    pub otherwise: &'static str,
+}
+
+/// Why a found file is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusalProblem {
+    /// The file, or a directory above it, belongs to another user.
+    OwnedBy { uid: u32 },
+    /// The file, or a directory above it, can be written by users other than its owner.
+    WritableByOthers { uid: u32, mode: u32 },
+    /// The path found is not a regular file (a directory, a fifo, a device).
+    NotAFile,
+}
+
+/// A found file refused by the trust rule ([`crate::config::trust`], which makes it): the
+/// file, the path at fault (it or a directory above it), the problem, and how to opt in. It
+/// lives here, with its words already said, so that `error` imports nothing of `config`.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub kind: FoundKind,
+    pub file: PathBuf,
+    /// The file itself, or the directory above it that breaks the rule.
+    pub at: PathBuf,
+    pub problem: RefusalProblem,
+    /// The directory to opt in (the file's own).
+    pub dir: PathBuf,
+    /// The problem in words, its owners named.
+    pub because: String,
+    /// How to opt in, or do without the file.
+    pub help: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing to read the {} {}: {}\nhelp: {}",
+            self.kind.what,
+            self.file.display(),
+            self.because,
+            self.help
+        )
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// Shorthand for wrapping an `io::Error` with the action and the path it concerned.
 pub trait IoContext<T> {
@@ -171,5 +342,61 @@ impl<T> IoContext<T> for std::io::Result<T> {
             path: path.into(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause is the error's source, printed once by `main` ("caused by:"), not pasted into
+    /// the message as well; a log line gets both through `with_causes`.
+    #[test]
+    fn a_cause_is_a_source_not_part_of_the_message() {
+        let error = Error::GiveTo {
+            path: "/srv/pg/data".into(),
+            user: "pgwarden".into(),
+            source: nix::Error::EPERM,
+        };
+        let cause = nix::Error::EPERM.to_string();
+        assert_eq!(error.to_string(), "cannot give /srv/pg/data to pgwarden");
+        assert_eq!(
+            std::error::Error::source(&error).map(ToString::to_string),
+            Some(cause.clone())
+        );
+        assert_eq!(
+            error.with_causes(),
+            format!("cannot give /srv/pg/data to pgwarden: {cause}")
+        );
+    }
+
+    #[test]
+    fn the_cause_goes_before_the_help_line() {
+        let error = Error::ArchiveWrite {
+            member: "base/1/1259".into(),
+            source: std::io::Error::other("no space left"),
+        };
+        assert_eq!(
+            error.with_causes(),
+            "cannot write base/1/1259 into the backup archive: no space left\n\
+             help: check the free space and the target's disk"
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_decided_by_the_kind_of_error() {
+        let config = Error::Config {
+            problems: vec!["port".into()],
+        };
+        assert_eq!(config.exit_code(), EXIT_INVALID);
+        let not_running = Error::NotRunning {
+            data_dir: "/d".into(),
+            hint: String::new(),
+        };
+        assert_eq!(not_running.exit_code(), EXIT_NOT_RUNNING);
+        assert_eq!(
+            Error::CurrentExe(std::io::Error::other("gone")).exit_code(),
+            EXIT_FAILURE
+        );
     }
 }

@@ -8,10 +8,11 @@
 //!              Config     state dir,   Install      Cluster     state machine  a postgres process
 //!                         lock, name
 //! ```
-//! One folder per stage; no folder imports one that imports it back (but [`error`], the crate's
-//! vocabulary):
+//! One folder per stage; no folder imports one that imports it back ([`error`], the crate's
+//! vocabulary, imports none):
 //! - [`commands`]: the command line, one file per verb (its `clap` arguments and its `run`);
-//!   what verbs share (`Cli`, `Command`, the flag groups) in [`commands::args`].
+//!   what verbs share (`Cli`, `Command`, the flag groups) in [`commands::args`];
+//!   [`commands::dispatch`] resolves the instance a verb addresses once and hands it over.
 //! - [`config`]: defaults < user file < project file < remembered < environment < flags,
 //!   validated into a [`config::Config`] (files by job: layers → load → validate; the image's
 //!   variables, the binaries' source with npm's and pip's own configuration, the trust rule for
@@ -37,7 +38,8 @@
 //! - [`observe`]: the health and metrics endpoint.
 //! - [`pg`]: PostgreSQL formats, no policy: URLs, conninfo, probe, SQL scripts, initdb args, verifiers.
 //! - [`os`]: the operating system: paths, /proc, privilege, private files, background work.
-//! - [`error`] and [`log_lines`] (quiet by default, `-v`/`-q`) serve them all.
+//! - [`error`] (one error type, causes as sources, every exit code) and [`log_lines`] (quiet by
+//!   default, `-v`/`-q`) serve them all.
 
 pub mod backup;
 pub mod binaries;

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     // Started through a shim of `pgwarden exec`: become the installation's program.
     if let Some(error) = pgwarden::binaries::shims::run_if_shim(&args) {
         eprintln!("error: {error}");
-        return ExitCode::from(127);
+        return ExitCode::from(pgwarden::error::EXIT_CANNOT_EXEC as u8);
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
 }
 
 /// clap's own message (help, version, usage errors), and the exit code
-/// [`pgwarden::commands::usage_exit_code`] decides.
+/// [`pgwarden::error::usage_exit_code`] decides.
 fn usage_error(e: clap::Error, args: &[OsString]) -> ExitCode {
     let _ = e.print();
     ExitCode::from(pgwarden::commands::usage_exit_code(&e, args) as u8)

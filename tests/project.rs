@@ -1092,6 +1092,64 @@ fn a_data_dir_flag_inside_a_project_addresses_that_data_dir() {
     assert_ne!(code(&status), 0, "{status:?}");
 }
 
+/// `start --port N; stop; <command>`: every command that only reads addresses the instance
+/// `start` left, with its port and data directory — inside a project (from a subdirectory),
+/// outside it by name, and by data directory. `commands::dispatch` resolves each command's
+/// instance once, the way `start` resolved it (remembered port included).
+#[test]
+fn every_reading_command_finds_the_stopped_instance_start_left() {
+    let world = World::new();
+    let shop = world.project("shop", "");
+    let data = world.root.join("own/data");
+    let data = data.to_str().unwrap();
+    let cases: [(PathBuf, Vec<&str>); 3] = [
+        (shop.join("src"), vec![]),
+        (world.root.clone(), vec!["--name", "stock"]),
+        (world.root.clone(), vec!["--data-dir", data]),
+    ];
+    for (cwd, flags) in cases {
+        let port = free_port();
+        let with = |verb: &[&str]| -> Vec<String> {
+            verb.iter()
+                .chain(flags.iter())
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let pgw = |verb: &[&str]| {
+            let args = with(verb);
+            world.pgw(&cwd, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let start = pgw(&["start", "--port", &port.to_string()]);
+        assert_eq!(code(&start), 0, "{start:?}");
+        let running = pgw(&["status", "--json"]);
+        assert_eq!(code(&running), 0, "{running:?}");
+        let running: serde_json::Value = serde_json::from_str(&stdout(&running)).unwrap();
+        let stop = pgw(&["stop"]);
+        assert_eq!(code(&stop), 0, "{stop:?}");
+
+        let case = format!("{flags:?} in {}", cwd.display());
+        let url = pgw(&["url"]);
+        assert_eq!(code(&url), 0, "{case}: {url:?}");
+        assert_eq!(url_port(&stdout(&url)), port, "{case}: {url:?}");
+        let env = pgw(&["env"]);
+        assert!(
+            stdout(&env).lines().any(|l| l == format!("PGPORT={port}")),
+            "{case}: {env:?}"
+        );
+        let status = pgw(&["status", "--json"]);
+        assert_eq!(code(&status), 3, "{case}: {status:?}");
+        let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+        assert_eq!(status["data_dir"], running["data_dir"], "{case}");
+        // pg_isready's "no response", at the port start was given.
+        let check = pgw(&["check"]);
+        assert_eq!(code(&check), 2, "{case}: {check:?}");
+        assert!(
+            stdout(&check).contains(&format!(":{port} - no response")),
+            "{case}: {check:?}"
+        );
+    }
+}
+
 /// compose's own verbs: `up` starts, `down` stops, and `--help` lists them.
 #[test]
 fn up_and_down_start_and_stop_the_project() {

@@ -383,11 +383,10 @@ fn append_dir(tar: &mut Archive, rel: &str, mtime: u64) -> Result<()> {
         .map_err(|e| write_failed(rel, e))
 }
 
-fn write_failed(rel: &str, e: std::io::Error) -> Error {
-    Error::Backup {
-        what: format!(
-            "cannot write {rel} into the backup archive: {e}\nhelp: check the free space and the target's disk"
-        ),
+fn write_failed(rel: &str, source: std::io::Error) -> Error {
+    Error::ArchiveWrite {
+        member: rel.to_string(),
+        source,
     }
 }
 
@@ -443,8 +442,84 @@ fn compression_workers() -> u32 {
 }
 
 /// Takes the backup into `archive` (which must not exist). `progress` draws a bar on a terminal.
+/// One function per step of the module docs, on one session held open throughout.
 pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished> {
     let started = Instant::now();
+    let dir = prepare_target(server, archive)?;
+    let mut client = connect(server)?;
+    let facts = read_server_facts(&mut client)?;
+    let planned_bytes = check_space(server, &facts, &dir)?;
+    let start = start_backup(&mut client)?;
+    let mut out = ArchiveFile::create(archive, &dir)?;
+    let bar = progress_bar(progress, planned_bytes);
+    let mut copied = copy_cluster(&mut out.tar, server, &facts, &bar)?;
+    let stop = stop_backup(&mut client, &copied.live)?;
+    append_labels(&mut out.tar, &stop, &mut copied)?;
+    wait_until_flushed(&mut client, &stop.lsn)?;
+    copy_wal(&mut out.tar, server, &facts, &start, &stop, &mut copied)?;
+    // Ends the session: the server drops the temporary slot.
+    drop(client);
+    let sum = out.commit(archive, &dir)?;
+    bar.finish_and_clear();
+    let manifest = manifest(server, &facts, start, stop, copied, sum);
+    manifest.write_for(archive)?;
+    Ok(Finished {
+        archive: archive.to_path_buf(),
+        manifest,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// What the backup needs to know of the server before it starts.
+struct ServerFacts {
+    segment_size: u64,
+    system_identifier: String,
+    /// The tablespaces' version directory (`PG_16_<catalog version>`).
+    version_dir: String,
+}
+
+impl ServerFacts {
+    /// The cluster's live tablespaces, each with its version directory.
+    fn spaces(&self, data_dir: &Path) -> Result<Vec<(Live, String)>> {
+        Ok(tablespaces::list_live(data_dir)?
+            .into_iter()
+            .map(|live| (live, self.version_dir.clone()))
+            .collect())
+    }
+}
+
+/// What `pg_backup_start` returned.
+struct Started {
+    ms: u64,
+    label: String,
+    lsn: String,
+    wal_first: String,
+    timeline: u32,
+}
+
+/// What `pg_backup_stop` returned.
+struct Stopped {
+    /// Taken before the call: every transaction acknowledged before this time has its commit
+    /// record before the backup's end, so it is in the backup (the manifest's promise).
+    ms: u64,
+    lsn: String,
+    wal_last: String,
+    labelfile: String,
+    spcmapfile: String,
+}
+
+/// What went into the archive so far.
+struct Copied {
+    files: Vec<FileSum>,
+    total_bytes: u64,
+    /// The tablespaces copied, listed after `pg_backup_start` (the ones its map will name).
+    live: Vec<(Live, String)>,
+    /// The bytes copied of each of `live`.
+    tablespace_bytes: Vec<u64>,
+}
+
+/// Refuses a target inside the cluster or one that exists; makes its directory (private).
+fn prepare_target(server: &Server, archive: &Path) -> Result<PathBuf> {
     check_outside(archive, &server.data_dir)?;
     if archive.exists() {
         return Err(Error::Backup {
@@ -459,7 +534,11 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         std::fs::create_dir_all(&dir).io("cannot create the backup directory", &dir)?;
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
     }
-    let mut client = connect(server)?;
+    Ok(dir)
+}
+
+/// The server's WAL settings and identity; refuses `wal_level = minimal`.
+fn read_server_facts(client: &mut postgres::Client) -> Result<ServerFacts> {
     let row = client
         .query_one(
             "SELECT current_setting('wal_level'), \
@@ -471,14 +550,6 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         .map_err(|e| sql_failed("cannot read the server's settings", &e))?;
     let (wal_level, segment_size, system_identifier, catalog_version): (String, i64, String, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
-    let version_dir = tablespaces::version_dir(catalog_version);
-    let spaces = |data_dir: &Path| -> Result<Vec<(Live, String)>> {
-        Ok(tablespaces::list_live(data_dir)?
-            .into_iter()
-            .map(|live| (live, version_dir.clone()))
-            .collect())
-    };
-    let segment_size = segment_size.max(1) as u64;
     if wal_level == "minimal" {
         return Err(Error::Backup {
             what: "the server runs with wal_level = minimal, which allows no online backup\n\
@@ -486,13 +557,20 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
                 .into(),
         });
     }
+    Ok(ServerFacts {
+        segment_size: segment_size.max(1) as u64,
+        system_identifier,
+        version_dir: tablespaces::version_dir(catalog_version),
+    })
+}
 
-    // Checked first: the cluster's size (an upper bound of the compressed archive) plus a
-    // little WAL must fit on the target's filesystem.
-    let planned = walk(&server.data_dir, &spaces(&server.data_dir)?)?;
+/// Checked first: the cluster's size (an upper bound of the compressed archive) plus a little
+/// WAL must fit on the target's filesystem. Returns the cluster's size.
+fn check_space(server: &Server, facts: &ServerFacts, dir: &Path) -> Result<u64> {
+    let planned = walk(&server.data_dir, &facts.spaces(&server.data_dir)?)?;
     let planned_bytes: u64 = planned.iter().map(|m| m.size).sum();
-    let needed = planned_bytes + 4 * segment_size;
-    if let Some(free) = super::free_space(&dir)
+    let needed = planned_bytes + 4 * facts.segment_size;
+    if let Some(free) = super::free_space(dir)
         && free < needed
     {
         return Err(Error::Backup {
@@ -505,7 +583,11 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
             ),
         });
     }
+    Ok(planned_bytes)
+}
 
+/// Steps 1 and 2: the temporary slot that keeps the WAL, then `pg_backup_start`.
+fn start_backup(client: &mut postgres::Client) -> Result<Started> {
     let slot = format!("pgwarden_backup_{}", std::process::id());
     client
         .execute(
@@ -519,46 +601,105 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
                 &e,
             )
         })?;
-    let start_ms = super::now_ms();
-    let label = format!("pgwarden {}", super::rfc3339(start_ms));
+    let ms = super::now_ms();
+    let label = format!("pgwarden {}", super::rfc3339(ms));
     let row = client
         .query_one(
             "SELECT lsn::text, pg_walfile_name(lsn) FROM pg_backup_start($1, true) AS lsn",
             &[&label],
         )
         .map_err(|e| sql_failed("pg_backup_start failed", &e))?;
-    let (start_lsn, wal_first): (String, String) = (row.get(0), row.get(1));
+    let (lsn, wal_first): (String, String) = (row.get(0), row.get(1));
     let timeline = u32::from_str_radix(&wal_first[..8], 16).unwrap_or(1);
+    Ok(Started {
+        ms,
+        label,
+        lsn,
+        wal_first,
+        timeline,
+    })
+}
 
-    let partial_path = dir.join(format!(
-        ".{}.partial",
-        archive.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial_path)
-        .io("cannot create", &partial_path)?;
-    let mut partial = Partial {
-        path: partial_path.clone(),
-        committed: false,
-    };
-    let writer = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-        written: 0,
-    };
-    let mut encoder =
-        zstd::Encoder::new(writer, 1).io("cannot start compressing into", &partial_path)?;
-    // Compression in zstd's worker threads, beside this one (which reads, hashes and writes):
-    // the same zstd format; ~9 MB more memory per worker (job buffers), whatever the cluster's
-    // size.
-    encoder
-        .multithread(compression_workers())
-        .io("cannot start compressing into", &partial_path)?;
-    let mut tar: Archive = tar::Builder::new(encoder);
+/// The archive being written: `.<name>.partial` beside the target, removed unless committed.
+struct ArchiveFile {
+    tar: Archive,
+    partial: Partial,
+}
 
+impl ArchiveFile {
+    fn create(archive: &Path, dir: &Path) -> Result<ArchiveFile> {
+        let partial_path = dir.join(format!(
+            ".{}.partial",
+            archive.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial_path)
+            .io("cannot create", &partial_path)?;
+        let partial = Partial {
+            path: partial_path.clone(),
+            committed: false,
+        };
+        let writer = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            written: 0,
+        };
+        let mut encoder =
+            zstd::Encoder::new(writer, 1).io("cannot start compressing into", &partial_path)?;
+        // Compression in zstd's worker threads, beside this one (which reads, hashes and
+        // writes): the same zstd format; ~9 MB more memory per worker (job buffers), whatever
+        // the cluster's size.
+        encoder
+            .multithread(compression_workers())
+            .io("cannot start compressing into", &partial_path)?;
+        Ok(ArchiveFile {
+            tar: tar::Builder::new(encoder),
+            partial,
+        })
+    }
+
+    /// Ends the archive, flushes it to disk and renames it to `archive`; its size and digest.
+    fn commit(mut self, archive: &Path, dir: &Path) -> Result<ArchiveSum> {
+        let partial_path = self.partial.path.clone();
+        let encoder = self
+            .tar
+            .into_inner()
+            .map_err(|e| write_failed("the end of the archive", e))?;
+        let mut writer = encoder
+            .finish()
+            .map_err(|e| write_failed("the end of the archive", e))?;
+        writer
+            .flush()
+            .map_err(|e| write_failed("the end of the archive", e))?;
+        let HashingWriter {
+            inner,
+            hasher,
+            written,
+        } = writer;
+        let file = inner
+            .into_inner()
+            .map_err(|e| write_failed("the end of the archive", e.into_error()))?;
+        file.sync_all().io("cannot flush", &partial_path)?;
+        drop(file);
+        std::fs::rename(&partial_path, archive).io("cannot rename the backup into", archive)?;
+        self.partial.committed = true;
+        super::sync_dir(dir);
+        Ok(ArchiveSum {
+            name: archive
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            size: written,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+fn progress_bar(progress: bool, planned_bytes: u64) -> indicatif::ProgressBar {
     let bar = if progress {
         indicatif::ProgressBar::new(planned_bytes)
     } else {
@@ -570,15 +711,24 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         )
         .expect("valid template"),
     );
+    bar
+}
 
+/// Step 3: the data directory and its tablespaces, streamed while the server serves writes.
+fn copy_cluster(
+    tar: &mut Archive,
+    server: &Server,
+    facts: &ServerFacts,
+    bar: &indicatif::ProgressBar,
+) -> Result<Copied> {
     let mut files = Vec::new();
     let mut total_bytes = 0u64;
     // Listed after pg_backup_start: the tablespaces its map will name.
-    let live = spaces(&server.data_dir)?;
+    let live = facts.spaces(&server.data_dir)?;
     let mut tablespace_bytes = vec![0u64; live.len()];
     for member in walk(&server.data_dir, &live)? {
         if member.dir {
-            append_dir(&mut tar, &member.rel, member.mtime)?;
+            append_dir(tar, &member.rel, member.mtime)?;
             continue;
         }
         let path = member.source.clone();
@@ -589,7 +739,7 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
             Err(e) => return Err(e).io("cannot read", &path),
         };
         let size = file.metadata().io("cannot read", &path)?.len();
-        let sum = append_reader(&mut tar, &member.rel, size, member.mtime, file)?;
+        let sum = append_reader(tar, &member.rel, size, member.mtime, file)?;
         total_bytes += size;
         if let Some(i) = live.iter().position(|(l, _)| {
             member
@@ -604,10 +754,18 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         bar.inc(size);
         files.push(sum);
     }
+    Ok(Copied {
+        files,
+        total_bytes,
+        live,
+        tablespace_bytes,
+    })
+}
 
-    // Taken before the call: every transaction acknowledged before this time has its commit
-    // record before the backup's end, so it is in the backup (the manifest's promise).
-    let stop_ms = super::now_ms();
+/// Step 4: `pg_backup_stop`; its tablespace map must name exactly the tablespaces copied (one
+/// created or dropped meanwhile would not restore).
+fn stop_backup(client: &mut postgres::Client, live: &[(Live, String)]) -> Result<Stopped> {
+    let ms = super::now_ms();
     let row = client
         .query_one(
             "SELECT lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile \
@@ -615,10 +773,8 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
             &[],
         )
         .map_err(|e| sql_failed("pg_backup_stop failed", &e))?;
-    let (stop_lsn, wal_last, labelfile, spcmapfile): (String, String, String, String) =
+    let (lsn, wal_last, labelfile, spcmapfile): (String, String, String, String) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
-    // The server's map must name exactly the tablespaces copied (one created or dropped
-    // meanwhile would not restore).
     let mut mapped = tablespaces::parse_map(&spcmapfile).ok_or_else(|| Error::Backup {
         what: format!(
             "pg_backup_stop returned a tablespace_map pgwarden cannot read: {spcmapfile:?}"
@@ -637,18 +793,35 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
             ),
         });
     }
-    for (name, text) in [("backup_label", labelfile), ("tablespace_map", spcmapfile)] {
+    Ok(Stopped {
+        ms,
+        lsn,
+        wal_last,
+        labelfile,
+        spcmapfile,
+    })
+}
+
+/// `backup_label` and `tablespace_map` into the archive (never into the live data dir).
+fn append_labels(tar: &mut Archive, stop: &Stopped, copied: &mut Copied) -> Result<()> {
+    for (name, text) in [
+        ("backup_label", &stop.labelfile),
+        ("tablespace_map", &stop.spcmapfile),
+    ] {
         let sum = append_reader(
-            &mut tar,
+            tar,
             name,
             text.len() as u64,
-            stop_ms / 1000,
+            stop.ms / 1000,
             text.as_bytes(),
         )?;
-        files.push(sum);
+        copied.files.push(sum);
     }
+    Ok(())
+}
 
-    // The stop LSN's segment must be on disk before it is copied.
+/// The stop LSN's segment must be on disk before it is copied (a minute at most).
+fn wait_until_flushed(client: &mut postgres::Client, stop_lsn: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let flushed: bool = client
@@ -659,15 +832,28 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
             .map_err(|e| sql_failed("cannot read the WAL flush position", &e))?
             .get(0);
         if flushed || Instant::now() > deadline {
-            break;
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
 
+/// Step 5: the WAL segments from the start's to the stop's (and the timeline history files)
+/// into the archive's `pg_wal/`; every one of them must be there.
+fn copy_wal(
+    tar: &mut Archive,
+    server: &Server,
+    facts: &ServerFacts,
+    start: &Started,
+    stop: &Stopped,
+    copied: &mut Copied,
+) -> Result<()> {
+    let (wal_first, wal_last, segment_size) =
+        (&start.wal_first, &stop.wal_last, facts.segment_size);
     let wal_dir = server.data_dir.join("pg_wal");
     let (Some(first), Some(last)) = (
-        segment_number(&wal_first, segment_size),
-        segment_number(&wal_last, segment_size),
+        segment_number(wal_first, segment_size),
+        segment_number(wal_last, segment_size),
     ) else {
         return Err(Error::Backup {
             what: format!("the server named unexpected WAL files {wal_first:?} and {wal_last:?}"),
@@ -699,46 +885,26 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
         let path = wal_dir.join(name);
         let file = File::open(&path).io("cannot read", &path)?;
         let size = file.metadata().io("cannot read", &path)?.len();
-        let sum = append_reader(
-            &mut tar,
-            &format!("pg_wal/{name}"),
-            size,
-            stop_ms / 1000,
-            file,
-        )?;
-        total_bytes += size;
-        files.push(sum);
+        let sum = append_reader(tar, &format!("pg_wal/{name}"), size, stop.ms / 1000, file)?;
+        copied.total_bytes += size;
+        copied.files.push(sum);
     }
-    // Ends the session: the server drops the temporary slot.
-    drop(client);
+    Ok(())
+}
 
-    let encoder = tar
-        .into_inner()
-        .map_err(|e| write_failed("the end of the archive", e))?;
-    let mut writer = encoder
-        .finish()
-        .map_err(|e| write_failed("the end of the archive", e))?;
-    writer
-        .flush()
-        .map_err(|e| write_failed("the end of the archive", e))?;
-    let HashingWriter {
-        inner,
-        hasher,
-        written,
-    } = writer;
-    let file = inner
-        .into_inner()
-        .map_err(|e| write_failed("the end of the archive", e.into_error()))?;
-    file.sync_all().io("cannot flush", &partial_path)?;
-    drop(file);
-    std::fs::rename(&partial_path, archive).io("cannot rename the backup into", archive)?;
-    partial.committed = true;
-    super::sync_dir(&dir);
-    bar.finish_and_clear();
-
-    let tablespaces: Vec<TablespaceEntry> = live
+/// The manifest of the finished backup (written last, beside the archive).
+fn manifest(
+    server: &Server,
+    facts: &ServerFacts,
+    start: Started,
+    stop: Stopped,
+    copied: Copied,
+    archive: ArchiveSum,
+) -> Manifest {
+    let tablespaces: Vec<TablespaceEntry> = copied
+        .live
         .iter()
-        .zip(&tablespace_bytes)
+        .zip(&copied.tablespace_bytes)
         .map(|((l, version_dir), bytes)| TablespaceEntry {
             oid: l.oid.clone(),
             location: l.location.to_string_lossy().into_owned(),
@@ -746,48 +912,34 @@ pub fn take(server: &Server, archive: &Path, progress: bool) -> Result<Finished>
             bytes: *bytes,
         })
         .collect();
-    let manifest = Manifest {
+    Manifest {
         format: if tablespaces.is_empty() {
             super::manifest::FORMAT
         } else {
             super::manifest::FORMAT_TABLESPACES
         },
         created_by: concat!("pgwarden ", env!("CARGO_PKG_VERSION")).into(),
-        label,
+        label: start.label,
         postgresql_major: std::fs::read_to_string(server.data_dir.join("PG_VERSION"))
             .unwrap_or_default()
             .trim()
             .to_string(),
-        system_identifier,
-        timeline,
-        start_lsn,
-        stop_lsn,
-        start_ms,
-        stop_ms,
-        start_time: super::rfc3339(start_ms),
-        stop_time: super::rfc3339(stop_ms),
-        wal_first,
-        wal_last,
-        archive: ArchiveSum {
-            name: archive
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            size: written,
-            sha256: hex::encode(hasher.finalize()),
-        },
-        files,
-        total_bytes,
-        wal_segment_size: segment_size,
+        system_identifier: facts.system_identifier.clone(),
+        timeline: start.timeline,
+        start_lsn: start.lsn,
+        stop_lsn: stop.lsn,
+        start_ms: start.ms,
+        stop_ms: stop.ms,
+        start_time: super::rfc3339(start.ms),
+        stop_time: super::rfc3339(stop.ms),
+        wal_first: start.wal_first,
+        wal_last: stop.wal_last,
+        archive,
+        files: copied.files,
+        total_bytes: copied.total_bytes,
+        wal_segment_size: facts.segment_size,
         tablespaces,
-    };
-    manifest.write_for(archive)?;
-    Ok(Finished {
-        archive: archive.to_path_buf(),
-        manifest,
-        elapsed: started.elapsed(),
-    })
+    }
 }
 
 #[cfg(test)]

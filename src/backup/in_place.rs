@@ -121,8 +121,10 @@ pub fn mark_creating(dir: &Path, note: &str, run_as: &RunAs) -> Result<()> {
 /// syncfs() of the filesystem holding `dir`.
 pub fn flush_filesystem(dir: &Path) -> Result<()> {
     let handle = std::fs::File::open(dir).io("cannot open", dir)?;
-    nix::unistd::syncfs(&handle).map_err(|e| Error::Backup {
-        what: format!("cannot flush {} to disk: {e}", dir.display()),
+    nix::unistd::syncfs(&handle).map_err(|source| Error::Flush {
+        what: "the filesystem of",
+        dir: dir.to_path_buf(),
+        source,
     })
 }
 

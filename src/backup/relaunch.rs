@@ -5,8 +5,15 @@
 //! ready), the same environment (`POSTGRES_PASSWORD` and friends: without them the reconcile
 //! would put the defaults back) and the same working directory (relative paths), read from
 //! `/proc/<pid>` before it is stopped. Otherwise `pgwarden start` gets the command line built
-//! from the command's own parsed flags ([`crate::commands::RunArgs::command_line`]). Either way through the ordinary `start` path: nothing here reaches into
-//! the supervisor.
+//! from the command's own parsed flags ([`crate::commands::RunArgs::command_line`]). Either way
+//! through the ordinary `start` path: nothing here reaches into the supervisor.
+//!
+//! Why `/proc` and not the remembered settings of the state directory
+//! ([`crate::instance::remembered`]): those hold the flags and where the password came from,
+//! never the environment's values (`POSTGRES_PASSWORD`, `POSTGRES_USER`, …, secrets that are
+//! written nowhere), nor the flags that are asked for each time (`--ephemeral`,
+//! `--create-user`, `--data-from`); a relaunch from them would reconcile the role back to the
+//! defaults.
 
 use crate::error::{Error, Result};
 use std::ffi::OsString;
@@ -85,16 +92,14 @@ impl Relaunch {
     /// Runs `pgwarden start …` and waits for it (it returns once the server is ready, having
     /// printed `DATABASE_URL=…` on stdout).
     pub async fn start(&self) -> Result<()> {
-        let mut exe = std::env::current_exe().map_err(|e| Error::Backup {
-            what: format!("cannot find the pgwarden binary: {e}"),
-        })?;
+        let mut exe = std::env::current_exe().map_err(Error::CurrentExe)?;
         // Replaced on disk while this ran (an upgrade): the new binary at the same path.
         if !exe.exists()
             && let Some(path) = exe.to_str().and_then(|p| p.strip_suffix(" (deleted)"))
         {
             exe = PathBuf::from(path);
         }
-        let mut command = tokio::process::Command::new(exe);
+        let mut command = tokio::process::Command::new(&exe);
         command.args(&self.args).stdin(std::process::Stdio::null());
         if let Some(env) = &self.env {
             command.env_clear().envs(env.iter().cloned());
@@ -102,8 +107,10 @@ impl Relaunch {
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
-        let status = command.status().await.map_err(|e| Error::Backup {
-            what: format!("cannot run `pgwarden start`: {e}"),
+        let status = command.status().await.map_err(|source| Error::Spawn {
+            what: "`pgwarden start`".into(),
+            program: exe.clone(),
+            source,
         })?;
         if !status.success() {
             return Err(Error::Backup {

@@ -175,12 +175,10 @@ pub fn exchange(a: &Path, b: &Path) -> Result<()> {
         b,
         nix::fcntl::RenameFlags::RENAME_EXCHANGE,
     )
-    .map_err(|e| Error::Backup {
-        what: format!(
-            "cannot exchange {} and {}: {e}\nhelp: both must be on the same filesystem (Linux ≥ 3.15)",
-            a.display(),
-            b.display()
-        ),
+    .map_err(|source| Error::Exchange {
+        a: a.to_path_buf(),
+        b: b.to_path_buf(),
+        source,
     })
 }
 

@@ -460,8 +460,10 @@ pub fn write_map(data_dir: &Path, placements: &[Placement], run_as: &RunAs) -> R
         .io("cannot set the mode of", &path)?;
     if run_as.switch {
         nix::unistd::chown(&path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-            Error::Privilege {
-                what: format!("cannot give {} to {}: {e}", path.display(), run_as.name),
+            Error::GiveTo {
+                path: path.to_path_buf(),
+                user: run_as.name.clone(),
+                source: e,
             }
         })?;
     }

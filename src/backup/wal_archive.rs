@@ -86,9 +86,7 @@ pub fn recovery_for(config: &Config, time: &str, manifest: &Manifest) -> Result<
             )],
         });
     }
-    let exe = std::env::current_exe().map_err(|e| Error::Backup {
-        what: format!("cannot find the pgwarden binary: {e}"),
-    })?;
+    let exe = std::env::current_exe().map_err(Error::CurrentExe)?;
     Ok(Recovery {
         target_time: target.for_postgres(),
         restore_command: restore_command(&exe, archive),

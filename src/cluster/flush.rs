@@ -18,12 +18,10 @@ use std::time::Duration;
 /// the launch rather than publishing a damaged cluster.
 pub fn flush_to_disk(dir: &Path) -> Result<()> {
     let handle = std::fs::File::open(dir).io("cannot open", dir)?;
-    nix::unistd::syncfs(&handle).map_err(|e| Error::Cluster {
-        what: format!(
-            "cannot flush the new cluster in {} to disk: {e}\n\
-             help: check the disk and the kernel log (dmesg), then start pgwarden again",
-            dir.display()
-        ),
+    nix::unistd::syncfs(&handle).map_err(|source| Error::Flush {
+        what: "the new cluster in",
+        dir: dir.to_path_buf(),
+        source,
     })
 }
 

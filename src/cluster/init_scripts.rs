@@ -18,7 +18,7 @@
 
 use crate::binaries::Install;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::os::privilege::RunAs;
 use crate::pg::sql_script::{Item, Splitter, line_of_position};
 use crate::postmaster::temp_server::TempServer;
@@ -56,9 +56,7 @@ impl Kind {
 
 /// The scripts of `dir`, in the order they run.
 pub fn list(dir: &Path) -> Result<Vec<(PathBuf, Kind)>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::Cluster {
-        what: format!("cannot read init_dir {}: {e}", dir.display()),
-    })?;
+    let entries = std::fs::read_dir(dir).io("cannot read init_dir", dir)?;
     let mut scripts = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();

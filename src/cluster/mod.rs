@@ -398,8 +398,10 @@ fn run_initdb(
         .io("cannot set the mode of", pwfile.path())?;
     if run_as.switch {
         nix::unistd::chown(pwfile.path(), Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-            Error::Privilege {
-                what: format!("cannot give the password file to {}: {e}", run_as.name),
+            Error::GiveTo {
+                path: pwfile.path().to_path_buf(),
+                user: run_as.name.clone(),
+                source: e,
             }
         })?;
     }
@@ -565,11 +567,10 @@ fn run_checked(
                 .map_err(std::io::Error::from)
         });
     }
-    let mut child = command.spawn().map_err(|e| Error::Cluster {
-        what: format!(
-            "cannot run {what} ({}): {e}",
-            command.get_program().to_string_lossy()
-        ),
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        what: what.to_string(),
+        program: command.get_program().into(),
+        source,
     })?;
     cancel.started(child.id());
     let pid = child.id();

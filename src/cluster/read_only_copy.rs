@@ -197,12 +197,10 @@ impl Walk<'_> {
     fn give(&self, fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<()> {
         if self.run_as.switch {
             nix::unistd::fchown(fd, Some(self.run_as.uid), Some(self.run_as.gid)).map_err(|e| {
-                Error::Privilege {
-                    what: format!(
-                        "cannot give {} to {}: {e}",
-                        path.display(),
-                        self.run_as.name
-                    ),
+                Error::GiveTo {
+                    path: path.to_path_buf(),
+                    user: self.run_as.name.clone(),
+                    source: e,
                 }
             })?;
         }

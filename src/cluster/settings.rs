@@ -49,8 +49,10 @@ pub fn write_server_settings(
         .io("cannot set the mode of", &temp)?;
     if run_as.switch {
         nix::unistd::chown(&temp, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-            Error::Privilege {
-                what: format!("cannot give {} to {}: {e}", temp.display(), run_as.name),
+            Error::GiveTo {
+                path: temp.to_path_buf(),
+                user: run_as.name.clone(),
+                source: e,
             }
         })?;
     }

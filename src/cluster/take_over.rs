@@ -305,8 +305,10 @@ fn write_file(path: &Path, text: &str, run_as: &RunAs) -> Result<()> {
     std::fs::write(path, text).io("cannot write", path)?;
     if run_as.switch {
         nix::unistd::chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-            Error::Privilege {
-                what: format!("cannot give {} to {}: {e}", path.display(), run_as.name),
+            Error::GiveTo {
+                path: path.to_path_buf(),
+                user: run_as.name.clone(),
+                source: e,
             }
         })?;
     }

@@ -63,10 +63,9 @@ impl Cli {
     }
 }
 
-/// The exit code of a command line clap refused: clap's own (2 for a usage error, 0 for
-/// `--help` and `--version`), except that `check` exits 3 on a usage error as pg_isready does
-/// ("no attempt"), so that 1 is never mistaken for "rejecting". The subcommand is the one clap
-/// finds in `args` (global options before it included), not whatever `args[1]` is.
+/// The exit code of a command line clap refused ([`crate::error::usage_exit_code`] decides it),
+/// for the subcommand clap finds in `args` (global options before it included), not whatever
+/// `args[1]` is.
 pub fn usage_exit_code(e: &clap::Error, args: &[OsString]) -> i32 {
     use clap::CommandFactory;
     let subcommand = Cli::command()
@@ -74,24 +73,20 @@ pub fn usage_exit_code(e: &clap::Error, args: &[OsString]) -> i32 {
         .try_get_matches_from(args)
         .ok()
         .and_then(|m| m.subcommand_name().map(str::to_string));
-    if subcommand.as_deref() == Some("check") && e.use_stderr() {
-        crate::pg::probe::PingStatus::NoAttempt.exit_code()
-    } else {
-        e.exit_code()
-    }
+    crate::error::usage_exit_code(e, subcommand.as_deref())
 }
 
 impl Command {
-    /// The sources of the instance this command addresses (what it resolves), `None` for the
-    /// commands that address none (`install`, `ls`, `init`, …). The commands build these same
-    /// sources from their arguments; the instance stage's tests resolve them side by side.
+    /// The sources of the instance this command addresses, `None` for the commands that address
+    /// none (`install`, `ls`, `init`, …): what [`super::dispatch`] resolves, once, and hands to
+    /// the verb. The instance stage's tests resolve them side by side.
     pub fn instance_sources(&self) -> Option<Sources> {
         use db::DbCommand;
         use snapshot::SnapshotCommand;
         Some(match self {
             Command::Run(args) => args.sources(),
             Command::Start(args) | Command::Restart(args) => args.run.sources(),
-            Command::Exec(args) => args.run.sources(),
+            Command::Exec(args) => args.run_args().sources(),
             Command::Restore(args) => args.run.sources(),
             Command::Snapshot(
                 SnapshotCommand::Save(args)
@@ -742,6 +737,81 @@ mod tests {
         assert_eq!(format!("{parsed:?}"), format!("{quiet:?}"));
     }
 
+    /// `dispatch` hands every verb that addresses an instance the one it resolved from
+    /// `instance_sources`: each of those verbs has sources, the others none.
+    #[test]
+    fn every_verb_that_addresses_an_instance_has_its_sources() {
+        let addressing: [&[&str]; 27] = [
+            &["run"],
+            &["start"],
+            &["restart"],
+            &["stop"],
+            &["status"],
+            &["url"],
+            &["env"],
+            &["wait"],
+            &["logs"],
+            &["psql"],
+            &["check"],
+            &["doctor"],
+            &["reload"],
+            &["reset"],
+            &["backup"],
+            &["restore", "b.tar.zst"],
+            &["snapshot", "save", "s"],
+            &["snapshot", "restore", "s"],
+            &["snapshot", "rm", "s"],
+            &["snapshot", "ls"],
+            &["db", "create", "d"],
+            &["db", "drop", "d"],
+            &["db", "reindex-collations"],
+            &["exec", "--", "true"],
+            &["exec", "--ephemeral", "--", "true"],
+            &["up"],
+            &["down"],
+        ];
+        let parse = |line: &[&str]| {
+            Cli::try_parse_from(std::iter::once(&"pgwarden").chain(line))
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+        };
+        for line in addressing {
+            assert!(parse(line).command.instance_sources().is_some(), "{line:?}");
+        }
+        for line in [
+            &["install"][..],
+            &["export-archive", "x.tgz"],
+            &["completions", "bash"],
+            &["archive-wal", "--to", "/a", "000000010000000000000001", "p"],
+            &["ls"],
+            &["ps"],
+            &["init"],
+            &["service", "install"],
+        ] {
+            assert!(parse(line).command.instance_sources().is_none(), "{line:?}");
+        }
+    }
+
+    /// A throwaway `exec` gets a name of its own and any free port, in the sources `dispatch`
+    /// resolves and in the command line of its background server alike.
+    #[test]
+    fn a_throwaway_exec_has_its_own_name_and_a_free_port() {
+        let cli = Cli::try_parse_from(["pgwarden", "exec", "--ephemeral", "--", "true"]).unwrap();
+        let Command::Exec(args) = &cli.command else {
+            panic!("expected exec");
+        };
+        let sources = cli.command.instance_sources().unwrap();
+        assert_eq!(sources.flags.port, Some(0));
+        let name = format!("exec-{}", std::process::id());
+        assert_eq!(sources.flags.name.as_deref(), Some(name.as_str()));
+        let line = args.run_args().command_line("run", &cli.globals());
+        assert!(line.contains(&OsString::from(format!("--name={name}"))));
+        assert!(line.contains(&OsString::from("--port=0")));
+        // Not a throwaway: the instance flags as given.
+        let cli = Cli::try_parse_from(["pgwarden", "exec", "--", "true"]).unwrap();
+        let sources = cli.command.instance_sources().unwrap();
+        assert_eq!((sources.flags.port, sources.flags.name), (None, None));
+    }
+
     #[test]
     fn up_and_down_are_start_and_stop() {
         let up = Cli::try_parse_from(["pgwarden", "up", "--port", "7"]).unwrap();
@@ -795,5 +865,10 @@ mod tests {
         assert_eq!(code(&["pgwarden", "status", "--bogus"]), 2);
         assert_eq!(code(&["pgwarden", "--bogus"]), 2);
         assert_eq!(code(&["pgwarden", "check", "--help"]), 0);
+        assert_eq!(
+            crate::error::EXIT_CHECK_NO_ATTEMPT,
+            crate::pg::probe::PingStatus::NoAttempt.exit_code(),
+            "check's usage error is pg_isready's no attempt"
+        );
     }
 }

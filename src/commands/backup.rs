@@ -5,7 +5,6 @@
 //! `pgwarden backup verify [FILE]` runs in [`crate::commands::backup_verify`].
 
 use crate::backup::{base, human_bytes, now_ms, record, verify};
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::backup_verify::request_for;
 use crate::commands::common::{Instance, human_duration};
@@ -77,11 +76,10 @@ pub struct VerifyArgs {
     pub instance: InstanceArgs,
 }
 
-pub async fn run(args: BackupArgs, globals: &Globals) -> Result<i32> {
+pub async fn run(args: BackupArgs, instance: Instance) -> Result<i32> {
     if let Some(BackupCommand::Verify(verify_args)) = args.command {
-        return crate::commands::backup_verify::run(verify_args, globals).await;
+        return crate::commands::backup_verify::run(verify_args, instance).await;
     }
-    let instance = Instance::load(globals, &args.instance)?;
     instance.require_running()?;
     let status = instance.status.clone().ok_or_else(|| Error::Backup {
         what: "the running pgwarden has written no status yet; wait until it is ready (`pgwarden wait`)".into(),

@@ -3,15 +3,13 @@
 //! installation and server user, the result recorded for `status` and /metrics.
 
 use crate::backup::{base, verify};
-use crate::commands::Globals;
 use crate::commands::backup::VerifyArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
 /// `pgwarden backup verify [FILE] [--to TIME]`.
-pub async fn run(args: VerifyArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub async fn run(args: VerifyArgs, instance: Instance) -> Result<i32> {
     if let Some(time) = &args.to {
         crate::backup::wal_archive::parse_target(time)?;
     }

@@ -8,8 +8,6 @@
 //! configured), not libpq's socket directory and 5432, and libpq's PG* environment variables
 //! are not read.
 
-use crate::commands::Globals;
-use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::error::Result;
 use crate::pg::conninfo::{self, Settings};
@@ -120,7 +118,7 @@ struct Target {
     port: String,
 }
 
-pub async fn run(args: CheckArgs, globals: &Globals) -> Result<i32> {
+pub async fn run(args: CheckArgs, instance: Result<Instance>) -> Result<i32> {
     let settings = match args.dbname.as_deref().filter(|d| conninfo::is_conninfo(d)) {
         Some(text) => match conninfo::parse(text) {
             Ok(settings) => Some(settings),
@@ -132,14 +130,7 @@ pub async fn run(args: CheckArgs, globals: &Globals) -> Result<i32> {
         },
         None => None,
     };
-    let instance = InstanceArgs {
-        config: args.config.clone(),
-        data_dir: args.data_dir.clone(),
-        name: args.name.clone(),
-        system: args.system,
-        ..InstanceArgs::default()
-    };
-    let instance = match Instance::load(globals, &instance) {
+    let instance = match instance {
         Ok(instance) => instance,
         Err(e) => {
             eprintln!("pgwarden check: error: {e}");

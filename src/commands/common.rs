@@ -1,24 +1,10 @@
-//! What the daily commands share: finding the instance a command addresses and whether (and
-//! where) its supervisor runs.
+//! What the daily commands share: the observed instance ([`crate::commands::dispatch`]
+//! resolves it once and hands it to the verb) and the hint that addresses it again.
 
-use crate::commands::{Globals, InstanceArgs};
-use crate::config::Sources;
-use crate::error::Result;
+use crate::commands::InstanceArgs;
 pub use crate::instance::observe::Instance;
-use crate::instance::resolve::resolve;
 
 impl Instance {
-    /// The instance `args` address, observed.
-    pub fn load(globals: &Globals, args: &InstanceArgs) -> Result<Instance> {
-        Self::resolve(globals, args.sources())
-    }
-
-    /// The one way a command decides which instance it addresses, with which settings:
-    /// [`resolve`] with this command line's project choice, then observed.
-    pub fn resolve(globals: &Globals, sources: Sources) -> Result<Instance> {
-        Ok(resolve(globals.sources(sources))?.observe())
-    }
-
     /// The instance flags a hint should repeat so that the user's next command reaches this
     /// instance too: `--name N`, `--data-dir D`, `--config F` as they were given.
     pub fn flags_hint(args: &InstanceArgs) -> String {

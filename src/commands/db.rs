@@ -9,8 +9,8 @@
 //! one (fsync off) the two are within a few milliseconds (BENCHMARKS.md, row 11).
 
 use crate::cluster::quote_identifier;
+use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
-use crate::commands::{Globals, InstanceArgs};
 use crate::error::{Error, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_postgres::error::SqlState;
@@ -105,18 +105,17 @@ pub enum Strategy {
     WalLog,
 }
 
-pub async fn run(command: DbCommand, globals: &Globals) -> Result<i32> {
+pub async fn run(command: DbCommand, instance: Instance) -> Result<i32> {
     match command {
-        DbCommand::Create(args) => create(args, globals).await,
-        DbCommand::Drop(args) => drop_database(args, globals).await,
+        DbCommand::Create(args) => create(args, instance).await,
+        DbCommand::Drop(args) => drop_database(args, instance).await,
         DbCommand::ReindexCollations(args) => {
-            super::db_reindex_collations::run(args, globals).await
+            super::db_reindex_collations::run(args, instance).await
         }
     }
 }
 
-async fn create(args: CreateArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+async fn create(args: CreateArgs, instance: Instance) -> Result<i32> {
     instance.require_running()?;
     let client = connect(&instance).await?;
     let mut sql = format!("CREATE DATABASE {}", quote_identifier(&args.database));
@@ -150,8 +149,7 @@ async fn create(args: CreateArgs, globals: &Globals) -> Result<i32> {
     Ok(0)
 }
 
-async fn drop_database(args: DropArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+async fn drop_database(args: DropArgs, instance: Instance) -> Result<i32> {
     instance.require_running()?;
     if args.database == instance.database() && !args.yes {
         confirm_main(&args.database)?;

@@ -15,7 +15,6 @@
 //! indexes were rebuilt, so a failure leaves them stale and the next run does the rest.
 
 use crate::cluster::collation::{self, Reindex, Stale, Statement};
-use crate::commands::Globals;
 use crate::commands::common::Instance;
 use crate::commands::db::ReindexCollationsArgs;
 use crate::config::Secret;
@@ -52,8 +51,7 @@ impl Target {
     }
 }
 
-pub async fn run(args: ReindexCollationsArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub async fn run(args: ReindexCollationsArgs, instance: Instance) -> Result<i32> {
     instance.require_running()?;
     let flags = Instance::flags_hint(&args.instance);
     let target = Target {

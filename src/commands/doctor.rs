@@ -6,13 +6,13 @@
 
 use crate::binaries::{self, Install};
 use crate::cluster::{self, DataDir};
-use crate::commands::Globals;
 use crate::commands::common::Instance;
 use crate::commands::{BinaryFlags, InstanceArgs};
 use crate::config::project::Chosen;
 use crate::config::{Config, ProjectInUse, trust};
 use crate::error::{Error, Result};
 use crate::instance::preflight;
+use crate::instance::resolve::Resolved;
 use crate::os::privilege::RunAs;
 use clap::Args;
 use std::os::unix::fs::MetadataExt;
@@ -61,12 +61,10 @@ impl Report {
     }
 }
 
-pub fn run(args: DoctorArgs, globals: &Globals) -> Result<i32> {
+/// `resolved`: the settings `run` would use (with the flags the instance was last started
+/// with), or why there are none.
+pub fn run(_args: DoctorArgs, resolved: Result<Resolved>) -> Result<i32> {
     let mut report = Report { failed: false };
-    // The settings `run` would use: with the flags the instance was last started with.
-    let resolved = crate::instance::resolve::resolve(
-        globals.sources(args.instance.sources_with(&args.binaries)),
-    );
     let resolved = match resolved {
         Ok(resolved) => resolved,
         Err(e @ Error::Untrusted(_)) => {

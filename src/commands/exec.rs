@@ -21,7 +21,7 @@ use crate::commands::start;
 use crate::commands::url::variables;
 use crate::config;
 use crate::error::{Error, Result};
-use crate::instance::resolve::resolve;
+use crate::instance::resolve::Resolved;
 use clap::Args;
 use std::ffi::OsString;
 use std::time::Duration;
@@ -50,29 +50,40 @@ pub struct ExecArgs {
     pub command: Vec<OsString>,
 }
 
-pub async fn run(mut args: ExecArgs, globals: &Globals) -> Result<i32> {
+/// `resolved`: the instance of [`ExecArgs::run_args`].
+pub async fn run(args: ExecArgs, resolved: Resolved, globals: &Globals) -> Result<i32> {
     if !args.run.ephemeral {
-        let instance = Instance::load(globals, &args.run.instance)?;
+        let instance = resolved.observe();
         instance.require_running()?;
         return run_command(&instance, &args.command).await;
     }
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
     })?;
-    // A throwaway server of its own: two `exec --ephemeral` side by side must not meet.
-    if args.run.instance.name.is_none() {
-        args.run.instance.name = Some(format!("exec-{}", std::process::id()));
-    }
-    if args.run.instance.port.is_none() {
-        args.run.instance.port = Some(0);
-    }
-    let config = resolve(globals.sources(args.run.sources()))?.config;
-    let run_args = args.run.command_line("run", globals);
+    let config = resolved.config;
+    let run_args = args.run_args().command_line("run", globals);
     let launched = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
     let instance = Instance::at(config, launched.state_dir);
     let result = run_command(&instance, &args.command).await;
     stop_throwaway(launched.pid).await;
     result
+}
+
+impl ExecArgs {
+    /// The settings of the instance: with `--ephemeral`, a throwaway server of its own (a name
+    /// of its own and a free port unless given): two `exec --ephemeral` side by side must not
+    /// meet.
+    pub fn run_args(&self) -> RunArgs {
+        let mut run = self.run.clone();
+        if run.ephemeral {
+            let instance = &mut run.instance;
+            instance
+                .name
+                .get_or_insert_with(|| format!("exec-{}", std::process::id()));
+            instance.port.get_or_insert(0);
+        }
+        run
+    }
 }
 
 /// Runs `command` with the instance's connection variables; its exit code.

@@ -1,6 +1,5 @@
 //! `pgwarden logs [-f] [-n N]`: the log file `pgwarden run` keeps (see [`crate::instance::logfile`]).
 
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, IoContext, Result};
@@ -29,8 +28,7 @@ pub struct LogsArgs {
     pub lines: Option<usize>,
 }
 
-pub async fn run(args: LogsArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub async fn run(args: LogsArgs, instance: Instance) -> Result<i32> {
     let (current, _) = logfile::paths(&instance.state_dir);
     if !current.exists() && !args.follow {
         return Err(Error::Server {

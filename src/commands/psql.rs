@@ -10,7 +10,6 @@
 //! Ctrl-C and the exit code are psql's own.
 
 use crate::binaries;
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::commands::url::variables;
@@ -39,8 +38,7 @@ pub struct PsqlArgs {
     pub args: Vec<OsString>,
 }
 
-pub fn run(args: PsqlArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub fn run(args: PsqlArgs, instance: Instance) -> Result<i32> {
     instance.require_running()?;
     let (psql, mut command) = match find_psql(&instance)? {
         Psql::Installed(install) => (

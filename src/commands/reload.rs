@@ -5,7 +5,6 @@
 //! postgres, see [`crate::supervisor`]); applied means the server's `pg_conf_load_time()`
 //! moved past the value read before the signal.
 
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::config::parse_duration;
@@ -33,8 +32,7 @@ pub struct ReloadArgs {
     pub timeout: Duration,
 }
 
-pub async fn run(args: ReloadArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub async fn run(args: ReloadArgs, instance: Instance) -> Result<i32> {
     let pid = instance.require_running()?;
     let client = crate::commands::db::connect(&instance).await?;
     let loaded = || async {

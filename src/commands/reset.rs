@@ -10,7 +10,6 @@
 //! [`crate::cluster::template_fill`]) does not wait for it.
 
 use crate::cluster::MARKER;
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::commands::stop;
@@ -40,8 +39,7 @@ pub struct ResetArgs {
     pub force: bool,
 }
 
-pub async fn run(args: ResetArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub async fn run(args: ResetArgs, instance: Instance) -> Result<i32> {
     let data_dir = instance
         .remembered
         .as_ref()

@@ -71,27 +71,65 @@ pub struct RestoreArgs {
     pub run: RunArgs,
 }
 
-pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::resolve(globals, args.run.sources())?;
-    let config = instance.config.clone();
-    if config.ephemeral {
-        return Err(Error::Backup {
-            what: "restore needs a persistent data directory, not --ephemeral".into(),
-        });
-    }
-    let data_dir = instance
-        .status
-        .as_ref()
-        .map(|s| s.data_dir.clone())
-        .unwrap_or_else(|| config.data_dir.clone());
+/// One function per step: check everything (the backup, the `--to` time, the directory, the
+/// tablespaces, the space), stop the running server, write, say what was restored, start.
+pub async fn run(args: RestoreArgs, instance: Instance, globals: &Globals) -> Result<i32> {
+    let data_dir = target_data_dir(&instance)?;
     let archive = crate::os::paths::absolute(&args.file);
     // A time PostgreSQL could not use is refused before anything else is even read.
     if let Some(time) = &args.to {
         crate::backup::wal_archive::parse_target(time)?;
     }
-
     // Checked before anything changes.
-    let verify_path = archive.clone();
+    let manifest = verify(&archive).await?;
+    let (job, relaunch) = plan(&args, &instance, &archive, &data_dir, manifest)?;
+    if instance.supervisor.is_some() {
+        println!(
+            "{}",
+            stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
+        );
+    }
+    // From here on the old cluster is stopped: every failure starts it again (put back first
+    // where the restore had set it aside), and says so.
+    let aside = match write(&job, &instance).await {
+        Ok(aside) => aside,
+        // The old cluster is back in place (or the error says where it is): started again.
+        Err(e) => return Err(start_old_again(e, relaunch.as_ref(), &data_dir).await),
+    };
+    report(&job, aside.as_ref());
+    if args.no_start {
+        return Ok(0);
+    }
+    let old_ran = instance.supervisor.is_some();
+    let relaunch = relaunch
+        .unwrap_or_else(|| Relaunch::of_command_line(args.run.command_line("start", globals)));
+    if let Err(e) = relaunch.start().await {
+        let Some(aside) = aside.filter(|_| args.force) else {
+            return Err(e);
+        };
+        return Err(undo(e, &job, &aside, old_ran.then_some(&relaunch)).await);
+    }
+    Ok(0)
+}
+
+/// The data directory restored into: the running supervisor's, else the configured one; never
+/// a throwaway one.
+fn target_data_dir(instance: &Instance) -> Result<PathBuf> {
+    if instance.config.ephemeral {
+        return Err(Error::Backup {
+            what: "restore needs a persistent data directory, not --ephemeral".into(),
+        });
+    }
+    Ok(instance
+        .status
+        .as_ref()
+        .map(|s| s.data_dir.clone())
+        .unwrap_or_else(|| instance.config.data_dir.clone()))
+}
+
+/// The backup checked against its manifest, in a blocking thread.
+async fn verify(archive: &Path) -> Result<crate::backup::manifest::Manifest> {
+    let verify_path = archive.to_path_buf();
     let manifest = tokio::task::spawn_blocking(move || restore::verify(&verify_path))
         .await
         .expect("the verify thread does not panic")?;
@@ -101,21 +139,66 @@ pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
         manifest.files.len(),
         manifest.stop_time
     );
+    Ok(manifest)
+}
+
+/// Everything checked before the running server is touched: the `--to` recovery, the server's
+/// user, what the data directory holds, the tablespaces' places and the space. The job, and
+/// how to start the running server again (read before it is stopped).
+fn plan(
+    args: &RestoreArgs,
+    instance: &Instance,
+    archive: &Path,
+    data_dir: &Path,
+    manifest: crate::backup::manifest::Manifest,
+) -> Result<(Job, Option<Relaunch>)> {
     let recovery = match &args.to {
         None => None,
         Some(time) => Some(crate::backup::wal_archive::recovery_for(
-            &config, time, &manifest,
+            &instance.config,
+            time,
+            &manifest,
         )?),
     };
     let run_as = crate::instance::server_user::server_user(
-        config.run_as.as_deref(),
-        &data_dir,
+        instance.config.run_as.as_deref(),
+        data_dir,
         false,
         false,
     )?;
-    run_as.check_traversable(&data_dir)?;
-    let found = in_place::examine(&data_dir)?;
-    let mut relaunch = None;
+    run_as.check_traversable(data_dir)?;
+    let found = in_place::examine(data_dir)?;
+    let relaunch = refuse_to_replace(args, instance, data_dir, &found)?;
+    let leftovers = restore::leftovers(&instance.state_dir, &found);
+    let placements = tablespaces::plan(
+        &manifest.tablespaces,
+        &args.tablespaces,
+        data_dir,
+        &leftovers,
+        &run_as,
+    )?;
+    let job = Job {
+        archive: archive.to_path_buf(),
+        manifest,
+        data_dir: data_dir.to_path_buf(),
+        found,
+        placements,
+        recovery,
+        run_as,
+        state_dir: instance.state_dir.clone(),
+    };
+    restore::check_space(&job)?;
+    Ok((job, relaunch))
+}
+
+/// A running cluster or an occupied directory is replaced only with `--force`; for a running
+/// one, how to start it again.
+fn refuse_to_replace(
+    args: &RestoreArgs,
+    instance: &Instance,
+    data_dir: &Path,
+    found: &Found,
+) -> Result<Option<Relaunch>> {
     if let Some(pid) = instance.supervisor {
         if !args.force {
             return Err(Error::Backup {
@@ -127,8 +210,9 @@ pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
                 ),
             });
         }
-        relaunch = Some(Relaunch::of_supervisor(pid)?);
-    } else if found == Found::Occupied && !args.force {
+        return Ok(Some(Relaunch::of_supervisor(pid)?));
+    }
+    if *found == Found::Occupied && !args.force {
         return Err(Error::Backup {
             what: format!(
                 "{} holds a cluster (or other files) already; restoring over it would replace its data\n\
@@ -137,56 +221,28 @@ pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
             ),
         });
     }
-    let leftovers = restore::leftovers(&instance.state_dir, &found);
-    let placements = tablespaces::plan(
-        &manifest.tablespaces,
-        &args.tablespaces,
-        &data_dir,
-        &leftovers,
-        &run_as,
-    )?;
-    let job = Job {
-        archive: archive.clone(),
-        manifest,
-        data_dir: data_dir.clone(),
-        found,
-        placements,
-        recovery,
-        run_as,
-        state_dir: instance.state_dir.clone(),
-    };
-    restore::check_space(&job)?;
+    Ok(None)
+}
 
-    if instance.supervisor.is_some() {
-        println!(
-            "{}",
-            stop::stop_instance(&instance, ShutdownMode::Fast, None).await?
-        );
-    }
-    // From here on the old cluster is stopped: every failure starts it again (put back first
-    // where the restore had set it aside), and says so.
-    let written = async {
-        // Held while the data directory is written: no `run` may start on it meanwhile.
-        let lock = InstanceLock::acquire(&instance.state_dir, &data_dir)?;
-        let job = job.clone();
-        let written = tokio::task::spawn_blocking(move || restore::write(&job))
-            .await
-            .expect("the restore thread does not panic");
-        drop(lock);
-        written
-    }
-    .await;
-    let aside = match written {
-        Ok(aside) => aside,
-        // The old cluster is back in place (or the error says where it is): started again.
-        Err(e) => return Err(start_old_again(e, relaunch.as_ref(), &data_dir).await),
-    };
+/// The backup written into the data directory, the instance lock held meanwhile (no `run` may
+/// start on it); where the old cluster was set aside, if it was.
+async fn write(job: &Job, instance: &Instance) -> Result<Option<Aside>> {
+    let lock = InstanceLock::acquire(&instance.state_dir, &job.data_dir)?;
+    let task = job.clone();
+    let written = tokio::task::spawn_blocking(move || restore::write(&task))
+        .await
+        .expect("the restore thread does not panic");
+    drop(lock);
+    written
+}
+
+/// What was restored where, and where the old cluster is kept.
+fn report(job: &Job, aside: Option<&Aside>) {
     eprintln!(
         "restored: {} into {}{}",
-        archive.display(),
-        data_dir.display(),
+        job.archive.display(),
+        job.data_dir.display(),
         aside
-            .as_ref()
             .map(|a| format!(
                 " (the old cluster is kept in {}{})",
                 a.path.display(),
@@ -206,19 +262,6 @@ pub async fn run(args: RestoreArgs, globals: &Globals) -> Result<i32> {
             p.to.display()
         );
     }
-    if args.no_start {
-        return Ok(0);
-    }
-    let relaunch = relaunch
-        .unwrap_or_else(|| Relaunch::of_command_line(args.run.command_line("start", globals)));
-    let old_ran = instance.supervisor.is_some();
-    if let Err(e) = relaunch.start().await {
-        let Some(aside) = aside.filter(|_| args.force) else {
-            return Err(e);
-        };
-        return Err(undo(e, &job, &aside, old_ran.then_some(&relaunch)).await);
-    }
-    Ok(0)
 }
 
 /// After a restore that failed while writing (and put the old cluster back, or said where it
@@ -232,10 +275,14 @@ async fn start_old_again(e: Error, relaunch: Option<&Relaunch>, data_dir: &Path)
     }
     match relaunch.start().await {
         Ok(()) => Error::Backup {
-            what: format!("{e}\nthe old cluster's server runs again"),
+            what: format!("{}\nthe old cluster's server runs again", e.with_causes()),
         },
         Err(again) => Error::Backup {
-            what: format!("{e}\nthe old cluster's server did not start again: {again}"),
+            what: format!(
+                "{}\nthe old cluster's server did not start again: {}",
+                e.with_causes(),
+                again.with_causes()
+            ),
         },
     }
 }
@@ -268,8 +315,9 @@ async fn undo(e: Error, job: &Job, aside: &Aside, restart: Option<&Relaunch>) ->
     );
     let what = match (undone, restart) {
         (Err(back), _) => format!(
-            "{failed}\nundoing the restore failed: {back}\nthe cluster that was in {} is kept in {}\n\
+            "{failed}\nundoing the restore failed: {}\nthe cluster that was in {} is kept in {}\n\
              help: stop anything running on {}, move it away, and move {} back to {}",
+            back.with_causes(),
             data_dir.display(),
             aside.path.display(),
             data_dir.display(),
@@ -289,8 +337,9 @@ async fn undo(e: Error, job: &Job, aside: &Aside, restart: Option<&Relaunch>) ->
             ),
             Err(again) => format!(
                 "{failed}\nthe restore was undone: the cluster that was in {} is back there, but did \
-                 not start again: {again}",
-                data_dir.display()
+                 not start again: {}",
+                data_dir.display(),
+                again.with_causes()
             ),
         },
     };

@@ -60,18 +60,17 @@ pub struct SnapshotListArgs {
     pub instance: crate::commands::InstanceArgs,
 }
 
-pub async fn run(command: SnapshotCommand, globals: &Globals) -> Result<i32> {
+pub async fn run(command: SnapshotCommand, instance: Instance, globals: &Globals) -> Result<i32> {
     match command {
-        SnapshotCommand::Save(args) => save(args, globals).await,
-        SnapshotCommand::Restore(args) => restore(args, globals).await,
-        SnapshotCommand::Ls(args) => ls(args, globals),
-        SnapshotCommand::Rm(args) => rm(args, globals),
+        SnapshotCommand::Save(args) => save(args, instance).await,
+        SnapshotCommand::Restore(args) => restore(args, instance, globals).await,
+        SnapshotCommand::Ls(_) => ls(instance),
+        SnapshotCommand::Rm(args) => rm(args, instance),
     }
 }
 
 /// The instance and its data directory (the running supervisor's, else the configured one).
-fn locate(run: &RunArgs, globals: &Globals) -> Result<(Instance, PathBuf)> {
-    let instance = Instance::resolve(globals, run.sources())?;
+fn locate(instance: Instance) -> Result<(Instance, PathBuf)> {
     if instance.config.ephemeral {
         return Err(Error::Backup {
             what: "snapshots need a persistent data directory, not --ephemeral".into(),
@@ -98,9 +97,9 @@ async fn stop_for(instance: &Instance) -> Result<Option<Relaunch>> {
     Ok(Some(relaunch))
 }
 
-async fn save(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
+async fn save(args: SnapshotArgs, instance: Instance) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
-    let (instance, data_dir) = locate(&args.run, globals)?;
+    let (instance, data_dir) = locate(instance)?;
     if snapshot::snapshots_dir(&data_dir)
         .join(&args.snapshot)
         .exists()
@@ -139,9 +138,9 @@ async fn save(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
     Ok(0)
 }
 
-async fn restore(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
+async fn restore(args: SnapshotArgs, instance: Instance, globals: &Globals) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
-    let (instance, data_dir) = locate(&args.run, globals)?;
+    let (instance, data_dir) = locate(instance)?;
     if crate::backup::in_place::is_mount_point(&data_dir) {
         // Said before anything changes: the swap is one rename, which a mount point refuses.
         return Err(Error::Backup {
@@ -195,8 +194,7 @@ async fn restore(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
     Ok(0)
 }
 
-fn ls(args: SnapshotListArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+fn ls(instance: Instance) -> Result<i32> {
     let data_dir = instance
         .status
         .as_ref()
@@ -227,9 +225,9 @@ fn ls(args: SnapshotListArgs, globals: &Globals) -> Result<i32> {
     Ok(0)
 }
 
-fn rm(args: SnapshotArgs, globals: &Globals) -> Result<i32> {
+fn rm(args: SnapshotArgs, instance: Instance) -> Result<i32> {
     snapshot::validate_name(&args.snapshot)?;
-    let (instance, data_dir) = locate(&args.run, globals)?;
+    let (instance, data_dir) = locate(instance)?;
     // Taken for its sweep: what a killed restore left goes too.
     let _staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     snapshot::remove(&data_dir, &args.snapshot)?;

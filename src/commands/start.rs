@@ -11,6 +11,7 @@ use crate::commands::common::Instance;
 use crate::commands::{Globals, RunArgs};
 use crate::config::{self, Config};
 use crate::error::{Error, IoContext, Result};
+use crate::instance::resolve::Resolved;
 use clap::Args;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
@@ -36,8 +37,8 @@ pub struct StartArgs {
 }
 
 /// `start` (and `up`), or the start half of `restart`.
-pub async fn start(args: StartArgs, globals: &Globals) -> Result<i32> {
-    let mut instance = Instance::resolve(globals, args.run.sources())?;
+pub async fn start(args: StartArgs, resolved: Resolved, globals: &Globals) -> Result<i32> {
+    let mut instance = resolved.observe();
     let config = instance.config.clone();
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],

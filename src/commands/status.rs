@@ -1,10 +1,9 @@
 //! `pgwarden status [--json]`: the running supervisor's own account, from its status file.
 
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::Result;
-use crate::instance::status::now_ms;
+use crate::instance::status::{Status, now_ms};
 use clap::Args;
 use serde_json::json;
 
@@ -27,56 +26,90 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
-    let data_dir = instance.config.data_dir.display().to_string();
+/// One step per case: no supervisor (exit 3), a supervisor still preparing (no status file
+/// yet), a supervisor's status as JSON or as text.
+pub fn run(args: StatusArgs, instance: Instance) -> Result<i32> {
     let Some(pid) = instance.supervisor else {
-        if args.json {
-            println!(
-                "{}",
-                json!({ "running": false, "state": "not running", "data_dir": data_dir })
-            );
-            return Ok(3);
-        }
-        return Err(instance.not_running());
+        return not_running(&instance, args.json);
+    };
+    let Some(status) = &instance.status else {
+        preparing(&instance, pid, args.json);
+        return Ok(0);
     };
     let now = now_ms();
-    let Some(status) = &instance.status else {
-        // The lock is taken before binaries are installed and the cluster is created; the
-        // status file follows once the server is first started.
-        if args.json {
-            println!(
-                "{}",
-                json!({ "running": true, "state": "preparing", "supervisor_pid": pid, "data_dir": data_dir })
-            );
-        } else {
-            println!("pgwarden: preparing (installing binaries or initialising the cluster)");
-            println!("  supervisor pid  {pid}");
-            println!("  data dir        {data_dir}");
-        }
-        return Ok(0);
+    let times = Times {
+        now,
+        uptime_ms: now.saturating_sub(status.started_at_ms),
+        ready_for_ms: status.ready_at_ms.map(|t| now.saturating_sub(t)),
     };
-    let uptime_ms = now.saturating_sub(status.started_at_ms);
-    let ready_for_ms = status.ready_at_ms.map(|t| now.saturating_sub(t));
     let url = instance.url(false)?;
     if args.json {
-        let mut value = serde_json::to_value(status).expect("status serialises");
-        let object = value.as_object_mut().expect("an object");
-        object.insert("running".into(), json!(true));
-        object.insert("uptime_ms".into(), json!(uptime_ms));
-        object.insert("ready_for_ms".into(), json!(ready_for_ms));
-        object.insert("url".into(), json!(url));
-        object.insert(
-            "last_backup".into(),
-            json!(crate::backup::record::read(&instance.state_dir)),
-        );
-        object.insert(
-            "last_verify".into(),
-            json!(crate::backup::verify::record::read(&instance.state_dir)),
-        );
-        println!("{value}");
-        return Ok(0);
+        print_json(&instance, status, &times, &url);
+    } else {
+        print_text(&instance, status, &times, &url);
     }
+    Ok(0)
+}
+
+/// The times `status` shows, taken once.
+struct Times {
+    now: u64,
+    uptime_ms: u64,
+    ready_for_ms: Option<u64>,
+}
+
+/// No supervisor: `running: false` and exit 3 in JSON, the not-running error otherwise.
+fn not_running(instance: &Instance, json: bool) -> Result<i32> {
+    if json {
+        let data_dir = instance.config.data_dir.display().to_string();
+        println!(
+            "{}",
+            json!({ "running": false, "state": "not running", "data_dir": data_dir })
+        );
+        return Ok(3);
+    }
+    Err(instance.not_running())
+}
+
+/// The lock is taken before binaries are installed and the cluster is created; the status
+/// file follows once the server is first started.
+fn preparing(instance: &Instance, pid: u32, json: bool) {
+    let data_dir = instance.config.data_dir.display().to_string();
+    if json {
+        println!(
+            "{}",
+            json!({ "running": true, "state": "preparing", "supervisor_pid": pid, "data_dir": data_dir })
+        );
+    } else {
+        println!("pgwarden: preparing (installing binaries or initialising the cluster)");
+        println!("  supervisor pid  {pid}");
+        println!("  data dir        {data_dir}");
+    }
+}
+
+/// The status record with `running`, the times, the URL, the last backup and the last
+/// verification, as one object.
+fn print_json(instance: &Instance, status: &Status, times: &Times, url: &str) {
+    let mut value = serde_json::to_value(status).expect("status serialises");
+    let object = value.as_object_mut().expect("an object");
+    object.insert("running".into(), json!(true));
+    object.insert("uptime_ms".into(), json!(times.uptime_ms));
+    object.insert("ready_for_ms".into(), json!(times.ready_for_ms));
+    object.insert("url".into(), json!(url));
+    object.insert(
+        "last_backup".into(),
+        json!(crate::backup::record::read(&instance.state_dir)),
+    );
+    object.insert(
+        "last_verify".into(),
+        json!(crate::backup::verify::record::read(&instance.state_dir)),
+    );
+    println!("{value}");
+}
+
+/// One line per fact, aligned.
+fn print_text(instance: &Instance, status: &Status, times: &Times, url: &str) {
+    let now = times.now;
     println!("pgwarden: {} ({})", status.state, status.cause);
     println!("  supervisor pid  {}", status.supervisor_pid);
     println!(
@@ -87,8 +120,8 @@ pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
     );
     println!(
         "  uptime          {}{}",
-        human_duration(uptime_ms),
-        ready_for_ms.map_or_else(String::new, |r| format!(
+        human_duration(times.uptime_ms),
+        times.ready_for_ms.map_or_else(String::new, |r| format!(
             " (server ready for {})",
             human_duration(r)
         ))
@@ -137,5 +170,4 @@ pub fn run(args: StatusArgs, globals: &Globals) -> Result<i32> {
             now
         )
     );
-    Ok(0)
 }

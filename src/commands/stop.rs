@@ -6,7 +6,6 @@
 //! after its postgres is gone. `smart` is requested through the state directory's stop-request
 //! file, which the supervisor reads when the SIGTERM arrives.
 
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::{Instance, human_duration};
 use crate::config::{ShutdownMode, parse_duration};
@@ -41,8 +40,7 @@ pub struct StopArgs {
     pub timeout: Option<Duration>,
 }
 
-pub async fn run(args: StopArgs, globals: &Globals) -> Result<i32> {
-    let instance = Instance::load(globals, &args.instance)?;
+pub async fn run(args: StopArgs, instance: Instance) -> Result<i32> {
     println!(
         "{}",
         stop_instance(&instance, args.mode, args.timeout).await?

@@ -4,7 +4,6 @@
 //! (with a note on stderr, so that stdout stays usable). The password is only printed when
 //! asked for.
 
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::error::Result;
@@ -45,14 +44,14 @@ pub struct EnvArgs {
     pub with_password: bool,
 }
 
-pub fn url(args: UrlArgs, globals: &Globals) -> Result<i32> {
-    let instance = load(&args.instance, globals)?;
+pub fn url(args: UrlArgs, instance: Instance) -> Result<i32> {
+    note_when_not_running(&instance);
     println!("{}", instance.url(args.with_password)?);
     Ok(0)
 }
 
-pub fn env(args: EnvArgs, globals: &Globals) -> Result<i32> {
-    let instance = load(&args.instance, globals)?;
+pub fn env(args: EnvArgs, instance: Instance) -> Result<i32> {
+    note_when_not_running(&instance);
     for (key, value) in variables(&instance, args.with_password)? {
         if args.shell {
             println!("export {key}={}", shell_quote(&value));
@@ -63,15 +62,14 @@ pub fn env(args: EnvArgs, globals: &Globals) -> Result<i32> {
     Ok(0)
 }
 
-fn load(args: &InstanceArgs, globals: &Globals) -> Result<Instance> {
-    let instance = Instance::load(globals, args)?;
+/// A note on stderr that what is printed is the configured settings, when nothing runs.
+fn note_when_not_running(instance: &Instance) {
     if !instance.running() {
         eprintln!(
             "note: no pgwarden is running for {}; these are the configured settings",
             instance.config.data_dir.display()
         );
     }
-    Ok(instance)
 }
 
 /// The variables, in the order printed.

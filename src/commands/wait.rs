@@ -5,7 +5,6 @@
 //! status file is polled (a small read), the server is probed only once it says ready, so no
 //! "the database system is starting up" lines land in the server's log.
 
-use crate::commands::Globals;
 use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::config::parse_duration;
@@ -40,8 +39,7 @@ pub struct WaitArgs {
 /// How often the lock and status file are looked at.
 const POLL: Duration = Duration::from_millis(5);
 
-pub async fn run(args: WaitArgs, globals: &Globals) -> Result<i32> {
-    let mut instance = Instance::load(globals, &args.instance)?;
+pub async fn run(args: WaitArgs, mut instance: Instance) -> Result<i32> {
     let deadline = Instant::now() + args.timeout;
     loop {
         instance.refresh();

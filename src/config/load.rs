@@ -154,20 +154,7 @@ pub struct Sources {
 impl Config {
     /// Loads and validates the configuration from the real environment.
     pub fn load(sources: &Sources) -> Result<Config> {
-        let mut defaults = if sources.system {
-            DefaultPaths::system()
-        } else {
-            DefaultPaths::for_current_user()
-        };
-        if let Some(root) = std::env::var_os(paths::DATA_ROOT_ENV).filter(|r| !r.is_empty()) {
-            defaults.data_root = paths::absolute(Path::new(&root));
-        }
-        Self::load_in(
-            sources,
-            Some(&sources.project),
-            &|key| std::env::var(key).ok(),
-            &defaults,
-        )
+        Loaded::read(sources)?.config(&sources.remembered)
     }
 
     /// Loads with an injected environment and default paths (for tests), outside any project.
@@ -188,30 +175,85 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         defaults: &DefaultPaths,
     ) -> Result<Config> {
-        let mut problems = Vec::new();
+        Loaded::read_in(sources, project, env, defaults)?.config_in(&sources.remembered, env)
+    }
+}
 
-        // The file: named by --config, else PGWARDEN_CONFIG, else the platform default if present.
-        let explicit = sources
-            .config_file
-            .clone()
-            .or_else(|| env("PGWARDEN_CONFIG").map(PathBuf::from));
-        let config_file = match explicit {
-            Some(path) => Some(paths::absolute(&path)),
-            None => Some(defaults.config_file.clone()).filter(|p| p.exists()),
-        };
-        let mut file_layer = match &config_file {
+/// The default paths of the real environment (`--system`'s, else the current user's, with
+/// the data root `PGWARDEN_DATA_ROOT` names).
+fn real_defaults(system: bool) -> DefaultPaths {
+    let mut defaults = if system {
+        DefaultPaths::system()
+    } else {
+        DefaultPaths::for_current_user()
+    };
+    if let Some(root) = std::env::var_os(paths::DATA_ROOT_ENV).filter(|r| !r.is_empty()) {
+        defaults.data_root = paths::absolute(Path::new(&root));
+    }
+    defaults
+}
+
+/// Every layer but the remembered one, read once: the user's config file with the project
+/// file over it, the environment, the command line's flags, and what the source needs from
+/// outside (npm's configuration, where the theseus builds are). [`Loaded::config`] merges them
+/// with a remembered layer and validates: the instance stage does so again once it knows the
+/// instance's remembered flags, without reading the files a second time.
+pub struct Loaded {
+    config_file: Option<PathBuf>,
+    defaults: DefaultPaths,
+    /// The user's config file, the project file merged over it.
+    files: Layer,
+    env_layer: Layer,
+    /// The command line's, its paths made absolute.
+    flags: Layer,
+    password_source: PasswordSource,
+    /// Whether the environment set the password.
+    password_from_env: bool,
+    trust: trust::Trust,
+    project: Option<project::Project>,
+    lock: Option<(PathBuf, Option<lock_file::Lock>)>,
+    npm: npmrc::NpmSettings,
+    npm_problems: Vec<String>,
+    theseus: Theseus,
+    /// Problems found while reading; reported with the validation's.
+    problems: Vec<String>,
+}
+
+impl Loaded {
+    /// Reads the layers `sources` name from the real environment, the project file included.
+    pub fn read(sources: &Sources) -> Result<Loaded> {
+        Self::read_in(
+            sources,
+            Some(&sources.project),
+            &|key| std::env::var(key).ok(),
+            &real_defaults(sources.system),
+        )
+    }
+
+    /// Reads the layers with an injected environment and default paths; `project`: the
+    /// project file's choice, `None` for no project file.
+    pub fn read_in(
+        sources: &Sources,
+        project: Option<&project::Choice>,
+        env: &dyn Fn(&str) -> Option<String>,
+        defaults: &DefaultPaths,
+    ) -> Result<Loaded> {
+        let mut problems = Vec::new();
+        let config_file = config_file(sources, env, defaults);
+        let mut files = match &config_file {
             Some(path) => Layer::from_file(path)?,
             None => Layer::default(),
         };
         let mut password_source =
-            password_source_of(&file_layer, config_file.as_deref()).unwrap_or_default();
-        file_layer.read_secret_files(&mut problems);
+            password_source_of(&files, config_file.as_deref()).unwrap_or_default();
+        files.read_secret_files(&mut problems);
         // The trust rule for the files found below: opted-in directories come from the user's
         // own config file and the environment, never from a found file.
+        let own_file = config_file.as_deref().unwrap_or(&defaults.config_file);
         let trust = trust::Trust::new(
             env,
-            &file_layer.trusted_dirs.take().unwrap_or_default(),
-            config_file.as_deref().unwrap_or(&defaults.config_file),
+            &files.trusted_dirs.take().unwrap_or_default(),
+            own_file,
             &mut problems,
         );
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
@@ -224,123 +266,207 @@ impl Config {
             None => None,
         };
         if let Some(project) = &project {
-            let mut project_layer = Layer::from_text(&project.text, &project.file)?;
-            if project_layer.trusted_dirs.take().is_some() {
-                problems.push(format!(
-                    "{}: `{}` is not read from a project file, which is what it decides about\n    \
-                     help: set it in your own config file ({}) or in {}",
-                    project.file.display(),
-                    trust::TRUSTED_DIRS_KEY,
-                    config_file
-                        .as_deref()
-                        .unwrap_or(&defaults.config_file)
-                        .display(),
-                    trust::TRUSTED_DIRS_ENV
-                ));
-            }
-            if let Some(source) = password_source_of(&project_layer, Some(&project.file)) {
-                password_source = source;
-            }
-            project_layer.read_secret_files(&mut problems);
-            project_layer.name = project_layer
-                .name
-                .or_else(|| Some(project.default_name.clone()));
-            file_layer = file_layer.merge(project_layer);
+            let layer = project_layer(project, own_file, &mut password_source, &mut problems)?;
+            files = files.merge(layer);
         }
-
         let env_layer = Layer::from_env(env, &mut problems);
-        if let Some(path) = env("POSTGRES_PASSWORD_FILE").filter(|v| !v.is_empty()) {
-            password_source = PasswordSource::File {
-                path: paths::absolute(Path::new(&path)),
-            };
-        } else if env("POSTGRES_PASSWORD").is_some() {
-            password_source = PasswordSource::Env {
-                name: "POSTGRES_PASSWORD".into(),
-            };
+        let from_env = password_source_of_env(env);
+        let password_from_env = from_env.is_some();
+        if let Some(source) = from_env {
+            password_source = source;
         }
-        let mut flags = sources.flags.clone();
-        for p in [
-            &mut flags.data_dir,
-            &mut flags.install_dir,
-            &mut flags.archive,
-            &mut flags.binaries,
-            &mut flags.init_dir,
-            &mut flags.data_from,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *p = paths::absolute(p);
-        }
-        let flag_addresses_data_dir = flags.name.is_none() && flags.data_dir.is_some();
-        let merged = file_layer
-            .merge(sources.remembered.clone())
-            .merge(env_layer)
-            .merge(flags);
-        // A data directory named on the command line addresses that directory: a name from a
-        // lower layer (a project's, the environment's) does not tie it to that name's instance.
-        let named = merged.name.is_some() && !flag_addresses_data_dir;
-        let config_dir = config_file
-            .as_deref()
-            .unwrap_or(&defaults.config_file)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let max_unpacked_mb = merged.max_unpacked_mb;
         let mut npm_problems = Vec::new();
         let npm = npmrc::read(env, &cwd, &trust, &mut npm_problems);
-        let mut pypi_problems = Vec::new();
-        let pypi = pip_conf::read(
-            env,
-            merged.pypi_index.as_deref(),
-            &trust,
-            &mut pypi_problems,
-        );
-        let theseus = Theseus {
-            api: env("PGWARDEN_GITHUB_API")
-                .unwrap_or_else(|| GITHUB_API.to_string())
-                .trim_end_matches('/')
-                .to_string(),
-            downloads: env("PGWARDEN_THESEUS_DOWNLOADS")
-                .unwrap_or_else(|| THESEUS_DOWNLOADS.to_string())
-                .trim_end_matches('/')
-                .to_string(),
-            token: env("GITHUB_TOKEN")
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
-        };
-        let outside = Outside {
+        Ok(Loaded {
+            config_file,
+            defaults: defaults.clone(),
+            files,
+            env_layer,
+            flags: absolute_paths(sources.flags.clone()),
+            password_source,
+            password_from_env,
+            trust,
+            project,
+            lock,
             npm,
             npm_problems,
-            pypi,
-            pypi_problems,
-            theseus,
-        };
+            theseus: theseus(env),
+            problems,
+        })
+    }
+
+    /// The layers merged, `remembered` between the files and the environment, and validated,
+    /// in the real environment.
+    pub fn config(&self, remembered: &Layer) -> Result<Config> {
+        self.config_in(remembered, &|key| std::env::var(key).ok())
+    }
+
+    /// [`Loaded::config`] with an injected environment (for pip's configuration).
+    pub fn config_in(
+        &self,
+        remembered: &Layer,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config> {
+        let mut problems = self.problems.clone();
+        let merged = self
+            .files
+            .clone()
+            .merge(remembered.clone())
+            .merge(self.env_layer.clone())
+            .merge(self.flags.clone());
+        // A data directory named on the command line addresses that directory: a name from a
+        // lower layer (a project's, the environment's) does not tie it to that name's instance.
+        let flag_addresses_data_dir = self.flags.name.is_none() && self.flags.data_dir.is_some();
+        let named = merged.name.is_some() && !flag_addresses_data_dir;
+        let max_unpacked_mb = merged.max_unpacked_mb;
+        let outside = self.outside(merged.pypi_index.as_deref(), env);
         let mut config = resolve(
             merged,
-            config_file,
-            &config_dir,
-            defaults,
+            self.config_file.clone(),
+            &self.config_dir(),
+            &self.defaults,
             outside,
             &mut problems,
         );
         config.named = named;
-        config.project = project.map(|p| ProjectInUse {
-            file: p.file,
+        config.project = self.project.as_ref().map(|p| ProjectInUse {
+            file: p.file.clone(),
             owner: p.owner,
-            chosen: p.chosen,
+            chosen: p.chosen.clone(),
         });
-        config.password_source = password_source;
+        config.password_source = self.password_source.clone();
+        config.password_from_env = self.password_from_env;
         config.install_policy = install_policy::Policy::new(max_unpacked_mb, config.run_as.clone());
-        if let Some((path, lock)) = lock {
-            config.lock.path = Some(path);
-            config.lock.lock = lock;
+        if let Some((path, lock)) = &self.lock {
+            config.lock.path = Some(path.clone());
+            config.lock.lock = lock.clone();
         }
         if problems.is_empty() {
             Ok(config)
         } else {
             Err(Error::Config { problems })
         }
+    }
+
+    /// The directory of the user's config file (where `initdb.d` is by default).
+    fn config_dir(&self) -> PathBuf {
+        self.config_file
+            .as_deref()
+            .unwrap_or(&self.defaults.config_file)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// What the source needs from outside pgwarden's layers; pip's configuration depends on
+    /// the index the layers name (`pypi_index`), so it is read with them merged.
+    fn outside(&self, pypi_index: Option<&str>, env: &dyn Fn(&str) -> Option<String>) -> Outside {
+        let mut pypi_problems = Vec::new();
+        let pypi = pip_conf::read(env, pypi_index, &self.trust, &mut pypi_problems);
+        Outside {
+            npm: self.npm.clone(),
+            npm_problems: self.npm_problems.clone(),
+            pypi,
+            pypi_problems,
+            theseus: self.theseus.clone(),
+        }
+    }
+}
+
+/// The user's config file: named by --config, else PGWARDEN_CONFIG, else the platform default
+/// if present.
+fn config_file(
+    sources: &Sources,
+    env: &dyn Fn(&str) -> Option<String>,
+    defaults: &DefaultPaths,
+) -> Option<PathBuf> {
+    let explicit = sources
+        .config_file
+        .clone()
+        .or_else(|| env("PGWARDEN_CONFIG").map(PathBuf::from));
+    match explicit {
+        Some(path) => Some(paths::absolute(&path)),
+        None => Some(defaults.config_file.clone()).filter(|p| p.exists()),
+    }
+}
+
+/// The project file's layer: its secret files read, its default name filled in, and where it
+/// takes the password from (into `password_source`, when it sets one). `trusted_dirs` is refused
+/// there: a project file cannot opt itself in.
+fn project_layer(
+    project: &project::Project,
+    own_file: &Path,
+    password_source: &mut PasswordSource,
+    problems: &mut Vec<String>,
+) -> Result<Layer> {
+    let mut layer = Layer::from_text(&project.text, &project.file)?;
+    if layer.trusted_dirs.take().is_some() {
+        problems.push(format!(
+            "{}: `{}` is not read from a project file, which is what it decides about\n    \
+             help: set it in your own config file ({}) or in {}",
+            project.file.display(),
+            trust::TRUSTED_DIRS_KEY,
+            own_file.display(),
+            trust::TRUSTED_DIRS_ENV
+        ));
+    }
+    if let Some(source) = password_source_of(&layer, Some(&project.file)) {
+        *password_source = source;
+    }
+    layer.read_secret_files(problems);
+    layer.name = layer.name.or_else(|| Some(project.default_name.clone()));
+    Ok(layer)
+}
+
+/// Where the environment takes the password from, if it sets one (`POSTGRES_PASSWORD_FILE`
+/// beats `POSTGRES_PASSWORD`, as in the image).
+fn password_source_of_env(env: &dyn Fn(&str) -> Option<String>) -> Option<PasswordSource> {
+    if let Some(path) = env("POSTGRES_PASSWORD_FILE").filter(|v| !v.is_empty()) {
+        Some(PasswordSource::File {
+            path: paths::absolute(Path::new(&path)),
+        })
+    } else if env("POSTGRES_PASSWORD").is_some() {
+        Some(PasswordSource::Env {
+            name: "POSTGRES_PASSWORD".into(),
+        })
+    } else {
+        None
+    }
+}
+
+/// The command line's paths made absolute (a background relaunch may run elsewhere).
+fn absolute_paths(mut flags: Layer) -> Layer {
+    for p in [
+        &mut flags.data_dir,
+        &mut flags.install_dir,
+        &mut flags.archive,
+        &mut flags.binaries,
+        &mut flags.init_dir,
+        &mut flags.data_from,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *p = paths::absolute(p);
+    }
+    flags
+}
+
+/// Where the theseus builds are published (the environment can point elsewhere), and the
+/// GitHub token for its API.
+fn theseus(env: &dyn Fn(&str) -> Option<String>) -> Theseus {
+    Theseus {
+        api: env("PGWARDEN_GITHUB_API")
+            .unwrap_or_else(|| GITHUB_API.to_string())
+            .trim_end_matches('/')
+            .to_string(),
+        downloads: env("PGWARDEN_THESEUS_DOWNLOADS")
+            .unwrap_or_else(|| THESEUS_DOWNLOADS.to_string())
+            .trim_end_matches('/')
+            .to_string(),
+        token: env("GITHUB_TOKEN")
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
     }
 }
 

@@ -13,7 +13,7 @@ mod layers;
 mod load;
 mod validate;
 pub use layers::{Layer, ReadFrom};
-pub use load::Sources;
+pub use load::{Loaded, Sources};
 pub use validate::parse_duration;
 pub mod backup;
 pub mod backup_schedule;
@@ -97,6 +97,9 @@ pub struct Config {
     pub named: bool,
     /// Where the password came from (remembered in the instance's state instead of the password).
     pub password_source: PasswordSource,
+    /// Whether this process's environment set the password (`POSTGRES_PASSWORD[_FILE]`): it
+    /// then wins over what a running instance was started with.
+    pub password_from_env: bool,
     pub listen_address: IpAddr,
     /// 0 = pick a free port at launch.
     pub port: u16,

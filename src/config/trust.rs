@@ -28,8 +28,8 @@
 //! substitution (npmrc), its registry, its paths.
 
 use crate::error::{Error, Result};
+pub use crate::error::{FoundKind as Kind, Refusal, RefusalProblem as Problem};
 use std::ffi::OsString;
-use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -55,15 +55,6 @@ pub struct Trust {
     config_file: PathBuf,
 }
 
-/// What kind of found file is read, for the messages.
-#[derive(Debug, Clone, Copy)]
-pub struct Kind {
-    /// `project file`, `npm configuration`.
-    pub what: &'static str,
-    /// The other ways out, for the help line (`-f FILE`, `--no-project`, …).
-    pub otherwise: &'static str,
-}
-
 /// A found file that passed the rule, with its text.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -76,71 +67,39 @@ pub struct Found {
     pub text: String,
 }
 
-/// Why a found file is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
-    /// The file, or a directory above it, belongs to another user.
-    OwnedBy { uid: u32 },
-    /// The file, or a directory above it, can be written by users other than its owner.
-    WritableByOthers { uid: u32, mode: u32 },
-    /// The path found is not a regular file (a directory, a fifo, a device).
-    NotAFile,
+/// The words of a refusal (owners named) and its help line: how to opt in, or do without.
+fn refusal_text(refusal: &Refusal, me: u32, config_file: &Path) -> (String, String) {
+    let where_ = if refusal.at == refusal.file {
+        "it".to_string()
+    } else {
+        format!("the directory {} above it", refusal.at.display())
+    };
+    let because = match &refusal.problem {
+        Problem::OwnedBy { uid } => format!(
+            "{where_} is owned by {}, and pgwarden runs as {}",
+            owner_name(*uid),
+            owner_name(me)
+        ),
+        Problem::WritableByOthers { uid, mode } => format!(
+            "{where_} is writable by users other than its owner {} (mode {:o})",
+            owner_name(*uid),
+            mode & 0o7777
+        ),
+        Problem::NotAFile => format!("{where_} is not a regular file"),
+    };
+    let help = format!(
+        "pgwarden reads a file it finds (rather than is given) only when the file and \
+         every directory above it are owned by you or root and writable by no one else, as \
+         git refuses a repository of another owner. If you trust {}, add it to {} \
+         (':'-separated) or to `{}` in your config file {}; {}",
+        refusal.dir.display(),
+        TRUSTED_DIRS_ENV,
+        TRUSTED_DIRS_KEY,
+        config_file.display(),
+        refusal.kind.otherwise,
+    );
+    (because, help)
 }
-
-/// A found file refused by the rule: the file, the path at fault (it or a directory above it),
-/// the problem, and how to opt in.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub kind: Kind,
-    pub file: PathBuf,
-    /// The file itself, or the directory above it that breaks the rule.
-    pub at: PathBuf,
-    pub problem: Problem,
-    /// The directory to opt in (the file's own).
-    pub dir: PathBuf,
-    me: u32,
-    config_file: PathBuf,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let where_ = if self.at == self.file {
-            "it".to_string()
-        } else {
-            format!("the directory {} above it", self.at.display())
-        };
-        let problem = match &self.problem {
-            Problem::OwnedBy { uid } => format!(
-                "{where_} is owned by {}, and pgwarden runs as {}",
-                owner_name(*uid),
-                owner_name(self.me)
-            ),
-            Problem::WritableByOthers { uid, mode } => format!(
-                "{where_} is writable by users other than its owner {} (mode {:o})",
-                owner_name(*uid),
-                mode & 0o7777
-            ),
-            Problem::NotAFile => format!("{where_} is not a regular file"),
-        };
-        write!(
-            f,
-            "refusing to read the {} {}: {problem}\n\
-             help: pgwarden reads a file it finds (rather than is given) only when the file and \
-             every directory above it are owned by you or root and writable by no one else, as \
-             git refuses a repository of another owner. If you trust {}, add it to {} \
-             (':'-separated) or to `{}` in your config file {}; {}",
-            self.kind.what,
-            self.file.display(),
-            self.dir.display(),
-            TRUSTED_DIRS_ENV,
-            TRUSTED_DIRS_KEY,
-            self.config_file.display(),
-            self.kind.otherwise,
-        )
-    }
-}
-
-impl std::error::Error for Refusal {}
 
 impl Trust {
     /// The rule for the effective user, with the directories it opted in: `env`'s
@@ -223,7 +182,7 @@ impl Trust {
             source,
         })?;
         let refuse = |at: &Path, problem: Problem| {
-            Error::Untrusted(Box::new(Refusal {
+            let mut refusal = Refusal {
                 kind,
                 file: path.to_path_buf(),
                 at: if at == real {
@@ -233,9 +192,11 @@ impl Trust {
                 },
                 problem,
                 dir: path.parent().unwrap_or(Path::new("/")).to_path_buf(),
-                me: self.me,
-                config_file: self.config_file.clone(),
-            }))
+                because: String::new(),
+                help: String::new(),
+            };
+            (refusal.because, refusal.help) = refusal_text(&refusal, self.me, &self.config_file);
+            Error::Untrusted(Box::new(refusal))
         };
         if !meta.is_file() {
             return Err(refuse(&real, Problem::NotAFile));

@@ -210,6 +210,7 @@ pub(super) fn resolve(
         },
         named: false,
         password_source: PasswordSource::Default,
+        password_from_env: false,
         listen_address,
         port,
         user,

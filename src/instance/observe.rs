@@ -5,7 +5,7 @@
 use crate::config::{Config, Secret};
 use crate::error::{Error, Result};
 use crate::instance::lock;
-use crate::instance::remembered::{self, PasswordSource, Remembered};
+use crate::instance::remembered::{self, Remembered};
 use crate::instance::status::{self, Status};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,13 +99,15 @@ impl Instance {
 
     /// The password the server's role has: read again from where the running instance got it
     /// (its file, its config key, the environment variable it named), else the configured one.
-    /// A password this command's environment sets explicitly (`POSTGRES_PASSWORD[_FILE]`) wins.
+    /// A password this command's environment sets explicitly (`POSTGRES_PASSWORD[_FILE]`) wins
+    /// (the configuration says so: [`Config::password_from_env`]), so a running instance's
+    /// `$POSTGRES_PASSWORD` is one this environment does not have: it reads as unset.
     pub fn password(&self) -> Result<Secret> {
-        let from_env = matches!(self.config.password_source, PasswordSource::Env { .. })
-            || std::env::var_os("POSTGRES_PASSWORD_FILE").is_some_and(|v| !v.is_empty());
         match self.running_settings() {
-            Some(r) if !from_env && r.password != self.config.password_source => {
-                r.password.read(&|key| std::env::var(key).ok())
+            Some(r)
+                if !self.config.password_from_env && r.password != self.config.password_source =>
+            {
+                r.password.read(&|_| None)
             }
             _ => Ok(self.config.password.clone()),
         }

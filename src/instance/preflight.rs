@@ -28,8 +28,10 @@ pub fn check_port_free(address: IpAddr, port: u16) -> Result<()> {
                  port; use a port of 1024 or more"
             )],
         }),
-        Err(e) => Err(Error::Server {
-            what: format!("cannot bind {address}:{port}: {e}"),
+        Err(source) => Err(Error::Bind {
+            address,
+            port,
+            source,
         }),
     }
 }

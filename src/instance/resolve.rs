@@ -13,11 +13,12 @@
 //! after validation in four (issue 24): a data dir rewritten by `run` only, a second `Config`
 //! built for the launch, five fields patched by a reload.
 
-use crate::config::{Config, Sources};
+use crate::config::{Config, Layer, Loaded, Sources};
 use crate::error::Result;
+use crate::instance::remembered::Remembered;
 use crate::instance::{lock, private_dir, registry, remembered};
 use crate::os::paths;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// An instance decided: the sources it was loaded from (with its remembered flags), its
 /// validated configuration (the registered data directory adopted) and its state directory.
@@ -31,11 +32,26 @@ pub struct Resolved {
     pub state_dir: PathBuf,
 }
 
-/// Resolves the instance `sources` address (see the module docs).
+/// Resolves the instance `sources` address (see the module docs). The files and the
+/// environment are read once ([`Loaded`]); the layers are validated a second time only when
+/// the instance has remembered flags, which are known once its state directory is.
 pub fn resolve(sources: Sources) -> Result<Resolved> {
-    let sources = with_remembered_flags(sources)?;
-    let mut config = Config::load(&sources)?;
-    let state_dir = adopt_registered_data_dir(&mut config)?;
+    let loaded = Loaded::read(&sources)?;
+    let first = loaded.config(&sources.remembered)?;
+    let state_dir = registry::locate(&first)?;
+    let remembered = remembered::read(&state_dir);
+    let (sources, mut config) = match remembered_flags(&first, remembered.as_ref()) {
+        Some(flags) => {
+            let sources = Sources {
+                remembered: flags,
+                ..sources
+            };
+            let config = loaded.config(&sources.remembered)?;
+            (sources, config)
+        }
+        None => (sources, first),
+    };
+    adopt_registered_data_dir(&mut config, &state_dir, remembered);
     Ok(Resolved {
         sources,
         config,
@@ -43,41 +59,31 @@ pub fn resolve(sources: Sources) -> Result<Resolved> {
     })
 }
 
-/// `sources` with the flags the instance was last started with
-/// ([`remembered::Flags`]) as their `remembered` layer, below the environment and this command
-/// line (`start --port 5821 --http-address …`, `stop`, `start` comes back on 5821 with its HTTP
-/// endpoint). Where those flags are is known only once the files are read: the one load
-/// before the real one. A throwaway instance remembers nothing.
-fn with_remembered_flags(sources: Sources) -> Result<Sources> {
-    let config = Config::load(&sources)?;
-    if config.ephemeral {
-        return Ok(sources);
-    }
-    let Some(r) = remembered::read(&registry::locate(&config)?) else {
-        return Ok(sources);
-    };
-    if r.ephemeral {
-        return Ok(sources);
-    }
-    Ok(Sources {
-        remembered: r.flags.layer(),
-        ..sources
-    })
+/// The flags the instance was last started with ([`remembered::Flags`]) as a layer, below the
+/// environment and this command line (`start --port 5821 --http-address …`, `stop`, `start`
+/// comes back on 5821 with its HTTP endpoint). A throwaway instance remembers nothing. They
+/// never name the instance (no name, data directory, config file), so the state directory
+/// found without them is the instance's.
+fn remembered_flags(config: &Config, remembered: Option<&Remembered>) -> Option<Layer> {
+    let r = remembered.filter(|r| !config.ephemeral && !r.ephemeral)?;
+    Some(r.flags.layer())
 }
 
-/// The state directory of the instance `config` names ([`registry::locate`]), with
-/// `config.data_dir` set to the data directory its name is registered with (when the command
-/// line named no data directory and the registered one is consistent with its state directory).
-fn adopt_registered_data_dir(config: &mut Config) -> Result<PathBuf> {
-    let state_dir = registry::locate(config)?;
+/// Sets `config.data_dir` to the data directory the instance in `state_dir` was started with
+/// (`remembered`), when the command line named no data directory and that one is consistent
+/// with its state directory.
+fn adopt_registered_data_dir(
+    config: &mut Config,
+    state_dir: &Path,
+    remembered: Option<Remembered>,
+) {
     if !config.data_dir_explicit
         && !config.ephemeral
-        && let Some(r) = remembered::read(&state_dir)
+        && let Some(r) = remembered
         && paths::state_dir(&r.data_dir) == state_dir
     {
         config.data_dir = r.data_dir;
     }
-    Ok(state_dir)
 }
 
 impl Resolved {
@@ -173,7 +179,8 @@ fn keep<T: PartialEq + Clone>(new: &mut T, running: &T) -> bool {
 /// those the new configuration would have changed.
 pub fn reload(sources: &Sources, running: &Config) -> Result<(Config, Vec<&'static str>)> {
     let mut new = Config::load(sources)?;
-    adopt_registered_data_dir(&mut new)?;
+    let state_dir = registry::locate(&new)?;
+    adopt_registered_data_dir(&mut new, &state_dir, remembered::read(&state_dir));
     Ok(keep_fixed(new, running))
 }
 

@@ -403,7 +403,7 @@ impl Supervisor {
 
     /// The machine learns why (a text for its record); the executor keeps the error itself.
     fn prepare_failed(&mut self, error: Error) -> Event {
-        let why = error.to_string();
+        let why = error.with_causes();
         self.prepare_error = Some(error);
         Event::PrepareFailed(why)
     }
@@ -641,7 +641,10 @@ impl Supervisor {
             match cluster::write_server_settings(&cluster.data_dir, &effective.server, &self.run_as)
             {
                 Ok(changed) => info!(changed, "reload: server settings written"),
-                Err(e) => error!("reload: cannot write the server settings: {e}"),
+                Err(e) => error!(
+                    "reload: cannot write the server settings: {}",
+                    e.with_causes()
+                ),
             }
         }
         self.loaded = new;
