@@ -370,6 +370,15 @@ fn kill_9_of_a_verify_leaves_no_server_and_the_next_verify_sweeps_its_directory(
     assert_eq!(left.len(), 1, "{left:?}");
     verify.kill().unwrap();
     verify.wait().unwrap();
+    // Its server's System V shared memory segment (key and id in postmaster.pid), which a
+    // SIGKILLed postmaster leaves.
+    let segment: Option<(i64, i32)> = std::fs::read_to_string(left[0].join("data/postmaster.pid"))
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().nth(6)?.to_string();
+            let mut f = line.split_whitespace();
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        });
     // The server dies with the verify (parent-death signal), by itself.
     let deadline = Instant::now() + Duration::from_secs(30);
     while servers.iter().any(|p| common::process_alive(*p)) {
@@ -383,6 +392,9 @@ fn kill_9_of_a_verify_leaves_no_server_and_the_next_verify_sweeps_its_directory(
     let (out, pid) = pgw_pid(&["backup", "verify", &flag, &data]);
     assert!(out.status.success(), "{out:?}");
     assert!(!left[0].exists(), "{} was not swept", left[0].display());
+    if let Some((key, id)) = segment {
+        assert!(!shared_memory_exists(key, id), "segment {key} {id} left");
+    }
     assert!(verify_dirs_of(pid).is_empty(), "{:?}", verify_dirs_of(pid));
     drop(server);
 }
@@ -534,4 +546,14 @@ fn verify_to_a_time_replays_through_the_wal_archive_and_fails_when_a_segment_is_
         "{stderr}"
     );
     drop(server);
+}
+
+/// Whether System V shared memory segment `id` exists with `key`.
+fn shared_memory_exists(key: i64, id: i32) -> bool {
+    use nix::libc;
+    // SAFETY: plain data, filled by IPC_STAT or left alone.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to the struct above.
+    let found = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } == 0;
+    found && i64::from(ds.shm_perm.__key) == key
 }

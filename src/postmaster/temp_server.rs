@@ -248,12 +248,17 @@ impl TempServer {
         self.log
             .explain(pid)
             // A server that shut itself down ends with "database system is shut down": the
-            // reason is its last FATAL or PANIC line before that.
+            // reason is its last FATAL or PANIC line before that — not one of the FATALs a
+            // refused connection logs ("the database system is in recovery mode", … starting
+            // up, … shutting down, … not yet accepting connections).
             .or_else(|| {
                 lines
                     .iter()
                     .rev()
-                    .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+                    .find(|l| {
+                        (l.contains("FATAL:") || l.contains("PANIC:"))
+                            && !l.contains("the database system is ")
+                    })
                     .cloned()
             })
             .or_else(|| lines.last().cloned())

@@ -198,6 +198,7 @@ pub fn sweep() -> Vec<PathBuf> {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
+            remove_shared_memory(&data);
             match private_dir::remove_throwaway(&root) {
                 Ok(()) => removed.push(root),
                 Err(e) => tracing::debug!(dir = %root.display(), "not swept: {e}"),
@@ -205,6 +206,35 @@ pub fn sweep() -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// Removes the System V shared memory segment a killed postmaster of `data` left (PostgreSQL
+/// removes it at every shutdown but a SIGKILL; a new server on the same data directory would
+/// reuse it, and this one is removed with its directory): the key and id in line 7 of its
+/// `postmaster.pid`, only when the segment there still has that key and nothing attached.
+fn remove_shared_memory(data: &Path) {
+    use nix::libc;
+    let Ok(text) = std::fs::read_to_string(data.join("postmaster.pid")) else {
+        return;
+    };
+    let mut fields = text.lines().nth(6).unwrap_or_default().split_whitespace();
+    let (Some(key), Some(id)) = (
+        fields.next().and_then(|k| k.parse::<i64>().ok()),
+        fields.next().and_then(|i| i.parse::<libc::c_int>().ok()),
+    ) else {
+        return;
+    };
+    // SAFETY: shmid_ds is plain data; IPC_STAT fills it or fails.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to the struct above.
+    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } != 0 {
+        return;
+    }
+    if i64::from(ds.shm_perm.__key) != key || ds.shm_nattch != 0 {
+        return;
+    }
+    // SAFETY: IPC_RMID takes no buffer.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
 }
 
 #[cfg(test)]
