@@ -29,7 +29,8 @@
 //!   [`config::lock_file`]); [`binaries::shims`] put its programs first on `exec`'s PATH.
 //! - [`cluster`]: the data directory — created atomically on first launch (initdb, init scripts),
 //!   or taken over from a container's stopped cluster ([`cluster::take_over`], `data_from`),
-//!   templates, its settings file and its administration role's access.
+//!   templates and the spare clusters made in the background ([`cluster::spare`]), its
+//!   settings file and its administration role's access.
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],
 //!   reconciling role and database, signals in, systemd notifications out.
 //! - [`postmaster`]: a postgres process — temporary server, stop escalation, `postmaster.pid`, its log.

@@ -586,10 +586,11 @@ fn reset_then_start_copies_the_template_filled_after_the_first_launch() {
     let world = World::new();
     let port = free_port();
     let password = own_password("fast");
+    // No spare: this is the template's path (the spare's tests are below).
     let dir = world.project(
         "fast",
         &format!(
-            "port = {port}\nuser = \"fast\"\npassword = \"{password}\"\ndatabase = \"fastdb\"\n"
+            "port = {port}\nuser = \"fast\"\npassword = \"{password}\"\ndatabase = \"fastdb\"\nspare = false\n"
         ),
     );
     let first = world.pgw(&dir, &["start"]);
@@ -1250,4 +1251,424 @@ fn doctor_and_run_agree_on_a_data_dir_that_cannot_be_created() {
     assert!(line.contains("cannot create"), "{doctor:?}");
     assert!(line.contains(locked.to_str().unwrap()), "{doctor:?}");
     assert!(report.contains("help: "), "{doctor:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Spare clusters (issue 29): the next cluster a command needs, made in the background.
+
+/// The reset spare of `data_dir`: `.<name>.spare` beside it.
+fn reset_spare(data_dir: &Path) -> PathBuf {
+    let name = data_dir.file_name().unwrap().to_string_lossy().to_string();
+    data_dir.with_file_name(format!(".{name}.spare"))
+}
+
+/// The inode of `path` (a rename keeps it, a copy does not).
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+        .ino()
+}
+
+/// A project of its own settings (its own template key) whose first launch is ready, its
+/// template saved and its reset spare made; returns the project dir, data dir, state dir, the
+/// password and the template (removed when the guard drops).
+fn project_with_a_spare(
+    world: &World,
+    tag: &str,
+    port: u16,
+) -> (PathBuf, PathBuf, PathBuf, String, OwnTemplate) {
+    let password = own_password(tag);
+    let dir = world.project(
+        tag,
+        &format!("port = {port}\nuser = \"sp\"\npassword = \"{password}\"\ndatabase = \"spdb\"\n"),
+    );
+    let first = world.pgw(&dir, &["start"]);
+    assert_eq!(code(&first), 0, "{first:?}");
+    let state_dir = world.data_root.join(format!("{tag}/16/data.pgwarden"));
+    let saved = wait_for_log(&state_dir, "template cluster saved");
+    let template = OwnTemplate(PathBuf::from(log_field(&saved, "template")));
+    wait_for_log(&state_dir, "spare cluster ready");
+    let data_dir = world.data_root.join(format!("{tag}/16/data"));
+    assert!(
+        reset_spare(&data_dir).join("spare.json").is_file(),
+        "no spare beside {data_dir:?}"
+    );
+    (dir, data_dir, state_dir, password, template)
+}
+
+/// `reset --yes` then `start`, both succeeding; the new launch's log.
+fn reset_and_start(world: &World, dir: &Path, state_dir: &Path) -> String {
+    let reset = world.pgw(dir, &["reset", "--yes"]);
+    assert_eq!(code(&reset), 0, "{reset:?}");
+    let start = world.pgw(dir, &["start"]);
+    assert_eq!(code(&start), 0, "{start:?}");
+    wait_for_log(state_dir, "cluster initialised");
+    std::fs::read_to_string(state_dir.join("pgwarden.log")).unwrap()
+}
+
+#[test]
+fn reset_after_reset_after_reset_renames_the_spare_into_a_fresh_empty_cluster() {
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, password, _template) =
+        project_with_a_spare(&world, "thrice", port);
+    for round in 1..=3 {
+        let mut client = common::connect(port, "sp", &password, "spdb").unwrap();
+        client
+            .batch_execute(&format!("CREATE TABLE made_before_{round} (x int)"))
+            .unwrap();
+        drop(client);
+        let spare = reset_spare(&data_dir);
+        let spare_file = inode(&spare.join("cluster/PG_VERSION"));
+        let log = reset_and_start(&world, &dir, &state_dir);
+        assert!(
+            log.contains("the cluster from spare"),
+            "round {round}: the spare was not used:\n{log}"
+        );
+        assert!(
+            !log.contains("copying the cached template") && !log.contains(": running initdb"),
+            "round {round}:\n{log}"
+        );
+        assert_eq!(
+            inode(&data_dir.join("PG_VERSION")),
+            spare_file,
+            "round {round}: the data directory is not the spare renamed"
+        );
+        let mut client = common::connect(port, "sp", &password, "spdb")
+            .expect("user, password and database of the spare");
+        let gone: bool = client
+            .query_one(
+                &format!("SELECT to_regclass('made_before_{round}') IS NULL"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(
+            gone,
+            "round {round}: the table made before the reset is there"
+        );
+        drop(client);
+        // The next spare is made in the background after this launch too.
+        wait_for_log(&state_dir, "spare cluster ready");
+        assert!(spare.join("spare.json").is_file(), "round {round}");
+    }
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+/// Waits until the instance's log has `n` lines containing `needle`.
+fn wait_for_log_count(state_dir: &Path, needle: &str, n: usize) {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let text = std::fs::read_to_string(state_dir.join("pgwarden.log")).unwrap_or_default();
+        if text.matches(needle).count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {n} {needle:?} in the log after {LONG:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_spare_of_other_settings_is_not_used() {
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, _password, _template) =
+        project_with_a_spare(&world, "settings", port);
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    let changed = own_password("changed");
+    std::fs::write(
+        dir.join("pgwarden.toml"),
+        format!("port = {port}\nuser = \"sp\"\npassword = \"{changed}\"\ndatabase = \"spdb\"\n"),
+    )
+    .unwrap();
+    let log = reset_and_start(&world, &dir, &state_dir);
+    assert!(
+        !log.contains("the cluster from spare") && log.contains(": running initdb"),
+        "a spare of the old settings was used:\n{log}"
+    );
+    assert!(log.contains("not using the spare"), "{log}");
+    common::connect(port, "sp", &changed, "spdb").expect("the new password");
+    let saved = wait_for_log(&state_dir, "template cluster saved");
+    let _new_template = OwnTemplate(PathBuf::from(log_field(&saved, "template")));
+    wait_for_log(&state_dir, "spare cluster ready");
+    let marker = std::fs::read_to_string(reset_spare(&data_dir).join("spare.json")).unwrap();
+    assert!(
+        marker.contains(&log_field(&saved, "template")),
+        "the new spare is a copy of the new settings' template: {marker}"
+    );
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+#[test]
+fn a_spare_of_another_postgresql_version_is_not_used() {
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, password, _template) =
+        project_with_a_spare(&world, "version", port);
+    // What binaries of another release would have made: the marker names that version.
+    let marker = reset_spare(&data_dir).join("spare.json");
+    let text = std::fs::read_to_string(&marker).unwrap();
+    assert!(text.contains("\"postgresql\": \"16.14.0\""), "{text}");
+    std::fs::write(&marker, text.replace("16.14.0", "16.13.0")).unwrap();
+    let log = reset_and_start(&world, &dir, &state_dir);
+    assert!(
+        !log.contains("the cluster from spare")
+            && log.contains("of another PostgreSQL version")
+            && log.contains("copying the cached template"),
+        "{log}"
+    );
+    common::connect(port, "sp", &password, "spdb").expect("a fresh cluster");
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+#[test]
+fn a_spare_of_an_earlier_template_is_not_used() {
+    let world = World::new();
+    let port = free_port();
+    let (dir, _data_dir, state_dir, password, template) =
+        project_with_a_spare(&world, "template", port);
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    // The template deleted and made again (here: copied back, new files).
+    let again = template.0.with_extension("again");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&template.0)
+        .arg(&again)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::remove_dir_all(&template.0).unwrap();
+    std::fs::rename(&again, &template.0).unwrap();
+    let log = reset_and_start(&world, &dir, &state_dir);
+    assert!(
+        !log.contains("the cluster from spare")
+            && log.contains("a copy of an earlier template")
+            && log.contains("copying the cached template"),
+        "{log}"
+    );
+    common::connect(port, "sp", &password, "spdb").expect("a fresh cluster");
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+#[test]
+fn snapshot_restore_renames_the_spare_copy_of_the_snapshot() {
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, password, _template) =
+        project_with_a_spare(&world, "snap", port);
+    let mut client = common::connect(port, "sp", &password, "spdb").unwrap();
+    client.batch_execute("CREATE TABLE kept (x int)").unwrap();
+    drop(client);
+    let save = world.pgw(&dir, &["snapshot", "save", "s1"]);
+    assert_eq!(code(&save), 0, "{save:?}");
+    wait_for_log_count(&state_dir, "spare snapshot copy ready", 1);
+    let snapshots = data_dir.with_file_name("data.snapshots");
+    let spare = snapshots.join(".s1.spare");
+    let spare_file = inode(&spare.join("cluster/PG_VERSION"));
+    let ls = world.pgw(&dir, &["snapshot", "ls"]);
+    assert!(!stdout(&ls).contains("spare"), "{ls:?}");
+    let status = world.pgw(&dir, &["status"]);
+    assert!(stdout(&status).contains("  spares          "), "{status:?}");
+
+    let mut client = common::connect(port, "sp", &password, "spdb").unwrap();
+    client
+        .batch_execute("CREATE TABLE after_save (x int)")
+        .unwrap();
+    drop(client);
+    let restore = world.pgw(&dir, &["snapshot", "restore", "s1"]);
+    assert_eq!(code(&restore), 0, "{restore:?}");
+    assert_eq!(
+        inode(&data_dir.join("PG_VERSION")),
+        spare_file,
+        "the restored data directory is not the spare renamed"
+    );
+    let mut client = common::connect(port, "sp", &password, "spdb").unwrap();
+    let row = client
+        .query_one(
+            "SELECT to_regclass('kept') IS NOT NULL, to_regclass('after_save') IS NULL",
+            &[],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (true, true));
+    drop(client);
+    // After the restore, the next spare copy is made again; `snapshot rm` removes it with it.
+    wait_for_log_count(&state_dir, "spare snapshot copy ready", 2);
+    assert_ne!(inode(&spare.join("cluster/PG_VERSION")), spare_file);
+    let rm = world.pgw(&dir, &["snapshot", "rm", "s1"]);
+    assert_eq!(code(&rm), 0, "{rm:?}");
+    assert!(!spare.exists(), "snapshot rm left its spare");
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+#[test]
+fn a_kill_during_the_spare_preparation_leaves_nothing_used_or_growing() {
+    let dir = test_dir();
+    let port = free_port();
+    let password = own_password("killed");
+    let envs = [("POSTGRES_PASSWORD", password.as_str())];
+    let data_dir = dir.path().join("data");
+    let spare = reset_spare(&data_dir);
+    let spares_beside = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".data.spare"))
+            .collect();
+        names.sort();
+        names
+    };
+    // The first launch: its template, then (cancelled by the stop, or not) its spare.
+    let pgwarden = common::start(dir.path(), port, &envs);
+    pgwarden.wait_ready(LONG);
+    let saved = pgwarden.wait_for_stderr("template cluster saved", LONG);
+    let _own = OwnTemplate(PathBuf::from(log_field(&saved, "template")));
+    common::stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
+
+    // Launches of the existing cluster make the spare at once; one is killed while it copies
+    // (a few tries: the copy may finish between a look and the kill).
+    let mut killed_work = None;
+    for _ in 0..5 {
+        let _ = std::fs::remove_dir_all(&spare);
+        let mut pgwarden = common::start(dir.path(), port, &envs);
+        let work = spare.with_file_name(format!(".data.spare.work-{}", pgwarden.pid()));
+        pgwarden.wait_ready(LONG);
+        let deadline = Instant::now() + LONG;
+        while !work.exists() && !spare.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        pgwarden.signal(nix::sys::signal::Signal::SIGKILL);
+        pgwarden.wait_exit(Duration::from_secs(20));
+        // The server outlives a killed pgwarden: stopped here as an operator would.
+        if data_dir.join("postmaster.pid").exists() {
+            let postmaster = common::postmaster_pid(&data_dir);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(postmaster),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while common::process_alive(postmaster) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if work.exists() && !spare.exists() {
+            killed_work = Some(work);
+            break;
+        }
+    }
+    let killed_work = killed_work.expect("no kill landed while the spare was being made");
+    assert_eq!(
+        spares_beside(),
+        vec![
+            killed_work
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_string()
+        ]
+    );
+
+    // A first launch after that (the data directory deleted, as reset does) copies the
+    // template: the torn copy is not a spare; and the next spare sweeps it.
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    std::fs::remove_dir_all(dir.path().join("data.pgwarden")).unwrap();
+    let pgwarden = common::start(dir.path(), port, &envs);
+    pgwarden.wait_ready(LONG);
+    pgwarden.wait_for_stderr("spare cluster ready", LONG);
+    let stderr = pgwarden.stderr_text();
+    assert!(
+        stderr.contains("copying the cached template")
+            && !stderr.contains("the cluster from spare"),
+        "{stderr}"
+    );
+    assert_eq!(spares_beside(), vec![".data.spare".to_string()]);
+    common::stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn a_spare_another_user_made_is_neither_used_nor_deleted() {
+    if !common::require_root("a second user plants the spare") {
+        return;
+    }
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, password, _template) =
+        project_with_a_spare(&world, "planted", port);
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    // A whole, valid-looking spare — but the second user's (where the data directory's parent
+    // is shared, they could have made it first, with a cluster of their choosing).
+    let spare = reset_spare(&data_dir);
+    let intruder = common::intruder();
+    let chown = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", intruder.uid, intruder.gid))
+        .arg(&spare)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let planted = inode(&spare.join("cluster/PG_VERSION"));
+    let log = reset_and_start(&world, &dir, &state_dir);
+    assert!(
+        !log.contains("the cluster from spare") && log.contains("not pgwarden's own"),
+        "{log}"
+    );
+    assert_ne!(inode(&data_dir.join("PG_VERSION")), planted);
+    common::connect(port, "sp", &password, "spdb").expect("a fresh cluster");
+    wait_for_log(&state_dir, "no spare cluster");
+    assert_eq!(
+        inode(&spare.join("cluster/PG_VERSION")),
+        planted,
+        "the other user's directory was deleted or replaced"
+    );
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}
+
+#[test]
+fn spare_false_makes_none_and_removes_the_ones_there_are() {
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, password, _template) = project_with_a_spare(&world, "off", port);
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    std::fs::write(
+        dir.join("pgwarden.toml"),
+        format!(
+            "port = {port}\nuser = \"sp\"\npassword = \"{password}\"\ndatabase = \"spdb\"\nspare = false\n"
+        ),
+    )
+    .unwrap();
+    let start = world.pgw(&dir, &["start"]);
+    assert_eq!(code(&start), 0, "{start:?}");
+    let spare = reset_spare(&data_dir);
+    let deadline = Instant::now() + LONG;
+    while spare.exists() {
+        assert!(Instant::now() < deadline, "spare = false left {spare:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = world.pgw(&dir, &["status"]);
+    assert!(
+        stdout(&status).contains("  spares          none"),
+        "{status:?}"
+    );
+    let log = reset_and_start(&world, &dir, &state_dir);
+    assert!(
+        log.contains("copying the cached template") && !log.contains("the cluster from spare"),
+        "{log}"
+    );
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+    assert!(!spare.exists(), "a launch with spare = false made one");
 }

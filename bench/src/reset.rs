@@ -106,8 +106,34 @@ fn wait_for_fill(templates: &Path) {
     }
 }
 
+/// Waits until the spare `spare` (a reset spare, a snapshot's) made in the background after the
+/// last start is ready: its marker is there and no copy is being made.
+pub fn wait_for_spare(spare: &Path) {
+    let deadline = Instant::now() + FILL_LIMIT;
+    let name = spare.file_name().unwrap().to_string_lossy().to_string();
+    let working = || {
+        std::fs::read_dir(spare.parent().unwrap())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{name}.work-"))
+            })
+    };
+    while !spare.join("spare.json").is_file() || working() {
+        assert!(
+            Instant::now() < deadline,
+            "no spare at {} {FILL_LIMIT:?} after a start",
+            spare.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn reset_and_start(ctx: &Ctx, runs: usize) -> Vec<Row> {
-    let what = "`pgwarden reset --yes` + `start` → returned (ready), template cache warm";
+    let what = "`pgwarden reset --yes` + `start` → returned (ready), spare cluster ready";
     let mut cold = Row::new(
         "16",
         what,
@@ -123,7 +149,7 @@ pub fn reset_and_start(ctx: &Ctx, runs: usize) -> Vec<Row> {
     // The same samples split: the start alone (a copy of the template) against a warm start.
     let mut start_only = Row::new(
         "16",
-        "of which `start` → returned (ready): a copy of the template",
+        "of which `start` → returned (ready): the spare renamed into place",
         "`start` of the stopped cluster (warm start)",
         Unit::Millis,
     );
@@ -141,6 +167,8 @@ pub fn reset_and_start(ctx: &Ctx, runs: usize) -> Vec<Row> {
         for turn in turns(i, 3) {
             match turn {
                 0 => {
+                    // Not measured: the spare made in the background after the last start.
+                    wait_for_spare(&instance.data_dir.with_file_name(".data.spare"));
                     let reset = instance.reset();
                     let start = instance.start();
                     cold.ours.push(ms(reset + start));

@@ -19,7 +19,9 @@
 //!   server's `tablespace_map`) and restores (original or `--tablespace OLD=NEW` locations).
 //! - [`relaunch`]: starting a cluster again after a restore or a snapshot, with the arguments
 //!   and environment its supervisor had (or the restore's own flags).
-//! - [`snapshot`]: dev snapshots — the stopped cluster copied aside by name, swapped back.
+//! - [`snapshot`]: dev snapshots — the stopped cluster copied aside by name, swapped back;
+//!   [`snapshot_spare`]: each snapshot's spare copy, made in the background, which a restore
+//!   renames instead of copying.
 //! - [`wal_archive`]: the continuous WAL archive (pgwarden is the `archive_command`), and
 //!   [`schedule`] (it lives in [`crate::config::backup_schedule`], as config checks it): when the
 //!   service's backups run (a systemd timer).
@@ -40,6 +42,7 @@ pub mod restore;
 pub mod retention;
 pub use crate::config::backup_schedule as schedule;
 pub mod snapshot;
+pub mod snapshot_spare;
 pub mod tablespaces;
 pub mod target_time;
 pub mod verify;

@@ -14,7 +14,8 @@
 //! cluster, the old one or the snapshot's — and deletes the old one in the background. The
 //! staging directory has one name per data directory ([`staging_path`]), owned by whoever
 //! holds [`StagingLock`]; a restore killed while copying leaves it, and the next snapshot
-//! command removes it.
+//! command removes it. A spare copy of the snapshot made in the background
+//! ([`super::snapshot_spare`]) is renamed into the staging directory instead of copying.
 
 use crate::error::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
@@ -423,7 +424,16 @@ pub fn stage(lock: &StagingLock, data_dir: &Path, name: &str) -> Result<PathBuf>
     let staging = lock.staging.clone();
     let _ = std::fs::remove_dir_all(&staging);
     let guard = RemoveOnDrop(Some(staging.clone()));
-    copy_tree(&path.join("data"), &staging)?;
+    // The spare copy made in the background, when it is one of exactly this snapshot: a rename.
+    if let Some(spare) = super::snapshot_spare::take(data_dir, name, &meta, &staging) {
+        tracing::info!(
+            snapshot = %name,
+            bytes = spare.bytes,
+            "snapshot copy from spare: renamed into place (made in the background)"
+        );
+    } else {
+        copy_tree(&path.join("data"), &staging)?;
+    }
     guard.disarm();
     Ok(staging)
 }
@@ -444,6 +454,7 @@ pub fn swap_in(staging: &Path, data_dir: &Path) -> Result<()> {
 /// Removes snapshot `name`.
 pub fn remove(data_dir: &Path, name: &str) -> Result<()> {
     let (path, _) = find(data_dir, name)?;
+    super::snapshot_spare::remove(data_dir, name)?;
     std::fs::remove_dir_all(&path).io("cannot remove", &path)
 }
 

@@ -35,6 +35,7 @@ mod flush;
 pub mod init_scripts;
 mod read_only_copy;
 mod settings;
+pub mod spare;
 pub mod take_over;
 mod template;
 pub mod template_fill;
@@ -82,6 +83,9 @@ pub struct Cluster {
     /// ([`template_fill`]): set when this launch ran initdb for a persistent cluster that the
     /// cache could hold.
     pub fill_template: Option<PathBuf>,
+    /// The template whose copy is this data directory's reset spare ([`spare::reset`]): set
+    /// for a persistent cluster the template cache can hold, when spares are on.
+    pub spare_template: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -110,6 +114,8 @@ pub fn prepare(
     run_as.own_dir(&socket_dir, 0o700)?;
 
     let mut fill_template = None;
+    let spare_template = (config.spare && !config.ephemeral && cacheable(config)?)
+        .then(|| template::template_dir(config, install, run_as));
     let created = match found {
         DataDir::Cluster { ours } => {
             if !ours {
@@ -156,7 +162,18 @@ pub fn prepare(
         socket_dir,
         created,
         fill_template,
+        spare_template,
     })
+}
+
+/// Whether the template cache can hold what a first launch of `config` makes: initdb and the
+/// bootstrap only (init scripts and a separate WAL directory make a cluster of its own).
+fn cacheable(config: &Config) -> Result<bool> {
+    let has_scripts = match &config.init_dir {
+        Some(dir) => !init_scripts::list(dir)?.is_empty(),
+        None => false,
+    };
+    Ok(!has_scripts && config.initdb_waldir.is_none())
 }
 
 /// Every check `run` makes before it changes anything, and `doctor` makes too: the data
@@ -304,17 +321,25 @@ fn initialise(
 
     // The template cache holds what initdb and the bootstrap make; init scripts and a separate
     // WAL directory make a cluster of its own, so those first launches run initdb every time.
-    let has_scripts = match &config.init_dir {
-        Some(dir) => !init_scripts::list(dir)?.is_empty(),
-        None => false,
-    };
-    let cacheable = !has_scripts && config.initdb_waldir.is_none();
+    let cacheable = cacheable(config)?;
     let template = template::template_dir(config, install, run_as);
+    // A spare copy of the template, made in the background after an earlier launch, is
+    // renamed into place: no copy at all.
+    let spare = (cacheable && config.spare && !config.ephemeral)
+        .then(|| spare::reset::take(data_dir, &template, install, run_as, &staging))
+        .flatten();
     let from_template = cacheable && template.join(template::TEMPLATE_COMPLETE).is_file();
     // The new cluster goes to disk while it is being written, so that the flush before the
     // completion marker has little left to wait for.
-    let background = (!config.ephemeral).then(|| BackgroundFlush::start(&staging));
-    if from_template {
+    let background =
+        (!config.ephemeral && spare.is_none()).then(|| BackgroundFlush::start(&staging));
+    if let Some(spare) = &spare {
+        info!(
+            template = %template.display(),
+            bytes = spare.bytes,
+            "the cluster from spare: renamed into place (a copy of the template made in the background)"
+        );
+    } else if from_template {
         info!(template = %template.display(), "copying the cached template cluster instead of running initdb");
         template::copy_tree(&template, &staging, Some(run_as))?;
     } else {
@@ -338,6 +363,7 @@ fn initialise(
         data_dir = %data_dir.display(),
         database = %config.database,
         from_template,
+        from_spare = spare.is_some(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "cluster initialised"
     );

@@ -5,6 +5,7 @@ use super::locale;
 use crate::binaries::Install;
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
+use crate::os::cancel::Cancel;
 use crate::os::privilege::RunAs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -92,13 +93,30 @@ pub fn templates_root<'a>(template: &'a Path, run_as: &RunAs) -> Result<&'a Path
 /// Copies a directory tree (modes, symlinks), skipping the template marker, and gives every
 /// entry to `owner` when it is a user pgwarden switches to.
 pub fn copy_tree(from: &Path, to: &Path, owner: Option<&RunAs>) -> Result<()> {
+    copy_tree_until(from, to, owner, &Cancel::never()).map(|_| ())
+}
+
+/// [`copy_tree`], stopping with an error at the next entry once `cancel` is cancelled (a spare
+/// made in the background: [`super::spare`]); returns the bytes of the files copied.
+pub fn copy_tree_until(
+    from: &Path,
+    to: &Path,
+    owner: Option<&RunAs>,
+    cancel: &Cancel,
+) -> Result<u64> {
     std::fs::create_dir_all(to).io("cannot create", to)?;
     let mode = std::fs::metadata(from)
         .io("cannot read", from)?
         .permissions();
     std::fs::set_permissions(to, mode).io("cannot set the mode of", to)?;
     chown(to, owner)?;
+    let mut bytes = 0;
     for entry in std::fs::read_dir(from).io("cannot read", from)? {
+        if cancel.is_cancelled() {
+            return Err(Error::Cluster {
+                what: format!("cancelled while copying into {}", to.display()),
+            });
+        }
         let entry = entry.io("cannot read", from)?;
         if entry.file_name() == TEMPLATE_COMPLETE {
             continue;
@@ -106,17 +124,17 @@ pub fn copy_tree(from: &Path, to: &Path, owner: Option<&RunAs>) -> Result<()> {
         let (source, target) = (entry.path(), to.join(entry.file_name()));
         let kind = entry.file_type().io("cannot read", &source)?;
         if kind.is_dir() {
-            copy_tree(&source, &target, owner)?;
+            bytes += copy_tree_until(&source, &target, owner, cancel)?;
         } else if kind.is_symlink() {
             let link = std::fs::read_link(&source).io("cannot read", &source)?;
             std::os::unix::fs::symlink(link, &target).io("cannot create", &target)?;
             chown(&target, owner)?;
         } else {
-            std::fs::copy(&source, &target).io("cannot copy to", &target)?;
+            bytes += std::fs::copy(&source, &target).io("cannot copy to", &target)?;
             chown(&target, owner)?;
         }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 pub fn chown(path: &Path, owner: Option<&RunAs>) -> Result<()> {

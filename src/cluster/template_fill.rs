@@ -53,8 +53,16 @@ pub struct TemplateFill {
 const CLEAN_UP_WITHIN: Duration = Duration::from_secs(5);
 
 impl TemplateFill {
-    /// Starts filling `template` for `config` (the one the cluster was created with).
-    pub fn start(config: &Config, install: &Install, run_as: &RunAs, template: PathBuf) -> Self {
+    /// Starts filling `template` for `config` (the one the cluster was created with), if
+    /// given, then runs `then` (the spares: [`super::spare`]) on the same thread, under the
+    /// same cancel.
+    pub fn start(
+        config: &Config,
+        install: &Install,
+        run_as: &RunAs,
+        template: Option<PathBuf>,
+        then: impl FnOnce(&Cancel) + Send + 'static,
+    ) -> Self {
         let cancel = Cancel::new();
         let (config, install, run_as, on_thread) = (
             config.clone(),
@@ -68,19 +76,11 @@ impl TemplateFill {
             .spawn(move || {
                 let _ends = ends;
                 crate::os::background::lower_this_thread();
-                let started = Instant::now();
-                match fill(&config, &install, &run_as, &template, &on_thread) {
-                    Ok(Filled::Made) => info!(
-                        template = %template.display(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "template cluster saved: after `pgwarden reset`, `start` copies it (no initdb)"
-                    ),
-                    Ok(Filled::AlreadyThere) => debug!("the template cluster exists already"),
-                    Ok(Filled::Busy) => debug!("another pgwarden is filling this template"),
-                    Err(_) if on_thread.is_cancelled() => debug!("template fill cancelled"),
-                    Err(e) => warn!(
-                        "cannot save a template cluster in the background (a reset + start will run initdb): {e}"
-                    ),
+                if let Some(template) = template {
+                    fill_logged(&config, &install, &run_as, &template, &on_thread);
+                }
+                if !on_thread.is_cancelled() {
+                    then(&on_thread);
                 }
             });
         match thread {
@@ -125,6 +125,30 @@ impl TemplateFill {
 impl Drop for TemplateFill {
     fn drop(&mut self) {
         self.finish(CLEAN_UP_WITHIN);
+    }
+}
+
+/// Fills `template`, saying how it went in one line.
+fn fill_logged(
+    config: &Config,
+    install: &Install,
+    run_as: &RunAs,
+    template: &Path,
+    cancel: &Cancel,
+) {
+    let started = Instant::now();
+    match fill(config, install, run_as, template, cancel) {
+        Ok(Filled::Made) => info!(
+            template = %template.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "template cluster saved: after `pgwarden reset`, `start` copies it (no initdb)"
+        ),
+        Ok(Filled::AlreadyThere) => debug!("the template cluster exists already"),
+        Ok(Filled::Busy) => debug!("another pgwarden is filling this template"),
+        Err(_) if cancel.is_cancelled() => debug!("template fill cancelled"),
+        Err(e) => warn!(
+            "cannot save a template cluster in the background (a reset + start will run initdb): {e}"
+        ),
     }
 }
 

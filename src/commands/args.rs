@@ -514,6 +514,11 @@ pub struct RunArgs {
     /// [default: off]. A non-loopback address needs `http_allow_remote = true` in the config.
     #[arg(long, value_name = "IP:PORT")]
     pub http_address: Option<String>,
+
+    /// Prepare no spare clusters in the background (the copies that make `reset` and
+    /// `snapshot restore` a rename); removes the ones there are (`spare = false`).
+    #[arg(long)]
+    pub no_spare: bool,
 }
 
 impl RunArgs {
@@ -562,6 +567,7 @@ impl RunArgs {
             data_from,
             recover,
             http_address,
+            no_spare,
         } = self;
         value("--config", path(&instance.config));
         value("--data-dir", path(&instance.data_dir));
@@ -589,6 +595,7 @@ impl RunArgs {
             (*create_user, "--create-user"),
             (*ephemeral, "--ephemeral"),
             (*recover, "--recover"),
+            (*no_spare, "--no-spare"),
             (binaries.locked, "--locked"),
             (verbosity.quiet, "--quiet"),
         ];
@@ -614,6 +621,7 @@ impl RunArgs {
                 data_from: self.data_from.clone(),
                 data_from_recover: self.recover.then_some(true),
                 http_address: self.http_address.clone(),
+                spare: self.no_spare.then_some(false),
                 ..self.instance.layer()
             }),
             system: self.instance.system,
@@ -670,6 +678,7 @@ mod tests {
             data_from: Some("/srv/pgdata".into()),
             recover: true,
             http_address: Some("127.0.0.1:9187".into()),
+            no_spare: true,
         };
         use crate::config::project::Choice;
         let choices = [

@@ -38,6 +38,8 @@ struct Row {
     project: Option<String>,
     url: Option<String>,
     pid: Option<u32>,
+    /// The disk use of its spare clusters.
+    spares: crate::backup::snapshot_spare::SpareUse,
 }
 
 pub fn run(args: LsArgs) -> Result<i32> {
@@ -49,7 +51,7 @@ pub fn run(args: LsArgs) -> Result<i32> {
                 json!({
                     "name": r.name, "running": r.running, "state": r.state, "port": r.port,
                     "data_dir": r.data_dir, "uptime_ms": r.uptime_ms, "project_file": r.project,
-                    "url": r.url, "supervisor_pid": r.pid,
+                    "url": r.url, "supervisor_pid": r.pid, "spares": r.spares,
                 })
             })
             .collect();
@@ -62,7 +64,7 @@ pub fn run(args: LsArgs) -> Result<i32> {
         );
         return Ok(0);
     }
-    let table: Vec<[String; 6]> = rows
+    let table: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             [
@@ -72,10 +74,18 @@ pub fn run(args: LsArgs) -> Result<i32> {
                 r.data_dir.clone(),
                 r.uptime_ms.map_or("-".into(), human_duration),
                 r.project.clone().unwrap_or_else(|| "-".into()),
+                if r.spares.count == 0 {
+                    "-".into()
+                } else {
+                    crate::backup::human_bytes(r.spares.bytes)
+                },
             ]
         })
         .collect();
-    let header = ["NAME", "STATE", "PORT", "DATA DIR", "UPTIME", "PROJECT"].map(String::from);
+    let header = [
+        "NAME", "STATE", "PORT", "DATA DIR", "UPTIME", "PROJECT", "SPARES",
+    ]
+    .map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for line in &table {
         for (w, cell) in widths.iter_mut().zip(line) {
@@ -140,6 +150,7 @@ fn row(entry: &Entry) -> Row {
             .as_ref()
             .map(|s| s.port)
             .or(settings.as_ref().map(|r| r.port)),
+        spares: crate::backup::snapshot_spare::disk_use(&data_dir),
         data_dir: data_dir.display().to_string(),
         uptime_ms: status.as_ref().map(|s| now.saturating_sub(s.started_at_ms)),
         project: settings

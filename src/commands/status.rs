@@ -87,8 +87,8 @@ fn preparing(instance: &Instance, pid: u32, json: bool) {
     }
 }
 
-/// The status record with `running`, the times, the URL, the last backup and the last
-/// verification, as one object.
+/// The status record with `running`, the times, the URL, the last backup, the last
+/// verification and the spares' disk use, as one object.
 fn print_json(instance: &Instance, status: &Status, times: &Times, url: &str) {
     let mut value = serde_json::to_value(status).expect("status serialises");
     let object = value.as_object_mut().expect("an object");
@@ -103,6 +103,10 @@ fn print_json(instance: &Instance, status: &Status, times: &Times, url: &str) {
     object.insert(
         "last_verify".into(),
         json!(crate::backup::verify::record::read(&instance.state_dir)),
+    );
+    object.insert(
+        "spares".into(),
+        json!(crate::backup::snapshot_spare::disk_use(&status.data_dir)),
     );
     println!("{value}");
 }
@@ -169,5 +173,9 @@ fn print_text(instance: &Instance, status: &Status, times: &Times, url: &str) {
             crate::backup::verify::record::read(&instance.state_dir).as_ref(),
             now
         )
+    );
+    println!(
+        "  spares          {}",
+        crate::backup::snapshot_spare::disk_use(&status.data_dir).describe()
     );
 }

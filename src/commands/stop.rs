@@ -79,6 +79,10 @@ pub async fn stop_instance(
         .timeout
         .unwrap_or(instance.config.shutdown_timeout + Duration::from_secs(30));
     let deadline = started + limit;
+    // Woken by the supervisor's exit itself (a pidfd); the lock is checked after, as before.
+    if let Some(pidfd) = crate::os::pidfd::PidFd::open(pid) {
+        let _ = tokio::task::spawn_blocking(move || pidfd.wait(limit)).await;
+    }
     while lock::holder(&instance.state_dir) == Some(pid) {
         if Instant::now() >= deadline {
             return Err(Error::Server {

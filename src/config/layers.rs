@@ -49,6 +49,10 @@ pub struct Layer {
     pub max_unpacked_mb: Option<u64>,
     /// Install only what the project's `pgwarden.lock` names; fail rather than resolve anew.
     pub locked: Option<bool>,
+    /// Spare clusters prepared in the background (see `Config::spare`).
+    pub spare: Option<bool>,
+    /// The largest snapshot that gets a spare copy, in MB (see `Config::spare_max_mb`).
+    pub spare_max_mb: Option<u64>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
@@ -172,6 +176,8 @@ impl Layer {
             download_retries: top.download_retries.or(self.download_retries),
             max_unpacked_mb: top.max_unpacked_mb.or(self.max_unpacked_mb),
             locked: top.locked.or(self.locked),
+            spare: top.spare.or(self.spare),
+            spare_max_mb: top.spare_max_mb.or(self.spare_max_mb),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),

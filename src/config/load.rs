@@ -111,6 +111,14 @@ impl Layer {
                 }
             }),
             locked: image_env::parse_bool_env(env, "PGWARDEN_LOCKED", problems),
+            spare: image_env::parse_bool_env(env, "PGWARDEN_SPARE", problems),
+            spare_max_mb: env("PGWARDEN_SPARE_MAX_MB").and_then(|v| match v.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!("PGWARDEN_SPARE_MAX_MB={v:?}: {e} (a number of MB)"));
+                    None
+                }
+            }),
             initdb_args: image.initdb_args,
             initdb_waldir: image.initdb_waldir,
             host_auth_method: image.host_auth_method,

@@ -49,6 +49,9 @@ use std::time::Duration;
 /// The only PostgreSQL major version pgwarden runs.
 pub const MAJOR: u64 = 16;
 
+/// The largest snapshot that gets a spare copy by default, in MB.
+pub const DEFAULT_SPARE_MAX_MB: u64 = 1024;
+
 /// The seed service's defaults (`postgres:16` on 127.0.0.1:5433, everything `trader`).
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 5433;
@@ -151,6 +154,13 @@ pub struct Config {
     pub data_from_recover: bool,
     /// Make sure the configured role, password and database exist at every start.
     pub reconcile: bool,
+    /// Spare clusters (`spare`, `--no-spare`, `PGWARDEN_SPARE`; on by default): after a launch
+    /// is ready, the next cluster a `reset` or a `snapshot restore` needs is prepared in the
+    /// background, so that the command is a rename ([`crate::cluster::spare`]).
+    pub spare: bool,
+    /// No snapshot larger than this many MB gets a spare copy (`spare_max_mb`): a spare
+    /// doubles a snapshot's disk use.
+    pub spare_max_mb: u64,
     /// The health and metrics endpoint (`http_address`); `None` = off ([`crate::observe`]).
     pub http_address: Option<std::net::SocketAddr>,
     /// Backups: the WAL archive, the backup directory, retention and schedule.

@@ -240,6 +240,8 @@ pub(super) fn resolve(
         data_from: layer.data_from,
         data_from_recover: layer.data_from_recover.unwrap_or(false),
         reconcile: layer.reconcile.unwrap_or(true),
+        spare: layer.spare.unwrap_or(true),
+        spare_max_mb: layer.spare_max_mb.unwrap_or(super::DEFAULT_SPARE_MAX_MB),
         http_address,
         backup,
     }

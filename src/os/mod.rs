@@ -9,6 +9,7 @@
 //! - [`cancel`]: background work stopped by killing its children.
 //! - [`deletion`]: a reset or replaced cluster deleted in the background.
 //! - [`fd_limit`]: the open-file limit `run` raises.
+//! - [`pidfd`]: waiting for another process's exit (`stop`) without polling.
 
 pub mod background;
 pub mod cancel;
@@ -16,6 +17,7 @@ pub mod deletion;
 pub mod fd_limit;
 pub mod json_file;
 pub mod paths;
+pub mod pidfd;
 pub mod privilege;
 pub mod procfs;
 pub mod safe_fs;

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod reconcile;
 pub mod server;
 pub mod signals;
+mod spares;
 
 pub use machine::{Action, Event, Machine, step};
 
@@ -669,15 +670,28 @@ impl Supervisor {
                 // The one line a user (or a script) waits for; on stdout, unlike the log.
                 println!("{line}");
                 self.notifier.ready(&line);
+                // The template (after a first launch that ran initdb), then the spares.
                 if let (Some(cluster), Some(install)) = (&self.cluster, &self.install)
-                    && let Some(template) = &cluster.fill_template
                     && !self.stop_seen
+                    && !self.config.ephemeral
                 {
+                    let (config, install_then, run_as) =
+                        (self.config.clone(), install.clone(), self.run_as.clone());
+                    let spare_template = cluster.spare_template.clone();
                     self.template_fill = Some(TemplateFill::start(
                         &self.config,
                         install,
                         &self.run_as,
-                        template.clone(),
+                        cluster.fill_template.clone(),
+                        move |cancel| {
+                            spares::prepare(
+                                &config,
+                                &install_then,
+                                &run_as,
+                                spare_template.as_deref(),
+                                cancel,
+                            )
+                        },
                     ));
                 }
             }

@@ -1,0 +1,55 @@
+//! What the supervisor prepares in the background once its server is ready, after the
+//! template fill and on its thread (nice 19, idle I/O, cancelled by a stop): the spare
+//! clusters ([`crate::cluster::spare`]) — the reset spare, then one per snapshot. With
+//! `spare = false` it removes the ones there are instead.
+
+use crate::backup::snapshot_spare;
+use crate::binaries::Install;
+use crate::cluster::spare::{self, Made};
+use crate::config::Config;
+use crate::os::cancel::Cancel;
+use crate::os::privilege::RunAs;
+use std::path::Path;
+use tracing::{debug, info, warn};
+
+/// Prepares (or, with spares off, removes) the spares of `config`'s data directory;
+/// `template` is the reset spare's source ([`crate::cluster::Cluster::spare_template`]).
+pub fn prepare(
+    config: &Config,
+    install: &Install,
+    run_as: &RunAs,
+    template: Option<&Path>,
+    cancel: &Cancel,
+) {
+    let data_dir = &config.data_dir;
+    if config.ephemeral {
+        return;
+    }
+    if !config.spare {
+        let _ = spare::discard(&spare::reset::path(data_dir));
+        snapshot_spare::remove_all(data_dir);
+        debug!("spares are off (spare = false): none kept");
+        return;
+    }
+    if let Some(template) = template {
+        let started = std::time::Instant::now();
+        match spare::reset::prepare(data_dir, template, install, run_as, cancel) {
+            Ok(Made::Made(bytes)) => info!(
+                bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "spare cluster ready: after `pgwarden reset`, `start` renames it into place (no copy)"
+            ),
+            Ok(Made::AlreadyThere) => debug!("the spare cluster is ready"),
+            Ok(Made::Skipped(why)) => {
+                info!("no spare cluster (a reset + start copies the template): {why}")
+            }
+            Err(_) if cancel.is_cancelled() => debug!("spare cluster cancelled"),
+            Err(e) => warn!(
+                "cannot make a spare cluster in the background (a reset + start copies the template): {e}"
+            ),
+        }
+    }
+    if !cancel.is_cancelled() {
+        snapshot_spare::prepare(data_dir, run_as, config.spare_max_mb, cancel);
+    }
+}
