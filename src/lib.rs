@@ -35,7 +35,8 @@
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],
 //!   reconciling role and database, signals in, systemd notifications out.
 //! - [`postmaster`]: a postgres process — temporary server, stop escalation, `postmaster.pid`, its log.
-//! - [`backup`]: base backups, restores in place, snapshots, the WAL archive.
+//! - [`backup`]: base backups, restores in place, verification by a restore into a throwaway
+//!   server (`backup verify`, the drills), snapshots, the WAL archive.
 //! - [`upgrade`]: `pgwarden upgrade`: a later major version by pg_upgrade into a new cluster
 //!   beside the old one, switched by renames under a durable record that `run` completes or
 //!   undoes after a kill ([`upgrade::switch::recover`]); `--rollback` and `--finish`.

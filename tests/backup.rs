@@ -969,7 +969,10 @@ fn service_install_ships_the_backup_timer_when_a_schedule_is_set() {
         .find(|l| l.starts_with("ExecStart="))
         .unwrap();
     assert!(
-        exec.ends_with(&format!(" backup --config {}", config.display())),
+        exec.ends_with(&format!(
+            " backup --scheduled --config {}",
+            config.display()
+        )),
         "{exec}"
     );
     assert!(text(&out.stdout).contains("enable --now pgwarden-backup.timer"));

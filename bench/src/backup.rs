@@ -70,7 +70,7 @@ fn data_bytes(dir: &Path, with_wal: bool) -> u64 {
 
 /// `pgwarden ARGS --config … --data-dir DATA`, run to completion; panics with its output on
 /// failure.
-fn pgwarden(ctx: &Ctx, args: &[&str], data: &Path, extra: &[&str]) -> Duration {
+pub(crate) fn pgwarden(ctx: &Ctx, args: &[&str], data: &Path, extra: &[&str]) -> Duration {
     let mut command = launch::pgwarden_command(ctx);
     command
         .args(args)

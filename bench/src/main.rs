@@ -24,6 +24,7 @@ mod registry;
 mod reset;
 mod stats;
 mod upgrade;
+mod verify;
 
 use ctx::{Ctx, remove};
 use launch::{
@@ -53,6 +54,8 @@ struct Options {
     only_pypi: bool,
     only_dump: bool,
     only_upgrade: bool,
+    only_verify: bool,
+    verify_rows: u32,
     backup_runs: usize,
     pgwarden: Option<PathBuf>,
 }
@@ -74,6 +77,8 @@ fn options() -> Options {
         only_pypi: false,
         only_dump: false,
         only_upgrade: false,
+        only_verify: false,
+        verify_rows: 5_000_000,
         backup_runs: 3,
         pgwarden: None,
     };
@@ -124,6 +129,17 @@ fn options() -> Options {
                 o.only_ci = true;
                 o.only_lifecycle = true;
             }
+            "--only-verify" => {
+                o.only_verify = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
+            "--verify-rows" => {
+                o.verify_rows = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--verify-rows N");
+            }
             "--backup-runs" => {
                 o.backup_runs = args
                     .next()
@@ -142,7 +158,7 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--only-pypi] [--only-dump] [--only-upgrade] [--backup-runs N] [--pgwarden PATH]\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--only-pypi] [--only-dump] [--only-upgrade] [--only-verify] [--verify-rows N] [--backup-runs N] [--pgwarden PATH]\n\
                      --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
@@ -155,7 +171,9 @@ fn options() -> Options {
                      --only-pypi       only row 17 (cold install from the package index vs npm; network, not in a full run)\n\
                      --only-dump       only row 18 (exec -- pg_dump -Fc vs the same pg_dump directly, ~100 MB database)\n\
                      --only-upgrade    only row 19 (upgrade 17 --copy vs pg_upgrade by hand, ~100 MB cluster; downtime)\n\
-                     --backup-runs N   runs of row 14, a few hundred MB each (default 3; row 15 takes --runs)\n\
+                     --only-verify     only row 20 (backup verify vs restore alone; pgbench tps during verifications)\n\
+                     --verify-rows N   rows of row 20's table (default 5000000: about 1 GB)\n\
+                     --backup-runs N   runs of rows 14 and 20 (default 3; row 15 takes --runs)\n\
                      --pgwarden PATH   measure this binary instead of building one"
                 );
                 std::process::exit(0);
@@ -209,6 +227,14 @@ fn main() {
         ci::warm_template_cache(&ctx);
         rows.extend(backup::throughput(&ctx, o.backup_runs));
         rows.extend(backup::snapshot_restore(&ctx, o.runs));
+    }
+    if o.only_verify || (!o.only_ci && !o.only_lifecycle) {
+        rows.extend(verify::verify(
+            &ctx,
+            o.backup_runs,
+            o.verify_rows,
+            o.pgbench,
+        ));
     }
     if o.only_reset || (!o.only_ci && !o.only_lifecycle) {
         rows.extend(reset::reset_and_start(&ctx, o.runs));
@@ -733,7 +759,7 @@ fn running(ctx: &Ctx, o: &Options) -> Vec<Row> {
 }
 
 /// Runs pgbench against 127.0.0.1:`port`; returns the tps it reports (0 for `-i`).
-fn pgbench(port: u16, args: &[&str]) -> f64 {
+pub(crate) fn pgbench(port: u16, args: &[&str]) -> f64 {
     let output = Command::new("pgbench")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER])
         .args(args)

@@ -28,6 +28,9 @@
 //! - [`retention`]: `backup_keep` — old backups and the archived WAL only they needed.
 //! - [`record`]: `<state dir>/backup.json`, the last backup's time, size and result, for
 //!   `status` (and the metrics exporter).
+//! - [`verify`]: `pgwarden backup verify` and the drill after a scheduled backup — the backup
+//!   restored into a throwaway server beside the running one, replayed and checked with
+//!   `amcheck`; the last result in `<state dir>/verify.json`.
 
 pub mod aside;
 pub mod base;
@@ -42,6 +45,7 @@ pub mod snapshot;
 pub mod snapshot_spare;
 pub mod tablespaces;
 pub mod target_time;
+pub mod verify;
 pub mod wal_archive;
 
 use std::path::Path;

@@ -45,15 +45,7 @@ pub fn describe(record: Option<&BackupRecord>, now_ms: u64) -> String {
     let Some(record) = record else {
         return "- (none recorded; `pgwarden backup`)".into();
     };
-    let ago = |ms: u64| {
-        let s = now_ms.saturating_sub(ms) / 1000;
-        match s {
-            0..=59 => format!("{s}s"),
-            60..=3599 => format!("{}m", s / 60),
-            3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-            _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-        }
-    };
+    let ago = |ms: u64| ago(now_ms, ms);
     let success = record.last_success.as_ref().map(|s| {
         format!(
             "{}, {} ago ({})",
@@ -76,6 +68,17 @@ pub fn describe(record: Option<&BackupRecord>, now_ms: u64) -> String {
                 .unwrap_or(""),
             success.unwrap_or_else(|| "never".into())
         ),
+    }
+}
+
+/// How long before `now_ms` `ms` was: "12s", "5m", "2h 5m", "3d 4h".
+pub fn ago(now_ms: u64, ms: u64) -> String {
+    let s = now_ms.saturating_sub(ms) / 1000;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
 

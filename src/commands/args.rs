@@ -110,7 +110,10 @@ impl Command {
             Command::Psql(args) => args.instance.sources(),
             Command::Logs(args) => args.instance.sources(),
             Command::Stop(args) => args.instance.sources(),
-            Command::Backup(args) => args.instance.sources(),
+            Command::Backup(args) => match &args.command {
+                Some(backup::BackupCommand::Verify(verify)) => verify.instance.sources(),
+                None => args.instance.sources(),
+            },
             Command::Reload(args) => args.instance.sources(),
             Command::Reset(args) => args.instance.sources(),
             Command::Db(DbCommand::Create(args)) => args.instance.sources(),
@@ -751,7 +754,7 @@ mod tests {
     /// `instance_sources`: each of those verbs has sources, the others none.
     #[test]
     fn every_verb_that_addresses_an_instance_has_its_sources() {
-        let addressing: [&[&str]; 30] = [
+        let addressing: [&[&str]; 32] = [
             &["run"],
             &["start"],
             &["restart"],
@@ -767,6 +770,8 @@ mod tests {
             &["reload"],
             &["reset"],
             &["backup"],
+            &["backup", "--scheduled"],
+            &["backup", "verify", "b.tar.zst"],
             &["restore", "b.tar.zst"],
             &["snapshot", "save", "s"],
             &["snapshot", "restore", "s"],
@@ -806,6 +811,26 @@ mod tests {
 
     /// A throwaway `exec` gets a name of its own and any free port, in the sources `dispatch`
     /// resolves and in the command line of its background server alike.
+    /// `backup verify` addresses the instance its own flags name (not `backup`'s), and a file
+    /// named like the subcommand is a backup's target only with a path.
+    #[test]
+    fn backup_verify_is_a_subcommand_with_its_own_instance_flags() {
+        let cli =
+            Cli::try_parse_from(["pgwarden", "backup", "verify", "--data-dir", "/srv/d"]).unwrap();
+        let sources = cli.command.instance_sources().unwrap();
+        assert_eq!(sources.flags.data_dir.as_deref(), Some(Path::new("/srv/d")));
+        let Command::Backup(args) = &cli.command else {
+            panic!("expected backup");
+        };
+        assert!(args.command.is_some() && args.target.is_none());
+        let cli = Cli::try_parse_from(["pgwarden", "backup", "./verify/"]).unwrap();
+        let Command::Backup(args) = &cli.command else {
+            panic!("expected backup");
+        };
+        assert!(args.command.is_none());
+        assert_eq!(args.target.as_deref(), Some(Path::new("./verify/")));
+    }
+
     #[test]
     fn a_throwaway_exec_has_its_own_name_and_a_free_port() {
         let cli = Cli::try_parse_from(["pgwarden", "exec", "--ephemeral", "--", "true"]).unwrap();

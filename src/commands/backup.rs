@@ -1,16 +1,21 @@
 //! `pgwarden backup [FILE|DIR]`: an online base backup of the running cluster
-//! ([`crate::backup::base`]), recorded in `<state dir>/backup.json` for `status`.
+//! ([`crate::backup::base`]), recorded in `<state dir>/backup.json` for `status`. With
+//! `--scheduled` (the backup timer) and `backup_verify` on, the drill follows: the new backup
+//! verified ([`crate::backup::verify`]), a failure a WARN line and exit 1 (the backup is kept).
+//! `pgwarden backup verify [FILE]` runs in [`crate::commands::backup_verify`].
 
-use crate::backup::{base, human_bytes, now_ms, record};
+use crate::backup::{base, human_bytes, now_ms, record, verify};
 use crate::commands::InstanceArgs;
+use crate::commands::backup_verify::request_for;
 use crate::commands::common::{Instance, human_duration};
 use crate::error::{Error, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Args)]
 #[command(
+    args_conflicts_with_subcommands = true,
     long_about = "Takes an online, consistent base backup of the running cluster while it serves \
 writes (PostgreSQL's low-level backup API; no pg_basebackup needed): a zstd-compressed tar of the \
 data directory with backup_label, tablespace_map and every WAL segment from the backup's start to \
@@ -25,11 +30,56 @@ pub struct BackupArgs {
     #[arg(value_name = "FILE|DIR")]
     pub target: Option<PathBuf>,
 
+    /// As the backup timer runs it: the backup is verified afterwards when `backup_verify` is on
+    /// (the default), and the result recorded for `status` and /metrics.
+    #[arg(long)]
+    pub scheduled: bool,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BackupCommand {
+    /// Prove a backup by restoring it: restore into a throwaway server, replay, amcheck every
+    /// database.
+    #[command(
+        long_about = "Proves a backup by restoring it, beside the running server and without \
+touching it: checks the archive against its manifest, restores it into a throwaway directory \
+(in /dev/shm when it fits in memory with room to spare, else the temp directory; refused up front \
+when it fits nowhere), replays its WAL to the backup's end in a throwaway server (Unix socket only, \
+fsync off, small memory, no archiving, nice 19 and idle I/O) — with --to TIME on through the WAL \
+archive —, then checks every database with amcheck: verify_heapam on every table (the catalog \
+included: every page read) and bt_index_check on every B-tree index (heapallindexed for tables up \
+to 1 GiB). Prints what it checked; on failure names the step and each damaged relation. Exit 0 \
+only when all is sound. The result is recorded for `status` and /metrics.",
+        after_help = "Examples:\n  pgwarden backup verify                         # the newest backup in the backup directory\n  pgwarden backup verify ./before-migration.tar.zst\n  pgwarden backup verify --to '2026-12-01 13:30:00+00'"
+    )]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The backup (.tar.zst, its manifest beside it) [default: the newest complete backup in
+    /// backup_dir, else <data dir>.backups/].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Replay on through the WAL archive (wal_archive) to this time, as `restore --to` does.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+
     #[command(flatten)]
     pub instance: InstanceArgs,
 }
 
 pub async fn run(args: BackupArgs, instance: Instance) -> Result<i32> {
+    if let Some(BackupCommand::Verify(verify_args)) = args.command {
+        return crate::commands::backup_verify::run(verify_args, instance).await;
+    }
     instance.require_running()?;
     let status = instance.status.clone().ok_or_else(|| Error::Backup {
         what: "the running pgwarden has written no status yet; wait until it is ready (`pgwarden wait`)".into(),
@@ -97,11 +147,35 @@ pub async fn run(args: BackupArgs, instance: Instance) -> Result<i32> {
                     );
                 }
             }
+            if args.scheduled && instance.config.backup.verify {
+                return drill(&instance, done.archive).await;
+            }
             Ok(0)
         }
         Err(e) => {
             record::note(&instance.state_dir, Err(e.to_string()));
             Err(e)
+        }
+    }
+}
+
+/// The drill after a scheduled backup: the backup verified and the result recorded; a failure
+/// is a WARN line and exit 1 (the backup stays, recorded as taken: the server is fine, its
+/// backup is not).
+async fn drill(instance: &Instance, archive: PathBuf) -> Result<i32> {
+    let request = request_for(instance, archive.clone(), None)?;
+    let outcome = tokio::task::spawn_blocking(move || verify::run(request))
+        .await
+        .expect("the verify thread does not panic");
+    verify::note(&instance.state_dir, &archive, &outcome);
+    match outcome {
+        Ok(verified) => {
+            println!("{}", verify::summary(&archive, &verified, None));
+            Ok(0)
+        }
+        Err(failed) => {
+            tracing::warn!("backup drill failed: {}", failed.to_error(&archive));
+            Ok(1)
         }
     }
 }

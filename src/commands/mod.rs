@@ -8,6 +8,7 @@
 pub mod archive_wal;
 pub mod args;
 pub mod backup;
+pub mod backup_verify;
 pub mod check;
 pub mod common;
 pub mod completions;

@@ -222,7 +222,7 @@ fn write_backup_timer(
     else {
         return Ok(false);
     };
-    let exec_start = run_exec_start.replacen(" run", " backup", 1);
+    let exec_start = run_exec_start.replacen(" run", " backup --scheduled", 1);
     let (service, timer) = crate::backup::schedule::units(&exec_start, schedule);
     for (name, text) in [
         ("pgwarden-backup.service", service),

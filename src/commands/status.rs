@@ -87,8 +87,9 @@ fn preparing(instance: &Instance, pid: u32, json: bool) {
     }
 }
 
-/// The status record with `running`, the times, the URL, the last backup, the spares' disk
-/// use and an upgrade awaiting `--finish` or `--rollback`, as one object.
+/// The status record with `running`, the times, the URL, the last backup, the last
+/// verification, the spares' disk use and an upgrade awaiting `--finish` or `--rollback`, as
+/// one object.
 fn print_json(instance: &Instance, status: &Status, times: &Times, url: &str) {
     let mut value = serde_json::to_value(status).expect("status serialises");
     let object = value.as_object_mut().expect("an object");
@@ -99,6 +100,10 @@ fn print_json(instance: &Instance, status: &Status, times: &Times, url: &str) {
     object.insert(
         "last_backup".into(),
         json!(crate::backup::record::read(&instance.state_dir)),
+    );
+    object.insert(
+        "last_verify".into(),
+        json!(crate::backup::verify::record::read(&instance.state_dir)),
     );
     object.insert(
         "spares".into(),
@@ -168,6 +173,13 @@ fn print_text(instance: &Instance, status: &Status, times: &Times, url: &str) {
         "  last backup     {}",
         crate::backup::record::describe(
             crate::backup::record::read(&instance.state_dir).as_ref(),
+            now
+        )
+    );
+    println!(
+        "  last verify     {}",
+        crate::backup::verify::record::describe(
+            crate::backup::verify::record::read(&instance.state_dir).as_ref(),
             now
         )
     );

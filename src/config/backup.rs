@@ -1,4 +1,5 @@
-//! The backup keys: `wal_archive`, `backup_dir`, `backup_keep`, `backup_schedule`.
+//! The backup keys: `wal_archive`, `backup_dir`, `backup_keep`, `backup_schedule`,
+//! `backup_verify`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,9 @@ pub struct BackupConfig {
     pub keep: u32,
     /// `daily HH:MM` or `hourly :MM` (UTC), when scheduled backups are on.
     pub schedule: Option<String>,
+    /// Whether each scheduled backup is verified after it is taken (`backup_verify`, default
+    /// on): restored into a throwaway server and checked ([`crate::backup::verify`]).
+    pub verify: bool,
 }
 
 /// Checks the keys, collecting problems.
@@ -25,6 +29,7 @@ pub fn resolve(
     dir: Option<PathBuf>,
     keep: Option<u32>,
     schedule: Option<String>,
+    verify: Option<bool>,
     problems: &mut Vec<String>,
 ) -> BackupConfig {
     let absolute = |key: &str, p: PathBuf, problems: &mut Vec<String>| {
@@ -53,6 +58,7 @@ pub fn resolve(
         dir,
         keep,
         schedule,
+        verify: verify.unwrap_or(true),
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Layer {
     pub backup_dir: Option<PathBuf>,
     pub backup_keep: Option<u32>,
     pub backup_schedule: Option<String>,
+    /// Whether a scheduled backup is verified (restored and checked) after it is taken.
+    pub backup_verify: Option<bool>,
     /// Directories whose found files (project file, npmrc) are read whatever their owner: the
     /// trust rule's opt-in ([`trust`](super::trust)). Only in the user's own config file.
     pub trusted_dirs: Option<Vec<PathBuf>>,
@@ -208,6 +210,7 @@ impl Layer {
             backup_dir: top.backup_dir.or(self.backup_dir),
             backup_keep: top.backup_keep.or(self.backup_keep),
             backup_schedule: top.backup_schedule.or(self.backup_schedule),
+            backup_verify: top.backup_verify.or(self.backup_verify),
             trusted_dirs: top.trusted_dirs.or(self.trusted_dirs),
             read_from,
         }

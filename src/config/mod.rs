@@ -425,6 +425,15 @@ mod tests {
     }
 
     #[test]
+    fn scheduled_backups_are_verified_unless_backup_verify_is_false() {
+        assert!(load(None, &[], Layer::default()).unwrap().backup.verify);
+        let off = load(Some("backup_verify = false\n"), &[], Layer::default()).unwrap();
+        assert!(!off.backup.verify);
+        let err = load(Some("backup_verify = \"no\"\n"), &[], Layer::default()).unwrap_err();
+        assert!(err.to_string().contains("backup_verify"), "{err}");
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));

@@ -196,6 +196,7 @@ pub(super) fn resolve(
         layer.backup_dir,
         layer.backup_keep,
         layer.backup_schedule,
+        layer.backup_verify,
         problems,
     );
     backup::add_server_settings(&backup, &mut server, problems);

@@ -162,6 +162,21 @@ fn cannot_create(dir: &Path, writable_needed: &Path) -> Error {
     }
 }
 
+/// Creates a new throwaway root (exclusive mkdir, mode [`private_mode`]) holding our marker,
+/// so that [`remove_throwaway`] (and a later sweep) may remove it; one that exists is refused.
+pub fn create_throwaway(root: &Path) -> Result<()> {
+    match ensure(root, private_mode())? {
+        Made::Created => write_marker(root),
+        Made::Existed => Err(Error::Privilege {
+            what: format!(
+                "{} exists already; pgwarden makes a new one for each throwaway server\n\
+                 help: remove it (after checking what it holds)",
+                root.display()
+            ),
+        }),
+    }
+}
+
 fn write_marker(root: &Path) -> Result<()> {
     let path = root.join(THROWAWAY_MARKER);
     let file = File::options()
@@ -191,6 +206,14 @@ fn check_marker(root: &Path) -> Result<()> {
             root.display()
         ),
     })
+}
+
+/// True for a throwaway root of ours: a real directory (not a symlink) owned by the effective
+/// user, holding our marker. Anything else under a throwaway's name may be another user's trap.
+pub fn is_own_throwaway(root: &Path) -> bool {
+    std::fs::symlink_metadata(root)
+        .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw())
+        && check_marker(root).is_ok()
 }
 
 /// Removes a throwaway root: only a real directory (not a symlink) of ours that holds our

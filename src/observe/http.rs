@@ -119,6 +119,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
                 ready: false,
                 server: Default::default(),
                 backup: None,
+                verify: None,
                 endpoint: Some(app.counters.figures()),
             });
             return ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response();
@@ -131,11 +132,13 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     let ready = health::is_ready(record.as_ref(), &pulse, Instant::now());
     // A small file, written atomically by `pgwarden backup`: read as it is now.
     let backup = crate::backup::record::read(&app.state_dir);
+    let verify = crate::backup::verify::record::read(&app.state_dir);
     let text = metrics::encode(Scrape {
         record,
         ready,
         server,
         backup,
+        verify,
         endpoint: Some(app.counters.figures()),
     });
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()

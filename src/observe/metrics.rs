@@ -12,6 +12,9 @@
 //! - once `pgwarden backup` has run: `pgwarden_backup_last_success_timestamp_seconds` and
 //!   `pgwarden_backup_last_success_size_bytes` (after a first success), and
 //!   `pgwarden_backup_last_attempt_failed` (0/1);
+//! - once a backup was verified (`backup verify`, the drill after a scheduled backup):
+//!   `pgwarden_backup_verify_success` (0/1), `pgwarden_backup_verify_timestamp_seconds` (when
+//!   it finished) and `pgwarden_backup_verify_duration_seconds`;
 //! - the endpoint's own connections ([`super::connections`]): `pgwarden_http_connections`
 //!   (open now), `pgwarden_http_connections_max` (the cap), and the counters
 //!   `pgwarden_http_connections_refused_total` (closed at once over the cap),
@@ -43,6 +46,8 @@ pub struct Scrape {
     pub server: Arc<Sample>,
     /// The backup record, if a backup was ever attempted.
     pub backup: Option<BackupRecord>,
+    /// The last verification's record, if a backup was ever verified.
+    pub verify: Option<crate::backup::verify::record::VerifyRecord>,
     /// The endpoint's connections.
     pub endpoint: Option<Figures>,
 }
@@ -168,6 +173,26 @@ impl Collector for Scrape {
                 "pgwarden_backup_last_attempt_failed",
                 "1 when the last backup attempt failed",
                 i64::from(backup.last_result != "ok"),
+            )?;
+        }
+        if let Some(verify) = &self.verify {
+            gauge(
+                &mut encoder,
+                "pgwarden_backup_verify_success",
+                "1 when the last backup verification (restore, replay, amcheck) found it sound",
+                i64::from(verify.ok),
+            )?;
+            gauge(
+                &mut encoder,
+                "pgwarden_backup_verify_timestamp_seconds",
+                "When the last backup verification finished, in Unix seconds",
+                verify.finished_ms as f64 / 1000.0,
+            )?;
+            gauge(
+                &mut encoder,
+                "pgwarden_backup_verify_duration_seconds",
+                "How long the last backup verification took",
+                verify.duration_ms as f64 / 1000.0,
             )?;
         }
 
@@ -310,6 +335,15 @@ mod tests {
                     stop_lsn: "0/1".into(),
                 }),
             }),
+            verify: Some(crate::backup::verify::record::VerifyRecord {
+                finished_ms: 1_700_000_200_000,
+                backup: "/b/x.tar.zst".into(),
+                ok: false,
+                duration_ms: 2_500,
+                failed_step: Some("check".into()),
+                failures: vec!["index public.t_pkey in database app: bad".into()],
+                checked: None,
+            }),
             endpoint: Some(Figures {
                 open: 2,
                 cap: 64,
@@ -334,6 +368,9 @@ mod tests {
             "pgwarden_backup_last_success_timestamp_seconds 1700000099.5\n",
             "pgwarden_backup_last_success_size_bytes 4096\n",
             "pgwarden_backup_last_attempt_failed 0\n",
+            "pgwarden_backup_verify_success 0\n",
+            "pgwarden_backup_verify_timestamp_seconds 1700000200.0\n",
+            "pgwarden_backup_verify_duration_seconds 2.5\n",
             "pgwarden_http_connections 2\n",
             "pgwarden_http_connections_max 64\n",
             "pgwarden_http_connections_refused_total 5\n",

@@ -37,10 +37,33 @@ pub struct TempServer {
     log: LogTail,
     /// Told the postmaster's pid when it starts and when it is reaped.
     cancel: Cancel,
+    /// What the server is for, in its errors: "first launch", "verification".
+    purpose: &'static str,
 }
 
 impl TempServer {
     pub fn start(
+        config: &Config,
+        install: &Install,
+        run_as: &RunAs,
+        data_dir: &Path,
+        socket_dir: &Path,
+        cancel: &Cancel,
+    ) -> Result<TempServer> {
+        Self::start_for(
+            "first launch",
+            config,
+            install,
+            run_as,
+            data_dir,
+            socket_dir,
+            cancel,
+        )
+    }
+
+    /// [`TempServer::start`] for `purpose` (named in its errors).
+    pub fn start_for(
+        purpose: &'static str,
         config: &Config,
         install: &Install,
         run_as: &RunAs,
@@ -119,6 +142,7 @@ impl TempServer {
             port: config.port,
             log,
             cancel: cancel.clone(),
+            purpose,
         };
         server.wait_ready()?;
         tracing::debug!(
@@ -145,7 +169,8 @@ impl TempServer {
                 self.child = None;
                 return Err(Error::Cluster {
                     what: format!(
-                        "the temporary server for first launch exited ({status}): {}",
+                        "the temporary server for {} exited ({status}): {}",
+                        self.purpose,
                         self.last_error()
                     ),
                 });
@@ -153,7 +178,8 @@ impl TempServer {
             if Instant::now() >= deadline {
                 return Err(Error::Cluster {
                     what: format!(
-                        "the temporary server for first launch was not ready after {}s: {}",
+                        "the temporary server for {} was not ready after {}s: {}",
+                        self.purpose,
                         START_TIMEOUT.as_secs(),
                         self.last_error()
                     ),
@@ -163,12 +189,79 @@ impl TempServer {
         }
     }
 
-    /// The server's own last error ([`LogTail::explain`]).
+    /// Waits until the server lets `user` into `database`: a server in archive recovery with
+    /// `hot_standby` off counts as ready in its pid file before it does, and refuses connections
+    /// (57P03) until the recovery has ended. Its exit meanwhile (a recovery that failed) is an
+    /// error with the server's own last error.
+    pub fn wait_accepting(&mut self, user: &str, database: &str) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.cancel.ended(child.id());
+                self.child = None;
+                return Err(Error::Cluster {
+                    what: format!(
+                        "the temporary server for {} exited ({status}): {}",
+                        self.purpose,
+                        self.last_error()
+                    ),
+                });
+            }
+            match self.connect(user, "", database) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.as_db_error().is_some_and(|d| {
+                        *d.code() == postgres::error::SqlState::CANNOT_CONNECT_NOW
+                    }) => {}
+                // No answer (the socket gone with a server shutting down after a failed
+                // recovery): the next turn sees its exit.
+                Err(e) if e.as_db_error().is_none() => {}
+                Err(e) => {
+                    return Err(Error::Cluster {
+                        what: format!(
+                            "cannot connect to the temporary server for {} as {user}: {e}",
+                            self.purpose
+                        ),
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Cluster {
+                    what: format!(
+                        "the temporary server for {} did not accept connections after {}s: {}",
+                        self.purpose,
+                        START_TIMEOUT.as_secs(),
+                        self.last_error()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's own last error ([`LogTail::explain`], else its last FATAL or PANIC line,
+    /// else its last line).
     pub fn last_error(&self) -> String {
         let pid = self.pid().map_or(0, |p| p as i32);
+        let lines = self.log.lines();
         self.log
             .explain(pid)
-            .or_else(|| self.log.lines().pop())
+            // A server that shut itself down ends with "database system is shut down": the
+            // reason is its last FATAL or PANIC line before that — not one of the FATALs a
+            // refused connection logs ("the database system is in recovery mode", … starting
+            // up, … shutting down, … not yet accepting connections).
+            .or_else(|| {
+                lines
+                    .iter()
+                    .rev()
+                    .find(|l| {
+                        (l.contains("FATAL:") || l.contains("PANIC:"))
+                            && !l.contains("the database system is ")
+                    })
+                    .cloned()
+            })
+            .or_else(|| lines.last().cloned())
             .unwrap_or_else(|| "(no output)".to_string())
     }
 
@@ -208,11 +301,15 @@ impl TempServer {
         match escalated.status {
             Some(status) if status.success() && escalated.rungs == 1 => Ok(()),
             _ if escalated.rungs > 1 => Err(Error::Cluster {
-                what: "the temporary server for first launch did not stop in time".into(),
+                what: format!(
+                    "the temporary server for {} did not stop in time",
+                    self.purpose
+                ),
             }),
             status => Err(Error::Cluster {
                 what: format!(
-                    "the temporary server for first launch failed to stop cleanly ({}): {}",
+                    "the temporary server for {} failed to stop cleanly ({}): {}",
+                    self.purpose,
                     status.map_or_else(|| "unknown status".into(), |s| s.to_string()),
                     self.last_error()
                 ),

@@ -1,0 +1,198 @@
+//! Step 4: every database of the replayed cluster checked with contrib's `amcheck`, through the
+//! throwaway server, one statement at a time on one connection:
+//! - databases that allow no connections (`template0`) are opened first (the cluster is thrown
+//!   away afterwards), so every database is checked;
+//! - `CREATE EXTENSION IF NOT EXISTS amcheck` in each;
+//! - every heap relation — tables, materialized views, TOAST tables, the system catalogs
+//!   among them — with `verify_heapam` (every page read, every tuple's header, every TOAST
+//!   pointer followed): that is also "every table can be read";
+//! - every valid B-tree index with `bt_index_check`, with `heapallindexed` (every heap tuple
+//!   must be found in the index) when its table is at most [`HEAPALLINDEXED_MAX`].
+//!
+//! A relation whose check reports a problem or fails is damaged: named with its database and
+//! the first problem, and the checks go on (every damaged relation is named, not only the
+//! first).
+
+use crate::error::{Error, Result};
+use crate::postmaster::temp_server::TempServer;
+
+/// Above this heap size an index is checked without `heapallindexed` (which reads the whole
+/// table once more for each index).
+pub const HEAPALLINDEXED_MAX: i64 = 1 << 30;
+
+/// What the checks covered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checked {
+    pub databases: Vec<String>,
+    /// Heap relations checked (tables, materialized views, TOAST tables, catalogs).
+    pub tables: u64,
+    /// B-tree indexes checked, and how many of them with `heapallindexed`.
+    pub indexes: u64,
+    pub indexes_heapallindexed: u64,
+    /// The databases' size.
+    pub bytes: u64,
+}
+
+/// One damaged relation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub database: String,
+    /// `index public.t_pkey`, `table public.t`.
+    pub relation: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in database {}: {}",
+            self.relation, self.database, self.problem
+        )
+    }
+}
+
+/// The role the checks connect as: the administration role every pgwarden cluster has (the
+/// throwaway server trusts its socket).
+const ROLE: &str = crate::config::ADMIN_ROLE;
+
+fn sql_error(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+fn failed(what: String, e: &postgres::Error) -> Error {
+    Error::Backup {
+        what: format!("{what}: {}", sql_error(e)),
+    }
+}
+
+/// Checks every database; the damaged relations, and what was covered.
+pub fn check(server: &TempServer) -> Result<(Checked, Vec<Damage>)> {
+    let mut admin = server
+        .connect(ROLE, "", "postgres")
+        .or_else(|_| server.connect(ROLE, "", "template1"))
+        .map_err(|e| {
+            failed(
+                format!("cannot connect to the restored cluster as {ROLE}"),
+                &e,
+            )
+        })?;
+    admin
+        .batch_execute(
+            "DO $$DECLARE d text; BEGIN FOR d IN SELECT datname FROM pg_database WHERE NOT datallowconn LOOP \
+             EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', d); END LOOP; END$$",
+        )
+        .map_err(|e| failed("cannot open every database for the checks".into(), &e))?;
+    let databases: Vec<String> = admin
+        .query("SELECT datname FROM pg_database ORDER BY datname", &[])
+        .map_err(|e| failed("cannot list the databases".into(), &e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let bytes: i64 = admin
+        .query_one(
+            "SELECT sum(pg_database_size(oid))::bigint FROM pg_database",
+            &[],
+        )
+        .map_err(|e| failed("cannot read the databases' size".into(), &e))?
+        .get(0);
+    drop(admin);
+    let mut checked = Checked {
+        bytes: bytes.max(0) as u64,
+        ..Checked::default()
+    };
+    let mut damage = Vec::new();
+    for database in &databases {
+        check_database(server, database, &mut checked, &mut damage)?;
+        checked.databases.push(database.clone());
+    }
+    Ok((checked, damage))
+}
+
+fn check_database(
+    server: &TempServer,
+    database: &str,
+    checked: &mut Checked,
+    damage: &mut Vec<Damage>,
+) -> Result<()> {
+    let mut c = server
+        .connect(ROLE, "", database)
+        .map_err(|e| failed(format!("cannot connect to database {database}"), &e))?;
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .map_err(|e| {
+            failed(
+                format!(
+                    "cannot create the amcheck extension in database {database} (the installation's contrib \
+                     modules are needed)"
+                ),
+                &e
+            )
+        })?;
+    let mut damaged = |relation: String, problem: String| {
+        damage.push(Damage {
+            database: database.to_string(),
+            relation,
+            problem,
+        })
+    };
+    let heaps = c
+        .query(
+            "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+             FROM pg_class c JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'm', 't') AND a.amname = 'heap' AND c.relpersistence <> 't' \
+             ORDER BY c.oid",
+            &[],
+        )
+        .map_err(|e| failed(format!("cannot list the tables of database {database}"), &e))?;
+    for row in heaps {
+        let (oid, name): (u32, String) = (row.get(0), row.get(1));
+        checked.tables += 1;
+        let found = c.query(
+            "SELECT blkno, offnum, attnum, msg FROM verify_heapam($1::oid::regclass, \
+             on_error_stop => false, check_toast => true, skip => 'none')",
+            &[&oid],
+        );
+        match found {
+            Ok(rows) if rows.is_empty() => {}
+            Ok(rows) => {
+                let (blkno, offnum, msg): (i64, Option<i32>, String) =
+                    (rows[0].get(0), rows[0].get(1), rows[0].get(3));
+                damaged(
+                    format!("table {name}"),
+                    format!(
+                        "{} problem(s), the first in block {blkno}{}: {msg}",
+                        rows.len(),
+                        offnum.map_or_else(String::new, |o| format!(" item {o}"))
+                    ),
+                );
+            }
+            Err(e) => damaged(format!("table {name}"), sql_error(&e)),
+        }
+    }
+    let indexes = c
+        .query(
+            "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+             pg_relation_size(i.indrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisvalid AND i.indisready \
+             ORDER BY c.oid",
+            &[],
+        )
+        .map_err(|e| failed(format!("cannot list the indexes of database {database}"), &e))?;
+    for row in indexes {
+        let (oid, name, heap_bytes): (u32, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let heapallindexed = heap_bytes <= HEAPALLINDEXED_MAX;
+        checked.indexes += 1;
+        checked.indexes_heapallindexed += u64::from(heapallindexed);
+        if let Err(e) = c.execute(
+            "SELECT bt_index_check($1::oid::regclass, $2)",
+            &[&oid, &heapallindexed],
+        ) {
+            damaged(format!("index {name}"), sql_error(&e));
+        }
+    }
+    Ok(())
+}
