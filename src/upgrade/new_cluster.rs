@@ -93,7 +93,7 @@ pub fn initdb(
     pwfile: &Path,
     run_as: &RunAs,
 ) -> Result<()> {
-    run_as.own_dir(new_dir, 0o700)?;
+    create_new_dir(new_dir, run_as)?;
     let mut command = Command::new(install.bin("initdb"));
     command
         .arg("--pgdata")
@@ -129,6 +129,48 @@ pub fn initdb(
     Ok(())
 }
 
+/// Creates `new_dir` (0700, the server user's) where nothing is. The pre-flight found no entry
+/// there, but another user who can write its parent (`/tmp`) may have made one since: a symlink
+/// followed here would have its target given to the server's user. So the directory is made by
+/// an exclusive `mkdir`, and its owner and mode are set on it, not through its path.
+fn create_new_dir(new_dir: &Path, run_as: &RunAs) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let refused = |e: std::io::Error| Error::UpgradeRefused {
+        what: format!(
+            "cannot create the new cluster's directory {}: {e}\n\
+             help: something made it after the pre-flight check (another user, where its parent \
+             is shared); find out who, move it away and upgrade again",
+            new_dir.display()
+        ),
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(new_dir)
+        .map_err(refused)?;
+    let dir = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(new_dir)
+        .map_err(refused)?;
+    if dir.metadata().map_err(refused)?.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(refused(std::io::Error::other("replaced by another user's")));
+    }
+    dir.set_permissions(std::fs::Permissions::from_mode(0o700))
+        .io("cannot set the mode of", new_dir)?;
+    if run_as.switch {
+        nix::unistd::fchown(&dir, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
+            Error::Privilege {
+                what: format!(
+                    "cannot give {} to user {}: {e}",
+                    new_dir.display(),
+                    run_as.name
+                ),
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// Writes `password` into a 0600 file owned by `run_as` at `path` (for initdb's --pwfile).
 pub fn write_private(path: &Path, text: &str, run_as: &RunAs) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
@@ -153,6 +195,34 @@ pub fn write_private(path: &Path, text: &str, run_as: &RunAs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A symlink made at the new cluster's path after the pre-flight (by a user who can write
+    /// the data directory's parent) is refused, and what it leads to keeps its mode.
+    #[test]
+    fn the_new_clusters_directory_is_never_a_planted_link() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("etc");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let new_dir = root.path().join("data.upgrade-17");
+        std::os::unix::fs::symlink(&target, &new_dir).unwrap();
+        let run_as = RunAs {
+            name: "me".into(),
+            uid: nix::unistd::geteuid(),
+            gid: nix::unistd::getegid(),
+            switch: false,
+        };
+        let err = create_new_dir(&new_dir, &run_as).unwrap_err();
+        assert!(matches!(err, Error::UpgradeRefused { .. }), "{err}");
+        assert!(err.to_string().contains("help:"), "{err}");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "the link's target keeps its mode");
+        assert!(std::fs::symlink_metadata(&new_dir).unwrap().is_symlink());
+        let fresh = root.path().join("fresh.upgrade-17");
+        create_new_dir(&fresh, &run_as).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+    }
 
     #[test]
     fn initdb_gets_the_old_clusters_locale_checksums_and_user() {
