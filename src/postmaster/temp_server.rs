@@ -163,18 +163,7 @@ impl TempServer {
             if pid_file::ready(&self.data_dir, pid) {
                 return Ok(());
             }
-            let child = self.child.as_mut().expect("running");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.cancel.ended(child.id());
-                self.child = None;
-                return Err(Error::Cluster {
-                    what: format!(
-                        "the temporary server for {} exited ({status}): {}",
-                        self.purpose,
-                        self.last_error()
-                    ),
-                });
-            }
+            self.fail_if_exited()?;
             if Instant::now() >= deadline {
                 return Err(Error::Cluster {
                     what: format!(
@@ -189,6 +178,23 @@ impl TempServer {
         }
     }
 
+    /// An error naming the server's own last error when it has exited (it is then forgotten).
+    fn fail_if_exited(&mut self) -> Result<()> {
+        let child = self.child.as_mut().expect("running");
+        if let Ok(Some(status)) = child.try_wait() {
+            self.cancel.ended(child.id());
+            self.child = None;
+            return Err(Error::Cluster {
+                what: format!(
+                    "the temporary server for {} exited ({status}): {}",
+                    self.purpose,
+                    self.last_error()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Waits until the server lets `user` into `database`: a server in archive recovery with
     /// `hot_standby` off counts as ready in its pid file before it does, and refuses connections
     /// (57P03) until the recovery has ended. Its exit meanwhile (a recovery that failed) is an
@@ -196,18 +202,7 @@ impl TempServer {
     pub fn wait_accepting(&mut self, user: &str, database: &str) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let child = self.child.as_mut().expect("running");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.cancel.ended(child.id());
-                self.child = None;
-                return Err(Error::Cluster {
-                    what: format!(
-                        "the temporary server for {} exited ({status}): {}",
-                        self.purpose,
-                        self.last_error()
-                    ),
-                });
-            }
+            self.fail_if_exited()?;
             match self.connect(user, "", database) {
                 Ok(_) => return Ok(()),
                 Err(e)
