@@ -267,18 +267,26 @@ impl TempServer {
         password: &str,
         database: &str,
     ) -> std::result::Result<postgres::Client, postgres::Error> {
+        let mut config = self.client_config(user, database);
+        if !password.is_empty() {
+            config.password(password);
+        }
+        config.connect(postgres::NoTls)
+    }
+
+    /// How to reach the server as `user` in `database` over its private socket (for a caller
+    /// that opens several connections from other threads).
+    pub fn client_config(&self, user: &str, database: &str) -> postgres::Config {
         let mut config = postgres::Config::new();
         config
             .host_path(&self.socket_dir)
             .port(self.port)
             .user(user)
             .dbname(database)
-            .application_name("pgwarden-init")
+            // `pgwarden (first launch)`, `pgwarden (verification)`: what pg_stat_activity shows.
+            .application_name(&format!("pgwarden ({})", self.purpose))
             .connect_timeout(Duration::from_secs(30));
-        if !password.is_empty() {
-            config.password(password);
-        }
-        config.connect(postgres::NoTls)
+        config
     }
 
     /// Fast shutdown, waiting for the server to exit ([`crate::postmaster::escalation`]: SIGINT, then
