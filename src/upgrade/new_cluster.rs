@@ -171,19 +171,30 @@ fn create_new_dir(new_dir: &Path, run_as: &RunAs) -> Result<()> {
     Ok(())
 }
 
-/// Writes `password` into a 0600 file owned by `run_as` at `path` (for initdb's --pwfile).
+/// Writes `text` (a password) into a new 0600 file owned by `run_as` at `path`, in pg_upgrade's
+/// working directory, which is the server user's: whatever that user put at the name (a symlink
+/// to one of root's files) is removed first, the file is created exclusively (never written
+/// through a link), and its mode and owner are set through its descriptor.
 pub fn write_private(path: &Path, text: &str, run_as: &RunAs) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).io("cannot replace", path);
+        }
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .io("cannot write", path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .io("cannot set the mode of", path)?;
     file.write_all(text.as_bytes()).io("cannot write", path)?;
     if run_as.switch {
-        nix::unistd::chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
+        nix::unistd::fchown(&file, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
             Error::Privilege {
                 what: format!("cannot give {} to {}: {e}", path.display(), run_as.name),
             }
@@ -195,6 +206,34 @@ pub fn write_private(path: &Path, text: &str, run_as: &RunAs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The passfile and pwfile go into pg_upgrade's working directory, the server user's: a
+    /// symlink that user put at the name is replaced, its target neither written nor given away.
+    #[test]
+    fn a_password_file_is_never_written_through_a_planted_link() {
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("roots-file");
+        std::fs::write(&victim, "root's content\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let pwfile = root.path().join("pwfile");
+        std::os::unix::fs::symlink(&victim, &pwfile).unwrap();
+        let run_as = RunAs {
+            name: "me".into(),
+            uid: nix::unistd::geteuid(),
+            gid: nix::unistd::getegid(),
+            switch: false,
+        };
+        write_private(&pwfile, "the password", &run_as).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "root's content\n"
+        );
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+        let written = std::fs::symlink_metadata(&pwfile).unwrap();
+        assert!(written.is_file() && written.permissions().mode() & 0o777 == 0o600);
+        assert_eq!(std::fs::read_to_string(&pwfile).unwrap(), "the password");
+    }
 
     /// A symlink made at the new cluster's path after the pre-flight (by a user who can write
     /// the data directory's parent) is refused, and what it leads to keeps its mode.
