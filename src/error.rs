@@ -69,6 +69,21 @@ pub enum Error {
         help: String,
     },
 
+    /// A directory pgwarden writes the cluster's copies into (backups, snapshots) that another
+    /// user could have made or could write: refused (exit 2) before anything is written there.
+    #[error(
+        "{what} {}: it {problem}, so another user could read or replace what pgwarden would write there\nhelp: {help}",
+        .dir.display()
+    )]
+    UntrustedOutputDir {
+        /// What the directory is for (`the backup directory`).
+        what: &'static str,
+        dir: PathBuf,
+        /// `is owned by NAME (uid N)`, `is writable by other users (mode M, owner …)`.
+        problem: String,
+        help: String,
+    },
+
     /// An install the project's `pgwarden.lock` refuses: other bytes than it names (both
     /// digests shown), another version, or, with `--locked`, no entry to follow.
     #[error("{what}")]
@@ -243,6 +258,7 @@ impl Error {
             | Error::ConfigRead { .. }
             | Error::Untrusted(_)
             | Error::UntrustedPrograms { .. }
+            | Error::UntrustedOutputDir { .. }
             | Error::Locked { .. }
             | Error::TakeOver { .. }
             | Error::UpgradeRefused { .. }

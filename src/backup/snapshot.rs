@@ -41,6 +41,19 @@ pub fn snapshots_dir(data_dir: &Path) -> PathBuf {
     data_dir.with_file_name(name)
 }
 
+/// Makes `<data dir>.snapshots` (0700), or accepts it only when it is a real directory of this
+/// user, root or the cluster's owner that no one else can write to: another user could have
+/// made it first beside a data directory in a shared place, to read the copies put there or
+/// swap their names (refused, exit 2, naming it and its owner).
+pub fn ensure_dir(data_dir: &Path) -> Result<()> {
+    crate::instance::private_dir::ensure_output_dir(
+        &snapshots_dir(data_dir),
+        std::fs::metadata(data_dir).ok().map(|m| m.uid()),
+        "the snapshot directory",
+        "use `pgwarden backup FILE` into a directory only you (or root) can write to",
+    )
+}
+
 /// Names: a letter or digit, then letters, digits, `.`, `_`, `-`; at most 64.
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -229,8 +242,7 @@ pub fn save(data_dir: &Path, name: &str) -> Result<SnapshotMeta> {
         })?
         .trim()
         .to_string();
-    std::fs::create_dir_all(&dir).io("cannot create directory", &dir)?;
-    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    ensure_dir(data_dir)?;
     let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&partial);
     let guard = RemoveOnDrop(Some(partial.clone()));

@@ -11,6 +11,7 @@ use crate::commands::common::{Instance, human_duration};
 use crate::error::{Error, Result};
 use clap::{Args, Subcommand};
 use std::io::IsTerminal;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Args)]
@@ -105,6 +106,15 @@ pub async fn run(args: BackupArgs, instance: Instance) -> Result<i32> {
         .unwrap_or_else(|| base::default_dir(&server.data_dir));
     let target = base::resolve_target(args.target.as_deref(), &backup_dir, now_ms())?;
     let into_backup_dir = target.parent() == Some(backup_dir.as_path());
+    if into_backup_dir {
+        crate::instance::private_dir::ensure_output_dir(
+            &backup_dir,
+            std::fs::metadata(&server.data_dir).ok().map(|m| m.uid()),
+            "the backup directory",
+            "set backup_dir to a directory only you (or root) can write to, or name the backup: \
+             `pgwarden backup FILE`",
+        )?;
+    }
     let progress = std::io::stderr().is_terminal();
     let outcome = tokio::task::spawn_blocking(move || base::take(&server, &target, progress))
         .await

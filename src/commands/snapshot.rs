@@ -113,6 +113,7 @@ async fn save(args: SnapshotArgs, instance: Instance) -> Result<i32> {
         });
     }
     snapshot::refuse_tablespaces(&data_dir)?;
+    snapshot::ensure_dir(&data_dir)?;
     // Taken for its sweep (what a killed restore left) and held: no restore stages meanwhile.
     let _staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     let started = Instant::now();

@@ -249,6 +249,67 @@ pub fn open_append(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Makes `dir`, where pgwarden (often root) writes what only the cluster's owner may read
+/// (`backup_dir`, `<data dir>.backups`, `<data dir>.snapshots`), or accepts it when it exists.
+/// A missing one is made 0700 (the missing directories above it as before: the user's choice of
+/// place). An existing one must be a real directory (not a symlink) owned by the effective user,
+/// root or `server_uid` (the server's user), writable by no one else — the rule of
+/// [`foreign_or_writable`]: where its parent is shared (a sticky `/tmp`-like or group-writable
+/// one), another user could have made it first, to read what is put there or swap its names.
+/// Otherwise refused (exit 2), naming it, its owner and the way out; nothing is written.
+pub fn ensure_output_dir(
+    dir: &Path,
+    server_uid: Option<u32>,
+    what: &'static str,
+    elsewhere: &str,
+) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).io("cannot create directory", parent)?;
+            }
+            return match ensure(dir, 0o700) {
+                Ok(_) => Ok(()),
+                // Made by someone else between the look and the mkdir: judged as found.
+                Err(_) if std::fs::symlink_metadata(dir).is_ok() => {
+                    ensure_output_dir(dir, server_uid, what, elsewhere)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        Err(e) => return Err(e).io("cannot read", dir),
+    };
+    let problem = if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(dir)
+            .map(|t| t.display().to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        Some(format!(
+            "is a symlink (to {target}), owned by {}",
+            owner_name(meta.uid())
+        ))
+    } else if !meta.is_dir() {
+        Some(format!(
+            "is not a directory, owned by {}",
+            owner_name(meta.uid())
+        ))
+    } else {
+        foreign_or_writable_but(&meta, true, server_uid)
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(Error::UntrustedOutputDir {
+            what,
+            dir: dir.to_path_buf(),
+            problem,
+            help: format!(
+                "check what it holds, then remove it (pgwarden makes it anew, mode 0700) or make \
+                 it yours and private (chown, chmod 700); or {elsewhere}"
+            ),
+        }),
+    }
+}
+
 /// Checks that no other user can replace what pgwarden keeps in `dir` (the binaries cache):
 /// `dir` (or, while it does not exist yet, the directory it will be made in) and every
 /// directory above it are owned by the effective user or root, and none is writable by
@@ -289,8 +350,17 @@ pub fn untrusted_ancestor(path: &Path) -> Result<Option<(std::path::PathBuf, Str
 /// Why another user could change what `meta` describes: its owner is neither the effective user
 /// nor root, or (when `check_mode`) group or others may write to it.
 pub fn foreign_or_writable(meta: &std::fs::Metadata, check_mode: bool) -> Option<String> {
+    foreign_or_writable_but(meta, check_mode, None)
+}
+
+/// [`foreign_or_writable`], with one more owner accepted (`also`: the server's user).
+fn foreign_or_writable_but(
+    meta: &std::fs::Metadata,
+    check_mode: bool,
+    also: Option<u32>,
+) -> Option<String> {
     let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
+    if meta.uid() != me && meta.uid() != 0 && Some(meta.uid()) != also {
         Some(format!("is owned by {}", owner_name(meta.uid())))
     } else if check_mode && meta.mode() & 0o022 != 0 {
         Some(format!(
