@@ -124,3 +124,43 @@ fn a_snapshot_directory_another_user_made_first_receives_no_snapshot() {
     );
     drop(server);
 }
+
+/// Waits (bounded) until the supervisor's log in `dir` says what became of the reset spare.
+fn wait_for_spare(dir: &Path) -> String {
+    let log = dir.join("data.pgwarden/pgwarden.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("spare cluster") {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare cluster line in {log:?}:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_spare_working_directory_another_user_made_is_not_swept() {
+    if !common::require_root("a second local user makes the spare's working directory") {
+        return;
+    }
+    let dir = test_dir();
+    let planted = plant(dir.path(), ".data.spare.work-1");
+    common::as_intruder(&format!("echo theirs > '{}/file'", planted.display()));
+    let port = free_port();
+    let server = common::start(dir.path(), port, &[]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let log = wait_for_spare(dir.path());
+    assert!(log.contains("spare cluster ready"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(planted.join("file"))
+            .ok()
+            .as_deref(),
+        Some("theirs\n"),
+        "another user's directory was removed"
+    );
+    drop(server);
+}

@@ -337,7 +337,8 @@ enum Sweep {
     Dead,
 }
 
-/// Removes what killed makers of `spare` left (`<spare>.work-<pid>`).
+/// Removes what killed makers of `spare` left (`<spare>.work-<pid>`): only directories of
+/// pgwarden's user (who made them); another user's under that name is left alone.
 fn sweep_work_dirs(spare: &Path, which: Sweep) {
     let (Some(parent), Some(name)) = (spare.parent(), spare.file_name()) else {
         return;
@@ -350,10 +351,21 @@ fn sweep_work_dirs(spare: &Path, which: Sweep) {
             continue;
         };
         let running = || Path::new("/proc").join(pid).exists();
-        if entry.path() != ours
-            && entry.file_type().is_ok_and(|t| t.is_dir())
-            && (which == Sweep::AllButOurs || !running())
-        {
+        if entry.path() == ours || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        // Another user may make a directory of that name first where the parent is shared
+        // (`/tmp`): not a maker's leftover, not ours to delete.
+        let owner = std::fs::symlink_metadata(entry.path()).map(|m| m.uid());
+        if owner.as_ref().ok() != Some(&nix::unistd::geteuid().as_raw()) {
+            debug!(
+                dir = %entry.path().display(),
+                owner = %owner.map(crate::config::trust::owner_name).unwrap_or_default(),
+                "leaving alone a spare's working directory pgwarden's user did not make"
+            );
+            continue;
+        }
+        if which == Sweep::AllButOurs || !running() {
             debug!(dir = %entry.path().display(), "removing what a killed spare maker left");
             let _ = remove(&entry.path());
         }
