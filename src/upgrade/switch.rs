@@ -95,9 +95,43 @@ pub async fn undo_preparation(state_dir: &Path, record: &Record) -> Result<()> {
     if !control.exists() && control_old.exists() {
         rename(&control_old, &control)?;
     }
-    remove_tree(&record.new_dir)?;
+    match made_by_this_upgrade(&record.new_dir, &record.data_dir) {
+        Ok(()) => remove_tree(&record.new_dir)?,
+        Err(why) => warn!(
+            new_dir = %record.new_dir.display(),
+            "leaving {} as it is: {why}, not the new cluster this upgrade made (check what it holds and remove it before upgrading again)",
+            record.new_dir.display()
+        ),
+    }
     remove_tree(&super::work_dir(state_dir))?;
     state::remove(state_dir)
+}
+
+/// Whether `new_dir` (when it exists) is the directory the preparation made, which undoing it
+/// removes: a real directory of the server's user (the old cluster's owner) or of pgwarden's,
+/// holding the new cluster's `PG_VERSION` or nothing (initdb had not run). Anything else may be
+/// another user's, made at that name first where the data directory's parent is shared
+/// (`/tmp`) — the preparation then failed to make its own —, and is not ours to delete.
+fn made_by_this_upgrade(new_dir: &Path, data_dir: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(new_dir) {
+        Err(_) => return Ok(()),
+        Ok(meta) => meta,
+    };
+    let owner = crate::config::trust::owner_name(meta.uid());
+    if !meta.is_dir() {
+        return Err(format!("it is not a directory (owned by {owner})"));
+    }
+    let server = std::fs::metadata(data_dir).map(|m| m.uid()).ok();
+    if meta.uid() != nix::unistd::geteuid().as_raw() && Some(meta.uid()) != server {
+        return Err(format!("it is owned by {owner}"));
+    }
+    let version = std::fs::symlink_metadata(new_dir.join("PG_VERSION"));
+    let empty = std::fs::read_dir(new_dir).is_ok_and(|mut d| d.next().is_none());
+    if !(version.is_ok_and(|m| m.is_file()) || empty) {
+        return Err("it holds no cluster (no PG_VERSION)".to_string());
+    }
+    Ok(())
 }
 
 /// The switch (phase [`Phase::Switching`] written): the old cluster moves aside to the kept
@@ -411,6 +445,34 @@ mod tests {
         assert_eq!(version_at(&record.data_dir), "16");
         assert!(!record.new_dir.exists());
         assert!(state::read(&state_dir).unwrap().is_none());
+    }
+
+    /// Another user's directory at the new cluster's name (made first beside a data directory
+    /// in `/tmp`, so the preparation could not make its own) is left as it was when the
+    /// preparation is undone.
+    #[tokio::test]
+    async fn an_undone_preparation_leaves_another_users_directory_at_the_new_name() {
+        let (_root, state_dir, record) = setup();
+        let record = Record {
+            phase: Phase::Preparing,
+            ..record
+        };
+        state::write(&state_dir, &record).unwrap();
+        let other = 65534; // nobody: neither pgwarden's user nor the cluster's owner
+        std::fs::write(record.new_dir.join("theirs"), "keep me").unwrap();
+        for entry in std::fs::read_dir(&record.new_dir).unwrap().flatten() {
+            std::os::unix::fs::lchown(entry.path(), Some(other), None).unwrap();
+        }
+        std::os::unix::fs::lchown(&record.new_dir, Some(other), None).unwrap();
+        assert_eq!(
+            recover(&state_dir).await.unwrap(),
+            Recovered::PreparationUndone
+        );
+        assert_eq!(
+            std::fs::read_to_string(record.new_dir.join("theirs")).unwrap(),
+            "keep me"
+        );
+        assert_eq!(version_at(&record.data_dir), "16");
     }
 
     #[tokio::test]
