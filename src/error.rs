@@ -72,7 +72,7 @@ pub enum Error {
     /// A directory pgwarden writes the cluster's copies into (backups, snapshots) that another
     /// user could have made or could write: refused (exit 2) before anything is written there.
     #[error(
-        "{what} {}: it {problem}, so another user could read or replace what pgwarden would write there\nhelp: {help}",
+        "{what} {}: it {problem}, so another user could read or replace what pgwarden keeps there\nhelp: {help}",
         .dir.display()
     )]
     UntrustedOutputDir {

@@ -164,3 +164,43 @@ fn a_spare_working_directory_another_user_made_is_not_swept() {
     );
     drop(server);
 }
+
+/// A snapshot found in a snapshot directory that another user owns (made first beside a data
+/// directory in `/tmp`, the snapshot theirs) is not restored as the cluster: refused (exit 2)
+/// naming the directory and its owner, the server left running.
+#[test]
+fn a_snapshot_in_another_users_snapshot_directory_is_not_restored() {
+    if !common::require_root("a second local user owns the snapshot directory") {
+        return;
+    }
+    let dir = test_dir();
+    let port = free_port();
+    let mut server = common::start(dir.path(), port, &[]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let data = dir.path().join("data").display().to_string();
+    let out = pgw(&["snapshot", "save", "s1", "--data-dir", &data, "--no-start"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(server.wait_exit(common::STOP).success());
+    let snapshots = dir.path().join("data.snapshots");
+    let intruder = common::intruder().uid.as_raw();
+    for path in [snapshots.join("s1"), snapshots.clone()] {
+        std::os::unix::fs::lchown(&path, Some(intruder), None).unwrap();
+    }
+
+    let out = pgw(&[
+        "snapshot",
+        "restore",
+        "s1",
+        "--data-dir",
+        &data,
+        "--no-start",
+    ]);
+    let text = all_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text.contains(&snapshots.display().to_string()), "{text}");
+    assert!(
+        text.contains(common::INTRUDER),
+        "the owner is named: {text}"
+    );
+    assert!(text.contains("help:"), "{text}");
+}

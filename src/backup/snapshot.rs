@@ -50,7 +50,23 @@ pub fn ensure_dir(data_dir: &Path) -> Result<()> {
         &snapshots_dir(data_dir),
         std::fs::metadata(data_dir).ok().map(|m| m.uid()),
         "the snapshot directory",
-        "use `pgwarden backup FILE` into a directory only you (or root) can write to",
+        SNAPSHOT_DIR_ELSEWHERE,
+    )
+}
+
+/// The way out named when the snapshot directory is refused.
+const SNAPSHOT_DIR_ELSEWHERE: &str =
+    "use `pgwarden backup FILE` into a directory only you (or root) can write to";
+
+/// The same rule for a snapshot read back: one in a snapshot directory another user made or
+/// can write to may be theirs, and restoring it would make their files the cluster (its
+/// settings, its access rules).
+fn check_dir(data_dir: &Path) -> Result<()> {
+    crate::instance::private_dir::check_output_dir(
+        &snapshots_dir(data_dir),
+        std::fs::metadata(data_dir).ok().map(|m| m.uid()),
+        "the snapshot directory",
+        SNAPSHOT_DIR_ELSEWHERE,
     )
 }
 
@@ -269,6 +285,7 @@ pub fn save(data_dir: &Path, name: &str) -> Result<SnapshotMeta> {
 
 /// Reads snapshot `name` of `data_dir`.
 pub fn find(data_dir: &Path, name: &str) -> Result<(PathBuf, SnapshotMeta)> {
+    check_dir(data_dir)?;
     let path = snapshots_dir(data_dir).join(name);
     let text = std::fs::read_to_string(path.join(META)).map_err(|_| Error::Backup {
         what: format!(

@@ -280,6 +280,31 @@ pub fn ensure_output_dir(
         }
         Err(e) => return Err(e).io("cannot read", dir),
     };
+    judge_output_dir(dir, &meta, server_uid, what, elsewhere)
+}
+
+/// The rule of [`ensure_output_dir`] for a directory pgwarden reads back what it wrote there
+/// (a snapshot to restore): one that exists must pass it; a missing one is not made.
+pub fn check_output_dir(
+    dir: &Path,
+    server_uid: Option<u32>,
+    what: &'static str,
+    elsewhere: &str,
+) -> Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) => judge_output_dir(dir, &meta, server_uid, what, elsewhere),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).io("cannot read", dir),
+    }
+}
+
+fn judge_output_dir(
+    dir: &Path,
+    meta: &std::fs::Metadata,
+    server_uid: Option<u32>,
+    what: &'static str,
+    elsewhere: &str,
+) -> Result<()> {
     let problem = if meta.file_type().is_symlink() {
         let target = std::fs::read_link(dir)
             .map(|t| t.display().to_string())
@@ -294,7 +319,7 @@ pub fn ensure_output_dir(
             owner_name(meta.uid())
         ))
     } else {
-        foreign_or_writable_but(&meta, true, server_uid)
+        foreign_or_writable_but(meta, true, server_uid)
     };
     match problem {
         None => Ok(()),
