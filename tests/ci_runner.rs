@@ -388,3 +388,181 @@ fn ephemeral_first_launches_fill_the_template_cache_and_persistent_ones_use_it()
     let line = first_launch("persistent-3");
     assert!(line.contains("from_template=true"), "{line}");
 }
+
+/// The user's pool of throwaway clusters (beside the throwaway roots).
+fn pool_dir() -> PathBuf {
+    ephemeral_root("_").with_file_name(format!("pgwarden-{}.pool", nix::unistd::geteuid().as_raw()))
+}
+
+/// The `entry=` path of a "pool entry ready" log line.
+fn entry_of(line: &str) -> PathBuf {
+    let at = line.find("entry=").expect("the line names its entry") + "entry=".len();
+    PathBuf::from(line[at..].split_whitespace().next().unwrap())
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+        .ino()
+}
+
+/// The pool of throwaway clusters (issue 29): a ready `--ephemeral` server leaves one entry,
+/// which the next `--ephemeral` start of the same settings takes by rename; other settings and
+/// `ephemeral_pool = 0` do not take it; a maker killed -9 leaves nothing used, and the next
+/// maker sweeps it.
+#[test]
+fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
+    // Binaries used in place with an install dir of its own: its own template, its own key.
+    let dir = test_dir();
+    let shared = shared_install_dir().display().to_string();
+    let archive = npm_archive().display().to_string();
+    let installed = run_to_exit(
+        &["install", "--archive", &archive, "--install-dir", &shared],
+        &[],
+        FIRST_LAUNCH,
+    );
+    assert!(installed.status.success(), "{installed:?}");
+    let binaries = stdout(&installed)
+        .rsplit_once(" in ")
+        .map(|(_, path)| path.to_string())
+        .expect("install names its directory");
+    let install = dir.path().join("install").display().to_string();
+    let mut cleanups = Vec::new();
+    let mut launch = |tag: &str, envs: &[(&str, &str)]| -> (Pgwarden, PathBuf, u16) {
+        let name = format!("pool-{tag}-{}", std::process::id());
+        let root = ephemeral_root(&name);
+        cleanups.push(Background {
+            name: name.clone(),
+            root: root.clone(),
+        });
+        let port = free_port();
+        let port_text = port.to_string();
+        let args = [
+            "run",
+            "--ephemeral",
+            "--name",
+            &name,
+            "--binaries",
+            &binaries,
+            "--install-dir",
+            &install,
+            "--port",
+            &port_text,
+        ];
+        let pgwarden = Pgwarden::start(&args, envs);
+        pgwarden.wait_ready(FIRST_LAUNCH);
+        (pgwarden, root, port)
+    };
+    let stop = |mut pgwarden: Pgwarden| {
+        pgwarden.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(pgwarden.wait_exit(STOP).success());
+    };
+    let settings = [("POSTGRES_PASSWORD", "pool-secret")];
+
+    // The first launch runs initdb, keeps the template, then makes one pool entry.
+    let (first, _, _) = launch("first", &settings);
+    let entry = entry_of(&first.wait_for_stderr("pool entry ready", START));
+    assert!(entry.starts_with(pool_dir()), "{entry:?}");
+    let entry_file = inode(&entry.join("cluster/PG_VERSION"));
+    stop(first);
+    assert!(entry.is_dir(), "the entry outlives its maker");
+
+    // The next start of the same settings renames it into its data directory.
+    let (second, root, port) = launch("second", &settings);
+    let stderr = second.stderr_text();
+    assert!(
+        stderr.contains("the cluster from the pool of throwaway clusters"),
+        "{stderr}"
+    );
+    assert_eq!(
+        inode(&root.join("data/PG_VERSION")),
+        entry_file,
+        "the data directory is not the pool entry renamed"
+    );
+    assert!(!entry.exists(), "the taken entry is still in the pool");
+    connect(port, "trader", "pool-secret", "trader").expect("the settings' role and database");
+    // ... and makes the next one (bounded: one per settings).
+    let entry = entry_of(&second.wait_for_stderr("pool entry ready", START));
+    stop(second);
+
+    // Other settings (another password: another template) do not take it.
+    let (other, root, port) = launch("other", &[("POSTGRES_PASSWORD", "other-secret")]);
+    let stderr = other.stderr_text();
+    assert!(!stderr.contains("from the pool"), "{stderr}");
+    assert_ne!(
+        inode(&root.join("data/PG_VERSION")),
+        inode(&entry.join("cluster/PG_VERSION"))
+    );
+    connect(port, "trader", "other-secret", "trader").expect("the other settings");
+    other.wait_for_stderr("pool entry ready", START);
+    stop(other);
+    assert!(
+        entry.is_dir(),
+        "an entry of other settings was taken or removed"
+    );
+
+    // ephemeral_pool = 0 turns it off: neither taken nor made.
+    let mut off_settings = settings.to_vec();
+    off_settings.push(("PGWARDEN_EPHEMERAL_POOL", "0"));
+    let (off, _, _) = launch("off", &off_settings);
+    off.wait_for_stderr("cluster initialised", START);
+    let stderr = off.stderr_text();
+    stop(off);
+    assert!(!stderr.contains("from the pool"), "{stderr}");
+    assert!(entry.is_dir(), "ephemeral_pool = 0 took the entry");
+
+    // A maker killed -9 while it copies: its working directory is never used, and the next
+    // maker sweeps it (a few tries: the copy may finish between a look and the kill).
+    let mut killed_work = None;
+    for _ in 0..5 {
+        for e in std::fs::read_dir(pool_dir()).unwrap().flatten() {
+            let path = e.path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&entry.file_name().unwrap().to_string_lossy()[..32])
+                && path.is_dir()
+                && !path.to_string_lossy().contains(".work-")
+            {
+                std::fs::remove_dir_all(&path).unwrap();
+            }
+        }
+        let (mut maker, root, _) = launch("killed", &settings);
+        let prefix = format!(".work-{}", maker.pid());
+        let deadline = Instant::now() + START;
+        let work = || {
+            std::fs::read_dir(pool_dir())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(&prefix))
+        };
+        let mut found = work();
+        while found.is_none()
+            && !maker.stderr_text().contains("pool entry ready")
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_micros(500));
+            found = work();
+        }
+        maker.signal(nix::sys::signal::Signal::SIGKILL);
+        maker.wait_exit(STOP);
+        kill_processes_under(&root);
+        if let Some(work) = work() {
+            killed_work = Some(work);
+            break;
+        }
+    }
+    let killed_work = killed_work.expect("no kill landed while the pool entry was being made");
+    let (after, _, _) = launch("after", &settings);
+    let stderr = after.stderr_text();
+    assert!(
+        !stderr.contains("from the pool"),
+        "a torn entry was used: {stderr}"
+    );
+    after.wait_for_stderr("pool entry ready", START);
+    assert!(!killed_work.exists(), "the sweep left {killed_work:?}");
+    stop(after);
+}

@@ -10,6 +10,9 @@
 //!   (`.<data dir name>.spare`), which a first launch of the same settings renames into place
 //!   instead of copying the template (`reset` + `start`, or any first launch after the data
 //!   directory was deleted).
+//! - [`pool`]: copies of an `--ephemeral` server's template in memory, which the next
+//!   `--ephemeral` start of the same settings takes by rename (a pool shared by the user's
+//!   throwaway servers, bounded per settings by `ephemeral_pool`).
 //! - `backup::snapshot_spare`: a copy of each snapshot (`<data dir>.snapshots/.NAME.spare`),
 //!   which `snapshot restore` renames into its staging directory instead of copying.
 //!
@@ -33,6 +36,7 @@
 //!   filesystem keeps at least the spare's size free after it; a snapshot larger than
 //!   `spare_max_mb` gets none (logged). `status` shows their disk use.
 
+pub mod pool;
 pub mod reset;
 
 use crate::error::{Error, IoContext, Result};
