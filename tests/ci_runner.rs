@@ -389,6 +389,9 @@ fn ephemeral_first_launches_fill_the_template_cache_and_persistent_ones_use_it()
     assert!(line.contains("from_template=true"), "{line}");
 }
 
+/// Held by the tests that look at the user's pool: one of them puts the pool aside for a while.
+static POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The user's pool of throwaway clusters (beside the throwaway roots).
 fn pool_dir() -> PathBuf {
     ephemeral_root("_").with_file_name(format!("pgwarden-{}.pool", nix::unistd::geteuid().as_raw()))
@@ -407,14 +410,9 @@ fn inode(path: &std::path::Path) -> u64 {
         .ino()
 }
 
-/// The pool of throwaway clusters (issue 29): a ready `--ephemeral` server leaves one entry,
-/// which the next `--ephemeral` start of the same settings takes by rename; other settings and
-/// `ephemeral_pool = 0` do not take it; a maker killed -9 leaves nothing used, and the next
-/// maker sweeps it.
-#[test]
-fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
-    // Binaries used in place with an install dir of its own: its own template, its own key.
-    let dir = test_dir();
+/// The shared binaries used in place, with an install dir of its own under `dir` (its own
+/// template, so its own pool key): `(binaries, install dir)`.
+fn own_binaries(dir: &std::path::Path) -> (String, String) {
     let shared = shared_install_dir().display().to_string();
     let archive = npm_archive().display().to_string();
     let installed = run_to_exit(
@@ -427,7 +425,18 @@ fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
         .rsplit_once(" in ")
         .map(|(_, path)| path.to_string())
         .expect("install names its directory");
-    let install = dir.path().join("install").display().to_string();
+    (binaries, dir.join("install").display().to_string())
+}
+
+/// The pool of throwaway clusters (issue 29): a ready `--ephemeral` server leaves one entry,
+/// which the next `--ephemeral` start of the same settings takes by rename; other settings and
+/// `ephemeral_pool = 0` do not take it; a maker killed -9 leaves nothing used, and the next
+/// maker sweeps it.
+#[test]
+fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
+    let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = test_dir();
+    let (binaries, install) = own_binaries(dir.path());
     let mut cleanups = Vec::new();
     let mut launch = |tag: &str, envs: &[(&str, &str)]| -> (Pgwarden, PathBuf, u16) {
         let name = format!("pool-{tag}-{}", std::process::id());
@@ -565,4 +574,107 @@ fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
     after.wait_for_stderr("pool entry ready", START);
     assert!(!killed_work.exists(), "the sweep left {killed_work:?}");
     stop(after);
+}
+
+/// A pool directory another user made (where /dev/shm is shared, they could make it first,
+/// with a cluster of their choosing in it): pgwarden running as root neither takes its entry
+/// nor deletes anything, and starts from a copy of its template.
+#[test]
+fn a_pool_another_user_made_is_neither_used_nor_deleted() {
+    if !require_root("a second user plants the pool directory") {
+        return;
+    }
+    let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = test_dir();
+    let (binaries, install) = own_binaries(dir.path());
+    let launch = |tag: &str| -> (Pgwarden, Background, PathBuf) {
+        let name = format!("planted-{tag}-{}", std::process::id());
+        let root = ephemeral_root(&name);
+        let guard = Background {
+            name: name.clone(),
+            root: root.clone(),
+        };
+        let port = free_port().to_string();
+        let pgwarden = Pgwarden::start(
+            &[
+                "run",
+                "--ephemeral",
+                "--name",
+                &name,
+                "--binaries",
+                &binaries,
+                "--install-dir",
+                &install,
+                "--port",
+                &port,
+            ],
+            &[("POSTGRES_PASSWORD", "planted-secret")],
+        );
+        pgwarden.wait_ready(FIRST_LAUNCH);
+        (pgwarden, guard, root)
+    };
+    // A real entry of these settings, made by a first launch.
+    let (mut first, _first_guard, _) = launch("first");
+    let entry = entry_of(&first.wait_for_stderr("pool entry ready", START));
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(first.wait_exit(STOP).success());
+
+    // The user's pool put aside (given back at the end) and replaced by the other user's
+    // directory, holding a copy of that entry under its name, all theirs.
+    let pool = pool_dir();
+    let aside = pool.with_extension(format!("aside-{}", std::process::id()));
+    std::fs::rename(&pool, &aside).unwrap();
+    struct GiveBack(PathBuf, PathBuf);
+    impl Drop for GiveBack {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.1);
+            let _ = std::fs::rename(&self.0, &self.1);
+        }
+    }
+    let _give_back = GiveBack(aside.clone(), pool.clone());
+    std::fs::create_dir(&pool).unwrap();
+    let planted = pool.join(entry.file_name().unwrap());
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(aside.join(entry.file_name().unwrap()))
+        .arg(&planted)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let intruder = intruder();
+    let chown = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", intruder.uid, intruder.gid))
+        .arg(&pool)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let planted_file = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(planted.join("cluster/PG_VERSION"))
+            .unwrap()
+            .ino()
+    };
+
+    let (mut second, _second_guard, root) = launch("second");
+    second.wait_for_stderr("no pool entry made", START);
+    let stderr = second.stderr_text();
+    assert!(
+        !stderr.contains("from the pool"),
+        "the planted entry was used: {stderr}"
+    );
+    assert!(stderr.contains("not pgwarden's own"), "{stderr}");
+    assert_ne!(inode(&root.join("data/PG_VERSION")), planted_file);
+    second.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(second.wait_exit(STOP).success());
+    assert_eq!(
+        inode(&planted.join("cluster/PG_VERSION")),
+        planted_file,
+        "the other user's pool was deleted or changed"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&pool).unwrap().uid(),
+        intruder.uid.as_raw()
+    );
 }
