@@ -475,3 +475,40 @@ fn no_room_for_the_copy_is_refused_and_leaves_the_volume_as_it_was() {
     assert_eq!(pg.siblings(), ["data", "data.pgwarden"]);
     assert!(!pg.state_file("upgrade.json").exists());
 }
+
+/// `--backup`: a backup that cannot be taken (the backup directory's name is a file) stops the
+/// upgrade after its pre-flight with nothing changed; once it can, the backup is taken before
+/// the server stops and the upgrade goes on.
+#[test]
+fn upgrade_with_backup_takes_one_first_and_a_failed_backup_changes_nothing() {
+    let pg = Instance::new();
+    pg.start_16_with_data();
+    let before = pg.contents();
+    let backups = pg.root_of_data().join("data.backups");
+    std::fs::write(&backups, "not a directory").unwrap();
+    let pid = pg.postmaster_pid();
+
+    let out = pg.upgrade_17(&["--backup"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let all = text(&out);
+    assert!(all.contains("the upgrade did not start"), "{all}");
+    assert!(all.contains("help:"), "{all}");
+    assert_eq!(pg.postmaster_pid(), pid, "the server was touched");
+    assert!(pg.server_version().starts_with("16.14"));
+    assert_eq!(pg.contents(), before);
+    assert_eq!(pg.siblings(), ["data", "data.backups", "data.pgwarden"]);
+    assert!(!pg.state_file("upgrade.json").exists());
+
+    std::fs::remove_file(&backups).unwrap();
+    let out = pg.upgrade_17(&["--backup"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let taken: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert!(pg.server_version().starts_with("17."));
+    assert_eq!(pg.contents(), before);
+}

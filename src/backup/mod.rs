@@ -71,11 +71,11 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// (year, month, day, hour, minute, second) in UTC of a Unix time (Howard Hinnant's
-/// civil-from-days).
-fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
+/// (year, month, day, hour, minute, second) in UTC of a Unix time in seconds (Howard Hinnant's
+/// civil-from-days: no time zone database needed for UTC).
+pub fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -97,13 +97,13 @@ fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
 
 /// `20261201T133005Z`: for file names (sorts by time).
 pub fn stamp(ms: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(ms / 1000);
+    let (y, mo, d, h, mi, s) = civil((ms / 1000) as i64);
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
 /// `2026-12-01T13:30:05.123Z`: for people and for PostgreSQL (`recovery_target_time`).
 pub fn rfc3339(ms: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(ms / 1000);
+    let (y, mo, d, h, mi, s) = civil((ms / 1000) as i64);
     format!(
         "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
         ms % 1000

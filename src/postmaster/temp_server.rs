@@ -163,18 +163,7 @@ impl TempServer {
             if pid_file::ready(&self.data_dir, pid) {
                 return Ok(());
             }
-            let child = self.child.as_mut().expect("running");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.cancel.ended(child.id());
-                self.child = None;
-                return Err(Error::Cluster {
-                    what: format!(
-                        "the temporary server for {} exited ({status}): {}",
-                        self.purpose,
-                        self.last_error()
-                    ),
-                });
-            }
+            self.fail_if_exited()?;
             if Instant::now() >= deadline {
                 return Err(Error::Cluster {
                     what: format!(
@@ -189,6 +178,23 @@ impl TempServer {
         }
     }
 
+    /// An error naming the server's own last error when it has exited (it is then forgotten).
+    fn fail_if_exited(&mut self) -> Result<()> {
+        let child = self.child.as_mut().expect("running");
+        if let Ok(Some(status)) = child.try_wait() {
+            self.cancel.ended(child.id());
+            self.child = None;
+            return Err(Error::Cluster {
+                what: format!(
+                    "the temporary server for {} exited ({status}): {}",
+                    self.purpose,
+                    self.last_error()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Waits until the server lets `user` into `database`: a server in archive recovery with
     /// `hot_standby` off counts as ready in its pid file before it does, and refuses connections
     /// (57P03) until the recovery has ended. Its exit meanwhile (a recovery that failed) is an
@@ -196,18 +202,7 @@ impl TempServer {
     pub fn wait_accepting(&mut self, user: &str, database: &str) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let child = self.child.as_mut().expect("running");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.cancel.ended(child.id());
-                self.child = None;
-                return Err(Error::Cluster {
-                    what: format!(
-                        "the temporary server for {} exited ({status}): {}",
-                        self.purpose,
-                        self.last_error()
-                    ),
-                });
-            }
+            self.fail_if_exited()?;
             match self.connect(user, "", database) {
                 Ok(_) => return Ok(()),
                 Err(e)
@@ -272,18 +267,26 @@ impl TempServer {
         password: &str,
         database: &str,
     ) -> std::result::Result<postgres::Client, postgres::Error> {
+        let mut config = self.client_config(user, database);
+        if !password.is_empty() {
+            config.password(password);
+        }
+        config.connect(postgres::NoTls)
+    }
+
+    /// How to reach the server as `user` in `database` over its private socket (for a caller
+    /// that opens several connections from other threads).
+    pub fn client_config(&self, user: &str, database: &str) -> postgres::Config {
         let mut config = postgres::Config::new();
         config
             .host_path(&self.socket_dir)
             .port(self.port)
             .user(user)
             .dbname(database)
-            .application_name("pgwarden-init")
+            // `pgwarden (first launch)`, `pgwarden (verification)`: what pg_stat_activity shows.
+            .application_name(&format!("pgwarden ({})", self.purpose))
             .connect_timeout(Duration::from_secs(30));
-        if !password.is_empty() {
-            config.password(password);
-        }
-        config.connect(postgres::NoTls)
+        config
     }
 
     /// Fast shutdown, waiting for the server to exit ([`crate::postmaster::escalation`]: SIGINT, then

@@ -322,6 +322,12 @@ fn make_new_cluster(
     Ok(mode)
 }
 
+/// Gives a prepared upgrade up before anything of the old cluster changed (a backup asked for
+/// failed): the new cluster, the working files and the record removed; the server runs on.
+pub async fn abandon(prepared: Prepared) -> Result<()> {
+    switch::undo_preparation(&prepared.state_dir, &prepared.record).await
+}
+
 /// After the old server is stopped: pg_upgrade, the old cluster's access files into the new
 /// one, the switch. Takes the instance lock for the whole of it (a `start` meanwhile is
 /// refused).

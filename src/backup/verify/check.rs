@@ -1,5 +1,5 @@
 //! Step 4: every database of the replayed cluster checked with contrib's `amcheck`, through the
-//! throwaway server, one statement at a time on one connection:
+//! throwaway server, on [`WORKERS`] connections per database, the largest relations first:
 //! - databases that allow no connections (`template0`) are opened first (the cluster is thrown
 //!   away afterwards), so every database is checked;
 //! - `CREATE EXTENSION IF NOT EXISTS amcheck` in each;
@@ -112,6 +112,24 @@ pub fn check(server: &TempServer) -> Result<(Checked, Vec<Damage>)> {
     Ok((checked, damage))
 }
 
+/// The connections the checks of one database run on at once: each check is one backend reading
+/// one relation, CPU-bound once the pages are cached, so one per core of a 2-core machine; the
+/// largest relations go first, so that a big table's heap check and its index checks overlap.
+const WORKERS: usize = 2;
+
+/// One relation to check.
+enum Item {
+    Heap {
+        oid: u32,
+        name: String,
+    },
+    Index {
+        oid: u32,
+        name: String,
+        heapallindexed: bool,
+    },
+}
+
 fn check_database(
     server: &TempServer,
     database: &str,
@@ -131,68 +149,144 @@ fn check_database(
                 &e
             )
         })?;
-    let mut damaged = |relation: String, problem: String| {
-        damage.push(Damage {
-            database: database.to_string(),
-            relation,
-            problem,
-        })
-    };
+    let items = list(&mut c, database, checked)?;
+    drop(c);
+    let found = run_checks(&server.client_config(ROLE, database), database, &items)?;
+    damage.extend(found.into_iter().map(|(relation, problem)| Damage {
+        database: database.to_string(),
+        relation,
+        problem,
+    }));
+    Ok(())
+}
+
+/// Every heap and valid B-tree index of the database, in the order they are named in a report
+/// (by oid), each with its cost (the bytes its check reads); counted into `checked`.
+fn list(
+    c: &mut postgres::Client,
+    database: &str,
+    checked: &mut Checked,
+) -> Result<Vec<(Item, i64)>> {
     let heaps = c
         .query(
-            "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+            "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_relation_size(c.oid) \
              FROM pg_class c JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'm', 't') AND a.amname = 'heap' AND c.relpersistence <> 't' \
              ORDER BY c.oid",
             &[],
         )
         .map_err(|e| failed(format!("cannot list the tables of database {database}"), &e))?;
-    for row in heaps {
-        let (oid, name): (u32, String) = (row.get(0), row.get(1));
-        checked.tables += 1;
-        let found = c.query(
-            "SELECT blkno, offnum, attnum, msg FROM verify_heapam($1::oid::regclass, \
-             on_error_stop => false, check_toast => true, skip => 'none')",
-            &[&oid],
-        );
-        match found {
-            Ok(rows) if rows.is_empty() => {}
-            Ok(rows) => {
-                let (blkno, offnum, msg): (i64, Option<i32>, String) =
-                    (rows[0].get(0), rows[0].get(1), rows[0].get(3));
-                damaged(
-                    format!("table {name}"),
-                    format!(
-                        "{} problem(s), the first in block {blkno}{}: {msg}",
-                        rows.len(),
-                        offnum.map_or_else(String::new, |o| format!(" item {o}"))
-                    ),
-                );
-            }
-            Err(e) => damaged(format!("table {name}"), sql_error(&e)),
-        }
-    }
     let indexes = c
         .query(
             "SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-             pg_relation_size(i.indrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             pg_relation_size(i.indrelid), pg_relation_size(c.oid) FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
              JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisvalid AND i.indisready \
              ORDER BY c.oid",
             &[],
         )
         .map_err(|e| failed(format!("cannot list the indexes of database {database}"), &e))?;
+    let mut items = Vec::with_capacity(heaps.len() + indexes.len());
+    for row in heaps {
+        checked.tables += 1;
+        let (oid, name, bytes) = (row.get(0), row.get(1), row.get(2));
+        items.push((Item::Heap { oid, name }, bytes));
+    }
     for row in indexes {
-        let (oid, name, heap_bytes): (u32, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let (oid, name, heap_bytes, index_bytes): (u32, String, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         let heapallindexed = heap_bytes <= HEAPALLINDEXED_MAX;
         checked.indexes += 1;
         checked.indexes_heapallindexed += u64::from(heapallindexed);
-        if let Err(e) = c.execute(
-            "SELECT bt_index_check($1::oid::regclass, $2)",
-            &[&oid, &heapallindexed],
-        ) {
-            damaged(format!("index {name}"), sql_error(&e));
-        }
+        let cost = index_bytes + if heapallindexed { heap_bytes } else { 0 };
+        items.push((
+            Item::Index {
+                oid,
+                name,
+                heapallindexed,
+            },
+            cost,
+        ));
     }
-    Ok(())
+    Ok(items)
+}
+
+/// The checks of `items` on [`WORKERS`] connections, the costliest first; the damaged
+/// relations in the order of `items`.
+fn run_checks(
+    config: &postgres::Config,
+    database: &str,
+    items: &[(Item, i64)],
+) -> Result<Vec<(String, String)>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(items[i].1));
+    let next = AtomicUsize::new(0);
+    let found = Mutex::new(Vec::new());
+    let worker = || -> Result<()> {
+        let mut c = config
+            .connect(postgres::NoTls)
+            .map_err(|e| failed(format!("cannot connect to database {database}"), &e))?;
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if let Some(problem) = check_item(&mut c, &items[i].0) {
+                found.lock().expect("not poisoned").push((i, problem));
+            }
+        }
+        Ok(())
+    };
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..WORKERS.min(items.len()))
+            .map(|_| scope.spawn(worker))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a check worker panicked"))
+            .collect()
+    });
+    results.into_iter().collect::<Result<()>>()?;
+    let mut found = found.into_inner().expect("not poisoned");
+    found.sort_by_key(|(i, _)| *i);
+    Ok(found.into_iter().map(|(_, problem)| problem).collect())
+}
+
+/// One relation's check: `None` when sound, else the relation and its first problem.
+fn check_item(c: &mut postgres::Client, item: &Item) -> Option<(String, String)> {
+    match item {
+        Item::Heap { oid, name } => {
+            let found = c.query(
+                "SELECT blkno, offnum, attnum, msg FROM verify_heapam($1::oid::regclass, \
+                 on_error_stop => false, check_toast => true, skip => 'none')",
+                &[oid],
+            );
+            match found {
+                Ok(rows) if rows.is_empty() => None,
+                Ok(rows) => {
+                    let (blkno, offnum, msg): (i64, Option<i32>, String) =
+                        (rows[0].get(0), rows[0].get(1), rows[0].get(3));
+                    Some((
+                        format!("table {name}"),
+                        format!(
+                            "{} problem(s), the first in block {blkno}{}: {msg}",
+                            rows.len(),
+                            offnum.map_or_else(String::new, |o| format!(" item {o}"))
+                        ),
+                    ))
+                }
+                Err(e) => Some((format!("table {name}"), sql_error(&e))),
+            }
+        }
+        Item::Index {
+            oid,
+            name,
+            heapallindexed,
+        } => c
+            .execute(
+                "SELECT bt_index_check($1::oid::regclass, $2)",
+                &[oid, heapallindexed],
+            )
+            .err()
+            .map(|e| (format!("index {name}"), sql_error(&e))),
+    }
 }
