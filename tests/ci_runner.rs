@@ -491,8 +491,22 @@ fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
     );
     assert!(!entry.exists(), "the taken entry is still in the pool");
     connect(port, "trader", "pool-secret", "trader").expect("the settings' role and database");
-    // ... and makes the next one (bounded: one per settings).
+    // ... and makes the next one (bounded: one per settings), which `status` shows.
     let entry = entry_of(&second.wait_for_stderr("pool entry ready", START));
+    let status = pgwarden(&[
+        "status",
+        "--name",
+        &format!("pool-second-{}", std::process::id()),
+    ]);
+    let line = stdout(&status)
+        .lines()
+        .find(|l| l.trim_start().starts_with("ephemeral pool"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("status shows no pool: {status:?}"));
+    assert!(
+        line.contains(" ready, ") && line.contains(&pool_dir().display().to_string()),
+        "{line}"
+    );
     stop(second);
 
     // Other settings (another password: another template) do not take it.

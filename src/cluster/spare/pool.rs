@@ -252,19 +252,28 @@ pub fn take(template: &Path, install: &Install, run_as: &RunAs, into: &Path) -> 
         tracing::warn!(pool = %pool.display(), "not using the pool of throwaway clusters: it is not pgwarden's own");
         return None;
     }
-    for entry in entries(&pool, &key) {
-        let name = entry.file_name()?.to_string_lossy().to_string();
-        let claimed = pool.join(format!("{name}.claimed-{}", me()));
-        if std::fs::rename(&entry, &claimed).is_err() {
-            // Another start took it first.
-            continue;
-        }
+    while let Some(claimed) = claim(&pool, &key, &me()) {
         if let Some(record) = super::take(&claimed, &wanted, into, "pool entry") {
             return Some(record);
         }
         let _ = std::fs::remove_dir_all(&claimed);
     }
     debug!(pool = %pool.display(), "no ready pool entry for these settings");
+    None
+}
+
+/// Claims the first ready entry of `key` by renaming it to `<entry>.claimed-<claimer>`
+/// (`<pid>-<start time>`): one rename, so of two starts that try the same entry one gets it
+/// and the other tries the next. None when no entry is left.
+fn claim(pool: &Path, key: &str, claimer: &str) -> Option<PathBuf> {
+    for entry in entries(pool, key) {
+        let name = entry.file_name()?.to_string_lossy().to_string();
+        let claimed = pool.join(format!("{name}.claimed-{claimer}"));
+        if std::fs::rename(&entry, &claimed).is_ok() {
+            return Some(claimed);
+        }
+        // Another start took it first.
+    }
     None
 }
 
@@ -313,6 +322,36 @@ mod tests {
         assert!(!is_entry_of("abc.12-34.claimed-5-6", "abc"));
         assert!(!is_entry_of("abcd.12-34", "abc"));
         assert!(!is_entry_of("abc.lock", "abc"));
+    }
+
+    #[test]
+    fn concurrent_claims_never_take_the_same_entry() {
+        let pool = tempfile::tempdir().unwrap();
+        for n in 0..3 {
+            std::fs::create_dir(pool.path().join(format!("k.{n}-1"))).unwrap();
+        }
+        let dir = pool.path();
+        let claimed: Vec<PathBuf> = std::thread::scope(|s| {
+            let claimers: Vec<_> = (0..4)
+                .map(|n| s.spawn(move || claim(dir, "k", &format!("{n}-7"))))
+                .collect();
+            claimers
+                .into_iter()
+                .filter_map(|c| c.join().unwrap())
+                .collect()
+        });
+        // Four claimers, three entries: three claims, each of another entry.
+        let mut sources: Vec<String> = claimed
+            .iter()
+            .map(|c| {
+                let name = c.file_name().unwrap().to_string_lossy().to_string();
+                name.split(".claimed-").next().unwrap().to_string()
+            })
+            .collect();
+        sources.sort();
+        sources.dedup();
+        assert_eq!(sources, ["k.0-1", "k.1-1", "k.2-1"]);
+        assert!(entries(pool.path(), "k").is_empty());
     }
 
     #[test]
