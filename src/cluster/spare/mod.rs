@@ -17,7 +17,8 @@
 //!   which `snapshot restore` renames into its staging directory instead of copying.
 //!
 //! Rules, for every kind:
-//! - Made by the running supervisor only, once its server is ready, on the background
+//! - Made by the running supervisor only (the pool's entries: by any `--ephemeral` one, under
+//!   the pool's lock per settings, see [`pool`]), once its server is ready, on the background
 //!   template fill's thread ([`super::template_fill`]: nice 19, idle I/O class, cancelled by a
 //!   stop). The supervisor holds the instance lock, so it is the only maker for its data
 //!   directory: any working directory ([`work_dir`]) that is not its own was left by a killed
