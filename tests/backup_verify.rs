@@ -461,6 +461,53 @@ fn names_another_user_planted_where_verifications_go_neither_stop_the_server_nor
     drop(server);
 }
 
+/// The backup `backup verify` finds by itself (the newest in the backup directory) in a backup
+/// directory of another user — made first beside a data directory in `/tmp` — is not restored
+/// nor started as the server's user: refused (exit 2), naming it and its owner, with the way
+/// out; named explicitly, the same file is verified.
+#[test]
+fn a_found_backup_in_another_users_directory_is_refused_unless_named() {
+    if !common::require_root("a second local user owns the backup directory") {
+        return;
+    }
+    let dir = test_dir();
+    let (port, http) = (free_port(), free_port());
+    let server = start_server(dir.path(), port, http);
+    let [flag, data] = data_flags(dir.path());
+    let out = pgw(&["backup", &flag, &data]);
+    assert!(out.status.success(), "{out:?}");
+    let backups = dir.path().join("data.backups");
+    let archive = newest_archive(&backups);
+    let intruder = common::intruder().uid.as_raw();
+    for path in std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .chain([backups.clone()])
+    {
+        std::os::unix::fs::chown(&path, Some(intruder), None).unwrap();
+    }
+
+    let out = pgw(&["backup", "verify", &flag, &data]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(all.contains(&archive.display().to_string()), "{all}");
+    assert!(all.contains(common::INTRUDER), "the owner is named: {all}");
+    assert!(
+        all.contains("help:") && all.contains("backup verify FILE"),
+        "{all}"
+    );
+    assert!(
+        status_json(dir.path())["last_verify"].is_null(),
+        "a refused verification is not recorded as one"
+    );
+
+    let named = archive.display().to_string();
+    let out = pgw(&["backup", "verify", &named, &flag, &data]);
+    assert!(out.status.success(), "{out:?}");
+    drop(server);
+}
+
 /// Switches to a new WAL segment and waits until the one holding everything so far is archived.
 fn archive_now(c: &mut postgres::Client) -> String {
     let name: String = c

@@ -592,6 +592,50 @@ fn a_state_dir_made_by_another_user_is_refused() {
     assert!(!shared.path().join("data").exists());
 }
 
+/// A snapshots directory beside a data directory in a shared (sticky) parent, made first by
+/// another user with a snapshot of theirs in it: root's supervisor makes no spare copy there
+/// (a copy whose working directory that user could swap for a symlink mid-copy), says why, and
+/// leaves the directory as it was.
+#[test]
+fn a_snapshots_dir_made_by_another_user_gets_no_spare_copies() {
+    intruder();
+    let shared = test_dir();
+    fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let snapshots = shared.path().join("data.snapshots");
+    as_intruder(&format!(
+        "mkdir -m 0777 '{s}' && mkdir -p '{s}/theirs/data' && echo 16 > '{s}/theirs/data/PG_VERSION' && \
+         printf '%s' '{{\"name\":\"theirs\",\"created_ms\":1,\"postgresql_major\":\"16\",\"bytes\":3,\"files\":1}}' \
+         > '{s}/theirs/snapshot.json'",
+        s = snapshots.display()
+    ));
+    let before = tree_hash(&snapshots);
+    let port = free_port();
+    let pgwarden = common::start(shared.path(), port, &[]);
+    pgwarden.wait_ready(common::FIRST_LAUNCH);
+    let line = pgwarden.wait_for_stderr("no spare copies of snapshots", common::START);
+    assert!(line.contains(&snapshots.display().to_string()), "{line}");
+    assert!(
+        line.contains(INTRUDER),
+        "the warning names the owner: {line}"
+    );
+    common::stop(pgwarden, nix::sys::signal::Signal::SIGTERM);
+    let spares: Vec<_> = fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".spare"))
+        .collect();
+    assert!(
+        spares.is_empty(),
+        "root made {spares:?} in another user's directory"
+    );
+    assert_eq!(before, tree_hash(&snapshots));
+    assert_eq!(
+        fs::metadata(&snapshots).unwrap().uid(),
+        intruder().uid.as_raw()
+    );
+}
+
 /// Stops a background instance by name when dropped.
 struct Background(String);
 

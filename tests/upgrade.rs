@@ -476,6 +476,73 @@ fn no_room_for_the_copy_is_refused_and_leaves_the_volume_as_it_was() {
     assert!(!pg.state_file("upgrade.json").exists());
 }
 
+/// Every regular file under `dir` (symlinks not followed) whose content holds `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            found.extend(files_holding(&entry.path(), needle));
+        } else if kind.is_file()
+            && std::fs::read(entry.path())
+                .is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
+        {
+            found.push(entry.path());
+        }
+    }
+    found
+}
+
+/// The server's user (it owns the data directory; a database superuser runs programs as it)
+/// puts a symlink to a root-only file at the old cluster's `pg_ident.conf` (postgres starts
+/// without that file). Root's upgrade copies the old cluster's access files into the new
+/// cluster: it must not read through the link into a file of that user — refused, naming the
+/// file; the old cluster starts as it was.
+#[test]
+fn a_symlink_the_server_user_planted_in_the_old_cluster_is_not_copied_through() {
+    if !common::require_root("the server's user is another user than the one running pgwarden") {
+        return;
+    }
+    let pg = Instance::new();
+    pg.start_16_with_data();
+    let before = pg.contents();
+    let private = test_dir();
+    let secret = private.path().join("root-only");
+    std::fs::write(&secret, "root's secret line\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&pg.data_dir).unwrap());
+    let owner = nix::unistd::User::from_uid(owner.into())
+        .unwrap()
+        .expect("the data directory's owner")
+        .name;
+    let planted = std::process::Command::new("runuser")
+        .args(["-u", &owner, "--", "ln", "-sf"])
+        .arg(&secret)
+        .arg(pg.data_dir.join("pg_ident.conf"))
+        .status()
+        .unwrap();
+    assert!(planted.success());
+
+    let out = pg.upgrade_17(&[], &[]);
+    let leaked = files_holding(&pg.root, "root's secret");
+    assert!(
+        leaked.is_empty(),
+        "root's file copied into {leaked:?}: {out:?}"
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let all = text(&out);
+    assert!(
+        all.contains("pg_ident.conf") && all.contains("symbolic link") && all.contains("help:"),
+        "{all}"
+    );
+    assert_eq!(pg.siblings(), ["data", "data.pgwarden"]);
+    pg.start();
+    assert!(pg.server_version().starts_with("16.14"));
+    assert_eq!(pg.contents(), before);
+}
+
 /// `--backup`: a backup that cannot be taken (the backup directory's name is a file) stops the
 /// upgrade after its pre-flight with nothing changed; once it can, the backup is taken before
 /// the server stops and the upgrade goes on.

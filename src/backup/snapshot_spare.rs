@@ -36,6 +36,14 @@ fn origin(data_dir: &Path, name: &str, meta: &SnapshotMeta) -> Option<Origin> {
 /// Makes the missing spares of every snapshot of `data_dir`, newest first, within the bounds;
 /// removes the spares of snapshots that are gone.
 pub fn prepare(data_dir: &Path, run_as: &RunAs, max_mb: u64, cancel: &Cancel) {
+    if let Some(why) = not_ours(data_dir) {
+        warn!(
+            "no spare copies of snapshots: {why}\n\
+             help: its snapshots are not pgwarden's; remove it (or give it to pgwarden's user, \
+             mode 0700) if they are yours"
+        );
+        return;
+    }
     remove_orphans(data_dir);
     let mut snapshots = snapshot::list(data_dir);
     snapshots.reverse();
@@ -100,12 +108,39 @@ fn prepare_one(
 /// Takes the valid spare of snapshot `name` into `into` (the restore's staging directory,
 /// missing). None: copy the snapshot instead.
 pub fn take(data_dir: &Path, name: &str, meta: &SnapshotMeta, into: &Path) -> Option<Record> {
+    if not_ours(data_dir).is_some() {
+        return None;
+    }
     let spare = path(data_dir, name);
     let Some(wanted) = origin(data_dir, name, meta) else {
         spare::drop_stale(&spare, "its snapshot is unreadable");
         return None;
     };
     spare::take(&spare, &wanted, into, "snapshot copy")
+}
+
+/// Why the snapshots directory of `data_dir` is not pgwarden's own, if it exists and is not: a
+/// real directory owned by pgwarden's user and writable by no one else. Beside a data directory
+/// in a shared parent (`/tmp`) another user may have made it first; the spares are made there
+/// as root, unasked, at every start, and that user could swap a spare's working directory for a
+/// symlink while the copy runs and have root's copy written, chmodded and chowned anywhere.
+fn not_ours(data_dir: &Path) -> Option<String> {
+    let dir = snapshot::snapshots_dir(data_dir);
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    let why = if !meta.is_dir() {
+        "is not a directory (a symbolic link?)".to_string()
+    } else if meta.uid() != nix::unistd::geteuid().as_raw() {
+        let owner = nix::unistd::User::from_uid(meta.uid().into())
+            .ok()
+            .flatten()
+            .map_or_else(|| format!("uid {}", meta.uid()), |u| u.name);
+        format!("is owned by {owner}")
+    } else if meta.mode() & 0o022 != 0 {
+        format!("is writable by others (mode {:o})", meta.mode() & 0o7777)
+    } else {
+        return None;
+    };
+    Some(format!("{} {why}", dir.display()))
 }
 
 /// Every snapshot spare of `data_dir`, with its record (the disk use `status` shows).
@@ -149,6 +184,9 @@ pub fn remove(data_dir: &Path, name: &str) -> Result<()> {
 
 /// Removes every snapshot spare of `data_dir` (`spare = false`).
 pub fn remove_all(data_dir: &Path) {
+    if not_ours(data_dir).is_some() {
+        return;
+    }
     for (name, _) in list(data_dir) {
         let _ = remove(data_dir, &name);
     }

@@ -62,16 +62,85 @@ fn newest_backup(instance: &Instance) -> Result<PathBuf> {
         .dir
         .clone()
         .unwrap_or_else(|| base::default_dir(&data_dir_of(instance)));
-    crate::backup::retention::list(&dir)
-        .pop()
-        .map(|(path, _)| path)
-        .ok_or_else(|| Error::Backup {
-            what: format!(
-                "no complete backup (an archive with its manifest) in {}\n\
+    let newest = crate::backup::retention::list(&dir).pop();
+    if let Some((archive, _)) = &newest {
+        found_backup_is_ours(archive)?;
+    }
+    newest.map(|(path, _)| path).ok_or_else(|| Error::Backup {
+        what: format!(
+            "no complete backup (an archive with its manifest) in {}\n\
                  help: name one: `pgwarden backup verify FILE`, or take one: `pgwarden backup`",
-                dir.display()
+            dir.display()
+        ),
+    })
+}
+
+/// The found backup (not named by the user) passes the rule for found files: the archive and
+/// its manifest regular files, they and every directory above them owned by pgwarden's user or
+/// root and writable by no one else (a root-owned sticky one like `/tmp` excepted). Beside a
+/// data directory in `/tmp` another user may have made the backup directory first: its
+/// "backup" would be restored and started, with its own settings, as the server's user.
+fn found_backup_is_ours(archive: &std::path::Path) -> Result<()> {
+    use crate::error::{FoundKind, Refusal, RefusalProblem};
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let manifest = crate::backup::manifest_path(archive);
+    let mut judged: Vec<(&std::path::Path, bool)> = vec![(archive, false), (&manifest, false)];
+    judged.extend(archive.ancestors().skip(1).map(|dir| (dir, true)));
+    for (path, is_dir) in judged {
+        let Ok(meta) = (if is_dir {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        }) else {
+            continue;
+        };
+        let (uid, mode) = (meta.uid(), meta.mode());
+        let sticky_of_root = is_dir && uid == 0 && mode & 0o1000 != 0;
+        let problem = if !is_dir && !meta.is_file() {
+            RefusalProblem::NotAFile
+        } else if uid != me && uid != 0 {
+            RefusalProblem::OwnedBy { uid }
+        } else if mode & 0o022 != 0 && !sticky_of_root {
+            RefusalProblem::WritableByOthers { uid, mode }
+        } else {
+            continue;
+        };
+        let owner = crate::config::trust::owner_name(uid);
+        let because = match &problem {
+            RefusalProblem::NotAFile => format!("{} is not a regular file", path.display()),
+            RefusalProblem::OwnedBy { .. } => format!(
+                "{} is owned by {owner}, and pgwarden runs as {}",
+                path.display(),
+                crate::config::trust::owner_name(me)
             ),
-        })
+            RefusalProblem::WritableByOthers { .. } => format!(
+                "{} is writable by users other than its owner {owner} (mode {:o})",
+                path.display(),
+                mode & 0o7777
+            ),
+        };
+        return Err(Error::Untrusted(Box::new(Refusal {
+            kind: FoundKind {
+                what: "newest backup",
+                otherwise: "",
+            },
+            file: archive.to_path_buf(),
+            at: path.to_path_buf(),
+            problem,
+            dir: archive
+                .parent()
+                .unwrap_or(std::path::Path::new("/"))
+                .to_path_buf(),
+            because,
+            help: "a backup pgwarden finds (rather than is given) is restored and started only \
+                   when it and every directory above it are owned by you or root and writable \
+                   by no one else; if you trust this one, name it yourself: \
+                   `pgwarden backup verify FILE`"
+                .to_string(),
+        })));
+    }
+    Ok(())
 }
 
 /// What verifying `archive` for `instance` needs: its installation and the server's user.

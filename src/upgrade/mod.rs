@@ -408,19 +408,70 @@ fn carry_over_files(old_dir: &Path, new_dir: &Path, run_as: &RunAs) -> Result<()
         crate::cluster::SETTINGS_FILE,
         crate::cluster::MARKER,
     ] {
-        let from = old_dir.join(name);
-        if !from.is_file() {
-            continue;
+        carry_over_file(&old_dir.join(name), &new_dir.join(name), run_as)?;
+    }
+    Ok(())
+}
+
+/// Copies one file of the old cluster into the new one, as root. Both directories are the
+/// server user's, who could have put a symlink (or a hard link to another's file) at either
+/// name: the source is opened without following a symlink and must be a regular file of that
+/// user; the target is made anew (whatever is there removed first, then an exclusive create:
+/// never written through a link) and given to that user through its descriptor.
+fn carry_over_file(from: &Path, to: &Path, run_as: &RunAs) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refused = |why: String| Error::UpgradeRefused {
+        what: format!(
+            "the old cluster's {} {why}: pgwarden copies only regular files of the server's user\n\
+             help: replace it with a regular file holding what it should (owned by {}), then \
+             upgrade again",
+            from.display(),
+            run_as.name
+        ),
+    };
+    let mut source = match std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(from)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(refused("is a symbolic link".into()));
         }
-        let to = new_dir.join(name);
-        std::fs::copy(&from, &to).io("cannot copy the old cluster's file to", &to)?;
-        if run_as.switch {
-            nix::unistd::chown(&to, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
-                Error::Privilege {
-                    what: format!("cannot give {} to {}: {e}", to.display(), run_as.name),
-                }
-            })?;
+        Err(e) => return Err(e).io("cannot read", from),
+    };
+    let meta = source.metadata().io("cannot read", from)?;
+    let owner = if run_as.switch {
+        run_as.uid.as_raw()
+    } else {
+        nix::unistd::geteuid().as_raw()
+    };
+    if !meta.is_file() {
+        return Err(refused("is not a regular file".into()));
+    }
+    if meta.uid() != owner {
+        return Err(refused(format!("is owned by uid {}", meta.uid())));
+    }
+    match std::fs::remove_file(to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).io("cannot replace", to);
         }
+        _ => {}
+    }
+    let mut target = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .io("cannot copy the old cluster's file to", to)?;
+    std::io::copy(&mut source, &mut target).io("cannot copy the old cluster's file to", to)?;
+    if run_as.switch {
+        nix::unistd::fchown(&target, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
+            Error::Privilege {
+                what: format!("cannot give {} to {}: {e}", to.display(), run_as.name),
+            }
+        })?;
     }
     Ok(())
 }

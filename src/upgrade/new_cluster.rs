@@ -93,7 +93,7 @@ pub fn initdb(
     pwfile: &Path,
     run_as: &RunAs,
 ) -> Result<()> {
-    run_as.own_dir(new_dir, 0o700)?;
+    create_new_dir(new_dir, run_as)?;
     let mut command = Command::new(install.bin("initdb"));
     command
         .arg("--pgdata")
@@ -129,19 +129,72 @@ pub fn initdb(
     Ok(())
 }
 
-/// Writes `password` into a 0600 file owned by `run_as` at `path` (for initdb's --pwfile).
+/// Creates `new_dir` (0700, the server user's) where nothing is. The pre-flight found no entry
+/// there, but another user who can write its parent (`/tmp`) may have made one since: a symlink
+/// followed here would have its target given to the server's user. So the directory is made by
+/// an exclusive `mkdir`, and its owner and mode are set on it, not through its path.
+fn create_new_dir(new_dir: &Path, run_as: &RunAs) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    let refused = |e: std::io::Error| Error::UpgradeRefused {
+        what: format!(
+            "cannot create the new cluster's directory {}: {e}\n\
+             help: something made it after the pre-flight check (another user, where its parent \
+             is shared); find out who, move it away and upgrade again",
+            new_dir.display()
+        ),
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(new_dir)
+        .map_err(refused)?;
+    let dir = std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(new_dir)
+        .map_err(refused)?;
+    if dir.metadata().map_err(refused)?.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(refused(std::io::Error::other("replaced by another user's")));
+    }
+    dir.set_permissions(std::fs::Permissions::from_mode(0o700))
+        .io("cannot set the mode of", new_dir)?;
+    if run_as.switch {
+        nix::unistd::fchown(&dir, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
+            Error::Privilege {
+                what: format!(
+                    "cannot give {} to user {}: {e}",
+                    new_dir.display(),
+                    run_as.name
+                ),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes `text` (a password) into a new 0600 file owned by `run_as` at `path`, in pg_upgrade's
+/// working directory, which is the server user's: whatever that user put at the name (a symlink
+/// to one of root's files) is removed first, the file is created exclusively (never written
+/// through a link), and its mode and owner are set through its descriptor.
 pub fn write_private(path: &Path, text: &str, run_as: &RunAs) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).io("cannot replace", path);
+        }
+        _ => {}
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .io("cannot write", path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .io("cannot set the mode of", path)?;
     file.write_all(text.as_bytes()).io("cannot write", path)?;
     if run_as.switch {
-        nix::unistd::chown(path, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
+        nix::unistd::fchown(&file, Some(run_as.uid), Some(run_as.gid)).map_err(|e| {
             Error::Privilege {
                 what: format!("cannot give {} to {}: {e}", path.display(), run_as.name),
             }
@@ -153,6 +206,62 @@ pub fn write_private(path: &Path, text: &str, run_as: &RunAs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The passfile and pwfile go into pg_upgrade's working directory, the server user's: a
+    /// symlink that user put at the name is replaced, its target neither written nor given away.
+    #[test]
+    fn a_password_file_is_never_written_through_a_planted_link() {
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("roots-file");
+        std::fs::write(&victim, "root's content\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let pwfile = root.path().join("pwfile");
+        std::os::unix::fs::symlink(&victim, &pwfile).unwrap();
+        let run_as = RunAs {
+            name: "me".into(),
+            uid: nix::unistd::geteuid(),
+            gid: nix::unistd::getegid(),
+            switch: false,
+        };
+        write_private(&pwfile, "the password", &run_as).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "root's content\n"
+        );
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+        let written = std::fs::symlink_metadata(&pwfile).unwrap();
+        assert!(written.is_file() && written.permissions().mode() & 0o777 == 0o600);
+        assert_eq!(std::fs::read_to_string(&pwfile).unwrap(), "the password");
+    }
+
+    /// A symlink made at the new cluster's path after the pre-flight (by a user who can write
+    /// the data directory's parent) is refused, and what it leads to keeps its mode.
+    #[test]
+    fn the_new_clusters_directory_is_never_a_planted_link() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("etc");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let new_dir = root.path().join("data.upgrade-17");
+        std::os::unix::fs::symlink(&target, &new_dir).unwrap();
+        let run_as = RunAs {
+            name: "me".into(),
+            uid: nix::unistd::geteuid(),
+            gid: nix::unistd::getegid(),
+            switch: false,
+        };
+        let err = create_new_dir(&new_dir, &run_as).unwrap_err();
+        assert!(matches!(err, Error::UpgradeRefused { .. }), "{err}");
+        assert!(err.to_string().contains("help:"), "{err}");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "the link's target keeps its mode");
+        assert!(std::fs::symlink_metadata(&new_dir).unwrap().is_symlink());
+        let fresh = root.path().join("fresh.upgrade-17");
+        create_new_dir(&fresh, &run_as).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+    }
 
     #[test]
     fn initdb_gets_the_old_clusters_locale_checksums_and_user() {

@@ -9,6 +9,7 @@ use super::state::Mode;
 use crate::binaries::Install;
 use crate::error::{Error, Result};
 use crate::os::privilege::RunAs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -108,7 +109,16 @@ impl Run<'_> {
     fn reports(&self) -> String {
         let mut out = String::new();
         for file in report_files(&self.new_dir.join("pg_upgrade_output.d")) {
-            if let Ok(text) = std::fs::read_to_string(&file) {
+            // The new cluster is the server user's: a report is read without following a link.
+            let read = std::fs::File::options()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(&file)
+                .and_then(|mut f| {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut f, &mut text).map(|_| text)
+                });
+            if let Ok(text) = read {
                 let name = file.file_name().unwrap_or_default().to_string_lossy();
                 out.push_str(&format!("\n{name}:\n{}", text.trim_end()));
             }
@@ -125,9 +135,12 @@ fn report_files(dir: &Path) -> Vec<PathBuf> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
             found.extend(report_files(&path));
-        } else if path.extension().is_some_and(|e| e == "txt") {
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "txt") {
             found.push(path);
         }
     }

@@ -177,16 +177,27 @@ pub fn tree_bytes(dir: &Path, skip_wal: bool) -> u64 {
 }
 
 /// Whether `dir`'s filesystem makes reflinks (FICLONE): two scratch files, one cloned from the
-/// other, both removed.
+/// other, both removed. `dir` is the new cluster, the server user's: the files are created
+/// exclusively (whatever that user put at their names removed first), never written through a
+/// link to another's file.
 pub fn clone_supported(dir: &Path) -> bool {
+    use std::io::Write;
     use std::os::fd::AsRawFd;
     const FICLONE: nix::libc::c_ulong = 0x4004_9409;
     let source = dir.join(".pgwarden-clone-test");
     let target = dir.join(".pgwarden-clone-test.clone");
+    let create = |path: &Path| {
+        let _ = std::fs::remove_file(path);
+        std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+    };
     let result = (|| -> std::io::Result<bool> {
-        std::fs::write(&source, b"pgwarden")?;
-        let from = std::fs::File::open(&source)?;
-        let to = std::fs::File::create(&target)?;
+        let mut from = create(&source)?;
+        from.write_all(b"pgwarden")?;
+        let to = create(&target)?;
         // SAFETY: both descriptors are open for the duration of the call.
         let rc = unsafe { nix::libc::ioctl(to.as_raw_fd(), FICLONE as _, from.as_raw_fd()) };
         Ok(rc == 0)
@@ -200,6 +211,31 @@ pub fn clone_supported(dir: &Path) -> bool {
 mod tests {
     use super::*;
     use semver::Version;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The reflink probe writes into the new cluster, the server user's: a symlink that user
+    /// put at the probe's name leaves its target as it was.
+    #[test]
+    fn the_reflink_probe_never_writes_through_a_planted_link() {
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("roots-file");
+        std::fs::write(&victim, "root's content\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let dir = root.path().join("data.upgrade-17");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(".pgwarden-clone-test")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(".pgwarden-clone-test.clone")).unwrap();
+        clone_supported(&dir);
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "root's content\n"
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "probe files left"
+        );
+    }
 
     fn install(version: &str) -> Install {
         Install {

@@ -105,6 +105,7 @@ pub async fn undo_preparation(state_dir: &Path, record: &Record) -> Result<()> {
 /// the new version, then phase [`Phase::Upgraded`].
 pub fn apply_switch(state_dir: &Path, record: &Record) -> Result<()> {
     let (data, new, kept) = (&record.data_dir, &record.new_dir, &record.kept_dir);
+    only_real_directories(&[data, new, kept])?;
     if new.exists() && data.exists() && !kept.exists() {
         rename(data, kept)?;
         super::test_kill_point("switch-renamed-old");
@@ -136,6 +137,7 @@ pub fn apply_switch(state_dir: &Path, record: &Record) -> Result<()> {
 /// the lock file as they were, the record removed, then the discarded cluster deleted.
 pub fn apply_rollback(state_dir: &Path, record: &Record) -> Result<()> {
     let (data, kept, discarded) = (&record.data_dir, &record.kept_dir, &record.discarded_dir);
+    only_real_directories(&[data, kept, discarded])?;
     if data.exists() && kept.exists() && !discarded.exists() {
         rename(data, discarded)?;
         super::test_kill_point("rollback-renamed-new");
@@ -202,20 +204,50 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-fn set_mode(dir: &Path, mode: u32) -> Result<()> {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-        Error::Upgrade {
-            what: format!("cannot set the mode of {}: {e}", dir.display()),
+/// Refuses when one of `dirs` exists as anything but a real directory. The clusters beside the
+/// data directory are the server user's, in a parent other users may write (`/tmp`): one
+/// swapped for a symlink would make a rename put the link at the data directory.
+fn only_real_directories(dirs: &[&Path]) -> Result<()> {
+    for dir in dirs {
+        match std::fs::symlink_metadata(dir) {
+            Ok(meta) if !meta.is_dir() => {
+                return Err(Error::Upgrade {
+                    what: format!(
+                        "{} is not a directory (a symbolic link or a file): it is not the \
+                         cluster the upgrade put there, and nothing was moved\n\
+                         help: find out who replaced it; put the cluster back at {} and run the \
+                         command again",
+                        dir.display(),
+                        dir.display()
+                    ),
+                });
+            }
+            _ => {}
         }
-    })
+    }
+    Ok(())
+}
+
+/// Sets the mode of the directory `dir` itself, never of what a symlink there leads to.
+fn set_mode(dir: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)
+        .and_then(|dir| dir.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| Error::Upgrade {
+            what: format!("cannot set the mode of {}: {e}", dir.display()),
+        })
 }
 
 /// Deletes a directory tree if it exists (its top made writable first: a kept cluster is 0500).
+/// A symlink found there is removed itself: its target is neither changed nor deleted.
 pub fn remove_tree(dir: &Path) -> Result<()> {
     if std::fs::symlink_metadata(dir).is_err() {
         return Ok(());
     }
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let _ = set_mode(dir, 0o700);
     std::fs::remove_dir_all(dir).map_err(|e| Error::Upgrade {
         what: format!(
             "cannot delete {}: {e}\nhelp: delete it by hand (it is no cluster pgwarden uses)",
@@ -388,5 +420,69 @@ mod tests {
         let err = recover(&state_dir).await.unwrap_err().to_string();
         assert!(err.contains("not as its record says"), "{err}");
         assert_eq!(version_at(&record.data_dir), "16");
+    }
+
+    /// A directory elsewhere (mode 0755, one file) and a symlink to it swapped in for `link`,
+    /// as the server's user can do to its clusters beside the data directory in `/tmp`.
+    fn plant_link(root: &Path, link: &Path) -> std::path::PathBuf {
+        let target = root.join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("precious"), "keep me").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(link, root.join("moved-away")).unwrap();
+        std::os::unix::fs::symlink(&target, link).unwrap();
+        target
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// `--finish` (or the recovery of one) with the kept cluster swapped for a symlink removes
+    /// the link: what it leads to keeps its files and its mode.
+    #[tokio::test]
+    async fn a_finish_removes_a_planted_link_not_its_target_nor_its_mode() {
+        let (root, state_dir, record) = setup();
+        apply_switch(&state_dir, &record).unwrap();
+        let target = plant_link(root.path(), &record.kept_dir);
+        let record = Record {
+            phase: Phase::Finishing,
+            ..record
+        };
+        state::write(&state_dir, &record).unwrap();
+        assert_eq!(
+            recover(&state_dir).await.unwrap(),
+            Recovered::FinishCompleted
+        );
+        assert!(std::fs::symlink_metadata(&record.kept_dir).is_err());
+        assert_eq!(
+            std::fs::read_to_string(target.join("precious")).unwrap(),
+            "keep me"
+        );
+        assert_eq!(mode_of(&target), 0o755);
+        assert_eq!(version_at(&record.data_dir), "17");
+    }
+
+    /// A rollback whose kept cluster was swapped for a symlink is refused before anything
+    /// moves: the data directory stays the new cluster (never the link), the link's target
+    /// keeps its mode.
+    #[tokio::test]
+    async fn a_rollback_refuses_a_kept_cluster_swapped_for_a_link() {
+        let (root, state_dir, record) = setup();
+        apply_switch(&state_dir, &record).unwrap();
+        let target = plant_link(root.path(), &record.kept_dir);
+        let record = Record {
+            phase: Phase::RollingBack,
+            ..record
+        };
+        state::write(&state_dir, &record).unwrap();
+        let err = recover(&state_dir).await.unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+        assert!(err.contains("help:"), "{err}");
+        let data = std::fs::symlink_metadata(&record.data_dir).unwrap();
+        assert!(data.is_dir(), "the data directory is a real directory");
+        assert_eq!(version_at(&record.data_dir), "17");
+        assert_eq!(mode_of(&target), 0o755);
+        assert!(target.join("precious").exists());
     }
 }
