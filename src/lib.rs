@@ -30,7 +30,8 @@
 //!   [`config::lock_file`]); [`binaries::shims`] put its programs first on `exec`'s PATH.
 //! - [`cluster`]: the data directory — created atomically on first launch (initdb, init scripts),
 //!   or taken over from a container's stopped cluster ([`cluster::take_over`], `data_from`),
-//!   templates and the spare clusters made in the background ([`cluster::spare`]), its
+//!   templates and the spare clusters made in the background ([`cluster::spare`], with the
+//!   pool of throwaway clusters in memory, [`cluster::spare::pool`]), its
 //!   settings file and its administration role's access.
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],
 //!   reconciling role and database, signals in, systemd notifications out.

@@ -388,3 +388,307 @@ fn ephemeral_first_launches_fill_the_template_cache_and_persistent_ones_use_it()
     let line = first_launch("persistent-3");
     assert!(line.contains("from_template=true"), "{line}");
 }
+
+/// Held by the tests that look at the user's pool: one of them puts the pool aside for a while.
+static POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The user's pool of throwaway clusters (beside the throwaway roots).
+fn pool_dir() -> PathBuf {
+    ephemeral_root("_").with_file_name(format!("pgwarden-{}.pool", nix::unistd::geteuid().as_raw()))
+}
+
+/// The `entry=` path of a "pool entry ready" log line.
+fn entry_of(line: &str) -> PathBuf {
+    let at = line.find("entry=").expect("the line names its entry") + "entry=".len();
+    PathBuf::from(line[at..].split_whitespace().next().unwrap())
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+        .ino()
+}
+
+/// The shared binaries used in place, with an install dir of its own under `dir` (its own
+/// template, so its own pool key): `(binaries, install dir)`.
+fn own_binaries(dir: &std::path::Path) -> (String, String) {
+    let shared = shared_install_dir().display().to_string();
+    let archive = npm_archive().display().to_string();
+    let installed = run_to_exit(
+        &["install", "--archive", &archive, "--install-dir", &shared],
+        &[],
+        FIRST_LAUNCH,
+    );
+    assert!(installed.status.success(), "{installed:?}");
+    let binaries = stdout(&installed)
+        .rsplit_once(" in ")
+        .map(|(_, path)| path.to_string())
+        .expect("install names its directory");
+    (binaries, dir.join("install").display().to_string())
+}
+
+/// The pool of throwaway clusters (issue 29): a ready `--ephemeral` server leaves one entry,
+/// which the next `--ephemeral` start of the same settings takes by rename; other settings and
+/// `ephemeral_pool = 0` do not take it; a maker killed -9 leaves nothing used, and the next
+/// maker sweeps it.
+#[test]
+fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
+    let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = test_dir();
+    let (binaries, install) = own_binaries(dir.path());
+    let mut cleanups = Vec::new();
+    let mut launch = |tag: &str, envs: &[(&str, &str)]| -> (Pgwarden, PathBuf, u16) {
+        let name = format!("pool-{tag}-{}", std::process::id());
+        let root = ephemeral_root(&name);
+        cleanups.push(Background {
+            name: name.clone(),
+            root: root.clone(),
+        });
+        let port = free_port();
+        let port_text = port.to_string();
+        let args = [
+            "run",
+            "--ephemeral",
+            "--name",
+            &name,
+            "--binaries",
+            &binaries,
+            "--install-dir",
+            &install,
+            "--port",
+            &port_text,
+        ];
+        let pgwarden = Pgwarden::start(&args, envs);
+        pgwarden.wait_ready(FIRST_LAUNCH);
+        (pgwarden, root, port)
+    };
+    let stop = |mut pgwarden: Pgwarden| {
+        pgwarden.signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(pgwarden.wait_exit(STOP).success());
+    };
+    let settings = [("POSTGRES_PASSWORD", "pool-secret")];
+
+    // The first launch runs initdb, keeps the template, then makes one pool entry.
+    let (first, _, _) = launch("first", &settings);
+    let entry = entry_of(&first.wait_for_stderr("pool entry ready", START));
+    assert!(entry.starts_with(pool_dir()), "{entry:?}");
+    let entry_file = inode(&entry.join("cluster/PG_VERSION"));
+    stop(first);
+    assert!(entry.is_dir(), "the entry outlives its maker");
+
+    // The next start of the same settings renames it into its data directory.
+    let (second, root, port) = launch("second", &settings);
+    let stderr = second.stderr_text();
+    assert!(
+        stderr.contains("the cluster from the pool of throwaway clusters"),
+        "{stderr}"
+    );
+    assert_eq!(
+        inode(&root.join("data/PG_VERSION")),
+        entry_file,
+        "the data directory is not the pool entry renamed"
+    );
+    assert!(!entry.exists(), "the taken entry is still in the pool");
+    connect(port, "trader", "pool-secret", "trader").expect("the settings' role and database");
+    // ... and makes the next one (bounded: one per settings), which `status` shows.
+    let entry = entry_of(&second.wait_for_stderr("pool entry ready", START));
+    let status = pgwarden(&[
+        "status",
+        "--name",
+        &format!("pool-second-{}", std::process::id()),
+    ]);
+    let line = stdout(&status)
+        .lines()
+        .find(|l| l.trim_start().starts_with("ephemeral pool"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("status shows no pool: {status:?}"));
+    assert!(
+        line.contains(" ready, ") && line.contains(&pool_dir().display().to_string()),
+        "{line}"
+    );
+    stop(second);
+
+    // Other settings (another password: another template) do not take it.
+    let (other, root, port) = launch("other", &[("POSTGRES_PASSWORD", "other-secret")]);
+    let stderr = other.stderr_text();
+    assert!(!stderr.contains("from the pool"), "{stderr}");
+    assert_ne!(
+        inode(&root.join("data/PG_VERSION")),
+        inode(&entry.join("cluster/PG_VERSION"))
+    );
+    connect(port, "trader", "other-secret", "trader").expect("the other settings");
+    other.wait_for_stderr("pool entry ready", START);
+    stop(other);
+    assert!(
+        entry.is_dir(),
+        "an entry of other settings was taken or removed"
+    );
+
+    // ephemeral_pool = 0 turns it off: neither taken nor made.
+    let mut off_settings = settings.to_vec();
+    off_settings.push(("PGWARDEN_EPHEMERAL_POOL", "0"));
+    let (off, _, _) = launch("off", &off_settings);
+    off.wait_for_stderr("cluster initialised", START);
+    let stderr = off.stderr_text();
+    stop(off);
+    assert!(!stderr.contains("from the pool"), "{stderr}");
+    assert!(entry.is_dir(), "ephemeral_pool = 0 took the entry");
+
+    // A maker killed -9 while it copies: its working directory is never used, and the next
+    // maker sweeps it (a few tries: the copy may finish between a look and the kill).
+    let mut killed_work = None;
+    for _ in 0..5 {
+        for e in std::fs::read_dir(pool_dir()).unwrap().flatten() {
+            let path = e.path();
+            if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&entry.file_name().unwrap().to_string_lossy()[..32])
+                && path.is_dir()
+                && !path.to_string_lossy().contains(".work-")
+            {
+                std::fs::remove_dir_all(&path).unwrap();
+            }
+        }
+        let (mut maker, root, _) = launch("killed", &settings);
+        let prefix = format!(".work-{}", maker.pid());
+        let deadline = Instant::now() + START;
+        let work = || {
+            std::fs::read_dir(pool_dir())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with(&prefix))
+        };
+        let mut found = work();
+        while found.is_none()
+            && !maker.stderr_text().contains("pool entry ready")
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_micros(500));
+            found = work();
+        }
+        maker.signal(nix::sys::signal::Signal::SIGKILL);
+        maker.wait_exit(STOP);
+        kill_processes_under(&root);
+        if let Some(work) = work() {
+            killed_work = Some(work);
+            break;
+        }
+    }
+    let killed_work = killed_work.expect("no kill landed while the pool entry was being made");
+    let (after, _, _) = launch("after", &settings);
+    let stderr = after.stderr_text();
+    assert!(
+        !stderr.contains("from the pool"),
+        "a torn entry was used: {stderr}"
+    );
+    after.wait_for_stderr("pool entry ready", START);
+    assert!(!killed_work.exists(), "the sweep left {killed_work:?}");
+    stop(after);
+}
+
+/// A pool directory another user made (where /dev/shm is shared, they could make it first,
+/// with a cluster of their choosing in it): pgwarden running as root neither takes its entry
+/// nor deletes anything, and starts from a copy of its template.
+#[test]
+fn a_pool_another_user_made_is_neither_used_nor_deleted() {
+    if !require_root("a second user plants the pool directory") {
+        return;
+    }
+    let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = test_dir();
+    let (binaries, install) = own_binaries(dir.path());
+    let launch = |tag: &str| -> (Pgwarden, Background, PathBuf) {
+        let name = format!("planted-{tag}-{}", std::process::id());
+        let root = ephemeral_root(&name);
+        let guard = Background {
+            name: name.clone(),
+            root: root.clone(),
+        };
+        let port = free_port().to_string();
+        let pgwarden = Pgwarden::start(
+            &[
+                "run",
+                "--ephemeral",
+                "--name",
+                &name,
+                "--binaries",
+                &binaries,
+                "--install-dir",
+                &install,
+                "--port",
+                &port,
+            ],
+            &[("POSTGRES_PASSWORD", "planted-secret")],
+        );
+        pgwarden.wait_ready(FIRST_LAUNCH);
+        (pgwarden, guard, root)
+    };
+    // A real entry of these settings, made by a first launch.
+    let (mut first, _first_guard, _) = launch("first");
+    let entry = entry_of(&first.wait_for_stderr("pool entry ready", START));
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(first.wait_exit(STOP).success());
+
+    // The user's pool put aside (given back at the end) and replaced by the other user's
+    // directory, holding a copy of that entry under its name, all theirs.
+    let pool = pool_dir();
+    let aside = pool.with_extension(format!("aside-{}", std::process::id()));
+    std::fs::rename(&pool, &aside).unwrap();
+    struct GiveBack(PathBuf, PathBuf);
+    impl Drop for GiveBack {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.1);
+            let _ = std::fs::rename(&self.0, &self.1);
+        }
+    }
+    let _give_back = GiveBack(aside.clone(), pool.clone());
+    std::fs::create_dir(&pool).unwrap();
+    let planted = pool.join(entry.file_name().unwrap());
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(aside.join(entry.file_name().unwrap()))
+        .arg(&planted)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let intruder = intruder();
+    let chown = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", intruder.uid, intruder.gid))
+        .arg(&pool)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let planted_file = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(planted.join("cluster/PG_VERSION"))
+            .unwrap()
+            .ino()
+    };
+
+    let (mut second, _second_guard, root) = launch("second");
+    second.wait_for_stderr("no pool entry made", START);
+    let stderr = second.stderr_text();
+    assert!(
+        !stderr.contains("from the pool"),
+        "the planted entry was used: {stderr}"
+    );
+    assert!(stderr.contains("not pgwarden's own"), "{stderr}");
+    assert_ne!(inode(&root.join("data/PG_VERSION")), planted_file);
+    second.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(second.wait_exit(STOP).success());
+    assert_eq!(
+        inode(&planted.join("cluster/PG_VERSION")),
+        planted_file,
+        "the other user's pool was deleted or changed"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&pool).unwrap().uid(),
+        intruder.uid.as_raw()
+    );
+}

@@ -1672,3 +1672,38 @@ fn spare_false_makes_none_and_removes_the_ones_there_are() {
     assert_eq!(code(&stop), 0, "{stop:?}");
     assert!(!spare.exists(), "a launch with spare = false made one");
 }
+
+#[test]
+fn snapshot_restore_with_spare_false_copies_the_snapshot() {
+    let world = World::new();
+    let port = free_port();
+    let (dir, data_dir, state_dir, password, _template) =
+        project_with_a_spare(&world, "snapoff", port);
+    let save = world.pgw(&dir, &["snapshot", "save", "s1"]);
+    assert_eq!(code(&save), 0, "{save:?}");
+    wait_for_log_count(&state_dir, "spare snapshot copy ready", 1);
+    let spare = data_dir.with_file_name("data.snapshots").join(".s1.spare");
+    let spare_file = inode(&spare.join("cluster/PG_VERSION"));
+    // The setting turned off while the spare copy is there: the restore must not take it.
+    std::fs::write(
+        dir.join("pgwarden.toml"),
+        format!(
+            "port = {port}\nuser = \"sp\"\npassword = \"{password}\"\ndatabase = \"spdb\"\nspare = false\n"
+        ),
+    )
+    .unwrap();
+    let restore = world.pgw(&dir, &["snapshot", "restore", "s1"]);
+    assert_eq!(code(&restore), 0, "{restore:?}");
+    assert!(
+        !String::from_utf8_lossy(&restore.stderr).contains("snapshot copy from spare"),
+        "{restore:?}"
+    );
+    assert_ne!(
+        inode(&data_dir.join("PG_VERSION")),
+        spare_file,
+        "spare = false, yet the restore renamed the spare copy into place"
+    );
+    common::connect(port, "sp", &password, "spdb").expect("the restored cluster runs");
+    let stop = world.pgw(&dir, &["stop"]);
+    assert_eq!(code(&stop), 0, "{stop:?}");
+}

@@ -19,6 +19,7 @@ mod ctx;
 mod launch;
 mod observe;
 mod peer;
+mod pool;
 mod procfs;
 mod registry;
 mod reset;
@@ -55,6 +56,7 @@ struct Options {
     only_dump: bool,
     only_upgrade: bool,
     only_verify: bool,
+    only_pool: bool,
     verify_rows: u32,
     backup_runs: usize,
     pgwarden: Option<PathBuf>,
@@ -78,6 +80,7 @@ fn options() -> Options {
         only_dump: false,
         only_upgrade: false,
         only_verify: false,
+        only_pool: false,
         verify_rows: 5_000_000,
         backup_runs: 3,
         pgwarden: None,
@@ -129,6 +132,11 @@ fn options() -> Options {
                 o.only_ci = true;
                 o.only_lifecycle = true;
             }
+            "--only-pool" => {
+                o.only_pool = true;
+                o.only_ci = true;
+                o.only_lifecycle = true;
+            }
             "--only-verify" => {
                 o.only_verify = true;
                 o.only_ci = true;
@@ -158,12 +166,13 @@ fn options() -> Options {
             "--pgwarden" => o.pgwarden = Some(args.next().expect("--pgwarden PATH").into()),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--only-pypi] [--only-dump] [--only-upgrade] [--only-verify] [--verify-rows N] [--backup-runs N] [--pgwarden PATH]\n\
+                    "usage: cargo run --release -p pgwarden-bench -- [--quick] [--runs N] [--pgbench-runs N] [--only-ci] [--only-lifecycle] [--only-exec] [--only-observe] [--only-reset] [--only-backup] [--only-pypi] [--only-dump] [--only-upgrade] [--only-verify] [--only-pool] [--verify-rows N] [--backup-runs N] [--pgwarden PATH]\n\
                      --quick           shorter idle window (10 s), pgbench runs (5 s, twice each), 10 clones\n\
                      --runs N          runs per lifecycle row (default 5)\n\
                      --pgbench-runs N  pgbench runs per side and mode (default 5, 20 s each)\n\
                      --only-ci         only rows 10-11 (ephemeral start, per-test clones)\n\
                      --only-exec       only row 12 (exec --ephemeral -- true)\n\
+                     --only-pool       only row 21 (the pool of throwaway clusters)\n\
                      --only-lifecycle  only rows 1-5 and 9 (start, first launch, crash, stop, install memory)\n\
                      --only-observe    only row 13 (the HTTP endpoint scraped every second)\n\
                      --only-reset      only row 16 (reset --yes + start, template warm)\n\
@@ -214,6 +223,10 @@ fn main() {
     }
     if o.only_observe || (!o.only_ci && !o.only_lifecycle) {
         rows.extend(observe::scraped(&ctx, o.idle * 2));
+    }
+    if o.only_pool || (!o.only_ci && !o.only_lifecycle) {
+        ci::warm_template_cache(&ctx);
+        rows.extend(pool::pool(&ctx, o.runs));
     }
     if !o.only_lifecycle {
         rows.extend(ci::ephemeral_start(&ctx, o.runs));

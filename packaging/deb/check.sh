@@ -99,7 +99,7 @@ done
 grep -qx 'OnCalendar=\*-\*-\* 03:00:00 UTC' "$timer" || fail "$timer: $(grep OnCalendar "$timer")"
 grep -qx 'Persistent=true' "$timer" || fail "$timer has no Persistent=true"
 backup_exec=$(sed -n 's/^ExecStart=//p' "$backup_unit")
-[[ $backup_exec == "/usr/bin/pgwarden backup --config /etc/pgwarden/config.toml" ]] || fail "$backup_unit: ExecStart=$backup_exec"
+[[ $backup_exec == "/usr/bin/pgwarden backup --scheduled --config /etc/pgwarden/config.toml" ]] || fail "$backup_unit: ExecStart=$backup_exec"
 
 # ExecStart as the service runs it.
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
@@ -130,7 +130,10 @@ pg_isready -h 127.0.0.1 -p "$port"
 backups=(/var/lib/pgwarden/16/data.backups/backup-*.tar.zst)
 [[ ${#backups[@]} == 1 && -f ${backups[0]} && -f ${backups[0]}.manifest.json ]] \
     || fail "no backup and manifest in /var/lib/pgwarden/16/data.backups: $(ls -la /var/lib/pgwarden/16/data.backups 2>&1)"
-echo "backup service command: ok (${backups[0]})"
+# --scheduled: the drill verified the new backup (backup_verify is on by default).
+verify_record=/var/lib/pgwarden/16/data.pgwarden/verify.json
+grep -q '"ok": *true' "$verify_record" || fail "no passed verification in $verify_record: $(cat "$verify_record" 2>&1)"
+echo "backup service command: ok (${backups[0]}, verified)"
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "pgwarden did not exit 0 on SIGTERM"
 server_pid=

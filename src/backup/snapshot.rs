@@ -437,8 +437,9 @@ fn dead_pid_dirs(parent: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 /// Copies snapshot `name` into the staging directory `lock` owns, ready for [`swap_in`];
-/// refuses a snapshot of another major version.
-pub fn stage(lock: &StagingLock, data_dir: &Path, name: &str) -> Result<PathBuf> {
+/// refuses a snapshot of another major version. `use_spare` is the `spare` setting: when it
+/// is off, the snapshot is copied even if a spare copy is there (the next start removes it).
+pub fn stage(lock: &StagingLock, data_dir: &Path, name: &str, use_spare: bool) -> Result<PathBuf> {
     let (path, meta) = find(data_dir, name)?;
     let major = crate::config::MAJOR.to_string();
     if meta.postgresql_major != major {
@@ -454,7 +455,10 @@ pub fn stage(lock: &StagingLock, data_dir: &Path, name: &str) -> Result<PathBuf>
     let _ = std::fs::remove_dir_all(&staging);
     let guard = RemoveOnDrop(Some(staging.clone()));
     // The spare copy made in the background, when it is one of exactly this snapshot: a rename.
-    if let Some(spare) = super::snapshot_spare::take(data_dir, name, &meta, &staging) {
+    let spare = use_spare
+        .then(|| super::snapshot_spare::take(data_dir, name, &meta, &staging))
+        .flatten();
+    if let Some(spare) = spare {
         tracing::info!(
             snapshot = %name,
             bytes = spare.bytes,
@@ -543,7 +547,7 @@ mod tests {
         assert!(!staging_path(&data).exists());
         let err = StagingLock::acquire(&state, &data).unwrap_err().to_string();
         assert!(err.contains("another snapshot command"), "{err}");
-        let staging = stage(&lock, &data, "s1").unwrap();
+        let staging = stage(&lock, &data, "s1", true).unwrap();
         assert_eq!(staging, staging_path(&data));
         swap_in(&staging, &data).unwrap();
         drop(lock);
@@ -561,7 +565,7 @@ mod tests {
         std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
         save(&data, "old").unwrap();
         let lock = StagingLock::acquire(&state, &data).unwrap();
-        let err = stage(&lock, &data, "old").unwrap_err().to_string();
+        let err = stage(&lock, &data, "old", true).unwrap_err().to_string();
         assert!(err.contains("PostgreSQL 15"), "{err}");
     }
 }

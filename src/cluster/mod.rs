@@ -85,7 +85,8 @@ pub struct Cluster {
     /// cache could hold.
     pub fill_template: Option<PathBuf>,
     /// The template whose copy is this data directory's reset spare ([`spare::reset`]): set
-    /// for a persistent cluster the template cache can hold, when spares are on.
+    /// for a persistent cluster the template cache can hold, when spares are on; for a
+    /// throwaway one, the template the pool's entries copy ([`spare::pool`]), when the pool is on.
     pub spare_template: Option<PathBuf>,
 }
 
@@ -115,8 +116,13 @@ pub fn prepare(
     run_as.own_dir(&socket_dir, 0o700)?;
 
     let mut fill_template = None;
-    let spare_template = (config.spare && !config.ephemeral && cacheable(config)?)
-        .then(|| template::template_dir(config, install, run_as));
+    let spares_on = if config.ephemeral {
+        config.ephemeral_pool > 0
+    } else {
+        config.spare
+    };
+    let spare_template =
+        (spares_on && cacheable(config)?).then(|| template::template_dir(config, install, run_as));
     let created = match found {
         DataDir::Cluster { ours } => {
             if !ours {
@@ -326,15 +332,28 @@ fn initialise(
     let template = template::template_dir(config, install, run_as);
     // A spare copy of the template, made in the background after an earlier launch, is
     // renamed into place: no copy at all.
-    let spare = (cacheable && config.spare && !config.ephemeral)
-        .then(|| spare::reset::take(data_dir, &template, install, run_as, &staging))
-        .flatten();
+    let spare = if config.ephemeral {
+        // A throwaway cluster: a ready entry of the pool in memory, taken by one rename.
+        (cacheable && config.ephemeral_pool > 0)
+            .then(|| spare::pool::take(&template, install, run_as, &staging))
+            .flatten()
+    } else {
+        (cacheable && config.spare)
+            .then(|| spare::reset::take(data_dir, &template, install, run_as, &staging))
+            .flatten()
+    };
     let from_template = cacheable && template.join(template::TEMPLATE_COMPLETE).is_file();
     // The new cluster goes to disk while it is being written, so that the flush before the
     // completion marker has little left to wait for.
     let background =
         (!config.ephemeral && spare.is_none()).then(|| BackgroundFlush::start(&staging));
-    if let Some(spare) = &spare {
+    if let Some(spare) = spare.as_ref().filter(|_| config.ephemeral) {
+        info!(
+            template = %template.display(),
+            bytes = spare.bytes,
+            "the cluster from the pool of throwaway clusters: renamed into place (a copy of the template made in the background)"
+        );
+    } else if let Some(spare) = &spare {
         info!(
             template = %template.display(),
             bytes = spare.bytes,

@@ -158,8 +158,9 @@ async fn restore(args: SnapshotArgs, instance: Instance, globals: &Globals) -> R
     let staging_lock = StagingLock::acquire(&instance.state_dir, &data_dir)?;
     // Copied while the server still runs; it is stopped only for the swap.
     let (dir, name) = (data_dir.clone(), args.snapshot.clone());
+    let use_spare = instance.config.spare;
     let (staging_lock, staged) = tokio::task::spawn_blocking(move || {
-        let staged = snapshot::stage(&staging_lock, &dir, &name);
+        let staged = snapshot::stage(&staging_lock, &dir, &name, use_spare);
         (staging_lock, staged)
     })
     .await

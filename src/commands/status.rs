@@ -110,6 +110,10 @@ fn print_json(instance: &Instance, status: &Status, times: &Times, url: &str) {
         json!(crate::backup::snapshot_spare::disk_use(&status.data_dir)),
     );
     object.insert(
+        "ephemeral_pool".into(),
+        json!(crate::cluster::spare::pool::disk_use()),
+    );
+    object.insert(
         "upgrade".into(),
         json!(
             crate::upgrade::state::read(&instance.state_dir)
@@ -186,6 +190,11 @@ fn print_text(instance: &Instance, status: &Status, times: &Times, url: &str) {
     println!(
         "  spares          {}",
         crate::backup::snapshot_spare::disk_use(&status.data_dir).describe()
+    );
+    println!(
+        "  ephemeral pool  {} ({})",
+        crate::cluster::spare::pool::disk_use().describe(),
+        crate::cluster::spare::pool::dir().display()
     );
     if let Some(record) = crate::upgrade::state::read(&instance.state_dir)
         .ok()

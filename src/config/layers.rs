@@ -53,6 +53,8 @@ pub struct Layer {
     pub spare: Option<bool>,
     /// The largest snapshot that gets a spare copy, in MB (see `Config::spare_max_mb`).
     pub spare_max_mb: Option<u64>,
+    /// Ready throwaway clusters kept per settings (see `Config::ephemeral_pool`).
+    pub ephemeral_pool: Option<u32>,
     // The postgres image's contract (`POSTGRES_*_FILE`, `POSTGRES_INITDB_*`, …): see `image_env`.
     pub user_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
@@ -178,6 +180,7 @@ impl Layer {
             locked: top.locked.or(self.locked),
             spare: top.spare.or(self.spare),
             spare_max_mb: top.spare_max_mb.or(self.spare_max_mb),
+            ephemeral_pool: top.ephemeral_pool.or(self.ephemeral_pool),
             listen_address: top.listen_address.or(self.listen_address),
             port: top.port.or(self.port),
             user: top.user.or(self.user),

@@ -119,6 +119,15 @@ impl Layer {
                     None
                 }
             }),
+            ephemeral_pool: env("PGWARDEN_EPHEMERAL_POOL").and_then(|v| match v.parse() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    problems.push(format!(
+                        "PGWARDEN_EPHEMERAL_POOL={v:?}: {e} (a number of clusters, 0 = off)"
+                    ));
+                    None
+                }
+            }),
             initdb_args: image.initdb_args,
             initdb_waldir: image.initdb_waldir,
             host_auth_method: image.host_auth_method,

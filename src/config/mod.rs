@@ -51,6 +51,8 @@ pub const MAJOR: u64 = 16;
 
 /// The largest snapshot that gets a spare copy by default, in MB.
 pub const DEFAULT_SPARE_MAX_MB: u64 = 1024;
+/// Ready throwaway clusters kept in the pool per settings by default.
+pub const DEFAULT_EPHEMERAL_POOL: u32 = 1;
 
 /// Every major version pgwarden installs and runs: [`MAJOR`], the one before it (an older
 /// container's volume comes to 16 by `pgwarden upgrade`) and the one after it (the way off 16,
@@ -173,6 +175,11 @@ pub struct Config {
     /// No snapshot larger than this many MB gets a spare copy (`spare_max_mb`): a spare
     /// doubles a snapshot's disk use.
     pub spare_max_mb: u64,
+    /// The pool of throwaway clusters (`ephemeral_pool`, `PGWARDEN_EPHEMERAL_POOL`; default 1,
+    /// 0 = off): once an `--ephemeral` server is ready, its supervisor keeps up to this many
+    /// ready copies of its template per settings in memory, so that the next `--ephemeral`
+    /// start is a rename ([`crate::cluster::spare::pool`]).
+    pub ephemeral_pool: u32,
     /// The health and metrics endpoint (`http_address`); `None` = off ([`crate::observe`]).
     pub http_address: Option<std::net::SocketAddr>,
     /// Backups: the WAL archive, the backup directory, retention and schedule.

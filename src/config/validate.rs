@@ -242,6 +242,9 @@ pub(super) fn resolve(
         reconcile: layer.reconcile.unwrap_or(true),
         spare: layer.spare.unwrap_or(true),
         spare_max_mb: layer.spare_max_mb.unwrap_or(super::DEFAULT_SPARE_MAX_MB),
+        ephemeral_pool: layer
+            .ephemeral_pool
+            .unwrap_or(super::DEFAULT_EPHEMERAL_POOL),
         http_address,
         backup,
     }

@@ -101,3 +101,28 @@ mod tests {
         assert!(comm(std::process::id()).is_some());
     }
 }
+
+/// When process `pid` started (`/proc/PID/stat`'s 22nd field, clock ticks since boot): with
+/// the pid, it names one process, not whichever later reuses the pid.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process `pid` that started at `start` ([`start_time`]) still runs.
+pub fn alive_since(pid: u32, start: u64) -> bool {
+    start_time(pid) == Some(start)
+}
+
+#[cfg(test)]
+mod start_time_tests {
+    #[test]
+    fn names_this_process_and_no_other() {
+        let me = std::process::id();
+        let start = super::start_time(me).expect("this process has a start time");
+        assert!(super::alive_since(me, start));
+        assert!(!super::alive_since(me, start + 1));
+    }
+}

@@ -673,7 +673,6 @@ impl Supervisor {
                 // The template (after a first launch that ran initdb), then the spares.
                 if let (Some(cluster), Some(install)) = (&self.cluster, &self.install)
                     && !self.stop_seen
-                    && !self.config.ephemeral
                 {
                     let (config, install_then, run_as) =
                         (self.config.clone(), install.clone(), self.run_as.clone());

@@ -1,7 +1,8 @@
 //! What the supervisor prepares in the background once its server is ready, after the
 //! template fill and on its thread (nice 19, idle I/O, cancelled by a stop): the spare
 //! clusters ([`crate::cluster::spare`]) — the reset spare, then one per snapshot. With
-//! `spare = false` it removes the ones there are instead.
+//! `spare = false` it removes the ones there are instead. An `--ephemeral` server makes one
+//! entry of the pool of throwaway clusters instead ([`crate::cluster::spare::pool`]).
 
 use crate::backup::snapshot_spare;
 use crate::binaries::Install;
@@ -23,6 +24,12 @@ pub fn prepare(
 ) {
     let data_dir = &config.data_dir;
     if config.ephemeral {
+        // One entry of the pool of throwaway clusters (none when the pool is off).
+        if let Some(template) = template {
+            let made =
+                spare::pool::prepare(template, install, run_as, config.ephemeral_pool, cancel);
+            spare::pool::log(made, cancel);
+        }
         return;
     }
     if !config.spare {

@@ -10,11 +10,15 @@
 //!   (`.<data dir name>.spare`), which a first launch of the same settings renames into place
 //!   instead of copying the template (`reset` + `start`, or any first launch after the data
 //!   directory was deleted).
+//! - [`pool`]: copies of an `--ephemeral` server's template in memory, which the next
+//!   `--ephemeral` start of the same settings takes by rename (a pool shared by the user's
+//!   throwaway servers, bounded per settings by `ephemeral_pool`).
 //! - `backup::snapshot_spare`: a copy of each snapshot (`<data dir>.snapshots/.NAME.spare`),
 //!   which `snapshot restore` renames into its staging directory instead of copying.
 //!
 //! Rules, for every kind:
-//! - Made by the running supervisor only, once its server is ready, on the background
+//! - Made by the running supervisor only (the pool's entries: by any `--ephemeral` one, under
+//!   the pool's lock per settings, see [`pool`]), once its server is ready, on the background
 //!   template fill's thread ([`super::template_fill`]: nice 19, idle I/O class, cancelled by a
 //!   stop). The supervisor holds the instance lock, so it is the only maker for its data
 //!   directory: any working directory ([`work_dir`]) that is not its own was left by a killed
@@ -33,6 +37,7 @@
 //!   filesystem keeps at least the spare's size free after it; a snapshot larger than
 //!   `spare_max_mb` gets none (logged). `status` shows their disk use.
 
+pub mod pool;
 pub mod reset;
 
 use crate::error::{Error, IoContext, Result};
