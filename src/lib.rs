@@ -44,8 +44,8 @@
 //! - [`observe`]: the health and metrics endpoint.
 //! - [`pg`]: PostgreSQL formats, no policy: URLs, conninfo, probe, SQL scripts, initdb args, verifiers.
 //! - [`os`]: the operating system: paths, /proc, privilege, private files, background work.
-//! - [`error`] (one error type, causes as sources, every exit code) and [`log_lines`] (quiet by
-//!   default, `-v`/`-q`) serve them all.
+//! - [`error`] (one error type, causes as sources, every exit code), [`log_lines`] (quiet by
+//!   default, `-v`/`-q`) and [`units`] (sizes as people read them) serve them all.
 
 pub mod backup;
 pub mod binaries;
@@ -61,4 +61,5 @@ pub mod os;
 pub mod pg;
 pub mod postmaster;
 pub mod supervisor;
+pub mod units;
 pub mod upgrade;

@@ -110,21 +110,7 @@ pub fn rfc3339(ms: u64) -> String {
     )
 }
 
-/// "12.3 MB".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use crate::units::human_bytes;
 
 /// A member path read from an archive or a manifest, accepted only if it is relative and made
 /// of plain components (no `..`, no root, no `.`), so that joining it to a directory that holds

@@ -12,7 +12,7 @@
 //! next preparation.
 
 use super::snapshot::{self, META, SnapshotMeta};
-use crate::cluster::spare::{self, Made, Origin, Record};
+use crate::cluster::spare::{self, Made, Origin, Record, SpareUse};
 use crate::error::Result;
 use crate::os::cancel::Cancel;
 use crate::os::privilege::RunAs;
@@ -191,25 +191,6 @@ pub fn remove_all(data_dir: &Path) {
         let _ = remove(data_dir, &name);
     }
     remove_orphans(data_dir);
-}
-
-/// The disk use of a data directory's spares (`status`, `ls`).
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-pub struct SpareUse {
-    /// How many spares are ready (the reset spare and the snapshots').
-    pub count: u64,
-    pub bytes: u64,
-}
-
-impl SpareUse {
-    /// What `status` prints: `2 ready, 94.1 MB` or `none`.
-    pub fn describe(&self) -> String {
-        if self.count == 0 {
-            "none".into()
-        } else {
-            format!("{} ready, {}", self.count, super::human_bytes(self.bytes))
-        }
-    }
 }
 
 /// The spares of `data_dir` that are ready: its reset spare and its snapshots'.

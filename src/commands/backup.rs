@@ -59,22 +59,7 @@ to 1 GiB). Prints what it checked; on failure names the step and each damaged re
 only when all is sound. The result is recorded for `status` and /metrics.",
         after_help = "Examples:\n  pgwarden backup verify                         # the newest backup in the backup directory\n  pgwarden backup verify ./before-migration.tar.zst\n  pgwarden backup verify --to '2026-12-01 13:30:00+00'"
     )]
-    Verify(VerifyArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
-    /// The backup (.tar.zst, its manifest beside it) [default: the newest complete backup in
-    /// backup_dir, else <data dir>.backups/].
-    #[arg(value_name = "FILE")]
-    pub file: Option<PathBuf>,
-
-    /// Replay on through the WAL archive (wal_archive) to this time, as `restore --to` does.
-    #[arg(long, value_name = "TIME")]
-    pub to: Option<String>,
-
-    #[command(flatten)]
-    pub instance: InstanceArgs,
+    Verify(super::backup_verify::VerifyArgs),
 }
 
 pub async fn run(args: BackupArgs, instance: Instance) -> Result<i32> {

@@ -3,10 +3,26 @@
 //! installation and server user, the result recorded for `status` and /metrics.
 
 use crate::backup::{base, verify};
-use crate::commands::backup::VerifyArgs;
+use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
 use crate::error::{Error, Result};
+use clap::Args;
 use std::path::PathBuf;
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// The backup (.tar.zst, its manifest beside it) [default: the newest complete backup in
+    /// backup_dir, else <data dir>.backups/].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Replay on through the WAL archive (wal_archive) to this time, as `restore --to` does.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+}
 
 /// `pgwarden backup verify [FILE] [--to TIME]`.
 pub async fn run(args: VerifyArgs, instance: Instance) -> Result<i32> {

@@ -32,7 +32,7 @@ pub enum DbCommand {
     #[command(
         after_help = "Examples:\n  pgwarden db reindex-collations --dry-run   # list what it would do\n  pgwarden db reindex-collations\n  pgwarden db reindex-collations --database shop --locking"
     )]
-    ReindexCollations(ReindexCollationsArgs),
+    ReindexCollations(super::db_reindex_collations::ReindexCollationsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -72,25 +72,6 @@ pub struct DropArgs {
     /// Do not ask before dropping the instance's main database.
     #[arg(long, short = 'y')]
     pub yes: bool,
-
-    #[command(flatten)]
-    pub instance: InstanceArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ReindexCollationsArgs {
-    /// Only this database (default: every database that allows connections).
-    #[arg(long, value_name = "NAME")]
-    pub database: Option<String>,
-
-    /// List the stale collations, the indexes and the statements; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Plain REINDEX instead of REINDEX CONCURRENTLY: faster, but writes to each table (and
-    /// queries planned on it) wait while its index is rebuilt. For a maintenance window.
-    #[arg(long)]
-    pub locking: bool,
 
     #[command(flatten)]
     pub instance: InstanceArgs,

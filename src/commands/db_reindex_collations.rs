@@ -15,10 +15,11 @@
 //! indexes were rebuilt, so a failure leaves them stale and the next run does the rest.
 
 use crate::cluster::collation::{self, Reindex, Stale, Statement};
+use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
-use crate::commands::db::ReindexCollationsArgs;
 use crate::config::Secret;
 use crate::error::{Error, Result};
+use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -49,6 +50,24 @@ impl Target {
                 ),
             })
     }
+}
+#[derive(Debug, Clone, Args)]
+pub struct ReindexCollationsArgs {
+    /// Only this database (default: every database that allows connections).
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+
+    /// List the stale collations, the indexes and the statements; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Plain REINDEX instead of REINDEX CONCURRENTLY: faster, but writes to each table (and
+    /// queries planned on it) wait while its index is rebuilt. For a maintenance window.
+    #[arg(long)]
+    pub locking: bool,
+
+    #[command(flatten)]
+    pub instance: InstanceArgs,
 }
 
 pub async fn run(args: ReindexCollationsArgs, instance: Instance) -> Result<i32> {

@@ -39,7 +39,7 @@ struct Row {
     url: Option<String>,
     pid: Option<u32>,
     /// The disk use of its spare clusters.
-    spares: crate::backup::snapshot_spare::SpareUse,
+    spares: crate::cluster::spare::SpareUse,
 }
 
 pub fn run(args: LsArgs) -> Result<i32> {

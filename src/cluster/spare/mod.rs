@@ -442,5 +442,28 @@ pub fn renamable_into(dir: &Path) -> bool {
     }
 }
 
+/// The disk use of spares (`status`, `ls`): a data directory's, or the pool's.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct SpareUse {
+    /// How many spares are ready.
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl SpareUse {
+    /// What `status` prints: `2 ready, 94.1 MB` or `none`.
+    pub fn describe(&self) -> String {
+        if self.count == 0 {
+            "none".into()
+        } else {
+            format!(
+                "{} ready, {}",
+                self.count,
+                crate::units::human_bytes(self.bytes)
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

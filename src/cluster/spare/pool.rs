@@ -278,8 +278,8 @@ fn claim(pool: &Path, key: &str, claimer: &str) -> Option<PathBuf> {
 }
 
 /// The pool's use of memory (`status`, `ls`): ready entries of every settings key.
-pub fn disk_use() -> crate::backup::snapshot_spare::SpareUse {
-    let mut out = crate::backup::snapshot_spare::SpareUse::default();
+pub fn disk_use() -> crate::cluster::spare::SpareUse {
+    let mut out = crate::cluster::spare::SpareUse::default();
     let pool = dir();
     for entry in std::fs::read_dir(&pool).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
