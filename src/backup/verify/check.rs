@@ -1,5 +1,6 @@
 //! Step 4: every database of the replayed cluster checked with contrib's `amcheck`, through the
-//! throwaway server, on [`WORKERS`] connections per database, the largest relations first:
+//! throwaway server, on [`workers`] connections per database (every core but one), the largest
+//! relations first:
 //! - databases that allow no connections (`template0`) are opened first (the cluster is thrown
 //!   away afterwards), so every database is checked;
 //! - `CREATE EXTENSION IF NOT EXISTS amcheck` in each;
@@ -112,10 +113,18 @@ pub fn check(server: &TempServer) -> Result<(Checked, Vec<Damage>)> {
     Ok((checked, damage))
 }
 
-/// The connections the checks of one database run on at once: each check is one backend reading
-/// one relation, CPU-bound once the pages are cached, so one per core of a 2-core machine; the
-/// largest relations go first, so that a big table's heap check and its index checks overlap.
-const WORKERS: usize = 2;
+/// The connections the checks of one database run on at once: every core but one (each check
+/// is one backend reading one relation, CPU-bound once its pages are cached), so that the
+/// running server always has a core whose work its clients wait on — a niced backend that
+/// holds a core still delays a waking client by its time slice (measured on 2 cores: two
+/// check connections cut the running server's pgbench tps to 0.40×). The largest relations
+/// go first, so that where there are several connections a big table's heap check and its
+/// index checks overlap.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
 
 /// One relation to check.
 enum Item {
@@ -212,7 +221,7 @@ fn list(
     Ok(items)
 }
 
-/// The checks of `items` on [`WORKERS`] connections, the costliest first; the damaged
+/// The checks of `items` on [`workers`] connections, the costliest first; the damaged
 /// relations in the order of `items`.
 fn run_checks(
     config: &postgres::Config,
@@ -237,7 +246,7 @@ fn run_checks(
         Ok(())
     };
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..WORKERS.min(items.len()))
+        let workers: Vec<_> = (0..workers().min(items.len()))
             .map(|_| scope.spawn(worker))
             .collect();
         workers
