@@ -72,6 +72,26 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// The origin of a copy of the cached `template` (a reset spare, a pool entry), its files
+    /// owned by the server's user; None while the template is not complete.
+    pub fn of_template(
+        template: &Path,
+        install: &crate::binaries::Install,
+        run_as: &RunAs,
+    ) -> Option<Origin> {
+        let owner = if run_as.switch {
+            run_as.uid.as_raw()
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        Origin::of(
+            install.version.to_string(),
+            template,
+            &template.join(super::template::TEMPLATE_COMPLETE),
+            owner,
+        )
+    }
+
     /// The origin of a copy of `source`, whose completion file is `complete`; None while the
     /// source is not complete.
     pub fn of(postgresql: String, source: &Path, complete: &Path, owner: u32) -> Option<Origin> {

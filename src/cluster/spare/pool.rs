@@ -63,22 +63,6 @@ fn alive(tag: &str) -> bool {
     }
 }
 
-/// What a pool entry for `template` is a copy of (as the reset spare's); None while the
-/// template is not complete.
-fn origin(template: &Path, install: &Install, run_as: &RunAs) -> Option<Origin> {
-    let owner = if run_as.switch {
-        run_as.uid.as_raw()
-    } else {
-        nix::unistd::geteuid().as_raw()
-    };
-    Origin::of(
-        install.version.to_string(),
-        template,
-        &template.join(super::super::template::TEMPLATE_COMPLETE),
-        owner,
-    )
-}
-
 /// The pool directory when it is pgwarden's own (made now if missing).
 fn open() -> std::result::Result<PathBuf, String> {
     let dir = dir();
@@ -193,7 +177,7 @@ pub fn prepare(
         Ok(pool) => pool,
         Err(why) => return Ok(Made::Skipped(why)),
     };
-    let Some(origin) = origin(template, install, run_as) else {
+    let Some(origin) = Origin::of_template(template, install, run_as) else {
         return Ok(Made::Skipped(format!(
             "the template cluster {} is not complete",
             template.display()
@@ -244,7 +228,7 @@ pub fn prepare(
 /// directory). None: copy the template instead.
 pub fn take(template: &Path, install: &Install, run_as: &RunAs, into: &Path) -> Option<Record> {
     let pool = dir();
-    let wanted = origin(template, install, run_as)?;
+    let wanted = Origin::of_template(template, install, run_as)?;
     let key = key(template);
     // The pool directory is used only when it is pgwarden's own.
     let meta = std::fs::symlink_metadata(&pool).ok()?;

@@ -21,21 +21,6 @@ pub fn path(data_dir: &Path) -> PathBuf {
     data_dir.with_file_name(format!(".{name}.spare"))
 }
 
-/// What a reset spare for `template` is a copy of; None while the template is not complete.
-fn origin(template: &Path, install: &Install, run_as: &RunAs) -> Option<Origin> {
-    let owner = if run_as.switch {
-        run_as.uid.as_raw()
-    } else {
-        nix::unistd::geteuid().as_raw()
-    };
-    Origin::of(
-        install.version.to_string(),
-        template,
-        &template.join(super::super::template::TEMPLATE_COMPLETE),
-        owner,
-    )
-}
-
 /// Makes the reset spare of `data_dir` from `template` (unless a valid one is there).
 pub fn prepare(
     data_dir: &Path,
@@ -44,7 +29,7 @@ pub fn prepare(
     run_as: &RunAs,
     cancel: &Cancel,
 ) -> Result<Made> {
-    let Some(origin) = origin(template, install, run_as) else {
+    let Some(origin) = Origin::of_template(template, install, run_as) else {
         return Ok(Made::Skipped(format!(
             "the template cluster {} is not complete",
             template.display()
@@ -80,7 +65,7 @@ pub fn take(
     into: &Path,
 ) -> Option<Record> {
     let spare = path(data_dir);
-    let Some(wanted) = origin(template, install, run_as) else {
+    let Some(wanted) = Origin::of_template(template, install, run_as) else {
         super::drop_stale(&spare, "its template is gone");
         return None;
     };
