@@ -47,6 +47,17 @@ pub async fn recover(state_dir: &Path) -> Result<Recovered> {
     let recovered = match record.phase {
         Phase::Upgraded => return Ok(Recovered::Nothing),
         Phase::Preparing => {
+            // Killed, or still at work between its fast stop and its taking of the instance
+            // lock: only a preparation whose command is gone (its upgrade lock free) is undone.
+            if super::UpgradeLock::acquire(state_dir).is_err() {
+                return Err(Error::UpgradeRefused {
+                    what: format!(
+                        "`pgwarden upgrade` is preparing the new cluster {} and still runs\n\
+                         help: wait until it ends (it starts the server itself)",
+                        record.new_dir.display()
+                    ),
+                });
+            }
             warn!(new_dir = %record.new_dir.display(), "an upgrade was interrupted while the new cluster was being made; removing it (the old cluster is unchanged)");
             undo_preparation(state_dir, &record).await?;
             Recovered::PreparationUndone
@@ -445,6 +456,33 @@ mod tests {
         assert_eq!(version_at(&record.data_dir), "16");
         assert!(!record.new_dir.exists());
         assert!(state::read(&state_dir).unwrap().is_none());
+    }
+
+    /// A `start` in the moment between the upgrade's fast stop and its taking of the instance
+    /// lock: the upgrade command still holds its lock, so its preparation is not undone.
+    #[tokio::test]
+    async fn a_preparation_whose_upgrade_still_runs_is_not_undone() {
+        let (_root, state_dir, record) = setup();
+        let record = Record {
+            phase: Phase::Preparing,
+            ..record
+        };
+        state::write(&state_dir, &record).unwrap();
+        let upgrade = crate::upgrade::UpgradeLock::acquire(&state_dir).unwrap();
+        let error = recover(&state_dir).await.unwrap_err();
+        assert_eq!(error.exit_code(), 2, "{error}");
+        assert!(error.to_string().contains("help: wait"), "{error}");
+        assert_eq!(version_at(&record.new_dir), "17");
+        assert_eq!(
+            state::read(&state_dir).unwrap().unwrap().phase,
+            Phase::Preparing
+        );
+        drop(upgrade);
+        assert_eq!(
+            recover(&state_dir).await.unwrap(),
+            Recovered::PreparationUndone
+        );
+        assert!(!record.new_dir.exists());
     }
 
     /// Another user's directory at the new cluster's name (made first beside a data directory
