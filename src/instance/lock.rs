@@ -129,28 +129,58 @@ fn live_and_well(pid: i32) -> bool {
 /// The pid of the live supervisor holding `state_dir`'s lock, or `None` when no pgwarden runs
 /// for it.
 ///
-/// Asked of the kernel (`/proc/locks`: the flocks on the lock file's device and inode) rather
-/// than by trying the lock: a probe that took the lock for a moment could make a `pgwarden run`
-/// starting at that instant fail with "already running". Falls back to trying the lock where
-/// /proc/locks cannot be read.
+/// Asked of the kernel rather than by trying the lock: a probe that took the lock for a moment
+/// could make a `pgwarden run` starting at that instant fail with "already running". First the
+/// process the lock file names: its own descriptors' `/proc/<pid>/fdinfo` list the locks each
+/// holds, exactly. Then `/proc/locks`, every flock of the machine, for a holder that has not
+/// yet written its pid: that file is made a page per read, each read starting again by line
+/// number, so while other locks are released (fifty instances stopping at once) a line can be
+/// skipped between two pages — read alone it once made a running instance look stopped, and
+/// `stop` left it running. Falls back to trying the lock where /proc cannot be read.
 pub fn holder(state_dir: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let path = state_dir.join("lock");
     let meta = std::fs::metadata(&path).ok()?;
-    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
-        return holder_by_trying(&path);
-    };
     let (major, minor) = (
         nix::sys::stat::major(meta.dev()),
         nix::sys::stat::minor(meta.dev()),
     );
     let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
-    locks.lines().find_map(|line| {
-        // "1: FLOCK  ADVISORY  WRITE 8978 fe:00:5423182 0 EOF" (blocked waiters start with "->").
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str()))
-            .then(|| fields.get(4)?.parse().ok())
-            .flatten()
+    let named = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok());
+    if let Some(pid) = named
+        && holds(pid, &wanted)
+    {
+        return Some(pid);
+    }
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return holder_by_trying(&path);
+    };
+    locks.lines().find_map(|line| flock_on(line, &wanted))
+}
+
+/// The pid in a lock line of /proc/locks or of an fdinfo ("lock:" stripped) when it is an
+/// flock on the file `wanted` ("major:minor:inode" in hex, hex, decimal):
+/// "1: FLOCK  ADVISORY  WRITE 8978 fe:00:5423182 0 EOF" (blocked waiters have "->" after "1:").
+fn flock_on(line: &str, wanted: &str) -> Option<u32> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted))
+        .then(|| fields.get(4)?.parse().ok())
+        .flatten()
+}
+
+/// Whether process `pid` holds an flock on `wanted` through one of its descriptors.
+fn holds(pid: u32, wanted: &str) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_to_string(fd.path()).is_ok_and(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("lock:"))
+                .any(|l| flock_on(l, wanted) == Some(pid))
+        })
     })
 }
 
@@ -182,6 +212,40 @@ mod tests {
         drop(lock);
         assert_eq!(holder(&state), None);
         assert_eq!(holder_by_trying(&state.join("lock")), None);
+    }
+
+    /// Many other flocks taken and released meanwhile (as when fifty instances stop at once)
+    /// shift the lines of /proc/locks between the pages it is read in; a running instance must
+    /// never look stopped then. Read from /proc/locks alone, this saw `None` here.
+    #[test]
+    fn a_holder_is_seen_while_other_locks_come_and_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("data.pgwarden");
+        let _lock = InstanceLock::acquire(&state, Path::new("/d")).unwrap();
+        let others: Vec<File> = (0..300)
+            .map(|i| File::create(dir.path().join(format!("other-{i}"))).unwrap())
+            .collect();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let missed = std::thread::scope(|scope| {
+            let churn = scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for file in &others {
+                        file.lock().unwrap();
+                    }
+                    for file in &others {
+                        file.unlock().unwrap();
+                    }
+                }
+            });
+            let missed = (0..2000).filter(|_| holder(&state).is_none()).count();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            churn.join().unwrap();
+            missed
+        });
+        assert_eq!(
+            missed, 0,
+            "the running holder looked absent {missed} times in 2000"
+        );
     }
 
     #[test]
