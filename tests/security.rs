@@ -871,3 +871,98 @@ fn initdb_args_parse_like_the_real_initdb() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The administration role's peer login: root and the server's user only
+// ---------------------------------------------------------------------------
+
+/// `db create` as root logs in as pgwarden's administration role on the private socket (peer:
+/// no password read — a wrong one in its environment changes nothing) and the database is the
+/// configured user's. Another local user, even with the socket directory opened to it, cannot
+/// log in as that role: not by peer on the socket (pg_ident maps root and the server's user
+/// only), not over TCP (the role has no password); and its own `db create` makes nothing.
+#[test]
+fn the_admin_role_logs_in_root_by_peer_and_no_other_local_user() {
+    let intruder = intruder();
+    let dir = test_dir();
+    let port = free_port();
+    let data = dir.path().join("data");
+    let install = common::cache_dir().join("install-pypi");
+    let args = common::run_args_for(&common::pypi_wheel(), &install, &data, port);
+    let server = common::Pgwarden::start(&as_strs(&args), &[]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let data_arg = data.display().to_string();
+    let port_arg = port.to_string();
+    let instance = ["--data-dir", data_arg.as_str(), "--port", port_arg.as_str()];
+
+    // Root: no password needed; the new database is the configured user's.
+    let mut create = vec!["db", "create", "made_by_root"];
+    create.extend(instance);
+    let out = run_to_exit(
+        &create,
+        &[("POSTGRES_PASSWORD", "not-the-password")],
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut client = common::connect(port, "trader", "trader", "postgres").unwrap();
+    let owner: String = client
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'made_by_root'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "trader");
+
+    // The intruder, with the way to the socket opened for it (the test is root).
+    let socket_dir = data.with_extension("pgwarden").join("socket");
+    fs::set_permissions(&socket_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let psql = install.join("16.14.0/bin/psql");
+    let as_intruder_psql = |host: &str| {
+        std::process::Command::new("runuser")
+            .args([
+                "-u",
+                INTRUDER,
+                "--",
+                psql.to_str().unwrap(),
+                "-w",
+                "-h",
+                host,
+            ])
+            .args(["-p", &port_arg, "-U", "pgwarden_admin", "-d", "postgres"])
+            .args(["-Atc", "SELECT 1"])
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap()
+    };
+    let by_peer = as_intruder_psql(socket_dir.to_str().unwrap());
+    assert!(!by_peer.status.success(), "{}", text(&by_peer));
+    assert!(
+        String::from_utf8_lossy(&by_peer.stderr).contains("Peer authentication failed"),
+        "refused by the map, not by the directory's mode: {}",
+        text(&by_peer)
+    );
+    let by_tcp = as_intruder_psql("127.0.0.1");
+    assert!(!by_tcp.status.success(), "{}", text(&by_tcp));
+    assert!(
+        String::from_utf8_lossy(&by_tcp.stderr).contains("password"),
+        "{}",
+        text(&by_tcp)
+    );
+
+    // Its own `db create` (the server's address and data dir given) makes nothing.
+    let mut create = vec!["db", "create", "made_by_intruder"];
+    create.extend(instance);
+    let mut attempt = common::Pgwarden::start_as(&intruder.name, &create, &[]);
+    let status = attempt.wait_exit(TIMEOUT);
+    assert!(!status.success(), "{}", attempt.stderr_text());
+    let made = client
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = 'made_by_intruder'",
+            &[],
+        )
+        .unwrap();
+    assert!(made.is_none(), "the intruder's database exists");
+    drop(client);
+    common::stop(server, nix::sys::signal::Signal::SIGTERM);
+}

@@ -11,6 +11,7 @@
 use crate::cluster::quote_identifier;
 use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
+use crate::config::ADMIN_ROLE;
 use crate::error::{Error, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_postgres::error::SqlState;
@@ -99,7 +100,12 @@ pub async fn run(command: DbCommand, instance: Instance) -> Result<i32> {
 async fn create(args: CreateArgs, instance: Instance) -> Result<i32> {
     instance.require_running()?;
     let client = connect(&instance).await?;
-    let mut sql = format!("CREATE DATABASE {}", quote_identifier(&args.database));
+    // Owned by the configured user whichever role the connection logged in as.
+    let mut sql = format!(
+        "CREATE DATABASE {} OWNER {}",
+        quote_identifier(&args.database),
+        quote_identifier(instance.user())
+    );
     if let Some(template) = &args.template {
         let strategy = match args.strategy {
             Strategy::FileCopy => "FILE_COPY",
@@ -163,9 +169,58 @@ async fn drop_database(args: DropArgs, instance: Instance) -> Result<i32> {
     Ok(0)
 }
 
-/// A connection to the maintenance database `postgres` as the configured user (so that the
-/// user's own database, or a template, is never held open by this command).
+/// A connection to the maintenance database `postgres` (so that the user's own database, or a
+/// template, is never held open by this command).
+///
+/// Root and the server's own user (who can enter the private socket directory) log in as
+/// pgwarden's administration role on the Unix socket: peer authentication, mapped in
+/// `pg_ident.conf` to those two OS users only ([`crate::cluster::admin_access`]), so no password
+/// is read and no SCRAM exchange is made (~5 ms of a `db create`, BENCHMARKS.md, row 11). Anyone
+/// else, and a cluster pgwarden did not create (no such line), uses TCP and the configured
+/// user's password, as before.
 pub(crate) async fn connect(instance: &Instance) -> Result<tokio_postgres::Client> {
+    if let Some(socket_dir) = peer_socket_dir(instance)
+        && let Ok(client) = connect_admin(instance, &socket_dir).await
+    {
+        return Ok(client);
+    }
+    connect_tcp(instance).await
+}
+
+/// The private socket directory, when this process could log in on it as the administration
+/// role: it runs as root or as the directory's owner (the server's user), and the server's
+/// socket is there. The server decides (peer); this only spares a refused attempt.
+fn peer_socket_dir(instance: &Instance) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let socket_dir = instance
+        .status
+        .as_ref()
+        .map(|s| s.socket_dir.clone())
+        .unwrap_or_else(|| instance.state_dir.join("socket"));
+    let owner = std::fs::symlink_metadata(&socket_dir).ok()?.uid();
+    let me = nix::unistd::geteuid();
+    (me.is_root() || me.as_raw() == owner).then_some(socket_dir)
+}
+
+/// As [`ADMIN_ROLE`] on the Unix socket in `socket_dir` (peer authentication).
+async fn connect_admin(
+    instance: &Instance,
+    socket_dir: &std::path::Path,
+) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(socket_dir)
+        .port(instance.address().port())
+        .user(ADMIN_ROLE)
+        .dbname("postgres")
+        .application_name("pgwarden db");
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// As the configured user over TCP, with its password (SCRAM).
+async fn connect_tcp(instance: &Instance) -> Result<tokio_postgres::Client> {
     let address = instance.address();
     let mut config = tokio_postgres::Config::new();
     config
