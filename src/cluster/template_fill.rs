@@ -106,17 +106,23 @@ impl TemplateFill {
     }
 
     /// Cancels (if still running) and waits up to `within` for the fill's thread to finish,
-    /// removing its working directory. False if it had not finished by then (the next fill of
-    /// this key removes what it left).
+    /// removing its working directory. False if it had not finished by then: a later call
+    /// waits again (after the last, the next fill of this key removes what it left).
     pub fn finish(&mut self, within: Duration) -> bool {
         let Some(thread) = self.thread.take() else {
             return true;
         };
         self.cancel.cancel();
-        let ended = self.ended.take().map(|ended| ended.recv_timeout(within));
-        if matches!(ended, Some(Err(std::sync::mpsc::RecvTimeoutError::Timeout))) {
+        if let Some(ended) = &self.ended
+            && matches!(
+                ended.recv_timeout(within),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            )
+        {
+            self.thread = Some(thread);
             return false;
         }
+        self.ended = None;
         let _ = thread.join();
         true
     }

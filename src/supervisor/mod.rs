@@ -230,7 +230,10 @@ impl Supervisor {
         let result = self.serve().await;
         // Cancelled at the stop request already; its thread removes its working directory
         // while the server shuts down, so this wait is short.
-        if let Some(mut fill) = self.template_fill.take() {
+        // Usually long done: then no thread is started to wait for it.
+        if let Some(mut fill) = self.template_fill.take()
+            && !fill.finish(Duration::ZERO)
+        {
             let _ = tokio::task::spawn_blocking(move || fill.finish(Duration::from_secs(5))).await;
         }
         result
@@ -551,6 +554,9 @@ impl Supervisor {
             Action::Escalate(ladder) => {
                 if let Some(server) = &self.server {
                     server.escalate(ladder);
+                    // The keeper sends the first signal now, before this step's status record
+                    // is written: the server's shutdown does not wait for our file.
+                    tokio::task::yield_now().await;
                 }
             }
             Action::Hurry => {

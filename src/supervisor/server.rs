@@ -222,10 +222,13 @@ impl Keeper {
         for task in forwarders {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
-        let oom_killed = oom_seen
-            .lock()
-            .map(|mut seen| grew(&mut seen))
-            .unwrap_or(false);
+        // A postmaster that exited 0 shut down as asked: no reading of the cgroup's files on
+        // the way out of every stop.
+        let oom_killed = !status.success()
+            && oom_seen
+                .lock()
+                .map(|mut seen| grew(&mut seen))
+                .unwrap_or(false);
         let _ = exit.send(Exit {
             pid: self.pid,
             status,
