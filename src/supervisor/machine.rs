@@ -409,14 +409,20 @@ impl Machine {
                 self.policy.shutdown_timeout,
             )));
         }
+        self.stop_watching(out);
+        self.go(State::Stopping, format!("{} shutdown", mode.name()), out);
+        out.push(Action::Notify(Notice::Stopping));
+    }
+
+    /// A server being stopped: its reconcile cancelled, no more probes, no stability or hang
+    /// timers.
+    fn stop_watching(&self, out: &mut Vec<Action>) {
         if self.run.as_ref().is_some_and(|r| r.reconciling) || self.announced {
             out.push(Action::CancelReconcile);
         }
         out.push(Action::Probe(Probing::Off));
         out.push(Action::Cancel(Timer::Stable));
         out.push(Action::Cancel(Timer::Hang));
-        self.go(State::Stopping, format!("{} shutdown", mode.name()), out);
-        out.push(Action::Notify(Notice::Stopping));
     }
 
     /// A swap request: only a ready server is swapped (stopped at once: the cluster it runs is
@@ -438,12 +444,7 @@ impl Machine {
             Signal::SIGQUIT,
             self.policy.shutdown_timeout,
         )));
-        if self.run.as_ref().is_some_and(|r| r.reconciling) || self.announced {
-            out.push(Action::CancelReconcile);
-        }
-        out.push(Action::Probe(Probing::Off));
-        out.push(Action::Cancel(Timer::Stable));
-        out.push(Action::Cancel(Timer::Hang));
+        self.stop_watching(out);
         self.go(
             State::Restarting,
             "snapshot restore: stopping for the swap",
