@@ -14,18 +14,19 @@
 
 use crate::binaries;
 use crate::binaries::shims::Shims;
-use crate::commands::Globals;
 use crate::commands::RunArgs;
 use crate::commands::common::Instance;
-use crate::commands::start;
+use crate::commands::run;
 use crate::commands::url::variables;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::instance::resolve::Resolved;
+use crate::supervisor::signals::Control;
 use clap::Args;
+use nix::sys::signal::Signal;
 use std::ffi::OsString;
-use std::time::Duration;
-use tokio::time::Instant;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone, Args)]
 #[command(
@@ -51,7 +52,7 @@ pub struct ExecArgs {
 }
 
 /// `resolved`: the instance of [`ExecArgs::run_args`].
-pub async fn run(args: ExecArgs, resolved: Resolved, globals: &Globals) -> Result<i32> {
+pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
     if !args.run.ephemeral {
         let instance = resolved.observe();
         instance.require_running()?;
@@ -60,13 +61,79 @@ pub async fn run(args: ExecArgs, resolved: Resolved, globals: &Globals) -> Resul
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
     })?;
-    let config = resolved.config;
-    let run_args = args.run_args().command_line("run", globals);
-    let launched = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
-    let instance = Instance::at(config, launched.state_dir);
-    let result = run_command(&instance, &args.command).await;
-    stop_throwaway(launched.pid).await;
+    let config = resolved.config.clone();
+    let run_args = args.run_args();
+    // The supervisor runs here, as a future of this task: its controls come from this command.
+    let (controls, events) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    // Before the server starts: a Ctrl-C while it starts stops it (after, it reaches CMD).
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let server = run::serve(&run_args, resolved, events, Some(ready_tx));
+    tokio::pin!(server);
+    let line = tokio::select! {
+        done = &mut server => return Err(ended_before_ready(done)),
+        line = ready_rx => match line {
+            Ok(line) => line,
+            // The supervisor is gone without a ready line: its result says why.
+            Err(_) => return Err(ended_before_ready(server.await)),
+        },
+        _ = tokio::time::sleep(timeout) => {
+            let _ = controls.send(Control::Immediate);
+            let _ = server.await;
+            return Err(Error::Server {
+                what: format!(
+                    "the throwaway server was not ready within {}s; stopped it\nhelp: raise --timeout, or run with -v to see why",
+                    timeout.as_secs()
+                ),
+            });
+        }
+        _ = interrupted(interrupt.as_mut()) => {
+            let _ = controls.send(Control::Immediate);
+            let _ = server.await;
+            return Ok(128 + Signal::SIGINT as i32);
+        }
+    };
+    eprintln!("{line}");
+    let state_dir = crate::os::paths::state_dir(&config.data_dir);
+    let instance = Instance::at(config, state_dir);
+    let command = run_command(&instance, &args.command);
+    tokio::pin!(command);
+    // The server is kept (supervised) while CMD runs; if it ends first, CMD still runs on.
+    let mut ended = None;
+    let result = loop {
+        tokio::select! {
+            result = &mut command => break result,
+            done = &mut server, if ended.is_none() => ended = Some(done),
+        }
+    };
+    // A throwaway's data is removed: no checkpoint, an immediate stop.
+    let _ = controls.send(Control::Immediate);
+    let done = match ended {
+        Some(done) => done,
+        None => server.await,
+    };
+    if let Err(e) = done {
+        tracing::error!("the throwaway server: {}", e.with_causes());
+    }
     result
+}
+
+/// The error of a supervisor that ended before its server was ready.
+fn ended_before_ready(done: Result<()>) -> Error {
+    done.err().unwrap_or_else(|| Error::Server {
+        what: "the throwaway server stopped before it was ready\nhelp: run with -v to see why"
+            .into(),
+    })
+}
+
+/// Resolves on the next SIGINT (never when its handler could not be installed).
+async fn interrupted(interrupt: Option<&mut tokio::signal::unix::Signal>) {
+    match interrupt {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl ExecArgs {
@@ -79,7 +146,7 @@ impl ExecArgs {
             let instance = &mut run.instance;
             instance
                 .name
-                .get_or_insert_with(|| format!("exec-{}", std::process::id()));
+                .get_or_insert_with(|| crate::instance::abandoned::exec_name(std::process::id()));
             instance.port.get_or_insert(0);
         }
         run
@@ -147,26 +214,4 @@ fn installation_first_on_path(
         child.env(key, value);
     }
     Ok(Some(shims))
-}
-
-/// Stops the throwaway server's pgwarden (which removes the cluster) and waits until it is gone.
-async fn stop_throwaway(pid: u32) {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    let pid = Pid::from_raw(pid as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Our child: reaped here, so that its exit is seen.
-    while Instant::now() < deadline {
-        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
-                tokio::time::sleep(Duration::from_millis(5)).await
-            }
-            _ => return,
-        }
-    }
-    tracing::warn!(
-        pid = pid.as_raw(),
-        "the throwaway server's pgwarden did not exit within 60s"
-    );
 }

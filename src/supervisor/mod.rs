@@ -144,6 +144,9 @@ pub struct Supervisor {
     probe_rx: mpsc::Receiver<ProbeResult>,
     /// Readiness polling: when it started (fast polling first).
     polling_since: Instant,
+    /// Where the `ready:` line goes when the supervisor runs inside another command
+    /// (`exec --ephemeral`); on stdout otherwise.
+    first_ready: Option<oneshot::Sender<String>>,
 }
 
 impl Supervisor {
@@ -212,7 +215,15 @@ impl Supervisor {
             probe_tx,
             probe_rx,
             polling_since: Instant::now(),
+            first_ready: None,
         }
+    }
+
+    /// Hands the `ready:` line to `ready` instead of printing it: the supervisor runs inside a
+    /// command that has its own output (`exec --ephemeral`, whose CMD owns stdout).
+    pub fn on_first_ready(mut self, ready: oneshot::Sender<String>) -> Self {
+        self.first_ready = Some(ready);
+        self
     }
 
     /// Publishes the status records, a heartbeat from the loop and the probes' answers to
@@ -668,7 +679,12 @@ impl Supervisor {
                     info!("binaries from {}", binaries::provenance(install));
                 }
                 // The one line a user (or a script) waits for; on stdout, unlike the log.
-                println!("{line}");
+                match self.first_ready.take() {
+                    Some(ready) => {
+                        let _ = ready.send(line.clone());
+                    }
+                    None => println!("{line}"),
+                }
                 self.notifier.ready(&line);
                 // The template (after a first launch that ran initdb), then the spares.
                 if let (Some(cluster), Some(install)) = (&self.cluster, &self.install)
