@@ -5,6 +5,14 @@
 //! unless given) and removed after CMD — the model of pg_virtualenv and pg_tmp. A Ctrl-C reaches
 //! CMD (it shares the terminal) and this command still removes the throwaway server after it.
 //!
+//! The server is supervised inside this process ([`run::serve`] as a future beside CMD's, its
+//! controls sent from here), not by a background `pgwarden run`: that cost a second exec of the
+//! binary, its own config load and instance resolution, a poll of its output file for the
+//! `ready:` line and a poll of its exit, and a fast shutdown's checkpoint of data about to be
+//! removed. Here the stop is immediate; a kill -9 of this process stops the server by its
+//! parent-death signal, and the next ephemeral launch sweeps the root
+//! ([`crate::instance::abandoned`]).
+//!
 //! CMD runs as the caller: it is the caller's own command, so it gets the caller's rights, and
 //! pgwarden adds the connection variables and puts the installation's programs first on PATH,
 //! so that `pg_dump`, `pg_restore`, `psql`, `pgbench` are the server's version. Not its `bin/`
@@ -35,7 +43,11 @@ and PGDATABASE set for the instance, and the installation's programs (pg_dump, p
 pgbench, …) first on PATH — run as the unprivileged user when pgwarden is root —, and exits with CMD's \
 exit code (128+N when a signal N ended it). \
 The instance must be running, unless --ephemeral: then a throwaway server (its own free port and \
-name, fsync off, in memory where /dev/shm exists) is started for CMD and removed after it.",
+name, fsync off, in memory where /dev/shm exists) is supervised by this process for CMD and \
+removed after it (an immediate stop: its data is thrown away); its log goes to the instance's log \
+file (`pgwarden logs`), only errors to the terminal (-v for more). A Ctrl-C reaches CMD; the server \
+is removed after CMD ends. If this process is killed, the server stops with it and the next \
+--ephemeral launch removes what it left.",
     after_help = "Examples:\n  pgwarden exec -- psql -c 'select 1'\n  pgwarden exec -- pg_dump -Fc trader > trader.dump\n  pgwarden exec -- npm run migrate\n  pgwarden exec --ephemeral -- cargo test      # a fresh server for one test run"
 )]
 pub struct ExecArgs {
