@@ -68,7 +68,7 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
     if !args.run.ephemeral {
         let instance = resolved.observe();
         instance.require_running()?;
-        return run_command(&instance, &args.command).await;
+        return run_command(&instance, &args.command, || {}).await;
     }
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
@@ -108,7 +108,15 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
     eprintln!("{line}");
     let state_dir = crate::os::paths::state_dir(&config.data_dir);
     let instance = Instance::at(config, state_dir);
-    let command = run_command(&instance, &args.command);
+    // A throwaway's data is removed: no checkpoint, an immediate stop — sent as soon as CMD
+    // has ended (before the cleanup of its PATH), once.
+    let stopped = std::cell::Cell::new(false);
+    let stop = || {
+        if !stopped.replace(true) {
+            let _ = controls.send(Control::Immediate);
+        }
+    };
+    let command = run_command(&instance, &args.command, stop);
     tokio::pin!(command);
     // The server is kept (supervised) while CMD runs; if it ends first, CMD still runs on.
     let mut ended = None;
@@ -118,8 +126,7 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
             done = &mut server, if ended.is_none() => ended = Some(done),
         }
     };
-    // A throwaway's data is removed: no checkpoint, an immediate stop.
-    let _ = controls.send(Control::Immediate);
+    stop();
     let done = match ended {
         Some(done) => done,
         None => server.await,
@@ -165,8 +172,13 @@ impl ExecArgs {
     }
 }
 
-/// Runs `command` with the instance's connection variables; its exit code.
-async fn run_command(instance: &Instance, command: &[OsString]) -> Result<i32> {
+/// Runs `command` with the instance's connection variables; its exit code. `ended` is called
+/// as soon as it has ended.
+async fn run_command(
+    instance: &Instance,
+    command: &[OsString],
+    ended: impl FnOnce(),
+) -> Result<i32> {
     let (program, rest) = command.split_first().ok_or_else(|| Error::Config {
         problems: vec!["exec needs a command after `--`".into()],
     })?;
@@ -192,7 +204,10 @@ async fn run_command(instance: &Instance, command: &[OsString]) -> Result<i32> {
             _ = async { match interrupt.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    drop(shims);
+    ended();
+    // Off this thread: removing a directory can wait on the filesystem's journal (90 ms seen
+    // under load), and an `exec --ephemeral`'s server is stopped on this thread meanwhile.
+    let _ = tokio::task::spawn_blocking(move || drop(shims)).await;
     let status = status.map_err(|e| Error::Server {
         what: format!("cannot wait for {}: {e}", program.to_string_lossy()),
     })?;
