@@ -832,3 +832,38 @@ fn a_killed_exec_leaves_no_server_and_the_next_ephemeral_launch_sweeps_its_root(
         root.display()
     );
 }
+
+/// The sweep of killed execs' roots removes only throwaway roots of pgwarden's own: a directory
+/// named like one but without pgwarden's marker, and a symlink named like one (pointing at a
+/// marked directory elsewhere), are left as they are, and what the symlink points at too.
+#[test]
+fn the_sweep_of_exec_roots_leaves_unmarked_directories_and_symlinks_alone() {
+    let dir = test_dir();
+    // Pids far above any pid_max: no exec of this test can have them.
+    let unmarked = ephemeral_root("exec-4199999991");
+    let link = ephemeral_root("exec-4199999992");
+    let target = dir.path().join("elsewhere");
+    std::fs::create_dir_all(unmarked.join("data")).unwrap();
+    std::fs::write(unmarked.join("data/keep"), "mine").unwrap();
+    std::fs::create_dir_all(target.join("data")).unwrap();
+    std::fs::write(target.join(".pgwarden-throwaway"), "1\n").unwrap();
+    std::fs::write(target.join("data/keep"), "mine").unwrap();
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let mut exec = exec_ephemeral("true");
+    let status = exec.wait_exit(FIRST_LAUNCH);
+    let kept = (
+        unmarked.join("data/keep").is_file(),
+        std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
+        target.join("data/keep").is_file(),
+    );
+    let _ = std::fs::remove_dir_all(&unmarked);
+    let _ = std::fs::remove_file(&link);
+    assert!(status.success(), "{}", exec.stderr_text());
+    assert_eq!(
+        kept,
+        (true, true, true),
+        "(unmarked directory, symlink, its target) kept"
+    );
+}
