@@ -517,6 +517,7 @@ fn a_snapshot_round_trip_undoes_a_schema_change() {
     .unwrap();
     drop(c);
 
+    let supervisor = supervisor_pid(data_s);
     let out = pgw(&[
         "snapshot",
         "restore",
@@ -525,6 +526,8 @@ fn a_snapshot_round_trip_undoes_a_schema_change() {
         data_s,
     ]);
     assert!(out.status.success(), "{out:?}");
+    // The running supervisor swapped the cluster itself: no second pgwarden.
+    assert_eq!(supervisor_pid(data_s), supervisor, "the same supervisor");
     let mut c = connect(port, "trader", "trader", "trader").unwrap();
     let ids: Vec<i32> = c
         .query("SELECT id FROM accounts ORDER BY id", &[])
@@ -585,6 +588,92 @@ fn a_snapshot_round_trip_undoes_a_schema_change() {
     assert!(out.status.success(), "{out:?}");
     let out = pgw(&["snapshot", "ls", "--data-dir", data_s]);
     assert!(!text(&out.stdout).contains("before-migration"), "{out:?}");
+}
+
+/// The pid of the pgwarden supervising `data` (`status --json`).
+fn supervisor_pid(data: &str) -> u64 {
+    let out = pgw(&["status", "--data-dir", data, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["supervisor_pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no supervisor: {status}"))
+}
+
+/// The state directory of supervisor `pid`: where its open `lock` file lives.
+fn state_dir_of(pid: u64) -> PathBuf {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .find(|p| p.file_name().is_some_and(|n| n == "lock"))
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .expect("the supervisor holds its lock file open")
+}
+
+#[test]
+fn a_swap_request_for_a_planted_staging_directory_is_refused_and_the_server_keeps_its_data() {
+    let dir = test_dir();
+    let port = free_port();
+    let server = common::start(dir.path(), port, &[("PGWARDEN_SPARE", "0")]);
+    server.wait_ready(common::FIRST_LAUNCH);
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+        .unwrap();
+    drop(c);
+    let supervisor = supervisor_pid(data_s);
+    let state = state_dir_of(supervisor);
+    // Another cluster, planted where a restore stages its copy: a symlink, then a directory of
+    // another owner. Neither may replace the data directory.
+    let planted = dir.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::write(planted.join("PG_VERSION"), "16\n").unwrap();
+    let staging = dir.path().join(".data.snapshot-staging");
+    std::os::unix::fs::symlink(&planted, &staging).unwrap();
+    for round in ["symlink", "foreign owner"] {
+        if round == "foreign owner" {
+            std::fs::remove_file(&staging).unwrap();
+            std::fs::create_dir(&staging).unwrap();
+            std::fs::write(staging.join("PG_VERSION"), "16\n").unwrap();
+            nix::unistd::chown(&staging, Some(nix::unistd::Uid::from_raw(4242)), None).unwrap();
+        }
+        let answer = state.join("snapshot-swap.answer");
+        let _ = std::fs::remove_file(&answer);
+        std::fs::write(state.join("snapshot-swap.request"), "swap\n").unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(supervisor as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap();
+        let deadline = Instant::now() + LONG;
+        while !answer.is_file() {
+            assert!(Instant::now() < deadline, "{round}: no answer");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let said = std::fs::read_to_string(&answer).unwrap();
+        assert!(
+            said.starts_with("failed: refusing to swap"),
+            "{round}: {said}"
+        );
+        // The old cluster runs again, under the same supervisor, with its rows.
+        assert_eq!(rows_of_t(port), ["kept"], "{round}");
+        assert_eq!(supervisor_pid(data_s), supervisor, "{round}");
+        assert!(planted.join("PG_VERSION").is_file(), "{round}: untouched");
+        assert!(
+            data.join("base").is_dir(),
+            "{round}: the data directory stays"
+        );
+    }
+    // A SIGUSR1 without a request changes nothing.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    assert_eq!(rows_of_t(port), ["kept"]);
+    assert_eq!(supervisor_pid(data_s), supervisor);
+    let _ = std::fs::remove_dir_all(&staging);
 }
 
 /// A WAL archive directory the server's user can write to.

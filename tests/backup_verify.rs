@@ -142,6 +142,13 @@ fn processes_in(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Field `n` (1-based, as proc(5) numbers them) of /proc/<pid>/stat, as a number.
+fn stat_field(pid: i32, n: usize) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(n - 3)?.parse().ok()
+}
+
 fn uptime(port: u16) -> (String, i64) {
     let mut c = connect(port, "trader", "trader", "trader").unwrap();
     let row = c
@@ -364,6 +371,17 @@ fn kill_9_of_a_verify_leaves_no_server_and_the_next_verify_sweeps_its_directory(
         assert!(Instant::now() < deadline, "no throwaway server appeared");
         std::thread::sleep(Duration::from_millis(5));
     };
+    // The throwaway server runs beside the test's server without taking its cores: in a
+    // session of its own (not the verify command's, which is the caller's), SCHED_IDLE.
+    let own_session = stat_field(std::process::id() as i32, 6);
+    for pid in &servers {
+        let (session, policy) = (stat_field(*pid, 6), stat_field(*pid, 41));
+        if policy.is_none() {
+            continue; // exited meanwhile (a backend)
+        }
+        assert_ne!(session, own_session, "server {pid} in the caller's session");
+        assert_eq!(policy, Some(5), "server {pid} not SCHED_IDLE");
+    }
     // Its directory, as it is while its server runs (another test's verify running beside this
     // one may sweep it as soon as the verify is dead: that is the sweep too).
     let left = verify_dirs_of(verify.id());

@@ -43,6 +43,7 @@ pub mod retention;
 pub use crate::config::backup_schedule as schedule;
 pub mod snapshot;
 pub mod snapshot_spare;
+pub mod snapshot_swap;
 pub mod tablespaces;
 pub mod target_time;
 pub mod verify;

@@ -100,6 +100,11 @@ impl TemplateFill {
         }
     }
 
+    /// Whether its thread still works.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Kills the fill's children and makes it stop at its next step; returns at once.
     pub fn cancel(&self) {
         self.cancel.cancel();

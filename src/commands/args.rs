@@ -13,7 +13,7 @@ use super::{
 use crate::config::{Layer, Sources};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -146,6 +146,29 @@ pub struct Globals {
     /// How the project file was chosen (a search, `--project-dir`, `-f`, `--no-project`): the
     /// child chooses the same way, its trust rule included, from the same working directory.
     pub project: crate::config::project::Choice,
+}
+
+impl Globals {
+    /// These options as they start a command line (before the verb).
+    pub fn command_line(&self) -> Vec<OsString> {
+        use crate::config::project::Choice;
+        let mut out: Vec<OsString> =
+            vec!["--log-format".into(), self.log_format.flag_value().into()];
+        match &self.project {
+            Choice::Search => {}
+            Choice::Dir(dir) => out.push(flag_word("--project-dir", dir.as_os_str())),
+            Choice::File(file) => out.push(flag_word("--file", file.as_os_str())),
+            Choice::None => out.push("--no-project".into()),
+        }
+        out
+    }
+}
+
+/// `--flag=VALUE`, one word: a value that starts with `-` stays a value.
+fn flag_word(flag: &str, value: &std::ffi::OsStr) -> OsString {
+    let mut word = OsString::from(format!("{flag}="));
+    word.push(value);
+    word
 }
 
 impl Cli {
@@ -427,6 +450,30 @@ pub struct InstanceArgs {
 }
 
 impl InstanceArgs {
+    /// These flags as words of a command line (after the verb).
+    pub fn command_line(&self) -> Vec<OsString> {
+        let mut out = Vec::new();
+        let values = [
+            ("--config", self.config.as_ref().map(OsString::from)),
+            ("--data-dir", self.data_dir.as_ref().map(OsString::from)),
+            ("--port", self.port.map(|p| p.to_string().into())),
+            ("--name", self.name.as_ref().map(OsString::from)),
+            (
+                "--listen-address",
+                self.listen_address.as_ref().map(OsString::from),
+            ),
+        ];
+        for (flag, value) in values {
+            if let Some(value) = value {
+                out.push(flag_word(flag, &value));
+            }
+        }
+        if self.system {
+            out.push("--system".into());
+        }
+        out
+    }
+
     /// The config sources these flags name (for the commands that address a running instance).
     pub fn sources(&self) -> Sources {
         Sources {
@@ -533,29 +580,12 @@ impl RunArgs {
     /// inherits the working directory, against which relative paths resolve and from which it
     /// finds the same project file.
     pub fn command_line(&self, verb: &str, globals: &Globals) -> Vec<OsString> {
-        use crate::config::project::Choice;
-        let mut out: Vec<OsString> = vec![
-            "--log-format".into(),
-            globals.log_format.flag_value().into(),
-        ];
-        let mut joined = |flag: &str, value: &Path| {
-            let mut word = OsString::from(format!("{flag}="));
-            word.push(value);
-            out.push(word);
-        };
-        match &globals.project {
-            Choice::Search => {}
-            Choice::Dir(dir) => joined("--project-dir", dir),
-            Choice::File(file) => joined("--file", file),
-            Choice::None => out.push("--no-project".into()),
-        }
+        let mut out = globals.command_line();
         out.push(verb.into());
         // `--flag=VALUE`, one word: a value that starts with `-` stays a value.
         let mut value = |flag: &str, value: Option<OsString>| {
             if let Some(value) = value {
-                let mut word = OsString::from(format!("{flag}="));
-                word.push(value);
-                out.push(word);
+                out.push(flag_word(flag, &value));
             }
         };
         let path = |p: &Option<PathBuf>| p.as_ref().map(OsString::from);
@@ -573,11 +603,6 @@ impl RunArgs {
             http_address,
             no_spare,
         } = self;
-        value("--config", path(&instance.config));
-        value("--data-dir", path(&instance.data_dir));
-        value("--port", instance.port.map(|p| p.to_string().into()));
-        value("--name", text(&instance.name));
-        value("--listen-address", text(&instance.listen_address));
         value("--archive", path(&binaries.archive));
         value("--install-dir", path(&binaries.install_dir));
         value("--version", text(&binaries.version));
@@ -595,7 +620,6 @@ impl RunArgs {
         value("--data-from", path(data_from));
         value("--http-address", text(http_address));
         let switches = [
-            (instance.system, "--system"),
             (*create_user, "--create-user"),
             (*ephemeral, "--ephemeral"),
             (*recover, "--recover"),
@@ -611,6 +635,7 @@ impl RunArgs {
         for _ in 0..verbosity.verbose {
             out.push("--verbose".into());
         }
+        out.extend(instance.command_line());
         out
     }
 
@@ -637,6 +662,7 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn cli_is_well_formed() {

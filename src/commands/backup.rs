@@ -5,9 +5,9 @@
 //! `pgwarden backup verify [FILE]` runs in [`crate::commands::backup_verify`].
 
 use crate::backup::{base, human_bytes, now_ms, record, verify};
-use crate::commands::InstanceArgs;
 use crate::commands::backup_verify::request_for;
 use crate::commands::common::{Instance, human_duration};
+use crate::commands::{Globals, InstanceArgs};
 use crate::error::{Error, Result};
 use clap::{Args, Subcommand};
 use std::io::IsTerminal;
@@ -52,19 +52,19 @@ pub enum BackupCommand {
 touching it: checks the archive against its manifest, restores it into a throwaway directory \
 (in /dev/shm when it fits in memory with room to spare, else the temp directory; refused up front \
 when it fits nowhere), replays its WAL to the backup's end in a throwaway server (Unix socket only, \
-fsync off, small memory, no archiving, nice 19 and idle I/O) — with --to TIME on through the WAL \
-archive —, then checks every database with amcheck: verify_heapam on every table (the catalog \
+fsync off, small memory, no archiving) — with --to TIME on through the WAL archive —, then checks every database with amcheck: verify_heapam on every table (the catalog \
 included: every page read) and bt_index_check on every B-tree index (heapallindexed for tables up \
-to 1 GiB). Prints what it checked; on failure names the step and each damaged relation. Exit 0 \
+to 1 GiB). All of it runs in an idle session of its own (SCHED_IDLE, nice 19, idle I/O): it takes \
+only the CPU the running server leaves. Prints what it checked; on failure names the step and each damaged relation. Exit 0 \
 only when all is sound. The result is recorded for `status` and /metrics.",
         after_help = "Examples:\n  pgwarden backup verify                         # the newest backup in the backup directory\n  pgwarden backup verify ./before-migration.tar.zst\n  pgwarden backup verify --to '2026-12-01 13:30:00+00'"
     )]
     Verify(super::backup_verify::VerifyArgs),
 }
 
-pub async fn run(args: BackupArgs, instance: Instance) -> Result<i32> {
+pub async fn run(args: BackupArgs, instance: Instance, globals: &Globals) -> Result<i32> {
     if let Some(BackupCommand::Verify(verify_args)) = args.command {
-        return crate::commands::backup_verify::run(verify_args, instance).await;
+        return crate::commands::backup_verify::run(verify_args, instance, globals).await;
     }
     instance.require_running()?;
     let status = instance.status.clone().ok_or_else(|| Error::Backup {

@@ -3,8 +3,8 @@
 //! installation and server user, the result recorded for `status` and /metrics.
 
 use crate::backup::{base, verify};
-use crate::commands::InstanceArgs;
 use crate::commands::common::Instance;
+use crate::commands::{Globals, InstanceArgs};
 use crate::error::{Error, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -24,8 +24,31 @@ pub struct VerifyArgs {
     pub instance: InstanceArgs,
 }
 
+impl VerifyArgs {
+    /// This command as a command line (after the program), from its parsed flags.
+    fn command_line(&self, globals: &Globals) -> Vec<std::ffi::OsString> {
+        let mut out = globals.command_line();
+        out.extend(["backup".into(), "verify".into()]);
+        out.extend(self.instance.command_line());
+        if let Some(to) = &self.to {
+            out.push(format!("--to={to}").into());
+        }
+        if let Some(file) = &self.file {
+            // After `--`: a file named like a flag stays a file.
+            out.push("--".into());
+            out.push(crate::os::paths::absolute(file).into());
+        }
+        out
+    }
+}
+
 /// `pgwarden backup verify [FILE] [--to TIME]`.
-pub async fn run(args: VerifyArgs, instance: Instance) -> Result<i32> {
+pub async fn run(args: VerifyArgs, instance: Instance, globals: &Globals) -> Result<i32> {
+    // The whole verification (the unpack here, the throwaway server's checks) beside the
+    // running server without taking its cores: this command again, in an idle session.
+    if let Some(code) = crate::os::background::again_in_idle_session(args.command_line(globals)) {
+        return Ok(code);
+    }
     if let Some(time) = &args.to {
         crate::backup::wal_archive::parse_target(time)?;
     }
@@ -194,4 +217,45 @@ pub fn request_for(
         install,
         run_as,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{Cli, Command, LogFormat};
+    use clap::Parser;
+    use std::ffi::OsString;
+
+    /// The command line the verification runs again with (in its idle session) is the same
+    /// command: every flag, a `--to`, and a file whose name looks like a flag.
+    #[test]
+    fn the_command_line_run_again_parses_back_to_the_same_command() {
+        let args = VerifyArgs {
+            file: Some("/backups/--name=other.tar.zst".into()),
+            to: Some("2026-12-01 13:30:00+00".into()),
+            instance: InstanceArgs {
+                config: Some("/etc/c.toml".into()),
+                data_dir: Some("/srv/my data".into()),
+                port: Some(6543),
+                name: Some("-shop".into()),
+                listen_address: Some("127.0.0.2".into()),
+                system: true,
+            },
+        };
+        let globals = Globals {
+            log_format: LogFormat::Json,
+            project: crate::config::project::Choice::None,
+        };
+        let line = args.command_line(&globals);
+        let cli =
+            Cli::try_parse_from(std::iter::once(OsString::from("pgwarden")).chain(line)).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let Command::Backup(backup) = cli.command else {
+            panic!("not backup: {:?}", cli.command)
+        };
+        let Some(crate::commands::backup::BackupCommand::Verify(parsed)) = backup.command else {
+            panic!("not backup verify: {backup:?}")
+        };
+        assert_eq!(format!("{parsed:?}"), format!("{args:?}"));
+    }
 }

@@ -80,6 +80,13 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
     let (ready_tx, ready_rx) = oneshot::channel();
     // Before the server starts: a Ctrl-C while it starts stops it (after, it reaches CMD).
     let mut interrupt = signal(SignalKind::interrupt()).ok();
+    // `snapshot restore` asks the supervisor — this process — to swap clusters by SIGUSR1.
+    if let Ok(mut swap) = signal(SignalKind::user_defined1()) {
+        let controls = controls.clone();
+        tokio::spawn(async move {
+            while swap.recv().await.is_some() && controls.send(Control::Swap).is_ok() {}
+        });
+    }
     let server = run::serve(&run_args, resolved, events, Some(ready_tx));
     tokio::pin!(server);
     let line = tokio::select! {

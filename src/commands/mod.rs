@@ -61,7 +61,7 @@ pub async fn dispatch(cli: Cli, run_instance: Option<Result<Resolved>>) -> Resul
     }));
     match cli.command {
         Command::Run(args) => run::run(args, addressed.take()?).await.map(|()| 0),
-        Command::Backup(args) => backup::run(args, addressed.observe()?).await,
+        Command::Backup(args) => backup::run(args, addressed.observe()?, globals).await,
         Command::ArchiveWal(args) => archive_wal::run(args),
         Command::Restore(args) => restore::run(args, addressed.observe()?, globals).await,
         Command::Snapshot(command) => snapshot::run(command, addressed.observe()?, globals).await,

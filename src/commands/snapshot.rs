@@ -1,12 +1,15 @@
 //! `pgwarden snapshot save|restore|ls|rm NAME`: dev snapshots of the whole cluster
 //! ([`crate::backup::snapshot`]).
 //!
-//! The server is stopped (fast) through `pgwarden stop`'s own path for the copy (save) or the
-//! swap (restore), and started again with the arguments and environment it had
-//! ([`crate::backup::relaunch`]).
+//! For a save, the server is stopped (fast) through `pgwarden stop`'s own path for the copy,
+//! and started again with the arguments and environment it had ([`crate::backup::relaunch`]).
+//! A restore stages the copy while the server runs; a running supervisor then swaps it in
+//! itself and starts its server again ([`crate::backup::snapshot_swap`]); a stopped instance
+//! (or `--no-start`) is swapped here and started through `pgwarden start`.
 
 use crate::backup::relaunch::Relaunch;
 use crate::backup::snapshot::{self, RemoveOnDrop, StagingLock};
+use crate::backup::snapshot_swap;
 use crate::backup::{human_bytes, rfc3339};
 use crate::commands::common::{Instance, human_duration};
 use crate::commands::stop;
@@ -167,6 +170,28 @@ async fn restore(args: SnapshotArgs, instance: Instance, globals: &Globals) -> R
     .expect("the snapshot thread does not panic");
     let staging = staged?;
     let guard = RemoveOnDrop(Some(staging.clone()));
+    if let Some(pid) = instance.supervisor
+        && !args.no_start
+    {
+        // The running supervisor swaps it in itself and starts its server again: same pid,
+        // same environment, no second pgwarden. On failure it starts the old cluster again;
+        // the guard removes what is left at the staging path either way.
+        snapshot_swap::ask(&instance.state_dir, pid)?;
+        // The stop, then a warm start (or, after a failed swap, a crash recovery of the old cluster).
+        let limit = instance.config.shutdown_timeout + std::time::Duration::from_secs(60);
+        snapshot_swap::wait(&instance.state_dir, pid, limit).await?;
+        // The cluster it replaced, now at the staging path: deleted in the background.
+        crate::os::deletion::delete_beside(&staging, &data_dir)?;
+        guard.disarm();
+        drop(staging_lock);
+        eprintln!(
+            "snapshot: restored {:?} into {} in {} (pgwarden pid {pid} kept running)",
+            args.snapshot,
+            data_dir.display(),
+            human_duration(started.elapsed().as_millis() as u64)
+        );
+        return Ok(0);
+    }
     let relaunch = stop_for(&instance).await?;
     // Held for the swap: no `run` may start on the data directory meanwhile.
     let swapped = InstanceLock::acquire(&instance.state_dir, &data_dir)

@@ -132,7 +132,7 @@ pub async fn run(args: UpgradeArgs, resolved: Resolved, globals: &Globals) -> Re
             instance: args.instance.clone(),
             command: None,
         };
-        if let Err(e) = super::backup::run(backup, resolved.clone().observe()).await {
+        if let Err(e) = super::backup::run(backup, resolved.clone().observe(), globals).await {
             upgrade::abandon(prepared).await?;
             return Err(Error::UpgradeRefused {
                 what: format!(

@@ -1,6 +1,13 @@
 //! Low priority for work nobody waits for (the background template fill, a reset's deletion):
 //! nice 19 and the idle I/O class, which the kernel serves only when no one else needs the disk.
 //! Both are per thread on Linux and inherited by the processes a thread forks. Best effort.
+//!
+//! A server that runs beside a busy one for minutes (backup verify's throwaway server) needs
+//! more than nice 19: Linux (with autogroups, the default) first shares the CPU between
+//! sessions and only then by nice inside one, so a niced server in the caller's session still
+//! takes half the cores from the running server's session. [`idle_session`] gives it a
+//! session of its own at nice 19 and `SCHED_IDLE`; [`again_in_idle_session`] runs a whole
+//! command (`backup verify`: its unpack, then its throwaway server) that way.
 
 use std::os::unix::process::CommandExt;
 
@@ -47,5 +54,98 @@ pub fn lower_command(command: &mut std::process::Command) {
             let _ = lower(0);
             Ok(())
         });
+    }
+}
+
+/// A session of its own (and with it, on Linux, an autogroup of its own, at nice 19),
+/// `SCHED_IDLE`, nice 19 and idle I/O for `command`'s process and everything it forks. Between
+/// sessions the CPU is shared by their autogroups' weights first, so a busy session at nice 19
+/// weighs 15 against a running server's 1024; inside it, a task of another policy that wakes
+/// preempts an idle one at once. A machine busy everywhere (CI) slows such work a lot; nothing
+/// in it may wait on a deadline shorter than its own work. The new session is its own process
+/// group: stop it with `killpg(pid)`.
+pub fn idle_session(command: &mut std::process::Command) {
+    // SAFETY: setsid, open, write, close, sched_setscheduler, setpriority and ioprio_set are
+    // async-signal-safe system calls on the child's own ids; nothing else runs between fork and
+    // exec, and nothing here allocates.
+    unsafe {
+        command.pre_exec(|| {
+            // The child of a fork is no group leader, so this fails only if the caller already
+            // made it one (process_group): then it would not be the group that is signalled.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            let autogroup = nix::libc::open(c"/proc/self/autogroup".as_ptr(), nix::libc::O_WRONLY);
+            if autogroup >= 0 {
+                let _ = nix::libc::write(autogroup, b"19".as_ptr().cast(), 2);
+                nix::libc::close(autogroup);
+            }
+            let param = nix::libc::sched_param { sched_priority: 0 };
+            let _ = nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &param);
+            let _ = lower(0);
+            Ok(())
+        });
+    }
+}
+
+/// Set, to the starting process's pid, in the process [`again_in_idle_session`] starts.
+const IDLE_SESSION_ENV: &str = "PGWARDEN_IDLE_SESSION";
+
+/// Runs this very command again (`args`: its command line after the program, as the command
+/// builds it from its parsed flags; its environment, working directory and standard streams)
+/// in an [`idle_session`] and returns that process's exit code (128+N for a signal
+/// N); `None` in that second process, or when it cannot be started (the caller then does the
+/// work itself, at its own priority). For work beside a running server that takes minutes
+/// (`backup verify`): nice 19 in the caller's session would still take half the cores from the
+/// server's session. The second process dies with this one (parent-death signal); what it
+/// leaves is swept by the next run of the same command.
+///
+/// Call it from a thread that lives until the command ends (the parent-death signal follows
+/// the thread that forked, not the process).
+pub fn again_in_idle_session(args: Vec<std::ffi::OsString>) -> Option<i32> {
+    if std::env::var_os(IDLE_SESSION_ENV).is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(args)
+        .env(IDLE_SESSION_ENV, std::process::id().to_string());
+    let parent = nix::unistd::getpid();
+    // SAFETY: prctl and getppid are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("pgwarden exited"));
+            }
+            Ok(())
+        });
+    }
+    idle_session(&mut command);
+    let status = match command.status() {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::debug!("cannot run this command in an idle session: {e}; running it here");
+            return None;
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Some(
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+    )
+}
+
+/// The pid that names this command's work (its scratch directories, which the next run sweeps
+/// once that pid is gone): the process the user started — this one, or the one that runs it
+/// again in an idle session (its parent, whose death ends it).
+pub fn command_pid() -> u32 {
+    let own = std::process::id();
+    let starter =
+        std::env::var_os(IDLE_SESSION_ENV).and_then(|pid| pid.to_str()?.parse::<u32>().ok());
+    match starter {
+        Some(pid) if nix::unistd::getppid().as_raw() as u32 == pid => pid,
+        _ => own,
     }
 }

@@ -23,10 +23,44 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long the server may take to become ready or to stop.
+/// How long the server may take to become ready (an idle one: [`Purpose::start_timeout`]) or
+/// to stop.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(2);
+
+/// What a temporary server is for: its name in errors, and how it competes for the CPU.
+#[derive(Clone, Copy)]
+pub struct Purpose {
+    pub name: &'static str,
+    /// Beside a running server, for minutes, nobody waiting on each step (backup verify):
+    /// a session of its own in `SCHED_IDLE` ([`crate::os::background::idle_session`]).
+    /// Otherwise the server has its own process group and the priority of the thread that
+    /// starts it (already lowered for the background template fill).
+    pub idle: bool,
+}
+
+impl Purpose {
+    /// An idle server on a busy machine gets almost no CPU, for as long as the machine is
+    /// busy, and a verification's replay (with `--to`, through a WAL archive) is as long as its
+    /// WAL: it is waited for as long as it lives, up to a day, not failed after two minutes.
+    fn start_timeout(self) -> Duration {
+        if self.idle {
+            Duration::from_secs(24 * 3600)
+        } else {
+            START_TIMEOUT
+        }
+    }
+
+    pub const FIRST_LAUNCH: Purpose = Purpose {
+        name: "first launch",
+        idle: false,
+    };
+    pub const VERIFICATION: Purpose = Purpose {
+        name: "verification",
+        idle: true,
+    };
+}
 
 /// A running temporary server; stopped (fast shutdown) by [`TempServer::stop`], killed on drop.
 pub struct TempServer {
@@ -39,6 +73,7 @@ pub struct TempServer {
     cancel: Cancel,
     /// What the server is for, in its errors: "first launch", "verification".
     purpose: &'static str,
+    start_timeout: Duration,
 }
 
 impl TempServer {
@@ -51,7 +86,7 @@ impl TempServer {
         cancel: &Cancel,
     ) -> Result<TempServer> {
         Self::start_for(
-            "first launch",
+            Purpose::FIRST_LAUNCH,
             config,
             install,
             run_as,
@@ -61,9 +96,9 @@ impl TempServer {
         )
     }
 
-    /// [`TempServer::start`] for `purpose` (named in its errors).
+    /// [`TempServer::start`] for `purpose`.
     pub fn start_for(
-        purpose: &'static str,
+        purpose: Purpose,
         config: &Config,
         install: &Install,
         run_as: &RunAs,
@@ -93,8 +128,12 @@ impl TempServer {
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0);
+            .stderr(Stdio::piped());
+        if purpose.idle {
+            crate::os::background::idle_session(&mut command);
+        } else {
+            command.process_group(0);
+        }
         run_as.apply_std(&mut command);
         // A cancellable step's server (the background template fill) is killed if the thread
         // that starts it ends (pgwarden SIGKILLed, say): that cluster is thrown away, and an
@@ -142,7 +181,8 @@ impl TempServer {
             port: config.port,
             log,
             cancel: cancel.clone(),
-            purpose,
+            purpose: purpose.name,
+            start_timeout: purpose.start_timeout(),
         };
         server.wait_ready()?;
         tracing::debug!(
@@ -157,7 +197,7 @@ impl TempServer {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + self.start_timeout;
         let pid = Pid::from_raw(self.pid().expect("running") as i32);
         loop {
             if pid_file::ready(&self.data_dir, pid) {
@@ -169,7 +209,7 @@ impl TempServer {
                     what: format!(
                         "the temporary server for {} was not ready after {}s: {}",
                         self.purpose,
-                        START_TIMEOUT.as_secs(),
+                        self.start_timeout.as_secs(),
                         self.last_error()
                     ),
                 });
@@ -200,7 +240,7 @@ impl TempServer {
     /// (57P03) until the recovery has ended. Its exit meanwhile (a recovery that failed) is an
     /// error with the server's own last error.
     pub fn wait_accepting(&mut self, user: &str, database: &str) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + self.start_timeout;
         loop {
             self.fail_if_exited()?;
             match self.connect(user, "", database) {
@@ -226,7 +266,7 @@ impl TempServer {
                     what: format!(
                         "the temporary server for {} did not accept connections after {}s: {}",
                         self.purpose,
-                        START_TIMEOUT.as_secs(),
+                        self.start_timeout.as_secs(),
                         self.last_error()
                     ),
                 });

@@ -93,6 +93,9 @@ pub enum Event {
     StopNow,
     /// SIGHUP: re-read the configuration.
     Reload,
+    /// `snapshot restore` (SIGUSR1 with its request): stop the server at once, swap the staged
+    /// copy in, start it again ([`crate::backup::snapshot_swap`]).
+    Swap,
     /// A reload re-read a valid configuration: its policy applies from now on.
     Reconfigured(Policy),
     /// Time to tell systemd's watchdog that pgwarden is alive.
@@ -190,6 +193,14 @@ pub enum Action {
     Notify(Notice),
     /// Write the status record (the one place it is published).
     WriteStatus,
+    /// The server is stopped for a swap: exchange the staged copy with the data directory (the
+    /// executor keeps the outcome for [`Action::AnswerSwap`]).
+    SwapIn,
+    /// Answer the snapshot restore: ready after the swap (`failed: None`, unless the executor's
+    /// swap failed), or why not.
+    AnswerSwap {
+        failed: Option<String>,
+    },
     /// A state change, for the log.
     Transition {
         from: State,
@@ -255,6 +266,10 @@ pub struct Machine {
     stop_pending: bool,
     /// The last health probe could not be made (logged once per such spell).
     unprobed: bool,
+    /// A swap was asked for: the server is stopping for it.
+    swapping: bool,
+    /// The swap is done (or failed): answer once the server is ready again.
+    answer_swap: bool,
 }
 
 impl Machine {
@@ -280,6 +295,8 @@ impl Machine {
             reload_when_ready: false,
             stop_pending: false,
             unprobed: false,
+            swapping: false,
+            answer_swap: false,
         }
     }
 
@@ -365,6 +382,9 @@ impl Machine {
         if std::mem::take(&mut self.reload_when_ready) {
             self.reload_ready(out);
         }
+        if std::mem::take(&mut self.answer_swap) {
+            out.push(Action::AnswerSwap { failed: None });
+        }
     }
 
     /// A reload of a ready server: `RELOADING=1`, re-read, SIGHUP, `READY=1`.
@@ -397,6 +417,56 @@ impl Machine {
         out.push(Action::Cancel(Timer::Hang));
         self.go(State::Stopping, format!("{} shutdown", mode.name()), out);
         out.push(Action::Notify(Notice::Stopping));
+    }
+
+    /// A swap request: only a ready server is swapped (stopped at once: the cluster it runs is
+    /// discarded, see [`crate::backup::snapshot_swap`]); otherwise the request is refused.
+    fn swap(&mut self, out: &mut Vec<Action>) {
+        let state = self.record.state;
+        let hung = self.run.as_ref().is_some_and(|r| r.hung);
+        if state != State::Ready || hung || self.swapping || self.answer_swap {
+            out.push(Action::AnswerSwap {
+                failed: Some(format!(
+                    "the server is {state}{}, not ready; nothing was changed",
+                    if hung { " (hung)" } else { "" }
+                )),
+            });
+            return;
+        }
+        self.swapping = true;
+        out.push(Action::Escalate(escalation::shutdown(
+            Signal::SIGQUIT,
+            self.policy.shutdown_timeout,
+        )));
+        if self.run.as_ref().is_some_and(|r| r.reconciling) || self.announced {
+            out.push(Action::CancelReconcile);
+        }
+        out.push(Action::Probe(Probing::Off));
+        out.push(Action::Cancel(Timer::Stable));
+        out.push(Action::Cancel(Timer::Hang));
+        self.go(
+            State::Restarting,
+            "snapshot restore: stopping for the swap",
+            out,
+        );
+    }
+
+    /// The server stopped for a swap: swap, then start it (or stop, if asked meanwhile).
+    fn swapped(&mut self, report: ExitReport, out: &mut Vec<Action>) {
+        self.swapping = false;
+        self.run = None;
+        self.record.postmaster_pid = None;
+        self.record.last_exit = Some(last_exit(&report));
+        if self.stop_pending {
+            out.push(Action::AnswerSwap {
+                failed: Some("pgwarden was asked to stop; nothing was changed".into()),
+            });
+            self.stopped("shutdown during a snapshot restore", out);
+            return;
+        }
+        out.push(Action::SwapIn);
+        self.answer_swap = true;
+        self.spawn("snapshot restored".into(), out);
     }
 
     fn stopped(&mut self, cause: &str, out: &mut Vec<Action>) {
@@ -475,6 +545,14 @@ impl Machine {
                 self.back_off(cause, out);
             }
             return;
+        }
+        if std::mem::take(&mut self.answer_swap) {
+            out.push(Action::AnswerSwap {
+                failed: Some(format!(
+                    "postgres failed to start after the swap: {}",
+                    last.text
+                )),
+            });
         }
         self.record.failed_starts += 1;
         self.failures.push_back(report.at);
@@ -658,6 +736,7 @@ pub fn step(m: &mut Machine, event: Event) -> Vec<Action> {
             }
         }
         Event::Unprobed => {}
+        Event::Exited(report) if state == Restarting && m.swapping => m.swapped(report, &mut out),
         Event::Exited(report) => {
             if matches!(state, Starting | Ready | Stopping) {
                 m.exited(report, &mut out);
@@ -704,6 +783,14 @@ pub fn step(m: &mut Machine, event: Event) -> Vec<Action> {
                 ));
             }
             Starting | Ready => m.stop_server(mode, &mut out),
+            Restarting if m.swapping => {
+                m.stop_pending = true;
+                out.push(Action::Log(
+                    Level::Info,
+                    "stop requested: pgwarden stops once the server has stopped for the swap"
+                        .into(),
+                ));
+            }
             Restarting => {
                 out.push(Action::Cancel(Timer::Backoff));
                 m.stopped("shutdown while restarting", &mut out);
@@ -732,6 +819,7 @@ pub fn step(m: &mut Machine, event: Event) -> Vec<Action> {
             Ready => m.reload_ready(&mut out),
             Stopping | Stopped => {}
         },
+        Event::Swap => m.swap(&mut out),
         Event::Reconfigured(policy) => {
             m.policy = policy;
             m.next_backoff = m.next_backoff.clamp(

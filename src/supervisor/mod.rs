@@ -22,6 +22,7 @@ mod spares;
 
 pub use machine::{Action, Event, Machine, step};
 
+use crate::backup::snapshot_swap;
 use crate::binaries::{self, Install};
 use crate::cluster::template_fill::TemplateFill;
 use crate::cluster::{self, Cluster};
@@ -147,6 +148,8 @@ pub struct Supervisor {
     /// Where the `ready:` line goes when the supervisor runs inside another command
     /// (`exec --ephemeral`); on stdout otherwise.
     first_ready: Option<oneshot::Sender<String>>,
+    /// Why the last snapshot swap failed (the old cluster is started again), for its answer.
+    swap_error: Option<String>,
 }
 
 impl Supervisor {
@@ -216,6 +219,7 @@ impl Supervisor {
             probe_rx,
             polling_since: Instant::now(),
             first_ready: None,
+            swap_error: None,
         }
     }
 
@@ -305,7 +309,10 @@ impl Supervisor {
                 _ = heartbeat.tick() => Wake::Beat,
             };
             let event = match wake {
-                Wake::Control(Some(control)) => self.control(control),
+                Wake::Control(Some(control)) => match self.control(control) {
+                    Some(event) => event,
+                    None => continue,
+                },
                 Wake::Control(None) => {
                     self.controls_open = false;
                     continue;
@@ -372,16 +379,21 @@ impl Supervisor {
         }
     }
 
-    /// A control signal as an event.
-    fn control(&mut self, control: Control) -> Event {
+    /// A control signal as an event (none: a SIGUSR1 without a swap request, ignored).
+    fn control(&mut self, control: Control) -> Option<Event> {
         if matches!(control, Control::Immediate | Control::Shutdown { .. })
             && let Some(fill) = &self.template_fill
         {
             // A stop never waits for it: its children are killed now.
             fill.cancel();
         }
-        match control {
+        Some(match control {
             Control::Reload => Event::Reload,
+            Control::Swap if snapshot_swap::take_request(&self.state_dir) => Event::Swap,
+            Control::Swap => {
+                warn!("SIGUSR1 without a snapshot restore request: ignored");
+                return None;
+            }
             Control::Immediate => Event::StopNow,
             Control::Shutdown { .. } if self.stop_seen => Event::StopNow,
             Control::Shutdown { .. } => {
@@ -393,7 +405,7 @@ impl Supervisor {
                     .unwrap_or(self.config.shutdown_mode);
                 Event::Stop(mode)
             }
-        }
+        })
     }
 
     fn initialised(&mut self, done: Result<Cluster>) -> Event {
@@ -612,6 +624,29 @@ impl Supervisor {
             }
             Action::Notify(notice) => self.notify(notice),
             Action::WriteStatus => self.write_status(),
+            Action::SwapIn => {
+                let data_dir = self.config.data_dir.clone();
+                let data_dir = self
+                    .cluster
+                    .as_ref()
+                    .map_or(data_dir, |c| c.data_dir.clone());
+                match snapshot_swap::swap_staged(&data_dir) {
+                    Ok(()) => info!("snapshot restore: the staged copy is swapped in"),
+                    Err(e) => {
+                        let why = e.with_causes();
+                        error!("snapshot restore failed; starting the cluster as it was: {why}");
+                        self.swap_error = Some(why);
+                    }
+                }
+            }
+            Action::AnswerSwap { failed } => {
+                let failed = failed.or_else(|| self.swap_error.take());
+                snapshot_swap::answer(&self.state_dir, failed.as_deref());
+                if failed.is_none() {
+                    // The restored snapshot's spare was used: make it again.
+                    self.start_background(None);
+                }
+            }
             Action::Log(level, text) => match level {
                 Level::Info => info!("{text}"),
                 Level::Warn => warn!("{text}"),
@@ -687,28 +722,8 @@ impl Supervisor {
                 }
                 self.notifier.ready(&line);
                 // The template (after a first launch that ran initdb), then the spares.
-                if let (Some(cluster), Some(install)) = (&self.cluster, &self.install)
-                    && !self.stop_seen
-                {
-                    let (config, install_then, run_as) =
-                        (self.config.clone(), install.clone(), self.run_as.clone());
-                    let spare_template = cluster.spare_template.clone();
-                    self.template_fill = Some(TemplateFill::start(
-                        &self.config,
-                        install,
-                        &self.run_as,
-                        cluster.fill_template.clone(),
-                        move |cancel| {
-                            spares::prepare(
-                                &config,
-                                &install_then,
-                                &run_as,
-                                spare_template.as_deref(),
-                                cancel,
-                            )
-                        },
-                    ));
-                }
+                let fill = self.cluster.as_ref().and_then(|c| c.fill_template.clone());
+                self.start_background(fill);
             }
             Notice::Reloading => self.notifier.reloading(),
             Notice::Reloaded => self.notifier.ready("ready (reloaded)"),
@@ -716,6 +731,40 @@ impl Supervisor {
             Notice::Stopping => self.notifier.stopping(),
             Notice::Watchdog => self.notifier.watchdog(),
             Notice::ExtendTimeout => self.notifier.extend_timeout(EXTEND_BY),
+        }
+    }
+
+    /// Starts the background work of a ready server: the template fill (`fill`), then the
+    /// spares. Not while stopping, nor while an earlier one still runs.
+    fn start_background(&mut self, fill: Option<PathBuf>) {
+        if self
+            .template_fill
+            .as_ref()
+            .is_some_and(TemplateFill::is_running)
+        {
+            return;
+        }
+        if let (Some(cluster), Some(install)) = (&self.cluster, &self.install)
+            && !self.stop_seen
+        {
+            let (config, install_then, run_as) =
+                (self.config.clone(), install.clone(), self.run_as.clone());
+            let spare_template = cluster.spare_template.clone();
+            self.template_fill = Some(TemplateFill::start(
+                &self.config,
+                install,
+                &self.run_as,
+                fill,
+                move |cancel| {
+                    spares::prepare(
+                        &config,
+                        &install_then,
+                        &run_as,
+                        spare_template.as_deref(),
+                        cancel,
+                    )
+                },
+            ));
         }
     }
 

@@ -851,3 +851,56 @@ fn an_impossible_transition_is_reported_as_a_bug_in_release_builds_too() {
     );
     assert_eq!(m.state(), Stopped);
 }
+
+#[test]
+fn a_swap_stops_the_ready_server_at_once_swaps_then_starts_and_answers_when_ready() {
+    let mut m = ready();
+    let actions = step(&mut m, Event::Swap);
+    assert_eq!(m.state(), Restarting);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Escalate(ladder) if !ladder.is_empty())),
+        "{actions:#?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::SwapIn)));
+    // The swap happens once the server is gone, before the spawn.
+    let actions = step(&mut m, killed(Signal::SIGQUIT, true, Instant::now()));
+    let swap = actions.iter().position(|a| matches!(a, Action::SwapIn));
+    let spawn = actions.iter().position(|a| matches!(a, Action::Spawn));
+    assert!(swap.is_some() && swap < spawn, "{actions:#?}");
+    assert_eq!(m.state(), Starting);
+    assert_eq!(m.record.restarts, 0, "a swap is no crash");
+    let actions = run(&mut m, vec![Event::Spawned { pid: PID }, Event::Accepting]);
+    assert_eq!(m.state(), Ready);
+    assert!(has(&actions, &Action::AnswerSwap { failed: None }));
+}
+
+#[test]
+fn a_swap_is_refused_unless_ready_and_a_stop_meanwhile_wins() {
+    let mut m = starting(Timing::Skip);
+    let actions = step(&mut m, Event::Swap);
+    assert_eq!(m.state(), Starting);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::AnswerSwap { failed: Some(_) })),
+        "{actions:#?}"
+    );
+    let mut m = ready();
+    step(&mut m, Event::Swap);
+    step(&mut m, Event::Stop(ShutdownMode::Fast));
+    let actions = step(&mut m, killed(Signal::SIGQUIT, true, Instant::now()));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SwapIn | Action::Spawn))
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::AnswerSwap { failed: Some(_) }))
+    );
+    assert_eq!(m.state(), Stopped);
+    assert_eq!(finish(&actions), Some(Finish::Stopped));
+}

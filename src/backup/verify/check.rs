@@ -113,17 +113,15 @@ pub fn check(server: &TempServer) -> Result<(Checked, Vec<Damage>)> {
     Ok((checked, damage))
 }
 
-/// The connections the checks of one database run on at once: every core but one (each check
-/// is one backend reading one relation, CPU-bound once its pages are cached), so that the
-/// running server always has a core whose work its clients wait on — a niced backend that
-/// holds a core still delays a waking client by its time slice (measured on 2 cores: two
-/// check connections cut the running server's pgbench tps to 0.40×). The largest relations
-/// go first, so that where there are several connections a big table's heap check and its
-/// index checks overlap.
+/// The connections the checks of one database run on at once: one per core (each check is one
+/// backend reading one relation, CPU-bound once its pages are cached). The throwaway server
+/// runs in an idle session (`SCHED_IDLE`, its session's autogroup at nice 19), so its backends
+/// take only what the running server and everything else leave: on 2 cores with nice 19 alone,
+/// two check connections had cut the running server's pgbench tps to 0.40×. The largest
+/// relations go first, so that where there are several connections a big table's heap check and
+/// its index checks overlap.
 fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1)
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// One relation to check.

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::os::cancel::Cancel;
 use crate::os::privilege::RunAs;
-use crate::postmaster::temp_server::TempServer;
+use crate::postmaster::temp_server::{Purpose, TempServer};
 use std::collections::BTreeMap;
 
 /// The port in the throwaway socket directory (`.s.PGSQL.<port>`): the directory is the
@@ -109,7 +109,7 @@ pub fn start(
     config.port = PORT;
     config.server = settings(&config.server, scratch);
     let mut server = TempServer::start_for(
-        "verification",
+        Purpose::VERIFICATION,
         &config,
         install,
         run_as,

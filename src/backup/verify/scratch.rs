@@ -118,7 +118,7 @@ impl Scratch {
         let root = place.dir.join(format!(
             "{PREFIX}{}-{}",
             nix::unistd::geteuid().as_raw(),
-            std::process::id()
+            crate::os::background::command_pid()
         ));
         private_dir::create_throwaway(&root)?;
         let scratch = Scratch { root };
