@@ -20,14 +20,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, &args),
     };
-    // Only `run` keeps a log file (for `pgwarden logs`); the other commands are short-lived.
-    // It lives in the instance's state directory, so `run`'s instance is resolved here, once.
-    let run_instance = match &cli.command {
-        Command::Run(args) => Some(pgwarden::instance::resolve::resolve(
-            cli.globals().sources(args.sources()),
-        )),
+    // Only a supervisor keeps a log file (for `pgwarden logs`): `run`, and `exec --ephemeral`,
+    // which supervises its throwaway server in its own process; the other commands are
+    // short-lived. It lives in the instance's state directory, so the instance is resolved
+    // here, once.
+    let supervises = match &cli.command {
+        Command::Run(args) => Some(args.sources()),
+        Command::Exec(args) if args.run.ephemeral => Some(args.run_args().sources()),
         _ => None,
     };
+    let embedded = matches!(&cli.command, Command::Exec(args) if args.run.ephemeral);
+    let run_instance = supervises
+        .map(|sources| pgwarden::instance::resolve::resolve(cli.globals().sources(sources)));
     let log_file = run_instance
         .as_ref()
         .and_then(|resolved| resolved.as_ref().ok())
@@ -41,7 +45,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => args.run.verbosity,
         _ => Default::default(),
     };
-    init_tracing(cli.log_format, verbosity, log_file);
+    init_tracing(cli.log_format, verbosity, log_file, embedded);
     // One thread is plenty for a supervisor, and costs least while idle; blocking work
     // (extraction, initdb) goes to tokio's blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -73,6 +77,7 @@ fn init_tracing(
     format: LogFormat,
     verbosity: pgwarden::commands::Verbosity,
     log_file: Option<pgwarden::instance::logfile::RotatingFile>,
+    embedded_supervisor: bool,
 ) {
     use pgwarden::log_lines;
     // RUST_LOG, when set, decides for stderr and the file alike.
@@ -92,6 +97,10 @@ fn init_tracing(
     let stderr_filter = if background {
         EnvFilter::new(log_lines::stderr_filter(0, false))
             .add_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+    } else if embedded_supervisor && verbosity.verbose == 0 {
+        // `exec --ephemeral`: the terminal is CMD's; the supervisor's lines go to the log file
+        // (`pgwarden logs`), as those of a background `run` do; only errors are shown here.
+        filter("error".to_string())
     } else {
         filter(log_lines::stderr_filter(verbosity.verbose, verbosity.quiet))
     };

@@ -692,3 +692,178 @@ fn a_pool_another_user_made_is_neither_used_nor_deleted() {
         intruder.uid.as_raw()
     );
 }
+
+/// `exec --ephemeral -- CMD` with the binaries of the test cache, CMD given to `sh -c`; CMD's
+/// environment has `ROOTS`, the throwaway root of an `exec-<pid>` instance without the pid (CMD's
+/// `$PPID` is exec's pid: `${ROOTS}$PPID` is the root of its server).
+fn exec_ephemeral(script: &str) -> Pgwarden {
+    let archive = npm_archive().display().to_string();
+    let install = shared_install_dir().display().to_string();
+    let roots = ephemeral_root("exec-").display().to_string();
+    Pgwarden::start(
+        &[
+            "exec",
+            "--ephemeral",
+            "--archive",
+            &archive,
+            "--install-dir",
+            &install,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        &[("ROOTS", &roots)],
+    )
+}
+
+/// The throwaway root of the server of `exec`, an `exec --ephemeral` without `--name`.
+fn exec_root(exec: &Pgwarden) -> PathBuf {
+    ephemeral_root(&format!("exec-{}", exec.pid()))
+}
+
+/// The postmaster pid CMD printed on a line `postmaster <pid>`.
+fn printed_postmaster(exec: &Pgwarden) -> i32 {
+    let line = exec.wait_for_stdout("postmaster ", FIRST_LAUNCH);
+    line.trim_start_matches("postmaster ")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (bounded) until process `pid` is gone; whether it is.
+fn gone_within(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while process_alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Prints the postmaster's pid of exec's server (`postmaster <pid>`).
+const PRINT_POSTMASTER: &str =
+    r#"echo "postmaster $(head -n1 "${ROOTS}$PPID/data/postmaster.pid")""#;
+
+/// `exec --ephemeral`: CMD gets a working server that `ls` lists while CMD runs, exec exits
+/// with CMD's code, and afterwards neither the server nor its root in /dev/shm is left.
+#[test]
+fn exec_ephemeral_gives_cmd_a_listed_server_exits_with_its_code_and_leaves_nothing() {
+    let bin = env!("CARGO_BIN_EXE_pgwarden");
+    let script = format!("{PRINT_POSTMASTER}; psql -XAtc 'select 40 + 2' && {bin} ls && exit 7");
+    let mut exec = exec_ephemeral(&script);
+    let root = exec_root(&exec);
+    let status = exec.wait_exit(FIRST_LAUNCH);
+    let out = exec.stdout_text();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "CMD's exit code: {out}\n{}",
+        exec.stderr_text()
+    );
+    assert!(
+        out.lines().any(|l| l == "42"),
+        "CMD reached the server: {out}"
+    );
+    let name = format!("exec-{}", exec.pid());
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&name) && l.contains("ready")),
+        "`pgwarden ls` lists {name} while CMD runs: {out}"
+    );
+    let postmaster = printed_postmaster(&exec);
+    assert!(
+        !process_alive(postmaster),
+        "the server {postmaster} is stopped"
+    );
+    assert!(!root.exists(), "{} is removed", root.display());
+}
+
+/// A Ctrl-C (SIGINT to exec's process group, as a terminal sends it) ends CMD; exec then
+/// removes the server and exits with CMD's code (130).
+#[test]
+fn ctrl_c_ends_cmd_and_exec_still_removes_the_server() {
+    let script = format!("{PRINT_POSTMASTER}; exec sleep 600");
+    let mut exec = exec_ephemeral(&script);
+    let root = exec_root(&exec);
+    let postmaster = printed_postmaster(&exec);
+    assert!(process_alive(postmaster));
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(exec.pid() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = exec.wait_exit(STOP);
+    assert_eq!(status.code(), Some(130), "{}", exec.stderr_text());
+    assert!(
+        !process_alive(postmaster),
+        "the server {postmaster} is stopped"
+    );
+    assert!(!root.exists(), "{} is removed", root.display());
+}
+
+/// A kill -9 of exec leaves no server running (its parent-death signal stops it), and the
+/// next ephemeral launch removes the root it left in /dev/shm.
+#[test]
+fn a_killed_exec_leaves_no_server_and_the_next_ephemeral_launch_sweeps_its_root() {
+    let script = format!("{PRINT_POSTMASTER}; exec sleep 600");
+    let exec = exec_ephemeral(&script);
+    let root = exec_root(&exec);
+    let postmaster = printed_postmaster(&exec);
+    assert!(process_alive(postmaster));
+    exec.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        gone_within(postmaster, STOP),
+        "the server {postmaster} of a killed exec still runs"
+    );
+    assert!(root.exists(), "the killed exec left {}", root.display());
+
+    let mut next = exec_ephemeral("true");
+    assert!(
+        next.wait_exit(FIRST_LAUNCH).success(),
+        "{}",
+        next.stderr_text()
+    );
+    assert!(
+        !root.exists(),
+        "the next ephemeral launch swept {}",
+        root.display()
+    );
+}
+
+/// The sweep of killed execs' roots removes only throwaway roots of pgwarden's own: a directory
+/// named like one but without pgwarden's marker, and a symlink named like one (pointing at a
+/// marked directory elsewhere), are left as they are, and what the symlink points at too.
+#[test]
+fn the_sweep_of_exec_roots_leaves_unmarked_directories_and_symlinks_alone() {
+    let dir = test_dir();
+    // Pids far above any pid_max: no exec of this test can have them.
+    let unmarked = ephemeral_root("exec-4199999991");
+    let link = ephemeral_root("exec-4199999992");
+    let target = dir.path().join("elsewhere");
+    std::fs::create_dir_all(unmarked.join("data")).unwrap();
+    std::fs::write(unmarked.join("data/keep"), "mine").unwrap();
+    std::fs::create_dir_all(target.join("data")).unwrap();
+    std::fs::write(target.join(".pgwarden-throwaway"), "1\n").unwrap();
+    std::fs::write(target.join("data/keep"), "mine").unwrap();
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let mut exec = exec_ephemeral("true");
+    let status = exec.wait_exit(FIRST_LAUNCH);
+    let kept = (
+        unmarked.join("data/keep").is_file(),
+        std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
+        target.join("data/keep").is_file(),
+    );
+    let _ = std::fs::remove_dir_all(&unmarked);
+    let _ = std::fs::remove_file(&link);
+    assert!(status.success(), "{}", exec.stderr_text());
+    assert_eq!(
+        kept,
+        (true, true, true),
+        "(unmarked directory, symlink, its target) kept"
+    );
+}

@@ -5,6 +5,14 @@
 //! unless given) and removed after CMD — the model of pg_virtualenv and pg_tmp. A Ctrl-C reaches
 //! CMD (it shares the terminal) and this command still removes the throwaway server after it.
 //!
+//! The server is supervised inside this process ([`run::serve`] as a future beside CMD's, its
+//! controls sent from here), not by a background `pgwarden run`: that cost a second exec of the
+//! binary, its own config load and instance resolution, a poll of its output file for the
+//! `ready:` line and a poll of its exit, and a fast shutdown's checkpoint of data about to be
+//! removed. Here the stop is immediate; a kill -9 of this process stops the server by its
+//! parent-death signal, and the next ephemeral launch sweeps the root
+//! ([`crate::instance::abandoned`]).
+//!
 //! CMD runs as the caller: it is the caller's own command, so it gets the caller's rights, and
 //! pgwarden adds the connection variables and puts the installation's programs first on PATH,
 //! so that `pg_dump`, `pg_restore`, `psql`, `pgbench` are the server's version. Not its `bin/`
@@ -14,18 +22,19 @@
 
 use crate::binaries;
 use crate::binaries::shims::Shims;
-use crate::commands::Globals;
 use crate::commands::RunArgs;
 use crate::commands::common::Instance;
-use crate::commands::start;
+use crate::commands::run;
 use crate::commands::url::variables;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::instance::resolve::Resolved;
+use crate::supervisor::signals::Control;
 use clap::Args;
+use nix::sys::signal::Signal;
 use std::ffi::OsString;
-use std::time::Duration;
-use tokio::time::Instant;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone, Args)]
 #[command(
@@ -34,7 +43,11 @@ and PGDATABASE set for the instance, and the installation's programs (pg_dump, p
 pgbench, …) first on PATH — run as the unprivileged user when pgwarden is root —, and exits with CMD's \
 exit code (128+N when a signal N ended it). \
 The instance must be running, unless --ephemeral: then a throwaway server (its own free port and \
-name, fsync off, in memory where /dev/shm exists) is started for CMD and removed after it.",
+name, fsync off, in memory where /dev/shm exists) is supervised by this process for CMD and \
+removed after it (an immediate stop: its data is thrown away); its log goes to the instance's log \
+file (`pgwarden logs`), only errors to the terminal (-v for more). A Ctrl-C reaches CMD; the server \
+is removed after CMD ends. If this process is killed, the server stops with it and the next \
+--ephemeral launch removes what it left.",
     after_help = "Examples:\n  pgwarden exec -- psql -c 'select 1'\n  pgwarden exec -- pg_dump -Fc trader > trader.dump\n  pgwarden exec -- npm run migrate\n  pgwarden exec --ephemeral -- cargo test      # a fresh server for one test run"
 )]
 pub struct ExecArgs {
@@ -51,22 +64,102 @@ pub struct ExecArgs {
 }
 
 /// `resolved`: the instance of [`ExecArgs::run_args`].
-pub async fn run(args: ExecArgs, resolved: Resolved, globals: &Globals) -> Result<i32> {
+pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
     if !args.run.ephemeral {
         let instance = resolved.observe();
         instance.require_running()?;
-        return run_command(&instance, &args.command).await;
+        return run_command(&instance, &args.command, || {}).await;
     }
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
     })?;
-    let config = resolved.config;
-    let run_args = args.run_args().command_line("run", globals);
-    let launched = start::launch(&config, run_args, Instant::now() + timeout, timeout).await?;
-    let instance = Instance::at(config, launched.state_dir);
-    let result = run_command(&instance, &args.command).await;
-    stop_throwaway(launched.pid).await;
+    let config = resolved.config.clone();
+    let run_args = args.run_args();
+    // The supervisor runs here, as a future of this task: its controls come from this command.
+    let (controls, events) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    // Before the server starts: a Ctrl-C while it starts stops it (after, it reaches CMD).
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    // `snapshot restore` asks the supervisor — this process — to swap clusters by SIGUSR1.
+    if let Ok(mut swap) = signal(SignalKind::user_defined1()) {
+        let controls = controls.clone();
+        tokio::spawn(async move {
+            while swap.recv().await.is_some() && controls.send(Control::Swap).is_ok() {}
+        });
+    }
+    let server = run::serve(&run_args, resolved, events, Some(ready_tx));
+    tokio::pin!(server);
+    let line = tokio::select! {
+        done = &mut server => return Err(ended_before_ready(done)),
+        line = ready_rx => match line {
+            Ok(line) => line,
+            // The supervisor is gone without a ready line: its result says why.
+            Err(_) => return Err(ended_before_ready(server.await)),
+        },
+        _ = tokio::time::sleep(timeout) => {
+            let _ = controls.send(Control::Immediate);
+            let _ = server.await;
+            return Err(Error::Server {
+                what: format!(
+                    "the throwaway server was not ready within {}s; stopped it\nhelp: raise --timeout, or run with -v to see why",
+                    timeout.as_secs()
+                ),
+            });
+        }
+        _ = interrupted(interrupt.as_mut()) => {
+            let _ = controls.send(Control::Immediate);
+            let _ = server.await;
+            return Ok(128 + Signal::SIGINT as i32);
+        }
+    };
+    eprintln!("{line}");
+    let state_dir = crate::os::paths::state_dir(&config.data_dir);
+    let instance = Instance::at(config, state_dir);
+    // A throwaway's data is removed: no checkpoint, an immediate stop — sent as soon as CMD
+    // has ended (before the cleanup of its PATH), once.
+    let stopped = std::cell::Cell::new(false);
+    let stop = || {
+        if !stopped.replace(true) {
+            let _ = controls.send(Control::Immediate);
+        }
+    };
+    let command = run_command(&instance, &args.command, stop);
+    tokio::pin!(command);
+    // The server is kept (supervised) while CMD runs; if it ends first, CMD still runs on.
+    let mut ended = None;
+    let result = loop {
+        tokio::select! {
+            result = &mut command => break result,
+            done = &mut server, if ended.is_none() => ended = Some(done),
+        }
+    };
+    stop();
+    let done = match ended {
+        Some(done) => done,
+        None => server.await,
+    };
+    if let Err(e) = done {
+        tracing::error!("the throwaway server: {}", e.with_causes());
+    }
     result
+}
+
+/// The error of a supervisor that ended before its server was ready.
+fn ended_before_ready(done: Result<()>) -> Error {
+    done.err().unwrap_or_else(|| Error::Server {
+        what: "the throwaway server stopped before it was ready\nhelp: run with -v to see why"
+            .into(),
+    })
+}
+
+/// Resolves on the next SIGINT (never when its handler could not be installed).
+async fn interrupted(interrupt: Option<&mut tokio::signal::unix::Signal>) {
+    match interrupt {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl ExecArgs {
@@ -79,15 +172,20 @@ impl ExecArgs {
             let instance = &mut run.instance;
             instance
                 .name
-                .get_or_insert_with(|| format!("exec-{}", std::process::id()));
+                .get_or_insert_with(|| crate::instance::abandoned::exec_name(std::process::id()));
             instance.port.get_or_insert(0);
         }
         run
     }
 }
 
-/// Runs `command` with the instance's connection variables; its exit code.
-async fn run_command(instance: &Instance, command: &[OsString]) -> Result<i32> {
+/// Runs `command` with the instance's connection variables; its exit code. `ended` is called
+/// as soon as it has ended.
+async fn run_command(
+    instance: &Instance,
+    command: &[OsString],
+    ended: impl FnOnce(),
+) -> Result<i32> {
     let (program, rest) = command.split_first().ok_or_else(|| Error::Config {
         problems: vec!["exec needs a command after `--`".into()],
     })?;
@@ -113,7 +211,10 @@ async fn run_command(instance: &Instance, command: &[OsString]) -> Result<i32> {
             _ = async { match interrupt.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
         }
     };
-    drop(shims);
+    ended();
+    // Off this thread: removing a directory can wait on the filesystem's journal (90 ms seen
+    // under load), and an `exec --ephemeral`'s server is stopped on this thread meanwhile.
+    let _ = tokio::task::spawn_blocking(move || drop(shims)).await;
     let status = status.map_err(|e| Error::Server {
         what: format!("cannot wait for {}: {e}", program.to_string_lossy()),
     })?;
@@ -147,26 +248,4 @@ fn installation_first_on_path(
         child.env(key, value);
     }
     Ok(Some(shims))
-}
-
-/// Stops the throwaway server's pgwarden (which removes the cluster) and waits until it is gone.
-async fn stop_throwaway(pid: u32) {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    let pid = Pid::from_raw(pid as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Our child: reaped here, so that its exit is seen.
-    while Instant::now() < deadline {
-        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
-                tokio::time::sleep(Duration::from_millis(5)).await
-            }
-            _ => return,
-        }
-    }
-    tracing::warn!(
-        pid = pid.as_raw(),
-        "the throwaway server's pgwarden did not exit within 60s"
-    );
 }

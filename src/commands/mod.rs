@@ -83,7 +83,7 @@ pub async fn dispatch(cli: Cli, run_instance: Option<Result<Resolved>>) -> Resul
         Command::Restart(args) => restart::run(args, addressed.take()?, globals).await,
         Command::Reload(args) => reload::run(args, addressed.observe()?).await,
         Command::Reset(args) => reset::run(args, addressed.observe()?).await,
-        Command::Exec(args) => exec::run(args, addressed.take()?, globals).await,
+        Command::Exec(args) => exec::run(args, addressed.take()?).await,
         Command::Install(args) => install::install(args, globals).await,
         Command::ExportArchive(args) => export_archive::export_archive(args, globals).await,
         Command::Upgrade(args) => upgrade::run(args, addressed.take()?, globals).await,

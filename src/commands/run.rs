@@ -23,6 +23,19 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
     let events = signals::install().map_err(|e| Error::Server {
         what: format!("cannot install signal handlers: {e}"),
     })?;
+    serve(&args, resolved, events, None).await
+}
+
+/// Claims and supervises the instance `resolved` until `controls` asks it to stop: the body of
+/// `run`, whose controls are its signals, and of `exec --ephemeral`, which runs it inside its
+/// own process (its controls: CMD's end and Ctrl-C) and is handed the `ready:` line through
+/// `first_ready` instead of stdout. The throwaway root is removed before this returns.
+pub async fn serve(
+    args: &RunArgs,
+    resolved: Resolved,
+    events: tokio::sync::mpsc::UnboundedReceiver<signals::Control>,
+    first_ready: Option<tokio::sync::oneshot::Sender<String>>,
+) -> Result<()> {
     // Room for the supervisor's own descriptors beside the HTTP endpoint's bounded share.
     let fds = crate::os::fd_limit::raise();
     if let Some(from) = fds.raised_from {
@@ -81,6 +94,7 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
     };
     let config = &resolved.config;
     if claim.is_throwaway() {
+        crate::instance::abandoned::sweep_throwaway_roots();
         prepare_throwaway(config)?;
     }
     preflight::check_port_unprivileged(config.port, &run_as.name)?;
@@ -103,7 +117,7 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
     let Resolved {
         sources, config, ..
     } = resolved;
-    Supervisor::new(
+    let supervisor = Supervisor::new(
         sources,
         config,
         launch,
@@ -112,9 +126,15 @@ pub async fn run(args: RunArgs, resolved: Resolved) -> Result<()> {
         events,
         Notifier::from_env(),
     )
-    .observed(observer)
-    .run()
-    .await
+    .observed(observer);
+    let supervisor = match first_ready {
+        Some(ready) => supervisor.on_first_ready(ready),
+        None => supervisor,
+    };
+    let result = supervisor.run().await;
+    // Released here, after the server is gone: the throwaway root is removed first.
+    drop(claim);
+    result
 }
 
 /// Sweeps what a killed earlier run of this throwaway instance left (its durability settings

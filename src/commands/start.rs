@@ -98,7 +98,6 @@ async fn wait_until_ready(instance: &mut Instance, deadline: Instant) -> Result<
 
 /// A background pgwarden whose server is ready.
 pub(crate) struct Launched {
-    pub pid: u32,
     /// Its instance's state directory (where its status file says the port it listens on).
     pub state_dir: PathBuf,
 }
@@ -156,10 +155,7 @@ pub(crate) async fn launch(
         let _ = reader.read_to_string(&mut output);
         if let Some(line) = output.lines().find(|l| l.starts_with("ready: ")) {
             eprintln!("{line}");
-            return Ok(Launched {
-                pid: child.id(),
-                state_dir,
-            });
+            return Ok(Launched { state_dir });
         }
         if let Ok(Some(status)) = child.try_wait() {
             let _ = reader.read_to_string(&mut output);

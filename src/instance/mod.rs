@@ -13,7 +13,10 @@
 //! - [`status`]: the supervisor's state and status record, which the commands read and the
 //!   supervisor writes.
 //! - [`logfile`]: the rotated log of `run`, in the state directory.
+//! - [`abandoned`]: the throwaway roots of killed `exec --ephemeral`s, swept by the next
+//!   ephemeral launch.
 
+pub mod abandoned;
 pub mod launch;
 pub mod lock;
 pub mod logfile;

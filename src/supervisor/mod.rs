@@ -145,6 +145,9 @@ pub struct Supervisor {
     probe_rx: mpsc::Receiver<ProbeResult>,
     /// Readiness polling: when it started (fast polling first).
     polling_since: Instant,
+    /// Where the `ready:` line goes when the supervisor runs inside another command
+    /// (`exec --ephemeral`); on stdout otherwise.
+    first_ready: Option<oneshot::Sender<String>>,
     /// Why the last snapshot swap failed (the old cluster is started again), for its answer.
     swap_error: Option<String>,
 }
@@ -215,8 +218,16 @@ impl Supervisor {
             probe_tx,
             probe_rx,
             polling_since: Instant::now(),
+            first_ready: None,
             swap_error: None,
         }
+    }
+
+    /// Hands the `ready:` line to `ready` instead of printing it: the supervisor runs inside a
+    /// command that has its own output (`exec --ephemeral`, whose CMD owns stdout).
+    pub fn on_first_ready(mut self, ready: oneshot::Sender<String>) -> Self {
+        self.first_ready = Some(ready);
+        self
     }
 
     /// Publishes the status records, a heartbeat from the loop and the probes' answers to
@@ -709,7 +720,12 @@ impl Supervisor {
                     info!("binaries from {}", binaries::provenance(install));
                 }
                 // The one line a user (or a script) waits for; on stdout, unlike the log.
-                println!("{line}");
+                match self.first_ready.take() {
+                    Some(ready) => {
+                        let _ = ready.send(line.clone());
+                    }
+                    None => println!("{line}"),
+                }
                 self.notifier.ready(&line);
                 // The template (after a first launch that ran initdb), then the spares.
                 let fill = self.cluster.as_ref().and_then(|c| c.fill_template.clone());

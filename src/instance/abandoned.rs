@@ -1,0 +1,93 @@
+//! Throwaway roots whose owner is gone: `exec --ephemeral` runs its server inside its own process
+//! under a name of its own (`exec-<pid>`), so a kill -9 of it leaves a root no later launch of
+//! that name would sweep (the server itself dies with it: parent-death signal). The next
+//! ephemeral launch of this user removes them ([`sweep_throwaway_roots`]), with the ownership
+//! checks of the throwaway root: a real directory of ours holding our marker, its instance lock
+//! free, no postgres running on its data directory.
+
+use crate::instance::private_dir;
+use crate::os::paths;
+use crate::postmaster::pid_file::PidFile;
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The name prefix of the instances `exec --ephemeral` names itself ([`exec_name`]).
+const EXEC_PREFIX: &str = "exec-";
+
+/// The name `exec --ephemeral` gives its instance when none is given.
+pub fn exec_name(pid: u32) -> String {
+    format!("{EXEC_PREFIX}{pid}")
+}
+
+/// Removes the throwaway roots of this user's `exec-<pid>` instances that nobody holds; what
+/// it removed.
+pub fn sweep_throwaway_roots() -> Vec<std::path::PathBuf> {
+    let probe = paths::ephemeral_root(&exec_name(0));
+    let (Some(base), Some(ours)) = (probe.parent(), probe.file_name()) else {
+        return Vec::new();
+    };
+    let ours = ours.to_string_lossy();
+    let Some(prefix) = ours.strip_suffix('0') else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let is_exec_root = name
+            .strip_prefix(prefix)
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        let root = entry.path();
+        if is_exec_root && private_dir::is_own_throwaway(&root) && sweep_one(&root) {
+            removed.push(root);
+        }
+    }
+    removed
+}
+
+/// Removes `root` when its instance lock is free and no postgres runs on its data directory;
+/// whether it did.
+fn sweep_one(root: &Path) -> bool {
+    let data_dir = root.join("data");
+    let lock_path = paths::state_dir(&data_dir).join("lock");
+    // Held while removing, so that no launch of that name claims it meanwhile.
+    let lock = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&lock_path);
+    let _held = match lock {
+        Ok(file) if file.try_lock().is_ok() => Some(file),
+        Ok(_) => return false,
+        // No lock file: a root its owner was killed in before it claimed the lock, or whose
+        // state directory is gone; the marker says it is ours.
+        Err(_) => None,
+    };
+    if let Some(postmaster) = PidFile::read(&data_dir)
+        && nix::sys::signal::kill(postmaster.pid, None).is_ok()
+    {
+        // Still shutting down (its parent-death signal): the next sweep takes it.
+        return false;
+    }
+    match private_dir::remove_throwaway(root) {
+        Ok(()) => {
+            tracing::info!(root = %root.display(), "removed the throwaway cluster of an `exec --ephemeral` that was killed");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(root = %root.display(), "cannot remove an abandoned throwaway cluster: {e}");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_names_are_what_the_sweep_looks_for() {
+        let root = paths::ephemeral_root(&exec_name(4242));
+        let name = root.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.ends_with("-exec-4242"), "{name}");
+    }
+}
