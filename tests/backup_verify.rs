@@ -417,6 +417,76 @@ fn kill_9_of_a_verify_leaves_no_server_and_the_next_verify_sweeps_its_directory(
     drop(server);
 }
 
+/// While the running server works (a CPU-bound query), the verification's processes are
+/// stopped (SIGSTOP, state T) — on a 2-core machine even SCHED_IDLE work beside a server slowed
+/// it — and the verify still ends, sound, once the server is idle again.
+#[test]
+fn a_verify_pauses_while_the_running_server_is_busy_and_ends_once_it_is_idle() {
+    let dir = test_dir();
+    let (port, http) = (free_port(), free_port());
+    let server = start_server(dir.path(), port, http);
+    let [flag, data] = data_flags(dir.path());
+    let out = pgw(&["backup", &flag, &data]);
+    assert!(out.status.success(), "{out:?}");
+
+    // The server busy on one core for up to a minute (cancelled at the end).
+    let busy = std::thread::spawn(move || {
+        let mut c = connect(port, "trader", "trader", "trader").unwrap();
+        let _ = c.batch_execute(
+            "SET statement_timeout = '60s';
+             SELECT count(*) FROM generate_series(1, 2000000000);",
+        );
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .args(["backup", "verify", &flag, &data])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = verify.id();
+    // Its worker (the same command again, in an idle session: a child of `verify`) is seen
+    // stopped while the query runs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stopped = loop {
+        let workers: Vec<i32> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| stat_field(*p, 4) == Some(pid as i64))
+            .collect();
+        if let Some(w) = workers.iter().find(|w| stat_state(**w) == Some('T')) {
+            break Some(*w);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // The query cancelled: the server is idle, the verify runs on to its end.
+    let mut c = connect(port, "trader", "trader", "trader").unwrap();
+    c.batch_execute(
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+         WHERE query LIKE '%generate_series(1, 2000000000)%' AND pid <> pg_backend_pid()",
+    )
+    .unwrap();
+    busy.join().unwrap();
+    let out = common::output_within(verify, LONG).expect("the verify ended");
+    assert!(
+        stopped.is_some(),
+        "the verification never paused beside the busy server"
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("verified:"), "{out:?}");
+    drop(server);
+}
+
+/// The state letter of /proc/<pid>/stat (R, S, T, Z…).
+fn stat_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
 #[test]
 fn names_another_user_planted_where_verifications_go_neither_stop_the_server_nor_lose_files() {
     if !common::require_root("a second local user plants the directories") {

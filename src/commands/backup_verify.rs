@@ -45,8 +45,17 @@ impl VerifyArgs {
 /// `pgwarden backup verify [FILE] [--to TIME]`.
 pub async fn run(args: VerifyArgs, instance: Instance, globals: &Globals) -> Result<i32> {
     // The whole verification (the unpack here, the throwaway server's checks) beside the
-    // running server without taking its cores: this command again, in an idle session.
-    if let Some(code) = crate::os::background::again_in_idle_session(args.command_line(globals)) {
+    // running server without taking its cores: this command again, in an idle session, paused
+    // while the running server is busy.
+    let server = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.postmaster_pid)
+        .filter(|_| instance.running())
+        .map(|pid| pid as u32);
+    if let Some(code) =
+        crate::os::background::again_in_idle_session(args.command_line(globals), server)
+    {
         return Ok(code);
     }
     if let Some(time) = &args.to {

@@ -91,16 +91,21 @@ const IDLE_SESSION_ENV: &str = "PGWARDEN_IDLE_SESSION";
 
 /// Runs this very command again (`args`: its command line after the program, as the command
 /// builds it from its parsed flags; its environment, working directory and standard streams)
-/// in an [`idle_session`] and returns that process's exit code (128+N for a signal
-/// N); `None` in that second process, or when it cannot be started (the caller then does the
-/// work itself, at its own priority). For work beside a running server that takes minutes
-/// (`backup verify`): nice 19 in the caller's session would still take half the cores from the
-/// server's session. The second process dies with this one (parent-death signal); what it
-/// leaves is swept by the next run of the same command.
+/// in an [`idle_session`] and returns that process's exit code (128+N for a signal N); `None`
+/// in that second process, or when it cannot be started (the caller then does the work itself,
+/// at its own priority). For work beside a running server that takes minutes (`backup
+/// verify`): nice 19 in the caller's session would still take half the cores from the server's
+/// session. With `pace_against` (the running server's postmaster), the second process and its
+/// children are also paused while that server is busy ([`crate::os::pacer`]). The second
+/// process dies with this one (parent-death signal); what it leaves is swept by the next run of
+/// the same command.
 ///
 /// Call it from a thread that lives until the command ends (the parent-death signal follows
 /// the thread that forked, not the process).
-pub fn again_in_idle_session(args: Vec<std::ffi::OsString>) -> Option<i32> {
+pub fn again_in_idle_session(
+    args: Vec<std::ffi::OsString>,
+    pace_against: Option<u32>,
+) -> Option<i32> {
     if std::env::var_os(IDLE_SESSION_ENV).is_some() {
         return None;
     }
@@ -122,11 +127,33 @@ pub fn again_in_idle_session(args: Vec<std::ffi::OsString>) -> Option<i32> {
         });
     }
     idle_session(&mut command);
-    let status = match command.status() {
-        Ok(status) => status,
+    let mut child = match command.spawn() {
+        Ok(child) => child,
         Err(e) => {
             tracing::debug!("cannot run this command in an idle session: {e}; running it here");
             return None;
+        }
+    };
+    let mut pacer = pace_against.map(|server| crate::os::pacer::Pacer::new(child.id(), server));
+    let status = loop {
+        let Some(pacer) = pacer.as_mut() else {
+            break child.wait();
+        };
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {
+                pacer.tick();
+                std::thread::sleep(crate::os::pacer::TICK);
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    drop(pacer);
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::warn!("cannot wait for the verification process: {e}");
+            return Some(1);
         }
     };
     use std::os::unix::process::ExitStatusExt;

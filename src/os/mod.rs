@@ -16,6 +16,7 @@ pub mod cancel;
 pub mod deletion;
 pub mod fd_limit;
 pub mod json_file;
+pub mod pacer;
 pub mod paths;
 pub mod pidfd;
 pub mod privilege;
