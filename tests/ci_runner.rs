@@ -1039,6 +1039,52 @@ fn after_an_ephemeral_exec_returns_its_pool_maker_leaves_an_entry_the_next_exec_
         entries,
         "the pool changed with the pool off"
     );
+    // A SIGTERM stops a maker cleanly: its working directory is removed, no entry is made (a
+    // few tries: the copy may finish between a look and the signal).
+    let mut stopped_while_copying = false;
+    for _ in 0..10 {
+        for entry in pool_entries(&install) {
+            std::fs::remove_dir_all(entry).unwrap();
+        }
+        let mut maker = Pgwarden::start(
+            &[
+                "pool-fill",
+                "--ephemeral",
+                "--binaries",
+                &binaries,
+                "--install-dir",
+                &install,
+            ],
+            &settings,
+        );
+        let work = format!(".work-{}", maker.pid());
+        let deadline = Instant::now() + FIRST_LAUNCH;
+        let working = || {
+            pool_work_dirs(&install)
+                .into_iter()
+                .find(|w| w.to_string_lossy().ends_with(&work))
+        };
+        let mut seen = working();
+        while seen.is_none() && pool_entries(&install).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+            seen = working();
+        }
+        maker.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = maker.wait_exit(STOP);
+        if seen.is_some() && pool_entries(&install).is_empty() {
+            assert!(status.success(), "{status:?}: {}", maker.stderr_text());
+            assert!(
+                working().is_none(),
+                "a stopped maker left its working directory"
+            );
+            stopped_while_copying = true;
+            break;
+        }
+    }
+    assert!(
+        stopped_while_copying,
+        "no SIGTERM landed while a maker was copying"
+    );
 }
 
 /// Many `exec --ephemeral` at once, `ephemeral_pool = 2`: the pool never holds more than two
