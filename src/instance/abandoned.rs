@@ -34,11 +34,17 @@ pub fn sweep_throwaway_roots() -> Vec<std::path::PathBuf> {
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let is_exec_root = name
+        let exec_pid = name
             .strip_prefix(prefix)
-            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|pid| pid.parse::<i32>().ok());
+        // Its exec still runs: it may not hold the instance lock yet (the root is made first).
+        // A reused pid keeps the root until a later sweep; a zombie or a SIGKILLed one does not.
+        if exec_pid.is_none_or(crate::instance::lock::live_and_well) {
+            continue;
+        }
         let root = entry.path();
-        if is_exec_root && private_dir::is_own_throwaway(&root) && sweep_one(&root) {
+        if private_dir::is_own_throwaway(&root) && sweep_one(&root) {
             removed.push(root);
         }
     }

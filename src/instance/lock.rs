@@ -105,7 +105,7 @@ impl InstanceLock {
 }
 
 /// Alive, not a zombie, and not being killed (SIGKILL pending).
-fn live_and_well(pid: i32) -> bool {
+pub fn live_and_well(pid: i32) -> bool {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return false;
     };
