@@ -397,10 +397,100 @@ fn pool_dir() -> PathBuf {
     ephemeral_root("_").with_file_name(format!("pgwarden-{}.pool", nix::unistd::geteuid().as_raw()))
 }
 
-/// The `entry=` path of a "pool entry ready" log line.
-fn entry_of(line: &str) -> PathBuf {
-    let at = line.find("entry=").expect("the line names its entry") + "entry=".len();
-    PathBuf::from(line[at..].split_whitespace().next().unwrap())
+/// The pool keys of the templates under `install` (a key is a hash of its template's path).
+fn pool_keys(install: &str) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::read_dir(PathBuf::from(install).join("templates"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().is_dir())
+        .map(|e| hex::encode(Sha256::digest(e.path().as_os_str().as_bytes()))[..32].to_string())
+        .collect()
+}
+
+/// The pool's ready entries (`<key>.<maker pid>-<start>`) of the templates under `install`.
+fn pool_entries(install: &str) -> Vec<PathBuf> {
+    let keys = pool_keys(install);
+    let mut out: Vec<PathBuf> = std::fs::read_dir(pool_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.split_once('.').is_some_and(|(key, tag)| {
+                keys.iter().any(|k| k == key)
+                    && tag.split_once('-').is_some_and(|(pid, start)| {
+                        !pid.is_empty()
+                            && !start.is_empty()
+                            && pid.bytes().chain(start.bytes()).all(|b| b.is_ascii_digit())
+                    })
+            })
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits (bounded) for a ready pool entry of `install`'s templates other than `known`.
+fn wait_for_pool_entry(install: &str, known: &[PathBuf]) -> PathBuf {
+    let deadline = Instant::now() + FIRST_LAUNCH;
+    loop {
+        if let Some(entry) = pool_entries(install)
+            .into_iter()
+            .find(|e| !known.contains(e))
+        {
+            return entry;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pool entry appeared in {:?} (known: {known:?})",
+            pool_dir()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pid of the maker that made `entry` (`<key>.<pid>-<start>`).
+fn maker_of(entry: &std::path::Path) -> i32 {
+    let name = entry.file_name().unwrap().to_string_lossy().to_string();
+    let (_, tag) = name.split_once('.').unwrap();
+    tag.split_once('-').unwrap().0.parse().unwrap()
+}
+
+/// The pool makers (`pgwarden pool-fill`) running for `install`.
+fn makers_running(install: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
+                let words: Vec<String> = line
+                    .split(|b| *b == 0)
+                    .map(|w| String::from_utf8_lossy(w).to_string())
+                    .collect();
+                words.iter().any(|w| w == "pool-fill") && words.iter().any(|w| w.contains(install))
+            })
+        })
+        .collect()
+}
+
+/// The working directories of pool makers of `install`'s templates (`….work-<pid>`).
+fn pool_work_dirs(install: &str) -> Vec<PathBuf> {
+    let keys = pool_keys(install);
+    std::fs::read_dir(pool_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.contains(".work-") && keys.iter().any(|k| name.starts_with(k.as_str()))
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 fn inode(path: &std::path::Path) -> u64 {
@@ -471,7 +561,7 @@ fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
 
     // The first launch runs initdb, keeps the template, then makes one pool entry.
     let (first, _, _) = launch("first", &settings);
-    let entry = entry_of(&first.wait_for_stderr("pool entry ready", START));
+    let entry = wait_for_pool_entry(&install, &[]);
     assert!(entry.starts_with(pool_dir()), "{entry:?}");
     let entry_file = inode(&entry.join("cluster/PG_VERSION"));
     stop(first);
@@ -492,7 +582,7 @@ fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
     assert!(!entry.exists(), "the taken entry is still in the pool");
     connect(port, "trader", "pool-secret", "trader").expect("the settings' role and database");
     // ... and makes the next one (bounded: one per settings), which `status` shows.
-    let entry = entry_of(&second.wait_for_stderr("pool entry ready", START));
+    let entry = wait_for_pool_entry(&install, &[]);
     let status = pgwarden(&[
         "status",
         "--name",
@@ -518,7 +608,7 @@ fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
         inode(&entry.join("cluster/PG_VERSION"))
     );
     connect(port, "trader", "other-secret", "trader").expect("the other settings");
-    other.wait_for_stderr("pool entry ready", START);
+    let other_entry = wait_for_pool_entry(&install, std::slice::from_ref(&entry));
     stop(other);
     assert!(
         entry.is_dir(),
@@ -539,41 +629,29 @@ fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
     // maker sweeps it (a few tries: the copy may finish between a look and the kill).
     let mut killed_work = None;
     for _ in 0..5 {
-        for e in std::fs::read_dir(pool_dir()).unwrap().flatten() {
-            let path = e.path();
-            if path
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&entry.file_name().unwrap().to_string_lossy()[..32])
-                && path.is_dir()
-                && !path.to_string_lossy().contains(".work-")
-            {
+        for path in pool_entries(&install) {
+            if path != other_entry {
                 std::fs::remove_dir_all(&path).unwrap();
             }
         }
-        let (mut maker, root, _) = launch("killed", &settings);
-        let prefix = format!(".work-{}", maker.pid());
-        let deadline = Instant::now() + START;
-        let work = || {
-            std::fs::read_dir(pool_dir())
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.to_string_lossy().ends_with(&prefix))
-        };
-        let mut found = work();
-        while found.is_none()
-            && !maker.stderr_text().contains("pool entry ready")
-            && Instant::now() < deadline
-        {
+        let (server, _, _) = launch("killed", &settings);
+        let deadline = Instant::now() + FIRST_LAUNCH;
+        let mut found = pool_work_dirs(&install);
+        while found.is_empty() && pool_entries(&install).len() < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(500));
-            found = work();
+            found = pool_work_dirs(&install);
         }
-        maker.signal(nix::sys::signal::Signal::SIGKILL);
-        maker.wait_exit(STOP);
-        kill_processes_under(&root);
-        if let Some(work) = work() {
+        for work in &found {
+            let name = work.file_name().unwrap().to_string_lossy().to_string();
+            let pid: i32 = name.rsplit(".work-").next().unwrap().parse().unwrap();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            assert!(gone_within(pid, STOP), "the maker {pid} survived a kill -9");
+        }
+        stop(server);
+        if let Some(work) = pool_work_dirs(&install).into_iter().next() {
             killed_work = Some(work);
             break;
         }
@@ -585,7 +663,7 @@ fn the_next_ephemeral_start_takes_the_pool_entry_the_last_one_made() {
         !stderr.contains("from the pool"),
         "a torn entry was used: {stderr}"
     );
-    after.wait_for_stderr("pool entry ready", START);
+    wait_for_pool_entry(&install, std::slice::from_ref(&other_entry));
     assert!(!killed_work.exists(), "the sweep left {killed_work:?}");
     stop(after);
 }
@@ -629,7 +707,7 @@ fn a_pool_another_user_made_is_neither_used_nor_deleted() {
     };
     // A real entry of these settings, made by a first launch.
     let (mut first, _first_guard, _) = launch("first");
-    let entry = entry_of(&first.wait_for_stderr("pool entry ready", START));
+    let entry = wait_for_pool_entry(&install, &[]);
     first.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(first.wait_exit(STOP).success());
 
@@ -671,7 +749,6 @@ fn a_pool_another_user_made_is_neither_used_nor_deleted() {
     };
 
     let (mut second, _second_guard, root) = launch("second");
-    second.wait_for_stderr("no pool entry made", START);
     let stderr = second.stderr_text();
     assert!(
         !stderr.contains("from the pool"),
@@ -866,4 +943,273 @@ fn the_sweep_of_exec_roots_leaves_unmarked_directories_and_symlinks_alone() {
         (true, true, true),
         "(unmarked directory, symlink, its target) kept"
     );
+}
+
+/// `exec --ephemeral -- true` with its own binaries' install dir (its own pool key), settings
+/// `envs`; its output.
+fn exec_true(binaries: &str, install: &str, envs: &[(&str, &str)]) -> Pgwarden {
+    Pgwarden::start(
+        &[
+            "exec",
+            "--ephemeral",
+            "-v",
+            "--binaries",
+            binaries,
+            "--install-dir",
+            install,
+            "--",
+            "true",
+        ],
+        envs,
+    )
+}
+
+/// Issue 29's row 12: a loop of short `exec --ephemeral` runs. The stop comes right after CMD,
+/// so the pool entry is made by a maker that outlives the instance: after an exec returns, an
+/// entry appears (made as the server's user, never root's), its maker is gone once it is
+/// there, and the next exec takes it instead of copying the template.
+#[test]
+fn after_an_ephemeral_exec_returns_its_pool_maker_leaves_an_entry_the_next_exec_takes() {
+    let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = test_dir();
+    let (binaries, install) = own_binaries(dir.path());
+    let settings = [("POSTGRES_PASSWORD", "exec-pool-secret")];
+
+    let mut first = exec_true(&binaries, &install, &settings);
+    assert!(
+        first.wait_exit(FIRST_LAUNCH).success(),
+        "{}",
+        first.stderr_text()
+    );
+    let entry = wait_for_pool_entry(&install, &[]);
+    let maker = maker_of(&entry);
+    assert_ne!(
+        maker as u32,
+        first.pid(),
+        "the entry was made by exec itself"
+    );
+    assert!(
+        gone_within(maker, STOP),
+        "the maker {maker} outlives its work"
+    );
+    assert!(
+        makers_running(&install).is_empty(),
+        "a pool maker is left: {:?}",
+        makers_running(&install)
+    );
+    if is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(entry.join("cluster/PG_VERSION"))
+            .unwrap()
+            .uid();
+        assert_ne!(owner, 0, "the pool entry's cluster belongs to root");
+    }
+
+    let mut second = exec_true(&binaries, &install, &settings);
+    assert!(
+        second.wait_exit(FIRST_LAUNCH).success(),
+        "{}",
+        second.stderr_text()
+    );
+    let stderr = second.stderr_text();
+    assert!(
+        stderr.contains("the cluster from the pool of throwaway clusters"),
+        "the second exec copied the template: {stderr}"
+    );
+    assert!(!entry.exists(), "the taken entry is still in the pool");
+    // ... and its own maker makes the next one.
+    wait_for_pool_entry(&install, &[]);
+
+    // PGWARDEN_EPHEMERAL_POOL=0: no maker, the entry there is left alone.
+    let entries = pool_entries(&install);
+    let mut off_settings = settings.to_vec();
+    off_settings.push(("PGWARDEN_EPHEMERAL_POOL", "0"));
+    let mut off = exec_true(&binaries, &install, &off_settings);
+    assert!(
+        off.wait_exit(FIRST_LAUNCH).success(),
+        "{}",
+        off.stderr_text()
+    );
+    assert!(
+        makers_running(&install).is_empty(),
+        "a maker with the pool off"
+    );
+    assert_eq!(
+        pool_entries(&install),
+        entries,
+        "the pool changed with the pool off"
+    );
+    // A SIGTERM stops a maker cleanly: its working directory is removed, no entry is made (a
+    // few tries: the copy may finish between a look and the signal).
+    let mut stopped_while_copying = false;
+    for _ in 0..10 {
+        for entry in pool_entries(&install) {
+            std::fs::remove_dir_all(entry).unwrap();
+        }
+        let mut maker = Pgwarden::start(
+            &[
+                "pool-fill",
+                "--ephemeral",
+                "--binaries",
+                &binaries,
+                "--install-dir",
+                &install,
+            ],
+            &settings,
+        );
+        let work = format!(".work-{}", maker.pid());
+        let deadline = Instant::now() + FIRST_LAUNCH;
+        let working = || {
+            pool_work_dirs(&install)
+                .into_iter()
+                .find(|w| w.to_string_lossy().ends_with(&work))
+        };
+        let mut seen = working();
+        while seen.is_none() && pool_entries(&install).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+            seen = working();
+        }
+        maker.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = maker.wait_exit(STOP);
+        if seen.is_some() && pool_entries(&install).is_empty() {
+            assert!(status.success(), "{status:?}: {}", maker.stderr_text());
+            assert!(
+                working().is_none(),
+                "a stopped maker left its working directory"
+            );
+            stopped_while_copying = true;
+            break;
+        }
+    }
+    assert!(
+        stopped_while_copying,
+        "no SIGTERM landed while a maker was copying"
+    );
+}
+
+/// Many `exec --ephemeral` at once, `ephemeral_pool = 2`: the pool never holds more than two
+/// entries of their settings, and once the makers are done none is left running.
+#[test]
+fn concurrent_ephemeral_execs_never_fill_the_pool_beyond_ephemeral_pool() {
+    let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = test_dir();
+    let (binaries, install) = own_binaries(dir.path());
+    let settings = [
+        ("POSTGRES_PASSWORD", "crowd-secret"),
+        ("PGWARDEN_EPHEMERAL_POOL", "2"),
+    ];
+    // The template first, so that the crowd's makers all have one to copy.
+    let mut first = exec_true(&binaries, &install, &settings);
+    assert!(
+        first.wait_exit(FIRST_LAUNCH).success(),
+        "{}",
+        first.stderr_text()
+    );
+
+    let watching = std::sync::atomic::AtomicBool::new(true);
+    let most = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut most = 0;
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(pool_entries(&install).len());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            most
+        });
+        for _ in 0..3 {
+            let mut crowd: Vec<Pgwarden> = (0..6)
+                .map(|_| exec_true(&binaries, &install, &settings))
+                .collect();
+            for exec in &mut crowd {
+                assert!(
+                    exec.wait_exit(FIRST_LAUNCH).success(),
+                    "{}",
+                    exec.stderr_text()
+                );
+            }
+        }
+        let deadline = Instant::now() + FIRST_LAUNCH;
+        while !makers_running(&install).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "pool makers still run: {:?}",
+                makers_running(&install)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        watching.store(false, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert!(
+        most <= 2,
+        "the pool held {most} entries with ephemeral_pool = 2"
+    );
+    // (Two when the last maker ran after the last start took its entry.)
+    assert!(
+        !pool_entries(&install).is_empty(),
+        "the makers left the pool empty"
+    );
+    assert!(
+        pool_work_dirs(&install).is_empty(),
+        "a maker's working directory is left"
+    );
+}
+
+/// `pool-fill` is a verb anyone can type: it refuses what `run` refuses (exit 2, naming the
+/// cause and the fix) before it reads anything, and makes nothing then.
+#[test]
+fn the_pool_maker_refuses_an_untrusted_installation_and_settings_that_are_not_throwaway() {
+    let dir = test_dir();
+    // An "installation" any user could have written to.
+    let open = dir.path().join("open-binaries");
+    std::fs::create_dir(&open).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let install = dir.path().join("install").display().to_string();
+    let refused = run_to_exit(
+        &[
+            "pool-fill",
+            "--ephemeral",
+            "--binaries",
+            &open.display().to_string(),
+            "--install-dir",
+            &install,
+        ],
+        &[],
+        START,
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        stderr.contains("writable by") && stderr.contains("help:"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("install").exists(),
+        "the refused maker made {install}"
+    );
+
+    // Not a throwaway server's settings: no pool of kept clusters.
+    let archive = npm_archive().display().to_string();
+    let kept = run_to_exit(
+        &[
+            "pool-fill",
+            "--archive",
+            &archive,
+            "--install-dir",
+            &install,
+        ],
+        &[],
+        START,
+    );
+    let stderr = String::from_utf8_lossy(&kept.stderr);
+    assert_eq!(kept.status.code(), Some(2), "{kept:?}");
+    assert!(
+        stderr.contains("--ephemeral") && stderr.contains("help:"),
+        "{stderr}"
+    );
+
+    // Hidden from --help.
+    let help = run_to_exit(&["--help"], &[], START);
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("pool-fill"));
 }

@@ -175,6 +175,13 @@ pub fn prepare(
 
 /// Whether the template cache can hold what a first launch of `config` makes: initdb and the
 /// bootstrap only (init scripts and a separate WAL directory make a cluster of its own).
+/// The template cluster a first launch of `config` copies (what a spare or a pool entry is a
+/// copy of), as [`prepare`] finds it; `None` when `config`'s clusters are not made from the
+/// template cache (init scripts, a separate WAL directory).
+pub fn template_of(config: &Config, install: &Install, run_as: &RunAs) -> Result<Option<PathBuf>> {
+    Ok(cacheable(config)?.then(|| template::template_dir(config, install, run_as)))
+}
+
 fn cacheable(config: &Config) -> Result<bool> {
     let has_scripts = match &config.init_dir {
         Some(dir) => !init_scripts::list(dir)?.is_empty(),

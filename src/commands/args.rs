@@ -6,8 +6,8 @@ use super::install::InstallArgs;
 use super::service::ServiceCommand;
 use super::start::StartArgs;
 use super::{
-    archive_wal, backup, check, completions, db, doctor, exec, init, logs, ls, psql, reload, reset,
-    restore, snapshot, status, stop, upgrade, url, wait,
+    archive_wal, backup, check, completions, db, doctor, exec, init, logs, ls, pool_fill, psql,
+    reload, reset, restore, snapshot, status, stop, upgrade, url, wait,
 };
 
 use crate::config::{Layer, Sources};
@@ -87,6 +87,7 @@ impl Command {
             Command::Run(args) => args.sources(),
             Command::Start(args) | Command::Restart(args) => args.run.sources(),
             Command::Exec(args) => args.run_args().sources(),
+            Command::PoolFill(args) => args.run.sources(),
             Command::Restore(args) => args.run.sources(),
             Command::Snapshot(
                 SnapshotCommand::Save(args)
@@ -305,6 +306,11 @@ pub enum Command {
     /// Install pgwarden as a systemd service.
     #[command(subcommand)]
     Service(ServiceCommand),
+
+    /// Internal: make one entry of the pool of throwaway clusters (started by an --ephemeral
+    /// server with its own flags; not for people).
+    #[command(name = "pool-fill", hide = true)]
+    PoolFill(pool_fill::PoolFillArgs),
 }
 
 /// Flags that choose where binaries come from, beside `--archive`, `--install-dir`, `--version`.
@@ -717,7 +723,8 @@ mod tests {
             Choice::File("/p/pgwarden.toml".into()),
             Choice::None,
         ];
-        for (verb, project) in ["run", "start"].iter().cycle().zip(choices) {
+        let verbs = ["run", "start", crate::cluster::spare::maker::VERB];
+        for (verb, project) in verbs.iter().cycle().zip(choices) {
             let globals = Globals {
                 log_format: LogFormat::Json,
                 project: project.clone(),
@@ -730,6 +737,7 @@ mod tests {
             let parsed = match cli.command {
                 Command::Run(args) => args,
                 Command::Start(args) => args.run,
+                Command::PoolFill(args) => args.run,
                 other => panic!("expected {verb}, got {other:?}"),
             };
             assert_eq!(format!("{parsed:?}"), format!("{run:?}"));

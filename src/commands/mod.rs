@@ -21,6 +21,7 @@ pub mod init;
 pub mod install;
 pub mod logs;
 pub mod ls;
+pub mod pool_fill;
 pub mod psql;
 pub mod reload;
 pub mod reset;
@@ -84,6 +85,7 @@ pub async fn dispatch(cli: Cli, run_instance: Option<Result<Resolved>>) -> Resul
         Command::Reload(args) => reload::run(args, addressed.observe()?).await,
         Command::Reset(args) => reset::run(args, addressed.observe()?).await,
         Command::Exec(args) => exec::run(args, addressed.take()?).await,
+        Command::PoolFill(args) => pool_fill::run(args, addressed.take()?).await,
         Command::Install(args) => install::install(args, globals).await,
         Command::ExportArchive(args) => export_archive::export_archive(args, globals).await,
         Command::Upgrade(args) => upgrade::run(args, addressed.take()?, globals).await,

@@ -117,6 +117,8 @@ pub async fn serve(
     let Resolved {
         sources, config, ..
     } = resolved;
+    let project = sources.project.clone();
+    let refills_pool = config.ephemeral && config.ephemeral_pool > 0;
     let supervisor = Supervisor::new(
         sources,
         config,
@@ -127,6 +129,17 @@ pub async fn serve(
         Notifier::from_env(),
     )
     .observed(observer);
+    // A throwaway server refills the pool of throwaway clusters by a maker that outlives it,
+    // given these very settings (the project chosen the same way, its trust rule included).
+    let supervisor = if refills_pool {
+        let globals = crate::commands::Globals {
+            log_format: crate::commands::LogFormat::Text,
+            project,
+        };
+        supervisor.with_pool_maker(args.command_line(cluster::spare::maker::VERB, &globals))
+    } else {
+        supervisor
+    };
     let supervisor = match first_ready {
         Some(ready) => supervisor.on_first_ready(ready),
         None => supervisor,

@@ -150,6 +150,8 @@ pub struct Supervisor {
     first_ready: Option<oneshot::Sender<String>>,
     /// Why the last snapshot swap failed (the old cluster is started again), for its answer.
     swap_error: Option<String>,
+    /// An `--ephemeral` server's pool maker command line ([`Supervisor::with_pool_maker`]).
+    pool_maker: Option<Vec<std::ffi::OsString>>,
 }
 
 impl Supervisor {
@@ -220,6 +222,7 @@ impl Supervisor {
             polling_since: Instant::now(),
             first_ready: None,
             swap_error: None,
+            pool_maker: None,
         }
     }
 
@@ -227,6 +230,14 @@ impl Supervisor {
     /// command that has its own output (`exec --ephemeral`, whose CMD owns stdout).
     pub fn on_first_ready(mut self, ready: oneshot::Sender<String>) -> Self {
         self.first_ready = Some(ready);
+        self
+    }
+
+    /// The command line (after the program) of the detached maker of a pool entry that an
+    /// `--ephemeral` server starts once ready ([`crate::cluster::spare::maker`]); without it
+    /// the entry is made on the background thread and cancelled by a stop.
+    pub fn with_pool_maker(mut self, command_line: Vec<std::ffi::OsString>) -> Self {
+        self.pool_maker = Some(command_line);
         self
     }
 
@@ -756,6 +767,7 @@ impl Supervisor {
             let (config, install_then, run_as) =
                 (self.config.clone(), install.clone(), self.run_as.clone());
             let spare_template = cluster.spare_template.clone();
+            let pool_maker = self.pool_maker.clone();
             self.template_fill = Some(TemplateFill::start(
                 &self.config,
                 install,
@@ -767,6 +779,7 @@ impl Supervisor {
                         &install_then,
                         &run_as,
                         spare_template.as_deref(),
+                        pool_maker.as_deref(),
                         cancel,
                     )
                 },

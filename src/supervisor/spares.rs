@@ -1,8 +1,9 @@
 //! What the supervisor prepares in the background once its server is ready, after the
 //! template fill and on its thread (nice 19, idle I/O, cancelled by a stop): the spare
 //! clusters ([`crate::cluster::spare`]) — the reset spare, then one per snapshot. With
-//! `spare = false` it removes the ones there are instead. An `--ephemeral` server makes one
-//! entry of the pool of throwaway clusters instead ([`crate::cluster::spare::pool`]).
+//! `spare = false` it removes the ones there are instead. An `--ephemeral` server starts the
+//! detached maker of one entry of the pool of throwaway clusters instead
+//! ([`crate::cluster::spare::maker`]), which a stop does not cancel.
 
 use crate::backup::snapshot_spare;
 use crate::binaries::Install;
@@ -10,25 +11,42 @@ use crate::cluster::spare::{self, Made};
 use crate::config::Config;
 use crate::os::cancel::Cancel;
 use crate::os::privilege::RunAs;
+use std::ffi::OsString;
 use std::path::Path;
 use tracing::{debug, info, warn};
 
 /// Prepares (or, with spares off, removes) the spares of `config`'s data directory;
-/// `template` is the reset spare's source ([`crate::cluster::Cluster::spare_template`]).
+/// `template` is the reset spare's source ([`crate::cluster::Cluster::spare_template`]);
+/// `pool_maker` the command line of an `--ephemeral` server's pool maker (without one, the
+/// entry is made here, cancelled by a stop).
 pub fn prepare(
     config: &Config,
     install: &Install,
     run_as: &RunAs,
     template: Option<&Path>,
+    pool_maker: Option<&[OsString]>,
     cancel: &Cancel,
 ) {
     let data_dir = &config.data_dir;
     if config.ephemeral {
         // One entry of the pool of throwaway clusters (none when the pool is off).
         if let Some(template) = template {
-            let made =
-                spare::pool::prepare(template, install, run_as, config.ephemeral_pool, cancel);
-            spare::pool::log(made, cancel);
+            match pool_maker {
+                Some(line) if spare::pool::wants_entry(template, config.ephemeral_pool) => {
+                    spare::maker::spawn(line)
+                }
+                Some(_) => debug!("no pool maker needed: the pool is full or being filled"),
+                None => {
+                    let made = spare::pool::prepare(
+                        template,
+                        install,
+                        run_as,
+                        config.ephemeral_pool,
+                        cancel,
+                    );
+                    spare::pool::log(made, cancel);
+                }
+            }
         }
         return;
     }

@@ -12,13 +12,14 @@
 //!   directory was deleted).
 //! - [`pool`]: copies of an `--ephemeral` server's template in memory, which the next
 //!   `--ephemeral` start of the same settings takes by rename (a pool shared by the user's
-//!   throwaway servers, bounded per settings by `ephemeral_pool`).
+//!   throwaway servers, bounded per settings by `ephemeral_pool`), made by a detached
+//!   [`maker`] process that outlives the server that started it.
 //! - `backup::snapshot_spare`: a copy of each snapshot (`<data dir>.snapshots/.NAME.spare`),
 //!   which `snapshot restore` renames into its staging directory instead of copying.
 //!
 //! Rules, for every kind:
-//! - Made by the running supervisor only (the pool's entries: by any `--ephemeral` one, under
-//!   the pool's lock per settings, see [`pool`]), once its server is ready, on the background
+//! - Made by the running supervisor only (the pool's entries: by the [`maker`] any
+//!   `--ephemeral` one starts, under the pool's lock per settings, see [`pool`]), once its server is ready, on the background
 //!   template fill's thread ([`super::template_fill`]: nice 19, idle I/O class, cancelled by a
 //!   stop). The supervisor holds the instance lock, so it is the only maker for its data
 //!   directory: any working directory ([`work_dir`]) that is not its own was left by a killed
@@ -37,6 +38,7 @@
 //!   filesystem keeps at least the spare's size free after it; a snapshot larger than
 //!   `spare_max_mb` gets none (logged). `status` shows their disk use.
 
+pub mod maker;
 pub mod pool;
 pub mod reset;
 

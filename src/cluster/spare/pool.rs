@@ -11,12 +11,15 @@
 //!   `<key>.<maker pid>-<maker start time>`, where `<key>` names the settings (the template's
 //!   directory name). A start takes the first valid entry of its key by renaming it to
 //!   `<entry>.claimed-<pid>-<start time>`: one rename, so two starts never take the same entry.
-//! - Bounded: an `--ephemeral` supervisor, once its server is ready, makes ONE entry on the
-//!   background thread (nice 19, idle I/O, cancelled by a stop), under the key's lock
-//!   (`<key>.lock`, flock; a busy lock means another maker is at it), and only while the pool
-//!   holds fewer than `ephemeral_pool` ready entries of its key. Entries outlive their maker
-//!   (that is what makes the next start fast); the pool never holds more than `ephemeral_pool`
-//!   entries per settings key.
+//! - Bounded: an `--ephemeral` supervisor, once its server is ready, starts ONE detached maker
+//!   ([`super::maker`]: `pgwarden pool-fill`, a session of its own at nice 19 / idle I/O, not
+//!   stopped by the instance's stop — in a loop of short `exec --ephemeral` runs the stop comes
+//!   right after CMD, and an in-process copy cancelled by it never made an entry), and only
+//!   when [`wants_entry`] (fewer than `ephemeral_pool` ready entries of its key, no maker at
+//!   it). The maker makes one entry under the key's lock (`<key>.lock`, flock; a busy lock
+//!   means another maker is at it), only while the pool holds fewer than `ephemeral_pool`
+//!   ready entries of its key. Entries outlive their maker (that is what makes the next start
+//!   fast); the pool never holds more than `ephemeral_pool` entries per settings key.
 //! - Swept: a working directory or a claimed entry whose process (pid and start time) is gone,
 //!   and an entry that is stale or unreadable, are removed by the next maker; none is ever used.
 
@@ -162,6 +165,27 @@ impl KeyLock {
             .ok()
             .map(|file| KeyLock { _file: file })
     }
+}
+
+/// Whether a maker for `template`'s settings has work: the pool holds fewer than `size` ready
+/// entries of its key (by name; the maker checks their records) and no maker holds the key's
+/// lock. Cheap (a directory listing and a non-blocking flock), so that many servers ready at
+/// once do not each start a maker that finds nothing to do.
+pub fn wants_entry(template: &Path, size: u32) -> bool {
+    if size == 0 {
+        return false;
+    }
+    let pool = dir();
+    let key = key(template);
+    if !pool.is_dir() {
+        // The maker makes the pool directory (and checks it is pgwarden's own).
+        return true;
+    }
+    if entries(&pool, &key).len() >= size as usize {
+        return false;
+    }
+    // Released at once: the maker takes it again for its work.
+    KeyLock::try_acquire(&pool, &key).is_some()
 }
 
 /// Makes one pool entry of `template` when the pool holds fewer than `size` ready entries of
