@@ -307,14 +307,18 @@ fn prepare_template(client: &tokio_postgres::Client, port: u16) {
 pub fn exec_ephemeral(ctx: &Ctx, runs: usize) -> Vec<Row> {
     let mut row = Row::new(
         "12",
-        "`pgwarden exec --ephemeral -- true` → returned (start, run, remove)",
-        "`start --ephemeral --port 0` + `stop`",
+        "`pgwarden exec --ephemeral -- true` → returned (start, run, remove), a pool entry ready",
+        "`start --ephemeral --port 0` + `stop`, a pool entry ready",
         Unit::Millis,
     );
     let name = format!("bench-exec-{}", std::process::id());
     for i in 0..runs {
         eprintln!("[bench] exec --ephemeral run {}/{runs}", i + 1);
         for turn in turns(i, 2) {
+            // Both sides start from a pool entry: the one the previous turn's detached maker
+            // made (waited for, not measured); else whichever side follows the other's stop
+            // finds that maker still copying.
+            crate::pool::wait_for_entries(1);
             if turn == 0 {
                 let mut command = launch::pgwarden_command(ctx);
                 command

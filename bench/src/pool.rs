@@ -97,7 +97,7 @@ fn all_at_once(commands: Vec<std::process::Command>) {
 }
 
 /// Waits (unmeasured) until the pool holds `n` ready entries.
-fn wait_for_entries(n: usize) {
+pub(crate) fn wait_for_entries(n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while ready_entries() < n {
         assert!(Instant::now() < deadline, "no pool entry after 60 s");
