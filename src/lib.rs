@@ -31,19 +31,22 @@
 //! - [`cluster`]: the data directory — created atomically on first launch (initdb, init scripts),
 //!   or taken over from a container's stopped cluster ([`cluster::take_over`], `data_from`),
 //!   templates and the spare clusters made in the background ([`cluster::spare`], with the
-//!   pool of throwaway clusters in memory, [`cluster::spare::pool`]), its
+//!   pool of throwaway clusters in memory, [`cluster::spare::pool`], refilled by a detached
+//!   maker that outlives the instance), its
 //!   settings file and its administration role's access.
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],
 //!   reconciling role and database, signals in, systemd notifications out.
 //! - [`postmaster`]: a postgres process — temporary server, stop escalation, `postmaster.pid`, its log.
 //! - [`backup`]: base backups, restores in place, verification by a restore into a throwaway
-//!   server (`backup verify`, the drills), snapshots, the WAL archive.
+//!   server (`backup verify`, the drills), snapshots (a running supervisor swaps a restore in
+//!   itself: [`backup::snapshot_swap`]), the WAL archive.
 //! - [`upgrade`]: `pgwarden upgrade`: a later major version by pg_upgrade into a new cluster
 //!   beside the old one, switched by renames under a durable record that `run` completes or
 //!   undoes after a kill ([`upgrade::switch::recover`]); `--rollback` and `--finish`.
 //! - [`observe`]: the health and metrics endpoint.
 //! - [`pg`]: PostgreSQL formats, no policy: URLs, conninfo, probe, SQL scripts, initdb args, verifiers.
-//! - [`os`]: the operating system: paths, /proc, privilege, private files, background work.
+//! - [`os`]: the operating system: paths, /proc, privilege, private files, background work (idle
+//!   sessions, and [`os::pacer`], which pauses it while a server is busy).
 //! - [`error`] (one error type, causes as sources, every exit code), [`log_lines`] (quiet by
 //!   default, `-v`/`-q`) and [`units`] (sizes as people read them) serve them all.
 
