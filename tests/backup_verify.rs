@@ -94,6 +94,17 @@ fn start_server(dir: &Path, port: u16, http: u16) -> Pgwarden {
     server
 }
 
+/// A running server with the test's rows and one backup of it: the server, its port, and the
+/// `--data-dir` flag and value.
+fn server_with_a_backup(dir: &Path) -> (Pgwarden, u16, [String; 2]) {
+    let (port, http) = (free_port(), free_port());
+    let server = start_server(dir, port, http);
+    let flags = data_flags(dir);
+    let out = pgw(&["backup", &flags[0], &flags[1]]);
+    assert!(out.status.success(), "{out:?}");
+    (server, port, flags)
+}
+
 fn data_flags(dir: &Path) -> [String; 2] {
     ["--data-dir".into(), dir.join("data").display().to_string()]
 }
@@ -342,11 +353,7 @@ fn an_index_corrupted_on_disk_fails_the_drill_naming_it_and_readyz_stays_ready()
 #[test]
 fn kill_9_of_a_verify_leaves_no_server_and_the_next_verify_sweeps_its_directory() {
     let dir = test_dir();
-    let (port, http) = (free_port(), free_port());
-    let server = start_server(dir.path(), port, http);
-    let [flag, data] = data_flags(dir.path());
-    let out = pgw(&["backup", &flag, &data]);
-    assert!(out.status.success(), "{out:?}");
+    let (server, _, [flag, data]) = server_with_a_backup(dir.path());
 
     let mut verify = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
         .args(["backup", "verify", &flag, &data])
@@ -423,11 +430,7 @@ fn kill_9_of_a_verify_leaves_no_server_and_the_next_verify_sweeps_its_directory(
 #[test]
 fn a_verify_pauses_while_the_running_server_is_busy_and_ends_once_it_is_idle() {
     let dir = test_dir();
-    let (port, http) = (free_port(), free_port());
-    let server = start_server(dir.path(), port, http);
-    let [flag, data] = data_flags(dir.path());
-    let out = pgw(&["backup", &flag, &data]);
-    assert!(out.status.success(), "{out:?}");
+    let (server, port, [flag, data]) = server_with_a_backup(dir.path());
 
     // The server busy on one core for up to a minute (cancelled at the end).
     let busy = std::thread::spawn(move || {
@@ -493,11 +496,7 @@ fn names_another_user_planted_where_verifications_go_neither_stop_the_server_nor
         return;
     }
     let dir = test_dir();
-    let (port, http) = (free_port(), free_port());
-    let server = start_server(dir.path(), port, http);
-    let [flag, data] = data_flags(dir.path());
-    let out = pgw(&["backup", &flag, &data]);
-    assert!(out.status.success(), "{out:?}");
+    let (server, port, [flag, data]) = server_with_a_backup(dir.path());
     let before = uptime(port);
     let postmaster = common::postmaster_pid(&dir.path().join("data"));
 
@@ -559,11 +558,7 @@ fn a_found_backup_in_another_users_directory_is_refused_unless_named() {
         return;
     }
     let dir = test_dir();
-    let (port, http) = (free_port(), free_port());
-    let server = start_server(dir.path(), port, http);
-    let [flag, data] = data_flags(dir.path());
-    let out = pgw(&["backup", &flag, &data]);
-    assert!(out.status.success(), "{out:?}");
+    let (server, _, [flag, data]) = server_with_a_backup(dir.path());
     let backups = dir.path().join("data.backups");
     let archive = newest_archive(&backups);
     let intruder = common::intruder().uid.as_raw();
