@@ -54,7 +54,7 @@ touching it: checks the archive against its manifest, restores it into a throwaw
 when it fits nowhere), replays its WAL to the backup's end in a throwaway server (Unix socket only, \
 fsync off, small memory, no archiving) — with --to TIME on through the WAL archive —, then checks every database with amcheck: verify_heapam on every table (the catalog \
 included: every page read) and bt_index_check on every B-tree index (heapallindexed for tables up \
-to 1 GiB). All of it runs in an idle session of its own (SCHED_IDLE, nice 19, idle I/O), paused while \
+to 256 MiB). All of it runs in an idle session of its own (SCHED_IDLE, nice 19, idle I/O), paused while \
 the running server is busy (one 50 ms tick in twenty still runs, so that it ends). Prints what it checked; on failure names the step and each damaged relation. Exit 0 \
 only when all is sound. The result is recorded for `status` and /metrics.",
         after_help = "Examples:\n  pgwarden backup verify                         # the newest backup in the backup directory\n  pgwarden backup verify ./before-migration.tar.zst\n  pgwarden backup verify --to '2026-12-01 13:30:00+00'"
