@@ -318,19 +318,7 @@ fn ephemeral_first_launches_fill_the_template_cache_and_persistent_ones_use_it()
     let password = "tpl-secret";
     let env = [("POSTGRES_PASSWORD", password)];
     let dir = test_dir();
-    let shared = shared_install_dir().display().to_string();
-    let archive = npm_archive().display().to_string();
-    let installed = run_to_exit(
-        &["install", "--archive", &archive, "--install-dir", &shared],
-        &[],
-        FIRST_LAUNCH,
-    );
-    assert!(installed.status.success(), "{installed:?}");
-    let binaries = stdout(&installed)
-        .rsplit_once(" in ")
-        .map(|(_, path)| path.to_string())
-        .expect("install names its directory");
-    let install = dir.path().join("install").display().to_string();
+    let (binaries, install) = own_binaries(dir.path());
     let launch = |extra: &[&str]| {
         let port = free_port();
         let port_text = port.to_string();

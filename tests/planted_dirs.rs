@@ -43,6 +43,19 @@ fn entries(dir: &Path) -> Vec<String> {
 /// The test directory made sticky and world-writable (a `/tmp`-like parent of the data
 /// directory), and `name` beside the data directory made there first by the other user, open
 /// for reading by everyone.
+/// Refused as an invalid setting (exit 2), naming the directory, its owner (the second user)
+/// and the fix.
+fn refused_naming(out: &Output, dir: &Path) {
+    let text = all_text(out);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text.contains(&dir.display().to_string()), "{text}");
+    assert!(
+        text.contains(common::INTRUDER),
+        "the owner is named: {text}"
+    );
+    assert!(text.contains("help:"), "{text}");
+}
+
 fn plant(parent: &Path, name: &str) -> std::path::PathBuf {
     std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let planted = parent.join(name);
@@ -63,14 +76,7 @@ fn a_backup_directory_another_user_made_first_receives_no_backup() {
     let planted = plant(dir.path(), "data.backups");
 
     let out = pgw(&["backup", "--data-dir", &data]);
-    let text = all_text(&out);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(text.contains(&planted.display().to_string()), "{text}");
-    assert!(
-        text.contains(common::INTRUDER),
-        "the owner is named: {text}"
-    );
-    assert!(text.contains("help:"), "{text}");
+    refused_naming(&out, &planted);
     assert_eq!(
         entries(&planted),
         Vec::<String>::new(),
@@ -105,14 +111,7 @@ fn a_snapshot_directory_another_user_made_first_receives_no_snapshot() {
     let planted = plant(dir.path(), "data.snapshots");
 
     let out = pgw(&["snapshot", "save", "s1", "--data-dir", &data]);
-    let text = all_text(&out);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(text.contains(&planted.display().to_string()), "{text}");
-    assert!(
-        text.contains(common::INTRUDER),
-        "the owner is named: {text}"
-    );
-    assert!(text.contains("help:"), "{text}");
+    refused_naming(&out, &planted);
     assert_eq!(
         entries(&planted),
         Vec::<String>::new(),
@@ -195,12 +194,5 @@ fn a_snapshot_in_another_users_snapshot_directory_is_not_restored() {
         &data,
         "--no-start",
     ]);
-    let text = all_text(&out);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(text.contains(&snapshots.display().to_string()), "{text}");
-    assert!(
-        text.contains(common::INTRUDER),
-        "the owner is named: {text}"
-    );
-    assert!(text.contains("help:"), "{text}");
+    refused_naming(&out, &snapshots);
 }
