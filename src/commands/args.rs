@@ -7,7 +7,7 @@ use super::service::ServiceCommand;
 use super::start::StartArgs;
 use super::{
     archive_wal, backup, check, completions, db, doctor, exec, init, logs, ls, pool_fill, psql,
-    reload, reset, restore, snapshot, status, stop, upgrade, url, wait,
+    reload, reset, restore, snapshot, status, stop, sweep_throwaways, upgrade, url, wait,
 };
 
 use crate::config::{Layer, Sources};
@@ -126,6 +126,7 @@ impl Command {
             | Command::Completions(_)
             | Command::ArchiveWal(_)
             | Command::Ls(_)
+            | Command::SweepThrowaways(_)
             | Command::Init(_)
             | Command::Service(_) => return None,
         })
@@ -311,6 +312,11 @@ pub enum Command {
     /// server with its own flags; not for people).
     #[command(name = "pool-fill", hide = true)]
     PoolFill(pool_fill::PoolFillArgs),
+
+    /// Internal: remove this user's throwaway clusters that no server uses (started by a
+    /// stopping --ephemeral server; not for people).
+    #[command(name = "sweep-throwaways", hide = true)]
+    SweepThrowaways(sweep_throwaways::SweepThrowawaysArgs),
 }
 
 /// Flags that choose where binaries come from, beside `--archive`, `--install-dir`, `--version`.

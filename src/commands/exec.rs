@@ -68,7 +68,8 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
     if !args.run.ephemeral {
         let instance = resolved.observe();
         instance.require_running()?;
-        return run_command(&instance, &args.command, || {}).await;
+        let shims = installation_programs(&instance.config)?;
+        return run_command(&instance, &args.command, shims, || {}).await;
     }
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
@@ -87,6 +88,11 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
             while swap.recv().await.is_some() && controls.send(Control::Swap).is_ok() {}
         });
     }
+    // CMD's PATH is made while the server starts (on another core, where there is one).
+    let shims = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || installation_programs(&config))
+    };
     let server = run::serve(&run_args, resolved, events, Some(ready_tx));
     tokio::pin!(server);
     let line = tokio::select! {
@@ -123,7 +129,20 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
             let _ = controls.send(Control::Immediate);
         }
     };
-    let command = run_command(&instance, &args.command, stop);
+    let command = async {
+        let shims = match shims.await {
+            Ok(Ok(Some(shims))) => Some(shims),
+            // Not installed before this launch: it is now.
+            Ok(Ok(None)) => installation_programs(&instance.config)?,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(Error::Server {
+                    what: format!("cannot make CMD's PATH: {e}"),
+                });
+            }
+        };
+        run_command(&instance, &args.command, shims, stop).await
+    };
     tokio::pin!(command);
     // The server is kept (supervised) while CMD runs; if it ends first, CMD still runs on.
     let mut ended = None;
@@ -181,21 +200,47 @@ impl ExecArgs {
 
 /// Runs `command` with the instance's connection variables; its exit code. `ended` is called
 /// as soon as it has ended.
+/// `shims`, kept until CMD has ended: CMD finds the installation's programs through them.
 async fn run_command(
     instance: &Instance,
     command: &[OsString],
+    shims: Option<Shims>,
     ended: impl FnOnce(),
 ) -> Result<i32> {
     let (program, rest) = command.split_first().ok_or_else(|| Error::Config {
         problems: vec!["exec needs a command after `--`".into()],
     })?;
-    let mut child = tokio::process::Command::new(program);
-    child.args(rest);
-    for (key, value) in variables(instance, true)? {
-        child.env(key, value);
+    let mut environment: Vec<(OsString, OsString)> = variables(instance, true)?
+        .into_iter()
+        .map(|(key, value)| (key.into(), value.into()))
+        .collect();
+    match &shims {
+        Some(shims) => environment.extend(
+            shims
+                .environment(std::env::var_os("PATH"))
+                .into_iter()
+                .map(|(key, value)| (key.into(), value)),
+        ),
+        None => {
+            tracing::warn!("the installation's programs are not found; CMD runs with your PATH")
+        }
     }
-    // Kept until CMD has ended: its programs are found through it.
-    let shims = installation_first_on_path(instance, &mut child)?;
+    let path = environment
+        .iter()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| value.clone())
+        .or_else(|| std::env::var_os("PATH"));
+    // Found here as the child would find it: a command without a PATH search of its own is
+    // started without a copy of this process (posix_spawn). argv[0] stays as typed.
+    let mut child = match found_on(program, path.as_deref()) {
+        Some(found) => {
+            let mut child = tokio::process::Command::new(found);
+            child.arg0(program);
+            child
+        }
+        None => tokio::process::Command::new(program),
+    };
+    child.args(rest).envs(environment);
     // Ctrl-C goes to CMD (same terminal); this process outlives it to clean up.
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
@@ -224,13 +269,9 @@ async fn run_command(
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }
 
-/// Puts shims of the instance's installation's programs first on `child`'s PATH (the caller's
-/// PATH after them); `None` when the installation cannot be found, PATH then left as it is.
-fn installation_first_on_path(
-    instance: &Instance,
-    child: &mut tokio::process::Command,
-) -> Result<Option<Shims>> {
-    let config = &instance.config;
+/// Shims of the installation's programs ([`Shims`]: first on CMD's PATH); `None` when the
+/// installation cannot be found (CMD then runs with the caller's PATH).
+fn installation_programs(config: &config::Config) -> Result<Option<Shims>> {
     let install = match binaries::installed_for(
         &config.source,
         &config.install_dir,
@@ -238,14 +279,68 @@ fn installation_first_on_path(
         &config.install_policy,
     ) {
         Ok(Some(install)) => install,
-        Ok(None) | Err(_) => {
-            tracing::warn!("the installation's programs are not found; CMD runs with your PATH");
-            return Ok(None);
-        }
+        Ok(None) | Err(_) => return Ok(None),
     };
-    let shims = Shims::create(&install, binaries::program_user(&config.install_policy))?;
-    for (key, value) in shims.environment(std::env::var_os("PATH")) {
-        child.env(key, value);
+    Shims::create(&install, binaries::program_user(&config.install_policy)).map(Some)
+}
+
+/// Where `execvp` would find `program` on `path`: the first regular file of that name with an
+/// execute bit that this process may execute; `None` for a name with a `/` (not searched) or
+/// one found nowhere (the spawn then reports it as before).
+fn found_on(
+    program: &std::ffi::OsStr,
+    path: Option<&std::ffi::OsStr>,
+) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if program.is_empty() || program.as_bytes().contains(&b'/') {
+        return None;
     }
-    Ok(Some(shims))
+    std::env::split_paths(path?)
+        .map(|dir| {
+            // An empty entry is the working directory, as for execvp.
+            if dir.as_os_str().is_empty() {
+                std::path::PathBuf::from(".").join(program)
+            } else {
+                dir.join(program)
+            }
+        })
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// As `execvp` searches: the first regular file with an execute bit, in PATH order;
+    /// directories and files without one are passed over; a name with a `/` is not searched.
+    #[test]
+    fn a_command_is_found_on_path_as_execvp_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let [plain, subdir, first, second] = ["plain", "subdir", "first", "second"].map(|d| {
+            let path = dir.path().join(d);
+            std::fs::create_dir(&path).unwrap();
+            path
+        });
+        let write = |path: std::path::PathBuf, mode: u32| {
+            std::fs::write(&path, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        write(plain.join("tool"), 0o644);
+        std::fs::create_dir(subdir.join("tool")).unwrap();
+        let wanted = write(first.join("tool"), 0o755);
+        write(second.join("tool"), 0o755);
+        let path = std::env::join_paths([&plain, &subdir, &first, &second]).unwrap();
+        assert_eq!(found_on("tool".as_ref(), Some(&path)), Some(wanted));
+        assert_eq!(found_on("nothing".as_ref(), Some(&path)), None);
+        assert_eq!(found_on("./tool".as_ref(), Some(&path)), None);
+        assert_eq!(found_on("".as_ref(), Some(&path)), None);
+        assert_eq!(found_on("tool".as_ref(), None), None);
+    }
 }

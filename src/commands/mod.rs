@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod sweep_throwaways;
 pub mod upgrade;
 pub mod url;
 pub mod wait;
@@ -86,6 +87,7 @@ pub async fn dispatch(cli: Cli, run_instance: Option<Result<Resolved>>) -> Resul
         Command::Reset(args) => reset::run(args, addressed.observe()?).await,
         Command::Exec(args) => exec::run(args, addressed.take()?).await,
         Command::PoolFill(args) => pool_fill::run(args, addressed.take()?).await,
+        Command::SweepThrowaways(args) => sweep_throwaways::run(args),
         Command::Install(args) => install::install(args, globals).await,
         Command::ExportArchive(args) => export_archive::export_archive(args, globals).await,
         Command::Upgrade(args) => upgrade::run(args, addressed.take()?, globals).await,

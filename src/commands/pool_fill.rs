@@ -26,11 +26,21 @@ pub struct PoolFillArgs {
     /// The settings of the throwaway server whose pool this fills.
     #[command(flatten)]
     pub run: RunArgs,
+
+    /// Wait (at most a second) for this process to exit before copying: the supervisor that
+    /// started the maker, whose own command (a short `exec --ephemeral`, a stop) the copy
+    /// would otherwise slow down.
+    #[arg(long, value_name = "PID", hide = true)]
+    pub after_exit_of: Option<u32>,
 }
+
+/// How long a maker waits for its starter's exit ([`PoolFillArgs::after_exit_of`]) before it
+/// copies anyway (a server that keeps running wants its entry too).
+const AFTER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `resolved`: the instance of `args.run`. Exit 0 whether an entry was made or there was
 /// nothing to do (the pool full, another maker at it); 2 for refused settings.
-pub async fn run(_args: PoolFillArgs, resolved: Resolved) -> Result<i32> {
+pub async fn run(args: PoolFillArgs, resolved: Resolved) -> Result<i32> {
     let config = resolved.config;
     refuse_unless_throwaway(config.ephemeral)?;
     // The trust rules of `run`, before anything is read from the installation.
@@ -58,6 +68,9 @@ pub async fn run(_args: PoolFillArgs, resolved: Resolved) -> Result<i32> {
         tracing::info!("these settings' clusters are not copies of a template: no pool entry");
         return Ok(0);
     };
+    if let Some(pidfd) = args.after_exit_of.and_then(crate::os::pidfd::PidFd::open) {
+        let _ = tokio::task::spawn_blocking(move || pidfd.wait(AFTER_EXIT_WAIT)).await;
+    }
     let cancel = Cancel::new();
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| Error::Server {
         what: format!("cannot install the SIGTERM handler: {e}"),

@@ -93,8 +93,11 @@ pub async fn serve(
         resolved
     };
     let config = &resolved.config;
+    // What killed execs and sweepers left: swept beside the server's start, not before it.
+    let sweep = claim
+        .is_throwaway()
+        .then(|| tokio::task::spawn_blocking(crate::instance::abandoned::sweep_throwaway_roots));
     if claim.is_throwaway() {
-        crate::instance::abandoned::sweep_throwaway_roots();
         prepare_throwaway(config)?;
     }
     preflight::check_port_unprivileged(config.port, &run_as.name)?;
@@ -136,7 +139,9 @@ pub async fn serve(
             log_format: crate::commands::LogFormat::Text,
             project,
         };
-        supervisor.with_pool_maker(args.command_line(cluster::spare::maker::VERB, &globals))
+        let mut line = args.command_line(cluster::spare::maker::VERB, &globals);
+        line.push(format!("--after-exit-of={}", std::process::id()).into());
+        supervisor.with_pool_maker(line)
     } else {
         supervisor
     };
@@ -145,6 +150,9 @@ pub async fn serve(
         None => supervisor,
     };
     let result = supervisor.run().await;
+    if let Some(sweep) = sweep {
+        let _ = sweep.await;
+    }
     // Released here, after the server is gone: the throwaway root is removed first.
     drop(claim);
     result

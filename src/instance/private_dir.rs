@@ -236,6 +236,36 @@ pub fn remove_throwaway(root: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(root)
 }
 
+/// What a discarded throwaway root's name gets after its own: `<root>.removed-<pid>-<nanos>`.
+pub const DISCARDED: &str = ".removed-";
+
+/// Moves the throwaway root `root` out of its name (one rename, with the checks of
+/// [`remove_throwaway`]), for its removal later and elsewhere ([`crate::instance::abandoned`]);
+/// where it now is. The name is free at once: a launch of the same name makes a new root.
+pub fn discard_throwaway(root: &Path) -> std::io::Result<std::path::PathBuf> {
+    let meta = std::fs::symlink_metadata(root)?;
+    if !meta.is_dir()
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+        || check_marker(root).is_err()
+    {
+        return Err(std::io::Error::other(format!(
+            "not moved: {} is not a throwaway root of ours",
+            root.display()
+        )));
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut name = root.as_os_str().to_owned();
+    name.push(format!("{DISCARDED}{}-{nanos}", std::process::id()));
+    let discarded = std::path::PathBuf::from(name);
+    // rename(2) replaces no directory that holds anything and nothing another user owns in
+    // the sticky /dev/shm; it fails instead, and the caller removes the root where it is.
+    std::fs::rename(root, &discarded)?;
+    Ok(discarded)
+}
+
 /// Opens (creating, mode 0600) a file in a private directory for appending, without following
 /// a symlink; an existing file gets mode 0600 too.
 pub fn open_append(path: &Path) -> std::io::Result<File> {

@@ -1,5 +1,7 @@
 //! `postmaster.pid`, read the way `pg_ctl -w` reads it: line 1 is the postmaster's pid, line 2
-//! its data directory, line 8 its status (`starting`, `stopping`, `ready`, `standby`).
+//! its data directory, line 4 its port, line 6 the first TCP address it listens on (written
+//! once that socket is bound; empty when none was), line 8 its status (`starting`,
+//! `stopping`, `ready`, `standby`).
 //!
 //! The postmaster rewrites the file in place, so a short or torn read just means "not yet".
 //! The one reader for the supervisor's readiness check, the temporary server's, and the search
@@ -15,6 +17,10 @@ pub const FILE: &str = "postmaster.pid";
 pub struct PidFile {
     pub pid: Pid,
     pub data_dir: Option<PathBuf>,
+    /// Line 4: the port.
+    pub port: Option<u16>,
+    /// Line 6: the first TCP address the postmaster listens on, as `listen_addresses` named it.
+    pub listen_address: Option<String>,
     /// Line 8, once the postmaster has written it.
     pub status: Option<String>,
 }
@@ -31,6 +37,11 @@ impl PidFile {
         Some(PidFile {
             pid,
             data_dir: lines.get(1).map(|l| PathBuf::from(l.trim())),
+            port: lines.get(3).and_then(|l| l.trim().parse().ok()),
+            listen_address: lines
+                .get(5)
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty()),
             status: lines.get(7).map(|l| l.trim().to_string()),
         })
     }
@@ -45,6 +56,19 @@ impl PidFile {
 /// Whether `data_dir`'s postmaster is `pid` and says it accepts connections.
 pub fn ready(data_dir: &Path, pid: Pid) -> bool {
     PidFile::read(data_dir).is_some_and(|f| f.pid == pid && f.says_ready())
+}
+
+/// Whether `data_dir`'s postmaster is `pid`, says it accepts connections, and listens on TCP at
+/// `address` (as given in `listen_addresses`) and `port`: a postmaster whose TCP socket could
+/// not be bound (the port taken meanwhile) still starts, on its Unix socket alone, and says so
+/// by an empty line 6.
+pub fn ready_on(data_dir: &Path, pid: Pid, address: &str, port: u16) -> bool {
+    PidFile::read(data_dir).is_some_and(|f| {
+        f.pid == pid
+            && f.says_ready()
+            && f.port == Some(port)
+            && f.listen_address.as_deref() == Some(address)
+    })
 }
 
 #[cfg(test)]
@@ -71,8 +95,30 @@ mod tests {
             Some(PidFile {
                 pid: Pid::from_raw(4),
                 data_dir: None,
+                port: None,
+                listen_address: None,
                 status: None
             })
         );
+    }
+
+    #[test]
+    fn the_tcp_listener_is_line_6_and_the_port_line_4() {
+        let file = |listen: &str| format!("42\n/d\n1\n5433\n/s\n{listen}\n  1 2\nready   \n");
+        let f = PidFile::parse(&file("127.0.0.1")).unwrap();
+        assert_eq!(f.port, Some(5433));
+        assert_eq!(f.listen_address.as_deref(), Some("127.0.0.1"));
+        // No TCP socket bound: the postmaster runs on its Unix socket alone.
+        assert_eq!(PidFile::parse(&file("")).unwrap().listen_address, None);
+        let dir = tempfile::tempdir().unwrap();
+        let at = |listen: &str| {
+            std::fs::write(dir.path().join(FILE), file(listen)).unwrap();
+            ready_on(dir.path(), Pid::from_raw(42), "127.0.0.1", 5433)
+        };
+        assert!(at("127.0.0.1"));
+        assert!(!at(""));
+        assert!(!at("::1"));
+        assert!(!ready_on(dir.path(), Pid::from_raw(42), "127.0.0.1", 5434));
+        assert!(!ready_on(dir.path(), Pid::from_raw(43), "127.0.0.1", 5433));
     }
 }

@@ -151,7 +151,7 @@ pub struct Supervisor {
     /// Why the last snapshot swap failed (the old cluster is started again), for its answer.
     swap_error: Option<String>,
     /// An `--ephemeral` server's pool maker command line ([`Supervisor::with_pool_maker`]).
-    pool_maker: Option<Vec<std::ffi::OsString>>,
+    pool_maker: Option<spares::PoolMaker>,
 }
 
 impl Supervisor {
@@ -237,7 +237,7 @@ impl Supervisor {
     /// `--ephemeral` server starts once ready ([`crate::cluster::spare::maker`]); without it
     /// the entry is made on the background thread and cancelled by a stop.
     pub fn with_pool_maker(mut self, command_line: Vec<std::ffi::OsString>) -> Self {
-        self.pool_maker = Some(command_line);
+        self.pool_maker = Some(spares::PoolMaker::new(command_line));
         self
     }
 
@@ -446,14 +446,24 @@ impl Supervisor {
         Event::PrepareFailed(why)
     }
 
-    /// Readiness: the postmaster says "ready" in its pid file before anything connects (as
-    /// pg_ctl -w reads it); probing only then keeps "the database system is starting up" out
-    /// of the server log. The probe confirms the TCP listener.
+    /// Readiness: the postmaster says "ready" in its pid file (as pg_ctl -w reads it), and
+    /// there, that it listens on TCP at the address and port it was given. That is what the
+    /// probe confirmed, without a connection that makes the postmaster fork a backend to
+    /// answer it (2 ms of every start, seen in row 12). A pid file that says ready without
+    /// that TCP listener gets the probe, which then finds out.
     fn poll_readiness(&mut self, poll: &mut tokio::time::Interval) {
         let (Some(server), Some(cluster)) = (&self.server, &self.cluster) else {
             return;
         };
-        if pid_file::ready(&cluster.data_dir, server.pid) {
+        let address = self.config.listen_address.to_string();
+        if pid_file::ready_on(&cluster.data_dir, server.pid, &address, self.config.port) {
+            let said = ProbeResult {
+                pid: server.pid.as_raw(),
+                mode: Probing::Readiness,
+                status: PingStatus::Accepting,
+            };
+            self.probe_in_flight = self.probe_tx.try_send(said).is_ok();
+        } else if pid_file::ready(&cluster.data_dir, server.pid) {
             self.probe(Probing::Readiness, Duration::from_secs(1));
         }
         if poll.period() == READY_POLL && self.polling_since.elapsed() >= READY_POLL_FAST_FOR {
@@ -591,6 +601,7 @@ impl Supervisor {
                     // The keeper sends the first signal now, before this step's status record
                     // is written: the server's shutdown does not wait for our file.
                     tokio::task::yield_now().await;
+                    self.pool_maker_at_stop();
                 }
             }
             Action::Hurry => {
@@ -751,6 +762,18 @@ impl Supervisor {
         }
     }
 
+    /// A throwaway server's pool maker, unless the background thread started it: now, while
+    /// the server shuts down (nothing waits on this thread meanwhile). Not after a first
+    /// launch whose template fill the stop cancelled: there is no template to copy.
+    fn pool_maker_at_stop(&self) {
+        if let (Some(maker), Some(cluster)) = (&self.pool_maker, &self.cluster)
+            && cluster.fill_template.is_none()
+            && let Some(template) = &cluster.spare_template
+        {
+            maker.start(&self.config, template);
+        }
+    }
+
     /// Starts the background work of a ready server: the template fill (`fill`), then the
     /// spares. Not while stopping, nor while an earlier one still runs.
     fn start_background(&mut self, fill: Option<PathBuf>) {
@@ -779,7 +802,7 @@ impl Supervisor {
                         &install_then,
                         &run_as,
                         spare_template.as_deref(),
-                        pool_maker.as_deref(),
+                        pool_maker.as_ref(),
                         cancel,
                     )
                 },

@@ -13,7 +13,41 @@ use crate::os::cancel::Cancel;
 use crate::os::privilege::RunAs;
 use std::ffi::OsString;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{debug, info, warn};
+
+/// The detached maker of an `--ephemeral` server's pool entry ([`spare::maker`]): its command
+/// line, started at most once per server — by the background thread once the server is
+/// ready, or else when the server stops (a stop cancels that thread, and an `exec --ephemeral`
+/// whose CMD is short stops before the thread's turn at nice 19).
+#[derive(Debug, Clone)]
+pub struct PoolMaker {
+    line: Vec<OsString>,
+    started: Arc<AtomicBool>,
+}
+
+impl PoolMaker {
+    pub fn new(line: Vec<OsString>) -> Self {
+        Self {
+            line,
+            started: Arc::default(),
+        }
+    }
+
+    /// Starts the maker of an entry for `template` unless it was started already or the pool
+    /// is full or being filled. Not cancelled by a stop: the maker outlives the server.
+    pub fn start(&self, config: &Config, template: &Path) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if spare::pool::wants_entry(template, config.ephemeral_pool) {
+            spare::maker::spawn(&self.line)
+        } else {
+            debug!("no pool maker needed: the pool is full or being filled");
+        }
+    }
+}
 
 /// Prepares (or, with spares off, removes) the spares of `config`'s data directory;
 /// `template` is the reset spare's source ([`crate::cluster::Cluster::spare_template`]);
@@ -24,7 +58,7 @@ pub fn prepare(
     install: &Install,
     run_as: &RunAs,
     template: Option<&Path>,
-    pool_maker: Option<&[OsString]>,
+    pool_maker: Option<&PoolMaker>,
     cancel: &Cancel,
 ) {
     let data_dir = &config.data_dir;
@@ -32,10 +66,7 @@ pub fn prepare(
         // One entry of the pool of throwaway clusters (none when the pool is off).
         if let Some(template) = template {
             match pool_maker {
-                Some(line) if spare::pool::wants_entry(template, config.ephemeral_pool) => {
-                    spare::maker::spawn(line)
-                }
-                Some(_) => debug!("no pool maker needed: the pool is full or being filled"),
+                Some(maker) => maker.start(config, template),
                 None => {
                     let made = spare::pool::prepare(
                         template,

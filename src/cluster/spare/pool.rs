@@ -43,7 +43,7 @@ pub fn dir() -> PathBuf {
 
 /// The settings key of a template: a hash of its path (its directory's name is a hash of the
 /// settings; the install directory it is in makes another template).
-fn key(template: &Path) -> String {
+pub fn key(template: &Path) -> String {
     use sha2::{Digest, Sha256};
     use std::os::unix::ffi::OsStrExt;
     hex::encode(Sha256::digest(template.as_os_str().as_bytes()))[..32].to_string()
