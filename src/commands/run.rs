@@ -169,7 +169,7 @@ fn prepare_throwaway(config: &Config) -> Result<()> {
     }
     warn!(
         data_dir = %config.data_dir.display(),
-        "ephemeral cluster: fsync, synchronous_commit and full_page_writes are off; \
+        "ephemeral cluster: fsync, synchronous_commit and full_page_writes are off, shared_buffers 16MB; \
          it is removed when pgwarden exits — for throwaway data only"
     );
     Ok(())

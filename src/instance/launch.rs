@@ -9,11 +9,16 @@
 
 use crate::config::Config;
 
-/// Settings only a throwaway cluster may run with.
-pub const EPHEMERAL_SETTINGS: [(&str, &str); 3] = [
+/// The throwaway profile: durability settings only a throwaway cluster may run with, and a
+/// small buffer pool (pg_tmp runs its servers with 12MB). The cluster is in memory already
+/// (`/dev/shm`), so 128MB of buffers would only hold a second copy of it, and setting them up
+/// and tearing them down took ~4 ms of each start and ~0.7 ms of each stop (BENCHMARKS.md,
+/// row 12). A `[server]` setting of the same name wins.
+pub const EPHEMERAL_SETTINGS: [(&str, &str); 4] = [
     ("fsync", "off"),
     ("synchronous_commit", "off"),
     ("full_page_writes", "off"),
+    ("shared_buffers", "16MB"),
 ];
 
 /// What this launch chose.
@@ -72,6 +77,10 @@ pub(crate) mod tests {
         assert_eq!(
             run.server.get("full_page_writes").map(String::as_str),
             Some("off")
+        );
+        assert_eq!(
+            run.server.get("shared_buffers").map(String::as_str),
+            Some("16MB")
         );
         // A reload re-reads the same sources: the same result, and no port "change".
         let reloaded = effective(&loaded(true, 0), &Launch { port: 40000 });

@@ -102,14 +102,25 @@ fn entries(pool: &Path, key: &str) -> Vec<PathBuf> {
 }
 
 /// Removes what dead makers and claimers left in `pool` (any key): `….work-<pid>` of a maker
-/// `<pid>-<start>` that is gone, `….claimed-<pid>-<start>` of a claimer that is gone. Only real
-/// directories of pgwarden's user; never follows a symlink.
+/// `<pid>-<start>` that is gone, `….claimed-<pid>-<start>` of a claimer that is gone, and the
+/// lock files of keys with nothing in the pool. Only real directories of pgwarden's user;
+/// never follows a symlink.
 fn sweep(pool: &Path) {
     let me = nix::unistd::geteuid().as_raw();
+    let names: Vec<String> = std::fs::read_dir(pool)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
     for entry in std::fs::read_dir(pool).into_iter().flatten().flatten() {
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
+        if let Some(key) = name.strip_suffix(".lock") {
+            remove_idle_lock(pool, key, &names);
+            continue;
+        }
         let owner_tag = if let Some((head, _)) = name.split_once(".work-") {
             // `<key>.<maker pid>-<start>.work-<pid>`: the maker is the tag before `.work-`.
             head.rsplit('.').next().map(str::to_string)
@@ -161,9 +172,38 @@ impl KeyLock {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .ok()?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .ok()
-            .map(|file| KeyLock { _file: file })
+        let locked =
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).ok()?;
+        // Still the file at that name: a sweep removes an idle key's lock file while holding
+        // it ([`remove_idle_lock`]), and whoever opened it before then locks a file no one
+        // else will.
+        is_named(&locked, &path).then_some(KeyLock { _file: locked })
+    }
+}
+
+/// Whether `file` is the file named `path`.
+fn is_named(file: &std::fs::File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Removes `<key>.lock` when no name in `names` (the pool's) is of that key — no entry ready,
+/// being made or claimed — and no maker holds it: every template path (a new install
+/// directory: each test and benchmark run makes one) is a key of its own, and their lock files
+/// would pile up. Removed while held.
+fn remove_idle_lock(pool: &Path, key: &str, names: &[String]) {
+    let (prefix, lock_name) = (format!("{key}."), format!("{key}.lock"));
+    if names
+        .iter()
+        .any(|n| n.starts_with(&prefix) && *n != lock_name)
+    {
+        return;
+    }
+    if let Some(held) = KeyLock::try_acquire(pool, key) {
+        let _ = std::fs::remove_file(pool.join(&lock_name));
+        drop(held);
     }
 }
 
@@ -330,6 +370,37 @@ mod tests {
         assert!(!is_entry_of("abc.12-34.claimed-5-6", "abc"));
         assert!(!is_entry_of("abcd.12-34", "abc"));
         assert!(!is_entry_of("abc.lock", "abc"));
+    }
+
+    /// Lock files of keys with nothing in the pool go; one whose key has an entry, and one a
+    /// maker holds, stay; a lock taken on a file the sweep removed meanwhile is refused.
+    #[test]
+    fn the_sweep_removes_idle_lock_files_only() {
+        let pool = tempfile::tempdir().unwrap();
+        let dir = pool.path();
+        for key in ["idle", "used", "held"] {
+            std::fs::write(dir.join(format!("{key}.lock")), "").unwrap();
+        }
+        std::fs::create_dir(dir.join("used.1-2")).unwrap();
+        let maker = KeyLock::try_acquire(dir, "held").expect("the maker's lock");
+        // Opened before the sweep, locked after it removed the file.
+        let early = std::fs::File::open(dir.join("idle.lock")).unwrap();
+        sweep(dir);
+        let left: Vec<bool> = ["idle", "used", "held"]
+            .iter()
+            .map(|k| dir.join(format!("{k}.lock")).exists())
+            .collect();
+        assert_eq!(
+            left,
+            [false, true, true],
+            "(idle, used, held) lock files kept"
+        );
+        let next = KeyLock::try_acquire(dir, "idle").expect("a new lock file");
+        assert!(
+            !is_named(&early, &dir.join("idle.lock")),
+            "a lock on the removed file is not the key's lock"
+        );
+        drop((next, maker));
     }
 
     #[test]
