@@ -58,14 +58,15 @@ pub fn ready(data_dir: &Path, pid: Pid) -> bool {
     PidFile::read(data_dir).is_some_and(|f| f.pid == pid && f.says_ready())
 }
 
-/// Whether `data_dir`'s postmaster is `pid`, says it accepts connections, and listens on TCP at
-/// `address` (as given in `listen_addresses`) and `port`: a postmaster whose TCP socket could
-/// not be bound (the port taken meanwhile) still starts, on its Unix socket alone, and says so
-/// by an empty line 6.
+/// Whether `data_dir`'s postmaster is `pid`, says `ready` (out of recovery: `standby` is
+/// also written when an archive recovery with `hot_standby` off starts, and connections are
+/// refused until it ends), and listens on TCP at `address` (as given in `listen_addresses`)
+/// and `port`: a postmaster whose TCP socket could not be bound (the port taken meanwhile)
+/// still starts, on its Unix socket alone, and says so by an empty line 6.
 pub fn ready_on(data_dir: &Path, pid: Pid, address: &str, port: u16) -> bool {
     PidFile::read(data_dir).is_some_and(|f| {
         f.pid == pid
-            && f.says_ready()
+            && f.status.as_deref() == Some("ready")
             && f.port == Some(port)
             && f.listen_address.as_deref() == Some(address)
     })
@@ -117,6 +118,13 @@ mod tests {
         };
         assert!(at("127.0.0.1"));
         assert!(!at(""));
+        // In recovery (hot_standby off writes `standby` before it accepts anyone): the probe's.
+        std::fs::write(
+            dir.path().join(FILE),
+            file("127.0.0.1").replace("ready   ", "standby "),
+        )
+        .unwrap();
+        assert!(!ready_on(dir.path(), Pid::from_raw(42), "127.0.0.1", 5433));
         assert!(!at("::1"));
         assert!(!ready_on(dir.path(), Pid::from_raw(42), "127.0.0.1", 5434));
         assert!(!ready_on(dir.path(), Pid::from_raw(43), "127.0.0.1", 5433));

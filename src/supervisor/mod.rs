@@ -449,8 +449,9 @@ impl Supervisor {
     /// Readiness: the postmaster says "ready" in its pid file (as pg_ctl -w reads it), and
     /// there, that it listens on TCP at the address and port it was given. That is what the
     /// probe confirmed, without a connection that makes the postmaster fork a backend to
-    /// answer it (2 ms of every start, seen in row 12). A pid file that says ready without
-    /// that TCP listener gets the probe, which then finds out.
+    /// answer it (2 ms of every start, seen in row 12). A pid file that says `standby` (also
+    /// written as an archive recovery with `hot_standby` off starts, refusing everyone until
+    /// it ends) or ready without that TCP listener gets the probe, which finds out.
     fn poll_readiness(&mut self, poll: &mut tokio::time::Interval) {
         let (Some(server), Some(cluster)) = (&self.server, &self.cluster) else {
             return;
