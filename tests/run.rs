@@ -223,6 +223,33 @@ fn a_first_launch_killed_during_initdb_leaves_nothing_and_the_next_one_succeeds(
     stop(pgwarden, Signal::SIGTERM);
 }
 
+/// The role and the database are made by a single-user backend (no init scripts): a database
+/// it cannot create (`template1` exists already) fails the first launch with PostgreSQL's own
+/// error, nothing published at the data path, and no server left running.
+#[test]
+fn a_database_the_bootstrap_cannot_create_fails_the_first_launch_with_the_reason() {
+    let dir = test_dir();
+    let port = free_port();
+    let args = run_args(dir.path(), port);
+    let args = as_strs(&args);
+    let output = run_to_exit(&args, &[("POSTGRES_DB", "template1")], FIRST_LAUNCH);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("postgres --single") && stderr.contains("already exists"),
+        "{stderr}"
+    );
+    let data_dir = dir.path().join("data");
+    assert!(
+        !data_dir.join("PG_VERSION").exists() && !data_dir.join("pgwarden.json").exists(),
+        "a cluster was published at the data path"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "a server listens on {port}"
+    );
+}
+
 #[test]
 fn env_sets_user_password_and_database_like_the_image() {
     let dir = test_dir();

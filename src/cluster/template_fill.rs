@@ -228,7 +228,8 @@ fn make(
     run_initdb(config, install, run_as, work, &cluster, cancel)?;
     admin_access::grant_peer_access(&cluster, run_as)?;
     step("the bootstrap")?;
-    // The temporary server's socket goes into the working directory, not the instance's socket
+    // A single-user backend (a template has no init scripts): no socket, no port; a temporary
+    // server's socket would go into the working directory, not the instance's socket
     // directory, where the running server's socket of the same port is.
     bootstrap(config, install, run_as, &cluster, work, cancel)?;
     step("taking it over")?;
