@@ -722,13 +722,7 @@ fn a_pool_another_user_made_is_neither_used_nor_deleted() {
         .unwrap();
     assert!(copied.success());
     let intruder = intruder();
-    let chown = std::process::Command::new("chown")
-        .arg("-R")
-        .arg(format!("{}:{}", intruder.uid, intruder.gid))
-        .arg(&pool)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    give_to_intruder(&pool);
     let planted_file = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(planted.join("cluster/PG_VERSION"))
@@ -976,14 +970,7 @@ fn discarded_roots_of_ours_are_swept_and_planted_ones_left_alone() {
     marked(&ours);
     marked(&theirs);
     marked(&target);
-    let intruder = intruder();
-    let chown = std::process::Command::new("chown")
-        .arg("-R")
-        .arg(format!("{}:{}", intruder.uid, intruder.gid))
-        .arg(&theirs)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    give_to_intruder(&theirs);
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&target, &link).unwrap();
 

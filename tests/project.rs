@@ -1610,14 +1610,7 @@ fn a_spare_another_user_made_is_neither_used_nor_deleted() {
     // A whole, valid-looking spare — but the second user's (where the data directory's parent
     // is shared, they could have made it first, with a cluster of their choosing).
     let spare = reset_spare(&data_dir);
-    let intruder = common::intruder();
-    let chown = std::process::Command::new("chown")
-        .arg("-R")
-        .arg(format!("{}:{}", intruder.uid, intruder.gid))
-        .arg(&spare)
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    common::give_to_intruder(&spare);
     let planted = inode(&spare.join("cluster/PG_VERSION"));
     let log = reset_and_start(&world, &dir, &state_dir);
     assert!(

@@ -179,7 +179,11 @@ pub fn pool(ctx: &Ctx, runs: usize) -> Vec<Row> {
         while !left().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(left().is_empty(), "not removed 10 s after 50 stops: {:?}", left());
+        assert!(
+            left().is_empty(),
+            "not removed 10 s after 50 stops: {:?}",
+            left()
+        );
         assert!(
             ready_entries(ctx) <= 1,
             "the pool holds {} entries",

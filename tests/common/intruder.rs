@@ -29,6 +29,19 @@ pub fn intruder() -> nix::unistd::User {
         .expect("useradd made the second user")
 }
 
+/// Gives `path` and everything under it to the second user (`chown -R`), as if they had made
+/// it; panics when that fails.
+pub fn give_to_intruder(path: &std::path::Path) {
+    let intruder = intruder();
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", intruder.uid, intruder.gid))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown -R {}: {status}", path.display());
+}
+
 /// Runs a shell script as the second user; panics when it fails.
 pub fn as_intruder(script: &str) {
     intruder();
