@@ -198,9 +198,8 @@ impl ExecArgs {
     }
 }
 
-/// Runs `command` with the instance's connection variables; its exit code. `ended` is called
-/// as soon as it has ended.
-/// `shims`, kept until CMD has ended: CMD finds the installation's programs through them.
+/// Runs `command` with the instance's connection variables and `shims` first on its PATH (kept
+/// until it has ended); its exit code. `ended` is called as soon as it has ended.
 async fn run_command(
     instance: &Instance,
     command: &[OsString],
@@ -285,8 +284,10 @@ fn installation_programs(config: &config::Config) -> Result<Option<Shims>> {
 }
 
 /// Where `execvp` would find `program` on `path`: the first regular file of that name with an
-/// execute bit that this process may execute; `None` for a name with a `/` (not searched) or
-/// one found nowhere (the spawn then reports it as before).
+/// execute bit that this process may execute, when it starts as a program (`\x7fELF`) or a
+/// script with its interpreter (`#!`); `None` for a name with a `/` (not searched), one found
+/// nowhere, or a file without either — the spawn then searches as before (glibc's `execvp`
+/// runs such a file with `/bin/sh`; a spawn by its path would fail).
 fn found_on(
     program: &std::ffi::OsStr,
     path: Option<&std::ffi::OsStr>,
@@ -310,6 +311,16 @@ fn found_on(
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
                 && nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
         })
+        .filter(|found| starts_as_a_program(found))
+}
+
+/// Whether `path` begins as an ELF program or a `#!` script.
+fn starts_as_a_program(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == *b"\x7fELF" || head.starts_with(b"#!"))
 }
 
 #[cfg(test)]
@@ -342,5 +353,12 @@ mod tests {
         assert_eq!(found_on("./tool".as_ref(), Some(&path)), None);
         assert_eq!(found_on("".as_ref(), Some(&path)), None);
         assert_eq!(found_on("tool".as_ref(), None), None);
+        // Without `#!` (execvp would run it with /bin/sh): left to the spawn's own search.
+        std::fs::write(first.join("tool"), "echo hi\n").unwrap();
+        assert_eq!(found_on("tool".as_ref(), Some(&path)), None);
+        assert_eq!(
+            found_on("true".as_ref(), Some("/usr/bin:/bin".as_ref())),
+            Some(std::path::PathBuf::from("/usr/bin/true"))
+        );
     }
 }

@@ -36,15 +36,16 @@ impl PoolMaker {
     }
 
     /// Starts the maker of an entry for `template` unless it was started already or the pool
-    /// is full or being filled. Not cancelled by a stop: the maker outlives the server.
+    /// is full or being filled (then the next call looks again). Not cancelled by a stop: the
+    /// maker outlives the server.
     pub fn start(&self, config: &Config, template: &Path) {
-        if self.started.swap(true, Ordering::SeqCst) {
+        if self.started.load(Ordering::SeqCst) {
             return;
         }
-        if spare::pool::wants_entry(template, config.ephemeral_pool) {
-            spare::maker::spawn(&self.line)
-        } else {
+        if !spare::pool::wants_entry(template, config.ephemeral_pool) {
             debug!("no pool maker needed: the pool is full or being filled");
+        } else if !self.started.swap(true, Ordering::SeqCst) {
+            spare::maker::spawn(&self.line)
         }
     }
 }
