@@ -243,11 +243,8 @@ pub const DISCARDED: &str = ".removed-";
 /// [`remove_throwaway`]), for its removal later and elsewhere ([`crate::instance::abandoned`]);
 /// where it now is. The name is free at once: a launch of the same name makes a new root.
 pub fn discard_throwaway(root: &Path) -> std::io::Result<std::path::PathBuf> {
-    let meta = std::fs::symlink_metadata(root)?;
-    if !meta.is_dir()
-        || meta.uid() != nix::unistd::geteuid().as_raw()
-        || check_marker(root).is_err()
-    {
+    std::fs::symlink_metadata(root)?;
+    if !is_own_throwaway(root) {
         return Err(std::io::Error::other(format!(
             "not moved: {} is not a throwaway root of ours",
             root.display()

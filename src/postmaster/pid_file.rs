@@ -58,18 +58,36 @@ pub fn ready(data_dir: &Path, pid: Pid) -> bool {
     PidFile::read(data_dir).is_some_and(|f| f.pid == pid && f.says_ready())
 }
 
-/// Whether `data_dir`'s postmaster is `pid`, says `ready` (out of recovery: `standby` is
-/// also written when an archive recovery with `hot_standby` off starts, and connections are
-/// refused until it ends), and listens on TCP at `address` (as given in `listen_addresses`)
-/// and `port`: a postmaster whose TCP socket could not be bound (the port taken meanwhile)
-/// still starts, on its Unix socket alone, and says so by an empty line 6.
-pub fn ready_on(data_dir: &Path, pid: Pid, address: &str, port: u16) -> bool {
-    PidFile::read(data_dir).is_some_and(|f| {
-        f.pid == pid
-            && f.status.as_deref() == Some("ready")
-            && f.port == Some(port)
-            && f.listen_address.as_deref() == Some(address)
-    })
+/// How far `data_dir`'s postmaster `pid` says it is, from one read of its pid file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Not `pid`'s file, or not ready yet.
+    NotYet,
+    /// `ready` or `standby`, but not (yet) shown listening where it was asked: `standby` is
+    /// also written when an archive recovery with `hot_standby` off starts (connections are
+    /// refused until it ends), and a postmaster whose TCP socket could not be bound (the port
+    /// taken meanwhile) still starts, on its Unix socket alone, with an empty line 6.
+    SaysReady,
+    /// `ready` (out of recovery) and listening on TCP at the address (as given in
+    /// `listen_addresses`) and port it was asked to.
+    Listening,
+}
+
+/// What `data_dir`'s pid file says of postmaster `pid` (see [`Readiness`]).
+pub fn readiness(data_dir: &Path, pid: Pid, address: &str, port: u16) -> Readiness {
+    match PidFile::read(data_dir) {
+        Some(f) if f.pid == pid && f.says_ready() => {
+            if f.status.as_deref() == Some("ready")
+                && f.port == Some(port)
+                && f.listen_address.as_deref() == Some(address)
+            {
+                Readiness::Listening
+            } else {
+                Readiness::SaysReady
+            }
+        }
+        _ => Readiness::NotYet,
+    }
 }
 
 #[cfg(test)]
@@ -114,7 +132,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let at = |listen: &str| {
             std::fs::write(dir.path().join(FILE), file(listen)).unwrap();
-            ready_on(dir.path(), Pid::from_raw(42), "127.0.0.1", 5433)
+            readiness(dir.path(), Pid::from_raw(42), "127.0.0.1", 5433) == Readiness::Listening
         };
         assert!(at("127.0.0.1"));
         assert!(!at(""));
@@ -124,9 +142,18 @@ mod tests {
             file("127.0.0.1").replace("ready   ", "standby "),
         )
         .unwrap();
-        assert!(!ready_on(dir.path(), Pid::from_raw(42), "127.0.0.1", 5433));
+        assert_ne!(
+            readiness(dir.path(), Pid::from_raw(42), "127.0.0.1", 5433),
+            Readiness::Listening
+        );
         assert!(!at("::1"));
-        assert!(!ready_on(dir.path(), Pid::from_raw(42), "127.0.0.1", 5434));
-        assert!(!ready_on(dir.path(), Pid::from_raw(43), "127.0.0.1", 5433));
+        assert_ne!(
+            readiness(dir.path(), Pid::from_raw(42), "127.0.0.1", 5434),
+            Readiness::Listening
+        );
+        assert_ne!(
+            readiness(dir.path(), Pid::from_raw(43), "127.0.0.1", 5433),
+            Readiness::Listening
+        );
     }
 }

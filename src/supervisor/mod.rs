@@ -34,7 +34,7 @@ use crate::instance::status::{self, State, Status, StatusFile};
 use crate::observe::Observer;
 use crate::os::privilege::RunAs;
 use crate::pg::probe::{self, PingStatus};
-use crate::postmaster::pid_file;
+use crate::postmaster::pid_file::{self, Readiness};
 use machine::{ExitReport, Finish, Level, Notice, Policy, Probing, Timer};
 use nix::sys::signal::Signal;
 use notify::Notifier;
@@ -457,15 +457,17 @@ impl Supervisor {
             return;
         };
         let address = self.config.listen_address.to_string();
-        if pid_file::ready_on(&cluster.data_dir, server.pid, &address, self.config.port) {
-            let said = ProbeResult {
-                pid: server.pid.as_raw(),
-                mode: Probing::Readiness,
-                status: PingStatus::Accepting,
-            };
-            self.probe_in_flight = self.probe_tx.try_send(said).is_ok();
-        } else if pid_file::ready(&cluster.data_dir, server.pid) {
-            self.probe(Probing::Readiness, Duration::from_secs(1));
+        match pid_file::readiness(&cluster.data_dir, server.pid, &address, self.config.port) {
+            Readiness::Listening => {
+                let said = ProbeResult {
+                    pid: server.pid.as_raw(),
+                    mode: Probing::Readiness,
+                    status: PingStatus::Accepting,
+                };
+                self.probe_in_flight = self.probe_tx.try_send(said).is_ok();
+            }
+            Readiness::SaysReady => self.probe(Probing::Readiness, Duration::from_secs(1)),
+            Readiness::NotYet => {}
         }
         if poll.period() == READY_POLL && self.polling_since.elapsed() >= READY_POLL_FAST_FOR {
             *poll = tokio::time::interval(READY_POLL_SLOW);

@@ -113,10 +113,8 @@ fn sweep(pool: &Path) {
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
         .collect();
-    for entry in std::fs::read_dir(pool).into_iter().flatten().flatten() {
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
+    for name in &names {
+        let path = pool.join(name);
         if let Some(key) = name.strip_suffix(".lock") {
             remove_idle_lock(pool, key, &names);
             continue;
@@ -128,14 +126,13 @@ fn sweep(pool: &Path) {
             name.split_once(".claimed-").map(|(_, tag)| tag.to_string())
         };
         let Some(tag) = owner_tag else {
-            remove_if_orphan(&entry.path());
+            remove_if_orphan(&path);
             continue;
         };
-        let ours =
-            std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        let ours = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
         if ours && !alive(&tag) {
-            debug!(dir = %entry.path().display(), "removing what a killed pool maker or claimer left");
-            let _ = std::fs::remove_dir_all(entry.path());
+            debug!(dir = %path.display(), "removing what a killed pool maker or claimer left");
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
 }
