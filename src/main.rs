@@ -9,6 +9,8 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
+    // Before anything else: a detached helper that a server started runs idle from here on.
+    pgwarden::os::background::lower_if_asked();
     // The one place argv is read.
     let args: Vec<OsString> = std::env::args_os().collect();
     // Started through a shim of `pgwarden exec`: become the installation's program.
@@ -37,7 +39,14 @@ fn main() -> ExitCode {
         .and_then(|resolved| resolved.as_ref().ok())
         .map(|resolved| &resolved.config)
         // A run refused for its installation's owner creates nothing, not even its log.
-        .filter(|config| pgwarden::binaries::check_source(&config.source).is_ok())
+        .filter(|config| {
+            pgwarden::binaries::check_source(&config.source).is_ok()
+                && pgwarden::instance::private_dir::check_trusted(
+                    &config.install_dir,
+                    "install_dir",
+                )
+                .is_ok()
+        })
         .and_then(pgwarden::instance::logfile::for_run);
     let verbosity = match &cli.command {
         Command::Run(args) => args.verbosity,

@@ -1203,6 +1203,69 @@ fn concurrent_ephemeral_execs_never_fill_the_pool_beyond_ephemeral_pool() {
     );
 }
 
+/// A pool maker takes no CPU from anyone who wants it and is out of its server's reach: in
+/// `SCHED_IDLE` at nice 19, in a session (so a process group) of its own. It is started
+/// without a fork of the supervisor and lowers itself first thing; a running server's maker
+/// waits (up to a second) for it to exit, long enough to look at it.
+#[test]
+fn a_pool_maker_runs_idle_in_a_session_of_its_own() {
+    let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = test_dir();
+    let (binaries, install) = own_binaries(dir.path());
+    let name = format!("pool-idle-{}", std::process::id());
+    let _cleanup = Background {
+        name: name.clone(),
+        root: ephemeral_root(&name),
+    };
+    let port = free_port().to_string();
+    let args = [
+        "run",
+        "--ephemeral",
+        "--name",
+        &name,
+        "--binaries",
+        &binaries,
+        "--install-dir",
+        &install,
+        "--port",
+        &port,
+    ];
+    let mut server = Pgwarden::start(&args, &[]);
+    server.wait_ready(FIRST_LAUNCH);
+    // (session, nice, policy) of the maker once it has its session; 5 is SCHED_IDLE.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let found = makers_running(&install).into_iter().find_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let number = |at: usize| fields[at - 3].parse::<i64>().unwrap();
+            (number(6) == pid as i64).then(|| (pid, number(19), number(41)))
+        });
+        if let Some(seen) = found {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pool maker in a session of its own within 5 s; makers: {:?}",
+            makers_running(&install)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (maker, nice, policy) = seen;
+    assert_eq!((nice, policy), (19, 5), "the maker {maker} is not idle");
+    assert_ne!(
+        nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(server.pid() as i32))).unwrap(),
+        nix::unistd::Pid::from_raw(maker),
+        "the maker shares its server's session"
+    );
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(server.wait_exit(STOP).success());
+    assert!(
+        gone_within(maker, STOP),
+        "the maker {maker} outlives its work"
+    );
+}
+
 /// `pool-fill` is a verb anyone can type: it refuses what `run` refuses (exit 2, naming the
 /// cause and the fix) before it reads anything, and makes nothing then.
 #[test]

@@ -740,6 +740,50 @@ fn an_install_dir_another_user_owns_is_refused() {
     assert!(!marker.exists(), "the planted postgres ran");
 }
 
+/// With `--binaries` too: the install dir also keeps the clusters' templates, so one another
+/// user owns is refused before anything is made — a template planted in it is never copied
+/// into a cluster.
+#[test]
+fn an_install_dir_another_user_owns_is_refused_with_binaries_of_ones_own() {
+    intruder();
+    let scene = Scene::new();
+    let install = common::shared_install_dir();
+    let out = install_archive(&common::npm_archive(), &install, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let planted = scene.dir.path().join("planted");
+    fs::create_dir(&planted).unwrap();
+    fs::set_permissions(&planted, fs::Permissions::from_mode(0o777)).unwrap();
+    as_intruder(&format!(
+        "mkdir -p '{p}/cache/templates' && chmod 755 '{p}/cache' '{p}/cache/templates'",
+        p = planted.display()
+    ));
+    let data = scene.dir.path().join("data");
+    let out = run_to_exit(
+        &[
+            "run",
+            "--binaries",
+            install.join(common::PG_VERSION).to_str().unwrap(),
+            "--install-dir",
+            planted.join("cache").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &common::free_port().to_string(),
+        ],
+        &[],
+        common::START,
+    );
+    let text = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("install_dir") && text.contains(INTRUDER) && text.contains("help:"),
+        "names the directory, its owner and the fix: {text}"
+    );
+    assert!(!data.exists(), "a refused run made {}", data.display());
+    let state = scene.dir.path().join("data.pgwarden");
+    assert!(!state.exists(), "a refused run made {}", state.display());
+}
+
 /// The initdb-arguments parser against the real initdb: for each spelling, initdb (with
 /// `--show`, which prints its settings and exits) and pgwarden's parser accept or refuse it
 /// alike, and where both accept, the data directory, superuser and template directory initdb

@@ -181,9 +181,8 @@ pub async fn ensure(
     policy: &Policy,
 ) -> Result<Install> {
     let policy = policy.clone();
-    if !matches!(source, Source::Existing(_)) {
-        crate::instance::private_dir::check_trusted(install_dir, "install_dir")?;
-    }
+    // With any source: the clusters' templates are kept there too.
+    crate::instance::private_dir::check_trusted(install_dir, "install_dir")?;
     match source {
         Source::Archive { path, sha256 } => {
             let (path, dir, req) = (path.clone(), install_dir.to_path_buf(), version.clone());

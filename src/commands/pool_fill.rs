@@ -9,7 +9,7 @@
 //! installation's programs: it copies the template, owned by the server's user, into the
 //! pool ([`pool::prepare`]) until it holds `ephemeral_pool` entries. A SIGTERM cancels the copy (its working directory removed).
 
-use crate::binaries::{self, Source};
+use crate::binaries;
 use crate::cluster;
 use crate::cluster::spare::{Made, pool};
 use crate::commands::RunArgs;
@@ -41,13 +41,16 @@ const AFTER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// `resolved`: the instance of `args.run`. Exit 0 whether an entry was made or there was
 /// nothing to do (the pool full, another maker at it); 2 for refused settings.
 pub async fn run(args: PoolFillArgs, resolved: Resolved) -> Result<i32> {
+    if args.after_exit_of.is_some() {
+        // Started by a server, idle already: out of that server's process group and session.
+        crate::os::background::enter_idle_session();
+    }
     let config = resolved.config;
     refuse_unless_throwaway(config.ephemeral)?;
     // The trust rules of `run`, before anything is read from the installation.
     binaries::check_source(&config.source)?;
-    if !matches!(config.source, Source::Existing(_)) {
-        private_dir::check_trusted(&config.install_dir, "install_dir")?;
-    }
+    // With any source: the template it copies is kept there.
+    private_dir::check_trusted(&config.install_dir, "install_dir")?;
     binaries::locked::check(&config.source, &config.version, &config.lock)?;
     if config.ephemeral_pool == 0 {
         tracing::debug!("the pool of throwaway clusters is off (ephemeral_pool = 0)");

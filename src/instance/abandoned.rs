@@ -33,8 +33,8 @@ pub fn exec_name(pid: u32) -> String {
 /// The hidden verb of the detached sweeper ([`sweep_in_background`]).
 pub const SWEEP_VERB: &str = "sweep-throwaways";
 
-/// Starts `pgwarden sweep-throwaways` detached (a process group of its own, nice 19, idle
-/// I/O, its streams `/dev/null`; nobody waits for it): it removes the roots that stopped
+/// Starts `pgwarden sweep-throwaways` detached (a process group of its own, `SCHED_IDLE`,
+/// nice 19, idle I/O, its streams `/dev/null`; nobody waits for it): it removes the roots that stopped
 /// throwaway servers moved out of their names. Whether it started.
 pub fn sweep_in_background() -> bool {
     let Ok(exe) = std::env::current_exe() else {
@@ -47,9 +47,8 @@ pub fn sweep_in_background() -> bool {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
-    crate::os::background::lower_command(&mut command);
     // Not reaped: its starter is on its way out (its parent then becomes the reaper).
-    command.spawn().is_ok()
+    crate::os::background::spawn_idle(&mut command).is_ok()
 }
 
 /// Removes this user's throwaway roots that no server uses: those that stopped servers moved

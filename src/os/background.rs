@@ -57,6 +57,53 @@ pub fn lower_command(command: &mut std::process::Command) {
     }
 }
 
+/// Set in the environment of a process [`spawn_idle`] starts; [`lower_if_asked`] reads it.
+const IDLE_ENV: &str = "PGWARDEN_IDLE";
+
+/// Spawns `command` (a `pgwarden` verb), which lowers itself to `SCHED_IDLE`, nice 19 and idle
+/// I/O first thing ([`lower_if_asked`], asked by an environment variable). Not by a `pre_exec`
+/// hook: without one, std spawns by `posix_spawn` (a vfork) rather than a fork that copies
+/// this process's page tables, and this thread waits only for the child's exec, not for the
+/// work of an idle child on a busy machine. A fork for the pool maker beside `exec
+/// --ephemeral`'s CMD delayed CMD's start by 1–2 ms.
+pub fn spawn_idle(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    command.env(IDLE_ENV, "1").spawn()
+}
+
+/// First thing in `main`: a process [`spawn_idle`] started takes `SCHED_IDLE`, nice 19 and
+/// idle I/O (inherited by its threads and children), and the variable is removed so that
+/// nothing it starts inherits the request. Only ever lowers: a variable someone else set does
+/// no harm.
+pub fn lower_if_asked() {
+    if std::env::var_os(IDLE_ENV).is_none() {
+        return;
+    }
+    // SAFETY: called first in `main`, before any other thread exists.
+    unsafe { std::env::remove_var(IDLE_ENV) };
+    become_idle();
+}
+
+/// `SCHED_IDLE`, nice 19 and idle I/O for the calling thread and what it starts from now on.
+fn become_idle() {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain system call on this thread's own id (0).
+    let _ = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &param) };
+    lower_this_thread();
+}
+
+/// Puts this process in a session of its own at nice 19 in `SCHED_IDLE` with idle I/O, as
+/// [`idle_session`] does for a child, from inside: for a process [`spawn_idle`] started (not
+/// a group leader, so `setsid` succeeds). Best effort: what fails is logged at debug level.
+pub fn enter_idle_session() {
+    if let Err(e) = nix::unistd::setsid() {
+        tracing::debug!("cannot start a session of its own: {e}");
+    }
+    if let Err(e) = std::fs::write("/proc/self/autogroup", "19") {
+        tracing::debug!("cannot lower this session's autogroup: {e}");
+    }
+    become_idle();
+}
+
 /// A session of its own (and with it, on Linux, an autogroup of its own, at nice 19),
 /// `SCHED_IDLE`, nice 19 and idle I/O for `command`'s process and everything it forks. Between
 /// sessions the CPU is shared by their autogroups' weights first, so a busy session at nice 19

@@ -273,8 +273,9 @@ impl Supervisor {
             return finish;
         }
         let mut watchdog = self.notifier.watchdog_interval().map(tokio::time::interval);
-        let mut extend = tokio::time::interval(EXTEND_BY / 2);
-        extend.tick().await;
+        // Its first tick half a period from now: an interval's immediate first tick, awaited
+        // here, cost every start 1 ms (the timer's granularity) before the install's result.
+        let mut extend = tokio::time::interval_at(Instant::now() + EXTEND_BY / 2, EXTEND_BY / 2);
         let mut poll = tokio::time::interval(READY_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut health = tokio::time::interval(self.config.supervision.health_interval);

@@ -6,9 +6,10 @@
 //! stop comes right after CMD, so no entry was ever made and every exec copied the template
 //! (34.7 ms from the pool against 66.4 ms copying, quiet). The maker outlives the instance:
 //!
-//! - a session of its own at nice 19, `SCHED_IDLE` and idle I/O
-//!   ([`crate::os::background::idle_session`]): not in the instance's process group, so its
-//!   stop does not reach it, and it takes no CPU from anyone who wants it;
+//! - `SCHED_IDLE`, nice 19 and idle I/O from its start ([`crate::os::background::spawn_idle`]),
+//!   then a session of its own, which it enters before its work
+//!   ([`crate::os::background::enter_idle_session`]): not in the instance's process group, so
+//!   its stop does not reach it, and it takes no CPU from anyone who wants it;
 //! - its standard streams are `/dev/null`: a caller that reads `exec`'s output to its end does
 //!   not wait for the maker;
 //! - bounded: started only when [`super::pool::wants_entry`]; it makes at most one entry under
@@ -42,8 +43,8 @@ pub fn spawn(command_line: &[OsString]) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    crate::os::background::idle_session(&mut command);
-    match command.spawn() {
+    // Idle from its start; it enters a session of its own itself (`pool-fill` starts so).
+    match crate::os::background::spawn_idle(&mut command) {
         Ok(mut child) => {
             tracing::debug!(
                 pid = child.id(),
