@@ -884,6 +884,48 @@ fn ctrl_c_ends_cmd_and_exec_still_removes_the_server() {
     assert!(!root.exists(), "{} is removed", root.display());
 }
 
+/// A SIGTERM to exec alone (as `timeout` or a service manager sends it) is passed on to CMD:
+/// exec waits for CMD, removes the server and exits with CMD's code; so is a SIGHUP. Before,
+/// the SIGTERM ended exec at once and CMD ran on without its server (here for 30 s at most).
+#[test]
+fn a_sigterm_or_sighup_to_exec_is_passed_on_to_cmd_and_the_server_still_removed() {
+    for (signal, code) in [
+        (nix::sys::signal::Signal::SIGTERM, 7),
+        (nix::sys::signal::Signal::SIGHUP, 8),
+    ] {
+        let script = format!(
+            "{PRINT_POSTMASTER}; trap 'echo cmd-got-term; exit 7' TERM; trap 'echo cmd-got-hup; exit 8' HUP; \
+             echo waiting; i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done"
+        );
+        let mut exec = exec_ephemeral(&script);
+        let root = exec_root(&exec);
+        let postmaster = printed_postmaster(&exec);
+        exec.wait_for_stdout("waiting", FIRST_LAUNCH);
+        exec.signal(signal);
+        let status = exec.wait_exit(STOP);
+        let out = exec.stdout_text();
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{signal}: CMD's exit code: {out}\n{}",
+            exec.stderr_text()
+        );
+        assert!(
+            out.contains(if code == 7 {
+                "cmd-got-term"
+            } else {
+                "cmd-got-hup"
+            }),
+            "CMD got the {signal}: {out}"
+        );
+        assert!(
+            !process_alive(postmaster),
+            "the server {postmaster} is stopped"
+        );
+        assert!(!root.exists(), "{} is removed", root.display());
+    }
+}
+
 /// A kill -9 of exec leaves no server running (its parent-death signal stops it), and the
 /// next ephemeral launch removes the root it left in /dev/shm.
 #[test]

@@ -45,8 +45,9 @@ exit code (128+N when a signal N ended it). \
 The instance must be running, unless --ephemeral: then a throwaway server (its own free port and \
 name, fsync off, in memory where /dev/shm exists) is supervised by this process for CMD and \
 removed after it (an immediate stop: its data is thrown away); its log goes to the instance's log \
-file (`pgwarden logs`), only errors to the terminal (-v for more). A Ctrl-C reaches CMD; the server \
-is removed after CMD ends. If this process is killed, the server stops with it and the next \
+file (`pgwarden logs`), only errors to the terminal (-v for more). A Ctrl-C reaches CMD; a SIGTERM \
+or SIGHUP sent to pgwarden (by `timeout`, a service manager) is passed on to CMD; the server is \
+removed after CMD ends. If this process is killed (SIGKILL), the server stops with it and the next \
 --ephemeral launch removes what it left.",
     after_help = "Examples:\n  pgwarden exec -- psql -c 'select 1'\n  pgwarden exec -- pg_dump -Fc trader > trader.dump\n  pgwarden exec -- npm run migrate\n  pgwarden exec --ephemeral -- cargo test      # a fresh server for one test run"
 )]
@@ -65,11 +66,13 @@ pub struct ExecArgs {
 
 /// `resolved`: the instance of [`ExecArgs::run_args`].
 pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
+    // Caught from here on: one that arrives while CMD runs is passed on to it.
+    let mut passed_on = PassedOn::install();
     if !args.run.ephemeral {
         let instance = resolved.observe();
         instance.require_running()?;
         let shims = installation_programs(&instance.config)?;
-        return run_command(&instance, &args.command, shims, || {}).await;
+        return run_command(&instance, &args.command, shims, &mut passed_on, || {}).await;
     }
     let timeout = config::parse_duration(&args.timeout).map_err(|e| Error::Config {
         problems: vec![format!("--timeout: {e}")],
@@ -117,6 +120,11 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
             let _ = server.await;
             return Ok(128 + Signal::SIGINT as i32);
         }
+        signal = passed_on.next() => {
+            let _ = controls.send(Control::Immediate);
+            let _ = server.await;
+            return Ok(128 + signal as i32);
+        }
     };
     eprintln!("{line}");
     let state_dir = crate::os::paths::state_dir(&config.data_dir);
@@ -141,7 +149,7 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
                 });
             }
         };
-        run_command(&instance, &args.command, shims, stop).await
+        run_command(&instance, &args.command, shims, &mut passed_on, stop).await
     };
     tokio::pin!(command);
     // The server is kept (supervised) while CMD runs; if it ends first, CMD still runs on.
@@ -163,6 +171,33 @@ pub async fn run(args: ExecArgs, resolved: Resolved) -> Result<i32> {
     result
 }
 
+/// SIGTERM and SIGHUP, caught for exec's whole life. Sent to exec alone (by `timeout`, a
+/// service manager, `kill`), they would end it and leave CMD running on without its server
+/// (and a throwaway root for the next launch to sweep): exec passes them on to CMD instead,
+/// then waits for it and cleans up as after any end of CMD; before CMD runs, they stop the
+/// throwaway server and exec exits with 128+N. A Ctrl-C reaches CMD from the terminal itself.
+struct PassedOn {
+    terminate: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl PassedOn {
+    fn install() -> Self {
+        Self {
+            terminate: signal(SignalKind::terminate()).ok(),
+            hangup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// The next of them to arrive (never, for one that could not be caught).
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = interrupted(self.terminate.as_mut()) => Signal::SIGTERM,
+            _ = interrupted(self.hangup.as_mut()) => Signal::SIGHUP,
+        }
+    }
+}
+
 /// The error of a supervisor that ended before its server was ready.
 fn ended_before_ready(done: Result<()>) -> Error {
     done.err().unwrap_or_else(|| Error::Server {
@@ -171,11 +206,13 @@ fn ended_before_ready(done: Result<()>) -> Error {
     })
 }
 
-/// Resolves on the next SIGINT (never when its handler could not be installed).
-async fn interrupted(interrupt: Option<&mut tokio::signal::unix::Signal>) {
-    match interrupt {
+/// Resolves on the next arrival of `signal` (never when its handler could not be installed).
+async fn interrupted(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
         Some(signal) => {
-            signal.recv().await;
+            if signal.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
         }
         None => std::future::pending().await,
     }
@@ -199,11 +236,13 @@ impl ExecArgs {
 }
 
 /// Runs `command` with the instance's connection variables and `shims` first on its PATH (kept
-/// until it has ended); its exit code. `ended` is called as soon as it has ended.
+/// until it has ended), passing on to it what arrives of `passed_on`; its exit code. `ended`
+/// is called as soon as it has ended.
 async fn run_command(
     instance: &Instance,
     command: &[OsString],
     shims: Option<Shims>,
+    passed_on: &mut PassedOn,
     ended: impl FnOnce(),
 ) -> Result<i32> {
     let (program, rest) = command.split_first().ok_or_else(|| Error::Config {
@@ -252,7 +291,13 @@ async fn run_command(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            _ = async { match interrupt.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+            _ = interrupted(interrupt.as_mut()) => {}
+            signal = passed_on.next() => {
+                // `id` is `None` once CMD is reaped: its pid is never signalled after reuse.
+                if let Some(pid) = child.id() {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+                }
+            }
         }
     };
     ended();
