@@ -926,6 +926,65 @@ fn a_sigterm_or_sighup_to_exec_is_passed_on_to_cmd_and_the_server_still_removed(
     }
 }
 
+/// A throwaway server killed together with everything it started (an OOM kill, a kill of its
+/// cgroup) leaves no shared memory behind once its root is swept: its dynamic segments are files
+/// in its cluster (`dynamic_shared_memory_type=mmap`), and the sweep removes the System V
+/// segment its `postmaster.pid` names. PostgreSQL itself frees that segment only at the next
+/// start on the same data directory, which a throwaway cluster never gets.
+#[test]
+fn a_killed_throwaway_server_leaves_no_shared_memory_once_swept() {
+    let script = format!(
+        "{PRINT_POSTMASTER}; echo \"dsm $(psql -XAtc 'show dynamic_shared_memory_type')\"; exec sleep 600"
+    );
+    let exec = exec_ephemeral(&script);
+    let root = exec_root(&exec);
+    let postmaster = printed_postmaster(&exec);
+    let dsm = exec.wait_for_stdout("dsm ", FIRST_LAUNCH);
+    assert_eq!(dsm.trim(), "dsm mmap");
+    let pid_file = std::fs::read_to_string(root.join("data/postmaster.pid")).unwrap();
+    let shmid: i32 = pid_file
+        .lines()
+        .nth(6)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let segment_exists = || {
+        // SAFETY: IPC_STAT into a zeroed shmid_ds of our own.
+        let mut s: nix::libc::shmid_ds = unsafe { std::mem::zeroed() };
+        unsafe { nix::libc::shmctl(shmid, nix::libc::IPC_STAT, &mut s) == 0 }
+    };
+    assert!(segment_exists(), "the server's segment {shmid}");
+    // All at once: the postmaster is frozen first, so that neither its parent-death signal nor
+    // exec's restart of a crashed server cleans up before the kill.
+    let group = nix::unistd::Pid::from_raw(postmaster);
+    nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    exec.signal(nix::sys::signal::Signal::SIGKILL);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(
+        gone_within(postmaster, STOP),
+        "the killed server {postmaster}"
+    );
+    assert!(
+        segment_exists(),
+        "a killed server leaves its segment {shmid}"
+    );
+    // The next ephemeral launch's sweep (here the sweeper's own verb) removes root and segment.
+    let deadline = Instant::now() + STOP;
+    while root.exists() && Instant::now() < deadline {
+        let swept = run_to_exit(&["sweep-throwaways"], &[], STOP);
+        assert!(swept.status.success(), "{swept:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!root.exists(), "{} is removed", root.display());
+    assert!(
+        !segment_exists(),
+        "the killed server's segment {shmid} is freed"
+    );
+}
+
 /// A kill -9 of exec leaves no server running (its parent-death signal stops it), and the
 /// next ephemeral launch removes the root it left in /dev/shm.
 #[test]

@@ -554,8 +554,9 @@ pub struct RunArgs {
     pub create_user: bool,
 
     /// A throwaway cluster in a private temporary directory (/dev/shm when it exists), removed
-    /// when pgwarden exits; runs with fsync, synchronous_commit and full_page_writes off and
-    /// shared_buffers 16MB (a [server] setting wins).
+    /// when pgwarden exits; runs with fsync, synchronous_commit and full_page_writes off,
+    /// shared_buffers 16MB and its dynamic shared memory in the cluster (a [server] setting
+    /// wins).
     #[arg(long)]
     pub ephemeral: bool,
 

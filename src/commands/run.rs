@@ -165,13 +165,15 @@ pub async fn serve(
 fn prepare_throwaway(config: &Config) -> Result<()> {
     if config.data_dir.exists() {
         warn!(data_dir = %config.data_dir.display(), "removing a throwaway cluster left by an earlier run");
+        crate::postmaster::leftover_shmem::release(&config.data_dir);
         std::fs::remove_dir_all(&config.data_dir).map_err(|e| Error::Cluster {
             what: format!("cannot remove {}: {e}", config.data_dir.display()),
         })?;
     }
     warn!(
         data_dir = %config.data_dir.display(),
-        "ephemeral cluster: fsync, synchronous_commit and full_page_writes are off, shared_buffers 16MB; \
+        "ephemeral cluster: fsync, synchronous_commit and full_page_writes are off, shared_buffers 16MB, \
+         dynamic shared memory in the cluster (mmap); \
          it is removed when pgwarden exits — for throwaway data only"
     );
     Ok(())

@@ -14,11 +14,14 @@ use crate::config::Config;
 /// (`/dev/shm`), so 128MB of buffers would only hold a second copy of it, and setting them up
 /// and tearing them down took ~4 ms of each start and ~0.7 ms of each stop (BENCHMARKS.md,
 /// row 12). A `[server]` setting of the same name wins.
-pub const EPHEMERAL_SETTINGS: [(&str, &str); 4] = [
+pub const EPHEMERAL_SETTINGS: [(&str, &str); 5] = [
     ("fsync", "off"),
     ("synchronous_commit", "off"),
     ("full_page_writes", "off"),
     ("shared_buffers", "16MB"),
+    // Dynamic shared memory as files in the cluster (`pg_dynshmem/`), removed with it: a killed
+    // server's POSIX segments in /dev/shm would stay until a reboot (1 MB and more each).
+    ("dynamic_shared_memory_type", "mmap"),
 ];
 
 /// What this launch chose.
@@ -81,6 +84,12 @@ pub(crate) mod tests {
         assert_eq!(
             run.server.get("shared_buffers").map(String::as_str),
             Some("16MB")
+        );
+        assert_eq!(
+            run.server
+                .get("dynamic_shared_memory_type")
+                .map(String::as_str),
+            Some("mmap")
         );
         // A reload re-reads the same sources: the same result, and no port "change".
         let reloaded = effective(&loaded(true, 0), &Launch { port: 40000 });

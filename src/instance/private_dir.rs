@@ -217,7 +217,8 @@ pub fn is_own_throwaway(root: &Path) -> bool {
 }
 
 /// Removes a throwaway root: only a real directory (not a symlink) of ours that holds our
-/// marker; symlinks inside are removed, never followed.
+/// marker; symlinks inside are removed, never followed. The shared memory segment a killed
+/// server of its cluster (`data/`) left goes with it ([`crate::postmaster::leftover_shmem`]).
 pub fn remove_throwaway(root: &Path) -> std::io::Result<()> {
     let meta = std::fs::symlink_metadata(root)?;
     if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
@@ -232,6 +233,8 @@ pub fn remove_throwaway(root: &Path) -> std::io::Result<()> {
             root.display()
         )));
     }
+    // A server killed with its children left its System V segment: freed with its cluster.
+    crate::postmaster::leftover_shmem::release(&root.join("data"));
     // std's remove_dir_all does not follow symlinks (it removes the links themselves).
     std::fs::remove_dir_all(root)
 }

@@ -1,7 +1,7 @@
 //! `postmaster.pid`, read the way `pg_ctl -w` reads it: line 1 is the postmaster's pid, line 2
 //! its data directory, line 4 its port, line 6 the first TCP address it listens on (written
-//! once that socket is bound; empty when none was), line 8 its status (`starting`,
-//! `stopping`, `ready`, `standby`).
+//! once that socket is bound; empty when none was), line 7 the key and id of its System V
+//! shared memory segment, line 8 its status (`starting`, `stopping`, `ready`, `standby`).
 //!
 //! The postmaster rewrites the file in place, so a short or torn read just means "not yet".
 //! The one reader for the supervisor's readiness check, the temporary server's, and the search
@@ -21,6 +21,8 @@ pub struct PidFile {
     pub port: Option<u16>,
     /// Line 6: the first TCP address the postmaster listens on, as `listen_addresses` named it.
     pub listen_address: Option<String>,
+    /// Line 7: the key and id of the postmaster's System V shared memory segment.
+    pub shmem: Option<(u64, i32)>,
     /// Line 8, once the postmaster has written it.
     pub status: Option<String>,
 }
@@ -42,6 +44,10 @@ impl PidFile {
                 .get(5)
                 .map(|l| l.trim().to_string())
                 .filter(|l| !l.is_empty()),
+            shmem: lines.get(6).and_then(|l| {
+                let (key, id) = l.trim().split_once(char::is_whitespace)?;
+                Some((key.parse().ok()?, id.trim().parse().ok()?))
+            }),
             status: lines.get(7).map(|l| l.trim().to_string()),
         })
     }
@@ -116,8 +122,17 @@ mod tests {
                 data_dir: None,
                 port: None,
                 listen_address: None,
+                shmem: None,
                 status: None
             })
+        );
+        // Line 7 as PostgreSQL writes it ("%9lu %9lu").
+        assert_eq!(PidFile::parse(&full("ready")).unwrap().shmem, Some((1, 2)));
+        let line = "42\n/d\n1\n5432\n/s\n*\n  5432001     65538\nready\n";
+        assert_eq!(PidFile::parse(line).unwrap().shmem, Some((5432001, 65538)));
+        assert_eq!(
+            PidFile::parse("42\n/d\n1\n5432\n/s\n*\n\n").unwrap().shmem,
+            None
         );
     }
 
