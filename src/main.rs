@@ -9,10 +9,16 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
-    // Before anything else: a detached helper that a server started runs idle from here on.
-    pgwarden::os::background::lower_if_asked();
     // The one place argv is read.
     let args: Vec<OsString> = std::env::args_os().collect();
+    // Before anything else: a detached helper that a server started runs idle from here on.
+    pgwarden::os::background::lower_if_asked(
+        &args,
+        &[
+            pgwarden::cluster::spare::maker::VERB,
+            pgwarden::instance::abandoned::SWEEP_VERB,
+        ],
+    );
     // Started through a shim of `pgwarden exec`: become the installation's program.
     if let Some(error) = pgwarden::binaries::shims::run_if_shim(&args) {
         eprintln!("error: {error}");

@@ -1320,8 +1320,9 @@ fn concurrent_ephemeral_execs_never_fill_the_pool_beyond_ephemeral_pool() {
 
 /// A pool maker takes no CPU from anyone who wants it and is out of its server's reach: in
 /// `SCHED_IDLE` at nice 19, in a session (so a process group) of its own. It is started
-/// without a fork of the supervisor and lowers itself first thing; a running server's maker
-/// waits (up to a second) for it to exit, long enough to look at it.
+/// without a fork of the supervisor and lowers itself first thing, asked by a variable that
+/// lowers nothing else; a running server's maker waits (up to a second) for it to exit, long
+/// enough to look at it.
 #[test]
 fn a_pool_maker_runs_idle_in_a_session_of_its_own() {
     let _pool = POOL_TESTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -1332,15 +1333,21 @@ fn a_pool_maker_runs_idle_in_a_session_of_its_own() {
         name: name.clone(),
         root: ephemeral_root(&name),
     };
-    let (mut server, _) = run_ephemeral(&name, &binaries, &install, &[]);
-    // (session, nice, policy) of the maker once it has its session; 5 is SCHED_IDLE.
+    // A variable of the helpers' own in the server's environment: it lowers the helper it
+    // starts, never the server (nor its postgres).
+    let (mut server, _) = run_ephemeral(&name, &binaries, &install, &[("PGWARDEN_IDLE", "1")]);
+    let postmaster = postmaster_pid(&ephemeral_root(&name).join("data"));
+    let (_, own_nice, own_policy) = scheduling(std::process::id() as i32).unwrap();
+    for pid in [server.pid() as i32, postmaster] {
+        let (_, nice, policy) = scheduling(pid).unwrap();
+        assert_eq!((nice, policy), (own_nice, own_policy), "{pid} was lowered");
+    }
+    // The maker, once it has its session: 5 is SCHED_IDLE.
     let deadline = Instant::now() + Duration::from_secs(5);
     let seen = loop {
         let found = makers_running(&install).into_iter().find_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let number = |at: usize| fields[at - 3].parse::<i64>().unwrap();
-            (number(6) == pid as i64).then(|| (pid, number(19), number(41)))
+            let (session, nice, policy) = scheduling(pid)?;
+            (session == pid as i64).then_some((pid, nice, policy))
         });
         if let Some(seen) = found {
             break seen;
@@ -1365,6 +1372,14 @@ fn a_pool_maker_runs_idle_in_a_session_of_its_own() {
         gone_within(maker, STOP),
         "the maker {maker} outlives its work"
     );
+}
+
+/// `(session, nice, policy)` of process `pid` (`/proc/<pid>/stat` fields 6, 19 and 41).
+fn scheduling(pid: i32) -> Option<(i64, i64, i64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let number = |at: usize| fields.get(at - 3)?.parse::<i64>().ok();
+    Some((number(6)?, number(19)?, number(41)?))
 }
 
 /// `pool-fill` is a verb anyone can type: it refuses what `run` refuses (exit 2, naming the

@@ -71,16 +71,23 @@ pub fn spawn_idle(command: &mut std::process::Command) -> std::io::Result<std::p
 }
 
 /// First thing in `main`: a process [`spawn_idle`] started takes `SCHED_IDLE`, nice 19 and
-/// idle I/O (inherited by its threads and children), and the variable is removed so that
-/// nothing it starts inherits the request. Only ever lowers: a variable someone else set does
-/// no harm.
-pub fn lower_if_asked() {
+/// idle I/O (inherited by its threads and children) — when its command line (`args`) names one
+/// of `verbs`, the background helpers, as a whole word. The variable alone lowers nothing: one
+/// left in a shell's environment must not turn a server idle. It is removed either way, so that
+/// nothing started from here inherits it.
+pub fn lower_if_asked(args: &[std::ffi::OsString], verbs: &[&str]) {
     if std::env::var_os(IDLE_ENV).is_none() {
         return;
     }
     // SAFETY: called first in `main`, before any other thread exists.
     unsafe { std::env::remove_var(IDLE_ENV) };
-    become_idle();
+    if args
+        .iter()
+        .skip(1)
+        .any(|arg| verbs.iter().any(|verb| arg == verb))
+    {
+        become_idle();
+    }
 }
 
 /// `SCHED_IDLE`, nice 19 and idle I/O for the calling thread and what it starts from now on.
