@@ -38,7 +38,8 @@
 //!   settings file and its administration role's access.
 //! - [`supervisor`]: one event loop, a pure `step` and an executor running the [`supervisor::server`],
 //!   reconciling role and database, signals in, systemd notifications out.
-//! - [`postmaster`]: a postgres process — temporary server, stop escalation, `postmaster.pid`, its log.
+//! - [`postmaster`]: a postgres process — temporary server, stop escalation, `postmaster.pid`, its
+//!   log, the shared memory a killed one left.
 //! - [`backup`]: base backups, restores in place, verification by a restore into a throwaway
 //!   server (`backup verify`, the drills), snapshots (a running supervisor swaps a restore in
 //!   itself: [`backup::snapshot_swap`]), the WAL archive.
@@ -48,7 +49,7 @@
 //! - [`observe`]: the health and metrics endpoint.
 //! - [`pg`]: PostgreSQL formats, no policy: URLs, conninfo, probe, SQL scripts, initdb args, verifiers.
 //! - [`os`]: the operating system: paths, /proc, privilege, private files, background work (idle
-//!   sessions, and [`os::pacer`], which pauses it while a server is busy).
+//!   sessions, helpers spawned idle, and [`os::pacer`], which pauses it while a server is busy).
 //! - [`error`] (one error type, causes as sources, every exit code), [`log_lines`] (quiet by
 //!   default, `-v`/`-q`) and [`units`] (sizes as people read them) serve them all.
 
