@@ -1374,6 +1374,56 @@ fn a_pool_maker_runs_idle_in_a_session_of_its_own() {
     );
 }
 
+/// A `pool-fill` started as a process group leader (as a shell starts a command) cannot have a
+/// session of its own; it then leaves its caller's session — the whole terminal's autogroup —
+/// at its nice, instead of lowering it to 19 with itself.
+#[test]
+fn a_pool_maker_that_cannot_leave_its_session_leaves_the_sessions_priority_alone() {
+    let autogroup = || {
+        std::fs::read_to_string("/proc/self/autogroup")
+            .expect("this test needs autogroups (kernel.sched_autogroup_enabled)")
+    };
+    let before = autogroup();
+    let dir = test_dir();
+    let (binaries, install) = own_binaries(dir.path());
+    let mut waiting = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    use std::os::unix::process::CommandExt;
+    let mut maker = std::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"))
+        .args([
+            "pool-fill",
+            "--ephemeral",
+            "--binaries",
+            &binaries,
+            "--install-dir",
+            &install,
+            &format!("--after-exit-of={}", waiting.id()),
+        ])
+        .env("PGWARDEN_IDLE", "1")
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // It waits (up to a second) for `sleep`: look while it does, then let it end.
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, nice, policy) = scheduling(maker.id() as i32).expect("the maker runs");
+    let after = autogroup();
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+    let status = maker.wait().unwrap();
+    assert!(status.success(), "{status}");
+    if after != before {
+        // Put the session (this whole test run's) back before failing.
+        let nice = before.rsplit_once("nice ").unwrap().1.trim();
+        let _ = std::fs::write("/proc/self/autogroup", nice);
+    }
+    assert_eq!((nice, policy), (19, 5), "the maker itself is idle");
+    assert_eq!(after, before, "the caller's session was lowered");
+}
+
 /// `(session, nice, policy)` of process `pid` (`/proc/<pid>/stat` fields 6, 19 and 41).
 fn scheduling(pid: i32) -> Option<(i64, i64, i64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -101,12 +101,16 @@ fn become_idle() {
 /// Puts this process in a session of its own at nice 19 in `SCHED_IDLE` with idle I/O, as
 /// [`idle_session`] does for a child, from inside: for a process [`spawn_idle`] started (not
 /// a group leader, so `setsid` succeeds). Best effort: what fails is logged at debug level.
+/// The autogroup is lowered only in a session of its own: a group leader (one a shell started)
+/// stays in its caller's session, whose autogroup — the whole terminal's — is not touched.
 pub fn enter_idle_session() {
-    if let Err(e) = nix::unistd::setsid() {
-        tracing::debug!("cannot start a session of its own: {e}");
-    }
-    if let Err(e) = std::fs::write("/proc/self/autogroup", "19") {
-        tracing::debug!("cannot lower this session's autogroup: {e}");
+    match nix::unistd::setsid() {
+        Ok(_) => {
+            if let Err(e) = std::fs::write("/proc/self/autogroup", "19") {
+                tracing::debug!("cannot lower this session's autogroup: {e}");
+            }
+        }
+        Err(e) => tracing::debug!("cannot start a session of its own: {e}"),
     }
     become_idle();
 }
