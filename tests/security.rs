@@ -784,6 +784,72 @@ fn an_install_dir_another_user_owns_is_refused_with_binaries_of_ones_own() {
     assert!(!state.exists(), "a refused run made {}", state.display());
 }
 
+/// A throwaway root's `postmaster.pid` is written by the server's user, so the System V segment
+/// it names is freed on the root's removal only when that segment belongs to the data
+/// directory's owner: another user's unused segment named there is left alone (and the one of
+/// the owner's own is freed).
+#[test]
+fn a_pid_file_naming_another_users_segment_frees_nothing() {
+    intruder();
+    let make_segment = |user: Option<&str>| -> i32 {
+        let mut command = match user {
+            Some(user) => {
+                let mut runuser = std::process::Command::new("runuser");
+                runuser.args(["-u", user, "--", "ipcmk", "-M", "64"]);
+                runuser
+            }
+            None => {
+                let mut ipcmk = std::process::Command::new("ipcmk");
+                ipcmk.args(["-M", "64"]);
+                ipcmk
+            }
+        };
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "ipcmk: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .rsplit_once(':')
+            .and_then(|(_, id)| id.trim().parse().ok())
+            .unwrap_or_else(|| panic!("ipcmk's id: {}", text(&out)))
+    };
+    // (key, owner) of segment `id`, while it exists.
+    let stat = |id: i32| -> Option<(i64, u32)> {
+        // SAFETY: IPC_STAT into a zeroed shmid_ds of our own.
+        let mut segment: nix::libc::shmid_ds = unsafe { std::mem::zeroed() };
+        (unsafe { nix::libc::shmctl(id, nix::libc::IPC_STAT, &mut segment) } == 0)
+            .then_some((segment.shm_perm.__key as i64, segment.shm_perm.uid))
+    };
+    let dir = test_dir();
+    let data = dir.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let name = |id: i32| {
+        let (key, _) = stat(id).unwrap();
+        fs::write(
+            data.join("postmaster.pid"),
+            format!(
+                "1\n{}\n1\n5432\n/s\n*\n{:9} {id:9}\nready\n",
+                data.display(),
+                key as u64
+            ),
+        )
+        .unwrap();
+    };
+    let theirs = make_segment(Some(INTRUDER));
+    name(theirs);
+    let released = pgwarden::postmaster::leftover_shmem::release(&data);
+    let left = stat(theirs);
+    let _ = std::process::Command::new("ipcrm")
+        .args(["-m", &theirs.to_string()])
+        .status();
+    assert!(
+        !released && left.is_some(),
+        "another user's segment was removed"
+    );
+    let ours = make_segment(None);
+    name(ours);
+    assert!(pgwarden::postmaster::leftover_shmem::release(&data));
+    assert_eq!(stat(ours), None, "the owner's unused segment is freed");
+}
+
 /// The initdb-arguments parser against the real initdb: for each spelling, initdb (with
 /// `--show`, which prints its settings and exits) and pgwarden's parser accept or refuse it
 /// alike, and where both accept, the data directory, superuser and template directory initdb
