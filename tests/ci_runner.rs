@@ -970,7 +970,12 @@ fn a_killed_throwaway_server_leaves_no_shared_memory_once_swept() {
     // exec's restart of a crashed server cleans up before the kill.
     let group = nix::unistd::Pid::from_raw(postmaster);
     nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    exec.signal(nix::sys::signal::Signal::SIGKILL);
+    // exec with its CMD (its process group, as a job's cancellation kills it), then the server.
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(exec.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL).unwrap();
     assert!(
         gone_within(postmaster, STOP),
@@ -1004,6 +1009,11 @@ fn a_killed_exec_leaves_no_server_and_the_next_ephemeral_launch_sweeps_its_root(
     let postmaster = printed_postmaster(&exec);
     assert!(process_alive(postmaster));
     exec.signal(nix::sys::signal::Signal::SIGKILL);
+    // CMD (`sleep`), orphaned in exec's process group, is not what this is about.
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(exec.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
     assert!(
         gone_within(postmaster, STOP),
         "the server {postmaster} of a killed exec still runs"
