@@ -44,14 +44,9 @@ fn main() -> ExitCode {
         .as_ref()
         .and_then(|resolved| resolved.as_ref().ok())
         .map(|resolved| &resolved.config)
-        // A run refused for its installation's owner creates nothing, not even its log.
+        // A run refused for its installation's or cache's owner creates nothing, not even its log.
         .filter(|config| {
-            pgwarden::binaries::check_source(&config.source).is_ok()
-                && pgwarden::instance::private_dir::check_trusted(
-                    &config.install_dir,
-                    "install_dir",
-                )
-                .is_ok()
+            pgwarden::binaries::check_trust(&config.source, &config.install_dir).is_ok()
         })
         .and_then(pgwarden::instance::logfile::for_run);
     let verbosity = match &cli.command {

@@ -950,16 +950,9 @@ fn a_killed_throwaway_server_leaves_no_shared_memory_once_swept() {
     let postmaster = printed_postmaster(&exec);
     let dsm = exec.wait_for_stdout("dsm ", FIRST_LAUNCH);
     assert_eq!(dsm.trim(), "dsm mmap");
-    let pid_file = std::fs::read_to_string(root.join("data/postmaster.pid")).unwrap();
-    let shmid: i32 = pid_file
-        .lines()
-        .nth(6)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (_, shmid) = pgwarden::postmaster::pid_file::PidFile::read(&root.join("data"))
+        .and_then(|file| file.shmem)
+        .expect("postmaster.pid names its segment");
     let segment_exists = || {
         // SAFETY: IPC_STAT into a zeroed shmid_ds of our own.
         let mut s: nix::libc::shmid_ds = unsafe { std::mem::zeroed() };

@@ -773,15 +773,41 @@ fn an_install_dir_another_user_owns_is_refused_with_binaries_of_ones_own() {
         &[],
         common::START,
     );
-    let text = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
     assert!(
-        text.contains("install_dir") && text.contains(INTRUDER) && text.contains("help:"),
-        "names the directory, its owner and the fix: {text}"
+        said.contains("install_dir") && said.contains(INTRUDER) && said.contains("help:"),
+        "names the directory, its owner and the fix: {said}"
     );
     assert!(!data.exists(), "a refused run made {}", data.display());
     let state = scene.dir.path().join("data.pgwarden");
     assert!(!state.exists(), "a refused run made {}", state.display());
+    // `start` refuses it too, before it launches a background run that would make the state dir.
+    let out = run_to_exit(
+        &[
+            "start",
+            "--binaries",
+            install.join(common::PG_VERSION).to_str().unwrap(),
+            "--install-dir",
+            planted.join("cache").to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            &common::free_port().to_string(),
+        ],
+        &[],
+        common::START,
+    );
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("install_dir") && said.contains(INTRUDER),
+        "{said}"
+    );
+    assert!(
+        !data.exists() && !state.exists(),
+        "a refused start made its directories"
+    );
 }
 
 /// A throwaway root's `postmaster.pid` is written by the server's user, so the System V segment

@@ -173,6 +173,15 @@ pub fn check_source(source: &Source) -> Result<()> {
     }
 }
 
+/// [`check_source`], and the binaries cache `install_dir` — which also keeps the clusters'
+/// templates, so whatever the source — must be one no other user can write to
+/// ([`crate::instance::private_dir::check_trusted`]). What every command that launches a server
+/// asks before it creates anything.
+pub fn check_trust(source: &Source, install_dir: &Path) -> Result<()> {
+    check_source(source)?;
+    crate::instance::private_dir::check_trusted(install_dir, "install_dir")
+}
+
 /// Returns an installation satisfying `version` from `source`, installing it first if needed.
 pub async fn ensure(
     source: &Source,

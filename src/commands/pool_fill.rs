@@ -14,7 +14,6 @@ use crate::cluster;
 use crate::cluster::spare::{Made, pool};
 use crate::commands::RunArgs;
 use crate::error::{Error, Result};
-use crate::instance::private_dir;
 use crate::instance::resolve::Resolved;
 use crate::instance::server_user::server_user;
 use crate::os::cancel::Cancel;
@@ -48,9 +47,7 @@ pub async fn run(args: PoolFillArgs, resolved: Resolved) -> Result<i32> {
     let config = resolved.config;
     refuse_unless_throwaway(config.ephemeral)?;
     // The trust rules of `run`, before anything is read from the installation.
-    binaries::check_source(&config.source)?;
-    // With any source: the template it copies is kept there.
-    private_dir::check_trusted(&config.install_dir, "install_dir")?;
+    binaries::check_trust(&config.source, &config.install_dir)?;
     binaries::locked::check(&config.source, &config.version, &config.lock)?;
     if config.ephemeral_pool == 0 {
         tracing::debug!("the pool of throwaway clusters is off (ephemeral_pool = 0)");

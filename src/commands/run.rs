@@ -51,9 +51,7 @@ pub async fn serve(
     }
     // Before anything is created (a user, the state dir): an installation another user could
     // have written to.
-    crate::binaries::check_source(&config.source)?;
-    // The binaries cache and the clusters' templates, whatever the source.
-    crate::instance::private_dir::check_trusted(&config.install_dir, "install_dir")?;
+    crate::binaries::check_trust(&config.source, &config.install_dir)?;
     crate::binaries::locked::check(&config.source, &config.version, &config.lock)?;
     let run_as = server_user(
         config.run_as.as_deref(),

@@ -64,7 +64,7 @@ pub async fn start(args: StartArgs, resolved: Resolved, globals: &Globals) -> Re
         eprintln!("running: {}", instance.url(false)?);
     } else {
         // Refused here, before a background run is launched that would create the state dir.
-        crate::binaries::check_source(&config.source)?;
+        crate::binaries::check_trust(&config.source, &config.install_dir)?;
         crate::binaries::locked::check(&config.source, &config.version, &config.lock)?;
         let run_args = args.run.command_line("run", globals);
         let launched = launch(&config, run_args, deadline, timeout).await?;
